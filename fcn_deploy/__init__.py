@@ -1,0 +1,44 @@
+"""fcn-deploy: VGG16 FCN-32s/16s/8s from training to fast deployment.
+
+The layers, each importing only those before it:
+model (``models``, ``checkpoint``) → export (ONNX) → engine (TensorRT) → runtime (runners) →
+api (``Segmenter``) → bench. ``data`` and ``metrics`` serve the trainer and evaluator.
+Heavy parts are imported on first use, so ``import fcn_deploy`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .checkpoint import load_model, save_checkpoint
+from .errors import FCNError
+from .meta import ModelInfo, Preprocessing, SizeBounds
+from .models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, convolutionalize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FCN32s",
+    "FCN16s",
+    "FCN8s",
+    "FCN8sAtOnce",
+    "convolutionalize",
+    "save_checkpoint",
+    "load_model",
+    "ModelInfo",
+    "Preprocessing",
+    "SizeBounds",
+    "FCNError",
+    "export_onnx",
+    "build_engine",
+    "Segmenter",
+]
+
+_LAZY = {"export_onnx": "fcn_deploy.export", "build_engine": "fcn_deploy.engine", "Segmenter": "fcn_deploy.api"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fcn_deploy' has no attribute {name!r}")

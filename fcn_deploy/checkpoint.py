@@ -1,0 +1,211 @@
+"""Checkpoints: the weights plus the `ModelInfo` that deploying them needs.
+
+A checkpoint is a ``torch.save`` dict of plain types and tensors (format below), always read with
+``weights_only=True``: a file from a stranger cannot run code. ``load_model`` also reads a bare
+state dict of the PyTorch FCN port and torchvision's VGG16 file, and explains in one line what a
+file it cannot use looks like instead of raising a bare traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ._io import atomic_path
+from .errors import FCNError
+from .meta import VARIANTS, ModelInfo, Preprocessing
+from .models import convolutionalize, create_model
+from .models.vgg import torchvision_to_caffe_names
+
+__all__ = ["save_checkpoint", "load_model", "read_checkpoint", "read_state_dict", "infer_variant"]
+
+FORMAT = "fcn-deploy-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: "str | os.PathLike[str]",
+    class_names: Optional[Sequence[str]] = None,
+    palette: Optional[Sequence[Sequence[int]]] = None,
+    preprocessing: Optional[Preprocessing] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> ModelInfo:
+    """Write ``model`` and its metadata to ``path`` atomically; returns the metadata written.
+
+    Names, palette and preprocessing default to the model's own ``info`` (VOC's names and colour
+    rule, Caffe preprocessing for FCNs). ``extra`` holds plain data such as a trainer's state.
+    """
+    info: ModelInfo = getattr(model, "info")
+    info = info.replace(
+        class_names=list(class_names) if class_names is not None else None,
+        palette=[tuple(c) for c in palette] if palette is not None else None,
+        preprocessing=preprocessing,
+    )
+    info.__post_init__()  # re-validate the replaced fields
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "info": info.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": dict(extra or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return info
+
+
+def _torch_load(path: "str | os.PathLike[str]") -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise FCNError(f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict or a torchvision VGG16 .pth)")
+    if path.is_dir():
+        raise FCNError(f"{path} is a folder; expected a checkpoint file (.pt/.pth)")
+    if path.stat().st_size == 0:
+        raise FCNError(f"{path} is empty; expected a checkpoint file written by torch.save")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise FCNError(
+                f"{path} holds Python objects beyond tensors and plain data; it is not loaded because "
+                "that could run code from the file (re-save just its state_dict)"
+            ) from None
+        raise FCNError(f"{path} is not a readable PyTorch file ({_first_line(e)}); is it truncated?") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise FCNError(
+            f"{path} is not a readable PyTorch file ({_first_line(e)}); it may be truncated or of another format"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+def read_checkpoint(path: "str | os.PathLike[str]") -> dict[str, Any]:
+    """The raw payload of any readable file: an fcn-deploy checkpoint dict or a bare state dict."""
+    payload = _torch_load(path)
+    if not isinstance(payload, Mapping):
+        raise FCNError(f"{path} holds a {type(payload).__name__}, not a state dict or checkpoint dict")
+    return dict(payload)
+
+
+def read_state_dict(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint or bare state dict (common wrappers such as ``{"model": sd}`` unwrapped)."""
+    payload = read_checkpoint(path)
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(payload.get(key), Mapping):
+            payload = dict(payload[key])
+            break
+    tensors = {k: v for k, v in payload.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise FCNError(f"{path} holds no tensors; expected model weights")
+    return tensors
+
+
+def infer_variant(sd: Mapping[str, Any]) -> Optional[str]:
+    """The variant a state dict's keys name, or None. FCN-8s at-once has FCN-8s's keys: pass it explicitly."""
+    if "features.0.weight" in sd and "classifier.0.weight" in sd:
+        return "torchvision-vgg16"
+    if "conv1_1.weight" not in sd:
+        return None
+    for key, variant in (("upscore8.weight", "fcn8s"), ("upscore16.weight", "fcn16s"), ("upscore.weight", "fcn32s"), ("fc8.weight", "vgg16")):
+        if key in sd:
+            return variant
+    return None
+
+
+_FOREIGN = (  # key patterns of other architectures, for a helpful error
+    ("layer1.0.conv1.weight", "ResNet"),
+    ("encoder.layer.0.", "transformer (BERT/ViT-like)"),
+    ("blocks.0.", "transformer (ViT-like)"),
+    ("backbone.", "detection/segmentation framework (torchvision/MMDet style)"),
+    ("features.0.weight", "torchvision classifier (not VGG16)"),
+)
+
+
+def _describe_foreign(sd: Mapping[str, Any], expected: str) -> str:
+    keys = list(sd)
+    for pattern, family in _FOREIGN:
+        hits = [k for k in keys if pattern in k]
+        if hits:
+            return f"looks like a {family} checkpoint: {len(keys)} unexpected keys such as {hits[0]}; expected {expected}"
+    sample = ", ".join(keys[:3])
+    return f"has {len(keys)} keys such as {sample}, none of which is {expected}"
+
+
+def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any) -> nn.Module:
+    if variant == "torchvision-vgg16":
+        try:
+            torchvision_sd = {k: v for k, v in sd.items() if k.rpartition(".")[0] in torchvision_to_caffe_names()}
+            return convolutionalize(torchvision_sd)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise FCNError(f"{path} looks like torchvision's VGG16 but does not load: {_first_line(e)}") from None
+    try:
+        num_classes = int(sd["score_fr.weight" if variant != "vgg16" else "fc8.weight"].shape[0])
+        width = sd["conv1_1.weight"].shape[0] / 64
+    except KeyError as e:
+        raise FCNError(f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} (missing {e})") from None
+    model = create_model(variant, num_classes=num_classes, width=width)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys such as {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys such as {unexpected[0]}")
+        hint = " (FCN-8s at-once has FCN-8s's keys; check --variant)" if variant.startswith("fcn") else ""
+        raise FCNError(f"{path} does not match {variant}: {'; '.join(parts)}{hint}")
+    for key, value in sd.items():
+        if own[key].shape != value.shape:
+            raise FCNError(
+                f"{path}: {key} has shape {tuple(value.shape)} but {variant} at width {width:g} with "
+                f"{num_classes} classes expects {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def load_model(path: "str | os.PathLike[str]", variant: Optional[str] = None) -> nn.Module:
+    """Any weights file this package understands → an eval-mode net with its ``info`` attached.
+
+    Accepts an fcn-deploy checkpoint, a bare state dict of the PyTorch FCN port (``variant`` given
+    or inferred from its keys: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``) and a torchvision
+    VGG16 file (giving the convolutionalized classifier).
+    """
+    if variant is not None and variant not in VARIANTS:
+        raise FCNError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    payload = read_checkpoint(path)
+    info: Optional[ModelInfo] = None
+    if payload.get("format") == FORMAT:
+        if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+            raise FCNError(
+                f"{path} is checkpoint format {payload['format_version']}, newer than this fcn-deploy "
+                f"reads ({FORMAT_VERSION}); upgrade fcn-deploy"
+            )
+        try:
+            info = ModelInfo.from_dict(payload["info"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise FCNError(f"{path}: checkpoint metadata is damaged ({_first_line(e)})") from None
+        sd = {k: v for k, v in payload["state_dict"].items()}
+        variant = variant or info.variant
+    else:
+        sd = read_state_dict(path)
+    guessed = infer_variant(sd)
+    if variant is None or guessed == "torchvision-vgg16":
+        variant = guessed
+    if variant is None:
+        raise FCNError(f"{path}: {_describe_foreign(sd, 'an FCN (conv1_1 … score_fr) or VGG16 state dict')}")
+    model = _model_from_state_dict(sd, variant, path)
+    if info is not None:
+        model.info = info.replace(variant=variant)  # type: ignore[assignment]
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Command-line shells over the Python API: parse arguments, call the API, print, exit."""

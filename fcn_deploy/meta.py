@@ -1,0 +1,210 @@
+"""What travels with the weights: classes, palette and preprocessing.
+
+The preprocessing belongs to the weights (Caffe-derived FCN weights expect BGR 0..255 minus a
+mean; torchvision's VGG16 expects RGB 0..1 normalized by mean/std), so a `ModelInfo` is stored in
+every checkpoint, ONNX file and engine sidecar, and every backend applies the same one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "VOC_CLASSES",
+    "VARIANTS",
+    "Preprocessing",
+    "ModelInfo",
+    "voc_palette",
+    "default_class_names",
+    "SizeBounds",
+]
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+
+# Every net this package builds. "vgg16" is the convolutionalized VGG16 classifier (1000 classes,
+# a coarse score map at 1/32 of the input instead of a full-size one).
+VARIANTS: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "vgg16")
+
+
+def voc_palette(num_colors: int = 256) -> list[tuple[int, int, int]]:
+    """PASCAL VOC's colour rule: label bits 0/1/2 fill R/G/B from the most significant bit down."""
+    palette = []
+    for label in range(num_colors):
+        r = g = b = 0
+        k, shift = label, 7
+        while k:
+            r |= (k & 1) << shift
+            g |= ((k >> 1) & 1) << shift
+            b |= ((k >> 2) & 1) << shift
+            k >>= 3
+            shift -= 1
+        palette.append((r, g, b))
+    return palette
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """VOC's names for 21 classes, ``class_<k>`` otherwise."""
+    if num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    return [f"class_{k}" for k in range(num_classes)]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a decoded image becomes the network's input: ``(pixels[..., order] * scale - mean) / std``.
+
+    ``color`` is the channel order the network expects ("bgr" or "rgb"); images arrive as OpenCV
+    decodes them (BGR) and are reordered if needed. ``mean``/``std`` are in that channel order.
+    """
+
+    color: str = "bgr"
+    scale: float = 1.0
+    mean: tuple[float, float, float] = (104.00699, 116.66877, 122.67892)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.color not in ("bgr", "rgb"):
+            raise ValueError(f"preprocessing color must be 'bgr' or 'rgb', got {self.color!r}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @classmethod
+    def caffe(cls) -> "Preprocessing":
+        """Caffe-derived VGG16/FCN weights: BGR, 0..255, mean subtracted, no scaling."""
+        return cls()
+
+    @classmethod
+    def torchvision(cls) -> "Preprocessing":
+        """torchvision's VGG16: RGB, 0..1, ImageNet mean/std."""
+        return cls("rgb", 1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+    def apply(self, bgr: np.ndarray) -> np.ndarray:
+        """uint8 ``N×H×W×3`` (or ``H×W×3``) BGR pixels → float32 ``N×3×H×W`` (or ``3×H×W``)."""
+        x = bgr.astype(np.float32)
+        if self.color == "rgb":
+            x = x[..., ::-1]
+        x = (x * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(
+            self.std, np.float32
+        )
+        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        return cls(str(d["color"]), float(d["scale"]), tuple(d["mean"]), tuple(d["std"]))  # type: ignore[arg-type]
+
+
+@dataclass
+class ModelInfo:
+    """Everything a deployment needs besides the weights."""
+
+    variant: str
+    num_classes: int
+    width: float = 1.0
+    class_names: list[str] = field(default_factory=list)
+    palette: list[tuple[int, int, int]] = field(default_factory=list)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        if not self.class_names:
+            self.class_names = default_class_names(self.num_classes)
+        if not self.palette:
+            self.palette = voc_palette(self.num_classes)
+        self.class_names = [str(c) for c in self.class_names]
+        self.palette = [tuple(int(v) for v in c) for c in self.palette]  # type: ignore[misc]
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
+        if len(self.palette) < self.num_classes:
+            raise ValueError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
+
+    def replace(self, **changes: Any) -> "ModelInfo":
+        """A copy with some fields changed (None values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "num_classes": self.num_classes,
+            "width": self.width,
+            "class_names": list(self.class_names),
+            "palette": [list(c) for c in self.palette],
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelInfo":
+        return cls(
+            variant=str(d["variant"]),
+            num_classes=int(d["num_classes"]),
+            width=float(d.get("width", 1.0)),
+            class_names=list(d.get("class_names") or []),
+            palette=[tuple(c) for c in d.get("palette") or []],  # type: ignore[misc]
+            preprocessing=Preprocessing.from_dict(d["preprocessing"])
+            if d.get("preprocessing")
+            else Preprocessing(),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        return cls.from_dict(json.loads(text))
+
+    @staticmethod
+    def palette_array(palette: Sequence[Sequence[int]]) -> np.ndarray:
+        """A palette as a ``256×3`` uint8 lookup table (unused entries black)."""
+        table = np.zeros((256, 3), np.uint8)
+        table[: min(256, len(palette))] = np.asarray(palette[:256], np.uint8)
+        return table
+
+
+@dataclass(frozen=True)
+class SizeBounds:
+    """The input shapes a model accepts: batch ≤ ``max_batch``, ``min_hw`` ≤ H×W ≤ ``max_hw``.
+
+    ``None`` means unbounded (eager PyTorch). Exported models and engines declare finite bounds,
+    and every backend checks them before running so an out-of-range input gets a clear message.
+    """
+
+    min_hw: tuple[int, int] = (1, 1)
+    max_hw: Optional[tuple[int, int]] = None
+    min_batch: int = 1
+    max_batch: Optional[int] = None
+
+    def violation(self, batch: int, height: int, width: int) -> Optional[str]:
+        """Why ``batch×H×W`` is out of range, or None if it fits."""
+        if batch < self.min_batch or (self.max_batch is not None and batch > self.max_batch):
+            top = self.max_batch if self.max_batch is not None else "any"
+            return f"batch {batch} is outside {self.min_batch}..{top}"
+        (h0, w0), (h1, w1) = self.min_hw, self.max_hw or (None, None)
+        if height < h0 or width < w0 or (h1 is not None and height > h1) or (w1 is not None and width > w1):
+            top = f"{h1}x{w1}" if h1 is not None else "any"
+            return f"size {height}x{width} is outside {h0}x{w0}..{top} (HxW)"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SizeBounds":
+        max_hw = d.get("max_hw")
+        return cls(
+            tuple(d.get("min_hw", (1, 1))),  # type: ignore[arg-type]
+            tuple(max_hw) if max_hw is not None else None,  # type: ignore[arg-type]
+            int(d.get("min_batch", 1)),
+            d.get("max_batch"),
+        )

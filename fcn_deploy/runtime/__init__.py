@@ -1,0 +1,52 @@
+"""Runners: one small class per backend behind one interface (`Runner`).
+
+``load_runner`` picks the backend from the file: ``.engine``/``.plan`` → TensorRT, ``.onnx`` →
+ONNX Runtime, anything else → eager PyTorch (checkpoints and whatever ``load_model`` reads).
+Heavy optional libraries are imported only when their backend is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import FCNError
+from .base import IO_MODES, ArrayLike, Runner, resolve_device
+
+__all__ = ["Runner", "ArrayLike", "IO_MODES", "BACKENDS", "load_runner", "backend_for_path", "resolve_device"]
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def backend_for_path(path: "str | os.PathLike[str]") -> str:
+    """The backend a file's suffix implies."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".engine", ".plan", ".trt"):
+        return "tensorrt"
+    if suffix == ".onnx":
+        return "onnxruntime"
+    return "torch"
+
+
+def load_runner(
+    path: "str | os.PathLike[str]",
+    device: Optional[str] = None,
+    backend: Optional[str] = None,
+    **options: Any,
+) -> Runner:
+    """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda, cuda:N)."""
+    backend = backend or backend_for_path(path)
+    if backend == "torch":
+        from .torch_runner import TorchRunner
+
+        return TorchRunner(path, device=device, **options)
+    if backend == "onnxruntime":
+        from .ort_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(path, device=device, **options)
+    if backend == "tensorrt":
+        from .trt_runner import TensorRTRunner
+
+        return TensorRTRunner(path, device=device, **options)
+    raise FCNError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

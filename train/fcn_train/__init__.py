@@ -1,0 +1,1 @@
+"""fcn_train: the FCN trainer and evaluator (``fcn-train``, ``fcn-eval``), installed from ``train/``."""
