@@ -1,0 +1,53 @@
+"""Fixtures shared by every test module: small random FCNs and their checkpoints.
+
+Score layers start at zero by design, which makes every output zero and every label comparison
+trivially equal, so the fixtures here give them random weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import fcn_deploy
+from fcn_deploy.models import create_model
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random score layers (the rest keeps its He init), so outputs and labels are non-trivial."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("score") or name.startswith("fc8"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture
+def make_model() -> Callable[..., nn.Module]:
+    """``make_model("fcn8s", width=0.125, num_classes=21, seed=0)`` → an eval-mode random net."""
+
+    def make(variant: str = "fcn8s", width: float = 0.125, num_classes: int = 21, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return randomize(create_model(variant, num_classes=num_classes, width=width), seed)
+
+    return make
+
+
+@pytest.fixture
+def make_checkpoint(tmp_path: Path, make_model: Callable[..., nn.Module]) -> Callable[..., Path]:
+    """``make_checkpoint("fcn8s", width=0.125)`` → path of an fcn-deploy checkpoint of a random net."""
+
+    def make(variant: str = "fcn8s", width: float = 0.125, num_classes: int = 21, seed: int = 0, **kw: object) -> Path:
+        path = tmp_path / f"{variant}-w{width}-s{seed}.pt"
+        fcn_deploy.save_checkpoint(make_model(variant, width, num_classes, seed), path, **kw)  # type: ignore[arg-type]
+        return path
+
+    return make
