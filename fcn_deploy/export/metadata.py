@@ -1,0 +1,113 @@
+"""What an exported ONNX file says about itself, in its ``metadata_props``.
+
+Everything a runtime needs besides the graph travels inside the file (one key per field, prefixed
+``fcn_deploy.``, JSON where structured, so Netron shows it readably): the checkpoint's
+`ModelInfo`, the I/O mode, precision, size bounds, tensor names, and where the file came from
+(sha256 of the source weights, torch/onnx versions, opset). Readers load the graph without its
+weights, so inspecting a 500 MB model costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from ..errors import FCNError
+from ..meta import ModelInfo, SizeBounds
+
+__all__ = ["OnnxMetadata", "read_onnx_metadata", "PREFIX", "IO_MODES", "PRECISIONS"]
+
+PREFIX = "fcn_deploy."
+FORMAT_VERSION = 1
+IO_MODES = ("tensor", "image")
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class OnnxMetadata:
+    """The fcn-deploy facts stored in an exported ONNX file."""
+
+    info: ModelInfo
+    io: str  # "tensor": float N×3×H×W → float logits; "image": uint8 N×H×W×3 BGR → uint8 labels
+    precision: str  # "fp32" or "fp16": the dtype the graph computes in
+    fp16_io: bool  # tensor mode only: input and output are float16 instead of float32
+    bounds: SizeBounds  # the shapes the graph was exported (and verified) for
+    input_name: str
+    output_name: str
+    source_sha256: str  # of the checkpoint file, or of the state dict bytes for an in-memory net
+    torch_version: str
+    onnx_version: str
+    opset: int
+
+    def __post_init__(self) -> None:
+        if self.io not in IO_MODES:
+            raise ValueError(f"io must be one of {IO_MODES}, got {self.io!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.fp16_io and (self.io != "tensor" or self.precision != "fp16"):
+            raise ValueError("fp16_io applies to fp16 tensor-mode models only")
+
+    def to_props(self) -> dict[str, str]:
+        """``metadata_props`` entries: one ``fcn_deploy.<field>`` key per field."""
+        values = {
+            "format_version": str(FORMAT_VERSION),
+            "info": self.info.to_json(),
+            "io": self.io,
+            "precision": self.precision,
+            "fp16_io": json.dumps(self.fp16_io),
+            "bounds": json.dumps(self.bounds.to_dict()),
+            "input_name": self.input_name,
+            "output_name": self.output_name,
+            "source_sha256": self.source_sha256,
+            "torch_version": self.torch_version,
+            "onnx_version": self.onnx_version,
+            "opset": str(self.opset),
+        }
+        return {PREFIX + k: v for k, v in values.items()}
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str]) -> "OnnxMetadata":
+        """Parse ``to_props`` output (extra keys ignored); ValueError/KeyError if damaged."""
+        p = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+        version = int(p.get("format_version", "0"))
+        if version > FORMAT_VERSION:
+            raise ValueError(f"metadata format {version} is newer than this fcn-deploy reads ({FORMAT_VERSION})")
+        return cls(
+            info=ModelInfo.from_json(p["info"]),
+            io=p["io"],
+            precision=p["precision"],
+            fp16_io=bool(json.loads(p["fp16_io"])),
+            bounds=SizeBounds.from_dict(json.loads(p["bounds"])),
+            input_name=p["input_name"],
+            output_name=p["output_name"],
+            source_sha256=p["source_sha256"],
+            torch_version=p["torch_version"],
+            onnx_version=p["onnx_version"],
+            opset=int(p["opset"]),
+        )
+
+
+def read_onnx_metadata(path: "str | os.PathLike[str]") -> OnnxMetadata:
+    """The `OnnxMetadata` of an exported file, read without loading its weights."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FCNError(f"{path}: no such file (expected an ONNX model written by fcn-export)")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises its own DecodeError; any failure means "not ONNX"
+        raise FCNError(f"{path} is not a readable ONNX file ({type(e).__name__}); is it truncated?") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if not any(k.startswith(PREFIX) for k in props):
+        raise FCNError(
+            f"{path} is an ONNX file without fcn-deploy metadata; export it with fcn-export "
+            "(or pass the checkpoint it came from)"
+        )
+    try:
+        return OnnxMetadata.from_props(props)
+    except (KeyError, ValueError, TypeError) as e:
+        raise FCNError(f"{path}: fcn-deploy metadata is damaged or incompatible ({e})") from None
