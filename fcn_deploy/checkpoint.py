@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -78,7 +77,7 @@ def _torch_load(path: "str | os.PathLike[str]") -> Any:
                 "that could run code from the file (re-save just its state_dict)"
             ) from None
         raise FCNError(f"{path} is not a readable PyTorch file ({_first_line(e)}); is it truncated?") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except Exception as e:  # torch.load raises many types for non-torch bytes (IndexError, KeyError, …)
         raise FCNError(
             f"{path} is not a readable PyTorch file ({_first_line(e)}); it may be truncated or of another format"
         ) from None
@@ -183,7 +182,7 @@ def load_model(path: "str | os.PathLike[str]", variant: Optional[str] = None) ->
     VGG16 file (giving the convolutionalized classifier).
     """
     if variant is not None and variant not in VARIANTS:
-        raise FCNError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        raise FCNError(f"{path}: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     payload = read_checkpoint(path)
     info: Optional[ModelInfo] = None
     if payload.get("format") == FORMAT:
