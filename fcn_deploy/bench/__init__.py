@@ -1,0 +1,32 @@
+"""fcn-bench: backends against eager PyTorch across input sizes, relative to the machine's limit.
+
+``run_benchmark`` returns a result document (schema: ``report.SCHEMA``); ``report`` prints it as a
+table, writes JSON/Markdown and plots it. Everything here uses only the runner interface.
+"""
+
+from .backends import BENCH_BACKENDS, random_model
+from .benchmark import SCENARIOS, parse_sizes, run_benchmark
+from .flops import flops_per_image, model_flops
+from .report import SCHEMA, format_console, format_markdown, validate, write_json, write_markdown, write_plot
+from .scenarios import BenchConfig
+from .sliding_window import FCVGG16, run_sliding_window
+
+__all__ = [
+    "BENCH_BACKENDS",
+    "SCENARIOS",
+    "SCHEMA",
+    "BenchConfig",
+    "FCVGG16",
+    "flops_per_image",
+    "format_console",
+    "format_markdown",
+    "model_flops",
+    "parse_sizes",
+    "random_model",
+    "run_benchmark",
+    "run_sliding_window",
+    "validate",
+    "write_json",
+    "write_markdown",
+    "write_plot",
+]

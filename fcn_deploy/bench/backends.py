@@ -1,0 +1,186 @@
+"""What ``--model`` and ``--backends`` name, turned into runners (or the reason there is none).
+
+The benchmark only ever holds `Runner`s; this module is the one place that knows how each named
+backend is made from the model given: eager PyTorch from the weights, ONNX Runtime from an ONNX
+file exported on the fly (its export time reported), TensorRT from an engine built on the fly.
+A backend that cannot run here is kept, with its reason, so no result silently disappears.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..checkpoint import load_model
+from ..errors import FCNError
+from ..meta import ModelInfo
+from ..models import create_model
+from ..runtime import Runner, backend_for_path
+
+__all__ = ["BENCH_BACKENDS", "DEFAULT_BACKENDS", "ModelSource", "Backend", "random_model", "prepare_backends"]
+
+BENCH_BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-fp16", "tensorrt")
+DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "torch-fp16", "tensorrt")
+REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measured against
+
+
+def random_model(variant: str = "fcn8s", width: float = 1.0, num_classes: int = 21, seed: int = 0) -> nn.Module:
+    """A net with random weights, score layers included.
+
+    An FCN's score layers start at zero by design, so its output would be all zeros and every
+    backend would agree on every label trivially; random score layers make the accuracy columns
+    mean something.
+    """
+    torch.manual_seed(seed)
+    model = create_model(variant, num_classes=num_classes, width=width)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("score", "fc8")):
+                p.normal_(0.0, 0.05)
+    return model.eval()
+
+
+@dataclass
+class ModelSource:
+    """The model under test: a net in memory or a weights file, or an ONNX file or engine."""
+
+    label: str  # what the report calls it
+    module: Optional[nn.Module] = None  # weights we can run eagerly and export
+    path: Optional[Path] = None  # .onnx / .engine given directly
+    info: Optional[ModelInfo] = None
+
+    @classmethod
+    def open(cls, model: Optional[str], variant: Optional[str], width: float, num_classes: int) -> "ModelSource":
+        if model is None:
+            net = random_model(variant or "fcn8s", width, num_classes)
+            return cls(f"random {net.info.variant} width {width:g}", module=net, info=net.info)  # type: ignore[arg-type]
+        path = Path(model)
+        if not path.exists():
+            raise FCNError(f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)")
+        if backend_for_path(path) == "torch":
+            net = load_model(path, variant=variant)
+            return cls(str(path), module=net, info=net.info)  # type: ignore[arg-type]
+        return cls(str(path), path=path)
+
+
+@dataclass
+class Backend:
+    """One requested backend: how to open its runner, or why it is skipped."""
+
+    name: str
+    open: Optional[Callable[[], Runner]] = None
+    skipped: Optional[str] = None
+    prepare_s: Optional[float] = None  # export or engine build time, when done on the fly
+    artifact: Optional[str] = None
+
+
+def parse_backends(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCH_BACKENDS]
+    if unknown or not names:
+        raise FCNError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCH_BACKENDS)}")
+    return list(dict.fromkeys(names))
+
+
+def _missing(module: str) -> bool:
+    return importlib.util.find_spec(module) is None
+
+
+def prepare_backends(
+    names: list[str],
+    source: ModelSource,
+    device: torch.device,
+    *,
+    threads: Optional[int] = None,
+    max_batch: int = 1,
+    cache_dir: Optional[Path] = None,
+) -> list[Backend]:
+    """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``."""
+    cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
+    prepared = []
+    for name in names:
+        try:
+            prepared.append(_prepare(name, source, device, threads, max_batch, cache))
+        except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
+            # listed, not dropped: a backend whose export or build fails is a result too
+            prepared.append(Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}"))
+    return prepared
+
+
+def _prepare(name: str, source: ModelSource, device: torch.device, threads: Optional[int], max_batch: int,
+             cache: Path) -> Backend:
+    backend, _, precision = name.partition("-")
+    precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
+    dev = str(device)
+    if backend == "torch":
+        if source.module is None:
+            return Backend(name, skipped=f"eager PyTorch needs weights; --model {source.label} is not a checkpoint")
+        if precision == "fp16" and device.type != "cuda":
+            return Backend(name, skipped="FP16 eager PyTorch needs a CUDA GPU (CPU FP16 convolutions are emulated)")
+        from ..runtime.torch_runner import TorchRunner
+
+        module = source.module
+        return Backend(name, open=lambda: TorchRunner(module, device=dev, precision=precision))
+    if backend == "onnxruntime":
+        if _missing("onnxruntime"):
+            return Backend(name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')")
+        onnx_path, seconds, why = _onnx_for(source, precision, max_batch, cache)
+        if onnx_path is None:
+            return Backend(name, skipped=why)
+        from ..runtime.ort_runner import OnnxRuntimeRunner
+
+        return Backend(name, open=lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads),
+                       prepare_s=seconds, artifact=str(onnx_path))
+    # tensorrt
+    if _missing("tensorrt"):
+        return Backend(name, skipped="TensorRT is not installed (it needs an NVIDIA GPU; pip install 'fcn-deploy[gpu]')")
+    if device.type != "cuda":
+        return Backend(name, skipped="TensorRT needs a CUDA GPU (run with --device cuda)")
+    return _tensorrt(name, source, max_batch, cache)
+
+
+def _onnx_for(source: ModelSource, precision: str, max_batch: int, cache: Path) -> tuple[Optional[Path], Optional[float], str]:
+    """The ONNX file for ``precision``: the one given, or one exported now (with its export time)."""
+    if source.path is not None:
+        if source.path.suffix.lower() != ".onnx":
+            return None, None, f"--model {source.label} is not an ONNX file or checkpoint"
+        from ..export import read_onnx_metadata
+
+        given = read_onnx_metadata(source.path).precision
+        if given != precision:
+            return None, None, f"--model {source.label} is {given}; pass a checkpoint to export {precision} on the fly"
+        return source.path, None, ""
+    from ..export import export_onnx
+
+    out = cache / f"model-{precision}.onnx"
+    t0 = time.perf_counter()
+    # verify=False: the benchmark's own accuracy columns compare every size against eager FP32
+    export_onnx(source.module, out, precision=precision, max_batch=max(max_batch, 1), verify=False, progress=False)
+    return out, time.perf_counter() - t0, ""
+
+
+def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Backend:
+    """An FP16 engine: the one given, or built now from an FP16 ONNX export."""
+    from ..runtime.trt_runner import TensorRTRunner
+
+    if source.path is not None and backend_for_path(source.path) == "tensorrt":
+        path = source.path
+        return Backend(name, open=lambda: TensorRTRunner(path, device="cuda"), artifact=str(path))
+    onnx_path, export_s, why = _onnx_for(source, "fp16", max_batch, cache)
+    if onnx_path is None:
+        return Backend(name, skipped=why)
+    from ..engine import build_engine
+
+    engine = cache / "model-fp16.engine"
+    t0 = time.perf_counter()
+    build_engine(onnx_path, engine)
+    seconds = time.perf_counter() - t0 + (export_s or 0.0)
+    return Backend(name, open=lambda: TensorRTRunner(engine, device="cuda"), prepare_s=seconds, artifact=str(engine))
+

@@ -1,0 +1,126 @@
+"""``run_benchmark``: one call from options to the result document ``fcn-bench`` prints and saves."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ..errors import FCNError
+from ..runtime import resolve_device
+from .backends import DEFAULT_BACKENDS, ModelSource, parse_backends, prepare_backends
+from .machine import compute_precision, machine_info, matmul_peak
+from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
+from .sliding_window import run_sliding_window
+
+__all__ = ["SCENARIOS", "parse_sizes", "run_benchmark"]
+
+SCENARIOS = ("sizes", "stream", "sliding-window", "static-vs-dynamic")
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """``"224x224,500x500"`` → ``[(224, 224), (500, 500)]`` (height × width)."""
+    sizes = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        m = re.fullmatch(r"(\d+)[xX](\d+)", part)
+        if not m or int(m[1]) < 1 or int(m[2]) < 1:
+            raise FCNError(f"size {part!r} is not HEIGHTxWIDTH with positive integers (e.g. 500x500)")
+        sizes.append((int(m[1]), int(m[2])))
+    if not sizes:
+        raise FCNError("no sizes given; e.g. --sizes 224x224,500x500")
+    return sizes
+
+
+def run_benchmark(
+    scenario: str = "sizes",
+    *,
+    model: Optional[str] = None,
+    variant: Optional[str] = None,
+    width: float = 1.0,
+    num_classes: int = 21,
+    backends: str = ",".join(DEFAULT_BACKENDS),
+    config: Optional[BenchConfig] = None,
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+    stream: tuple[int, int, int] = (8, 64, 1024),
+    cache_dir: Optional[Path] = None,
+    matmul_size: Optional[int] = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run ``scenario`` and return the result document (see ``report.SCHEMA``).
+
+    ``matmul_size`` sets the side of the matmul whose rate is the peak (default 4096 CPU, 8192 GPU).
+    """
+    if scenario not in SCENARIOS:
+        raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    cfg = config or BenchConfig()
+    if cfg.batch < 1 or cfg.iters < 1 or cfg.warmup < 0:
+        raise FCNError("--batch and --iters must be at least 1 and --warmup at least 0")
+    dev = resolve_device(device)
+    if threads is not None:
+        if threads < 1:
+            raise FCNError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    names = parse_backends(backends)
+    doc: dict[str, Any] = {
+        "schema_version": 1,
+        "scenario": scenario,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "config": {**cfg.__dict__, "sizes": [f"{h}x{w}" for h, w in cfg.sizes], "device": str(dev), "threads": torch.get_num_threads(), "backends": names},
+        "results": [],
+        "skipped": [],
+        "notes": [],
+    }
+    if scenario == "sliding-window":
+        doc["model"] = {"label": f"random VGG16 classifier width {width:g} (FC vs convolutionalized)"}
+        doc["machine"] = _machine(dev, matmul_size, ["fp32"])
+        doc["sliding_window"] = run_sliding_window(cfg, dev, width=width)
+        doc["notes"].append("both nets eager PyTorch FP32 on the same weights; p50 of the timed calls")
+        return doc
+    if scenario == "static-vs-dynamic":
+        return _static_vs_dynamic(doc, dev, matmul_size)
+
+    source = ModelSource.open(model, variant, width, num_classes)
+    doc["model"] = {"label": source.label, **({"variant": source.info.variant, "width": source.info.width,
+                                               "num_classes": source.info.num_classes} if source.info else {})}
+    prepared = prepare_backends(names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir)
+    precisions = sorted({compute_precision(dev, b.name.partition("-")[2] or "fp32") for b in prepared if not b.skipped})
+    doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
+    doc["prepare_s"] = {b.name: b.prepare_s for b in prepared if b.prepare_s is not None}
+    if scenario == "sizes":
+        doc["results"], doc["skipped"] = run_sizes(prepared, source, dev, cfg, doc["machine"]["peaks"])
+    else:
+        count, low, high = stream
+        shapes = stream_shapes(count, low, high, cfg.seed)
+        doc["stream"], doc["skipped"] = run_stream(prepared, source, dev, shapes, cfg.seed)
+    if dev.type == "cpu":
+        doc["notes"].append("CPU: every row is measured against the FP32 matmul rate (no native FP16 arithmetic)")
+    doc["notes"].append("host memory: peak resident set of the whole benchmark process during each row's warm-up and timed calls")
+    return doc
+
+
+def _machine(dev: torch.device, matmul_size: Optional[int], precisions: Sequence[str]) -> dict[str, Any]:
+    info = machine_info(dev)
+    info["peaks"] = {p: matmul_peak(dev, p, matmul_size) for p in precisions}
+    info["environment"] = {k: v for k, v in os.environ.items() if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
+    return info
+
+
+def _static_vs_dynamic(doc: dict[str, Any], dev: torch.device, matmul_size: Optional[int]) -> dict[str, Any]:
+    """One dynamic engine against per-shape static engines (TensorRT only)."""
+    doc["model"] = {"label": "FCN-8s engines"}
+    doc["machine"] = _machine(dev, matmul_size, ["fp16"] if dev.type == "cuda" else ["fp32"])
+    if importlib.util.find_spec("tensorrt") is None:
+        reason = "TensorRT is not installed (it needs an NVIDIA GPU; pip install 'fcn-deploy[gpu]')"
+    elif dev.type != "cuda":
+        reason = "TensorRT needs a CUDA GPU (run with --device cuda)"
+    else:
+        reason = "static-vs-dynamic engine builds are not implemented yet in this version"
+    doc["skipped"] = [{"backend": "tensorrt", "reason": reason}]
+    return doc

@@ -1,0 +1,123 @@
+"""The machine a benchmark ran on, and the limit every row is measured against.
+
+The limit is not a datasheet number but the machine's own large-matmul rate, measured in the same
+run with the same threads: ``torch.mm`` of two 4096×4096 matrices on a CPU, 8192×8192 on a GPU,
+best of a few repetitions. Convolutions are matmuls underneath, so a well-tuned backend can get
+close to it (tuned conv kernels can even beat it); the fraction tells how much headroom is left.
+CPUs have no fast FP16 arithmetic (FP16 models run FP32 kernels between casts), so on a CPU
+every row is measured against the FP32 rate.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import time
+from typing import Any, Optional
+
+import torch
+
+__all__ = ["machine_info", "machine_slug", "matmul_peak", "compute_precision"]
+
+_PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "numpy", "opencv-python-headless", "fcn-deploy")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """CPU, GPU, threads and library versions: what a reader needs to compare two results."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu: Optional[dict[str, Any]] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu = {
+            "name": props.name,
+            "memory_gb": round(props.total_memory / 2**30, 1),
+            "compute_capability": f"{props.major}.{props.minor}",
+            "cuda": torch.version.cuda,
+        }
+    return {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": affinity,
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": _memory_gb(),
+        "gpu": gpu,
+        "device": str(device),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": _versions(),
+    }
+
+
+def _memory_gb() -> Optional[float]:
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        return round(kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def machine_slug(info: dict[str, Any]) -> str:
+    """A file-name-safe machine name: ``nvidia-h100-80gb-hbm3`` or ``amd-epyc-2c``."""
+    if info.get("gpu"):
+        name = info["gpu"]["name"]
+    else:
+        name = f"{info['cpu']}-{info['usable_cores']}c"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def compute_precision(device: torch.device, precision: str) -> str:
+    """The arithmetic a backend of ``precision`` really runs on ``device`` (FP32 on a CPU)."""
+    return precision if device.type == "cuda" else "fp32"
+
+
+def matmul_peak(device: torch.device, precision: str = "fp32", size: Optional[int] = None, reps: int = 3) -> dict[str, Any]:
+    """The measured large-matmul rate in GFLOP/s, with what was measured. ``size`` (default 4096 on
+    a CPU, 8192 on a GPU) is smaller only in tests: small matmuls do not reach the peak."""
+    precision = compute_precision(device, precision)
+    n = size or (8192 if device.type == "cuda" else 4096)
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    best = float("inf")
+    with torch.inference_mode():
+        torch.mm(a, b)  # warm-up: thread pool, cuBLAS handle, clocks
+        for _ in range(reps):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - t0)
+    gflops = 2 * n**3 / best / 1e9
+    where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+    return {
+        "precision": precision,
+        "gflops_per_s": gflops,
+        "method": f"torch.mm {n}x{n} {precision.upper()} on {device.type} ({where}), best of {reps}",
+    }

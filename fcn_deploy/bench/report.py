@@ -1,0 +1,243 @@
+"""Benchmark results as JSON (with its schema), a console or Markdown table, and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+from .._io import atomic_path, atomic_write_text
+
+__all__ = ["SCHEMA", "validate", "table", "format_console", "format_markdown", "write_json", "write_markdown", "write_plot"]
+
+_NUM = {"type": "number"}
+_OPT_NUM = {"type": ["number", "null"]}
+_LATENCY = {"type": "object", "required": ["mean", "p50", "p90", "p99"], "properties": {k: _NUM for k in ("mean", "p50", "p90", "p99")}}
+
+#: JSON Schema (draft 2020-12 subset) of what ``--json`` writes.
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["schema_version", "scenario", "machine", "results", "skipped"],
+    "properties": {
+        "schema_version": {"type": "integer", "enum": [1]},
+        "scenario": {"type": "string", "enum": ["sizes", "stream", "sliding-window", "static-vs-dynamic"]},
+        "machine": {
+            "type": "object",
+            "required": ["cpu", "logical_cores", "versions", "peaks"],
+            "properties": {"cpu": {"type": "string"}, "gpu": {"type": ["object", "null"]}, "versions": {"type": "object"}, "peaks": {"type": "object"}},
+        },
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": [
+                    "backend", "height", "width", "batch", "precision", "latency_ms", "images_per_s",
+                    "megapixels_per_s", "gflops_per_image", "achieved_gflops_per_s", "peak_fraction",
+                    "max_abs_err", "label_agreement", "e2e_latency_ms", "peak_host_mb", "peak_gpu_mb",
+                ],
+                "properties": {
+                    "backend": {"type": "string"},
+                    "precision": {"type": "string", "enum": ["fp32", "fp16"]},
+                    "height": {"type": "integer", "minimum": 1},
+                    "width": {"type": "integer", "minimum": 1},
+                    "batch": {"type": "integer", "minimum": 1},
+                    "latency_ms": _LATENCY,
+                    "e2e_latency_ms": {"type": ["object", "null"], "required": ["mean", "p50", "p90", "p99"]},
+                    "images_per_s": _NUM,
+                    "megapixels_per_s": _NUM,
+                    "gflops_per_image": _NUM,
+                    "achieved_gflops_per_s": _NUM,
+                    "peak_fraction": _OPT_NUM,
+                    "max_abs_err": _OPT_NUM,
+                    "label_agreement": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                    "peak_host_mb": _OPT_NUM,
+                    "peak_gpu_mb": _OPT_NUM,
+                },
+            },
+        },
+        "skipped": {
+            "type": "array",
+            "items": {"type": "object", "required": ["backend", "reason"], "properties": {"backend": {"type": "string"}, "reason": {"type": "string"}}},
+        },
+    },
+}  # fmt: skip
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def validate(doc: Any, schema: dict[str, Any] = SCHEMA, where: str = "$") -> list[str]:
+    """The schema violations in ``doc`` (empty when valid).
+
+    Uses ``jsonschema`` when it is installed; otherwise checks the subset of JSON Schema that
+    ``SCHEMA`` uses (type, required, properties, items, enum, minimum, maximum) itself.
+    """
+    try:
+        import jsonschema
+    except ImportError:
+        return _check(doc, schema, where)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, _TYPES[kind])
+
+
+def _check(doc: Any, schema: dict[str, Any], where: str) -> list[str]:
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if not any(_is(doc, k) for k in kinds):
+            return [f"{where}: {doc!r:.60} is not of type {' or '.join(kinds)}"]
+    errors = []
+    if "enum" in schema and doc not in schema["enum"]:
+        errors.append(f"{where}: {doc!r} is not one of {schema['enum']}")
+    if _is(doc, "number"):
+        if "minimum" in schema and doc < schema["minimum"]:
+            errors.append(f"{where}: {doc} is less than the minimum of {schema['minimum']}")
+        if "maximum" in schema and doc > schema["maximum"]:
+            errors.append(f"{where}: {doc} is greater than the maximum of {schema['maximum']}")
+    if isinstance(doc, dict):
+        errors += [f"{where}: {k!r} is a required property" for k in schema.get("required", []) if k not in doc]
+        for key, sub in schema.get("properties", {}).items():
+            if key in doc:
+                errors += _check(doc[key], sub, f"{where}/{key}")
+    if isinstance(doc, list) and "items" in schema:
+        for i, item in enumerate(doc):
+            errors += _check(item, schema["items"], f"{where}/{i}")
+    return errors
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The scenario's rows as (header, cells): one layout for the console and Markdown."""
+    if doc["scenario"] == "sliding-window":
+        header = ["size", "windows", "one pass ms", "per window ms", "speedup", "GFLOPs pass/windows", "corr", "top-1 agree", "max |diff|", "equal"]
+        rows = [[f"{r['height']}x{r['width']}", str(r["windows"]), _fmt(r["conv_ms"], ".1f"), _fmt(r["fc_windows_ms"], ".1f"),
+                 f"{r['speedup']:.2f}x", f"{r['conv_gflops']:.1f}/{r['fc_windows_gflops']:.1f}", f"{r['score_correlation']:.6f}",
+                 _pct(r["top1_agreement"]), f"{r['max_abs_diff']:.2e}", "-" if r["equal"] is None else str(r["equal"]).lower()]
+                for r in doc["sliding_window"]]
+        return header, rows
+    if doc["scenario"] == "stream":
+        header = ["backend", "frames", "shapes", "total s", "img/s", "MP/s", "first/repeat", "label agree"]
+        rows = [[r["backend"], str(r["frames"]), str(r["distinct_shapes"]), f"{r['total_s']:.2f}", f"{r['images_per_s']:.2f}",
+                 f"{r['megapixels_per_s']:.3f}", _fmt(r["first_call_over_repeat"], ".2f"), _pct(r["label_agreement"])]
+                for r in doc["stream"]]
+        return header, rows
+    header = ["backend", "size", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "MP/s", "e2e p50 ms", "GFLOPs/img",
+              "GFLOP/s", "% peak", "speedup", "max |err|", "label agree", "peak RSS MB"]
+    rows = [[r["backend"], f"{r['height']}x{r['width']}", str(r["batch"]), f"{r['latency_ms']['p50']:.1f}",
+             f"{r['latency_ms']['p90']:.1f}", f"{r['latency_ms']['p99']:.1f}", f"{r['images_per_s']:.2f}",
+             f"{r['megapixels_per_s']:.3f}", _fmt((r["e2e_latency_ms"] or {}).get("p50"), ".1f"), f"{r['gflops_per_image']:.1f}",
+             f"{r['achieved_gflops_per_s']:.1f}", _pct(r["peak_fraction"]), _fmt(r["speedup_vs_torch"], ".2f"),
+             _fmt(r["max_abs_err"], ".2e"), _pct(r["label_agreement"]), _fmt(r["peak_host_mb"], ".0f")]
+            for r in doc["results"]]
+    return header, rows
+
+
+def _footer(doc: dict[str, Any]) -> list[str]:
+    lines = [f"skipped {s['backend']}: {s['reason']}" for s in doc["skipped"]]
+    for name, peak in doc["machine"]["peaks"].items():
+        lines.append(f"peak {name}: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['method']})")
+    return lines + list(doc.get("notes", []))
+
+
+def format_console(doc: dict[str, Any]) -> str:
+    header, rows = table(doc)
+    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *rows]]
+    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:] + _footer(doc))
+
+
+def format_markdown(doc: dict[str, Any]) -> str:
+    header, rows = table(doc)
+    header, rows = _md_escape(header), [_md_escape(r) for r in rows]
+    m = doc["machine"]
+    gpu = m["gpu"]["name"] if m.get("gpu") else "no GPU"
+    lines = [
+        f"### `{doc['scenario']}` on {m['cpu']} ({m['usable_cores']} cores), {gpu}",
+        "",
+        f"Model: {doc['model']['label']}. Command: `{doc['command']}`",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+        *(f"- {line}" for line in _footer(doc)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(cells: list[str]) -> list[str]:
+    return [c.replace("|", "\\|") for c in cells]
+
+
+def write_json(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def write_markdown(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
+    atomic_write_text(path, format_markdown(doc))
+
+
+def write_plot(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
+    """PNG. Sizes: latency against megapixels per backend (log-log) and speedup over eager FP32
+    per size. Sliding window: both approaches' time per image size. Stream: throughput per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if doc["scenario"] == "sizes":
+        _plot_sizes(doc["results"], left, right)
+    elif doc["scenario"] == "sliding-window":
+        rows = doc["sliding_window"]
+        mp = [r["height"] * r["width"] / 1e6 for r in rows]
+        left.loglog(mp, [r["conv_ms"] for r in rows], "o-", label="convolutionalized, one pass")
+        left.loglog(mp, [r["fc_windows_ms"] for r in rows], "s-", label="FC classifier per 224×224 window")
+        left.set(xlabel="megapixels", ylabel="ms per image", title="dense scoring time")
+        left.legend()
+        right.bar([f"{r['height']}x{r['width']}" for r in rows], [r["speedup"] for r in rows])
+        right.set(ylabel="speedup of one pass", title="one pass vs sliding window")
+    else:
+        rows = doc["stream"]
+        left.bar([r["backend"] for r in rows], [r["images_per_s"] for r in rows])
+        left.set(ylabel="images/s", title="stream throughput")
+        right.bar([r["backend"] for r in rows], [r["first_call_over_repeat"] or 0 for r in rows])
+        right.set(ylabel="first call / repeat (median)", title="cost of a new shape")
+    machine = doc["machine"]["gpu"]["name"] if doc["machine"].get("gpu") else doc["machine"]["cpu"]
+    fig.suptitle(f"fcn-bench {doc['scenario']}: {doc['model']['label']} on {machine}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _plot_sizes(rows: list[dict[str, Any]], left: Any, right: Any) -> None:
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    sizes = list(dict.fromkeys(f"{r['height']}x{r['width']}" for r in rows))
+    bar = 0.8 / max(1, len(backends))
+    for i, name in enumerate(backends):
+        mine = sorted((r for r in rows if r["backend"] == name), key=lambda r: r["height"] * r["width"])
+        mp = [r["height"] * r["width"] / 1e6 for r in mine]
+        left.loglog(mp, [r["latency_ms"]["p50"] / r["batch"] for r in mine], "o-", label=name)
+        speed = {f"{r['height']}x{r['width']}": r["speedup_vs_torch"] or 0 for r in mine}
+        right.bar([j + i * bar for j in range(len(sizes))], [speed.get(s, 0) for s in sizes], bar, label=name)
+    left.set(xlabel="megapixels per image", ylabel="p50 ms per image", title="latency against input size")
+    left.legend()
+    right.axhline(1.0, color="gray", lw=0.8)
+    right.set_xticks([j + bar * (len(backends) - 1) / 2 for j in range(len(sizes))], sizes)
+    right.set(ylabel="speedup over eager FP32 (p50)", title="speedup per size")
+    right.legend()

@@ -1,0 +1,105 @@
+"""``fcn-bench``: backends against eager PyTorch across input sizes, with the machine's limit.
+
+Defaults finish in a few minutes on a 2-core CPU: the full FCN-8s (random weights) at 224×224 and
+500×500 (126 and 363 GFLOPs per image, about 1 and 2-3 s per call there), 1 warm-up call and 5
+timed calls per size, 3 end-to-end calls. On a GPU, ask for more: ``--iters 50 --sizes
+224x224,500x500,512x1024,1024x2048``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..bench import BENCH_BACKENDS, SCENARIOS, BenchConfig, format_console, parse_sizes, run_benchmark
+from ..bench import validate, write_json, write_markdown, write_plot
+from ..bench.backends import DEFAULT_BACKENDS
+from ..errors import FCNError
+from ._common import EXIT_FAILED, run_cli
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_SIZES = "224x224,500x500"
+SLIDING_SIZES = "224x224,352x352,480x480"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fcn-bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--scenario", choices=SCENARIOS, default="sizes")
+    p.add_argument("--model", help="checkpoint, PyTorch-port state dict (with --variant), .onnx or .engine; "
+                                   "default: a full-size net with random weights, made in memory")
+    p.add_argument("--variant", help="net of a bare state dict, or of the random default model (fcn8s)")
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier of the random default model")
+    p.add_argument("--num-classes", type=int, default=21, help="classes of the random default model")
+    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(BENCH_BACKENDS)}")
+    p.add_argument("--sizes", help=f"HxW list (default {DEFAULT_SIZES}; sliding-window: {SLIDING_SIZES})")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per size")
+    p.add_argument("--iters", type=int, default=5, help="timed calls per size (at least)")
+    p.add_argument("--min-time", type=float, default=0.0, help="keep timing each size for at least this many seconds")
+    p.add_argument("--e2e-iters", type=int, default=3, help="end-to-end calls (image → labels via Segmenter); 0 skips")
+    p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, help="intra-op threads for PyTorch and ONNX Runtime (default: all cores)")
+    p.add_argument("--stream", default="8:64-1024", help="stream scenario: FRAMES:MIN-MAX side lengths")
+    p.add_argument("--matmul-size", type=int, help="side of the matmul measured as the peak (default 4096 CPU, 8192 GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, help="where on-the-fly ONNX files/engines go (default: a temp dir)")
+    p.add_argument("--json", type=Path, help="write the result document here")
+    p.add_argument("--markdown", type=Path, help="write a Markdown table here")
+    p.add_argument("--plot", type=Path, help="write a PNG plot here")
+    return p
+
+
+def _parse_stream(text: str) -> tuple[int, int, int]:
+    try:
+        frames, _, span = text.partition(":")
+        low, _, high = span.partition("-")
+        count, lo, hi = int(frames), int(low), int(high)
+    except ValueError:
+        raise FCNError(f"--stream {text!r} is not FRAMES:MIN-MAX (e.g. 8:64-1024)") from None
+    if count < 1 or not 1 <= lo <= hi:
+        raise FCNError(f"--stream {text!r}: need FRAMES ≥ 1 and 1 ≤ MIN ≤ MAX")
+    return count, lo, hi
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    for out in (args.json, args.markdown, args.plot):
+        if out is not None and not out.resolve().parent.is_dir():
+            raise FCNError(f"cannot write {out}: folder {out.parent} does not exist (create it first)")
+    sliding = args.scenario == "sliding-window"
+    cfg = BenchConfig(
+        sizes=parse_sizes(args.sizes or (SLIDING_SIZES if sliding else DEFAULT_SIZES)),
+        batch=args.batch, warmup=args.warmup, iters=args.iters, min_time=args.min_time,
+        e2e_iters=args.e2e_iters, seed=args.seed,
+    )  # fmt: skip
+    doc = run_benchmark(
+        args.scenario, model=args.model, variant=args.variant, width=args.width, num_classes=args.num_classes,
+        backends=args.backends, config=cfg, device=args.device, threads=args.threads,
+        stream=_parse_stream(args.stream), cache_dir=args.cache_dir, matmul_size=args.matmul_size,
+        command=shlex.join(["fcn-bench", *(argv if argv is not None else sys.argv[1:])]),
+    )  # fmt: skip
+    problems = validate(doc)
+    if problems:  # a bug here, not bad input: say so loudly but still save what was measured
+        print("warning: result does not match its schema: " + "; ".join(problems[:5]), file=sys.stderr)
+    print(format_console(doc))
+    if args.json:
+        write_json(doc, args.json)
+    if args.markdown:
+        write_markdown(doc, args.markdown)
+    if args.plot:
+        write_plot(doc, args.plot)
+    failed = [s for s in doc["skipped"] if s["reason"].startswith("failed")]
+    return EXIT_FAILED if failed or problems else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
