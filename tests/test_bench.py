@@ -1,0 +1,153 @@
+"""fcn-bench: FLOPs against a hand count, the CLI as a real subprocess, the schema, the scenarios."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+
+from fcn_deploy.bench import BenchConfig, flops_per_image, run_benchmark, validate
+from fcn_deploy.meta import ModelInfo
+
+TINY = ["--width", "0.0625", "--matmul-size", "256", "--warmup", "1", "--iters", "3", "--e2e-iters", "1"]
+
+
+def fcn_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", "import sys; from fcn_deploy.cli.bench import main; sys.exit(main())", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def conv(h: int, w: int, cin: int, cout: int, k: int) -> int:
+    """FLOPs of a stride-1 conv producing h×w: 2 · outputs · (cin·k·k) multiply-adds."""
+    return 2 * h * w * cout * cin * k * k
+
+
+def test_flops_match_a_hand_count_of_fcn32s() -> None:
+    # FCN-32s at width 1/16 (channels 4, 8, 16, 32, 32; fc 256), 21 classes, on a 64×64 input.
+    c1, c2, c3, c4, c5, fc, n = 4, 8, 16, 32, 32, 256, 21
+    s1 = 64 + 2 * 100 - 2  # conv1_1: pad 100, 3×3 → 262; every later conv keeps the size (pad 1)
+    s2 = math.ceil(s1 / 2)  # ceil-mode pools: 131, 66, 33, 17, 9
+    s3 = math.ceil(s2 / 2)
+    s4 = math.ceil(s3 / 2)
+    s5 = math.ceil(s4 / 2)
+    p5 = math.ceil(s5 / 2)
+    f = p5 - 6  # fc6 7×7 without padding: 3×3
+    expected = (
+        conv(s1, s1, 3, c1, 3) + conv(s1, s1, c1, c1, 3)
+        + conv(s2, s2, c1, c2, 3) + conv(s2, s2, c2, c2, 3)
+        + conv(s3, s3, c2, c3, 3) + 2 * conv(s3, s3, c3, c3, 3)
+        + conv(s4, s4, c3, c4, 3) + 2 * conv(s4, s4, c4, c4, 3)
+        + 3 * conv(s5, s5, c4, c5, 3)
+        + conv(f, f, c5, fc, 7) + conv(f, f, fc, fc, 1) + conv(f, f, fc, n, 1)
+        + 2 * f * f * n * n * 64 * 64  # upscore: each input value scattered into a 64×64 patch per class
+    )  # fmt: skip
+    assert flops_per_image(ModelInfo("fcn32s", n, 0.0625), 64, 64) == expected
+
+
+@pytest.mark.parametrize("size,gflops", [((224, 224), 125.7), ((500, 500), 363.1), ((512, 1024), 670.0), ((1024, 2048), 2205.7)])
+def test_full_fcn8s_flops_match_the_published_counts(size: tuple[int, int], gflops: float) -> None:
+    assert flops_per_image(ModelInfo("fcn8s", 21, 1.0), *size) / 1e9 == pytest.approx(gflops, abs=0.1)
+
+
+def check_rows(doc: dict[str, Any]) -> None:
+    assert validate(doc) == [], validate(doc)
+    for row in doc["results"]:
+        lat = row["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert row["iters"] >= 3
+        assert row["images_per_s"] == pytest.approx(1e3 * row["batch"] / lat["p50"])
+        info = ModelInfo(doc["model"]["variant"], doc["model"]["num_classes"], doc["model"]["width"])
+        assert row["gflops_per_image"] == pytest.approx(flops_per_image(info, row["height"], row["width"]) / 1e9)
+        assert 0 < row["peak_fraction"]
+        assert row["peak_host_mb"] > 0
+
+
+@pytest.mark.slow
+def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_checkpoint: Any) -> None:
+    ckpt = make_checkpoint("fcn8s", width=0.0625)
+    out = tmp_path / "out.json"
+    result = fcn_bench("--model", str(ckpt), "--backends", "torch,torch-fp16,tensorrt", "--sizes", "64x64,48x80",
+                       "--device", "cpu", *TINY, "--json", str(out), "--markdown", str(tmp_path / "out.md"),
+                       "--plot", str(tmp_path / "out.png"), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.read_text())
+    check_rows(doc)
+    assert [(r["backend"], r["height"], r["width"]) for r in doc["results"]] == [("torch", 64, 64), ("torch", 48, 80)]
+    assert all(r["label_agreement"] == 1.0 and r["max_abs_err"] == 0.0 for r in doc["results"])  # the reference itself
+    assert all(r["e2e_latency_ms"]["p50"] > 0 for r in doc["results"])
+    reasons = {s["backend"]: s["reason"] for s in doc["skipped"]}
+    assert set(reasons) == {"torch-fp16", "tensorrt"} and all(reasons.values())
+    assert "skipped tensorrt:" in result.stdout and "p50 ms" in result.stdout
+    assert "| torch | 64x64 |" in (tmp_path / "out.md").read_text()
+    png = tmp_path / "out.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cv2.imread(str(png)).shape[2] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("fcn_deploy.runtime.ort_runner") is None, reason="ONNX Runtime runner not in this tree yet")
+def test_onnxruntime_rows_agree_with_eager(make_model: Any) -> None:
+    doc = run_benchmark("sizes", backends="torch,onnxruntime", width=0.0625, matmul_size=256,
+                        config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1), device="cpu")  # fmt: skip
+    assert doc["skipped"] == []
+    ort = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
+    assert len(ort) == 2 and all(r["label_agreement"] >= 0.999 and r["max_abs_err"] < 1e-3 for r in ort)
+    assert all(r["speedup_vs_torch"] > 0 for r in ort) and doc["prepare_s"]["onnxruntime"] > 0
+
+
+def test_bad_sizes_exit_2_with_one_line_and_no_file(tmp_path: Path) -> None:
+    result = fcn_bench("--sizes", "64y64", "--json", str(tmp_path / "x.json"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: size '64y64'") and len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_backend_is_an_error() -> None:
+    from fcn_deploy.bench.backends import parse_backends
+    from fcn_deploy.errors import FCNError
+
+    with pytest.raises(FCNError, match="unknown backend"):
+        parse_backends("torch,tvm")
+
+
+def test_validate_reports_what_is_wrong() -> None:
+    doc = {"schema_version": 1, "scenario": "sizes", "machine": {"cpu": "x", "logical_cores": 2, "versions": {}, "peaks": {}},
+           "results": [{"backend": "torch", "height": 0}], "skipped": [{"backend": "tensorrt"}]}  # fmt: skip
+    problems = "\n".join(validate(doc))
+    assert "$/results/0/height: 0 is less than the minimum" in problems
+    assert "$/results/0: 'latency_ms' is a required property" in problems
+    assert "$/skipped/0: 'reason' is a required property" in problems
+
+
+def test_sliding_window_equal_on_one_window_and_close_on_more() -> None:
+    cfg = BenchConfig(sizes=[(224, 224), (288, 256)], warmup=0, iters=1)
+    doc = run_benchmark("sliding-window", width=0.0625, config=cfg, device="cpu", matmul_size=256)
+    assert validate(doc) == []
+    one, many = doc["sliding_window"]
+    assert one["windows"] == 1 and one["equal"] is True and one["top1_agreement"] == 1.0
+    assert many["windows"] == 3 * 2 and many["equal"] is None
+    assert many["score_correlation"] > 0.99 and 0 <= many["top1_agreement"] <= 1
+    assert many["fc_windows_gflops"] == pytest.approx(6 * one["conv_gflops"]) and many["speedup"] > 0
+
+
+def test_sliding_window_rejects_sizes_that_do_not_tile() -> None:
+    from fcn_deploy.errors import FCNError
+
+    with pytest.raises(FCNError, match="224 \\+ 32"):
+        run_benchmark("sliding-window", width=0.0625, config=BenchConfig(sizes=[(230, 224)]), device="cpu", matmul_size=256)
+
+
+def test_stream_one_runner_serves_every_shape() -> None:
+    doc = run_benchmark("stream", backends="torch,tensorrt", width=0.0625, stream=(4, 32, 72), device="cpu", matmul_size=256)
+    (row,) = doc["stream"]
+    assert row["frames"] == 4 and row["distinct_shapes"] == 2 and row["runners_opened"] == 1
+    assert all(s["first_call_ms"] > 0 and s["repeat_ms"] > 0 for s in row["shapes"])
+    ((skipped, reason),) = [(s["backend"], s["reason"]) for s in doc["skipped"]]
+    assert skipped == "tensorrt" and "TensorRT" in reason
