@@ -1,0 +1,206 @@
+"""``build_engine``: ONNX file → verified FP16/FP32 TensorRT engine with a JSON sidecar.
+
+The order matters: decide everything (profiles, precision route, sizes) before TensorRT runs;
+build; read the layer precisions back from the engine and refuse to call it FP16 unless its
+convolutions are; run the accuracy gate against ONNX Runtime at sizes across every profile; and
+only then write the engine and its sidecar, atomically. A failed build or gate leaves no file.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .._io import atomic_path, atomic_write_bytes
+from .._progress import Progress
+from ..errors import FCNError
+from ..export.metadata import OnnxMetadata, read_onnx_metadata
+from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
+from .plan import BuildPlan, check_opt_level, workspace_bytes
+from .profiles import Profile, default_profiles, validate_profiles
+from .sidecar import EngineMetadata, sha256_bytes, sha256_file, sidecar_path, write_sidecar
+from .versions import parse_trt_version, precision_route
+
+__all__ = ["build_engine", "EngineReport", "EngineGateError", "ENGINE_SUFFIXES"]
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what load_runner opens with the TensorRT backend
+
+
+@dataclass
+class EngineReport:
+    """What `build_engine` built, how precise it really is and how it compared with ONNX Runtime."""
+
+    path: Optional[Path]  # None when the gate failed (nothing was written)
+    metadata: EngineMetadata
+    gate_rows: list[GateRow] = field(default_factory=list)
+    gate_threshold: Optional[float] = None  # None: gate skipped
+
+    @property
+    def passed(self) -> bool:
+        return self.gate_threshold is None or gate_passed(self.gate_rows)
+
+    def summary(self) -> str:
+        m = self.metadata
+        lines = [
+            f"engine: {self.path or '(not written)'}",
+            f"TensorRT {m.tensorrt_version} on {m.gpu_name} (sm_{m.compute_capability[0]}{m.compute_capability[1]}), "
+            f"built in {m.build_seconds:.1f} s, {m.builder.get('route', '')}",
+            f"precision: {m.layers.describe()}",
+            "profiles (min / opt / max, NxCxHxW): " + "; ".join(str(p) for p in m.profiles),
+        ]
+        if self.gate_threshold is None:
+            lines.append("accuracy gate: skipped (--no-gate)")
+        else:
+            lines.append("accuracy gate against ONNX Runtime:")
+            lines.append(format_gate(self.gate_rows, self.gate_threshold))
+        return "\n".join(lines)
+
+
+class EngineGateError(FCNError):
+    """The engine built but failed the accuracy gate; ``report`` holds the rows. Nothing was written."""
+
+    def __init__(self, message: str, report: EngineReport) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _check_paths(onnx_path: Path, engine_path: Path) -> None:
+    if not onnx_path.is_file():
+        raise FCNError(f"{onnx_path}: no such ONNX file (export one with fcn-export first)")
+    if engine_path.suffix.lower() not in ENGINE_SUFFIXES:
+        raise FCNError(f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners recognize it")
+    if engine_path.parent and not engine_path.parent.is_dir():
+        raise FCNError(f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it first)")
+
+
+def _reference_session(onnx_path: Path) -> Any:
+    """ONNX Runtime on the GPU when onnxruntime-gpu is installed (large gate shapes), else the CPU."""
+    from ..export.ort import ort_session
+
+    try:
+        import onnxruntime as ort
+
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() else None
+    except ImportError:
+        providers = None
+    return ort_session(onnx_path, providers=providers)
+
+
+def run_gate(
+    executor: Any, onnx_path: Path, meta: OnnxMetadata, profiles: Sequence[Profile], threshold: float,
+    seed: int = 0, progress: bool = True,
+) -> list[GateRow]:
+    """The engine against ONNX Runtime on image-like inputs at `gate_shapes` of every profile."""
+    from ..export.graph import synthetic_images
+    from ..export.ort import ort_run
+
+    session = _reference_session(onnx_path)
+    rng = np.random.default_rng(seed)
+    jobs = [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
+    bar = Progress(len(jobs), "accuracy gate", unit="size", log_every=0.0) if progress else None
+    rows = []
+    for index, (n, _, h, w) in jobs:
+        images = synthetic_images(n, h, w, rng)
+        x = images if meta.io == "image" else meta.info.preprocessing.apply(images)
+        x = x if meta.io == "image" else x.astype(np.float16 if meta.fp16_io else np.float32)
+        reference = ort_run(session, x)
+        out = executor.run(torch.from_numpy(x).to(executor.device).contiguous()).cpu().numpy()
+        rows.append(compare_outputs(reference, out, meta.io, threshold, profile=index, shape=(n, 3, h, w)))
+        if bar is not None:
+            bar.update(1, size=f"{n}x{h}x{w}", labels=f"{rows[-1].label_agreement:.4f}")
+    if bar is not None:
+        bar.close()
+    return rows
+
+
+def build_engine(
+    onnx_path: "str | os.PathLike[str]",
+    engine_path: "str | os.PathLike[str]",
+    *,
+    profiles: Optional[Sequence[Profile]] = None,
+    precision: Optional[str] = None,
+    workspace_gib: float = 4.0,
+    opt_level: int = 3,
+    timing_cache: "Optional[str | os.PathLike[str]]" = None,
+    gate: bool = True,
+    gate_threshold: float = 0.99,
+    progress: bool = True,
+    device: Optional[str] = None,
+) -> EngineReport:
+    """Build a dynamic-shape engine from an fcn-export ONNX file, verify it, write it and its sidecar.
+
+    ``profiles``: default `default_profiles` of the export bounds. ``precision``: default the ONNX
+    graph's (FP16 comes from an FP16 export on TensorRT 10.12+). ``timing_cache``: loaded if it
+    exists and saved after the build. Raises `EngineGateError` (nothing written) below
+    ``gate_threshold`` label agreement.
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    _check_paths(onnx_path, engine_path)
+    meta = read_onnx_metadata(onnx_path)
+    profiles = list(profiles) if profiles else default_profiles(meta.bounds)
+    validate_profiles(profiles, meta.bounds)
+    precision = precision or meta.precision
+    if not 0.0 < gate_threshold <= 1.0:
+        raise FCNError(f"gate threshold must be in (0, 1], got {gate_threshold}")
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
+
+    from . import compile as trt_compile  # imports TensorRT: FCNError where it is missing
+    from .executor import EngineExecutor, cuda_device, device_identity
+
+    dev = cuda_device(device)
+
+    version = trt_compile.tensorrt_version()
+    route = precision_route(parse_trt_version(version), precision, meta.precision, trt_compile.has_fp16_flag())
+    plan = BuildPlan(meta.input_name, meta.io, tuple(profiles), route, workspace_bytes(workspace_gib),
+                     check_opt_level(opt_level), cache_bytes)
+    with torch.cuda.device(dev):
+        compiled = trt_compile.compile_engine(onnx_path, plan, progress=progress)
+        layers = trt_compile.inspect_layers(compiled.serialized, meta.input_name, plan.profile_shapes()[0][1])
+    if precision == "fp16" and layers.label != "fp16":
+        raise FCNError(
+            f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
+            "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
+        )
+    gpu_name, capability = device_identity(dev)
+    engine_meta = EngineMetadata(
+        tensorrt_version=version, gpu_name=gpu_name, compute_capability=capability, profiles=profiles,
+        precision=layers.label, requested_precision=precision, layers=layers, onnx=meta,
+        onnx_sha256=sha256_file(onnx_path), engine_sha256=sha256_bytes(compiled.serialized),
+        build_seconds=compiled.build_seconds,
+        built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        builder={"route": route.note, "workspace_gib": workspace_gib, "opt_level": opt_level,
+                 "timing_cache": str(cache_path) if cache_path else None, "timing_cache_loaded": cache_bytes is not None},
+    )
+    report = EngineReport(None, engine_meta, gate_threshold=gate_threshold if gate else None)
+    if gate:
+        executor = EngineExecutor(compiled.serialized, engine_meta, dev)
+        try:
+            report.gate_rows = run_gate(executor, onnx_path, meta, profiles, gate_threshold, progress=progress)
+        finally:
+            executor.close()
+        engine_meta.gate = {"threshold": gate_threshold, "reference": "onnxruntime",
+                            "rows": [r.to_dict() for r in report.gate_rows]}
+        if not report.passed:
+            worst = min(report.gate_rows, key=lambda r: r.label_agreement)
+            raise EngineGateError(
+                f"engine failed the accuracy gate: {worst.label_agreement:.2%} label agreement with ONNX Runtime at "
+                f"{'x'.join(map(str, worst.shape))} (profile {worst.profile}), below {gate_threshold:.2%}; nothing was written",
+                report,
+            )
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(compiled.serialized)
+        write_sidecar(engine_path, engine_meta)  # the sidecar lands first: an engine never appears without it
+    if cache_path is not None:
+        atomic_write_bytes(cache_path, compiled.timing_cache)
+    report.path = engine_path
+    if progress:
+        print(f"wrote {engine_path} ({len(compiled.serialized) / 1e6:.1f} MB) and {sidecar_path(engine_path).name}", file=sys.stderr)
+    return report

@@ -1,0 +1,84 @@
+"""The accuracy gate's arithmetic: which sizes to check and whether an engine passes.
+
+Dynamic-shape engines go wrong at particular shapes (outputs sized from the profile instead of
+the context are right only at the max shape; a tactic may fail at odd sizes), so every profile
+is checked at its min, opt and max and at an odd size in between, against ONNX Runtime running the
+same ONNX file. An engine passes when, at every size, the share of pixels whose label matches is
+at least the threshold and the output is finite; max absolute and relative errors are reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .profiles import Profile, Shape, format_shape
+
+__all__ = ["GateRow", "gate_shapes", "compare_outputs", "gate_passed", "format_gate"]
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """The engine against the reference at one NCHW input shape of one profile."""
+
+    profile: int
+    shape: Shape
+    max_abs_error: Optional[float]  # None in image mode (labels only)
+    rel_error: Optional[float]  # max abs error / max abs reference
+    label_agreement: float
+    finite: bool
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _odd_between(lo: int, hi: int) -> int:
+    """An odd value strictly inside (lo, hi) when there is one, else the closest odd value in range."""
+    mid = (lo + hi) // 2 | 1
+    return mid if lo <= mid <= hi else (lo + hi) // 2
+
+
+def gate_shapes(profile: Profile) -> list[Shape]:
+    """min, opt, max and an odd non-square size in between (batch of the opt), without repeats."""
+    n = profile.opt[0]
+    (_, _, h0, w0), (_, _, h1, w1) = profile.min, profile.max
+    odd = (n, 3, _odd_between(h0, h1), _odd_between(w0, (w0 + w1) // 2 if w1 - w0 > 2 else w1))
+    return list(dict.fromkeys([profile.min, profile.opt, profile.max, odd]))
+
+
+def compare_outputs(
+    reference: np.ndarray, output: np.ndarray, io: str, threshold: float, profile: int = 0, shape: Optional[Shape] = None
+) -> GateRow:
+    """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the reference."""
+    shape = shape or tuple(reference.shape)  # type: ignore[assignment]
+    if output.shape != reference.shape:
+        return GateRow(profile, shape, None, None, 0.0, bool(np.isfinite(output).all()), False)  # type: ignore[arg-type]
+    if io == "image":
+        agreement = float((output == reference).mean())
+        return GateRow(profile, shape, None, None, agreement, True, agreement >= threshold)  # type: ignore[arg-type]
+    out, ref = output.astype(np.float32), reference.astype(np.float32)
+    finite = bool(np.isfinite(out).all())
+    err = float(np.abs(out - ref).max()) if out.size else 0.0
+    peak = float(np.abs(ref).max()) if ref.size else 0.0
+    rel = err / peak if peak > 0 else (0.0 if err == 0 else float("inf"))
+    agreement = float((out.argmax(axis=1) == ref.argmax(axis=1)).mean())
+    return GateRow(profile, shape, err, rel, agreement, finite, finite and agreement >= threshold)  # type: ignore[arg-type]
+
+
+def gate_passed(rows: Sequence[GateRow]) -> bool:
+    """All rows passed (and there was at least one)."""
+    return bool(rows) and all(r.passed for r in rows)
+
+
+def format_gate(rows: Sequence[GateRow], threshold: float) -> str:
+    """The gate table: one line per profile and size, with the rule it was held to."""
+    lines = [f"{'profile':>7}  {'N×C×H×W':>16}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: labels >= {threshold:.2%}, finite)"]
+    for r in rows:
+        err = f"{r.max_abs_error:11.3g}" if r.max_abs_error is not None else f"{'-':>11}"
+        rel = f"{r.rel_error:9.2e}" if r.rel_error is not None else f"{'-':>9}"
+        note = "" if r.finite else "  NaN/inf in output"
+        lines.append(f"{r.profile:>7}  {format_shape(r.shape):>16}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}{note}")
+    return "\n".join(lines)

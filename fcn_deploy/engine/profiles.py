@@ -1,0 +1,183 @@
+"""Optimization profiles: the shape ranges a dynamic engine is built for, as plain data.
+
+A TensorRT engine only accepts shapes inside one of its profiles (``min ≤ shape ≤ max`` per dim)
+and is fastest near the profile's ``opt``. Parsing, validating, defaulting and choosing profiles
+needs no TensorRT, so it lives here and is tested everywhere; the builder only copies
+``Profile.min/opt/max`` into ``IOptimizationProfile.set_shape``.
+
+Shapes are NCHW (``1x3x512x512``) for tensor-mode models. Image-mode models take NHWC uint8
+(``1x512x512x3``); profiles are still written and stored NCHW, and `Profile.for_io` gives the
+layout the network input actually has.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..errors import FCNError
+from ..meta import SizeBounds
+
+__all__ = [
+    "Shape",
+    "Profile",
+    "parse_shape",
+    "format_shape",
+    "profiles_from_strings",
+    "default_profiles",
+    "validate_profiles",
+    "select_profile",
+]
+
+Shape = tuple[int, int, int, int]  # N, C, H, W
+
+# The size an FCN is usually served at (PASCAL VOC images are at most 500×500): the default opt.
+TYPICAL_HW = 512
+BATCH_MAX_HW = 1024  # largest H and W of the default batched profile
+DEFAULT_MAX_BATCH = 8
+_SHAPE_RE = re.compile(r"^\s*(\d+)\s*[x×,]\s*(\d+)\s*[x×,]\s*(\d+)\s*[x×,]\s*(\d+)\s*$")
+
+
+def parse_shape(text: str) -> Shape:
+    """``"1x3x512x512"`` → ``(1, 3, 512, 512)``; one FCNError line for anything else."""
+    m = _SHAPE_RE.match(text)
+    if not m:
+        raise FCNError(f"bad shape {text!r}: write NxCxHxW with positive integers, e.g. 1x3x512x512")
+    n, c, h, w = (int(g) for g in m.groups())
+    if c != 3:
+        raise FCNError(f"bad shape {text!r}: the channel dim must be 3 (NxCxHxW, e.g. 1x3x{h}x{w})")
+    if min(n, h, w) < 1:
+        raise FCNError(f"bad shape {text!r}: batch, height and width must be at least 1")
+    return (n, c, h, w)
+
+
+def format_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(d)) for d in shape)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile: NCHW ``min ≤ opt ≤ max`` in every dim."""
+
+    min: Shape
+    opt: Shape
+    max: Shape
+
+    def __post_init__(self) -> None:
+        for name, shape in (("min", self.min), ("opt", self.opt), ("max", self.max)):
+            if len(shape) != 4 or shape[1] != 3:
+                raise FCNError(f"profile {name} shape {format_shape(shape)} must be NxCxHxW with C = 3")
+        for dim, label in ((0, "batch"), (2, "height"), (3, "width")):
+            lo, mid, hi = self.min[dim], self.opt[dim], self.max[dim]
+            if not lo <= mid <= hi:
+                raise FCNError(
+                    f"profile {self}: {label} must satisfy min ≤ opt ≤ max, got {lo}, {mid}, {hi}; "
+                    "reorder the --min-shape/--opt-shape/--max-shape values"
+                )
+
+    def fits(self, shape: Sequence[int]) -> bool:
+        """Whether an NCHW shape lies inside this profile."""
+        return all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)) and len(shape) == 4
+
+    def distance(self, shape: Sequence[int]) -> float:
+        """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is faster."""
+        return sum(abs(d - o) / max(o, 1) for d, o in zip(shape, self.opt))
+
+    def range_text(self) -> str:
+        """``1..8 x 3 x 64..1024 x 64..2048`` (NxCxHxW), for messages."""
+        return " x ".join(str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in zip(self.min, self.max))
+
+    def for_io(self, io: str) -> tuple[Shape, Shape, Shape]:
+        """min/opt/max in the network input's layout: NCHW (tensor) or NHWC (image)."""
+        if io == "image":
+            return tuple((s[0], s[2], s[3], s[1]) for s in (self.min, self.opt, self.max))  # type: ignore[return-value]
+        return (self.min, self.opt, self.max)
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Profile":
+        return cls(*(tuple(int(v) for v in d[k]) for k in ("min", "opt", "max")))  # type: ignore[arg-type]
+
+    def __str__(self) -> str:
+        return f"{format_shape(self.min)} / {format_shape(self.opt)} / {format_shape(self.max)}"
+
+
+def profiles_from_strings(
+    mins: Sequence[str], opts: Sequence[str], maxs: Sequence[str]
+) -> list[Profile]:
+    """Profiles from repeated ``--min-shape/--opt-shape/--max-shape`` values (the i-th of each).
+
+    An omitted ``--opt-shape`` list means "the shape inside [min, max] nearest to one 512×512
+    image" for every profile (TensorRT tunes kernels for opt); min and max must be given the same
+    number of times.
+    """
+    if len(mins) != len(maxs):
+        raise FCNError(
+            f"got {len(mins)} --min-shape and {len(maxs)} --max-shape values; give one of each per profile"
+        )
+    if opts and len(opts) != len(mins):
+        raise FCNError(f"got {len(opts)} --opt-shape values for {len(mins)} profiles; give one per profile")
+    profiles = []
+    for i, (lo_text, hi_text) in enumerate(zip(mins, maxs)):
+        lo, hi = parse_shape(lo_text), parse_shape(hi_text)
+        opt = parse_shape(opts[i]) if opts else _clamp((1, 3, TYPICAL_HW, TYPICAL_HW), lo, hi)
+        profiles.append(Profile(lo, opt, hi))
+    return profiles
+
+
+def _clamp(shape: Shape, lo: Shape, hi: Shape) -> Shape:
+    return tuple(min(max(d, a), b) for d, a, b in zip(shape, lo, hi))  # type: ignore[return-value]
+
+
+def validate_profiles(profiles: Sequence[Profile], bounds: SizeBounds) -> None:
+    """Every profile must lie inside the sizes the ONNX graph was exported and verified for."""
+    if not profiles:
+        raise FCNError("no optimization profiles given; pass --min-shape/--max-shape or use the defaults")
+    for i, p in enumerate(profiles):
+        for label, shape in (("min", p.min), ("max", p.max)):
+            problem = bounds.violation(shape[0], shape[2], shape[3])
+            if problem:
+                raise FCNError(
+                    f"profile {i} {label} shape {format_shape(shape)}: {problem}, the range the ONNX "
+                    "model was exported for; choose smaller shapes or re-export with larger bounds"
+                )
+
+
+def default_profiles(bounds: SizeBounds) -> list[Profile]:
+    """Two profiles inside the export bounds: batches of ordinary images, and single large ones.
+
+    A TensorRT context reserves activation memory for its largest shape, so one profile spanning
+    batch 32 at 4096×4096 would not fit any GPU. Profile 0 serves batches (≤ 8) up to 1024×1024,
+    tuned for one 512×512 image (PASCAL VOC images are ≤ 500×500); profile 1 takes one image up
+    to the export maximum. When the bounds are small, the second profile would add nothing and
+    is left out.
+    """
+    h0, w0 = bounds.min_hw
+    h1, w1 = bounds.max_hw or (4096, 4096)
+    n0 = bounds.min_batch
+    n1 = max(n0, min(DEFAULT_MAX_BATCH, bounds.max_batch or DEFAULT_MAX_BATCH))
+    bh, bw = max(h0, min(BATCH_MAX_HW, h1)), max(w0, min(BATCH_MAX_HW, w1))
+    opt = (n0, 3, max(h0, min(TYPICAL_HW, bh)), max(w0, min(TYPICAL_HW, bw)))
+    profiles = [Profile((n0, 3, h0, w0), opt, (n1, 3, bh, bw))]
+    if (h1, w1) != (bh, bw):
+        large_opt = (n0, 3, max(h0, min(2 * BATCH_MAX_HW, h1)), max(w0, min(2 * BATCH_MAX_HW, w1)))
+        profiles.append(Profile((n0, 3, h0, w0), large_opt, (n0, 3, h1, w1)))
+    return profiles
+
+
+def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
+    """Index of the profile for an NCHW ``shape``: the fitting one whose ``opt`` is closest.
+
+    Never guesses: a shape no profile holds gets one line naming every range it could be in.
+    """
+    fitting = [i for i, p in enumerate(profiles) if p.fits(shape)]
+    if fitting:
+        return min(fitting, key=lambda i: profiles[i].distance(shape))
+    ranges = "; ".join(f"profile {i}: {p.range_text()}" for i, p in enumerate(profiles))
+    raise FCNError(
+        f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of this "
+        f"engine ({ranges}); resize or tile the input, or rebuild the engine with --min-shape/--max-shape covering it"
+    )

@@ -1,0 +1,151 @@
+"""The JSON sidecar beside every engine (``model.engine`` → ``model.engine.json``).
+
+A serialized engine is opaque and tied to one TensorRT version and one GPU architecture; the
+runtime also needs the model's classes, palette, preprocessing and I/O mode. All of that travels
+in a small human-readable JSON file written (atomically) with the engine, so ``cat`` tells what an
+engine is, and a runtime refuses a mismatched engine with a message instead of a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .._io import atomic_write_text
+from ..errors import FCNError
+from ..export.metadata import OnnxMetadata
+from .layer_info import LayerSummary
+from .profiles import Profile
+
+__all__ = ["EngineMetadata", "sidecar_path", "read_sidecar", "write_sidecar", "check_compatible", "sha256_file", "sha256_bytes", "SIDECAR_FORMAT"]
+
+SIDECAR_FORMAT = 1
+
+
+def sidecar_path(engine_path: "str | os.PathLike[str]") -> Path:
+    """``model.engine`` → ``model.engine.json``."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: "str | os.PathLike[str]") -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (engines and weights are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class EngineMetadata:
+    """What a built engine is, where it came from and what it may run on."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: tuple[int, int]
+    profiles: list[Profile]
+    precision: str  # what the inspector found: "fp16", "mixed" or "fp32"
+    requested_precision: str
+    layers: LayerSummary
+    onnx: OnnxMetadata
+    onnx_sha256: str  # of the ONNX file the engine was built from
+    engine_sha256: str
+    build_seconds: float
+    built_at: str  # ISO 8601, UTC
+    builder: dict[str, Any] = field(default_factory=dict)  # workspace, opt level, route, timing cache
+    gate: Optional[dict[str, Any]] = None  # the accuracy gate's threshold and rows, None if skipped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "fcn-deploy engine sidecar",
+            "format_version": SIDECAR_FORMAT,
+            "tensorrt_version": self.tensorrt_version,
+            "gpu_name": self.gpu_name,
+            "compute_capability": list(self.compute_capability),
+            "profiles": [p.to_dict() for p in self.profiles],
+            "precision": self.precision,
+            "requested_precision": self.requested_precision,
+            "layers": self.layers.to_dict(),
+            "onnx": {k.removeprefix("fcn_deploy."): v for k, v in self.onnx.to_props().items()},
+            "onnx_sha256": self.onnx_sha256,
+            "engine_sha256": self.engine_sha256,
+            "build_seconds": round(self.build_seconds, 3),
+            "built_at": self.built_at,
+            "builder": self.builder,
+            "gate": self.gate,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EngineMetadata":
+        version = int(d.get("format_version", 0))
+        if version > SIDECAR_FORMAT:
+            raise ValueError(f"sidecar format {version} is newer than this fcn-deploy reads ({SIDECAR_FORMAT})")
+        cc = d["compute_capability"]
+        return cls(
+            tensorrt_version=str(d["tensorrt_version"]),
+            gpu_name=str(d["gpu_name"]),
+            compute_capability=(int(cc[0]), int(cc[1])),
+            profiles=[Profile.from_dict(p) for p in d["profiles"]],
+            precision=str(d["precision"]),
+            requested_precision=str(d["requested_precision"]),
+            layers=LayerSummary.from_dict(d["layers"]),
+            onnx=OnnxMetadata.from_props({"fcn_deploy." + k: v for k, v in d["onnx"].items()}),
+            onnx_sha256=str(d["onnx_sha256"]),
+            engine_sha256=str(d["engine_sha256"]),
+            build_seconds=float(d["build_seconds"]),
+            built_at=str(d["built_at"]),
+            builder=dict(d.get("builder") or {}),
+            gate=d.get("gate"),
+        )
+
+
+def write_sidecar(engine_path: "str | os.PathLike[str]", meta: EngineMetadata) -> Path:
+    """Write ``<engine>.json`` atomically; returns its path."""
+    path = sidecar_path(engine_path)
+    atomic_write_text(path, json.dumps(meta.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_sidecar(engine_path: "str | os.PathLike[str]") -> EngineMetadata:
+    """The sidecar of ``engine_path``; FCNError naming the file and the fix when missing or damaged."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise FCNError(
+            f"{path} is missing: fcn-deploy engines carry a JSON sidecar with their classes, profiles and "
+            "TensorRT version; rebuild the engine with fcn-export --engine (or build_engine)"
+        )
+    try:
+        return EngineMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise FCNError(f"{path} is damaged or from an incompatible fcn-deploy ({type(e).__name__}: {e}); rebuild the engine") from None
+
+
+def check_compatible(meta: EngineMetadata, tensorrt_version: str, compute_capability: tuple[int, int], gpu_name: str = "") -> None:
+    """Refuse an engine built for another TensorRT release or GPU architecture.
+
+    TensorRT deserializes only engines of its own exact release, and kernels are compiled for one
+    compute capability; catching both here gives a message saying to rebuild, instead of a
+    deserialization error or a crash deep in the runtime.
+    """
+    if meta.tensorrt_version != tensorrt_version:
+        raise FCNError(
+            f"this engine was built with TensorRT {meta.tensorrt_version} but TensorRT {tensorrt_version} is "
+            "installed; engines only load in the TensorRT release that built them: rebuild it from the ONNX file "
+            "(fcn-export MODEL.onnx --engine ...)"
+        )
+    if tuple(meta.compute_capability) != tuple(compute_capability):
+        here = f"{gpu_name} " if gpu_name else ""
+        raise FCNError(
+            f"this engine was built for {meta.gpu_name} (compute capability {meta.compute_capability[0]}.{meta.compute_capability[1]}) "
+            f"but this GPU is {here}(compute capability {compute_capability[0]}.{compute_capability[1]}); "
+            "rebuild the engine on this machine (fcn-export MODEL.onnx --engine ...)"
+        )

@@ -1,0 +1,97 @@
+"""Which TensorRT API route a version takes: the version gates, as plain functions.
+
+TensorRT 10.12 deprecated weak typing (``BuilderFlag.FP16``) and 11.0 removed it, so FP16 lives
+in the ONNX graph and the network is strongly typed; only older 10.x builds take the flag path.
+Deciding the route from ``trt.__version__`` here (not with ``hasattr``, which silently builds
+FP32 when the flag is gone) keeps the builder a straight line of calls, and every branch testable
+without TensorRT.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import FCNError
+
+__all__ = ["TrtVersion", "parse_trt_version", "PrecisionRoute", "precision_route", "MIN_VERSION", "STRONGLY_TYPED_SINCE"]
+
+MIN_VERSION = (10, 0)  # execute_async_v3, set_input_shape and named I/O tensors are the 10.x API
+STRONGLY_TYPED_SINCE = (10, 12)  # weak typing deprecated: the strongly typed route from here on
+STRONGLY_TYPED_DEFAULT_SINCE = (11, 0)  # every network strongly typed, BuilderFlag.FP16 removed
+
+
+@dataclass(frozen=True, order=True)
+class TrtVersion:
+    """``major.minor.patch`` of ``trt.__version__`` (build numbers ignored for routing)."""
+
+    major: int
+    minor: int
+    patch: int = 0
+
+    def at_least(self, major_minor: tuple[int, int]) -> bool:
+        return (self.major, self.minor) >= major_minor
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def parse_trt_version(text: str) -> TrtVersion:
+    """``"10.13.3.9"``, ``"11.0.0.12"``, ``"10.12.0b1"`` → `TrtVersion`; FCNError if unreadable."""
+    m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not m:
+        raise FCNError(f"cannot read the TensorRT version {text!r}; is tensorrt installed correctly?")
+    return TrtVersion(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+
+
+@dataclass(frozen=True)
+class PrecisionRoute:
+    """How to ask a TensorRT version for an engine of one precision.
+
+    ``strongly_typed_flag``: pass ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` to
+    ``create_network`` (10.12–10.x; 11.x networks are strongly typed without it).
+    ``fp16_builder_flag``: set ``BuilderFlag.FP16`` (weak typing, < 10.12 only).
+    ``strongly_typed``: the network's dtypes are the ONNX graph's, so the graph must already be FP16.
+    """
+
+    strongly_typed: bool
+    strongly_typed_flag: bool
+    fp16_builder_flag: bool
+    note: str
+
+
+def precision_route(version: TrtVersion, precision: str, graph_precision: str, has_fp16_flag: bool) -> PrecisionRoute:
+    """The route for an engine of ``precision`` from an ONNX graph computing in ``graph_precision``.
+
+    ``has_fp16_flag`` is whether ``trt.BuilderFlag`` has ``FP16``: it is consulted only where the
+    version says the flag path is the one to take, and its absence there is an error, never a
+    silent FP32 build.
+    """
+    if precision not in ("fp16", "fp32"):
+        raise FCNError(f"engine precision must be fp16 or fp32, got {precision!r}")
+    if not version.at_least(MIN_VERSION):
+        raise FCNError(f"TensorRT {version} is too old: fcn-deploy needs TensorRT 10.0+ (10.12+ recommended)")
+    if version.at_least(STRONGLY_TYPED_SINCE):
+        if precision != graph_precision:
+            raise FCNError(
+                f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} (networks are "
+                f"strongly typed: the graph's dtypes are the engine's), but this graph is {graph_precision}; "
+                f"re-export with --precision {precision}"
+            )
+        on_11 = version.at_least(STRONGLY_TYPED_DEFAULT_SINCE)
+        note = "strongly typed (default on 11.x)" if on_11 else "strongly typed (STRONGLY_TYPED flag)"
+        return PrecisionRoute(True, not on_11, False, note)
+    # 10.0–10.11: weakly typed; the builder picks per-layer precision among those the flags allow
+    if precision == "fp32":
+        if graph_precision == "fp16":
+            raise FCNError(
+                f"an fp32 engine from an fp16 ONNX graph is not supported on TensorRT {version}; "
+                "export with --precision fp32"
+            )
+        return PrecisionRoute(False, False, False, "weakly typed, FP32 (TF32 allowed)")
+    if not has_fp16_flag:
+        raise FCNError(
+            f"TensorRT {version} reports no BuilderFlag.FP16, so it cannot build an fp16 engine by the "
+            "flag route; upgrade to TensorRT 10.12+ (strongly typed FP16)"
+        )
+    return PrecisionRoute(False, False, True, "weakly typed with BuilderFlag.FP16 (TensorRT < 10.12)")
