@@ -150,4 +150,14 @@ def test_stream_one_runner_serves_every_shape() -> None:
     assert row["frames"] == 4 and row["distinct_shapes"] == 2 and row["runners_opened"] == 1
     assert all(s["first_call_ms"] > 0 and s["repeat_ms"] > 0 for s in row["shapes"])
     ((skipped, reason),) = [(s["backend"], s["reason"]) for s in doc["skipped"]]
-    assert skipped == "tensorrt" and "TensorRT" in reason
+    assert skipped == "tensorrt" and reason.startswith("TensorRT is not installed")
+
+
+def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path: Path) -> None:
+    from fcn_deploy.bench.backends import _missing
+
+    if not _missing("tensorrt"):
+        pytest.skip("TensorRT is installed here: the scenario runs instead (needs a GPU)")
+    doc = run_benchmark("static-vs-dynamic", width=0.0625, device="cpu", matmul_size=256)
+    assert validate(doc) == [] and doc["skipped"] == [{"backend": "tensorrt", "reason": doc["skipped"][0]["reason"]}]
+    assert doc["skipped"][0]["reason"].startswith("TensorRT is not installed")

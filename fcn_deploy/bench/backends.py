@@ -24,7 +24,7 @@ from ..meta import ModelInfo
 from ..models import create_model
 from ..runtime import Runner, backend_for_path
 
-__all__ = ["BENCH_BACKENDS", "DEFAULT_BACKENDS", "ModelSource", "Backend", "random_model", "prepare_backends"]
+__all__ = ["BENCH_BACKENDS", "DEFAULT_BACKENDS", "ModelSource", "Backend", "random_model", "parse_backends", "prepare_backends", "onnx_for", "tensorrt_unavailable"]
 
 BENCH_BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-fp16", "tensorrt")
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "torch-fp16", "tensorrt")
@@ -90,7 +90,19 @@ def parse_backends(text: str) -> list[str]:
 
 
 def _missing(module: str) -> bool:
-    return importlib.util.find_spec(module) is None
+    """Not importable as a real package: ``tensorrt-stubs`` leaves a bare ``tensorrt`` namespace
+    folder of type stubs (no origin), which is not TensorRT."""
+    spec = importlib.util.find_spec(module)
+    return spec is None or spec.origin is None
+
+
+def tensorrt_unavailable(device: torch.device) -> Optional[str]:
+    """Why TensorRT cannot run here, or None."""
+    if _missing("tensorrt"):
+        return "TensorRT is not installed (it needs an NVIDIA GPU; pip install 'fcn-deploy[gpu]')"
+    if device.type != "cuda":
+        return "TensorRT needs a CUDA GPU (run with --device cuda)"
+    return None
 
 
 def prepare_backends(
@@ -131,22 +143,18 @@ def _prepare(name: str, source: ModelSource, device: torch.device, threads: Opti
     if backend == "onnxruntime":
         if _missing("onnxruntime"):
             return Backend(name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')")
-        onnx_path, seconds, why = _onnx_for(source, precision, max_batch, cache)
+        onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache)
         if onnx_path is None:
             return Backend(name, skipped=why)
         from ..runtime.ort_runner import OnnxRuntimeRunner
 
         return Backend(name, open=lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads),
                        prepare_s=seconds, artifact=str(onnx_path))
-    # tensorrt
-    if _missing("tensorrt"):
-        return Backend(name, skipped="TensorRT is not installed (it needs an NVIDIA GPU; pip install 'fcn-deploy[gpu]')")
-    if device.type != "cuda":
-        return Backend(name, skipped="TensorRT needs a CUDA GPU (run with --device cuda)")
-    return _tensorrt(name, source, max_batch, cache)
+    reason = tensorrt_unavailable(device)
+    return Backend(name, skipped=reason) if reason else _tensorrt(name, source, max_batch, cache)
 
 
-def _onnx_for(source: ModelSource, precision: str, max_batch: int, cache: Path) -> tuple[Optional[Path], Optional[float], str]:
+def onnx_for(source: ModelSource, precision: str, max_batch: int, cache: Path) -> tuple[Optional[Path], Optional[float], str]:
     """The ONNX file for ``precision``: the one given, or one exported now (with its export time)."""
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
@@ -173,14 +181,14 @@ def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Ba
     if source.path is not None and backend_for_path(source.path) == "tensorrt":
         path = source.path
         return Backend(name, open=lambda: TensorRTRunner(path, device="cuda"), artifact=str(path))
-    onnx_path, export_s, why = _onnx_for(source, "fp16", max_batch, cache)
+    onnx_path, export_s, why = onnx_for(source, "fp16", max_batch, cache)
     if onnx_path is None:
         return Backend(name, skipped=why)
     from ..engine import build_engine
 
     engine = cache / "model-fp16.engine"
     t0 = time.perf_counter()
-    build_engine(onnx_path, engine)
+    build_engine(onnx_path, engine, gate=False, progress=False)  # the rows measure accuracy at every size
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
     return Backend(name, open=lambda: TensorRTRunner(engine, device="cuda"), prepare_s=seconds, artifact=str(engine))
 

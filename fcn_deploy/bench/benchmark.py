@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -13,7 +13,7 @@ import torch
 
 from ..errors import FCNError
 from ..runtime import resolve_device
-from .backends import DEFAULT_BACKENDS, ModelSource, parse_backends, prepare_backends
+from .backends import DEFAULT_BACKENDS, ModelSource, parse_backends, prepare_backends, tensorrt_unavailable
 from .machine import compute_precision, machine_info, matmul_peak
 from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
 from .sliding_window import run_sliding_window
@@ -83,12 +83,14 @@ def run_benchmark(
         doc["sliding_window"] = run_sliding_window(cfg, dev, width=width)
         doc["notes"].append("both nets eager PyTorch FP32 on the same weights; p50 of the timed calls")
         return doc
-    if scenario == "static-vs-dynamic":
-        return _static_vs_dynamic(doc, dev, matmul_size)
-
     source = ModelSource.open(model, variant, width, num_classes)
     doc["model"] = {"label": source.label, **({"variant": source.info.variant, "width": source.info.width,
                                                "num_classes": source.info.num_classes} if source.info else {})}
+    if scenario == "static-vs-dynamic":
+        doc["config"]["backends"] = ["tensorrt"]  # the scenario builds its own engines
+        doc["machine"] = _machine(dev, matmul_size, ["fp16" if dev.type == "cuda" else "fp32"])
+        _static_vs_dynamic(doc, source, dev, cfg, cache_dir)
+        return doc
     prepared = prepare_backends(names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir)
     precisions = sorted({compute_precision(dev, b.name.partition("-")[2] or "fp32") for b in prepared if not b.skipped})
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
@@ -112,15 +114,14 @@ def _machine(dev: torch.device, matmul_size: Optional[int], precisions: Sequence
     return info
 
 
-def _static_vs_dynamic(doc: dict[str, Any], dev: torch.device, matmul_size: Optional[int]) -> dict[str, Any]:
+def _static_vs_dynamic(doc: dict[str, Any], source: ModelSource, dev: torch.device, cfg: BenchConfig,
+                       cache_dir: Optional[Path]) -> None:
     """One dynamic engine against per-shape static engines (TensorRT only)."""
-    doc["model"] = {"label": "FCN-8s engines"}
-    doc["machine"] = _machine(dev, matmul_size, ["fp16"] if dev.type == "cuda" else ["fp32"])
-    if importlib.util.find_spec("tensorrt") is None:
-        reason = "TensorRT is not installed (it needs an NVIDIA GPU; pip install 'fcn-deploy[gpu]')"
-    elif dev.type != "cuda":
-        reason = "TensorRT needs a CUDA GPU (run with --device cuda)"
+    reason = tensorrt_unavailable(dev)
+    if reason:
+        doc["skipped"] = [{"backend": "tensorrt", "reason": reason}]
     else:
-        reason = "static-vs-dynamic engine builds are not implemented yet in this version"
-    doc["skipped"] = [{"backend": "tensorrt", "reason": reason}]
-    return doc
+        from .static_dynamic import run_static_vs_dynamic
+
+        cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
+        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache)

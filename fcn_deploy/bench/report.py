@@ -129,6 +129,12 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                  _pct(r["top1_agreement"]), f"{r['max_abs_diff']:.2e}", "-" if r["equal"] is None else str(r["equal"]).lower()]
                 for r in doc["sliding_window"]]
         return header, rows
+    if doc["scenario"] == "static-vs-dynamic":
+        header = ["size", "dynamic p50 ms", "static p50 ms", "dynamic/static", "static build s", "static build s (cache)"]
+        rows = [[f"{r['height']}x{r['width']}", f"{r['dynamic_p50_ms']:.2f}", f"{r['static_p50_ms']:.2f}",
+                 f"{r['dynamic_over_static']:.2f}", f"{r['static_build_s']:.1f}", f"{r['static_build_cached_s']:.1f}"]
+                for r in doc.get("static_vs_dynamic", {}).get("rows", [])]
+        return header, rows
     if doc["scenario"] == "stream":
         header = ["backend", "frames", "shapes", "total s", "img/s", "MP/s", "first/repeat", "label agree"]
         rows = [[r["backend"], str(r["frames"]), str(r["distinct_shapes"]), f"{r['total_s']:.2f}", f"{r['images_per_s']:.2f}",
@@ -211,6 +217,17 @@ def write_plot(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
         left.legend()
         right.bar([f"{r['height']}x{r['width']}" for r in rows], [r["speedup"] for r in rows])
         right.set(ylabel="speedup of one pass", title="one pass vs sliding window")
+    elif doc["scenario"] == "static-vs-dynamic":
+        rows = doc.get("static_vs_dynamic", {}).get("rows", [])
+        names = [f"{r['height']}x{r['width']}" for r in rows]
+        left.bar(names, [r["dynamic_over_static"] for r in rows])
+        left.set(ylabel="dynamic / static p50", title="run-time cost of one dynamic engine")
+        right.bar(names, [r["static_build_s"] for r in rows], label="no timing cache")
+        right.bar(names, [r["static_build_cached_s"] for r in rows], label="warm timing cache")
+        right.set(ylabel="static engine build s", title="per-shape builds")
+        right.legend()
+        for s in doc["skipped"]:
+            left.text(0.02, 0.5, f"skipped: {s['reason']}", transform=left.transAxes, fontsize=8)
     else:
         rows = doc["stream"]
         left.bar([r["backend"] for r in rows], [r["images_per_s"] for r in rows])
