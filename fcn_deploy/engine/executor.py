@@ -130,7 +130,8 @@ class EngineExecutor:
         if shape != self._shape:
             if not self.context.set_input_shape(self.input_name, trt.Dims(list(shape))):
                 raise FCNError(f"TensorRT rejected input shape {shape} for profile {profile}")
-            out_shape = tuple(self.context.get_tensor_shape(self.output_name))  # from the context, not the profile
+            dims = self.context.get_tensor_shape(self.output_name)  # from the context, not the profile
+            out_shape = tuple(dims[i] for i in range(len(dims)))
             if any(d < 0 for d in out_shape):
                 raise FCNError(f"TensorRT could not infer the output shape for input {shape}")
             self._out = torch.empty(out_shape, dtype=self.output_dtype, device=self.device)

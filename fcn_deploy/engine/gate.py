@@ -53,19 +53,19 @@ def compare_outputs(
     reference: np.ndarray, output: np.ndarray, io: str, threshold: float, profile: int = 0, shape: Optional[Shape] = None
 ) -> GateRow:
     """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the reference."""
-    shape = shape or tuple(reference.shape)  # type: ignore[assignment]
+    shape = shape or tuple(reference.shape)
     if output.shape != reference.shape:
-        return GateRow(profile, shape, None, None, 0.0, bool(np.isfinite(output).all()), False)  # type: ignore[arg-type]
+        return GateRow(profile, shape, None, None, 0.0, bool(np.isfinite(output).all()), False)
     if io == "image":
         agreement = float((output == reference).mean())
-        return GateRow(profile, shape, None, None, agreement, True, agreement >= threshold)  # type: ignore[arg-type]
+        return GateRow(profile, shape, None, None, agreement, True, agreement >= threshold)
     out, ref = output.astype(np.float32), reference.astype(np.float32)
     finite = bool(np.isfinite(out).all())
     err = float(np.abs(out - ref).max()) if out.size else 0.0
     peak = float(np.abs(ref).max()) if ref.size else 0.0
     rel = err / peak if peak > 0 else (0.0 if err == 0 else float("inf"))
     agreement = float((out.argmax(axis=1) == ref.argmax(axis=1)).mean())
-    return GateRow(profile, shape, err, rel, agreement, finite, finite and agreement >= threshold)  # type: ignore[arg-type]
+    return GateRow(profile, shape, err, rel, agreement, finite, finite and agreement >= threshold)
 
 
 def gate_passed(rows: Sequence[GateRow]) -> bool:

@@ -1,0 +1,372 @@
+"""The engine layer's plain logic, everywhere: profiles, version gates, layer summary, sidecar, gate.
+
+None of this needs TensorRT; the inspector JSON below follows the documented format (NVIDIA's
+trex reads the same fields: Layers/Bindings, LayerType, ParameterType, Inputs/Outputs with
+Dimensions and Format/Datatype, Kernel/OutMaps/Groups/Weights on convolutions).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fcn_deploy.engine import (
+    EngineMetadata,
+    ParserIssue,
+    Profile,
+    check_compatible,
+    compare_outputs,
+    default_profiles,
+    format_gate,
+    format_parser_errors,
+    gate_passed,
+    gate_shapes,
+    parse_shape,
+    parse_trt_version,
+    precision_route,
+    profiles_from_strings,
+    read_sidecar,
+    select_profile,
+    sidecar_path,
+    summarize_layers,
+    tensor_precision,
+    validate_profiles,
+    write_sidecar,
+)
+from fcn_deploy.engine.layer_info import LayerSummary
+from fcn_deploy.engine.plan import check_opt_level, workspace_bytes
+from fcn_deploy.errors import FCNError
+from fcn_deploy.export.metadata import OnnxMetadata
+from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
+
+BOUNDS = SizeBounds(min_hw=(1, 1), max_hw=(4096, 4096), min_batch=1, max_batch=32)
+LANDSCAPE = Profile((1, 3, 64, 128), (1, 3, 360, 640), (4, 3, 720, 1280))
+PORTRAIT = Profile((1, 3, 128, 64), (1, 3, 640, 360), (4, 3, 1280, 720))
+
+
+# --- profiles ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, shape", [("1x3x64x64", (1, 3, 64, 64)), (" 8×3×512×1024 ", (8, 3, 512, 1024)), ("2,3,17,33", (2, 3, 17, 33))])
+def test_parse_shape(text, shape):
+    assert parse_shape(text) == shape
+
+
+@pytest.mark.parametrize("text, needle", [("1x4x64x64", "channel dim must be 3"), ("1x3x64", "NxCxHxW"), ("0x3x64x64", "at least 1"), ("1x3x64xW", "NxCxHxW")])
+def test_parse_shape_rejects(text, needle):
+    with pytest.raises(FCNError, match=needle):
+        parse_shape(text)
+
+
+def test_profile_order_is_checked_per_dim():
+    with pytest.raises(FCNError, match="height must satisfy min ≤ opt ≤ max, got 64, 32, 128"):
+        Profile((1, 3, 64, 64), (1, 3, 32, 64), (1, 3, 128, 128))
+
+
+def test_profiles_from_strings_pairs_repeated_flags_and_defaults_opt():
+    ps = profiles_from_strings(["1x3x64x128", "1x3x128x64"], [], ["4x3x720x1280", "4x3x1280x720"])
+    assert [p.max for p in ps] == [(4, 3, 720, 1280), (4, 3, 1280, 720)]
+    assert ps[0].opt == (1, 3, 512, 512)  # the typical size, inside both ranges
+    small = profiles_from_strings(["1x3x32x32"], [], ["2x3x100x300"])[0]
+    assert small.opt == (1, 3, 100, 300)  # clamped into the range
+    with pytest.raises(FCNError, match="2 --min-shape and 1 --max-shape"):
+        profiles_from_strings(["1x3x8x8", "1x3x8x8"], [], ["1x3x9x9"])
+    with pytest.raises(FCNError, match="1 --opt-shape values for 2 profiles"):
+        profiles_from_strings(["1x3x8x8", "1x3x8x8"], ["1x3x8x8"], ["1x3x9x9", "1x3x9x9"])
+
+
+def test_validate_profiles_against_export_bounds():
+    validate_profiles([LANDSCAPE, PORTRAIT], BOUNDS)
+    small = SizeBounds(min_hw=(32, 32), max_hw=(1024, 1024), max_batch=2)
+    with pytest.raises(FCNError, match=r"profile 1 max shape 4x3x1280x720: batch 4 is outside 1\.\.2"):
+        validate_profiles([Profile((1, 3, 64, 64), (1, 3, 64, 64), (2, 3, 512, 512)), PORTRAIT], small)
+    with pytest.raises(FCNError, match="min shape 1x3x16x16: size 16x16 is outside 32x32"):
+        validate_profiles([Profile((1, 3, 16, 16), (1, 3, 64, 64), (1, 3, 64, 64))], small)
+    with pytest.raises(FCNError, match="no optimization profiles"):
+        validate_profiles([], small)
+
+
+def test_default_profiles_fit_the_bounds_and_tune_for_512():
+    ps = default_profiles(BOUNDS)
+    validate_profiles(ps, BOUNDS)
+    batch, large = ps
+    assert batch.opt == (1, 3, 512, 512) and batch.max == (8, 3, 1024, 1024)
+    assert large.max == (1, 3, 4096, 4096) and large.min == batch.min
+    small = SizeBounds(min_hw=(32, 32), max_hw=(256, 384), max_batch=2)
+    (only,) = default_profiles(small)  # nothing beyond the batched profile: one profile
+    validate_profiles([only], small)
+    assert only == Profile((1, 3, 32, 32), (1, 3, 256, 384), (2, 3, 256, 384))
+
+
+def test_select_profile_picks_the_fitting_one_or_names_every_range():
+    ps = [LANDSCAPE, PORTRAIT]
+    assert select_profile(ps, (1, 3, 360, 640)) == 0
+    assert select_profile(ps, (2, 3, 1000, 500)) == 1
+    assert select_profile(ps, (1, 3, 300, 300)) in (0, 1)  # both fit: the nearer opt wins
+    assert select_profile(ps, (1, 3, 200, 600)) == 0 and select_profile(ps, (1, 3, 600, 200)) == 1
+    with pytest.raises(FCNError) as e:
+        select_profile(ps, (1, 3, 1200, 1200))
+    msg = str(e.value)
+    assert "1x3x1200x1200" in msg and "profile 0: 1..4 x 3 x 64..720 x 128..1280" in msg
+    assert "profile 1: 1..4 x 3 x 128..1280 x 64..720" in msg and "rebuild" in msg
+    with pytest.raises(FCNError, match="outside every optimization profile"):
+        select_profile(ps, (5, 3, 360, 640))  # batch too large
+
+
+def test_profile_layout_for_image_io_is_nhwc():
+    lo, opt, hi = LANDSCAPE.for_io("image")
+    assert lo == (1, 64, 128, 3) and hi == (4, 720, 1280, 3)
+    assert LANDSCAPE.for_io("tensor")[1] == (1, 3, 360, 640)
+    assert Profile.from_dict(json.loads(json.dumps(LANDSCAPE.to_dict()))) == LANDSCAPE
+
+
+# --- version gates ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, parts", [("10.13.3.9", (10, 13, 3)), ("11.0.0.12", (11, 0, 0)), ("10.12.0b1", (10, 12, 0)), ("10.8", (10, 8, 0))])
+def test_parse_trt_version(text, parts):
+    v = parse_trt_version(text)
+    assert (v.major, v.minor, v.patch) == parts
+
+
+def test_parse_trt_version_rejects_garbage():
+    with pytest.raises(FCNError, match="cannot read the TensorRT version"):
+        parse_trt_version("unknown")
+
+
+def test_route_strongly_typed_on_10_12_plus_with_the_flag_and_on_11_without():
+    r = precision_route(parse_trt_version("10.13.3.9"), "fp16", "fp16", has_fp16_flag=True)
+    assert r.strongly_typed and r.strongly_typed_flag and not r.fp16_builder_flag
+    r = precision_route(parse_trt_version("10.12.0.36"), "fp32", "fp32", has_fp16_flag=True)
+    assert r.strongly_typed and r.strongly_typed_flag and not r.fp16_builder_flag
+    r = precision_route(parse_trt_version("11.0.0.12"), "fp16", "fp16", has_fp16_flag=False)
+    assert r.strongly_typed and not r.strongly_typed_flag and not r.fp16_builder_flag
+
+
+def test_route_refuses_an_fp16_engine_from_an_fp32_graph_when_strongly_typed():
+    for version in ("10.13.0", "11.1.0"):
+        with pytest.raises(FCNError, match="re-export with --precision fp16"):
+            precision_route(parse_trt_version(version), "fp16", "fp32", has_fp16_flag=True)
+
+
+def test_route_uses_the_fp16_flag_only_before_10_12_and_never_falls_back_silently():
+    r = precision_route(parse_trt_version("10.8.0.43"), "fp16", "fp32", has_fp16_flag=True)
+    assert r.fp16_builder_flag and not r.strongly_typed and not r.strongly_typed_flag
+    with pytest.raises(FCNError, match="no BuilderFlag.FP16"):
+        precision_route(parse_trt_version("10.8.0.43"), "fp16", "fp32", has_fp16_flag=False)
+    r = precision_route(parse_trt_version("10.8.0.43"), "fp32", "fp32", has_fp16_flag=True)
+    assert not r.fp16_builder_flag and not r.strongly_typed
+    with pytest.raises(FCNError, match="too old"):
+        precision_route(parse_trt_version("8.6.1"), "fp16", "fp16", has_fp16_flag=True)
+    with pytest.raises(FCNError, match="fp16 or fp32"):
+        precision_route(parse_trt_version("10.13.0"), "int8", "fp32", has_fp16_flag=True)
+
+
+# --- layer precision summary ------------------------------------------------------------------
+
+FP16_NHWC = "Channel major FP16 format where channel % 8 == 0"
+FP32_LINEAR = "Row major linear FP32"
+
+
+def _t(name, dims, fmt):
+    return {"Name": name, "Location": "Device", "Dimensions": dims, "Format/Datatype": fmt}
+
+
+def _conv(name, n, c, k, h, w, ho, wo, fmt, r=3, kind="CaskConvolution", ptype="Convolution"):
+    return {
+        "Name": name, "LayerType": kind, "ParameterType": ptype,
+        "Inputs": [_t(f"{name}_in", [n, c, h, w], fmt)], "Outputs": [_t(f"{name}_out", [n, k, ho, wo], fmt)],
+        "Kernel": [r, r], "PaddingMode": "kEXPLICIT_ROUND_DOWN", "PrePadding": [1, 1], "PostPadding": [1, 1],
+        "Stride": [1, 1], "Dilation": [1, 1], "OutMaps": k, "Groups": 1,
+        "Weights": {"Type": "Half" if "FP16" in fmt else "Float", "Count": k * c * r * r},
+        "Bias": {"Type": "Float", "Count": k}, "HasBias": 1, "HasReLU": 1, "Activation": "RELU",
+        "TacticName": "sm90_xmma_fprop_implicit_gemm_f16f16_f16f16_f16_nhwckrsc_nhwc", "TacticValue": "0x1f2e",
+        "StreamId": 0, "Metadata": f"[ONNX Layer: /{name}/Conv]\x1e[ONNX Layer: /{name}/Relu]",
+    }  # fmt: skip
+
+
+def _engine_json(fp16_score: bool = False, dynamic: bool = False, second_profile: bool = True) -> str:
+    h = -1 if dynamic else 64
+    score_fmt = FP16_NHWC if fp16_score else FP32_LINEAR
+    layers = [
+        {"Name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv", "LayerType": "Reformat",
+         "Inputs": [_t("x", [1, 3, h, h], FP32_LINEAR)], "Outputs": [_t("x_f16", [1, 3, h, h], FP16_NHWC)],
+         "ParameterType": "Reformat", "Origin": "REFORMAT", "TacticValue": "0x0", "StreamId": 0},
+        _conv("conv1", 1, 3, 16, h, h, h, h, FP16_NHWC),
+        _conv("conv2", 1, 16, 16, h, h, h, h, FP16_NHWC),
+        {"Name": "/pool/MaxPool", "LayerType": "CaskPooling", "ParameterType": "Pooling", "PoolingType": "MAX",
+         "WindowSize": [2, 2], "Stride": [2, 2], "Inputs": [_t("c2", [1, 16, h, h], FP16_NHWC)],
+         "Outputs": [_t("p", [1, 16, h // 2 if h > 0 else -1, h // 2 if h > 0 else -1], FP16_NHWC)]},
+        _conv("score", 1, 16, 21, 32 if h > 0 else -1, 32 if h > 0 else -1, 32 if h > 0 else -1, 32 if h > 0 else -1, score_fmt, r=1),
+        _conv("upscore", 1, 21, 21, 32 if h > 0 else -1, 32 if h > 0 else -1, 64 if h > 0 else -1, 64 if h > 0 else -1,
+              FP16_NHWC, r=4, kind="CaskDeconvolutionV2", ptype="Deconvolution"),
+        {"Name": "/Cast", "LayerType": "Cast", "ParameterType": "Cast",
+         "Inputs": [_t("u", [1, 21, h, h], "Row major linear FP16 format")], "Outputs": [_t("logits", [1, 21, h, h], FP32_LINEAR)]},
+    ]  # fmt: skip
+    if second_profile:  # a second profile repeats every layer with a suffix; only profile 0 counts
+        layers += [dict(l, Name=l["Name"] + " [profile 1]") for l in layers]
+    return json.dumps({"Layers": layers, "Bindings": ["x", "logits"] + (["x [profile 1]", "logits [profile 1]"] if second_profile else [])})
+
+
+def test_tensor_precision_reads_trt_format_strings():
+    assert tensor_precision(FP16_NHWC) == "fp16"
+    assert tensor_precision("Row major linear FP16 format") == "fp16"
+    assert tensor_precision(FP32_LINEAR) == "fp32"
+    assert tensor_precision("Half") == "fp16" and tensor_precision("Float") == "fp32"
+    assert tensor_precision("Channel major BFloat16 format where channel % 8 == 0") == "bf16"
+    assert tensor_precision("Row major linear UInt8 format") == "uint8"
+    assert tensor_precision("Row major linear Int64 format") == "int64"
+    assert tensor_precision("Unknown format") is None
+
+
+def test_summary_counts_fp16_layers_and_conv_flops_at_concrete_shapes():
+    s = summarize_layers(_engine_json(fp16_score=False))
+    flops = {  # 2·N·K·P·Q·C·R·S for convs, 2·N·C_in·H_in·W_in·K·R·S for the deconv
+        "conv1": 2 * 16 * 64 * 64 * 3 * 9, "conv2": 2 * 16 * 64 * 64 * 16 * 9,
+        "score": 2 * 21 * 32 * 32 * 16, "upscore": 2 * 21 * 32 * 32 * 21 * 16,
+    }  # fmt: skip
+    assert s.flops_basis == "shape" and s.convs == 4 and s.fp16_convs == 3
+    assert s.conv_flops == sum(flops.values())
+    assert s.fp16_conv_flops == flops["conv1"] + flops["conv2"] + flops["upscore"]
+    assert s.layers == 7 and s.fp16_layers == 5  # reformat (FP32 in) and score conv are FP32
+    assert s.precisions == {"fp32": 2, "fp16": 5}
+    assert s.fp16_conv_flop_share == pytest.approx(s.fp16_conv_flops / s.conv_flops)
+    assert s.label == "fp16"  # ≥ 90 % of conv FLOPs in FP16, the FP32 score conv is small
+    assert "3/4 convs" in s.describe()
+
+
+def test_summary_labels_an_all_fp32_engine_fp32_and_a_half_one_mixed():
+    fp32 = summarize_layers(json.dumps({"Layers": [_conv("c", 1, 3, 8, 16, 16, 16, 16, FP32_LINEAR)], "Bindings": []}))
+    assert fp32.label == "fp32" and fp32.fp16_conv_flop_share == 0.0
+    mixed = summarize_layers(json.dumps({"Layers": [
+        _conv("a", 1, 8, 8, 16, 16, 16, 16, FP32_LINEAR), _conv("b", 1, 8, 8, 16, 16, 16, 16, FP16_NHWC)]}))
+    assert mixed.label == "mixed" and mixed.fp16_conv_flop_share == pytest.approx(0.5)
+    assert summarize_layers(json.dumps({"Layers": []})).label == "fp32"  # no convs: never fp16
+
+
+def test_summary_falls_back_to_weight_counts_for_dynamic_dims():
+    s = summarize_layers(_engine_json(dynamic=True, second_profile=False))
+    assert s.flops_basis == "weights"
+    assert s.conv_flops == 16 * 3 * 9 + 16 * 16 * 9 + 21 * 16 + 21 * 21 * 16
+    assert "weighted by weights" in s.describe()
+
+
+def test_summary_needs_detailed_verbosity_and_json():
+    with pytest.raises(FCNError, match="ProfilingVerbosity.DETAILED"):
+        summarize_layers(json.dumps({"Layers": ["conv1", "conv2"], "Bindings": []}))
+    with pytest.raises(FCNError, match="unreadable JSON"):
+        summarize_layers("{not json")
+    with pytest.raises(FCNError, match="no Layers list"):
+        summarize_layers(json.dumps([1, 2]))
+
+
+def test_summary_round_trips_through_dict():
+    s = summarize_layers(_engine_json())
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d["label"] == "fp16" and LayerSummary.from_dict(d) == s
+
+
+# --- sidecar and compatibility ---------------------------------------------------------------------
+
+def _meta(tmp_path) -> EngineMetadata:
+    info = ModelInfo("fcn8s", 21, width=0.125, preprocessing=Preprocessing.caffe())
+    onnx_meta = OnnxMetadata(info, "tensor", "fp16", False, SizeBounds((1, 1), (1024, 1024), 1, 8), "x", "logits",
+                             "ab" * 32, "2.13.0", "1.23.0", 20)  # fmt: skip
+    return EngineMetadata(
+        tensorrt_version="10.13.3.9", gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0),
+        profiles=[LANDSCAPE, PORTRAIT], precision="fp16", requested_precision="fp16",
+        layers=summarize_layers(_engine_json()), onnx=onnx_meta, onnx_sha256="cd" * 32, engine_sha256="ef" * 32,
+        build_seconds=42.5, built_at="2025-01-01T00:00:00+00:00", builder={"opt_level": 3, "workspace_gib": 4.0},
+    )  # fmt: skip
+
+
+def test_sidecar_round_trip_is_atomic_and_readable(tmp_path):
+    engine = tmp_path / "model.engine"
+    meta = _meta(tmp_path)
+    path = write_sidecar(engine, meta)
+    assert path == sidecar_path(engine) == tmp_path / "model.engine.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.engine.json"]  # no temp file left
+    doc = json.loads(path.read_text())
+    assert doc["tensorrt_version"] == "10.13.3.9" and doc["compute_capability"] == [9, 0]
+    assert doc["layers"]["label"] == "fp16" and doc["onnx"]["io"] == "tensor"
+    assert json.loads(doc["onnx"]["info"])["variant"] == "fcn8s"
+    back = read_sidecar(engine)
+    assert back.profiles == meta.profiles and back.onnx == meta.onnx and back.layers == meta.layers
+    assert back.onnx.info.class_names[15] == "person"
+
+
+def test_sidecar_missing_or_damaged_is_one_clear_line(tmp_path):
+    engine = tmp_path / "m.engine"
+    with pytest.raises(FCNError, match="m.engine.json is missing.*rebuild"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text('{"tensorrt_version": "10.13"}')
+    with pytest.raises(FCNError, match="damaged or from an incompatible fcn-deploy.*rebuild"):
+        read_sidecar(engine)
+
+
+def test_compatibility_check_refuses_other_versions_and_gpus(tmp_path):
+    meta = _meta(tmp_path)
+    check_compatible(meta, "10.13.3.9", (9, 0), "NVIDIA H100 PCIe")  # same release and architecture
+    with pytest.raises(FCNError, match=r"built with TensorRT 10\.13\.3\.9 but TensorRT 11\.0\.0\.1 is installed.*rebuild"):
+        check_compatible(meta, "11.0.0.1", (9, 0))
+    with pytest.raises(FCNError, match=r"built for NVIDIA H100 80GB HBM3 \(compute capability 9\.0\).*8\.9.*rebuild"):
+        check_compatible(meta, "10.13.3.9", (8, 9), "NVIDIA L4")
+
+
+# --- accuracy gate arithmetic ----------------------------------------------------------------------
+
+def test_gate_shapes_cover_min_opt_max_and_an_odd_size_inside():
+    shapes = gate_shapes(LANDSCAPE)
+    assert shapes[:3] == [LANDSCAPE.min, LANDSCAPE.opt, LANDSCAPE.max]
+    odd = shapes[3]
+    assert LANDSCAPE.fits(odd) and odd[2] % 2 == 1 and odd[3] % 2 == 1 and odd[2] != odd[3]
+    fixed = Profile((1, 3, 64, 64), (1, 3, 64, 64), (1, 3, 64, 64))
+    assert gate_shapes(fixed) == [fixed.min]  # no repeats
+
+
+def test_compare_outputs_passes_equal_logits_and_fails_flipped_labels():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(2, 21, 40, 50)).astype(np.float32)
+    row = compare_outputs(ref, ref + np.float32(1e-3), "tensor", 0.99, 0, (2, 3, 40, 50))
+    assert row.passed and row.label_agreement == 1.0 and row.max_abs_error == pytest.approx(1e-3, rel=1e-3)
+    assert row.rel_error == pytest.approx(1e-3 / np.abs(ref).max(), rel=1e-3)
+    bad = ref.copy()
+    flip = rng.random((2, 40, 50)) < 0.05  # ~5 % of pixels get another class
+    bad[:, 0][flip] = ref.max() + 10
+    row = compare_outputs(ref, bad, "tensor", 0.99, 1, (2, 3, 40, 50))
+    assert not row.passed and 0.9 < row.label_agreement < 0.99 and row.profile == 1
+    nan = ref.copy()
+    nan[0, 0, 0, 0] = np.nan
+    assert not compare_outputs(ref, nan, "tensor", 0.5, 0, (2, 3, 40, 50)).passed
+    assert not compare_outputs(ref, ref[:, :, :-1], "tensor", 0.5, 0, (2, 3, 40, 50)).passed  # wrong output size
+    assert not gate_passed([]) and gate_passed([compare_outputs(ref, ref, "tensor", 1.0, 0, (2, 3, 40, 50))])
+
+
+def test_compare_outputs_image_mode_compares_labels():
+    labels = np.random.default_rng(1).integers(0, 21, (1, 30, 30), dtype=np.uint8)
+    other = labels.copy()
+    other[0, :3] = (other[0, :3] + 1) % 21  # 10 % of pixels differ
+    row = compare_outputs(labels, other, "image", 0.95, 0, (1, 3, 30, 30))
+    assert row.max_abs_error is None and row.label_agreement == pytest.approx(0.9) and not row.passed
+    table = format_gate([row], 0.95)
+    assert "1x3x30x30" in table and "FAIL" in table and "95.00%" in table
+
+
+# --- build plan helpers ------------------------------------------------------------------------
+
+def test_parser_errors_become_one_line_naming_the_node():
+    issues = [ParserIssue("UNSUPPORTED_NODE", "Cast: input types must match\n", 17, "/score/Conv", "Conv"),
+              ParserIssue("INVALID_NODE", "other", 18, "", "Add")]  # fmt: skip
+    msg = format_parser_errors("m.onnx", issues)
+    assert "\n" not in msg and "node /score/Conv (Conv)" in msg and "(+1 more errors)" in msg
+    assert "strongly typed" in msg  # a dtype problem gets the re-export hint
+    assert "node #18 (Add)" in format_parser_errors("m.onnx", issues[1:])
+
+
+def test_workspace_and_opt_level_are_checked():
+    assert workspace_bytes(4) == 4 << 30 and workspace_bytes(0.5) == 1 << 29
+    with pytest.raises(FCNError, match="positive number of GiB"):
+        workspace_bytes(0)
+    assert check_opt_level(5) == 5
+    with pytest.raises(FCNError, match="0..5"):
+        check_opt_level(6)
