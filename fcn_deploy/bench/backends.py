@@ -60,13 +60,14 @@ class ModelSource:
     def open(cls, model: Optional[str], variant: Optional[str], width: float, num_classes: int) -> "ModelSource":
         if model is None:
             net = random_model(variant or "fcn8s", width, num_classes)
-            return cls(f"random {net.info.variant} width {width:g}", module=net, info=net.info)  # type: ignore[arg-type]
+            info: ModelInfo = getattr(net, "info")
+            return cls(f"random {info.variant} width {width:g}", module=net, info=info)
         path = Path(model)
         if not path.exists():
             raise FCNError(f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)")
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=net.info)  # type: ignore[arg-type]
+            return cls(str(path), module=net, info=getattr(net, "info"))
         return cls(str(path), path=path)
 
 
@@ -167,6 +168,7 @@ def onnx_for(source: ModelSource, precision: str, max_batch: int, cache: Path) -
         return source.path, None, ""
     from ..export import export_onnx
 
+    assert source.module is not None  # a source is weights or a file
     out = cache / f"model-{precision}.onnx"
     t0 = time.perf_counter()
     # verify=False: the benchmark's own accuracy columns compare every size against eager FP32

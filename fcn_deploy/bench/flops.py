@@ -25,7 +25,7 @@ __all__ = ["conv_flops", "model_flops", "flops_per_image"]
 def conv_flops(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """FLOPs of one Conv2d (``y`` its output) or ConvTranspose2d (``x`` its input) call."""
     kh, kw = module.kernel_size  # type: ignore[misc]
-    groups = module.groups  # type: ignore[union-attr]
+    groups = int(module.groups)  # type: ignore[arg-type]
     if isinstance(module, nn.ConvTranspose2d):
         # every input value is multiplied into a k×k patch of each of the out/groups channels
         macs = x.numel() * (module.out_channels // groups) * kh * kw

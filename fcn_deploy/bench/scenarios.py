@@ -48,11 +48,15 @@ class Outputs:
     labels: np.ndarray
     logits: Optional[np.ndarray] = None
 
+    def agreement(self, reference: "Outputs") -> float:
+        """Share of pixels labelled the same."""
+        return float((self.labels == reference.labels).mean())
+
     def compare(self, reference: "Outputs") -> dict[str, Optional[float]]:
         err = None
         if self.logits is not None and reference.logits is not None:
             err = float(np.abs(self.logits - reference.logits).max())
-        return {"max_abs_err": err, "label_agreement": float((self.labels == reference.labels).mean())}
+        return {"max_abs_err": err, "label_agreement": self.agreement(reference)}
 
 
 def random_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -272,7 +276,7 @@ def _stream_row(runner: Runner, name: str, images: list[np.ndarray], references:
                 progress: Progress) -> dict[str, Any]:
     cuda = runner.device.type == "cuda"
     per_shape: dict[Size, list[float]] = {}
-    agreement = []
+    agreement: list[float] = []
     total_ms, pixels = 0.0, 0
     for i, im in enumerate(images):
         x = _model_input(runner, im)
@@ -286,13 +290,13 @@ def _stream_row(runner: Runner, name: str, images: list[np.ndarray], references:
         if name == REFERENCE:
             references.append(outputs)
         if i < len(references):
-            agreement.append(outputs.compare(references[i])["label_agreement"])
+            agreement.append(outputs.agreement(references[i]))
         progress.update(1, backend=name)
     shapes = [
         {"height": h, "width": w, "first_call_ms": t[0], "repeat_ms": float(np.mean(t[1:])) if len(t) > 1 else None}
         for (h, w), t in per_shape.items()
     ]
-    ratios = [s["first_call_ms"] / s["repeat_ms"] for s in shapes if s["repeat_ms"]]
+    ratios = [t[0] / float(np.mean(t[1:])) for t in per_shape.values() if len(t) > 1]
     return {
         "backend": name,
         "precision": runner.precision,
