@@ -7,7 +7,7 @@ from types import ModuleType
 
 from ..errors import FCNError
 
-__all__ = ["import_tensorrt", "MISSING_MESSAGE"]
+__all__ = ["import_tensorrt", "tensorrt_available", "MISSING_MESSAGE"]
 
 MISSING_MESSAGE = (
     "TensorRT is not installed: engines are built on a machine with an NVIDIA GPU and "
@@ -16,8 +16,24 @@ MISSING_MESSAGE = (
 
 
 def import_tensorrt() -> ModuleType:
-    """``tensorrt``, or one FCNError line saying where engines can be built."""
+    """``tensorrt``, or one FCNError line saying where engines can be built.
+
+    With only ``tensorrt-stubs`` installed, ``import tensorrt`` succeeds and yields an empty
+    namespace package (a folder of .pyi files): that is not TensorRT either.
+    """
     try:
-        return importlib.import_module("tensorrt")
+        module = importlib.import_module("tensorrt")
     except ImportError:
         raise FCNError(MISSING_MESSAGE) from None
+    if getattr(module, "__file__", None) is None or not hasattr(module, "Builder"):
+        raise FCNError(MISSING_MESSAGE)
+    return module
+
+
+def tensorrt_available() -> bool:
+    """Whether the real TensorRT imports here (not just its type stubs)."""
+    try:
+        import_tensorrt()
+    except FCNError:
+        return False
+    return True
