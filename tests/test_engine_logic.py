@@ -295,6 +295,19 @@ def test_sidecar_round_trip_is_atomic_and_readable(tmp_path):
     assert back.onnx.info.class_names[15] == "person"
 
 
+def test_engine_report_summary_states_precision_profiles_and_gate(tmp_path):
+    from fcn_deploy.engine import EngineReport
+
+    meta = _meta(tmp_path)
+    ref = np.zeros((1, 21, 64, 128), np.float32)
+    ref[:, 3] = 1.0
+    rows = [compare_outputs(ref, ref, "tensor", 0.99, 0, s) for s in gate_shapes(LANDSCAPE)]
+    text = EngineReport(tmp_path / "m.engine", meta, rows, 0.99).summary()
+    assert "TensorRT 10.13.3.9 on NVIDIA H100 80GB HBM3 (sm_90)" in text and "precision: fp16: 3/4 convs" in text
+    assert str(LANDSCAPE) in text and text.count(" ok") == 4
+    assert "skipped" in EngineReport(None, meta).summary() and EngineReport(None, meta).passed
+
+
 def test_sidecar_missing_or_damaged_is_one_clear_line(tmp_path):
     engine = tmp_path / "m.engine"
     with pytest.raises(FCNError, match="m.engine.json is missing.*rebuild"):

@@ -164,11 +164,13 @@ def build_engine(
     with torch.cuda.device(dev):
         compiled = trt_compile.compile_engine(onnx_path, plan, progress=progress)
         layers = trt_compile.inspect_layers(compiled.serialized, meta.input_name, plan.profile_shapes()[0][1])
-    if precision == "fp16" and layers.label != "fp16":
+    if precision == "fp16" and layers.label == "fp32":  # the silent-FP32 trap: refuse, never mislabel
         raise FCNError(
             f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
             "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
         )
+    if progress and layers.label != precision:
+        print(f"note: the engine is labelled {layers.label!r}, not {precision!r}: {layers.describe()}", file=sys.stderr)
     gpu_name, capability = device_identity(dev)
     engine_meta = EngineMetadata(
         tensorrt_version=version, gpu_name=gpu_name, compute_capability=capability, profiles=profiles,

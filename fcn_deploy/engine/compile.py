@@ -109,11 +109,14 @@ def compile_engine(onnx_path: "str | os.PathLike[str]", plan: BuildPlan, progres
     if plan.route.fp16_builder_flag:
         config.set_flag(trt.BuilderFlag.FP16)  # only on < 10.12, where the version gate chose it
     cache = config.create_timing_cache(plan.timing_cache or b"")
-    config.set_timing_cache(cache, False)  # a cache from another GPU or version is rejected: rebuilt
-    for lo, opt, hi in plan.profile_shapes():
+    if not config.set_timing_cache(cache, False):  # a cache from another GPU or release: start afresh
+        print("timing cache does not match this GPU/TensorRT; starting a new one", file=sys.stderr)
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+    for i, (lo, opt, hi) in enumerate(plan.profile_shapes()):
         profile = builder.create_optimization_profile()
         profile.set_shape(plan.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise FCNError(f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error above")
     monitor = _BuildMonitor() if progress else None
     if monitor is not None:
         config.progress_monitor = monitor

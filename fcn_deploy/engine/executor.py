@@ -137,8 +137,9 @@ class EngineExecutor:
             self._out = torch.empty(out_shape, dtype=self.output_dtype, device=self.device)
             self._shape = shape
         assert self._out is not None
-        self.context.set_tensor_address(self.input_name, x.data_ptr())
-        self.context.set_tensor_address(self.output_name, self._out.data_ptr())
+        for name, tensor in ((self.input_name, x), (self.output_name, self._out)):
+            if not self.context.set_tensor_address(name, tensor.data_ptr()):
+                raise FCNError(f"TensorRT rejected the device buffer for {name!r} (misaligned or not on {self.device})")
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise FCNError(f"TensorRT failed to run the engine at input shape {shape} (see its error above)")
         return self._out

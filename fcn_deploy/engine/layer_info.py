@@ -108,9 +108,13 @@ def _layer_precision(layer: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
+def _weight_count(layer: Mapping[str, Any]) -> float:
+    return float((layer.get("Weights") or {}).get("Count", 0))
+
+
 def _conv_flops(layer: Mapping[str, Any]) -> tuple[float, bool]:
     """(FLOPs, exact): 2·MACs from the output volume, or the weight count when dims are dynamic."""
-    weights = float((layer.get("Weights") or {}).get("Count", 0))
+    weights = _weight_count(layer)
     try:
         n, k, p, q = (int(v) for v in layer["Outputs"][0]["Dimensions"][-4:])
         c = int(layer["Inputs"][0]["Dimensions"][-3])
@@ -140,17 +144,16 @@ def summarize_layers(engine_json: str) -> LayerSummary:
             "the engine has only layer names, no precisions: build it with "
             "config.profiling_verbosity = ProfilingVerbosity.DETAILED"
         )
+    rows = [layer for layer in layers if not _PROFILE_SUFFIX.search(str(layer.get("Name", "")))]
+    conv_rows = [layer for layer in rows if _is_conv(layer)]
+    measured = [_conv_flops(layer) for layer in conv_rows]
+    exact = all(e for _, e in measured)
+    if not exact:  # mixing real FLOPs with weight counts would be meaningless: use weights for all
+        measured = [(_weight_count(layer) or 1.0, False) for layer in conv_rows]
+    conv_flops = {id(layer): f for layer, (f, _) in zip(conv_rows, measured)}
     counts: dict[str, int] = {}
     n_float = n_fp16 = convs = fp16_convs = 0
     flops = fp16_flops = 0.0
-    exact = True
-    rows = [l for l in layers if not _PROFILE_SUFFIX.search(str(l.get("Name", "")))]
-    conv_rows = [l for l in rows if _is_conv(l)]
-    measured = [_conv_flops(l) for l in conv_rows]
-    exact = all(e for _, e in measured) if measured else True
-    if not exact:  # mixing real FLOPs with weight counts would be meaningless: use weights for all
-        measured = [(float((l.get("Weights") or {}).get("Count", 0)) or 1.0, False) for l in conv_rows]
-    conv_flops = {id(l): f for l, (f, _) in zip(conv_rows, measured)}
     for layer in rows:
         p = _layer_precision(layer)
         counts[p or "unknown"] = counts.get(p or "unknown", 0) + 1

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from .._io import atomic_write_text
 from ..errors import FCNError
-from ..export.metadata import OnnxMetadata
+from ..export.metadata import PREFIX, OnnxMetadata
 from .layer_info import LayerSummary
 from .profiles import Profile
 
@@ -75,7 +75,7 @@ class EngineMetadata:
             "precision": self.precision,
             "requested_precision": self.requested_precision,
             "layers": self.layers.to_dict(),
-            "onnx": {k.removeprefix("fcn_deploy."): v for k, v in self.onnx.to_props().items()},
+            "onnx": {k.removeprefix(PREFIX): v for k, v in self.onnx.to_props().items()},
             "onnx_sha256": self.onnx_sha256,
             "engine_sha256": self.engine_sha256,
             "build_seconds": round(self.build_seconds, 3),
@@ -98,7 +98,7 @@ class EngineMetadata:
             precision=str(d["precision"]),
             requested_precision=str(d["requested_precision"]),
             layers=LayerSummary.from_dict(d["layers"]),
-            onnx=OnnxMetadata.from_props({"fcn_deploy." + k: v for k, v in d["onnx"].items()}),
+            onnx=OnnxMetadata.from_props({PREFIX + k: v for k, v in d["onnx"].items()}),
             onnx_sha256=str(d["onnx_sha256"]),
             engine_sha256=str(d["engine_sha256"]),
             build_seconds=float(d["build_seconds"]),
