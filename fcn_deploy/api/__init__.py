@@ -1,0 +1,11 @@
+"""The Python inference API: `Segmenter` runs any exported or eager FCN on images.
+
+``Segmenter.load(path)`` picks the backend from the file (``.engine`` TensorRT, ``.onnx`` ONNX
+Runtime, ``.pt``/``.pth`` PyTorch) and gives every backend the same interface: ``predict``,
+``predict_batch``, ``logits``, ``overlay`` and the timing of the last call (``last_timing``).
+"""
+
+from .segmenter import DEFAULT_OVERLAP, DEFAULT_TILE, ImageLike, Segmenter, Timing, as_bgr8
+from .tiling import TileGrid, tile_spans
+
+__all__ = ["Segmenter", "Timing", "ImageLike", "as_bgr8", "TileGrid", "tile_spans", "DEFAULT_TILE", "DEFAULT_OVERLAP"]

@@ -1,0 +1,294 @@
+"""`Segmenter`: images in, label maps out, the same way on every backend.
+
+It holds one `Runner` and does what the runner doesn't: turn whatever image the user has into
+BGR pixels (`fcn_deploy.imageio.to_bgr8`'s rule), preprocess them from the model's metadata on the
+runner's device (tensor I/O) or hand them over as they are (image I/O, preprocessing and argmax
+folded into the model), batch equal sizes, tile images larger than the model accepts, take the
+argmax on the device and time each step for the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import FCNError
+from ..imageio import read_image, to_bgr8
+from ..meta import ModelInfo, Preprocessing
+from ..runtime import Runner, load_runner
+from .tiling import ALIGN, TileGrid, run_tiled
+
+__all__ = ["Segmenter", "Timing", "ImageLike", "as_bgr8", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
+
+ImageLike = Union[np.ndarray, torch.Tensor, str, "os.PathLike[str]"]
+
+DEFAULT_TILE = 1024  # tile side when the model itself is unbounded (eager PyTorch)
+DEFAULT_OVERLAP = 256  # at most a quarter of the tile; FCN's receptive field is ~400 pixels wide
+DEFAULT_BATCH = 8  # images per call when the model sets no batch limit
+
+
+def as_bgr8(image: ImageLike, rgb: bool = False) -> np.ndarray:
+    """Any supported image → uint8 ``H×W×3`` BGR.
+
+    - a path (str or ``os.PathLike``): decoded by OpenCV (`read_image`); ``rgb`` is ignored;
+    - a NumPy array: ``H×W``, ``H×W×1``, ``H×W×3`` or ``H×W×4``, uint8, uint16 or float 0..1,
+      BGR(A) as ``cv2.imread`` gives, or RGB(A) with ``rgb=True`` (`to_bgr8`'s rule);
+    - a torch tensor: the same rule as an array, so channels last (``H×W×C``), on any device.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, torch.Tensor):
+        t = image.detach()
+        if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
+            raise FCNError(
+                f"torch images are taken channels-last (H×W×C) like NumPy ones; got {tuple(t.shape)}, "
+                "which looks channels-first: pass image.permute(1, 2, 0)"
+            )
+        return to_bgr8(t.cpu().numpy(), rgb)
+    if isinstance(image, np.ndarray):
+        return to_bgr8(image, rgb)
+    raise FCNError(f"expected an image array, a torch tensor or a path, got {type(image).__name__}")
+
+
+@dataclass
+class Timing:
+    """Where the last call's time went, in seconds (the device is synchronized around the model).
+
+    ``preprocess`` runs from the call's start to the model (decoding paths, conversion, batching,
+    normalization, the copy to the device); ``model`` is the runner alone; ``postprocess`` is
+    argmax, resizing, stitching and the copy back.
+    """
+
+    preprocess: float = 0.0
+    model: float = 0.0
+    postprocess: float = 0.0
+    images: int = 0
+    pixels: int = 0
+    calls: int = 0  # runner calls (batches or tiles)
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.model + self.postprocess
+
+
+def _label_dtype(num_classes: int) -> torch.dtype:
+    return torch.uint8 if num_classes <= 256 else torch.int32
+
+
+def _normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 ``N×H×W×3`` BGR on any device → float32 ``N×3×H×W``, exactly `Preprocessing.apply`'s math."""
+    x = pixels.float()
+    if prep.color == "rgb":
+        x = x.flip(-1)
+    mean = torch.tensor(prep.mean, dtype=torch.float32, device=x.device)
+    std = torch.tensor(prep.std, dtype=torch.float32, device=x.device)
+    x = (x * torch.tensor(prep.scale, dtype=torch.float32) - mean) / std
+    return x.permute(0, 3, 1, 2).contiguous()  # N×H×W×3 → N×3×H×W
+
+
+class Segmenter:
+    """Semantic segmentation with one model on one device, whatever the backend.
+
+    >>> seg = Segmenter.load("fcn8s.onnx")                 # or .engine, .pt
+    >>> labels = seg.predict(cv2.imread("street.jpg"))     # H×W uint8 class ids
+    >>> cv2.imwrite("overlay.jpg", seg.overlay("street.jpg", labels))
+
+    Images larger than the model accepts raise `FCNError` unless tiling is on (``tile=True`` here
+    or per call): overlapping tiles of ``tile_size`` (default: the model's largest input, at most
+    1024) sharing ``overlap`` pixels, blended as described in `fcn_deploy.api.tiling`.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        tile: bool = False,
+        tile_size: Optional[Union[int, tuple[int, int]]] = None,
+        overlap: Optional[int] = None,
+        batch_size: Optional[int] = None,
+    ) -> None:
+        self.runner = runner
+        self.tile = tile
+        bounds = runner.bounds
+        limit = bounds.max_hw or (DEFAULT_TILE, DEFAULT_TILE)
+        size = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
+        size = size or (min(limit[0], DEFAULT_TILE), min(limit[1], DEFAULT_TILE))
+        if size[0] > limit[0] or size[1] > limit[1] or size[0] < bounds.min_hw[0] or size[1] < bounds.min_hw[1]:
+            raise FCNError(f"tile size {size[0]}x{size[1]} is outside what this model accepts "
+                           f"({bounds.min_hw[0]}x{bounds.min_hw[1]}..{limit[0]}x{limit[1]})")
+        overlap = max(0, min(DEFAULT_OVERLAP, min(size) // 4, min(size) - ALIGN)) if overlap is None else overlap
+        if not 0 <= overlap <= min(size) - ALIGN:
+            raise FCNError(f"tile overlap must be 0..{min(size) - ALIGN} (the tile size {min(size)} less the "
+                           f"net's stride {ALIGN}), got {overlap}")
+        self.tile_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self.overlap = overlap
+        top = bounds.max_batch or DEFAULT_BATCH
+        self.batch_size = min(batch_size or top, top)
+        self.last_timing = Timing()
+
+    @classmethod
+    def load(
+        cls,
+        path: "str | os.PathLike[str]",
+        device: Optional[str] = None,
+        backend: Optional[str] = None,
+        tile: bool = False,
+        tile_size: Optional[Union[int, tuple[int, int]]] = None,
+        overlap: Optional[int] = None,
+        **runner_options: Any,
+    ) -> "Segmenter":
+        """Open a model file: ``.engine`` → TensorRT, ``.onnx`` → ONNX Runtime, else PyTorch.
+
+        ``backend`` overrides the suffix; ``device`` is cpu, cuda or cuda:N (default: cuda when
+        present); ``runner_options`` go to the runner (``variant=`` for PyTorch files,
+        ``precision=``, ...).
+        """
+        if not Path(path).exists():
+            raise FCNError(f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a TensorRT .engine)")
+        return cls(load_runner(path, device=device, backend=backend, **runner_options), tile, tile_size, overlap)
+
+    # -- what the model is -------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.runner.info
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        """RGB colour of each class (VOC's rule unless the model says otherwise)."""
+        return list(self.info.palette)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def predict(self, image: ImageLike, rgb: bool = False, tile: Optional[bool] = None) -> np.ndarray:
+        """``H×W`` class ids (uint8 for ≤ 256 classes) at the image's own size."""
+        return self._run([image], rgb, tile, scores=False)[0]
+
+    def predict_batch(self, images: Sequence[ImageLike], rgb: bool = False, tile: Optional[bool] = None) -> list[np.ndarray]:
+        """`predict` for many images: equal sizes share runner calls (up to ``batch_size``), order kept."""
+        return self._run(list(images), rgb, tile, scores=False)
+
+    def logits(self, image: ImageLike, rgb: bool = False, tile: Optional[bool] = None) -> np.ndarray:
+        """float32 ``C×H×W`` class scores; only tensor-I/O models have them."""
+        if self.runner.io != "tensor":
+            raise FCNError("this model was exported with preprocessing and argmax folded in (image I/O) and returns "
+                           "only labels; re-export with --io tensor to get class scores")
+        return self._run([image], rgb, tile, scores=True)[0]
+
+    def overlay(self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5, rgb: bool = False) -> np.ndarray:
+        """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for cv2.imwrite."""
+        bgr = as_bgr8(image, rgb)
+        labels = np.asarray(labels)
+        if labels.shape != bgr.shape[:2]:
+            raise FCNError(f"labels of shape {labels.shape} do not match the image's {bgr.shape[0]}x{bgr.shape[1]} pixels")
+        colours = ModelInfo.palette_array(self.palette)[:, ::-1][np.clip(labels, 0, 255)]  # RGB → BGR
+        mixed = (1.0 - alpha) * bgr.astype(np.float32) + alpha * colours.astype(np.float32)
+        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _run(self, images: list[ImageLike], rgb: bool, tile: Optional[bool], scores: bool) -> list[np.ndarray]:
+        timing = self.last_timing = Timing()
+        start = time.perf_counter()
+        pixels = [as_bgr8(im, rgb) for im in images]
+        timing.images, timing.pixels = len(pixels), sum(p.shape[0] * p.shape[1] for p in pixels)
+        timing.preprocess += time.perf_counter() - start
+        tile = self.tile if tile is None else tile
+        results: list[Optional[np.ndarray]] = [None] * len(pixels)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, p in enumerate(pixels):
+            (h, w), top = p.shape[:2], self.runner.bounds.max_hw
+            if tile and (h > self.tile_size[0] or w > self.tile_size[1]):
+                results[k] = self._tiled(p, scores)
+            elif top is None or (h <= top[0] and w <= top[1]):
+                groups.setdefault((h, w), []).append(k)
+            else:
+                raise FCNError(f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
+                               "pass tile=True to run it in overlapping tiles")
+        for indices in groups.values():
+            for i in range(0, len(indices), self.batch_size):
+                chunk = indices[i : i + self.batch_size]
+                out = self._infer(np.stack([pixels[k] for k in chunk]), scores)
+                t = time.perf_counter()
+                arrays = out.cpu().numpy()
+                for k, a in zip(chunk, arrays):
+                    results[k] = a
+                timing.postprocess += time.perf_counter() - t
+        return results  # type: ignore[return-value]
+
+    def _infer(self, bgr: np.ndarray, scores: bool) -> torch.Tensor:
+        """uint8 ``N×H×W×3`` BGR → ``N×C×H×W`` float scores or ``N×H×W`` labels, on the device."""
+        timing, runner = self.last_timing, self.runner
+        t0 = time.perf_counter()
+        n, h, w = bgr.shape[:3]
+        small = runner.bounds.min_hw
+        pad_h, pad_w = max(0, small[0] - h), max(0, small[1] - w)
+        if pad_h or pad_w:  # below the model's smallest input: repeat the edge pixels, crop afterwards
+            bgr = np.stack([cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr])
+        x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
+        if runner.io == "tensor":
+            x = _normalize(x, self.info.preprocessing)
+        runner.synchronize()
+        t1 = time.perf_counter()
+        out = runner.infer(x)
+        runner.synchronize()
+        t2 = time.perf_counter()
+        if runner.io == "tensor":
+            out = out.float()
+            if out.shape[-2:] != x.shape[-2:]:  # a coarse score map (convolutionalized VGG16)
+                out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            out = out[:, :, :h, :w]
+            if not scores:
+                out = out.argmax(1).to(_label_dtype(self.info.num_classes))
+        else:
+            out = out[:, :h, :w]
+        runner.synchronize()
+        timing.preprocess += t1 - t0
+        timing.model += t2 - t1
+        timing.postprocess += time.perf_counter() - t2
+        timing.calls += 1
+        return out
+
+    def _tiled(self, bgr: np.ndarray, scores: bool) -> np.ndarray:
+        """One image through overlapping tiles; blended scores, or labels from the tiles' centres."""
+        grid = TileGrid(bgr.shape[0], bgr.shape[1], self.tile_size, self.overlap)
+        blend = self.runner.io == "tensor"  # blend scores whenever the model has them
+        blocks = run_tiled(bgr, grid, lambda tiles: self._infer(tiles, scores=blend), blend, self.batch_size)
+        rows = []
+        for block in blocks:
+            t = time.perf_counter()
+            if blend and not scores:
+                block = block.argmax(0).to(_label_dtype(self.info.num_classes))
+            rows.append(block.cpu().numpy())
+            self.last_timing.postprocess += time.perf_counter() - t
+        return np.concatenate(rows, axis=-2)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the runner (and its device memory)."""
+        self.runner.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Segmenter {self.info.variant} {self.runner.name} io={self.runner.io} on {self.runner.device}>"

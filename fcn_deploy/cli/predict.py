@@ -1,0 +1,199 @@
+"""``fcn-predict``: segment image files, folders and globs into palette-PNG label maps.
+
+Each input image ``NAME.ext`` gives ``OUTDIR/NAME.png``, a palette PNG of class ids (the PASCAL VOC
+format: it opens as a coloured picture and reads back as exact ids), and with ``--overlay``
+``OUTDIR/NAME_overlay.jpg``. Folders are searched recursively for image files (by suffix: jpg,
+png, bmp, tif, webp, ppm/pgm); a glob (quote it) is expanded the same way. When two inputs share a
+name the later ones get ``NAME-2``, ``NAME-3``, ... and a note says so: nothing is overwritten
+silently. An input that is missing, unreadable or corrupt is named in one line and skipped; the
+others complete and the exit code is 1. A bad model or option exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+from .._io import atomic_write_bytes
+from .._progress import Progress
+from ..api import Segmenter
+from ..errors import FCNError
+from ..imageio import read_image, write_label_png
+from ..runtime import BACKENDS, backend_for_path
+from ._common import EXIT_FAILED, run_cli
+
+__all__ = ["main", "build_parser", "collect_inputs", "output_names", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = frozenset(
+    ".jpg .jpeg .jpe .png .bmp .dib .tif .tiff .webp .ppm .pgm .pbm .pnm .jp2 .exr .hdr".split()
+)
+GLOB_CHARS = frozenset("*?[")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fcn-predict", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results (created if missing)")
+    p.add_argument("--model", required=True, type=Path, help="checkpoint (.pt/.pth), ONNX export (.onnx) or TensorRT engine (.engine)")
+    p.add_argument("--variant", help="net of a bare PyTorch state dict (fcn32s, fcn16s, fcn8s, fcn8s-atonce)")
+    p.add_argument("--backend", choices=BACKENDS, help="override the backend the model file's suffix implies")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.jpg: the image tinted by class colour")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per model call (equal sizes are batched)")
+    p.add_argument("--tile", action="store_true", help="run images larger than the model accepts in overlapping tiles")
+    p.add_argument("--tile-size", type=int, metavar="PX", help="tile side (default: the model's largest input, at most 1024)")
+    p.add_argument("--overlap", type=int, metavar="PX", help="pixels shared by neighbouring tiles (default: a quarter tile, at most 256)")
+    return p
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
+    """Expand INPUT arguments → (image files in order, problems found, non-image files skipped).
+
+    Named files are always tried; folder and glob contents are filtered by image suffix. A file
+    reached twice is listed once.
+    """
+    files: list[Path] = []
+    problems: list[str] = []
+    skipped = 0
+    for arg in inputs:
+        path = Path(arg)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir() or (not path.exists() and GLOB_CHARS & set(arg)):
+            roots = [path] if path.is_dir() else [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
+            candidates = [f for r in roots for f in (sorted(r.rglob("*")) if r.is_dir() else [r]) if f.is_file()]
+            found = [f for f in candidates if _is_image(f)]
+            skipped += len(candidates) - len(found)
+            if not found:
+                problems.append(f"{arg}: no image files {'in this folder' if path.is_dir() else 'match'}")
+        else:
+            problems.append(f"{arg}: no such file or folder")
+            found = []
+        files.extend(found)
+    unique = list({f.resolve(): f for f in reversed(files)}.values())[::-1]  # first occurrence wins
+    return unique, problems, skipped
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """One output name per file: its stem, or ``stem-2``, ``stem-3``, ... when an earlier file took it."""
+    stems = {f.stem for f in files}
+    taken: set[str] = set()
+    names = []
+    for f in files:
+        name, k = f.stem, 1
+        while name in taken or (k > 1 and name in stems):
+            k += 1
+            name = f"{f.stem}-{k}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _fail(path: Path, error: Exception) -> None:
+    message = str(error)
+    print(f"error: {message if message.startswith(str(path)) else f'{path}: {message}'}", file=sys.stderr)
+
+
+def _predict(segmenter: Segmenter, images: list[np.ndarray], paths: list[Path]) -> list[Optional[np.ndarray]]:
+    """Labels for a chunk in one batched call; if that fails, image by image so each failure is named."""
+    try:
+        return list(segmenter.predict_batch(images))
+    except FCNError:
+        results: list[Optional[np.ndarray]] = []
+        for image, path in zip(images, paths):
+            try:
+                results.append(segmenter.predict(image))
+            except FCNError as e:
+                _fail(path, e)
+                results.append(None)
+        return results
+
+
+def _write(args: argparse.Namespace, segmenter: Segmenter, name: str, image: np.ndarray, labels: np.ndarray) -> None:
+    """``NAME.png`` (palette label map) and, with --overlay, ``NAME_overlay.jpg``, each atomically."""
+    write_label_png(args.output / f"{name}.png", labels, segmenter.palette)
+    if args.overlay:
+        ok, data = cv2.imencode(".jpg", segmenter.overlay(image, labels, args.alpha), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise FCNError("could not encode the overlay as JPEG")
+        atomic_write_bytes(args.output / f"{name}_overlay.jpg", data.tobytes())
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our one line names a corrupt file; not libpng too
+    if args.batch < 1:
+        raise FCNError(f"--batch must be at least 1, got {args.batch}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise FCNError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    options = {}
+    if args.variant:
+        if (args.backend or backend_for_path(args.model)) != "torch":
+            raise FCNError("--variant applies to PyTorch checkpoints and state dicts only; ONNX files and engines know their net")
+        options["variant"] = args.variant
+    if args.output.exists() and not args.output.is_dir():
+        raise FCNError(f"{args.output} is a file; -o needs a folder")
+    files, problems, skipped = collect_inputs(args.inputs)
+    if not files and not problems:
+        raise FCNError("no inputs given")
+    segmenter = Segmenter.load(args.model, device=args.device, backend=args.backend, tile=args.tile,
+                               tile_size=args.tile_size, overlap=args.overlap, **options)
+    segmenter.batch_size = min(segmenter.batch_size, args.batch)
+    if segmenter.info.num_classes > 256:
+        raise FCNError(f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256")
+    args.output.mkdir(parents=True, exist_ok=True)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    names = output_names(files)
+    for f, name in zip(files, names):
+        if name != f.stem:
+            print(f"note: {f} is written as {name}.png (another input is also named {f.stem})", file=sys.stderr)
+
+    jobs = list(zip(files, names))
+    done = failed = pixels = 0
+    start = time.perf_counter()
+    with Progress(len(jobs), "predicting", unit="img") as progress:
+        for i in range(0, len(jobs), args.batch):
+            readable: list[tuple[Path, str, np.ndarray]] = []
+            for path, name in jobs[i : i + args.batch]:
+                try:
+                    readable.append((path, name, read_image(path)))
+                except FCNError as e:
+                    _fail(path, e)
+                    failed += 1
+            predicted = _predict(segmenter, [image for _, _, image in readable], [path for path, _, _ in readable])
+            for (path, name, image), labels in zip(readable, predicted):
+                try:
+                    if labels is not None:
+                        _write(args, segmenter, name, image, labels)
+                        done, pixels = done + 1, pixels + labels.size
+                        continue
+                except (FCNError, OSError) as e:
+                    _fail(path, e)
+                failed += 1
+            progress.update(len(jobs[i : i + args.batch]), MP=f"{pixels / 1e6:.1f}")
+    elapsed = time.perf_counter() - start
+    failed += len(problems)
+    summary = f"{done} image(s), {pixels / 1e6:.2f} MP in {elapsed:.1f} s ({pixels / 1e6 / max(elapsed, 1e-9):.2f} MP/s)"
+    summary += f", {failed} failed" if failed else ""
+    summary += f", {skipped} non-image file(s) ignored" if skipped else ""
+    print(f"{summary}; results in {args.output}")
+    return EXIT_FAILED if failed else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point: ``fcn-predict INPUT... -o OUTDIR --model PATH``."""
+    return run_cli(_main, argv)
