@@ -123,7 +123,7 @@ def _pct(value: Optional[float]) -> str:
 def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The scenario's rows as (header, cells): one layout for the console and Markdown."""
     if doc["scenario"] == "sliding-window":
-        header = ["size", "windows", "one pass ms", "per window ms", "speedup", "GFLOPs pass/windows", "corr", "top-1 agree", "max |diff|", "equal"]
+        header = ["size", "windows", "one pass ms", "all windows ms", "speedup", "GFLOPs pass/windows", "corr", "top-1 agree", "max |diff|", "equal"]
         rows = [[f"{r['height']}x{r['width']}", str(r["windows"]), _fmt(r["conv_ms"], ".1f"), _fmt(r["fc_windows_ms"], ".1f"),
                  f"{r['speedup']:.2f}x", f"{r['conv_gflops']:.1f}/{r['fc_windows_gflops']:.1f}", f"{r['score_correlation']:.6f}",
                  _pct(r["top1_agreement"]), f"{r['max_abs_diff']:.2e}", "-" if r["equal"] is None else str(r["equal"]).lower()]
