@@ -1,0 +1,98 @@
+"""``fcn-predict`` as users run it: a real subprocess on a folder of real, partly broken files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcn_deploy.api import Segmenter
+from fcn_deploy.cli.predict import collect_inputs, output_names
+from fcn_deploy.imageio import read_label_png
+
+from test_api import scene
+
+FCN_PREDICT = str(Path(sys.executable).with_name("fcn-predict"))
+
+
+def run(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FCN_PREDICT, *map(str, args)], capture_output=True, text=True, timeout=240)
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    """Good images of odd sizes (grayscale, BGRA, 16-bit, a name used twice) among broken files."""
+    root = tmp_path / "photos"
+    (root / "day").mkdir(parents=True)
+    (root / "night").mkdir()
+    cv2.imwrite(str(root / "street.png"), scene(45, 61, 1))
+    cv2.imwrite(str(root / "day" / "gray.png"), cv2.cvtColor(scene(33, 50, 2), cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(root / "day" / "alpha.png"), cv2.cvtColor(scene(40, 40, 3), cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(root / "day" / "deep.tif"), scene(31, 47, 4).astype(np.uint16) * 257)
+    cv2.imwrite(str(root / "night" / "street.jpg"), scene(45, 61, 5))  # same stem as street.png
+    good = (root / "street.png").read_bytes()
+    (root / "night" / "corrupt.png").write_bytes(good[: len(good) // 2])  # truncated
+    (root / "night" / "fake.jpg").write_bytes(b"this is text, not a JPEG\n")
+    (root / "notes.txt").write_text("not an image, and not named like one\n")
+    return root
+
+
+def test_folder_with_broken_files(photo_folder: Path, make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    model, out = make_checkpoint("fcn8s"), tmp_path / "out"
+    result = run(photo_folder, "-o", out, "--model", model, "--overlay", "--batch", "2", "--device", "cpu")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "corrupt.png" in errors[0] and "fake.jpg" in errors[1], result.stderr
+    assert "notes.txt" not in result.stderr and "WARN" not in result.stderr
+    assert "photos/street.png is written as street-2.png" in result.stderr  # night/ sorts first
+    assert "5 image(s)" in result.stdout and "2 failed" in result.stdout and "MP/s" in result.stdout
+
+    written = sorted(p.name for p in out.iterdir())
+    stems = ["alpha", "deep", "gray", "street", "street-2"]
+    assert written == sorted([f"{s}.png" for s in stems] + [f"{s}_overlay.jpg" for s in stems])  # no temp files
+    seg = Segmenter.load(model, device="cpu")
+    sources = {"street": "night/street.jpg", "street-2": "street.png", "gray": "day/gray.png",
+               "alpha": "day/alpha.png", "deep": "day/deep.tif"}
+    for stem, source in sources.items():
+        with Image.open(out / f"{stem}.png") as png:
+            assert png.mode == "P"  # a palette PNG: opens coloured, reads back as ids
+        labels = read_label_png(out / f"{stem}.png")
+        np.testing.assert_array_equal(labels, seg.predict(photo_folder / source), err_msg=stem)
+        overlay = cv2.imread(str(out / f"{stem}_overlay.jpg"))
+        assert overlay is not None and overlay.shape[:2] == labels.shape
+
+
+def test_files_globs_and_missing_inputs(photo_folder: Path, make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run(photo_folder / "street.png", str(photo_folder / "day" / "*.png"), tmp_path / "missing.jpg",
+                 "-o", out, "--model", make_checkpoint("fcn32s"))
+    assert result.returncode == 1
+    assert "missing.jpg: no such file or folder" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "gray.png", "street.png"]
+
+
+def test_bad_model_or_option_exits_2_with_one_line(photo_folder: Path, tmp_path: Path, make_checkpoint: Callable[..., Path]) -> None:
+    out = tmp_path / "out"
+    for args, message in [
+        (["--model", tmp_path / "none.pt"], "no such model file"),
+        (["--model", photo_folder / "notes.txt"], "notes.txt"),
+        (["--model", make_checkpoint("fcn32s"), "--batch", "0"], "--batch"),
+    ]:
+        result = run(photo_folder, "-o", out, *args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_collect_inputs_and_output_names(photo_folder: Path) -> None:
+    files, problems, skipped = collect_inputs([str(photo_folder), str(photo_folder / "street.png"), "nowhere/*.png"])
+    assert len(files) == 7 and skipped == 1  # street.png listed once; notes.txt ignored
+    assert problems == ["nowhere/*.png: no image files match"]
+    names = output_names([Path("a/x.png"), Path("b/x.jpg"), Path("x-2.png"), Path("c/x.png")])
+    assert names == ["x", "x-3", "x-2", "x-4"]
