@@ -1,6 +1,28 @@
-"""Export layer: PyTorch FCN → verified, self-describing, dynamic-shape ONNX."""
+"""Export layer: PyTorch FCN → verified, self-describing, dynamic-shape ONNX.
 
-from .exporter import ExportReport, VerifyRow, export_onnx
+`export_onnx` writes the file; `read_onnx_metadata` reads what it says about itself; `ort_session`
+/ `ort_run` are the ONNX Runtime helpers the engine accuracy gate and the runtime reuse.
+"""
+
+from .checks import GraphSummary
+from .exporter import ExportReport, export_onnx, model_sha256
+from .graph import synthetic_images
 from .metadata import OnnxMetadata, read_onnx_metadata
+from .ort import ort_run, ort_session
+from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
 
-__all__ = ["export_onnx", "ExportReport", "VerifyRow", "OnnxMetadata", "read_onnx_metadata"]
+__all__ = [
+    "export_onnx",
+    "ExportReport",
+    "GraphSummary",
+    "OnnxMetadata",
+    "read_onnx_metadata",
+    "VerifyRow",
+    "choose_sizes",
+    "verify_onnx",
+    "format_rows",
+    "ort_session",
+    "ort_run",
+    "synthetic_images",
+    "model_sha256",
+]

@@ -1,31 +1,43 @@
-"""Checkpoint → verified dynamic-shape ONNX (stub: the signature others code against)."""
+"""Checkpoint → verified, self-describing, dynamic-shape ONNX.
+
+Settings are explicit rather than left to defaults that changed across torch releases: the dynamo
+exporter, opset 20, one self-contained file (``external_data=False``; full FCN-8s is ~537 MB in
+FP32, well under protobuf's 2 GB), batch/height/width dynamic from 1 to a declared maximum.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io as _io
+import logging
 import os
+import sys
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
+import numpy as np
+import torch
 from torch import nn
 
-from .metadata import OnnxMetadata
+from .._io import atomic_path
+from ..checkpoint import load_model
+from ..errors import FCNError
+from ..meta import SizeBounds
+from .checks import GraphSummary, check_graph, finish_graph
+from .graph import DeployModule, activation_peaks, overflow_layers, synthetic_images
+from .image_io import add_image_io
+from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
+from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
 
-__all__ = ["export_onnx", "ExportReport", "VerifyRow"]
+__all__ = ["export_onnx", "ExportReport", "model_sha256", "MAX_PROTO_BYTES"]
 
 Source = Union[str, "os.PathLike[str]", nn.Module]
-
-
-@dataclass
-class VerifyRow:
-    """ONNX Runtime against PyTorch at one input shape."""
-
-    shape: tuple[int, ...]
-    max_abs_error: float
-    rel_error: float  # max abs error / max abs reference (tensor mode)
-    label_agreement: float  # share of pixels whose argmax (or output label) matches
-    passed: bool
-    note: str = ""
+MAX_PROTO_BYTES = 2**31 - 1  # protobuf's hard limit for one self-contained file
+_PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
 
 
 @dataclass
@@ -35,11 +47,110 @@ class ExportReport:
     path: Path
     metadata: OnnxMetadata
     file_size: int
-    export_seconds: float
-    rows: list[VerifyRow] = field(default_factory=list)
-    passed: bool = True  # all verification rows passed (True when verification was skipped)
+    export_seconds: float  # tracing, conversion and checks (not loading or verification)
+    graph: GraphSummary
+    rows: list[VerifyRow] = field(default_factory=list)  # empty when verification was skipped
     seed: Optional[int] = None
-    fp16_agreement: Optional[VerifyRow] = None  # FP16 graph against the FP32 PyTorch model
+    fp32_layers: list[str] = field(default_factory=list)  # FP16 export: layers kept in FP32
+    activation_peak: Optional[float] = None  # FP16 export: largest |activation| on the probes
+
+    @property
+    def passed(self) -> bool:
+        """Every verification row within tolerance (True when verification was skipped)."""
+        return all(r.passed for r in self.rows)
+
+    @property
+    def fp16_label_agreement(self) -> Optional[float]:
+        """FP16 export: the worst label agreement with FP32 PyTorch over the verified sizes."""
+        if self.metadata.precision != "fp16" or not self.rows:
+            return None
+        return min(r.label_agreement for r in self.rows)
+
+    def table(self) -> str:
+        return format_rows(self.rows, self.metadata)
+
+
+def model_sha256(model: nn.Module) -> str:
+    """sha256 over an in-memory net's state dict (names, dtypes, shapes and bytes, in key order)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_options(precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int) -> None:
+    if precision not in PRECISIONS:
+        raise FCNError(f"unknown precision {precision!r}; choose fp32 or fp16")
+    if io not in IO_MODES:
+        raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
+    if fp16_io and (precision != "fp16" or io != "tensor"):
+        raise FCNError("--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns uint8)")
+    if len(max_size) != 2 or any(int(v) < 1 for v in max_size):
+        raise FCNError(f"max size must be two positive numbers HxW, got {'x'.join(map(str, max_size))}")
+    if int(max_batch) < 1:
+        raise FCNError(f"max batch must be at least 1, got {max_batch}")
+    if not 18 <= opset <= 23:
+        raise FCNError(f"opset {opset} is not supported; use 18..23 (default 20)")
+
+
+def _load(source: Source, variant: Optional[str]) -> tuple[nn.Module, str]:
+    if isinstance(source, nn.Module):
+        if not hasattr(source, "info"):
+            raise FCNError("the module to export has no .info (ModelInfo); build it with fcn_deploy.models or load_model")
+        return source.float().eval(), model_sha256(source)
+    path = Path(source)
+    if path.suffix.lower() == ".onnx":
+        raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
+    model = load_model(path, variant=variant)
+    return model, _file_sha256(path)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch.onnx prints step banners and registry warnings; we print our own progress instead."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(_io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
+    """torch.onnx.export with dynamo, the opset and dynamic dims stated explicitly."""
+    from torch.export import Dim
+
+    (max_h, max_w), max_n = meta.bounds.max_hw or (4096, 4096), meta.bounds.max_batch or 1
+    shape = (min(2, max_n), 3, min(64, max_h), min(64, max_w))
+    example = torch.zeros(shape, dtype=torch.float16 if meta.fp16_io else torch.float32)
+    dims: dict[int, Any] = {}
+    for axis, name, top in ((0, "batch", max_n), (2, "height", max_h), (3, "width", max_w)):
+        if top > 1:  # a dim with max 1 is static
+            dims[axis] = Dim(name, min=1, max=top)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                module, (example,), None, dynamo=True, opset_version=opset, external_data=False,
+                input_names=["x"], output_names=["logits"],
+                dynamic_shapes=(dims,), optimize=True, verbose=False,
+            )  # fmt: skip
+    except Exception as e:  # torch.export raises many types; all mean "this net did not export"
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
+    return program.model_proto
 
 
 def export_onnx(
@@ -50,7 +161,7 @@ def export_onnx(
     precision: str = "fp32",
     io: str = "tensor",
     fp16_io: bool = False,
-    max_size: tuple[int, int] = (4096, 4096),
+    max_size: Sequence[int] = (4096, 4096),
     max_batch: int = 32,
     opset: int = 20,
     verify: bool = True,
@@ -58,5 +169,65 @@ def export_onnx(
     seed: Optional[int] = None,
     progress: bool = True,
 ) -> ExportReport:
-    """Export ``source`` (a checkpoint path or a net with ``.info``) to ``output`` and verify it."""
-    raise NotImplementedError("export_onnx is being written (issue 3)")
+    """Export ``source`` (any file `load_model` reads, or a net with ``.info``) to ``output``.
+
+    FP16 computes in half precision between explicit casts (FP32 I/O unless ``fp16_io``), with
+    any layer whose activations on image-like probes come near FP16's range kept in FP32.
+    ``io="image"`` folds the checkpoint's preprocessing and the argmax into the graph. With
+    ``verify`` the written file runs under ONNX Runtime against PyTorch at ``verify_sizes``
+    (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
+    whether every size was within tolerance.
+    """
+
+    def say(message: str) -> None:
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    _check_options(precision, io, fp16_io, max_size, max_batch, opset)
+    output = Path(output)
+    say(f"loading {source if not isinstance(source, nn.Module) else type(source).__name__} ...")
+    model, sha = _load(source, variant)
+    info = model.info  # type: ignore[union-attr]
+    bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
+    weight_bytes = sum(p.numel() * (2 if precision == "fp16" else 4) for p in model.parameters())
+    if weight_bytes >= MAX_PROTO_BYTES:
+        raise FCNError(f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; export a smaller width or in fp16")
+
+    fp32_layers: list[str] = []
+    peak: Optional[float] = None
+    if precision == "fp16":
+        say("measuring activation ranges for FP16 on image-like probes ...")
+        probe = info.preprocessing.apply(synthetic_images(*_PROBE_SHAPE, np.random.default_rng(0)))
+        peaks = activation_peaks(model, torch.from_numpy(probe))
+        peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
+        if fp32_layers:
+            say(f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): {', '.join(fp32_layers)}")
+
+    import onnx
+
+    meta = OnnxMetadata(
+        info=info, io=io, precision=precision, fp16_io=fp16_io, bounds=bounds,
+        input_name="image" if io == "image" else "x", output_name="labels" if io == "image" else "logits",
+        source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
+    )  # fmt: skip
+    say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
+    start = time.perf_counter()
+    proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
+    if io == "image":
+        add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
+    finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
+    say("checking the graph (onnx.checker, shape inference, dtypes) ...")
+    summary = check_graph(proto)
+    with atomic_path(output) as tmp:
+        onnx.save(proto, str(tmp))
+    seconds = time.perf_counter() - start
+    report = ExportReport(output, meta, output.stat().st_size, seconds, summary, fp32_layers=fp32_layers, activation_peak=peak)
+    say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
+    if verify:
+        if verify_sizes is None:
+            report.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+            say(f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)")
+            verify_sizes = choose_sizes(bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512)
+        rng = np.random.default_rng(report.seed if report.seed is not None else seed)
+        report.rows = verify_onnx(output, model, meta, verify_sizes, rng, progress=progress)
+    return report

@@ -1,0 +1,128 @@
+"""The module that gets exported: the net in its precision, built at the PyTorch level.
+
+FP16 is done by a wrapper module rather than by rewriting the ONNX graph afterwards, so the graph
+is consistently typed by construction: a half copy of the net between one Cast in and one Cast out
+(never an FP32 tensor fed to an FP16 op, which TensorRT's strongly typed parser rejects). Layers
+measured to come near FP16's range run as FP32 islands with explicit casts around them. Image I/O
+is added afterwards, in ONNX (see ``image_io.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+
+__all__ = [
+    "FP16_MAX",
+    "FP16_SAFE_PEAK",
+    "DeployModule",
+    "Float32Island",
+    "activation_peaks",
+    "overflow_layers",
+    "synthetic_images",
+]
+
+FP16_MAX = 65504.0
+# A layer whose peak |activation| on the probe images exceeds this stays in FP32: 8× headroom for
+# real photos with more contrast than the probes.
+FP16_SAFE_PEAK = FP16_MAX / 8
+
+
+class Float32Island(nn.Module):
+    """Runs one layer of a half net in FP32 (explicit casts around it) to keep it from overflowing."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.float()).to(x.dtype)
+
+
+class DeployModule(nn.Module):
+    """The net in ``precision`` with float32 I/O (float16 with ``fp16_io``): float N×3×H×W → logits."""
+
+    def __init__(
+        self, model: nn.Module, precision: str = "fp32", fp16_io: bool = False, fp32_layers: Iterable[str] = ()
+    ) -> None:
+        super().__init__()
+        self.fp16_io = fp16_io
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        net = copy.deepcopy(model).eval()
+        if precision == "fp16":
+            net = net.half()
+            for name in fp32_layers:
+                parent, _, leaf = name.rpartition(".")
+                owner = net.get_submodule(parent) if parent else net
+                setattr(owner, leaf, Float32Island(getattr(owner, leaf)))
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x.to(self.dtype))  # N×C×H×W
+        return logits if self.fp16_io else logits.float()
+
+
+def _scored_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+@torch.inference_mode()
+def activation_peaks(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
+    """Peak |output| of every conv/deconv of the FP32 ``model`` on ``batch`` (for FP16 safety)."""
+    peaks: dict[str, float] = {}
+
+    def hook(name: str):  # type: ignore[no-untyped-def]
+        def record(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+            peaks[name] = max(peaks.get(name, 0.0), float(out.detach().abs().max()))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in _scored_layers(model)]
+    try:
+        model.eval()(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return peaks
+
+
+def overflow_layers(peaks: dict[str, float], limit: float = FP16_SAFE_PEAK) -> list[str]:
+    """The layers too close to FP16's range to compute in half precision."""
+    return [name for name, peak in peaks.items() if peak > limit]
+
+
+def synthetic_images(n: int, height: int, width: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """uint8 N×H×W×3 BGR images that look like photos to a conv net, not like white noise.
+
+    Smooth colour gradients, a few filled rectangles and discs with hard edges, mild sensor noise
+    and, in one image of each batch, saturated black/white regions (the extremes of the 0..255
+    range, where Caffe-style inputs are largest).
+    """
+    rng = rng or np.random.default_rng()
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((n, height, width, 3), np.uint8)
+    for k in range(n):
+        img = np.empty((height, width, 3), np.float32)
+        for c in range(3):
+            a, b = rng.uniform(-1, 1, 2) * 255 / max(height, width, 1)
+            img[..., c] = rng.uniform(30, 220) + a * yy + b * xx
+        for _ in range(int(rng.integers(2, 6))):
+            color = rng.uniform(0, 255, 3)
+            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+            ry, rx = rng.uniform(0.05, 0.4) * height + 1, rng.uniform(0.05, 0.4) * width + 1
+            if rng.random() < 0.5:
+                mask = (np.abs(yy - cy) < ry) & (np.abs(xx - cx) < rx)
+            else:
+                mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            img[mask] = color
+        if k == 0 and n > 1:
+            img[: height // 2, : width // 3] = 255.0
+            img[height // 2 :, width // 3 :] = 0.0
+        img += rng.normal(0, 4, img.shape).astype(np.float32)
+        out[k] = np.clip(img, 0, 255).round().astype(np.uint8)
+    return out
