@@ -219,7 +219,7 @@ class Segmenter:
                 groups.setdefault((h, w), []).append(k)
             else:
                 raise FCNError(f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
-                               "pass tile=True to run it in overlapping tiles")
+                               "pass tile=True (fcn-predict --tile) to run it in overlapping tiles")
         for indices in groups.values():
             for i in range(0, len(indices), self.batch_size):
                 chunk = indices[i : i + self.batch_size]

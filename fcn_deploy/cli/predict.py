@@ -38,8 +38,8 @@ GLOB_CHARS = frozenset("*?[")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fcn-predict", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1])
+    p = argparse.ArgumentParser(prog="fcn-predict", description="Segment image files, folders and globs into "
+                                "palette-PNG label maps.", epilog=__doc__.split("\n\n", 1)[1].replace("``", ""))
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results (created if missing)")
     p.add_argument("--model", required=True, type=Path, help="checkpoint (.pt/.pth), ONNX export (.onnx) or TensorRT engine (.engine)")
