@@ -210,15 +210,15 @@ def export_onnx(
         input_name="image" if io == "image" else "x", output_name="labels" if io == "image" else "logits",
         source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
     )  # fmt: skip
-    say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
-    start = time.perf_counter()
-    proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
-    if io == "image":
-        add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
-    finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
-    say("checking the graph (onnx.checker, shape inference, dtypes) ...")
-    summary = check_graph(proto)
-    with atomic_path(output) as tmp:
+    with atomic_path(output) as tmp:  # entered first: an unwritable path fails before the slow part
+        say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
+        start = time.perf_counter()
+        proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
+        if io == "image":
+            add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
+        finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
+        say("checking the graph (onnx.checker, shape inference, dtypes) ...")
+        summary = check_graph(proto)
         onnx.save(proto, str(tmp))
     seconds = time.perf_counter() - start
     report = ExportReport(output, meta, output.stat().st_size, seconds, summary, fp32_layers=fp32_layers, activation_peak=peak)

@@ -1,0 +1,107 @@
+"""``fcn-export``: a checkpoint → a verified dynamic-shape ONNX file (and optionally an engine)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import FCNError
+from ..meta import VARIANTS
+from ._common import EXIT_FAILED, run_cli
+from .engine_args import add_engine_arguments, build_engine_from_args
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fcn-export",
+        description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against PyTorch under "
+        "ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an .onnx file: then the "
+        "export is skipped and --engine builds a TensorRT engine from it.",
+    )
+    p.add_argument("source", type=Path, metavar="SOURCE",
+                   help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, or an .onnx file")
+    p.add_argument("-o", "--output", type=Path, metavar="ONNX", help="where to write the ONNX file (e.g. model.onnx)")
+    p.add_argument("--variant", choices=VARIANTS, help="the net a bare state dict holds (default: from its keys)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io (default fp32)")
+    p.add_argument("--fp16-io", action="store_true", help="with --precision fp16 --io tensor: float16 input and output")
+    p.add_argument("--io", choices=("tensor", "image"), default="tensor",
+                   help="tensor: float N×3×H×W preprocessed → float logits; image: uint8 N×H×W×3 BGR → uint8 "
+                        "labels N×H×W, preprocessing and argmax in the graph (default tensor)")
+    p.add_argument("--max-size", default="4096x4096", metavar="HxW", help="largest input height×width (default 4096x4096)")
+    p.add_argument("--max-batch", default="32", metavar="N", help="largest batch (default 32)")
+    p.add_argument("--opset", default="20", metavar="N", help="ONNX opset, 18..23 (default 20)")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.add_argument("--seed", metavar="N", help="seed for the verification sizes and inputs (default: random, printed)")
+    add_engine_arguments(p)
+    return p
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise FCNError(f"{flag} must be a whole number, got {text!r}") from None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x768"`` (H×W) or ``"512"`` (square) → (512, 768); FCNError if it makes no sense."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*", text)
+    if not match:
+        raise FCNError(f"--max-size must look like HxW (e.g. 1024x2048), got {text!r}")
+    h, w = int(match.group(1)), int(match.group(2) or match.group(1))
+    if h < 1 or w < 1:
+        raise FCNError(f"--max-size {text}: height and width must be at least 1")
+    return h, w
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.source.suffix.lower() == ".onnx":
+        if args.engine is None:
+            raise FCNError(f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an engine from it)")
+        from ..export import read_onnx_metadata
+
+        read_onnx_metadata(args.source)  # a clear error now for a foreign or damaged file
+        return build_engine_from_args(args, args.source)
+    if args.output is None:
+        raise FCNError("no output: pass -o model.onnx")
+    max_batch = _int(args.max_batch, "--max-batch")
+    if max_batch < 1:
+        raise FCNError(f"--max-batch must be at least 1, got {max_batch}")
+    from ..export import export_onnx
+
+    report = export_onnx(
+        args.source, args.output, variant=args.variant, precision=args.precision, io=args.io,
+        fp16_io=args.fp16_io, max_size=parse_size(args.max_size), max_batch=max_batch,
+        opset=_int(args.opset, "--opset"), verify=not args.no_verify,
+        seed=_int(args.seed, "--seed") if args.seed is not None else None,
+    )  # fmt: skip
+    m, g = report.metadata, report.graph
+    print(f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} MiB, "
+          f"exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} convs in FP16")  # fmt: skip
+    if report.fp32_layers:
+        print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
+    if not report.rows:
+        print("verification skipped (--no-verify)")
+    else:
+        print(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):")
+        print(report.table())
+        if report.fp16_label_agreement is not None:
+            print(f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest activation "
+                  f"{report.activation_peak:.4g} (FP16 max 65504)")  # fmt: skip
+        if not report.passed:
+            print(f"verification FAILED: {report.path} was written for inspection; do not deploy it")
+            return EXIT_FAILED
+    if args.engine is not None:
+        return build_engine_from_args(args, report.path)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point: ``fcn-export SOURCE -o model.onnx [options]``."""
+    return run_cli(_main, argv)
