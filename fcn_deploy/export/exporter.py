@@ -185,9 +185,11 @@ def export_onnx(
 
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
     output = Path(output)
-    say(f"loading {source if not isinstance(source, nn.Module) else type(source).__name__} ...")
+    start = time.perf_counter()
     model, sha = _load(source, variant)
     info = model.info  # type: ignore[union-attr]
+    params = sum(p.numel() for p in model.parameters())
+    say(f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s")
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
     weight_bytes = sum(p.numel() * (2 if precision == "fp16" else 4) for p in model.parameters())
     if weight_bytes >= MAX_PROTO_BYTES:

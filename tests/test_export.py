@@ -1,0 +1,221 @@
+"""fcn-export: small nets of every variant exported, checked and verified at fresh random sizes.
+
+Exports take several seconds each, so each (variant, precision, I/O) file is made once per module
+and shared. Verification sizes are drawn from a fresh seed every run (printed on failure).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+import fcn_deploy
+from conftest import randomize
+from fcn_deploy.cli.export import main as export_main
+from fcn_deploy.errors import FCNError
+from fcn_deploy.export import OnnxMetadata, choose_sizes, export_onnx, read_onnx_metadata, synthetic_images, verify_onnx
+from fcn_deploy.export.checks import check_graph
+from fcn_deploy.export.graph import DeployModule, Float32Island, overflow_layers
+from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
+from fcn_deploy.models import create_model
+from fcn_deploy.runtime import load_runner
+
+SEED = int(np.random.SeedSequence().entropy % 2**31)
+FCN_EXPORT = str(Path(sys.executable).parent / "fcn-export")
+BOUNDS = SizeBounds((1, 1), (4096, 4096), 1, 32)
+
+
+def small(variant: str, seed: int = 0, preprocessing: Preprocessing | None = None) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = randomize(create_model(variant, num_classes=5, width=0.125), seed)
+    if preprocessing is not None:
+        model.info = model.info.replace(preprocessing=preprocessing)  # type: ignore[assignment]
+    return model
+
+
+def fresh_sizes() -> list[tuple[int, int, int]]:
+    return choose_sizes(BOUNDS, np.random.default_rng(SEED), large_side=256)
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def exports(out_dir: Path) -> dict[str, tuple[torch.nn.Module, fcn_deploy.export.ExportReport]]:
+    """Each export once: every variant in FP32, both precisions × both I/O modes somewhere."""
+    plans = {
+        "fcn8s-fp32-tensor": ("fcn8s", {}, None),
+        "fcn16s-fp32-tensor": ("fcn16s", {}, None),
+        "fcn32s-fp32-image": ("fcn32s", {"io": "image"}, Preprocessing.torchvision()),  # the RGB path
+        "fcn8s-atonce-fp32-tensor": ("fcn8s-atonce", {}, None),
+        "fcn8s-fp16-tensor": ("fcn8s", {"precision": "fp16"}, None),
+        "fcn16s-fp16-image": ("fcn16s", {"precision": "fp16", "io": "image"}, None),
+    }
+    done = {}
+    for name, (variant, options, pre) in plans.items():
+        model = small(variant, preprocessing=pre)
+        report = export_onnx(model, out_dir / f"{name}.onnx", verify_sizes=fresh_sizes(), seed=SEED, progress=False, **options)
+        done[name] = (model, report)
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fcn8s-fp32-tensor", "fcn16s-fp32-tensor", "fcn32s-fp32-image", "fcn8s-atonce-fp32-tensor", "fcn8s-fp16-tensor", "fcn16s-fp16-image"])
+def test_export_verifies_at_fresh_sizes(exports, name: str) -> None:
+    model, report = exports[name]
+    assert report.rows and report.passed, f"seed {SEED}\n{report.table()}"
+    assert all(r.note == "" for r in report.rows)  # random score layers: outputs are not all zero
+    assert {r.shape for r in report.rows} == set(fresh_sizes())
+    assert report.path.stat().st_size == report.file_size > 0
+    proto = onnx.load(str(report.path))
+    onnx.checker.check_model(proto)
+    dims = [d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == (["batch", "height", "width"] if report.metadata.io == "image" else ["batch", "", "height", "width"])
+    for node in proto.graph.node:
+        if node.op_type == "ConvTranspose":
+            assert not any(a.name == "output_shape" for a in node.attribute)
+    assert read_onnx_metadata(report.path) == report.metadata
+
+
+@pytest.mark.slow
+def test_fp16_graph_is_consistently_typed(exports) -> None:
+    _, report = exports["fcn8s-fp16-tensor"]
+    assert report.graph.fp16_convs == report.graph.convs > 0
+    proto = onnx.load(str(report.path))
+    assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # FP32 I/O by default
+    assert proto.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert report.fp16_label_agreement is not None and report.fp16_label_agreement >= 0.99
+    assert report.activation_peak is not None and 0 < report.activation_peak < 65504
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fcn32s-fp32-image", "fcn16s-fp16-image"])
+def test_image_graph_equals_preprocessing_and_argmax(exports, name: str) -> None:
+    model, report = exports[name]
+    images = synthetic_images(2, 150, 190, np.random.default_rng(SEED))
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(model.info.preprocessing.apply(images))).argmax(1).numpy()
+    with load_runner(report.path, device="cpu") as runner:
+        labels = runner.infer(images).numpy()
+    assert labels.dtype == np.uint8 and labels.shape == (2, 150, 190)
+    threshold = 0.999 if report.metadata.precision == "fp32" else 0.99
+    assert (labels == expected).mean() >= threshold
+    assert len(np.unique(expected)) > 1  # a label map, not a constant
+
+
+@pytest.mark.slow
+def test_zero_reference_is_flagged_not_passed(exports) -> None:
+    model, report = exports["fcn8s-fp32-tensor"]
+    zero = small("fcn8s")
+    for layer in zero.score_layers():
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    rows = verify_onnx(report.path, zero, report.metadata, [(1, 9, 11)], np.random.default_rng(0), progress=False)
+    assert "all zeros" in rows[0].note and not rows[0].passed
+
+
+def test_metadata_round_trip(tmp_path: Path) -> None:
+    info = ModelInfo("fcn16s", 3, 0.5, ["a", "b", "c"], [(1, 2, 3), (4, 5, 6), (7, 8, 9)], Preprocessing.torchvision())
+    meta = OnnxMetadata(info, "tensor", "fp16", True, SizeBounds((1, 1), (720, 1280), 1, 8), "x", "logits", "ab" * 32, "2.13", "1.23", 20)
+    props = meta.to_props()
+    assert all(k.startswith("fcn_deploy.") for k in props) and "fcn_deploy.bounds" in props
+    assert OnnxMetadata.from_props(props) == meta
+    with pytest.raises(ValueError):
+        OnnxMetadata(info, "image", "fp32", True, meta.bounds, "x", "y", "", "", "", 20)  # fp16_io needs fp16 tensor
+
+
+def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(foreign))
+    with pytest.raises(FCNError, match="without fcn-deploy metadata"):
+        read_onnx_metadata(foreign)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\xff\x00not a protobuf" * 10)
+    with pytest.raises(FCNError):
+        read_onnx_metadata(garbage)
+    with pytest.raises(FCNError, match="no such file"):
+        read_onnx_metadata(tmp_path / "missing.onnx")
+
+
+def test_check_graph_rejects_mixed_dtypes() -> None:
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"], name="bad_add")], "g",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT16, [2]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT16, [2])])  # fmt: skip
+    with pytest.raises(FCNError):  # onnx's own type check or ours: either way, named and refused
+        check_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
+
+
+def test_float32_island_keeps_a_layer_in_fp32() -> None:
+    model = small("fcn32s")
+    assert overflow_layers({"conv1_1": 10.0, "fc6": 60000.0}) == ["fc6"]
+    wrapped = DeployModule(model, "fp16", fp32_layers=["fc6"])
+    assert isinstance(wrapped.net.fc6, Float32Island) and wrapped.net.fc6.layer.weight.dtype == torch.float32
+    assert wrapped.net.conv1_1.weight.dtype == torch.float16
+    x = torch.from_numpy(model.info.preprocessing.apply(synthetic_images(1, 24, 24, np.random.default_rng(0))))
+    with torch.inference_mode():
+        ref, out = model(x), wrapped(x)
+    assert out.dtype == torch.float32 and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+
+
+@pytest.mark.slow
+def test_cli_subprocess_exports_and_verifies(tmp_path: Path, make_checkpoint) -> None:
+    ckpt = make_checkpoint("fcn8s-atonce", width=0.125)
+    out = tmp_path / "atonce.onnx"
+    cmd = [FCN_EXPORT, str(ckpt), "-o", str(out), "--max-size", "300x400", "--max-batch", "4", "--seed", str(SEED)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert f"seed {SEED}" in run.stdout and run.stdout.count(" ok") >= 3 and "FAIL" not in run.stdout
+    meta = read_onnx_metadata(out)
+    assert meta.info.variant == "fcn8s-atonce" and meta.bounds.max_hw == (300, 400) and meta.bounds.max_batch == 4
+    assert len(meta.source_sha256) == 64
+
+
+def _one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert export_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ")
+    return err[-1]
+
+
+def test_bad_inputs_give_one_line_and_no_file(tmp_path: Path, make_checkpoint, capsys) -> None:
+    ckpt = make_checkpoint("fcn32s", width=0.0625)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(ckpt.read_bytes()[:2000])
+    out = tmp_path / "m.onnx"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    cases = {
+        "no such file": [str(tmp_path / "missing.pt"), "-o", str(out)],
+        "truncated": [str(truncated), "-o", str(out)],
+        "does not exist": [str(ckpt), "-o", str(tmp_path / "nodir" / "m.onnx")],
+        "at least 1": [str(ckpt), "-o", str(out), "--max-size", "0x5"],
+        "--max-batch": [str(ckpt), "-o", str(out), "--max-batch", "0"],
+        "whole number": [str(ckpt), "-o", str(out), "--max-batch", "many"],
+        "HxW": [str(ckpt), "-o", str(out), "--max-size", "big"],
+        "--fp16-io": [str(ckpt), "-o", str(out), "--fp16-io"],
+    }
+    if not __import__("os").access(locked, __import__("os").W_OK):  # root can write anywhere
+        cases["not writable"] = [str(ckpt), "-o", str(locked / "m.onnx")]
+    for expected, argv in cases.items():
+        assert expected in _one_line_exit_2(argv + ["--no-verify"], capsys)
+        assert not out.exists() and not list(tmp_path.glob(".m.onnx.*")) and not list(tmp_path.glob("*/m.onnx"))
+
+
+def test_cli_subprocess_bad_input_is_one_line(tmp_path: Path) -> None:
+    cmd = [FCN_EXPORT, str(tmp_path / "missing.pt"), "-o", str(tmp_path / "m.onnx")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and run.stderr.startswith("error: ")
+    assert not (tmp_path / "m.onnx").exists()
