@@ -42,7 +42,7 @@ def reference_labels(seg: Segmenter, bgr: np.ndarray) -> np.ndarray:
     """Labels straight from the eager net, preprocessed by `Preprocessing.apply` (not the API's path)."""
     x = torch.from_numpy(seg.info.preprocessing.apply(bgr[None]))
     with torch.inference_mode():
-        return seg.runner.model(x).argmax(1)[0].numpy()  # type: ignore[union-attr,misc]
+        return seg.runner.model(x).argmax(1)[0].numpy()  # type: ignore[attr-defined]
 
 
 class PixelRunner(Runner):

@@ -64,7 +64,7 @@ class Timing:
 
     ``preprocess`` runs from the call's start to the model (decoding paths, conversion, batching,
     normalization, the copy to the device); ``model`` is the runner alone; ``postprocess`` is
-    argmax, resizing, stitching and the copy back.
+    argmax, resizing, tile blending and stitching, and the copy back.
     """
 
     preprocess: float = 0.0
@@ -240,9 +240,12 @@ class Segmenter:
         pad_h, pad_w = max(0, small[0] - h), max(0, small[1] - w)
         if pad_h or pad_w:  # below the model's smallest input: repeat the edge pixels, crop afterwards
             bgr = np.stack([cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr])
-        x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
-        if runner.io == "tensor":
-            x = _normalize(x, self.info.preprocessing)
+        if runner.io == "image":  # preprocessing is in the graph
+            x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
+        elif runner.device.type == "cpu":
+            x = torch.from_numpy(self.info.preprocessing.apply(bgr))
+        else:  # copy uint8 (a quarter of float32's bytes), normalize on the device
+            x = _normalize(torch.from_numpy(bgr).to(runner.device, non_blocking=True), self.info.preprocessing)
         runner.synchronize()
         t1 = time.perf_counter()
         out = runner.infer(x)
@@ -266,17 +269,19 @@ class Segmenter:
 
     def _tiled(self, bgr: np.ndarray, scores: bool) -> np.ndarray:
         """One image through overlapping tiles; blended scores, or labels from the tiles' centres."""
+        start, timing = time.perf_counter(), self.last_timing
+        counted = timing.total
         grid = TileGrid(bgr.shape[0], bgr.shape[1], self.tile_size, self.overlap)
         blend = self.runner.io == "tensor"  # blend scores whenever the model has them
         blocks = run_tiled(bgr, grid, lambda tiles: self._infer(tiles, scores=blend), blend, self.batch_size)
         rows = []
         for block in blocks:
-            t = time.perf_counter()
             if blend and not scores:
                 block = block.argmax(0).to(_label_dtype(self.info.num_classes))
             rows.append(block.cpu().numpy())
-            self.last_timing.postprocess += time.perf_counter() - t
-        return np.concatenate(rows, axis=-2)
+        result = np.concatenate(rows, axis=-2)
+        timing.postprocess += time.perf_counter() - start - (timing.total - counted)  # cutting, blending, stitching
+        return result
 
     # -- lifetime ----------------------------------------------------------------------------
 

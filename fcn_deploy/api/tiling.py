@@ -132,7 +132,7 @@ def run_tiled(image: np.ndarray, grid: TileGrid, infer: TileFn, scores: bool, ba
         wy = _ramp_weights(rows, i).to(acc.device)
         for j, (x, x1) in enumerate(cols):
             w = wy[:, None] * wx[j].to(acc.device)[None, :]  # (y1-y)×(x1-x)
-            acc[:, y - done : y1 - done, x:x1] += outs[j] * w
+            acc[:, y - done : y1 - done, x:x1].addcmul_(outs[j], w)
             weight[y - done : y1 - done, x:x1] += w
         y_end = rows[i + 1][0] if i + 1 < len(rows) else grid.height  # later tiles start at or below
         yield acc[:, : y_end - done] / weight[: y_end - done].clamp_min(1e-12)
