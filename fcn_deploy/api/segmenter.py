@@ -103,7 +103,8 @@ class Segmenter:
 
     Images larger than the model accepts raise `FCNError` unless tiling is on (``tile=True`` here
     or per call): overlapping tiles of ``tile_size`` (default: the model's largest input, at most
-    1024) sharing ``overlap`` pixels, blended as described in `fcn_deploy.api.tiling`.
+    1024) sharing ``overlap`` pixels, blended as described in `fcn_deploy.api.tiling`. Equal-size
+    images share runner calls of up to ``batch_size`` (default: the model's max batch, or 8).
     """
 
     def __init__(
@@ -142,17 +143,19 @@ class Segmenter:
         tile: bool = False,
         tile_size: Optional[Union[int, tuple[int, int]]] = None,
         overlap: Optional[int] = None,
+        batch_size: Optional[int] = None,
         **runner_options: Any,
     ) -> "Segmenter":
         """Open a model file: ``.engine`` → TensorRT, ``.onnx`` → ONNX Runtime, else PyTorch.
 
         ``backend`` overrides the suffix; ``device`` is cpu, cuda or cuda:N (default: cuda when
-        present); ``runner_options`` go to the runner (``variant=`` for PyTorch files,
-        ``precision=``, ...).
+        present); the tiling and batching options are the constructor's; ``runner_options`` go to
+        the runner (``variant=`` for PyTorch files, ``threads=`` for ONNX Runtime, ...).
         """
         if not Path(path).exists():
             raise FCNError(f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a TensorRT .engine)")
-        return cls(load_runner(path, device=device, backend=backend, **runner_options), tile, tile_size, overlap)
+        runner = load_runner(path, device=device, backend=backend, **runner_options)
+        return cls(runner, tile, tile_size, overlap, batch_size)
 
     # -- what the model is -------------------------------------------------------------------
 

@@ -150,8 +150,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if not files and not problems:
         raise FCNError("no inputs given")
     segmenter = Segmenter.load(args.model, device=args.device, backend=args.backend, tile=args.tile,
-                               tile_size=args.tile_size, overlap=args.overlap, **options)
-    segmenter.batch_size = min(segmenter.batch_size, args.batch)
+                               tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch, **options)
     if segmenter.info.num_classes > 256:
         raise FCNError(f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256")
     args.output.mkdir(parents=True, exist_ok=True)
