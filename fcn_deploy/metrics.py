@@ -1,0 +1,73 @@
+"""Segmentation scores from a confusion matrix, exactly as the FCN paper defines them.
+
+Everything goes through one ``C×C`` confusion matrix ``n[i, j]`` (pixels of class i predicted as
+j): it is a sum over images, so matrices from batches, workers or GPUs simply add (all-reduce it
+and score once). Scores follow the reference scorer: classes absent from both ground truth and
+prediction are NaN and left out of the means (``nanmean``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["IGNORE_LABEL", "confusion_matrix", "segmentation_scores", "per_class_iu"]
+
+IGNORE_LABEL = 255  # VOC's "void" border and unlabelled pixels: never counted
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """``C×C`` int64 counts of (true class, predicted class) pairs; labels outside 0…C−1 are skipped.
+
+    That skips 255 (ignore) and anything else out of range, as the reference scorer does.
+    """
+    labels = np.asarray(labels).ravel().astype(np.int64)
+    predictions = np.asarray(predictions).ravel().astype(np.int64)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels ({labels.size} pixels) and predictions ({predictions.size}) differ in size")
+    keep = (labels >= 0) & (labels < num_classes)
+    counts = np.bincount(num_classes * labels[keep] + predictions[keep], minlength=num_classes**2)
+    return counts[: num_classes**2].reshape(num_classes, num_classes)  # predictions ≥ C fall off the end
+
+
+def _iu(confusion: np.ndarray) -> np.ndarray:
+    n = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return tp / (n.sum(axis=1) + n.sum(axis=0) - tp)  # n_ii / (t_i + Σ_j n_ji − n_ii)
+
+
+def per_class_iu(confusion: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, float]:
+    """IU of each class (NaN where the class is in neither ground truth nor prediction)."""
+    iu = _iu(confusion)
+    names = list(class_names) if class_names is not None else [str(k) for k in range(len(iu))]
+    return {name: float(v) for name, v in zip(names, iu)}
+
+
+def segmentation_scores(confusion: np.ndarray) -> dict[str, float]:
+    """``pixel_accuracy``, ``mean_accuracy``, ``mean_iu`` and ``frequency_weighted_iu`` of a confusion matrix.
+
+    With n_ij the pixels of class i predicted as j and t_i = Σ_j n_ij (Long et al., section 5):
+    pixel accuracy Σ n_ii / Σ t_i; mean accuracy mean_i n_ii / t_i; mean IU mean_i of
+    n_ii / (t_i + Σ_j n_ji − n_ii); frequency weighted IU (Σ t_k)⁻¹ Σ_i t_i · IU_i. Means skip
+    NaN classes (nanmean), as the reference scorer does; an all-empty matrix gives NaN scores.
+    """
+    n = np.asarray(confusion, dtype=np.float64)
+    tp, t = np.diag(n), n.sum(axis=1)
+    iu = _iu(n)
+    total = t.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accuracy = tp / t
+        pixel_accuracy = tp.sum() / total if total else np.nan
+        fw_iu = (t[t > 0] * iu[t > 0]).sum() / total if total else np.nan
+    return {
+        "pixel_accuracy": float(pixel_accuracy),
+        "mean_accuracy": _nanmean(accuracy),
+        "mean_iu": _nanmean(iu),
+        "frequency_weighted_iu": float(fw_iu),
+    }
+
+
+def _nanmean(values: np.ndarray) -> float:
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
