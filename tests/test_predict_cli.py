@@ -96,3 +96,26 @@ def test_collect_inputs_and_output_names(photo_folder: Path) -> None:
     assert problems == ["nowhere/*.png: no image files match"]
     names = output_names([Path("a/x.png"), Path("b/x.jpg"), Path("x-2.png"), Path("c/x.png")])
     assert names == ["x", "x-3", "x-2", "x-4"]
+
+
+@pytest.mark.slow
+def test_onnx_model_with_an_image_too_large_for_it(make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    pytest.importorskip("fcn_deploy.runtime.ort_runner", reason="the ONNX Runtime runner has not landed yet")
+    from fcn_deploy.export import export_onnx
+
+    model = tmp_path / "fcn8s-image.onnx"
+    export_onnx(make_checkpoint("fcn8s"), model, io="image", max_size=(128, 160), max_batch=2, verify=False, progress=False)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "small.png"), scene(60, 90, 1))
+    cv2.imwrite(str(photos / "large.png"), scene(200, 260, 2))
+
+    refused = run(photos, "-o", tmp_path / "plain", "--model", model)
+    assert refused.returncode == 1 and "large.png" in refused.stderr and "--tile" in refused.stderr
+    assert [p.name for p in (tmp_path / "plain").iterdir()] == ["small.png"]
+
+    tiled = run(photos, "-o", tmp_path / "tiled", "--model", model, "--tile", "--overlap", "64")
+    assert tiled.returncode == 0, tiled.stderr
+    seg = Segmenter.load(model, tile=True, overlap=64)
+    for name in ["small", "large"]:
+        np.testing.assert_array_equal(read_label_png(tmp_path / "tiled" / f"{name}.png"), seg.predict(photos / f"{name}.png"))
