@@ -27,7 +27,7 @@ from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
 
-SEED = int(np.random.SeedSequence().entropy % 2**31)
+SEED = int(np.random.default_rng().integers(2**31))
 FCN_EXPORT = str(Path(sys.executable).parent / "fcn-export")
 BOUNDS = SizeBounds((1, 1), (4096, 4096), 1, 32)
 

@@ -8,6 +8,7 @@ FP32, well under protobuf's 2 GB), batch/height/width dynamic from 1 to a declar
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import io as _io
 import logging
@@ -26,7 +27,7 @@ from torch import nn
 from .._io import atomic_path
 from ..checkpoint import load_model
 from ..errors import FCNError
-from ..meta import SizeBounds
+from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
 from .graph import DeployModule, activation_peaks, overflow_layers, synthetic_images
 from .image_io import add_image_io
@@ -107,7 +108,7 @@ def _load(source: Source, variant: Optional[str]) -> tuple[nn.Module, str]:
     if isinstance(source, nn.Module):
         if not hasattr(source, "info"):
             raise FCNError("the module to export has no .info (ModelInfo); build it with fcn_deploy.models or load_model")
-        return source.float().eval(), model_sha256(source)
+        return copy.deepcopy(source).float().eval(), model_sha256(source)  # never change the caller's net
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
@@ -150,7 +151,7 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
     except Exception as e:  # torch.export raises many types; all mean "this net did not export"
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
-    return program.model_proto
+    return program.model_proto  # type: ignore[union-attr]  # dynamo=True always returns a program
 
 
 def export_onnx(
@@ -187,7 +188,7 @@ def export_onnx(
     output = Path(output)
     start = time.perf_counter()
     model, sha = _load(source, variant)
-    info = model.info  # type: ignore[union-attr]
+    info: ModelInfo = model.info  # type: ignore[assignment]
     params = sum(p.numel() for p in model.parameters())
     say(f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s")
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
@@ -227,7 +228,7 @@ def export_onnx(
     say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
     if verify:
         if verify_sizes is None:
-            report.seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else int(seed)
+            report.seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
             say(f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)")
             verify_sizes = choose_sizes(bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512)
         rng = np.random.default_rng(report.seed if report.seed is not None else seed)
