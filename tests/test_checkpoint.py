@@ -181,3 +181,11 @@ def test_package_import_stays_light() -> None:
     code = "import sys, fcn_deploy; print(sorted(m for m in ('onnx', 'onnxruntime', 'tensorrt') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_outputs_get_normal_permissions(tmp_path: Path, make_model) -> None:
+    """Atomic writes go through a private temp file; the result must still be readable by others."""
+    save_checkpoint(make_model("fcn32s", width=0.0625), tmp_path / "m.pt")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o666 & ~mask
