@@ -20,6 +20,7 @@ class Progress:
                  log_every: float = 10.0) -> None:
         self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
         self.count = 0
+        self._drawn = -1  # count at the last line printed
         self.fields: dict[str, str] = {}
         self.start = self._last = time.perf_counter()
         self.tty = stream.isatty()
@@ -34,6 +35,7 @@ class Progress:
             self._draw(final=False)
 
     def _draw(self, final: bool) -> None:
+        self._drawn = self.count
         elapsed = time.perf_counter() - self.start
         rate = self.count / elapsed if elapsed > 0 else 0.0
         extra = " ".join(f"{k}={v}" for k, v in self.fields.items())
@@ -51,7 +53,8 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        self._draw(final=True)
+        if self.tty or self._drawn != self.count:  # in logs, don't repeat the line just printed
+            self._draw(final=True)
 
     def __enter__(self) -> "Progress":
         return self
