@@ -1,0 +1,242 @@
+"""The training loop: batches in, SGD/Adam steps, validation, checkpoints, stop requests.
+
+One `Trainer` per process. Under ``torchrun`` every rank runs the same loop on its own shard of
+each global batch, gradients are averaged by DistributedDataParallel, validation confusion
+matrices are summed over ranks, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from fcn_deploy._progress import Progress
+from fcn_deploy.checkpoint import save_checkpoint
+from fcn_deploy.errors import FCNError
+from fcn_deploy.meta import ModelInfo
+from fcn_deploy.runtime import resolve_device
+
+from .checkpointing import (BEST, LAST, TrainerState, capture_rng, load_training_state, restore_rng,
+                            save_training_checkpoint)
+from .config import TrainConfig
+from .datasets import StepBatches, training_sets
+from .distributed import init_distributed
+from .evaluate import evaluate, torch_predictor
+from .initialize import initial_model
+from .loss import segmentation_loss
+from .recipe import make_optimizer, resolve_recipe, select_trainable
+from .runlog import RunLog, plot_curves
+
+__all__ = ["Trainer", "TrainResult", "train"]
+
+CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
+
+
+@dataclass
+class TrainResult:
+    iteration: int
+    stopped: Optional[str]  # None when all iterations ran; "time limit", "SIGINT" or "SIGTERM"
+    last: Path
+    best: Optional[Path]
+    scores: dict[str, float]  # validation scores of the final weights
+    best_mean_iu: float
+
+
+def train(config: TrainConfig, resume: Optional[Path] = None) -> TrainResult:
+    """Run (or, given ``last.pt``, continue) one training run; see `Trainer`."""
+    trainer = Trainer(config, resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.dist.close()
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, resume: Optional[Path] = None) -> None:
+        self.config = config
+        device = resolve_device(config.device)
+        self.dist = dist = init_distributed(device)
+        self.device = torch.device("cuda", dist.local_rank) if device.type == "cuda" and dist.enabled else device
+        self.out = Path(config.out)
+        if dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.train_set, self.val_set = training_sets(config.data, config.root, config.val_root)
+        if config.val_images is not None:
+            self.val_set.ids = self.val_set.ids[: config.val_images]
+        self.recipe = resolve_recipe(config.recipe_name, config.variant, config.lr, config.batch_size,
+                                     config.momentum, config.crop)
+
+        saved = load_training_state(resume) if resume is not None else None
+        self.model = initial_model(config.variant, "scratch" if saved else config.init, config.width,
+                                   self.train_set, config.seed)
+        if saved:
+            self.model.info = ModelInfo.from_dict(saved["info"])
+            self.model.load_state_dict(saved["state_dict"])
+        select_trainable(self.model, config.train)
+        self.model.to(self.device).train()
+        self.optimizer = make_optimizer(self.model, self.recipe)
+        amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
+        self.state = TrainerState()
+        if saved:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.scaler is not None and saved["scaler"]:
+                self.scaler.load_state_dict(saved["scaler"])
+            self.state = TrainerState(saved["iteration"], saved["best_mean_iu"], saved["elapsed"])
+            rng = saved["rng"]
+            restore_rng(rng[dist.rank] if len(rng) == dist.world_size else rng[0])
+        else:
+            _seed_everything(config.seed + dist.rank)
+        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    if dist.enabled else self.model)
+        self.log = RunLog(self.out / CSV_NAME, resume_at=self.state.iteration if saved else None) if dist.is_main else None
+        self.stop_request: Optional[str] = None
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        config, dist, state = self.config, self.dist, self.state
+        start = state.iteration
+        batches = StepBatches(self.train_set, self.recipe.batch_size, config.seed, self.recipe.crop,
+                              dist.rank, dist.world_size, length=config.iterations)
+        loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, config.iterations),
+                                             num_workers=config.workers, collate_fn=_as_is,
+                                             generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
+        prep = self.model.info.preprocessing
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = Progress(config.iterations - start, f"training {config.variant}", stream=sys.stderr) if dist.is_main else None
+        clock, elapsed0, window = time.perf_counter(), state.elapsed, [0.0, 0, time.perf_counter()]
+        scores: dict[str, float] = {}
+        validated_at = checkpointed_at = -1
+        try:
+            for images, labels in loader:
+                x = torch.from_numpy(prep.apply(images)).to(self.device)  # B×3×H×W
+                y = torch.from_numpy(labels).to(self.device)  # B×H×W
+                with self.autocast():
+                    logits = self.net(x)
+                loss = segmentation_loss(logits, y, self.recipe.loss)
+                value = float(loss.item())
+                self.optimizer.zero_grad(set_to_none=True)
+                if math.isfinite(value):
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
+                    else:
+                        loss.backward()
+                        self.optimizer.step()
+                state.iteration += 1
+                state.elapsed = elapsed0 + time.perf_counter() - clock
+                if config.time_limit is not None and state.elapsed >= config.time_limit:
+                    self.stop_request = self.stop_request or "time limit"
+                nonfinite, stop = self._agree(not math.isfinite(value), self.stop_request is not None)
+                if nonfinite:
+                    self._diverged(value)
+                window[0] += value
+                window[1] += 1
+                if bar is not None:
+                    bar.update(1, it=state.iteration, loss=f"{value:.4g}")
+                if state.iteration % config.log_every == 0 or stop or state.iteration == config.iterations:
+                    self._log_loss(window)
+                if state.iteration % config.val_every == 0:
+                    scores, validated_at = self._validate(), state.iteration
+                if state.iteration % config.checkpoint_every == 0:
+                    self._checkpoint()
+                    checkpointed_at = state.iteration
+                if stop:
+                    break
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if bar is not None:
+                bar.close()
+        if validated_at != state.iteration:
+            scores = self._validate()
+        if checkpointed_at != state.iteration:
+            self._checkpoint()
+        if self.log is not None:
+            plot_curves(self.log.rows, self.out / PLOT_NAME, f"{config.variant} on {config.data}")
+        best = self.out / BEST
+        return TrainResult(state.iteration, self.stop_request, self.out / LAST, best if best.exists() else None,
+                           scores, state.best_mean_iu)
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_request = signal.Signals(signum).name  # finish this step, save, stop
+
+    def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
+        """Stop decisions every rank takes together (one tiny all-reduce per step under torchrun)."""
+        if not self.dist.enabled:
+            return nonfinite, stop
+        votes = self.dist.sum(np.array([float(nonfinite), float(stop)]))
+        if votes[1] and self.stop_request is None:
+            self.stop_request = "stop requested by another rank"
+        return bool(votes[0]), bool(votes[1])
+
+    def _diverged(self, value: float) -> None:
+        last = self.out / LAST
+        kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written yet"
+        raise FCNError(f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
+                       f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume")
+
+    def _log_loss(self, window: list[Any]) -> None:
+        total, count = self.dist.sum(np.array([window[0], float(window[1])]))
+        now = time.perf_counter()
+        rate = window[1] * self.recipe.batch_size * self.dist.world_size / max(now - window[2], 1e-9)
+        if self.log is not None and count:
+            self.log.add(self.state.iteration, elapsed_s=self.state.elapsed, lr=self.recipe.lr, loss=total / count,
+                         images_per_s=rate)
+        window[:] = [0.0, 0, now]
+
+    def _validate(self) -> dict[str, float]:
+        self.model.eval()
+        try:
+            with self.autocast():
+                predict = torch_predictor(self.model, self.model.info.preprocessing, self.device)
+                results = evaluate(predict, self.val_set, self.model.num_classes, dist=self.dist, progress=False)
+        finally:
+            self.model.train()
+        scores = results["scores"]
+        state = self.state
+        if self.dist.is_main:
+            assert self.log is not None
+            self.log.add(state.iteration, elapsed_s=state.elapsed, **{f"val_{k}": v for k, v in scores.items()})
+            print(f"\niteration {state.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
+                  file=sys.stderr, flush=True)
+            if scores["mean_iu"] > state.best_mean_iu:
+                save_checkpoint(self.model, self.out / BEST, extra={"iteration": state.iteration, "val": scores})
+        if scores["mean_iu"] > state.best_mean_iu:
+            state.best_mean_iu = scores["mean_iu"]
+        return scores
+
+    def _checkpoint(self) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            self._diverged(float("nan"))  # never overwrite a good checkpoint with broken weights
+        rng = self.dist.gather(capture_rng())
+        if self.dist.is_main:
+            save_training_checkpoint(self.out / LAST, self.model, self.state, self.config.to_dict(), self.optimizer,
+                                     self.scaler, rng)
+
+
+def _as_is(batch: Any) -> Any:
+    """Keep the NumPy batch (DataLoader's default would convert it to tensors)."""
+    return batch
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
