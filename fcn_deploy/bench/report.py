@@ -255,6 +255,7 @@ def _plot_sizes(rows: list[dict[str, Any]], left: Any, right: Any) -> None:
     left.set(xlabel="megapixels per image", ylabel="p50 ms per image", title="latency against input size")
     left.legend()
     right.axhline(1.0, color="gray", lw=0.8)
+    right.set_ylim(0, 1.35 * max([r["speedup_vs_torch"] or 0 for r in rows] + [1.0]))  # room for the legend
     right.set_xticks([j + bar * (len(backends) - 1) / 2 for j in range(len(sizes))], sizes)
     right.set(ylabel="speedup over eager FP32 (p50)", title="speedup per size")
     right.legend()
