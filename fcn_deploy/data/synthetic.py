@@ -119,6 +119,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
             inner = (max(1, int(rx * 0.5)), max(1, int(ry * 0.5)))
             cv2.ellipse(mask, center, inner, float(np.degrees(theta)), 0, 360, 0, -1)
         return mask.astype(bool)
+    unit: list[tuple[float, float]]
     if cls == 2:  # box
         unit = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
     elif cls == 3:  # triangle

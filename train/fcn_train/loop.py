@@ -175,6 +175,8 @@ class Trainer:
     # -- pieces -------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stop_request in ("SIGINT", "SIGTERM"):
+            raise KeyboardInterrupt  # a second signal: stop now (last.pt is still whole: writes are atomic)
         self.stop_request = signal.Signals(signum).name  # finish this step, save, stop
 
     def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:

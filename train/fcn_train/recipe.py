@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -54,7 +54,8 @@ def resolve_recipe(name: str, variant: str, lr: Optional[float] = None, batch_si
         raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
     recipe = RECIPES[name]
     stage_lr = {"reference": _REFERENCE_LR, "paper": _PAPER_LR}.get(name, {}).get(variant, recipe.lr)
-    changes = {"lr": lr if lr is not None else stage_lr, "batch_size": batch_size, "momentum": momentum, "crop": crop}
+    changes: dict[str, Any] = {"lr": lr if lr is not None else stage_lr, "batch_size": batch_size,
+                               "momentum": momentum, "crop": crop}
     return dataclasses.replace(recipe, **{k: v for k, v in changes.items() if v is not None})
 
 
