@@ -171,3 +171,35 @@ def test_training_on_synthetic_scenes_beats_predicting_background(tmp_path: Path
     assert result.scores["mean_accuracy"] > 2 * background["mean_accuracy"]
     assert result.scores["mean_iu"] > 1.6 * background["mean_iu"]
     assert result.scores["pixel_accuracy"] > background["pixel_accuracy"] + 0.02
+
+
+def test_staged_inits_vgg16_then_previous_stage(tmp_path: Path) -> None:
+    from reference_fcn import TorchvisionVGG16
+
+    from fcn_deploy.data import SyntheticSegmentation
+    from fcn_train.initialize import initial_model
+
+    torch.manual_seed(0)
+    vgg_path = tmp_path / "vgg16.pth"
+    vgg = TorchvisionVGG16(width=0.0625)
+    torch.save(vgg.state_dict(), vgg_path)
+    data = SyntheticSegmentation("train", 4)
+    fcn32 = initial_model("fcn32s", f"vgg16:{vgg_path}", 1.0, data, seed=0)  # width comes from the file
+    assert fcn32.width == 0.0625 and fcn32.info.preprocessing.color == "rgb"
+    assert torch.equal(fcn32.conv1_1.weight, vgg.state_dict()["features.0.weight"])
+    assert fcn32.info.class_names == list(data.class_names)
+
+    stage1 = train(TrainConfig(out=str(tmp_path / "s32"), variant="fcn32s", init=f"vgg16:{vgg_path}", iterations=2,
+                               **{k: v for k, v in TINY.items() if k != "variant"}))
+    trained32 = load_model(stage1.last)
+    fcn16 = initial_model("fcn16s", f"checkpoint:{stage1.last}", 1.0, data, seed=0).eval()
+    x = torch.randn(1, 3, 70, 90)
+    for key, value in trained32.state_dict().items():
+        if not key.startswith("upscore"):
+            assert torch.equal(fcn16.state_dict()[key], value), key
+    assert not fcn16.score_pool4.weight.any() and not fcn16.score_pool4.bias.any()
+    with torch.no_grad():  # the new skip adds nothing yet: the previous stage's scores, up to 2×+16× vs 32× bilinear
+        a, b = fcn16(x), trained32(x)
+        assert (a - b).abs().mean() < 0.05 * b.abs().mean()  # the edges differ most
+    with pytest.raises(FCNError, match="expected vgg16:PATH, checkpoint:PATH or scratch"):
+        initial_model("fcn8s", "imagenet", 1.0, data, seed=0)
