@@ -203,3 +203,14 @@ def test_staged_inits_vgg16_then_previous_stage(tmp_path: Path) -> None:
         assert (a - b).abs().mean() < 0.05 * b.abs().mean()  # the edges differ most
     with pytest.raises(FCNError, match="expected vgg16:PATH, checkpoint:PATH or scratch"):
         initial_model("fcn8s", "imagenet", 1.0, data, seed=0)
+
+
+def test_time_limit_stops_cleanly_and_workers_do_not_change_the_run(tmp_path: Path) -> None:
+    timed = train(TrainConfig(out=str(tmp_path / "t"), iterations=10_000, time_limit=0.5, **TINY))
+    assert timed.stopped == "time limit" and 1 <= timed.iteration < 10_000
+    assert _trainer_state(timed.last)["iteration"] == timed.iteration and timed.scores
+    # batches are a function of the step alone, so building them in worker processes changes nothing
+    a = train(TrainConfig(out=str(tmp_path / "w0"), iterations=3, val_every=100, **TINY))
+    b = train(TrainConfig(out=str(tmp_path / "w2"), iterations=3, val_every=100, workers=2, **TINY))
+    sd_a, sd_b = read_checkpoint(a.last)["state_dict"], read_checkpoint(b.last)["state_dict"]
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)

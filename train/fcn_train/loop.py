@@ -117,7 +117,7 @@ class Trainer:
         prep = self.model.info.preprocessing
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         bar = Progress(config.iterations - start, f"training {config.variant}", stream=sys.stderr) if dist.is_main else None
-        clock, elapsed0, window = time.perf_counter(), state.elapsed, [0.0, 0, time.perf_counter()]
+        self._clock, self._elapsed0, window = time.perf_counter(), state.elapsed, [0.0, 0, time.perf_counter()]
         scores: dict[str, float] = {}
         validated_at = checkpointed_at = -1
         try:
@@ -138,9 +138,7 @@ class Trainer:
                         loss.backward()
                         self.optimizer.step()
                 state.iteration += 1
-                state.elapsed = elapsed0 + time.perf_counter() - clock
-                if config.time_limit is not None and state.elapsed >= config.time_limit:
-                    self.stop_request = self.stop_request or "time limit"
+                self._check_time()
                 nonfinite, stop = self._agree(not math.isfinite(value), self.stop_request is not None)
                 if nonfinite:
                     self._diverged(value)
@@ -152,6 +150,10 @@ class Trainer:
                     self._log_loss(window)
                 if state.iteration % config.val_every == 0:
                     scores, validated_at = self._validate(), state.iteration
+                    if config.time_limit is not None:  # validation takes time too: stop now, not a step later
+                        stop = self._agree(False, self._check_time() or stop)[1]
+                        if stop and window[1]:
+                            self._log_loss(window)
                 if state.iteration % config.checkpoint_every == 0:
                     self._checkpoint()
                     checkpointed_at = state.iteration
@@ -173,6 +175,14 @@ class Trainer:
                            scores, state.best_mean_iu)
 
     # -- pieces -------------------------------------------------------------------------------
+
+    def _check_time(self) -> bool:
+        """Update the training clock; request a stop once ``--time-limit`` has passed."""
+        self.state.elapsed = self._elapsed0 + time.perf_counter() - self._clock
+        limit = self.config.time_limit
+        if limit is not None and self.state.elapsed >= limit:
+            self.stop_request = self.stop_request or "time limit"
+        return self.stop_request is not None
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_request in ("SIGINT", "SIGTERM"):
