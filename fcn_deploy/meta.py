@@ -92,10 +92,9 @@ class Preprocessing:
         x = bgr.astype(np.float32)
         if self.color == "rgb":
             x = x[..., ::-1]
-        x = (x * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(
-            self.std, np.float32
-        )
-        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+        normalized = (x * np.float32(self.scale) - mean) / std
+        return np.ascontiguousarray(np.moveaxis(normalized, -1, -3))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -131,10 +131,10 @@ class FCN(VGG16Trunk):
                 module.weight.requires_grad_(learn_upsampling)
             elif isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]  # every Conv2d here has one
         for module in self.score_layers():
             nn.init.zeros_(module.weight)
-            nn.init.zeros_(module.bias)
+            nn.init.zeros_(module.bias)  # type: ignore[arg-type]
 
     def score_layers(self) -> list[nn.Conv2d]:
         """score_fr, score_pool4, score_pool3 (those this variant has)."""
@@ -181,8 +181,11 @@ class FCN(VGG16Trunk):
     def from_fcn(cls, source: Union["FCN", StateDictOrPath], **kwargs: Any) -> "FCN":
         """The next stage of the staged recipe: FCN-16s from FCN-32s, FCN-8s from FCN-16s.
 
-        Every layer the two nets share is copied; the new score layer starts at zero, so the new
-        net's output equals the source's at the start of training. Classes, palette and
+        Every layer the two nets share is copied and the new score layer starts at zero, so the new
+        net starts from the source's class scores: its output is the source's coarse score map
+        taken through the new upsampling path (×2 then ×16 instead of ×32, or ×2 then ×8 instead
+        of ×16). Two bilinear steps round corners that one step keeps, so outputs are close but
+        not bit-equal (labels differ only along class boundaries). Classes, palette and
         preprocessing carry over.
         """
         if isinstance(source, FCN):

@@ -35,7 +35,8 @@ class TorchRunner(Runner):
         super().__init__(module.info, "tensor", precision, device=dev, input_dtype=dtype)  # type: ignore[arg-type]
         module = module.eval().to(dev, dtype)
         if precision == "fp16":
-            module = module.to(memory_format=torch.channels_last)  # tensor cores want NHWC
+            # tensor cores want NHWC (Module.to takes memory_format; its type stubs don't say so)
+            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model: Optional[nn.Module] = module
 
     @torch.inference_mode()
