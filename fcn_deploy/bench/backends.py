@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_model
+from ..engine._trt import MISSING_MESSAGE, tensorrt_available
 from ..errors import FCNError
 from ..meta import ModelInfo
 from ..models import create_model
@@ -90,17 +91,10 @@ def parse_backends(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _missing(module: str) -> bool:
-    """Not importable as a real package: ``tensorrt-stubs`` leaves a bare ``tensorrt`` namespace
-    folder of type stubs (no origin), which is not TensorRT."""
-    spec = importlib.util.find_spec(module)
-    return spec is None or spec.origin is None
-
-
 def tensorrt_unavailable(device: torch.device) -> Optional[str]:
     """Why TensorRT cannot run here, or None."""
-    if _missing("tensorrt"):
-        return "TensorRT is not installed (it needs an NVIDIA GPU; pip install 'fcn-deploy[gpu]')"
+    if not tensorrt_available():
+        return MISSING_MESSAGE
     if device.type != "cuda":
         return "TensorRT needs a CUDA GPU (run with --device cuda)"
     return None
@@ -142,7 +136,7 @@ def _prepare(name: str, source: ModelSource, device: torch.device, threads: Opti
         module = source.module
         return Backend(name, open=lambda: TorchRunner(module, device=dev, precision=precision))
     if backend == "onnxruntime":
-        if _missing("onnxruntime"):
+        if importlib.util.find_spec("onnxruntime") is None:
             return Backend(name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')")
         onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache)
         if onnx_path is None:
