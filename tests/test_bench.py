@@ -154,9 +154,9 @@ def test_stream_one_runner_serves_every_shape() -> None:
 
 
 def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path: Path) -> None:
-    from fcn_deploy.bench.backends import _missing
+    from fcn_deploy.engine._trt import tensorrt_available
 
-    if not _missing("tensorrt"):
+    if tensorrt_available():
         pytest.skip("TensorRT is installed here: the scenario runs instead (needs a GPU)")
     doc = run_benchmark("static-vs-dynamic", width=0.0625, device="cpu", matmul_size=256)
     assert validate(doc) == [] and doc["skipped"] == [{"backend": "tensorrt", "reason": doc["skipped"][0]["reason"]}]
