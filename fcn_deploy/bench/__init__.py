@@ -5,7 +5,7 @@ table, writes JSON/Markdown and plots it. Everything here uses only the runner i
 """
 
 from .backends import BENCH_BACKENDS, random_model
-from .benchmark import SCENARIOS, parse_sizes, run_benchmark
+from .benchmark import SCENARIOS, run_benchmark
 from .flops import flops_per_image, model_flops
 from .report import SCHEMA, format_console, format_markdown, validate, write_json, write_markdown, write_plot
 from .scenarios import BenchConfig
@@ -21,7 +21,6 @@ __all__ = [
     "format_console",
     "format_markdown",
     "model_flops",
-    "parse_sizes",
     "random_model",
     "run_benchmark",
     "run_sliding_window",

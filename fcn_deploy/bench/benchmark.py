@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -18,22 +17,9 @@ from .machine import compute_precision, machine_info, matmul_peak
 from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
 from .sliding_window import run_sliding_window
 
-__all__ = ["SCENARIOS", "parse_sizes", "run_benchmark"]
+__all__ = ["SCENARIOS", "run_benchmark"]
 
 SCENARIOS = ("sizes", "stream", "sliding-window", "static-vs-dynamic")
-
-
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """``"224x224,500x500"`` → ``[(224, 224), (500, 500)]`` (height × width)."""
-    sizes = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        m = re.fullmatch(r"(\d+)[xX](\d+)", part)
-        if not m or int(m[1]) < 1 or int(m[2]) < 1:
-            raise FCNError(f"size {part!r} is not HEIGHTxWIDTH with positive integers (e.g. 500x500)")
-        sizes.append((int(m[1]), int(m[2])))
-    if not sizes:
-        raise FCNError("no sizes given; e.g. --sizes 224x224,500x500")
-    return sizes
 
 
 def run_benchmark(

@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..bench import BENCH_BACKENDS, SCENARIOS, BenchConfig, format_console, parse_sizes, run_benchmark
+from ..bench import BENCH_BACKENDS, SCENARIOS, BenchConfig, format_console, run_benchmark
 from ..bench import validate, write_json, write_markdown, write_plot
 from ..bench.backends import DEFAULT_BACKENDS
 from ..errors import FCNError
-from ._common import EXIT_FAILED, run_cli
+from ._common import EXIT_FAILED, parse_sizes, run_cli
 
 __all__ = ["main", "build_parser"]
 
@@ -73,7 +73,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             raise FCNError(f"cannot write {out}: folder {out.parent} does not exist (create it first)")
     sliding = args.scenario == "sliding-window"
     cfg = BenchConfig(
-        sizes=parse_sizes(args.sizes or (SLIDING_SIZES if sliding else DEFAULT_SIZES)),
+        sizes=parse_sizes(args.sizes or (SLIDING_SIZES if sliding else DEFAULT_SIZES), "--sizes"),
         batch=args.batch, warmup=args.warmup, iters=args.iters, min_time=args.min_time,
         e2e_iters=args.e2e_iters, seed=args.seed,
     )  # fmt: skip

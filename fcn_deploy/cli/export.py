@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import FCNError
 from ..meta import VARIANTS
-from ._common import EXIT_FAILED, run_cli
+from ._common import EXIT_FAILED, parse_size, run_cli
 from .engine_args import add_engine_arguments, build_engine_from_args
 
 __all__ = ["main", "build_parser"]
@@ -48,17 +47,6 @@ def _int(text: str, flag: str) -> int:
         raise FCNError(f"{flag} must be a whole number, got {text!r}") from None
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x768"`` (H×W) or ``"512"`` (square) → (512, 768); FCNError if it makes no sense."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*", text)
-    if not match:
-        raise FCNError(f"--max-size must look like HxW (e.g. 1024x2048), got {text!r}")
-    h, w = int(match.group(1)), int(match.group(2) or match.group(1))
-    if h < 1 or w < 1:
-        raise FCNError(f"--max-size {text}: height and width must be at least 1")
-    return h, w
-
-
 def _main(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     if args.source.suffix.lower() == ".onnx":
@@ -77,7 +65,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
 
     report = export_onnx(
         args.source, args.output, variant=args.variant, precision=args.precision, io=args.io,
-        fp16_io=args.fp16_io, max_size=parse_size(args.max_size), max_batch=max_batch,
+        fp16_io=args.fp16_io, max_size=parse_size(args.max_size, "--max-size"), max_batch=max_batch,
         opset=_int(args.opset, "--opset"), verify=not args.no_verify,
         seed=_int(args.seed, "--seed") if args.seed is not None else None,
     )  # fmt: skip
