@@ -9,6 +9,7 @@ only then write the engine and its sidecar, atomically. A failed build or gate l
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -18,14 +19,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .._io import atomic_path, atomic_write_bytes
+from .._io import atomic_path, atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
 from ..export.metadata import OnnxMetadata, read_onnx_metadata
 from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
 from .plan import BuildPlan, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
-from .sidecar import EngineMetadata, sha256_bytes, sha256_file, sidecar_path, write_sidecar
+from .sidecar import EngineMetadata, sidecar_path, write_sidecar
 from .versions import parse_trt_version, precision_route
 
 __all__ = ["build_engine", "EngineReport", "EngineGateError", "ENGINE_SUFFIXES"]
@@ -175,7 +176,7 @@ def build_engine(
     engine_meta = EngineMetadata(
         tensorrt_version=version, gpu_name=gpu_name, compute_capability=capability, profiles=profiles,
         precision=layers.label, requested_precision=precision, layers=layers, onnx=meta,
-        onnx_sha256=sha256_file(onnx_path), engine_sha256=sha256_bytes(compiled.serialized),
+        onnx_sha256=sha256_file(onnx_path), engine_sha256=hashlib.sha256(compiled.serialized).hexdigest(),
         build_seconds=compiled.build_seconds,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         builder={"route": route.note, "workspace_gib": workspace_gib, "opt_level": opt_level,

@@ -8,7 +8,6 @@ engine is, and a runtime refuses a mismatched engine with a message instead of a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from ..export.metadata import PREFIX, OnnxMetadata
 from .layer_info import LayerSummary
 from .profiles import Profile
 
-__all__ = ["EngineMetadata", "sidecar_path", "read_sidecar", "write_sidecar", "check_compatible", "sha256_file", "sha256_bytes", "SIDECAR_FORMAT"]
+__all__ = ["EngineMetadata", "sidecar_path", "read_sidecar", "write_sidecar", "check_compatible", "SIDECAR_FORMAT"]
 
 SIDECAR_FORMAT = 1
 
@@ -30,19 +29,6 @@ def sidecar_path(engine_path: "str | os.PathLike[str]") -> Path:
     """``model.engine`` → ``model.engine.json``."""
     p = Path(engine_path)
     return p.with_name(p.name + ".json")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: "str | os.PathLike[str]") -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (engines and weights are large)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

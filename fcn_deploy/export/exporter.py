@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_path
+from .._io import atomic_path, sha256_file
 from ..checkpoint import load_model
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
@@ -81,14 +81,6 @@ def model_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_options(precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int) -> None:
     if precision not in PRECISIONS:
         raise FCNError(f"unknown precision {precision!r}; choose fp32 or fp16")
@@ -113,7 +105,7 @@ def _load(source: Source, variant: Optional[str]) -> tuple[nn.Module, str]:
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
     model = load_model(path, variant=variant)
-    return model, _file_sha256(path)
+    return model, sha256_file(path)
 
 
 @contextlib.contextmanager
