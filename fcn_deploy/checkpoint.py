@@ -47,7 +47,6 @@ def save_checkpoint(
         palette=[tuple(c) for c in palette] if palette is not None else None,
         preprocessing=preprocessing,
     )
-    info.__post_init__()  # re-validate the replaced fields
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
