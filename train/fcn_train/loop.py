@@ -57,7 +57,12 @@ def train(config: TrainConfig, resume: Optional[Path] = None) -> TrainResult:
     """Run (or, given ``last.pt``, continue) one training run; see `Trainer`."""
     trainer = Trainer(config, resume)
     try:
-        return trainer.run()
+        result = trainer.run()
+        # Every rank meets here before the group is torn down: rank 0 is still writing when the
+        # others finish, and a gloo peer leaving mid-teardown can abort ("terminate called
+        # without an active exception"). Only on success, so a failed rank never hangs the rest.
+        trainer.dist.barrier()
+        return result
     finally:
         trainer.dist.close()
 
