@@ -19,23 +19,27 @@ from .models import FCN8s, FCN8sAtOnce, FCN16s, FCN32s, convolutionalize
 __version__ = "0.1.0"
 
 __all__ = [
-    "FCN32s",
-    "FCN16s",
     "FCN8s",
     "FCN8sAtOnce",
-    "convolutionalize",
-    "save_checkpoint",
-    "load_model",
+    "FCN16s",
+    "FCN32s",
+    "FCNError",
     "ModelInfo",
     "Preprocessing",
-    "SizeBounds",
-    "FCNError",
-    "export_onnx",
-    "build_engine",
     "Segmenter",
+    "SizeBounds",
+    "build_engine",
+    "convolutionalize",
+    "export_onnx",
+    "load_model",
+    "save_checkpoint",
 ]
 
-_LAZY = {"export_onnx": "fcn_deploy.export", "build_engine": "fcn_deploy.engine", "Segmenter": "fcn_deploy.api"}
+_LAZY = {
+    "export_onnx": "fcn_deploy.export",
+    "build_engine": "fcn_deploy.engine",
+    "Segmenter": "fcn_deploy.api",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,8 +6,8 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import FCNError
 
@@ -24,8 +24,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     if not parent.is_dir():
         raise FCNError(f"cannot write {path}: folder {parent} does not exist (create it first)")
     if not os.access(parent, os.W_OK):
-        raise FCNError(f"cannot write {path}: folder {parent} is not writable (choose another output path)")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=parent)
+        raise FCNError(
+            f"cannot write {path}: folder {parent} is not writable (choose another output path)"
+        )
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -55,7 +59,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def sha256_file(path: "str | os.PathLike[str]") -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks (checkpoints, ONNX files and engines are large)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 __all__ = ["Progress"]
 
@@ -16,8 +16,14 @@ class Progress:
     printed every ``log_every`` seconds and at the end, so long runs never look hung.
     """
 
-    def __init__(self, total: Optional[int], desc: str, unit: str = "it", stream: TextIO = sys.stderr,
-                 log_every: float = 10.0) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        unit: str = "it",
+        stream: TextIO = sys.stderr,
+        log_every: float = 10.0,
+    ) -> None:
         self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
         self.count = 0
         self._drawn = -1  # count at the last line printed
@@ -56,7 +62,7 @@ class Progress:
         if self.tty or self._drawn != self.count:  # in logs, don't repeat the line just printed
             self._draw(final=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +23,7 @@ from .meta import VARIANTS, ModelInfo, Preprocessing
 from .models import convolutionalize, create_model
 from .models.vgg import torchvision_to_caffe_names
 
-__all__ = ["save_checkpoint", "load_model", "read_checkpoint", "read_state_dict", "infer_variant"]
+__all__ = ["infer_variant", "load_model", "read_checkpoint", "read_state_dict", "save_checkpoint"]
 
 FORMAT = "fcn-deploy-checkpoint"
 FORMAT_VERSION = 1
@@ -30,18 +31,18 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(
     model: nn.Module,
-    path: "str | os.PathLike[str]",
-    class_names: Optional[Sequence[str]] = None,
-    palette: Optional[Sequence[Sequence[int]]] = None,
-    preprocessing: Optional[Preprocessing] = None,
-    extra: Optional[Mapping[str, Any]] = None,
+    path: str | os.PathLike[str],
+    class_names: Sequence[str] | None = None,
+    palette: Sequence[Sequence[int]] | None = None,
+    preprocessing: Preprocessing | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ModelInfo:
     """Write ``model`` and its metadata to ``path`` atomically; returns the metadata written.
 
     Names, palette and preprocessing default to the model's own ``info`` (VOC's names and colour
     rule, Caffe preprocessing for FCNs). ``extra`` holds plain data such as a trainer's state.
     """
-    info: ModelInfo = getattr(model, "info")
+    info: ModelInfo = model.info
     info = info.replace(
         class_names=list(class_names) if class_names is not None else None,
         palette=[tuple(c) for c in palette] if palette is not None else None,
@@ -59,10 +60,12 @@ def save_checkpoint(
     return info
 
 
-def _torch_load(path: "str | os.PathLike[str]") -> Any:
+def _torch_load(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.exists():
-        raise FCNError(f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict or a torchvision VGG16 .pth)")
+        raise FCNError(
+            f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict or a torchvision VGG16 .pth)"
+        )
     if path.is_dir():
         raise FCNError(f"{path} is a folder; expected a checkpoint file (.pt/.pth)")
     if path.stat().st_size == 0:
@@ -75,8 +78,12 @@ def _torch_load(path: "str | os.PathLike[str]") -> Any:
                 f"{path} holds Python objects beyond tensors and plain data; it is not loaded because "
                 "that could run code from the file (re-save just its state_dict)"
             ) from None
-        raise FCNError(f"{path} is not a readable PyTorch file ({_first_line(e)}); is it truncated?") from None
-    except Exception as e:  # torch.load raises many types for non-torch bytes (IndexError, KeyError, …)
+        raise FCNError(
+            f"{path} is not a readable PyTorch file ({_first_line(e)}); is it truncated?"
+        ) from None
+    except (
+        Exception
+    ) as e:  # torch.load raises many types for non-torch bytes (IndexError, KeyError, …)
         raise FCNError(
             f"{path} is not a readable PyTorch file ({_first_line(e)}); it may be truncated or of another format"
         ) from None
@@ -87,15 +94,17 @@ def _first_line(e: BaseException) -> str:
     return text[0][:200] if text else type(e).__name__
 
 
-def read_checkpoint(path: "str | os.PathLike[str]") -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw payload of any readable file: an fcn-deploy checkpoint dict or a bare state dict."""
     payload = _torch_load(path)
     if not isinstance(payload, Mapping):
-        raise FCNError(f"{path} holds a {type(payload).__name__}, not a state dict or checkpoint dict")
+        raise FCNError(
+            f"{path} holds a {type(payload).__name__}, not a state dict or checkpoint dict"
+        )
     return dict(payload)
 
 
-def read_state_dict(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint or bare state dict (common wrappers such as ``{"model": sd}`` unwrapped)."""
     payload = read_checkpoint(path)
     for key in ("state_dict", "model_state_dict", "model"):
@@ -108,13 +117,18 @@ def read_state_dict(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor]:
     return tensors
 
 
-def infer_variant(sd: Mapping[str, Any]) -> Optional[str]:
+def infer_variant(sd: Mapping[str, Any]) -> str | None:
     """The variant a state dict's keys name, or None. FCN-8s at-once has FCN-8s's keys: pass it explicitly."""
     if "features.0.weight" in sd and "classifier.0.weight" in sd:
         return "torchvision-vgg16"
     if "conv1_1.weight" not in sd:
         return None
-    for key, variant in (("upscore8.weight", "fcn8s"), ("upscore16.weight", "fcn16s"), ("upscore.weight", "fcn32s"), ("fc8.weight", "vgg16")):
+    for key, variant in (
+        ("upscore8.weight", "fcn8s"),
+        ("upscore16.weight", "fcn16s"),
+        ("upscore.weight", "fcn32s"),
+        ("fc8.weight", "vgg16"),
+    ):
         if key in sd:
             return variant
     return None
@@ -142,15 +156,21 @@ def _describe_foreign(sd: Mapping[str, Any], expected: str) -> str:
 def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any) -> nn.Module:
     if variant == "torchvision-vgg16":
         try:
-            torchvision_sd = {k: v for k, v in sd.items() if k.rpartition(".")[0] in torchvision_to_caffe_names()}
+            torchvision_sd = {
+                k: v for k, v in sd.items() if k.rpartition(".")[0] in torchvision_to_caffe_names()
+            }
             return convolutionalize(torchvision_sd)
         except (KeyError, RuntimeError, ValueError) as e:
-            raise FCNError(f"{path} looks like torchvision's VGG16 but does not load: {_first_line(e)}") from None
+            raise FCNError(
+                f"{path} looks like torchvision's VGG16 but does not load: {_first_line(e)}"
+            ) from None
     try:
         num_classes = int(sd["score_fr.weight" if variant != "vgg16" else "fc8.weight"].shape[0])
         width = sd["conv1_1.weight"].shape[0] / 64
     except KeyError as e:
-        raise FCNError(f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} (missing {e})") from None
+        raise FCNError(
+            f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} (missing {e})"
+        ) from None
     model = create_model(variant, num_classes=num_classes, width=width)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
@@ -161,7 +181,11 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
             parts.append(f"{len(missing)} missing keys such as {missing[0]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys such as {unexpected[0]}")
-        hint = " (FCN-8s at-once has FCN-8s's keys; check --variant)" if variant.startswith("fcn") else ""
+        hint = (
+            " (FCN-8s at-once has FCN-8s's keys; check --variant)"
+            if variant.startswith("fcn")
+            else ""
+        )
         raise FCNError(f"{path} does not match {variant}: {'; '.join(parts)}{hint}")
     for key, value in sd.items():
         if own[key].shape != value.shape:
@@ -173,7 +197,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
     return model
 
 
-def load_model(path: "str | os.PathLike[str]", variant: Optional[str] = None) -> nn.Module:
+def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.Module:
     """Any weights file this package understands → an eval-mode net with its ``info`` attached.
 
     Accepts an fcn-deploy checkpoint, a bare state dict of the PyTorch FCN port (``variant`` given
@@ -183,7 +207,7 @@ def load_model(path: "str | os.PathLike[str]", variant: Optional[str] = None) ->
     if variant is not None and variant not in VARIANTS:
         raise FCNError(f"{path}: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     payload = read_checkpoint(path)
-    info: Optional[ModelInfo] = None
+    info: ModelInfo | None = None
     if payload.get("format") == FORMAT:
         if int(payload.get("format_version", 0)) > FORMAT_VERSION:
             raise FCNError(
@@ -202,7 +226,9 @@ def load_model(path: "str | os.PathLike[str]", variant: Optional[str] = None) ->
     if variant is None or guessed == "torchvision-vgg16":
         variant = guessed
     if variant is None:
-        raise FCNError(f"{path}: {_describe_foreign(sd, 'an FCN (conv1_1 … score_fr) or VGG16 state dict')}")
+        raise FCNError(
+            f"{path}: {_describe_foreign(sd, 'an FCN (conv1_1 … score_fr) or VGG16 state dict')}"
+        )
     model = _model_from_state_dict(sd, variant, path)
     if info is not None:
         model.info = info.replace(variant=variant)  # type: ignore[assignment]

@@ -8,8 +8,8 @@ write or read palette indices, so Pillow does that.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -18,7 +18,7 @@ from PIL import Image
 from ._io import atomic_path
 from .errors import FCNError
 
-__all__ = ["to_bgr8", "read_image", "write_label_png", "read_label_png"]
+__all__ = ["read_image", "read_label_png", "to_bgr8", "write_label_png"]
 
 
 def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
@@ -45,13 +45,15 @@ def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
     elif a.dtype.kind == "f":
         a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
-        raise FCNError(f"unsupported image dtype {a.dtype}; expected uint8, uint16 or float in 0..1")
+        raise FCNError(
+            f"unsupported image dtype {a.dtype}; expected uint8, uint16 or float in 0..1"
+        )
     if rgb:
         a = a[:, :, ::-1]
     return np.ascontiguousarray(a)
 
 
-def read_image(path: "str | os.PathLike[str]") -> np.ndarray:
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode an image file to uint8 BGR (the rule of `to_bgr8`); a clear error if it can't be read."""
     path = Path(path)
     if not path.is_file():
@@ -63,7 +65,9 @@ def read_image(path: "str | os.PathLike[str]") -> np.ndarray:
     return to_bgr8(image)
 
 
-def write_label_png(path: "str | os.PathLike[str]", labels: np.ndarray, palette: Sequence[Sequence[int]]) -> None:
+def write_label_png(
+    path: str | os.PathLike[str], labels: np.ndarray, palette: Sequence[Sequence[int]]
+) -> None:
     """Write an ``H×W`` label map (values < 256) as a palette PNG, atomically."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -77,12 +81,14 @@ def write_label_png(path: "str | os.PathLike[str]", labels: np.ndarray, palette:
         image.save(tmp, format="PNG")
 
 
-def read_label_png(path: "str | os.PathLike[str]") -> np.ndarray:
+def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
     """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8; colours are not interpreted."""
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):
-                raise FCNError(f"{path}: label PNGs must be palette or grayscale images of class ids, got mode {image.mode}")
+                raise FCNError(
+                    f"{path}: label PNGs must be palette or grayscale images of class ids, got mode {image.mode}"
+                )
             return np.array(image, dtype=np.uint8)
     except FileNotFoundError:
         raise FCNError(f"{path}: no such label file") from None

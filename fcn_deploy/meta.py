@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "VOC_CLASSES",
     "VARIANTS",
-    "Preprocessing",
+    "VOC_CLASSES",
     "ModelInfo",
-    "voc_palette",
-    "default_class_names",
+    "Preprocessing",
     "SizeBounds",
+    "default_class_names",
+    "voc_palette",
 ]
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -78,12 +79,12 @@ class Preprocessing:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
     @classmethod
-    def caffe(cls) -> "Preprocessing":
+    def caffe(cls) -> Preprocessing:
         """Caffe-derived VGG16/FCN weights: BGR, 0..255, mean subtracted, no scaling."""
         return cls()
 
     @classmethod
-    def torchvision(cls) -> "Preprocessing":
+    def torchvision(cls) -> Preprocessing:
         """torchvision's VGG16: RGB, 0..1, ImageNet mean/std."""
         return cls("rgb", 1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -100,7 +101,7 @@ class Preprocessing:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         return cls(str(d["color"]), float(d["scale"]), tuple(d["mean"]), tuple(d["std"]))  # type: ignore[arg-type]
 
 
@@ -117,7 +118,9 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+            raise ValueError(
+                f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}"
+            )
         if not self.class_names:
             self.class_names = default_class_names(self.num_classes)
         if not self.palette:
@@ -125,11 +128,15 @@ class ModelInfo:
         self.class_names = [str(c) for c in self.class_names]
         self.palette = [tuple(int(v) for v in c) for c in self.palette]  # type: ignore[misc]
         if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names given for {self.num_classes} classes")
+            raise ValueError(
+                f"{len(self.class_names)} class names given for {self.num_classes} classes"
+            )
         if len(self.palette) < self.num_classes:
-            raise ValueError(f"palette has {len(self.palette)} colours for {self.num_classes} classes")
+            raise ValueError(
+                f"palette has {len(self.palette)} colours for {self.num_classes} classes"
+            )
 
-    def replace(self, **changes: Any) -> "ModelInfo":
+    def replace(self, **changes: Any) -> ModelInfo:
         """A copy with some fields changed (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -144,7 +151,7 @@ class ModelInfo:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelInfo":
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
         return cls(
             variant=str(d["variant"]),
             num_classes=int(d["num_classes"]),
@@ -160,7 +167,7 @@ class ModelInfo:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelInfo":
+    def from_json(cls, text: str) -> ModelInfo:
         return cls.from_dict(json.loads(text))
 
     @staticmethod
@@ -180,17 +187,22 @@ class SizeBounds:
     """
 
     min_hw: tuple[int, int] = (1, 1)
-    max_hw: Optional[tuple[int, int]] = None
+    max_hw: tuple[int, int] | None = None
     min_batch: int = 1
-    max_batch: Optional[int] = None
+    max_batch: int | None = None
 
-    def violation(self, batch: int, height: int, width: int) -> Optional[str]:
+    def violation(self, batch: int, height: int, width: int) -> str | None:
         """Why ``batch×H×W`` is out of range, or None if it fits."""
         if batch < self.min_batch or (self.max_batch is not None and batch > self.max_batch):
             top = self.max_batch if self.max_batch is not None else "any"
             return f"batch {batch} is outside {self.min_batch}..{top}"
         (h0, w0), (h1, w1) = self.min_hw, self.max_hw or (None, None)
-        if height < h0 or width < w0 or (h1 is not None and height > h1) or (w1 is not None and width > w1):
+        if (
+            height < h0
+            or width < w0
+            or (h1 is not None and height > h1)
+            or (w1 is not None and width > w1)
+        ):
             top = f"{h1}x{w1}" if h1 is not None else "any"
             return f"size {height}x{width} is outside {h0}x{w0}..{top} (HxW)"
         return None
@@ -199,7 +211,7 @@ class SizeBounds:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SizeBounds":
+    def from_dict(cls, d: dict[str, Any]) -> SizeBounds:
         max_hw = d.get("max_hw")
         return cls(
             tuple(d.get("min_hw", (1, 1))),  # type: ignore[arg-type]

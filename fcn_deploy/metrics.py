@@ -8,11 +8,11 @@ prediction are NaN and left out of the means (``nanmean``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["IGNORE_LABEL", "confusion_matrix", "segmentation_scores", "per_class_iu"]
+__all__ = ["IGNORE_LABEL", "confusion_matrix", "per_class_iu", "segmentation_scores"]
 
 IGNORE_LABEL = 255  # VOC's "void" border and unlabelled pixels: never counted
 
@@ -25,10 +25,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     labels = np.asarray(labels).ravel().astype(np.int64)
     predictions = np.asarray(predictions).ravel().astype(np.int64)
     if labels.shape != predictions.shape:
-        raise ValueError(f"labels ({labels.size} pixels) and predictions ({predictions.size}) differ in size")
+        raise ValueError(
+            f"labels ({labels.size} pixels) and predictions ({predictions.size}) differ in size"
+        )
     keep = (labels >= 0) & (labels < num_classes)
     counts = np.bincount(num_classes * labels[keep] + predictions[keep], minlength=num_classes**2)
-    return counts[: num_classes**2].reshape(num_classes, num_classes)  # predictions ≥ C fall off the end
+    return counts[: num_classes**2].reshape(
+        num_classes, num_classes
+    )  # predictions ≥ C fall off the end
 
 
 def _iu(confusion: np.ndarray) -> np.ndarray:
@@ -38,7 +42,9 @@ def _iu(confusion: np.ndarray) -> np.ndarray:
         return tp / (n.sum(axis=1) + n.sum(axis=0) - tp)  # n_ii / (t_i + Σ_j n_ji − n_ii)
 
 
-def per_class_iu(confusion: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, float]:
+def per_class_iu(
+    confusion: np.ndarray, class_names: Sequence[str] | None = None
+) -> dict[str, float]:
     """IU of each class (NaN where the class is in neither ground truth nor prediction)."""
     iu = _iu(confusion)
     names = list(class_names) if class_names is not None else [str(k) for k in range(len(iu))]

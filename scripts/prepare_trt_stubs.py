@@ -24,20 +24,27 @@ import re
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Optional
 
-STUB_FILES = ("tensorrt/__init__.pyi", "tensorrt_bindings/__init__.pyi", "tensorrt_bindings/tensorrt.pyi")
+STUB_FILES = (
+    "tensorrt/__init__.pyi",
+    "tensorrt_bindings/__init__.pyi",
+    "tensorrt_bindings/tensorrt.pyi",
+)
 
 # (pattern, replacement, how many matches are expected at least): each mend must apply, or the
 # stubs changed and this script needs a look rather than silently producing unchecked stubs.
 MENDS: tuple[tuple[str, str, str], ...] = (
     (r"([(,]\s*)in(\s*:)", r"\1in_\2", "tensorrt_bindings/tensorrt.pyi"),
-    (r"(def add_scale_nd\(.*?power: Weights = None, )channel_axis: int\)", r"\1channel_axis: int = ...)", "tensorrt_bindings/tensorrt.pyi"),
+    (
+        r"(def add_scale_nd\(.*?power: Weights = None, )channel_axis: int\)",
+        r"\1channel_axis: int = ...)",
+        "tensorrt_bindings/tensorrt.pyi",
+    ),
     (r"^import tensorrt_libs as tensorrt_libs\n", "", "*"),
 )
 
 
-def find_stubs() -> Optional[Path]:
+def find_stubs() -> Path | None:
     """The site-packages folder holding ``tensorrt/__init__.pyi``, or None."""
     candidates = [Path(p) for p in sys.path if p] + [Path(sysconfig.get_paths()["purelib"])]
     for base in candidates:
@@ -60,7 +67,9 @@ def prepare(out: Path) -> list[Path]:
     """Write the mended stubs under ``out``; raises SystemExit with the reason if they are not installed."""
     base = find_stubs()
     if base is None:
-        raise SystemExit("tensorrt-stubs is not installed: pip install --no-deps tensorrt-stubs==10.13.*")
+        raise SystemExit(
+            "tensorrt-stubs is not installed: pip install --no-deps tensorrt-stubs==10.13.*"
+        )
     written, applied = [], 0
     for rel in STUB_FILES:
         text, n = mend(rel, (base / rel).read_text(encoding="utf-8"))
@@ -72,11 +81,13 @@ def prepare(out: Path) -> list[Path]:
         tmp.replace(target)  # atomic: a concurrent mypy run never sees half a stub
         written.append(target)
     if applied < 3:
-        raise SystemExit(f"only {applied} stub mends applied (expected at least 3): the tensorrt-stubs layout changed")
+        raise SystemExit(
+            f"only {applied} stub mends applied (expected at least 3): the tensorrt-stubs layout changed"
+        )
     return written
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0]) if args else Path(__file__).resolve().parent.parent / "typings"
     for path in prepare(out):

@@ -7,8 +7,8 @@ trivially equal, so the fixtures here give them random weights.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -34,7 +34,9 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 def make_model() -> Callable[..., nn.Module]:
     """``make_model("fcn8s", width=0.125, num_classes=21, seed=0)`` → an eval-mode random net."""
 
-    def make(variant: str = "fcn8s", width: float = 0.125, num_classes: int = 21, seed: int = 0) -> nn.Module:
+    def make(
+        variant: str = "fcn8s", width: float = 0.125, num_classes: int = 21, seed: int = 0
+    ) -> nn.Module:
         torch.manual_seed(seed)
         return randomize(create_model(variant, num_classes=num_classes, width=width), seed)
 
@@ -45,7 +47,13 @@ def make_model() -> Callable[..., nn.Module]:
 def make_checkpoint(tmp_path: Path, make_model: Callable[..., nn.Module]) -> Callable[..., Path]:
     """``make_checkpoint("fcn8s", width=0.125)`` → path of an fcn-deploy checkpoint of a random net."""
 
-    def make(variant: str = "fcn8s", width: float = 0.125, num_classes: int = 21, seed: int = 0, **kw: object) -> Path:
+    def make(
+        variant: str = "fcn8s",
+        width: float = 0.125,
+        num_classes: int = 21,
+        seed: int = 0,
+        **kw: object,
+    ) -> Path:
         path = tmp_path / f"{variant}-w{width}-s{seed}.pt"
         fcn_deploy.save_checkpoint(make_model(variant, width, num_classes, seed), path, **kw)  # type: ignore[arg-type]
         return path

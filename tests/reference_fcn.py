@@ -85,7 +85,26 @@ class TorchvisionVGG16(nn.Module):
         c = lambda k: max(1, int(round(k * width)))  # noqa: E731
         layers: list[nn.Module] = []
         cin = 3
-        for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
+        for v in [
+            64,
+            64,
+            "M",
+            128,
+            128,
+            "M",
+            256,
+            256,
+            256,
+            "M",
+            512,
+            512,
+            512,
+            "M",
+            512,
+            512,
+            512,
+            "M",
+        ]:
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:

@@ -5,8 +5,8 @@ ONNX round trips (the same labels from a checkpoint and its export) are in test_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -112,7 +112,13 @@ def test_bad_inputs_get_one_clear_line(segmenter: Segmenter, tmp_path: Path) -> 
 
 
 def test_batch_equals_single_with_mixed_sizes(segmenter: Segmenter) -> None:
-    images = [scene(48, 64, 1), scene(35, 41, 2), scene(48, 64, 3), scene(48, 64, 4), scene(35, 41, 5)]
+    images = [
+        scene(48, 64, 1),
+        scene(35, 41, 2),
+        scene(48, 64, 3),
+        scene(48, 64, 4),
+        scene(35, 41, 5),
+    ]
     segmenter.batch_size = 2
     batched = segmenter.predict_batch(images)
     timing = segmenter.last_timing
@@ -151,7 +157,9 @@ def test_metadata_properties(segmenter: Segmenter) -> None:
     assert "fcn8s" in repr(segmenter)
 
 
-def test_load_picks_the_backend_and_checks_the_path(make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+def test_load_picks_the_backend_and_checks_the_path(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
     path = make_checkpoint("fcn32s")
     with Segmenter.load(path, device="cpu") as seg:
         assert seg.runner.backend == "torch" and seg.info.variant == "fcn32s"
@@ -179,7 +187,9 @@ def test_images_below_the_smallest_input_are_padded_then_cropped() -> None:
     img = scene(10, 50)
     labels = seg.predict(img)
     assert labels.shape == (10, 50)
-    np.testing.assert_array_equal(labels, Segmenter(PixelRunner("tensor", SizeBounds())).predict(img))
+    np.testing.assert_array_equal(
+        labels, Segmenter(PixelRunner("tensor", SizeBounds())).predict(img)
+    )
 
 
 def test_tile_spans_cover_align_and_overlap() -> None:

@@ -6,20 +6,21 @@ folded into the graph, uint8 pixels in). Images include grayscale, BGRA, 16-bit 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
+from test_api import scene
 
 from fcn_deploy import FCNError
 from fcn_deploy.api import Segmenter
 
-from test_api import scene
-
 pytest.importorskip("onnxruntime")
-pytest.importorskip("fcn_deploy.runtime.ort_runner", reason="the ONNX Runtime runner has not landed yet")
+pytest.importorskip(
+    "fcn_deploy.runtime.ort_runner", reason="the ONNX Runtime runner has not landed yet"
+)
 
 MAX_SIZE = (256, 320)
 
@@ -39,13 +40,20 @@ def images() -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("io", ["tensor", "image"])
-def test_checkpoint_and_onnx_give_the_same_labels(io: str, make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+def test_checkpoint_and_onnx_give_the_same_labels(
+    io: str, make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
     from fcn_deploy.export import export_onnx
 
     checkpoint = make_checkpoint("fcn8s", width=0.125)
     onnx_path = tmp_path / f"fcn8s-{io}.onnx"
-    export_onnx(checkpoint, onnx_path, io=io, max_size=MAX_SIZE, max_batch=2, verify=False, progress=False)
-    eager, exported = Segmenter.load(checkpoint, device="cpu"), Segmenter.load(onnx_path, device="cpu")
+    export_onnx(
+        checkpoint, onnx_path, io=io, max_size=MAX_SIZE, max_batch=2, verify=False, progress=False
+    )
+    eager, exported = (
+        Segmenter.load(checkpoint, device="cpu"),
+        Segmenter.load(onnx_path, device="cpu"),
+    )
     assert exported.runner.io == io and exported.runner.backend == "onnxruntime"
     assert exported.class_names == eager.class_names and exported.palette == eager.palette
 
@@ -57,7 +65,12 @@ def test_checkpoint_and_onnx_give_the_same_labels(io: str, make_checkpoint: Call
     assert exported.last_timing.model > 0
 
     # equal sizes batched (max batch 2 → several calls), mixed sizes kept in order
-    batch = [pictures["odd 97x131"], pictures["bgra"], pictures["odd 97x131"][::-1].copy(), pictures["odd 97x131"]]
+    batch = [
+        pictures["odd 97x131"],
+        pictures["bgra"],
+        pictures["odd 97x131"][::-1].copy(),
+        pictures["odd 97x131"],
+    ]
     for labels, image in zip(exported.predict_batch(batch), batch):
         np.testing.assert_array_equal(labels, exported.predict(image))
 
@@ -70,8 +83,12 @@ def test_checkpoint_and_onnx_give_the_same_labels(io: str, make_checkpoint: Call
     assert agree >= 0.95, f"tiled {agree:.4f}"
 
     if io == "tensor":
-        np.testing.assert_allclose(exported.logits(pictures["odd 97x131"]), eager.logits(pictures["odd 97x131"]),
-                                   rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            exported.logits(pictures["odd 97x131"]),
+            eager.logits(pictures["odd 97x131"]),
+            rtol=1e-3,
+            atol=1e-3,
+        )
     else:
         with pytest.raises(FCNError, match="--io tensor"):
             exported.logits(pictures["odd 97x131"])

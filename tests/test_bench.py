@@ -16,11 +16,27 @@ import pytest
 from fcn_deploy.bench import BenchConfig, flops_per_image, run_benchmark, validate
 from fcn_deploy.meta import ModelInfo
 
-TINY = ["--width", "0.0625", "--matmul-size", "256", "--warmup", "1", "--iters", "3", "--e2e-iters", "1"]
+TINY = [
+    "--width",
+    "0.0625",
+    "--matmul-size",
+    "256",
+    "--warmup",
+    "1",
+    "--iters",
+    "3",
+    "--e2e-iters",
+    "1",
+]
 
 
 def fcn_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "import sys; from fcn_deploy.cli.bench import main; sys.exit(main())", *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from fcn_deploy.cli.bench import main; sys.exit(main())",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -51,9 +67,14 @@ def test_flops_match_a_hand_count_of_fcn32s() -> None:
     assert flops_per_image(ModelInfo("fcn32s", n, 0.0625), 64, 64) == expected
 
 
-@pytest.mark.parametrize("size,gflops", [((224, 224), 125.7), ((500, 500), 363.1), ((512, 1024), 670.0), ((1024, 2048), 2205.7)])
+@pytest.mark.parametrize(
+    "size,gflops",
+    [((224, 224), 125.7), ((500, 500), 363.1), ((512, 1024), 670.0), ((1024, 2048), 2205.7)],
+)
 def test_full_fcn8s_flops_match_the_published_counts(size: tuple[int, int], gflops: float) -> None:
-    assert flops_per_image(ModelInfo("fcn8s", 21, 1.0), *size) / 1e9 == pytest.approx(gflops, abs=0.1)
+    assert flops_per_image(ModelInfo("fcn8s", 21, 1.0), *size) / 1e9 == pytest.approx(
+        gflops, abs=0.1
+    )
 
 
 def check_rows(doc: dict[str, Any]) -> None:
@@ -63,9 +84,13 @@ def check_rows(doc: dict[str, Any]) -> None:
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
         assert row["iters"] >= 3
         assert row["images_per_s"] == pytest.approx(1e3 * row["batch"] / lat["p50"])
-        info = ModelInfo(doc["model"]["variant"], doc["model"]["num_classes"], doc["model"]["width"])
-        assert row["gflops_per_image"] == pytest.approx(flops_per_image(info, row["height"], row["width"]) / 1e9)
-        assert 0 < row["peak_fraction"]
+        info = ModelInfo(
+            doc["model"]["variant"], doc["model"]["num_classes"], doc["model"]["width"]
+        )
+        assert row["gflops_per_image"] == pytest.approx(
+            flops_per_image(info, row["height"], row["width"]) / 1e9
+        )
+        assert row["peak_fraction"] > 0
         assert row["peak_host_mb"] > 0
 
 
@@ -79,8 +104,13 @@ def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_check
     assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
     check_rows(doc)
-    assert [(r["backend"], r["height"], r["width"]) for r in doc["results"]] == [("torch", 64, 64), ("torch", 48, 80)]
-    assert all(r["label_agreement"] == 1.0 and r["max_abs_err"] == 0.0 for r in doc["results"])  # the reference itself
+    assert [(r["backend"], r["height"], r["width"]) for r in doc["results"]] == [
+        ("torch", 64, 64),
+        ("torch", 48, 80),
+    ]
+    assert all(
+        r["label_agreement"] == 1.0 and r["max_abs_err"] == 0.0 for r in doc["results"]
+    )  # the reference itself
     assert all(r["e2e_latency_ms"]["p50"] > 0 for r in doc["results"])
     reasons = {s["backend"]: s["reason"] for s in doc["skipped"]}
     assert set(reasons) == {"torch-fp16", "tensorrt"} and all(reasons.values())
@@ -92,13 +122,18 @@ def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_check
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("fcn_deploy.runtime.ort_runner") is None, reason="ONNX Runtime runner not in this tree yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("fcn_deploy.runtime.ort_runner") is None,
+    reason="ONNX Runtime runner not in this tree yet",
+)
 def test_onnxruntime_rows_agree_with_eager(make_model: Any) -> None:
     doc = run_benchmark("sizes", backends="torch,onnxruntime", width=0.0625, matmul_size=256,
                         config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1), device="cpu")  # fmt: skip
     assert doc["skipped"] == []
     ort = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
-    assert len(ort) == 2 and all(r["label_agreement"] >= 0.999 and r["max_abs_err"] < 1e-3 for r in ort)
+    assert len(ort) == 2 and all(
+        r["label_agreement"] >= 0.999 and r["max_abs_err"] < 1e-3 for r in ort
+    )
     assert all(r["speedup_vs_torch"] > 0 for r in ort) and doc["prepare_s"]["onnxruntime"] > 0
 
 
@@ -106,7 +141,11 @@ def test_bad_sizes_exit_2_with_one_line_and_no_file(tmp_path: Path) -> None:
     result = fcn_bench("--sizes", "64y64", "--json", str(tmp_path / "x.json"), cwd=tmp_path)
     assert result.returncode == 2
     err = result.stderr.strip()
-    assert err.startswith("error: --sizes must look like HxW") and "'64y64'" in err and len(err.splitlines()) == 1
+    assert (
+        err.startswith("error: --sizes must look like HxW")
+        and "'64y64'" in err
+        and len(err.splitlines()) == 1
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -135,18 +174,33 @@ def test_sliding_window_equal_on_one_window_and_close_on_more() -> None:
     assert one["windows"] == 1 and one["equal"] is True and one["top1_agreement"] == 1.0
     assert many["windows"] == 3 * 2 and many["equal"] is None
     assert many["score_correlation"] > 0.99 and 0 <= many["top1_agreement"] <= 1
-    assert many["fc_windows_gflops"] == pytest.approx(6 * one["conv_gflops"]) and many["speedup"] > 0
+    assert (
+        many["fc_windows_gflops"] == pytest.approx(6 * one["conv_gflops"]) and many["speedup"] > 0
+    )
 
 
 def test_sliding_window_rejects_sizes_that_do_not_tile() -> None:
     from fcn_deploy.errors import FCNError
 
     with pytest.raises(FCNError, match="224 \\+ 32"):
-        run_benchmark("sliding-window", width=0.0625, config=BenchConfig(sizes=[(230, 224)]), device="cpu", matmul_size=256)
+        run_benchmark(
+            "sliding-window",
+            width=0.0625,
+            config=BenchConfig(sizes=[(230, 224)]),
+            device="cpu",
+            matmul_size=256,
+        )
 
 
 def test_stream_one_runner_serves_every_shape() -> None:
-    doc = run_benchmark("stream", backends="torch,tensorrt", width=0.0625, stream=(4, 32, 72), device="cpu", matmul_size=256)
+    doc = run_benchmark(
+        "stream",
+        backends="torch,tensorrt",
+        width=0.0625,
+        stream=(4, 32, 72),
+        device="cpu",
+        matmul_size=256,
+    )
     (row,) = doc["stream"]
     assert row["frames"] == 4 and row["distinct_shapes"] == 2 and row["runners_opened"] == 1
     assert all(s["first_call_ms"] > 0 and s["repeat_ms"] > 0 for s in row["shapes"])
@@ -160,5 +214,7 @@ def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path:
     if tensorrt_available():
         pytest.skip("TensorRT is installed here: the scenario runs instead (needs a GPU)")
     doc = run_benchmark("static-vs-dynamic", width=0.0625, device="cpu", matmul_size=256)
-    assert validate(doc) == [] and doc["skipped"] == [{"backend": "tensorrt", "reason": doc["skipped"][0]["reason"]}]
+    assert validate(doc) == [] and doc["skipped"] == [
+        {"backend": "tensorrt", "reason": doc["skipped"][0]["reason"]}
+    ]
     assert doc["skipped"][0]["reason"].startswith("TensorRT is not installed")

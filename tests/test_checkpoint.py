@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
 
 import fcn_deploy
 from fcn_deploy import FCNError, Preprocessing, load_model, save_checkpoint
 from fcn_deploy.checkpoint import read_checkpoint
 from fcn_deploy.meta import VOC_CLASSES, voc_palette
-from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
 
 X = torch.randn(1, 3, 45, 61) * 40
 
@@ -30,7 +30,11 @@ def test_round_trip(tmp_path: Path, make_model, variant: str) -> None:
     path = tmp_path / "m.pt"
     save_checkpoint(model, path)
     loaded = load_model(path)
-    assert loaded.info.variant == variant and loaded.info.num_classes == 21 and loaded.info.width == 0.0625
+    assert (
+        loaded.info.variant == variant
+        and loaded.info.num_classes == 21
+        and loaded.info.width == 0.0625
+    )
     assert loaded.info.class_names == list(VOC_CLASSES)
     assert loaded.info.palette[:21] == voc_palette(21)
     assert loaded.info.preprocessing == Preprocessing.caffe()
@@ -146,7 +150,9 @@ def test_foreign_architecture_named(tmp_path: Path) -> None:
 
 def test_wrong_variant_and_shapes(tmp_path: Path) -> None:
     torch.save(ReferenceFCN(stride=32, width=0.0625).state_dict(), tmp_path / "32s.pth")
-    _expect_error(tmp_path / "32s.pth", "does not match fcn8s: .*missing keys such as", variant="fcn8s")
+    _expect_error(
+        tmp_path / "32s.pth", "does not match fcn8s: .*missing keys such as", variant="fcn8s"
+    )
     _expect_error(tmp_path / "32s.pth", "unknown variant", variant="fcn4s")
     sd = ReferenceFCN(stride=32, width=0.0625).state_dict()
     sd["fc7.weight"] = torch.zeros(3, 3, 1, 1)
@@ -179,7 +185,9 @@ def test_checkpoint_is_plain_data(make_checkpoint) -> None:
 def test_package_import_stays_light() -> None:
     """``import fcn_deploy`` must not pull onnx, onnxruntime or tensorrt."""
     code = "import sys, fcn_deploy; print(sorted(m for m in ('onnx', 'onnxruntime', 'tensorrt') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from fcn_deploy.data import SBDSegmentation, SyntheticSegmentation, VOCSegmentation, pad_batch, random_crop, seg11valid
+from fcn_deploy.data import (
+    SBDSegmentation,
+    SyntheticSegmentation,
+    VOCSegmentation,
+    pad_batch,
+    random_crop,
+    seg11valid,
+)
 from fcn_deploy.errors import FCNError
 from fcn_deploy.imageio import write_label_png
 from fcn_deploy.meta import VOC_CLASSES, voc_palette
@@ -29,7 +36,9 @@ def write_voc(root: Path, splits: dict[str, list[str]], year: str = "VOC2012") -
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     for split, ids in splits.items():
-        (base / "ImageSets/Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        (base / "ImageSets/Segmentation" / f"{split}.txt").write_text(
+            "".join(f"{i}\n" for i in ids)
+        )
         for i in ids:
             image, labels = _scene(i)
             cv2.imwrite(str(base / "JPEGImages" / f"{i}.jpg"), image)
@@ -47,8 +56,11 @@ def write_sbd(root: Path, splits: dict[str, list[str]]) -> Path:
             image, labels = _scene(i, 24, 18)
             cv2.imwrite(str(base / "img" / f"{i}.jpg"), image)
             # SBD's layout: a 1×1 struct GTcls with Segmentation (uint8 H×W), Boundaries, CategoriesPresent
-            gt = {"Segmentation": labels, "Boundaries": np.zeros(labels.shape, np.uint8),
-                  "CategoriesPresent": np.unique(labels[labels < 255]).astype(np.uint8)}
+            gt = {
+                "Segmentation": labels,
+                "Boundaries": np.zeros(labels.shape, np.uint8),
+                "CategoriesPresent": np.unique(labels[labels < 255]).astype(np.uint8),
+            }
             savemat(base / "cls" / f"{i}.mat", {"GTcls": gt})
     return root / "benchmark_RELEASE"
 
@@ -101,8 +113,13 @@ def test_non_voc_paths_name_what_is_missing(tmp_path: Path) -> None:
 def test_synthetic_is_deterministic_per_seed_and_splits_differ() -> None:
     a, b = SyntheticSegmentation("train", 5, seed=3), SyntheticSegmentation("train", 50, seed=3)
     for i in range(5):
-        assert all(np.array_equal(x, y) for x, y in zip(a[i], b[i]))  # image i does not depend on the set size
-    other_seed, val = SyntheticSegmentation("train", 5, seed=4), SyntheticSegmentation("val", 5, seed=3)
+        assert all(
+            np.array_equal(x, y) for x, y in zip(a[i], b[i])
+        )  # image i does not depend on the set size
+    other_seed, val = (
+        SyntheticSegmentation("train", 5, seed=4),
+        SyntheticSegmentation("val", 5, seed=3),
+    )
     assert not np.array_equal(a[0][1], other_seed[0][1]) and not np.array_equal(a[0][1], val[0][1])
 
 
@@ -125,6 +142,12 @@ def test_crop_and_pad_fill_with_ignore() -> None:
     image, labels = np.ones((10, 6, 3), np.uint8), np.ones((10, 6), np.uint8)
     crop_image, crop_labels = random_crop(image, labels, 8, np.random.default_rng(0))
     assert crop_image.shape == (8, 8, 3) and (crop_labels[:, 6:] == 255).all()
-    images, batch_labels = pad_batch([(image, labels), (np.ones((4, 9, 3), np.uint8), np.zeros((4, 9), np.uint8))])
+    images, batch_labels = pad_batch(
+        [(image, labels), (np.ones((4, 9, 3), np.uint8), np.zeros((4, 9), np.uint8))]
+    )
     assert images.shape == (2, 10, 9, 3) and batch_labels.shape == (2, 10, 9)
-    assert (batch_labels[0, :, 6:] == 255).all() and (batch_labels[1, 4:] == 255).all() and (images[1, 4:] == 0).all()
+    assert (
+        (batch_labels[0, :, 6:] == 255).all()
+        and (batch_labels[1, 4:] == 255).all()
+        and (images[1, 4:] == 0).all()
+    )

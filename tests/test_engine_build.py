@@ -23,8 +23,12 @@ from fcn_deploy.errors import FCNError
 from fcn_deploy.export.metadata import OnnxMetadata
 from fcn_deploy.meta import ModelInfo, SizeBounds
 
-HAS_TENSORRT = tensorrt_available()  # tensorrt-stubs alone make `import tensorrt` succeed: not TensorRT
-needs_no_tensorrt = pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here: test_trt_engine.py covers builds")
+HAS_TENSORRT = (
+    tensorrt_available()
+)  # tensorrt-stubs alone make `import tensorrt` succeed: not TensorRT
+needs_no_tensorrt = pytest.mark.skipif(
+    HAS_TENSORRT, reason="tensorrt is installed here: test_trt_engine.py covers builds"
+)
 
 
 @pytest.fixture
@@ -33,7 +37,9 @@ def tiny_onnx(tmp_path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(21, 3, 1, 1)).astype(np.float32), "w")
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).normal(size=(21, 3, 1, 1)).astype(np.float32), "w"
+    )
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["logits"], name="/score/Conv")], "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
@@ -56,8 +62,14 @@ def _files(folder: Path) -> list[str]:
 
 
 def test_profiles_outside_the_export_bounds_fail_before_tensorrt(tiny_onnx):
-    with pytest.raises(FCNError, match="max shape 1x3x1024x1024: size 1024x1024 is outside 1x1..512x512"):
-        build_engine(tiny_onnx, tiny_onnx.with_name("m.engine"), profiles=[Profile((1, 3, 8, 8), (1, 3, 64, 64), (1, 3, 1024, 1024))])
+    with pytest.raises(
+        FCNError, match="max shape 1x3x1024x1024: size 1024x1024 is outside 1x1..512x512"
+    ):
+        build_engine(
+            tiny_onnx,
+            tiny_onnx.with_name("m.engine"),
+            profiles=[Profile((1, 3, 8, 8), (1, 3, 64, 64), (1, 3, 1024, 1024))],
+        )
     assert _files(tiny_onnx.parent) == ["tiny.onnx"]
 
 
@@ -92,7 +104,12 @@ def test_engine_arguments_parse_repeated_profiles():
                    "--min-shape", "1x3x128x64", "--opt-shape", "1x3x640x360", "--max-shape", "4x3x1280x720",
                    "--workspace", "2", "--opt-level", "5", "--engine-precision", "fp16", "--gate-threshold", "0.98"])  # fmt: skip
     assert args.engine == Path("m.engine") and args.min_shape == ["1x3x64x128", "1x3x128x64"]
-    assert args.workspace == 2.0 and args.opt_level == 5 and args.engine_precision == "fp16" and not args.no_gate
+    assert (
+        args.workspace == 2.0
+        and args.opt_level == 5
+        and args.engine_precision == "fp16"
+        and not args.no_gate
+    )
     with pytest.raises(SystemExit):
         _parse(["--opt-level", "7"])
 
@@ -101,15 +118,26 @@ def test_engine_arguments_reject_bad_values_with_one_line(tiny_onnx, capsys):
     def main(argv):
         return build_engine_from_args(_parse(argv), tiny_onnx)
 
-    assert run_cli(main, ["--engine", "m.engine", "--min-shape", "1x4x64x64", "--max-shape", "1x3x64x64"]) == 2
-    assert capsys.readouterr().err.strip() == "error: bad shape '1x4x64x64': the channel dim must be 3 (NxCxHxW, e.g. 1x3x64x64)"
+    assert (
+        run_cli(
+            main, ["--engine", "m.engine", "--min-shape", "1x4x64x64", "--max-shape", "1x3x64x64"]
+        )
+        == 2
+    )
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: bad shape '1x4x64x64': the channel dim must be 3 (NxCxHxW, e.g. 1x3x64x64)"
+    )
     assert run_cli(main, ["--engine", "m.engine", "--gate-threshold", "0"]) == 2
     assert "--gate-threshold must be in (0, 1]" in capsys.readouterr().err
 
 
 @needs_no_tensorrt
 def test_engine_arguments_without_tensorrt_exit_2_with_the_reason(tiny_onnx, capsys):
-    code = run_cli(lambda argv: build_engine_from_args(_parse(argv), tiny_onnx), ["--engine", str(tiny_onnx.with_name("m.engine"))])
+    code = run_cli(
+        lambda argv: build_engine_from_args(_parse(argv), tiny_onnx),
+        ["--engine", str(tiny_onnx.with_name("m.engine"))],
+    )
     assert code == 2 and capsys.readouterr().err.strip() == f"error: {MISSING_MESSAGE}"
     assert _files(tiny_onnx.parent) == ["tiny.onnx"]
 

@@ -48,12 +48,28 @@ PORTRAIT = Profile((1, 3, 128, 64), (1, 3, 640, 360), (4, 3, 1280, 720))
 
 # --- profiles ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, shape", [("1x3x64x64", (1, 3, 64, 64)), (" 8×3×512×1024 ", (8, 3, 512, 1024)), ("2,3,17,33", (2, 3, 17, 33))])
+
+@pytest.mark.parametrize(
+    "text, shape",
+    [
+        ("1x3x64x64", (1, 3, 64, 64)),
+        (" 8×3×512×1024 ", (8, 3, 512, 1024)),
+        ("2,3,17,33", (2, 3, 17, 33)),
+    ],
+)
 def test_parse_shape(text, shape):
     assert parse_shape(text) == shape
 
 
-@pytest.mark.parametrize("text, needle", [("1x4x64x64", "channel dim must be 3"), ("1x3x64", "NxCxHxW"), ("0x3x64x64", "at least 1"), ("1x3x64xW", "NxCxHxW")])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("1x4x64x64", "channel dim must be 3"),
+        ("1x3x64", "NxCxHxW"),
+        ("0x3x64x64", "at least 1"),
+        ("1x3x64xW", "NxCxHxW"),
+    ],
+)
 def test_parse_shape_rejects(text, needle):
     with pytest.raises(FCNError, match=needle):
         parse_shape(text)
@@ -79,8 +95,12 @@ def test_profiles_from_strings_pairs_repeated_flags_and_defaults_opt():
 def test_validate_profiles_against_export_bounds():
     validate_profiles([LANDSCAPE, PORTRAIT], BOUNDS)
     small = SizeBounds(min_hw=(32, 32), max_hw=(1024, 1024), max_batch=2)
-    with pytest.raises(FCNError, match=r"profile 1 max shape 4x3x1280x720: batch 4 is outside 1\.\.2"):
-        validate_profiles([Profile((1, 3, 64, 64), (1, 3, 64, 64), (2, 3, 512, 512)), PORTRAIT], small)
+    with pytest.raises(
+        FCNError, match=r"profile 1 max shape 4x3x1280x720: batch 4 is outside 1\.\.2"
+    ):
+        validate_profiles(
+            [Profile((1, 3, 64, 64), (1, 3, 64, 64), (2, 3, 512, 512)), PORTRAIT], small
+        )
     with pytest.raises(FCNError, match="min shape 1x3x16x16: size 16x16 is outside 32x32"):
         validate_profiles([Profile((1, 3, 16, 16), (1, 3, 64, 64), (1, 3, 64, 64))], small)
     with pytest.raises(FCNError, match="no optimization profiles"):
@@ -123,7 +143,16 @@ def test_profile_layout_for_image_io_is_nhwc():
 
 # --- version gates ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, parts", [("10.13.3.9", (10, 13, 3)), ("11.0.0.12", (11, 0, 0)), ("10.12.0b1", (10, 12, 0)), ("10.8", (10, 8, 0))])
+
+@pytest.mark.parametrize(
+    "text, parts",
+    [
+        ("10.13.3.9", (10, 13, 3)),
+        ("11.0.0.12", (11, 0, 0)),
+        ("10.12.0b1", (10, 12, 0)),
+        ("10.8", (10, 8, 0)),
+    ],
+)
 def test_parse_trt_version(text, parts):
     v = parse_trt_version(text)
     assert (v.major, v.minor, v.patch) == parts
@@ -185,7 +214,9 @@ def _conv(name, n, c, k, h, w, ho, wo, fmt, r=3, kind="CaskConvolution", ptype="
     }  # fmt: skip
 
 
-def _engine_json(fp16_score: bool = False, dynamic: bool = False, second_profile: bool = True) -> str:
+def _engine_json(
+    fp16_score: bool = False, dynamic: bool = False, second_profile: bool = True
+) -> str:
     h = -1 if dynamic else 64
     score_fmt = FP16_NHWC if fp16_score else FP32_LINEAR
     layers = [
@@ -205,7 +236,13 @@ def _engine_json(fp16_score: bool = False, dynamic: bool = False, second_profile
     ]  # fmt: skip
     if second_profile:  # a second profile repeats every layer with a suffix; only profile 0 counts
         layers += [dict(l, Name=l["Name"] + " [profile 1]") for l in layers]
-    return json.dumps({"Layers": layers, "Bindings": ["x", "logits"] + (["x [profile 1]", "logits [profile 1]"] if second_profile else [])})
+    return json.dumps(
+        {
+            "Layers": layers,
+            "Bindings": ["x", "logits"]
+            + (["x [profile 1]", "logits [profile 1]"] if second_profile else []),
+        }
+    )
 
 
 def test_tensor_precision_reads_trt_format_strings():
@@ -236,10 +273,20 @@ def test_summary_counts_fp16_layers_and_conv_flops_at_concrete_shapes():
 
 
 def test_summary_labels_an_all_fp32_engine_fp32_and_a_half_one_mixed():
-    fp32 = summarize_layers(json.dumps({"Layers": [_conv("c", 1, 3, 8, 16, 16, 16, 16, FP32_LINEAR)], "Bindings": []}))
+    fp32 = summarize_layers(
+        json.dumps({"Layers": [_conv("c", 1, 3, 8, 16, 16, 16, 16, FP32_LINEAR)], "Bindings": []})
+    )
     assert fp32.label == "fp32" and fp32.fp16_conv_flop_share == 0.0
-    mixed = summarize_layers(json.dumps({"Layers": [
-        _conv("a", 1, 8, 8, 16, 16, 16, 16, FP32_LINEAR), _conv("b", 1, 8, 8, 16, 16, 16, 16, FP16_NHWC)]}))
+    mixed = summarize_layers(
+        json.dumps(
+            {
+                "Layers": [
+                    _conv("a", 1, 8, 8, 16, 16, 16, 16, FP32_LINEAR),
+                    _conv("b", 1, 8, 8, 16, 16, 16, 16, FP16_NHWC),
+                ]
+            }
+        )
+    )
     assert mixed.label == "mixed" and mixed.fp16_conv_flop_share == pytest.approx(0.5)
     assert summarize_layers(json.dumps({"Layers": []})).label == "fp32"  # no convs: never fp16
 
@@ -267,6 +314,7 @@ def test_summary_round_trips_through_dict():
 
 
 # --- sidecar and compatibility ---------------------------------------------------------------------
+
 
 def _meta(tmp_path) -> EngineMetadata:
     info = ModelInfo("fcn8s", 21, width=0.125, preprocessing=Preprocessing.caffe())
@@ -303,7 +351,10 @@ def test_engine_report_summary_states_precision_profiles_and_gate(tmp_path):
     ref[:, 3] = 1.0
     rows = [compare_outputs(ref, ref, "tensor", 0.99, 0, s) for s in gate_shapes(LANDSCAPE)]
     text = EngineReport(tmp_path / "m.engine", meta, rows, 0.99).summary()
-    assert "TensorRT 10.13.3.9 on NVIDIA H100 80GB HBM3 (sm_90)" in text and "precision: fp16: 3/4 convs" in text
+    assert (
+        "TensorRT 10.13.3.9 on NVIDIA H100 80GB HBM3 (sm_90)" in text
+        and "precision: fp16: 3/4 convs" in text
+    )
     assert str(LANDSCAPE) in text and text.count(" ok") == 4
     assert "skipped" in EngineReport(None, meta).summary() and EngineReport(None, meta).passed
 
@@ -320,13 +371,20 @@ def test_sidecar_missing_or_damaged_is_one_clear_line(tmp_path):
 def test_compatibility_check_refuses_other_versions_and_gpus(tmp_path):
     meta = _meta(tmp_path)
     check_compatible(meta, "10.13.3.9", (9, 0), "NVIDIA H100 PCIe")  # same release and architecture
-    with pytest.raises(FCNError, match=r"built with TensorRT 10\.13\.3\.9 but TensorRT 11\.0\.0\.1 is installed.*rebuild"):
+    with pytest.raises(
+        FCNError,
+        match=r"built with TensorRT 10\.13\.3\.9 but TensorRT 11\.0\.0\.1 is installed.*rebuild",
+    ):
         check_compatible(meta, "11.0.0.1", (9, 0))
-    with pytest.raises(FCNError, match=r"built for NVIDIA H100 80GB HBM3 \(compute capability 9\.0\).*8\.9.*rebuild"):
+    with pytest.raises(
+        FCNError,
+        match=r"built for NVIDIA H100 80GB HBM3 \(compute capability 9\.0\).*8\.9.*rebuild",
+    ):
         check_compatible(meta, "10.13.3.9", (8, 9), "NVIDIA L4")
 
 
 # --- accuracy gate arithmetic ----------------------------------------------------------------------
+
 
 def test_gate_shapes_cover_min_opt_max_and_an_odd_size_inside():
     shapes = gate_shapes(LANDSCAPE)
@@ -341,7 +399,11 @@ def test_compare_outputs_passes_equal_logits_and_fails_flipped_labels():
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(2, 21, 40, 50)).astype(np.float32)
     row = compare_outputs(ref, ref + np.float32(1e-3), "tensor", 0.99, 0, (2, 3, 40, 50))
-    assert row.passed and row.label_agreement == 1.0 and row.max_abs_error == pytest.approx(1e-3, rel=1e-3)
+    assert (
+        row.passed
+        and row.label_agreement == 1.0
+        and row.max_abs_error == pytest.approx(1e-3, rel=1e-3)
+    )
     assert row.rel_error == pytest.approx(1e-3 / np.abs(ref).max(), rel=1e-3)
     bad = ref.copy()
     flip = rng.random((2, 40, 50)) < 0.05  # ~5 % of pixels get another class
@@ -351,8 +413,12 @@ def test_compare_outputs_passes_equal_logits_and_fails_flipped_labels():
     nan = ref.copy()
     nan[0, 0, 0, 0] = np.nan
     assert not compare_outputs(ref, nan, "tensor", 0.5, 0, (2, 3, 40, 50)).passed
-    assert not compare_outputs(ref, ref[:, :, :-1], "tensor", 0.5, 0, (2, 3, 40, 50)).passed  # wrong output size
-    assert not gate_passed([]) and gate_passed([compare_outputs(ref, ref, "tensor", 1.0, 0, (2, 3, 40, 50))])
+    assert not compare_outputs(
+        ref, ref[:, :, :-1], "tensor", 0.5, 0, (2, 3, 40, 50)
+    ).passed  # wrong output size
+    assert not gate_passed([]) and gate_passed(
+        [compare_outputs(ref, ref, "tensor", 1.0, 0, (2, 3, 40, 50))]
+    )
 
 
 def test_compare_outputs_image_mode_compares_labels():
@@ -360,12 +426,15 @@ def test_compare_outputs_image_mode_compares_labels():
     other = labels.copy()
     other[0, :3] = (other[0, :3] + 1) % 21  # 10 % of pixels differ
     row = compare_outputs(labels, other, "image", 0.95, 0, (1, 3, 30, 30))
-    assert row.max_abs_error is None and row.label_agreement == pytest.approx(0.9) and not row.passed
+    assert (
+        row.max_abs_error is None and row.label_agreement == pytest.approx(0.9) and not row.passed
+    )
     table = format_gate([row], 0.95)
     assert "1x3x30x30" in table and "FAIL" in table and "95.00%" in table
 
 
 # --- build plan helpers ------------------------------------------------------------------------
+
 
 def test_parser_errors_become_one_line_naming_the_node():
     issues = [ParserIssue("UNSUPPORTED_NODE", "Cast: input types must match\n", 17, "/score/Conv", "Conv"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -36,11 +36,15 @@ def _find(ds: SyntheticSegmentation, image: np.ndarray) -> int:
 
 
 def _eval(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "fcn-eval"), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / "fcn-eval"), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow
-def test_fcn_eval_scores_checkpoint_and_onnx_alike(tmp_path: Path, make_checkpoint: Callable[..., Path]) -> None:
+def test_fcn_eval_scores_checkpoint_and_onnx_alike(
+    tmp_path: Path, make_checkpoint: Callable[..., Path]
+) -> None:
     from fcn_deploy import export_onnx
 
     pt = make_checkpoint("fcn8s", width=0.0625, num_classes=7)
@@ -49,7 +53,18 @@ def test_fcn_eval_scores_checkpoint_and_onnx_alike(tmp_path: Path, make_checkpoi
     results = []
     for model in (pt, onnx):
         out = tmp_path / f"{model.suffix[1:]}.json"
-        run = _eval("--model", str(model), "--data", "synthetic", "--num-images", "4", "--json", str(out), "--device", "cpu")
+        run = _eval(
+            "--model",
+            str(model),
+            "--data",
+            "synthetic",
+            "--num-images",
+            "4",
+            "--json",
+            str(out),
+            "--device",
+            "cpu",
+        )
         assert run.returncode == 0, run.stderr
         assert "frequency weighted iu" in run.stdout
         results.append(json.loads(out.read_text()))
@@ -60,9 +75,24 @@ def test_fcn_eval_scores_checkpoint_and_onnx_alike(tmp_path: Path, make_checkpoi
 
 def test_fcn_eval_errors_are_one_line(tmp_path: Path, make_checkpoint: Callable[..., Path]) -> None:
     run = _eval("--model", str(tmp_path / "missing.pt"))
-    assert run.returncode == 2 and run.stderr.startswith("error: ") and "no such model file" in run.stderr
-    run = _eval("--model", str(make_checkpoint("fcn8s", width=0.0625)), "--data", "voc", "--root", str(tmp_path),
-                "--json", str(tmp_path / "out.json"))
+    assert (
+        run.returncode == 2
+        and run.stderr.startswith("error: ")
+        and "no such model file" in run.stderr
+    )
+    run = _eval(
+        "--model",
+        str(make_checkpoint("fcn8s", width=0.0625)),
+        "--data",
+        "voc",
+        "--root",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "out.json"),
+    )
     assert run.returncode == 2 and "JPEGImages" not in run.stdout and run.stderr.count("\n") == 1
-    assert "SegmentationClass: no such folder" in run.stderr or "JPEGImages: no such folder" in run.stderr
+    assert (
+        "SegmentationClass: no such folder" in run.stderr
+        or "JPEGImages: no such folder" in run.stderr
+    )
     assert not (tmp_path / "out.json").exists()

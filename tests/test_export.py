@@ -14,13 +14,20 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import randomize
 from onnx import TensorProto, helper
 
 import fcn_deploy
-from conftest import randomize
 from fcn_deploy.cli.export import main as export_main
 from fcn_deploy.errors import FCNError
-from fcn_deploy.export import OnnxMetadata, choose_sizes, export_onnx, read_onnx_metadata, synthetic_images, verify_onnx
+from fcn_deploy.export import (
+    OnnxMetadata,
+    choose_sizes,
+    export_onnx,
+    read_onnx_metadata,
+    synthetic_images,
+    verify_onnx,
+)
 from fcn_deploy.export.checks import check_graph
 from fcn_deploy.export.graph import DeployModule, Float32Island, overflow_layers
 from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
@@ -32,7 +39,9 @@ FCN_EXPORT = str(Path(sys.executable).parent / "fcn-export")
 BOUNDS = SizeBounds((1, 1), (4096, 4096), 1, 32)
 
 
-def small(variant: str, seed: int = 0, preprocessing: Preprocessing | None = None) -> torch.nn.Module:
+def small(
+    variant: str, seed: int = 0, preprocessing: Preprocessing | None = None
+) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = randomize(create_model(variant, num_classes=5, width=0.125), seed)
     if preprocessing is not None:
@@ -55,7 +64,11 @@ def exports(out_dir: Path) -> dict[str, tuple[torch.nn.Module, fcn_deploy.export
     plans = {
         "fcn8s-fp32-tensor": ("fcn8s", {}, None),
         "fcn16s-fp32-tensor": ("fcn16s", {}, None),
-        "fcn32s-fp32-image": ("fcn32s", {"io": "image"}, Preprocessing.torchvision()),  # the RGB path
+        "fcn32s-fp32-image": (
+            "fcn32s",
+            {"io": "image"},
+            Preprocessing.torchvision(),
+        ),  # the RGB path
         "fcn8s-atonce-fp32-tensor": ("fcn8s-atonce", {}, None),
         "fcn8s-fp16-tensor": ("fcn8s", {"precision": "fp16"}, None),
         "fcn16s-fp16-image": ("fcn16s", {"precision": "fp16", "io": "image"}, None),
@@ -63,13 +76,30 @@ def exports(out_dir: Path) -> dict[str, tuple[torch.nn.Module, fcn_deploy.export
     done = {}
     for name, (variant, options, pre) in plans.items():
         model = small(variant, preprocessing=pre)
-        report = export_onnx(model, out_dir / f"{name}.onnx", verify_sizes=fresh_sizes(), seed=SEED, progress=False, **options)
+        report = export_onnx(
+            model,
+            out_dir / f"{name}.onnx",
+            verify_sizes=fresh_sizes(),
+            seed=SEED,
+            progress=False,
+            **options,
+        )
         done[name] = (model, report)
     return done
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["fcn8s-fp32-tensor", "fcn16s-fp32-tensor", "fcn32s-fp32-image", "fcn8s-atonce-fp32-tensor", "fcn8s-fp16-tensor", "fcn16s-fp16-image"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fcn8s-fp32-tensor",
+        "fcn16s-fp32-tensor",
+        "fcn32s-fp32-image",
+        "fcn8s-atonce-fp32-tensor",
+        "fcn8s-fp16-tensor",
+        "fcn16s-fp16-image",
+    ],
+)
 def test_export_verifies_at_fresh_sizes(exports, name: str) -> None:
     model, report = exports[name]
     assert report.rows and report.passed, f"seed {SEED}\n{report.table()}"
@@ -79,7 +109,11 @@ def test_export_verifies_at_fresh_sizes(exports, name: str) -> None:
     proto = onnx.load(str(report.path))
     onnx.checker.check_model(proto)
     dims = [d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim]
-    assert dims == (["batch", "height", "width"] if report.metadata.io == "image" else ["batch", "", "height", "width"])
+    assert dims == (
+        ["batch", "height", "width"]
+        if report.metadata.io == "image"
+        else ["batch", "", "height", "width"]
+    )
     for node in proto.graph.node:
         if node.op_type == "ConvTranspose":
             assert not any(a.name == "output_shape" for a in node.attribute)
@@ -91,7 +125,9 @@ def test_fp16_graph_is_consistently_typed(exports) -> None:
     _, report = exports["fcn8s-fp16-tensor"]
     assert report.graph.fp16_convs == report.graph.convs > 0
     proto = onnx.load(str(report.path))
-    assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # FP32 I/O by default
+    assert (
+        proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    )  # FP32 I/O by default
     assert proto.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert report.fp16_label_agreement is not None and report.fp16_label_agreement >= 0.99
     assert report.activation_peak is not None and 0 < report.activation_peak < 65504
@@ -119,18 +155,41 @@ def test_zero_reference_is_flagged_not_passed(exports) -> None:
     for layer in zero.score_layers():
         torch.nn.init.zeros_(layer.weight)
         torch.nn.init.zeros_(layer.bias)
-    rows = verify_onnx(report.path, zero, report.metadata, [(1, 9, 11)], np.random.default_rng(0), progress=False)
+    rows = verify_onnx(
+        report.path, zero, report.metadata, [(1, 9, 11)], np.random.default_rng(0), progress=False
+    )
     assert "all zeros" in rows[0].note and not rows[0].passed
 
 
 def test_metadata_round_trip(tmp_path: Path) -> None:
-    info = ModelInfo("fcn16s", 3, 0.5, ["a", "b", "c"], [(1, 2, 3), (4, 5, 6), (7, 8, 9)], Preprocessing.torchvision())
-    meta = OnnxMetadata(info, "tensor", "fp16", True, SizeBounds((1, 1), (720, 1280), 1, 8), "x", "logits", "ab" * 32, "2.13", "1.23", 20)
+    info = ModelInfo(
+        "fcn16s",
+        3,
+        0.5,
+        ["a", "b", "c"],
+        [(1, 2, 3), (4, 5, 6), (7, 8, 9)],
+        Preprocessing.torchvision(),
+    )
+    meta = OnnxMetadata(
+        info,
+        "tensor",
+        "fp16",
+        True,
+        SizeBounds((1, 1), (720, 1280), 1, 8),
+        "x",
+        "logits",
+        "ab" * 32,
+        "2.13",
+        "1.23",
+        20,
+    )
     props = meta.to_props()
     assert all(k.startswith("fcn_deploy.") for k in props) and "fcn_deploy.bounds" in props
     assert OnnxMetadata.from_props(props) == meta
     with pytest.raises(ValueError):
-        OnnxMetadata(info, "image", "fp32", True, meta.bounds, "x", "y", "", "", "", 20)  # fp16_io needs fp16 tensor
+        OnnxMetadata(
+            info, "image", "fp32", True, meta.bounds, "x", "y", "", "", "", 20
+        )  # fp16_io needs fp16 tensor
 
 
 def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None:
@@ -162,9 +221,14 @@ def test_float32_island_keeps_a_layer_in_fp32() -> None:
     model = small("fcn32s")
     assert overflow_layers({"conv1_1": 10.0, "fc6": 60000.0}) == ["fc6"]
     wrapped = DeployModule(model, "fp16", fp32_layers=["fc6"])
-    assert isinstance(wrapped.net.fc6, Float32Island) and wrapped.net.fc6.layer.weight.dtype == torch.float32
+    assert (
+        isinstance(wrapped.net.fc6, Float32Island)
+        and wrapped.net.fc6.layer.weight.dtype == torch.float32
+    )
     assert wrapped.net.conv1_1.weight.dtype == torch.float16
-    x = torch.from_numpy(model.info.preprocessing.apply(synthetic_images(1, 24, 24, np.random.default_rng(0))))
+    x = torch.from_numpy(
+        model.info.preprocessing.apply(synthetic_images(1, 24, 24, np.random.default_rng(0)))
+    )
     with torch.inference_mode():
         ref, out = model(x), wrapped(x)
     assert out.dtype == torch.float32 and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
@@ -174,12 +238,29 @@ def test_float32_island_keeps_a_layer_in_fp32() -> None:
 def test_cli_subprocess_exports_and_verifies(tmp_path: Path, make_checkpoint) -> None:
     ckpt = make_checkpoint("fcn8s-atonce", width=0.125)
     out = tmp_path / "atonce.onnx"
-    cmd = [FCN_EXPORT, str(ckpt), "-o", str(out), "--max-size", "300x400", "--max-batch", "4", "--seed", str(SEED)]
+    cmd = [
+        FCN_EXPORT,
+        str(ckpt),
+        "-o",
+        str(out),
+        "--max-size",
+        "300x400",
+        "--max-batch",
+        "4",
+        "--seed",
+        str(SEED),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert f"seed {SEED}" in run.stdout and run.stdout.count(" ok") >= 3 and "FAIL" not in run.stdout
+    assert (
+        f"seed {SEED}" in run.stdout and run.stdout.count(" ok") >= 3 and "FAIL" not in run.stdout
+    )
     meta = read_onnx_metadata(out)
-    assert meta.info.variant == "fcn8s-atonce" and meta.bounds.max_hw == (300, 400) and meta.bounds.max_batch == 4
+    assert (
+        meta.info.variant == "fcn8s-atonce"
+        and meta.bounds.max_hw == (300, 400)
+        and meta.bounds.max_batch == 4
+    )
     assert len(meta.source_sha256) == 64
 
 
@@ -211,11 +292,19 @@ def test_bad_inputs_give_one_line_and_no_file(tmp_path: Path, make_checkpoint, c
         cases["not writable"] = [str(ckpt), "-o", str(locked / "m.onnx")]
     for expected, argv in cases.items():
         assert expected in _one_line_exit_2(argv + ["--no-verify"], capsys)
-        assert not out.exists() and not list(tmp_path.glob(".m.onnx.*")) and not list(tmp_path.glob("*/m.onnx"))
+        assert (
+            not out.exists()
+            and not list(tmp_path.glob(".m.onnx.*"))
+            and not list(tmp_path.glob("*/m.onnx"))
+        )
 
 
 def test_cli_subprocess_bad_input_is_one_line(tmp_path: Path) -> None:
     cmd = [FCN_EXPORT, str(tmp_path / "missing.pt"), "-o", str(tmp_path / "m.onnx")]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0 and run.stderr.startswith("error: ")
+    assert (
+        run.returncode == 2
+        and run.stderr.strip().count("\n") == 0
+        and run.stderr.startswith("error: ")
+    )
     assert not (tmp_path / "m.onnx").exists()

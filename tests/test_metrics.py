@@ -13,16 +13,18 @@ from fcn_deploy.metrics import confusion_matrix, per_class_iu, segmentation_scor
 def test_confusion_counts_pairs_and_skips_ignore_and_out_of_range() -> None:
     labels = np.array([[0, 0, 1, 1], [2, 255, 7, 1]], np.uint8)
     preds = np.array([[0, 1, 1, 1], [0, 2, 2, 0]], np.uint8)
-    expected = np.array([[1, 1, 0],  # class 0: one right, one called 1
-                         [1, 2, 0],  # class 1: two right, one called 0
-                         [1, 0, 0]])  # class 2: called 0; the 255 and the 7 are not counted
+    expected = np.array(
+        [
+            [1, 1, 0],  # class 0: one right, one called 1
+            [1, 2, 0],  # class 1: two right, one called 0
+            [1, 0, 0],
+        ]
+    )  # class 2: called 0; the 255 and the 7 are not counted
     assert np.array_equal(confusion_matrix(labels, preds, 3), expected)
 
 
 def test_scores_of_a_hand_computed_matrix() -> None:
-    n = np.array([[50, 10, 0],
-                  [5, 20, 5],
-                  [0, 0, 10]])
+    n = np.array([[50, 10, 0], [5, 20, 5], [0, 0, 10]])
     s = segmentation_scores(n)
     # t = (60, 30, 10), column sums (55, 30, 15), diag (50, 20, 10), total 100
     iu = [50 / (60 + 55 - 50), 20 / (30 + 30 - 20), 10 / (10 + 15 - 10)]
@@ -36,10 +38,7 @@ def test_scores_of_a_hand_computed_matrix() -> None:
 def test_absent_classes_are_left_out_of_the_means() -> None:
     # class 2 is neither in the ground truth nor predicted: NaN, skipped (the reference's nanmean)
     # class 3 is predicted but absent from the ground truth: IU 0 counts, accuracy 0/0 is skipped
-    n = np.array([[8, 2, 0, 0],
-                  [0, 6, 0, 4],
-                  [0, 0, 0, 0],
-                  [0, 0, 0, 0]])
+    n = np.array([[8, 2, 0, 0], [0, 6, 0, 4], [0, 0, 0, 0], [0, 0, 0, 0]])
     s = segmentation_scores(n)
     iu = per_class_iu(n)
     assert math.isnan(iu["2"]) and iu["3"] == 0.0

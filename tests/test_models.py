@@ -5,10 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from fcn_deploy.models import FCN, FCN8s, FCN8sAtOnce, FCN16s, FCN32s, bilinear_kernel, convolutionalize, create_model
-from fcn_deploy.models import fcn as fcn_module
 from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
+
+from fcn_deploy.models import (
+    FCN,
+    FCN8s,
+    FCN8sAtOnce,
+    FCN16s,
+    FCN32s,
+    bilinear_kernel,
+    convolutionalize,
+    create_model,
+)
+from fcn_deploy.models import fcn as fcn_module
 
 VARIANTS = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
 
@@ -39,7 +48,9 @@ def test_matches_independent_reference(variant: str) -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("shape", [(1, 1, 1), (1, 3, 517), (1, 333, 500), (3, 17, 25)])
-def test_output_size_equals_input_size(make_model, variant: str, shape: tuple[int, int, int]) -> None:
+def test_output_size_equals_input_size(
+    make_model, variant: str, shape: tuple[int, int, int]
+) -> None:
     model = make_model(variant, width=0.03125, num_classes=21)
     n, h, w = shape
     with torch.no_grad():
@@ -50,8 +61,20 @@ def test_reference_shape_check_at_500() -> None:
     """REFERENCE.md's shape check: 500 → conv1 698, pool3 88, pool4 44, pool5 22, fc6 16, upscore8 568."""
     model = FCN8s(width=0.03125).eval()
     seen = {}
-    hooks = [getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o.shape[-1]))
-             for name in ("conv1_1", "fc6", "upscore2", "upscore_pool4", "upscore8", "score_pool3", "score_pool4")]
+    hooks = [
+        getattr(model, name).register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, o.shape[-1])
+        )
+        for name in (
+            "conv1_1",
+            "fc6",
+            "upscore2",
+            "upscore_pool4",
+            "upscore8",
+            "score_pool3",
+            "score_pool4",
+        )
+    ]
     with torch.no_grad():
         model(torch.zeros(1, 3, 500, 500))
     for hook in hooks:
@@ -108,7 +131,11 @@ def test_init_score_zero_upsampling_bilinear_frozen(cls: type[FCN]) -> None:
     for m in ups:
         assert torch.equal(m.weight, bilinear_kernel(m.in_channels, m.kernel_size[0]))
     learnable = cls(width=0.0625, learn_upsampling=True)
-    assert all(m.weight.requires_grad for m in learnable.modules() if isinstance(m, torch.nn.ConvTranspose2d))
+    assert all(
+        m.weight.requires_grad
+        for m in learnable.modules()
+        if isinstance(m, torch.nn.ConvTranspose2d)
+    )
 
 
 def test_state_dict_keys_are_caffe_layer_names() -> None:
@@ -116,21 +143,41 @@ def test_state_dict_keys_are_caffe_layer_names() -> None:
     common = {f"{c}.{p}" for c in convs + ["fc6", "fc7", "score_fr"] for p in ("weight", "bias")}
     skips = lambda *names: {f"{n}.{p}" for n in names for p in ("weight", "bias")}  # noqa: E731
     assert set(FCN32s().state_dict()) == common | {"upscore.weight"}
-    assert set(FCN16s(width=0.0625).state_dict()) == common | skips("score_pool4") | {"upscore2.weight", "upscore16.weight"}
-    eight = common | skips("score_pool4", "score_pool3") | {"upscore2.weight", "upscore_pool4.weight", "upscore8.weight"}
-    assert set(FCN8s(width=0.0625).state_dict()) == eight == set(FCN8sAtOnce(width=0.0625).state_dict())
+    assert set(FCN16s(width=0.0625).state_dict()) == common | skips("score_pool4") | {
+        "upscore2.weight",
+        "upscore16.weight",
+    }
+    eight = (
+        common
+        | skips("score_pool4", "score_pool3")
+        | {"upscore2.weight", "upscore_pool4.weight", "upscore8.weight"}
+    )
+    assert (
+        set(FCN8s(width=0.0625).state_dict())
+        == eight
+        == set(FCN8sAtOnce(width=0.0625).state_dict())
+    )
 
 
 def test_full_size_parameter_count() -> None:
     """The paper's FCN-VGG16 has 134M parameters."""
     model = FCN8s()
     assert sum(p.numel() for p in model.parameters()) == 134_489_759
-    assert model.fc6.weight.shape == (4096, 512, 7, 7) and model.fc7.weight.shape == (4096, 4096, 1, 1)
+    assert model.fc6.weight.shape == (4096, 512, 7, 7) and model.fc7.weight.shape == (
+        4096,
+        4096,
+        1,
+        1,
+    )
 
 
 def test_width_scales_channels() -> None:
     model = FCN8s(width=0.125)
-    assert model.conv1_1.out_channels == 8 and model.conv5_3.out_channels == 64 and model.fc7.out_channels == 512
+    assert (
+        model.conv1_1.out_channels == 8
+        and model.conv5_3.out_channels == 64
+        and model.fc7.out_channels == 512
+    )
     assert model.score_fr.out_channels == 21
 
 
@@ -147,7 +194,9 @@ def test_convolutionalize_gives_classifier_logits(width: float) -> None:
     with torch.no_grad():
         logits, scores = vgg(x), conv(x)
     assert scores.shape == (2, 1000, 1, 1)
-    assert torch.allclose(scores[:, :, 0, 0], logits, rtol=1e-4, atol=1e-4 * logits.abs().max().item())
+    assert torch.allclose(
+        scores[:, :, 0, 0], logits, rtol=1e-4, atol=1e-4 * logits.abs().max().item()
+    )
     with torch.no_grad():
         assert conv(torch.randn(1, 3, 320, 416)).shape == (1, 1000, 4, 7)  # a spatial map of scores
 
@@ -201,7 +250,12 @@ def test_staged_init_starts_where_the_last_stage_ended(source_cls, target_cls) -
         if target_cls is FCN16s:
             expected = target.upscore16(target.upscore2(coarse))[:, :, 27:177, 27:217]
         else:
-            up = target.upscore2(coarse) + source.score_pool4(pool4)[:, :, 5 : 5 + 2 * coarse.shape[2] + 2, 5 : 5 + 2 * coarse.shape[3] + 2]
+            up = (
+                target.upscore2(coarse)
+                + source.score_pool4(pool4)[
+                    :, :, 5 : 5 + 2 * coarse.shape[2] + 2, 5 : 5 + 2 * coarse.shape[3] + 2
+                ]
+            )
             expected = target.upscore8(target.upscore_pool4(up))[:, :, 31:181, 31:221]
     assert torch.allclose(out, expected, atol=1e-5)
     # labels differ only along class boundaries, where the two paths round corners differently

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import randomize
+
 from fcn_deploy.errors import FCNError
 from fcn_deploy.export import export_onnx, synthetic_images
 from fcn_deploy.models import create_model
@@ -22,7 +22,16 @@ def fp16_io_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.M
     torch.manual_seed(0)
     model = randomize(create_model("fcn32s", num_classes=4, width=0.125))
     path = tmp_path_factory.mktemp("ort") / "fcn32s-fp16.onnx"
-    export_onnx(model, path, precision="fp16", fp16_io=True, max_size=(128, 160), max_batch=2, verify=False, progress=False)
+    export_onnx(
+        model,
+        path,
+        precision="fp16",
+        fp16_io=True,
+        max_size=(128, 160),
+        max_batch=2,
+        verify=False,
+        progress=False,
+    )
     return model, path
 
 
@@ -31,7 +40,11 @@ def test_runner_applies_metadata_and_matches_pytorch(fp16_io_export) -> None:
     model, path = fp16_io_export
     runner = load_runner(path, device="cpu", threads=1, inter_threads=1)
     assert isinstance(runner, OnnxRuntimeRunner) and runner.name == "onnxruntime-fp16"
-    assert runner.input_dtype == torch.float16 and runner.bounds.max_hw == (128, 160) and runner.bounds.max_batch == 2
+    assert (
+        runner.input_dtype == torch.float16
+        and runner.bounds.max_hw == (128, 160)
+        and runner.bounds.max_batch == 2
+    )
     assert runner.info.num_classes == 4 and runner.io == "tensor"
     x = model.info.preprocessing.apply(synthetic_images(2, 97, 131, np.random.default_rng(1)))
     out = runner.infer(x)  # float32 input is cast to the model's float16 by the base class
@@ -72,11 +85,16 @@ def test_runner_refuses_missing_or_foreign_file(tmp_path: Path) -> None:
         OnnxRuntimeRunner(bad)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and onnxruntime-gpu (CUDA provider with IO binding)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU and onnxruntime-gpu (CUDA provider with IO binding)",
+)
 def test_runner_cuda_io_binding(fp16_io_export) -> None:
     model, path = fp16_io_export
     runner = OnnxRuntimeRunner(path, device="cuda")
-    x = torch.from_numpy(model.info.preprocessing.apply(synthetic_images(1, 64, 80, np.random.default_rng(2)))).cuda()
+    x = torch.from_numpy(
+        model.info.preprocessing.apply(synthetic_images(1, 64, 80, np.random.default_rng(2)))
+    ).cuda()
     out = runner.infer(x)
     assert out.is_cuda and out.shape == (1, 4, 64, 80)
     with torch.inference_mode():

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from test_api import scene
 
 from fcn_deploy.api import Segmenter
 from fcn_deploy.cli.predict import collect_inputs, output_names
 from fcn_deploy.imageio import read_label_png
 
-from test_api import scene
-
 FCN_PREDICT = str(Path(sys.executable).with_name("fcn-predict"))
 
 
 def run(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FCN_PREDICT, *map(str, args)], capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [FCN_PREDICT, *map(str, args)], capture_output=True, text=True, timeout=240
+    )
 
 
 @pytest.fixture
@@ -43,22 +44,35 @@ def photo_folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_folder_with_broken_files(photo_folder: Path, make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+def test_folder_with_broken_files(
+    photo_folder: Path, make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
     model, out = make_checkpoint("fcn8s"), tmp_path / "out"
-    result = run(photo_folder, "-o", out, "--model", model, "--overlay", "--batch", "2", "--device", "cpu")
+    result = run(
+        photo_folder, "-o", out, "--model", model, "--overlay", "--batch", "2", "--device", "cpu"
+    )
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 2 and "corrupt.png" in errors[0] and "fake.jpg" in errors[1], result.stderr
+    assert len(errors) == 2 and "corrupt.png" in errors[0] and "fake.jpg" in errors[1], (
+        result.stderr
+    )
     assert "notes.txt" not in result.stderr and "WARN" not in result.stderr
     assert "photos/street.png is written as street-2.png" in result.stderr  # night/ sorts first
     assert "5 image(s)" in result.stdout and "2 failed" in result.stdout and "MP/s" in result.stdout
 
     written = sorted(p.name for p in out.iterdir())
     stems = ["alpha", "deep", "gray", "street", "street-2"]
-    assert written == sorted([f"{s}.png" for s in stems] + [f"{s}_overlay.jpg" for s in stems])  # no temp files
+    assert written == sorted(
+        [f"{s}.png" for s in stems] + [f"{s}_overlay.jpg" for s in stems]
+    )  # no temp files
     seg = Segmenter.load(model, device="cpu")
-    sources = {"street": "night/street.jpg", "street-2": "street.png", "gray": "day/gray.png",
-               "alpha": "day/alpha.png", "deep": "day/deep.tif"}
+    sources = {
+        "street": "night/street.jpg",
+        "street-2": "street.png",
+        "gray": "day/gray.png",
+        "alpha": "day/alpha.png",
+        "deep": "day/deep.tif",
+    }
     for stem, source in sources.items():
         with Image.open(out / f"{stem}.png") as png:
             assert png.mode == "P"  # a palette PNG: opens coloured, reads back as ids
@@ -68,16 +82,27 @@ def test_folder_with_broken_files(photo_folder: Path, make_checkpoint: Callable[
         assert overlay is not None and overlay.shape[:2] == labels.shape
 
 
-def test_files_globs_and_missing_inputs(photo_folder: Path, make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+def test_files_globs_and_missing_inputs(
+    photo_folder: Path, make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    result = run(photo_folder / "street.png", str(photo_folder / "day" / "*.png"), tmp_path / "missing.jpg",
-                 "-o", out, "--model", make_checkpoint("fcn32s"))
+    result = run(
+        photo_folder / "street.png",
+        str(photo_folder / "day" / "*.png"),
+        tmp_path / "missing.jpg",
+        "-o",
+        out,
+        "--model",
+        make_checkpoint("fcn32s"),
+    )
     assert result.returncode == 1
     assert "missing.jpg: no such file or folder" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["alpha.png", "gray.png", "street.png"]
 
 
-def test_bad_model_or_option_exits_2_with_one_line(photo_folder: Path, tmp_path: Path, make_checkpoint: Callable[..., Path]) -> None:
+def test_bad_model_or_option_exits_2_with_one_line(
+    photo_folder: Path, tmp_path: Path, make_checkpoint: Callable[..., Path]
+) -> None:
     out = tmp_path / "out"
     for args, message in [
         (["--model", tmp_path / "none.pt"], "no such model file"),
@@ -86,12 +111,18 @@ def test_bad_model_or_option_exits_2_with_one_line(photo_folder: Path, tmp_path:
     ]:
         result = run(photo_folder, "-o", out, *args)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+        assert (
+            result.stderr.count("\n") == 1
+            and message in result.stderr
+            and "Traceback" not in result.stderr
+        )
     assert not out.exists()
 
 
 def test_collect_inputs_and_output_names(photo_folder: Path) -> None:
-    files, problems, skipped = collect_inputs([str(photo_folder), str(photo_folder / "street.png"), "nowhere/*.png"])
+    files, problems, skipped = collect_inputs(
+        [str(photo_folder), str(photo_folder / "street.png"), "nowhere/*.png"]
+    )
     assert len(files) == 7 and skipped == 1  # street.png listed once; notes.txt ignored
     assert problems == ["nowhere/*.png: no image files match"]
     names = output_names([Path("a/x.png"), Path("b/x.jpg"), Path("x-2.png"), Path("c/x.png")])
@@ -99,12 +130,24 @@ def test_collect_inputs_and_output_names(photo_folder: Path) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_model_with_an_image_too_large_for_it(make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
-    pytest.importorskip("fcn_deploy.runtime.ort_runner", reason="the ONNX Runtime runner has not landed yet")
+def test_onnx_model_with_an_image_too_large_for_it(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    pytest.importorskip(
+        "fcn_deploy.runtime.ort_runner", reason="the ONNX Runtime runner has not landed yet"
+    )
     from fcn_deploy.export import export_onnx
 
     model = tmp_path / "fcn8s-image.onnx"
-    export_onnx(make_checkpoint("fcn8s"), model, io="image", max_size=(128, 160), max_batch=2, verify=False, progress=False)
+    export_onnx(
+        make_checkpoint("fcn8s"),
+        model,
+        io="image",
+        max_size=(128, 160),
+        max_batch=2,
+        verify=False,
+        progress=False,
+    )
     photos = tmp_path / "photos"
     photos.mkdir()
     cv2.imwrite(str(photos / "small.png"), scene(60, 90, 1))
@@ -118,4 +161,6 @@ def test_onnx_model_with_an_image_too_large_for_it(make_checkpoint: Callable[...
     assert tiled.returncode == 0, tiled.stderr
     seg = Segmenter.load(model, tile=True, overlap=64)
     for name in ["small", "large"]:
-        np.testing.assert_array_equal(read_label_png(tmp_path / "tiled" / f"{name}.png"), seg.predict(photos / f"{name}.png"))
+        np.testing.assert_array_equal(
+            read_label_png(tmp_path / "tiled" / f"{name}.png"), seg.predict(photos / f"{name}.png")
+        )

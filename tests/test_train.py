@@ -22,8 +22,15 @@ from fcn_train.config import TrainConfig
 from fcn_train.loop import train
 
 BIN = Path(sys.executable).parent
-TINY: dict[str, Any] = dict(data="synthetic", variant="fcn8s", width=0.0625, batch_size=2, val_images=4,
-                            log_every=1, device="cpu")
+TINY: dict[str, Any] = dict(
+    data="synthetic",
+    variant="fcn8s",
+    width=0.0625,
+    batch_size=2,
+    val_images=4,
+    log_every=1,
+    device="cpu",
+)
 
 
 def _env() -> dict[str, str]:
@@ -43,27 +50,48 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     whole = train(TrainConfig(out=str(tmp_path / "whole"), iterations=6, val_every=100, **TINY))
     first = train(TrainConfig(out=str(tmp_path / "split"), iterations=3, val_every=100, **TINY))
     assert first.iteration == 3 and first.stopped is None
-    resumed = train(TrainConfig(out=str(tmp_path / "split"), iterations=6, val_every=100, **TINY), resume=first.last)
+    resumed = train(
+        TrainConfig(out=str(tmp_path / "split"), iterations=6, val_every=100, **TINY),
+        resume=first.last,
+    )
     assert resumed.iteration == 6
     a, b = read_checkpoint(whole.last), read_checkpoint(resumed.last)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    opt_a, opt_b = _trainer_state(whole.last)["optimizer"], _trainer_state(resumed.last)["optimizer"]
+    opt_a, opt_b = (
+        _trainer_state(whole.last)["optimizer"],
+        _trainer_state(resumed.last)["optimizer"],
+    )
     for k, state in opt_a["state"].items():
         assert all(torch.equal(v, opt_b["state"][k][name]) for name, v in state.items())
-    assert torch.equal(_trainer_state(whole.last)["rng"][0]["torch"], _trainer_state(resumed.last)["rng"][0]["torch"])
+    assert torch.equal(
+        _trainer_state(whole.last)["rng"][0]["torch"],
+        _trainer_state(resumed.last)["rng"][0]["torch"],
+    )
     # the resumed log reads like the uninterrupted one: same iterations and losses (the elapsed time
     # differs, and the first part's final validation stays in the log)
-    losses = [[(r["iteration"], r["loss"]) for r in _rows(tmp_path / run) if r["loss"]] for run in ("whole", "split")]
+    losses = [
+        [(r["iteration"], r["loss"]) for r in _rows(tmp_path / run) if r["loss"]]
+        for run in ("whole", "split")
+    ]
     assert losses[0] == losses[1] and len(losses[0]) == 6
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    config = TrainConfig(out=str(out), iterations=50, checkpoint_every=1, val_every=100, recipe="reference",
-                         lr=1e30, **{k: v for k, v in TINY.items() if k != "batch_size"})
-    with pytest.raises(FCNError, match=r"training loss became (nan|inf) at iteration \d+; stopped.*untouched"):
+    config = TrainConfig(
+        out=str(out),
+        iterations=50,
+        checkpoint_every=1,
+        val_every=100,
+        recipe="reference",
+        lr=1e30,
+        **{k: v for k, v in TINY.items() if k != "batch_size"},
+    )
+    with pytest.raises(
+        FCNError, match=r"training loss became (nan|inf) at iteration \d+; stopped.*untouched"
+    ):
         train(config)
     state = _trainer_state(out / LAST)
     model = load_model(out / LAST)
@@ -84,9 +112,19 @@ def test_checkpoint_is_a_deployable_model_with_the_datasets_classes(tmp_path: Pa
 
 def test_last_layer_trains_only_the_score_layers(tmp_path: Path) -> None:
     start = train(TrainConfig(out=str(tmp_path / "a"), iterations=1, **TINY))
-    tuned = train(TrainConfig(out=str(tmp_path / "b"), iterations=3, train="last-layer",
-                              init=f"checkpoint:{start.last}", **TINY))
-    before, after = read_checkpoint(start.last)["state_dict"], read_checkpoint(tuned.last)["state_dict"]
+    tuned = train(
+        TrainConfig(
+            out=str(tmp_path / "b"),
+            iterations=3,
+            train="last-layer",
+            init=f"checkpoint:{start.last}",
+            **TINY,
+        )
+    )
+    before, after = (
+        read_checkpoint(start.last)["state_dict"],
+        read_checkpoint(tuned.last)["state_dict"],
+    )
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("score") for k in changed)
 
@@ -98,9 +136,30 @@ def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[s
 @pytest.mark.slow
 def test_cli_sigterm_saves_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [str(BIN / "fcn-train"), "--data", "synthetic", "--variant", "fcn8s", "--width", "0.0625", "--batch-size", "1",
-           "--iterations", "100000", "--log-every", "1", "--val-images", "2", "--device", "cpu", "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    cmd = [
+        str(BIN / "fcn-train"),
+        "--data",
+        "synthetic",
+        "--variant",
+        "fcn8s",
+        "--width",
+        "0.0625",
+        "--batch-size",
+        "1",
+        "--iterations",
+        "100000",
+        "--log-every",
+        "1",
+        "--val-images",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+    )
     deadline = time.time() + 120
     while not (out / "log.csv").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -120,13 +179,41 @@ def test_cli_sigterm_saves_and_resumes(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_processes_on_gloo(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    result = _run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(BIN / "fcn-train"),
-                   "--data", "synthetic", "--variant", "fcn8s", "--width", "0.0625", "--batch-size", "1",
-                   "--iterations", "3", "--val-every", "3", "--val-images", "4", "--device", "cpu", "--out", str(out)])
+    result = _run(
+        [
+            str(BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(BIN / "fcn-train"),
+            "--data",
+            "synthetic",
+            "--variant",
+            "fcn8s",
+            "--width",
+            "0.0625",
+            "--batch-size",
+            "1",
+            "--iterations",
+            "3",
+            "--val-every",
+            "3",
+            "--val-images",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     state = _trainer_state(out / LAST)
-    assert state["iteration"] == 3 and len(state["rng"]) == 2  # both ranks' RNG states, written once by rank 0
-    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # ranks draw different dropout
+    assert (
+        state["iteration"] == 3 and len(state["rng"]) == 2
+    )  # both ranks' RNG states, written once by rank 0
+    assert not torch.equal(
+        state["rng"][0]["torch"], state["rng"][1]["torch"]
+    )  # ranks draw different dropout
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "curves.png", "last.pt", "log.csv"]
     assert [r["val_mean_iu"] != "" for r in _rows(out)].count(True) == 1
     # both ranks trained: the resumed single-process run accepts the two-rank state
@@ -137,21 +224,64 @@ def test_two_processes_on_gloo(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_train_then_eval(tmp_path: Path) -> None:
     out, report = tmp_path / "run", tmp_path / "eval.json"
-    trained = _run([str(BIN / "fcn-train"), "--data", "synthetic", "--variant", "fcn32s", "--width", "0.0625",
-                    "--iterations", "4", "--batch-size", "1", "--val-images", "3", "--device", "cpu", "--out", str(out)])
+    trained = _run(
+        [
+            str(BIN / "fcn-train"),
+            "--data",
+            "synthetic",
+            "--variant",
+            "fcn32s",
+            "--width",
+            "0.0625",
+            "--iterations",
+            "4",
+            "--batch-size",
+            "1",
+            "--val-images",
+            "3",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert trained.returncode == 0, trained.stderr
     assert "done: " in trained.stderr
     shutil.copy(out / LAST, tmp_path / "model.pt")
-    evaluated = _run([str(BIN / "fcn-eval"), "--model", str(tmp_path / "model.pt"), "--data", "synthetic",
-                      "--num-images", "3", "--json", str(report)])
+    evaluated = _run(
+        [
+            str(BIN / "fcn-eval"),
+            "--model",
+            str(tmp_path / "model.pt"),
+            "--data",
+            "synthetic",
+            "--num-images",
+            "3",
+            "--json",
+            str(report),
+        ]
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     assert "mean iu" in evaluated.stdout and "disc" in evaluated.stdout
     import json
 
     results = json.loads(report.read_text())
     assert results["num_images"] == 3 and results["data"] == "synthetic val"
-    assert set(results["scores"]) == {"pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu"}
-    assert set(results["per_class_iu"]) == {"background", "disc", "box", "triangle", "ring", "cross", "star"}
+    assert set(results["scores"]) == {
+        "pixel_accuracy",
+        "mean_accuracy",
+        "mean_iu",
+        "frequency_weighted_iu",
+    }
+    assert set(results["per_class_iu"]) == {
+        "background",
+        "disc",
+        "box",
+        "triangle",
+        "ring",
+        "cross",
+        "star",
+    }
 
 
 @pytest.mark.slow
@@ -163,11 +293,25 @@ def test_training_on_synthetic_scenes_beats_predicting_background(tmp_path: Path
     from fcn_deploy.data import SyntheticSegmentation
     from fcn_train.evaluate import evaluate
 
-    config = TrainConfig(out=str(tmp_path), data="synthetic", variant="fcn8s", width=0.0625, lr=3e-3,
-                         iterations=200, val_every=1000, val_images=30, log_every=50, device="cpu")
+    config = TrainConfig(
+        out=str(tmp_path),
+        data="synthetic",
+        variant="fcn8s",
+        width=0.0625,
+        lr=3e-3,
+        iterations=200,
+        val_every=1000,
+        val_images=30,
+        log_every=50,
+        device="cpu",
+    )
     result = train(config)
-    background = evaluate(lambda im: np.zeros(im.shape[:2], np.uint8), SyntheticSegmentation("val", 30), 7,
-                          progress=False)["scores"]
+    background = evaluate(
+        lambda im: np.zeros(im.shape[:2], np.uint8),
+        SyntheticSegmentation("val", 30),
+        7,
+        progress=False,
+    )["scores"]
     assert result.scores["mean_accuracy"] > 2 * background["mean_accuracy"]
     assert result.scores["mean_iu"] > 1.6 * background["mean_iu"]
     assert result.scores["pixel_accuracy"] > background["pixel_accuracy"] + 0.02
@@ -184,13 +328,22 @@ def test_staged_inits_vgg16_then_previous_stage(tmp_path: Path) -> None:
     vgg = TorchvisionVGG16(width=0.0625)
     torch.save(vgg.state_dict(), vgg_path)
     data = SyntheticSegmentation("train", 4)
-    fcn32 = initial_model("fcn32s", f"vgg16:{vgg_path}", 1.0, data, seed=0)  # width comes from the file
+    fcn32 = initial_model(
+        "fcn32s", f"vgg16:{vgg_path}", 1.0, data, seed=0
+    )  # width comes from the file
     assert fcn32.width == 0.0625 and fcn32.info.preprocessing.color == "rgb"
     assert torch.equal(fcn32.conv1_1.weight, vgg.state_dict()["features.0.weight"])
     assert fcn32.info.class_names == list(data.class_names)
 
-    stage1 = train(TrainConfig(out=str(tmp_path / "s32"), variant="fcn32s", init=f"vgg16:{vgg_path}", iterations=2,
-                               **{k: v for k, v in TINY.items() if k != "variant"}))
+    stage1 = train(
+        TrainConfig(
+            out=str(tmp_path / "s32"),
+            variant="fcn32s",
+            init=f"vgg16:{vgg_path}",
+            iterations=2,
+            **{k: v for k, v in TINY.items() if k != "variant"},
+        )
+    )
     trained32 = load_model(stage1.last)
     fcn16 = initial_model("fcn16s", f"checkpoint:{stage1.last}", 1.0, data, seed=0).eval()
     x = torch.randn(1, 3, 70, 90)
@@ -198,7 +351,9 @@ def test_staged_inits_vgg16_then_previous_stage(tmp_path: Path) -> None:
         if not key.startswith("upscore"):
             assert torch.equal(fcn16.state_dict()[key], value), key
     assert not fcn16.score_pool4.weight.any() and not fcn16.score_pool4.bias.any()
-    with torch.no_grad():  # the new skip adds nothing yet: the previous stage's scores, up to 2×+16× vs 32× bilinear
+    with (
+        torch.no_grad()
+    ):  # the new skip adds nothing yet: the previous stage's scores, up to 2×+16× vs 32× bilinear
         a, b = fcn16(x), trained32(x)
         assert (a - b).abs().mean() < 0.05 * b.abs().mean()  # the edges differ most
     with pytest.raises(FCNError, match="expected vgg16:PATH, checkpoint:PATH or scratch"):

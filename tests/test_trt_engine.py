@@ -17,13 +17,22 @@ from fcn_deploy.engine._trt import tensorrt_available
 from fcn_deploy.errors import FCNError
 
 pytestmark = [
-    pytest.mark.skipif(not tensorrt_available(), reason="TensorRT is not installed (engines need TensorRT 10.12+ and an NVIDIA GPU)"),
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: TensorRT engines run only on NVIDIA GPUs"),
+    pytest.mark.skipif(
+        not tensorrt_available(),
+        reason="TensorRT is not installed (engines need TensorRT 10.12+ and an NVIDIA GPU)",
+    ),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(),
+        reason="no CUDA GPU: TensorRT engines run only on NVIDIA GPUs",
+    ),
     pytest.mark.slow,
 ]
 
 # Two profiles, as a user with landscape and portrait photos would build them.
-PROFILES = [Profile((1, 3, 32, 64), (1, 3, 96, 160), (2, 3, 160, 256)), Profile((1, 3, 64, 32), (1, 3, 160, 96), (2, 3, 256, 160))]
+PROFILES = [
+    Profile((1, 3, 32, 64), (1, 3, 96, 160), (2, 3, 160, 256)),
+    Profile((1, 3, 64, 32), (1, 3, 160, 96), (2, 3, 256, 160)),
+]
 SHAPES = [(1, 3, 32, 64), (2, 3, 97, 131), (1, 3, 160, 256), (1, 3, 201, 77), (2, 3, 256, 160)]
 
 
@@ -40,7 +49,9 @@ def exported(tmp_path_factory):
     paths = {}
     for precision in ("fp32", "fp16"):
         path = folder / f"fcn8s-{precision}.onnx"
-        export_onnx(model, path, precision=precision, max_size=(512, 512), max_batch=4, progress=False)
+        export_onnx(
+            model, path, precision=precision, max_size=(512, 512), max_batch=4, progress=False
+        )
         paths[precision] = path
     return folder, paths
 
@@ -55,16 +66,32 @@ def test_fp16_engine_builds_is_fp16_and_passes_the_gate(exported):
     folder, paths = exported
     engine = folder / "fcn8s-fp16.engine"
     cache = folder / "timing.cache"
-    report = build_engine(paths["fp16"], engine, profiles=PROFILES, timing_cache=cache, workspace_gib=1, progress=False)
+    report = build_engine(
+        paths["fp16"],
+        engine,
+        profiles=PROFILES,
+        timing_cache=cache,
+        workspace_gib=1,
+        progress=False,
+    )
     assert report.passed and report.path == engine and engine.is_file() and cache.is_file()
     meta = read_sidecar(engine)
     assert meta.precision == "fp16" and meta.layers.label == "fp16"
     assert meta.layers.fp16_conv_flop_share >= 0.9 and meta.layers.flops_basis == "shape"
-    assert meta.profiles == PROFILES and meta.compute_capability == torch.cuda.get_device_capability()
+    assert (
+        meta.profiles == PROFILES and meta.compute_capability == torch.cuda.get_device_capability()
+    )
     gate = json.loads(sidecar_path(engine).read_text())["gate"]
     assert len(gate["rows"]) >= 2 * 4 and all(r["passed"] for r in gate["rows"])
     print(report.summary())
-    again = build_engine(paths["fp16"], folder / "again.engine", profiles=PROFILES, timing_cache=cache, gate=False, progress=False)
+    again = build_engine(
+        paths["fp16"],
+        folder / "again.engine",
+        profiles=PROFILES,
+        timing_cache=cache,
+        gate=False,
+        progress=False,
+    )
     assert again.metadata.builder["timing_cache_loaded"] is True
 
 
@@ -80,7 +107,11 @@ def test_runner_matches_onnxruntime_across_profiles_and_reuses_buffers(exported)
     for shape in SHAPES:
         x = rng.normal(0, 50, shape).astype(np.float32)
         out = runner.infer(x)  # numpy in
-        assert out.is_cuda and out.dtype == torch.float32 and tuple(out.shape) == (shape[0], 21, shape[2], shape[3])
+        assert (
+            out.is_cuda
+            and out.dtype == torch.float32
+            and tuple(out.shape) == (shape[0], 21, shape[2], shape[3])
+        )
         ref = _reference(paths["fp32"], x)
         assert np.abs(out.cpu().numpy() - ref).max() <= 1e-2 * np.abs(ref).max()  # TF32 allowed
         same = runner.infer(torch.from_numpy(x).cuda())  # torch in, same shape: same buffer reused
@@ -114,9 +145,9 @@ def test_engine_for_another_tensorrt_version_is_refused(exported, tmp_path):
 
 
 def test_fp16_engine_from_fp32_graph_is_refused_on_strongly_typed_tensorrt(exported, tmp_path):
-    from fcn_deploy.engine.versions import STRONGLY_TYPED_SINCE, parse_trt_version
-
     import tensorrt
+
+    from fcn_deploy.engine.versions import STRONGLY_TYPED_SINCE, parse_trt_version
 
     if not parse_trt_version(tensorrt.__version__).at_least(STRONGLY_TYPED_SINCE):
         pytest.skip(f"TensorRT {tensorrt.__version__} builds FP16 with the builder flag")

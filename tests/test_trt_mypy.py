@@ -18,16 +18,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TRT_MODULES = ["fcn_deploy/engine", "fcn_deploy/runtime/trt_runner.py", "fcn_deploy/cli/engine_args.py"]
+TRT_MODULES = [
+    "fcn_deploy/engine",
+    "fcn_deploy/runtime/trt_runner.py",
+    "fcn_deploy/cli/engine_args.py",
+]
 # Names TensorRT 11 removed (TENSORRT.md): allowed only under `if <...>.fp16_builder_flag:`.
 REMOVED_IN_11 = {"FP16", "platform_has_fast_fp16", "EXPLICIT_BATCH", "device_memory_size", "int8_calibrator",
                  "create_execution_context_without_device_memory", "supports_model"}  # fmt: skip
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install mypy)")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install mypy)"
+)
 
 
 def _load_prepare_script():
-    spec = importlib.util.spec_from_file_location("prepare_trt_stubs", ROOT / "scripts" / "prepare_trt_stubs.py")
+    spec = importlib.util.spec_from_file_location(
+        "prepare_trt_stubs", ROOT / "scripts" / "prepare_trt_stubs.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -37,7 +45,9 @@ def _load_prepare_script():
 def stubs(tmp_path_factory):
     prepare = _load_prepare_script()
     if prepare.find_stubs() is None:
-        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs==10.13.*)")
+        pytest.skip(
+            "tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs==10.13.*)"
+        )
     out = tmp_path_factory.mktemp("trt-stubs")
     prepare.prepare(out)
     return out
@@ -93,11 +103,15 @@ def _gated(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
 
 def test_names_removed_in_tensorrt_11_appear_only_behind_the_version_gate():
     uses = []
-    for path in sorted((ROOT / "fcn_deploy" / "engine").glob("*.py")) + [ROOT / "fcn_deploy/runtime/trt_runner.py"]:
+    for path in sorted((ROOT / "fcn_deploy" / "engine").glob("*.py")) + [
+        ROOT / "fcn_deploy/runtime/trt_runner.py"
+    ]:
         tree = ast.parse(path.read_text())
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in REMOVED_IN_11:
                 uses.append((path.name, node.lineno, node.attr, _gated(node, parents)))
-    assert [(name, attr) for name, _, attr, _ in uses] == [("compile.py", "FP16")], uses  # BuilderFlag.FP16
+    assert [(name, attr) for name, _, attr, _ in uses] == [("compile.py", "FP16")], (
+        uses
+    )  # BuilderFlag.FP16
     assert all(gated for *_, gated in uses), uses

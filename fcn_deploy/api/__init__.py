@@ -8,4 +8,13 @@ Runtime, ``.pt``/``.pth`` PyTorch) and gives every backend the same interface: `
 from .segmenter import DEFAULT_OVERLAP, DEFAULT_TILE, ImageLike, Segmenter, Timing, as_bgr8
 from .tiling import TileGrid, tile_spans
 
-__all__ = ["Segmenter", "Timing", "ImageLike", "as_bgr8", "TileGrid", "tile_spans", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
+    "ImageLike",
+    "Segmenter",
+    "TileGrid",
+    "Timing",
+    "as_bgr8",
+    "tile_spans",
+]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ from ..meta import ModelInfo, Preprocessing
 from ..runtime import Runner, load_runner
 from .tiling import ALIGN, TileGrid, run_tiled
 
-__all__ = ["Segmenter", "Timing", "ImageLike", "as_bgr8", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
+__all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "ImageLike", "Segmenter", "Timing", "as_bgr8"]
 
 ImageLike = Union[np.ndarray, torch.Tensor, str, "os.PathLike[str]"]
 
@@ -111,9 +112,9 @@ class Segmenter:
         self,
         runner: Runner,
         tile: bool = False,
-        tile_size: Optional[Union[int, tuple[int, int]]] = None,
-        overlap: Optional[int] = None,
-        batch_size: Optional[int] = None,
+        tile_size: int | tuple[int, int] | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         self.runner = runner
         self.tile = tile
@@ -121,13 +122,26 @@ class Segmenter:
         limit = bounds.max_hw or (DEFAULT_TILE, DEFAULT_TILE)
         size = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
         size = size or (min(limit[0], DEFAULT_TILE), min(limit[1], DEFAULT_TILE))
-        if size[0] > limit[0] or size[1] > limit[1] or size[0] < bounds.min_hw[0] or size[1] < bounds.min_hw[1]:
-            raise FCNError(f"tile size {size[0]}x{size[1]} is outside what this model accepts "
-                           f"({bounds.min_hw[0]}x{bounds.min_hw[1]}..{limit[0]}x{limit[1]})")
-        overlap = max(0, min(DEFAULT_OVERLAP, min(size) // 4, min(size) - ALIGN)) if overlap is None else overlap
+        if (
+            size[0] > limit[0]
+            or size[1] > limit[1]
+            or size[0] < bounds.min_hw[0]
+            or size[1] < bounds.min_hw[1]
+        ):
+            raise FCNError(
+                f"tile size {size[0]}x{size[1]} is outside what this model accepts "
+                f"({bounds.min_hw[0]}x{bounds.min_hw[1]}..{limit[0]}x{limit[1]})"
+            )
+        overlap = (
+            max(0, min(DEFAULT_OVERLAP, min(size) // 4, min(size) - ALIGN))
+            if overlap is None
+            else overlap
+        )
         if not 0 <= overlap <= min(size) - ALIGN:
-            raise FCNError(f"tile overlap must be 0..{min(size) - ALIGN} (the tile size {min(size)} less the "
-                           f"net's stride {ALIGN}), got {overlap}")
+            raise FCNError(
+                f"tile overlap must be 0..{min(size) - ALIGN} (the tile size {min(size)} less the "
+                f"net's stride {ALIGN}), got {overlap}"
+            )
         self.tile_size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.overlap = overlap
         top = bounds.max_batch or DEFAULT_BATCH
@@ -137,15 +151,15 @@ class Segmenter:
     @classmethod
     def load(
         cls,
-        path: "str | os.PathLike[str]",
-        device: Optional[str] = None,
-        backend: Optional[str] = None,
+        path: str | os.PathLike[str],
+        device: str | None = None,
+        backend: str | None = None,
         tile: bool = False,
-        tile_size: Optional[Union[int, tuple[int, int]]] = None,
-        overlap: Optional[int] = None,
-        batch_size: Optional[int] = None,
+        tile_size: int | tuple[int, int] | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
         **runner_options: Any,
-    ) -> "Segmenter":
+    ) -> Segmenter:
         """Open a model file: ``.engine`` → TensorRT, ``.onnx`` → ONNX Runtime, else PyTorch.
 
         ``backend`` overrides the suffix; ``device`` is cpu, cuda or cuda:N (default: cuda when
@@ -153,7 +167,9 @@ class Segmenter:
         the runner (``variant=`` for PyTorch files, ``threads=`` for ONNX Runtime, ...).
         """
         if not Path(path).exists():
-            raise FCNError(f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a TensorRT .engine)")
+            raise FCNError(
+                f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a TensorRT .engine)"
+            )
         runner = load_runner(path, device=device, backend=backend, **runner_options)
         return cls(runner, tile, tile_size, overlap, batch_size)
 
@@ -178,41 +194,53 @@ class Segmenter:
 
     # -- inference ---------------------------------------------------------------------------
 
-    def predict(self, image: ImageLike, rgb: bool = False, tile: Optional[bool] = None) -> np.ndarray:
+    def predict(self, image: ImageLike, rgb: bool = False, tile: bool | None = None) -> np.ndarray:
         """``H×W`` class ids (uint8 for ≤ 256 classes) at the image's own size."""
         return self._run([image], rgb, tile, scores=False)[0]
 
-    def predict_batch(self, images: Sequence[ImageLike], rgb: bool = False, tile: Optional[bool] = None) -> list[np.ndarray]:
+    def predict_batch(
+        self, images: Sequence[ImageLike], rgb: bool = False, tile: bool | None = None
+    ) -> list[np.ndarray]:
         """`predict` for many images: equal sizes share runner calls (up to ``batch_size``), order kept."""
         return self._run(list(images), rgb, tile, scores=False)
 
-    def logits(self, image: ImageLike, rgb: bool = False, tile: Optional[bool] = None) -> np.ndarray:
+    def logits(self, image: ImageLike, rgb: bool = False, tile: bool | None = None) -> np.ndarray:
         """float32 ``C×H×W`` class scores; only tensor-I/O models have them."""
         if self.runner.io != "tensor":
-            raise FCNError("this model was exported with preprocessing and argmax folded in (image I/O) and returns "
-                           "only labels; re-export with --io tensor to get class scores")
+            raise FCNError(
+                "this model was exported with preprocessing and argmax folded in (image I/O) and returns "
+                "only labels; re-export with --io tensor to get class scores"
+            )
         return self._run([image], rgb, tile, scores=True)[0]
 
-    def overlay(self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5, rgb: bool = False) -> np.ndarray:
+    def overlay(
+        self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5, rgb: bool = False
+    ) -> np.ndarray:
         """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for cv2.imwrite."""
         bgr = as_bgr8(image, rgb)
         labels = np.asarray(labels)
         if labels.shape != bgr.shape[:2]:
-            raise FCNError(f"labels of shape {labels.shape} do not match the image's {bgr.shape[0]}x{bgr.shape[1]} pixels")
-        colours = ModelInfo.palette_array(self.palette)[:, ::-1][np.clip(labels, 0, 255)]  # RGB → BGR
+            raise FCNError(
+                f"labels of shape {labels.shape} do not match the image's {bgr.shape[0]}x{bgr.shape[1]} pixels"
+            )
+        colours = ModelInfo.palette_array(self.palette)[:, ::-1][
+            np.clip(labels, 0, 255)
+        ]  # RGB → BGR
         mixed = (1.0 - alpha) * bgr.astype(np.float32) + alpha * colours.astype(np.float32)
         return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _run(self, images: list[ImageLike], rgb: bool, tile: Optional[bool], scores: bool) -> list[np.ndarray]:
+    def _run(
+        self, images: list[ImageLike], rgb: bool, tile: bool | None, scores: bool
+    ) -> list[np.ndarray]:
         timing = self.last_timing = Timing()
         start = time.perf_counter()
         pixels = [as_bgr8(im, rgb) for im in images]
         timing.images, timing.pixels = len(pixels), sum(p.shape[0] * p.shape[1] for p in pixels)
         timing.preprocess += time.perf_counter() - start
         tile = self.tile if tile is None else tile
-        results: list[Optional[np.ndarray]] = [None] * len(pixels)
+        results: list[np.ndarray | None] = [None] * len(pixels)
         groups: dict[tuple[int, int], list[int]] = {}
         for k, p in enumerate(pixels):
             (h, w), top = p.shape[:2], self.runner.bounds.max_hw
@@ -221,8 +249,10 @@ class Segmenter:
             elif top is None or (h <= top[0] and w <= top[1]):
                 groups.setdefault((h, w), []).append(k)
             else:
-                raise FCNError(f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
-                               "pass tile=True (fcn-predict --tile) to run it in overlapping tiles")
+                raise FCNError(
+                    f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
+                    "pass tile=True (fcn-predict --tile) to run it in overlapping tiles"
+                )
         for indices in groups.values():
             for i in range(0, len(indices), self.batch_size):
                 chunk = indices[i : i + self.batch_size]
@@ -241,14 +271,20 @@ class Segmenter:
         n, h, w = bgr.shape[:3]
         small = runner.bounds.min_hw
         pad_h, pad_w = max(0, small[0] - h), max(0, small[1] - w)
-        if pad_h or pad_w:  # below the model's smallest input: repeat the edge pixels, crop afterwards
-            bgr = np.stack([cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr])
+        if (
+            pad_h or pad_w
+        ):  # below the model's smallest input: repeat the edge pixels, crop afterwards
+            bgr = np.stack(
+                [cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr]
+            )
         if runner.io == "image":  # preprocessing is in the graph
             x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
         elif runner.device.type == "cpu":
             x = torch.from_numpy(self.info.preprocessing.apply(bgr))
         else:  # copy uint8 (a quarter of float32's bytes), normalize on the device
-            x = _normalize(torch.from_numpy(bgr).to(runner.device, non_blocking=True), self.info.preprocessing)
+            x = _normalize(
+                torch.from_numpy(bgr).to(runner.device, non_blocking=True), self.info.preprocessing
+            )
         runner.synchronize()
         t1 = time.perf_counter()
         out = runner.infer(x)
@@ -276,14 +312,18 @@ class Segmenter:
         counted = timing.total
         grid = TileGrid(bgr.shape[0], bgr.shape[1], self.tile_size, self.overlap)
         blend = self.runner.io == "tensor"  # blend scores whenever the model has them
-        blocks = run_tiled(bgr, grid, lambda tiles: self._infer(tiles, scores=blend), blend, self.batch_size)
+        blocks = run_tiled(
+            bgr, grid, lambda tiles: self._infer(tiles, scores=blend), blend, self.batch_size
+        )
         rows = []
         for block in blocks:
             if blend and not scores:
                 block = block.argmax(0).to(_label_dtype(self.info.num_classes))
             rows.append(block.cpu().numpy())
         result = np.concatenate(rows, axis=-2)
-        timing.postprocess += time.perf_counter() - start - (timing.total - counted)  # cutting, blending, stitching
+        timing.postprocess += (
+            time.perf_counter() - start - (timing.total - counted)
+        )  # cutting, blending, stitching
         return result
 
     # -- lifetime ----------------------------------------------------------------------------
@@ -292,7 +332,7 @@ class Segmenter:
         """Release the runner (and its device memory)."""
         self.runner.close()
 
-    def __enter__(self) -> "Segmenter":
+    def __enter__(self) -> Segmenter:
         return self
 
     def __exit__(self, *exc: Any) -> None:

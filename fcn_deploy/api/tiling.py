@@ -18,14 +18,13 @@ touches them, so memory grows with the image's width, never its area.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["TileGrid", "tile_spans", "run_tiled", "ALIGN"]
+__all__ = ["ALIGN", "TileGrid", "run_tiled", "tile_spans"]
 
 ALIGN = 32  # VGG16's output stride (five 2× pools): tiles start on this grid
 
@@ -45,7 +44,9 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = ALIGN) -> list
     stride = (tile - overlap) // align * align
     if stride < align:
         raise ValueError(f"tile {tile} must exceed overlap {overlap} by at least {align}")
-    last = -(-(length - tile) // align) * align  # the first aligned start whose tile reaches the end
+    last = (
+        -(-(length - tile) // align) * align
+    )  # the first aligned start whose tile reaches the end
     starts = list(range(0, last, stride)) + [last]
     return [(s, min(s + tile, length)) for s in starts]
 
@@ -72,7 +73,11 @@ def _batches(spans: list[Span], batch: int) -> list[list[int]]:
     """Tile indices in runs of equal width, at most ``batch`` long (one runner call each)."""
     runs: list[list[int]] = []
     for j, (s, e) in enumerate(spans):
-        if runs and len(runs[-1]) < batch and spans[runs[-1][0]][1] - spans[runs[-1][0]][0] == e - s:
+        if (
+            runs
+            and len(runs[-1]) < batch
+            and spans[runs[-1][0]][1] - spans[runs[-1][0]][0] == e - s
+        ):
             runs[-1].append(j)
         else:
             runs.append([j])
@@ -100,7 +105,9 @@ class TileGrid:
         return len(self.rows) * len(self.cols)
 
 
-def run_tiled(image: np.ndarray, grid: TileGrid, infer: TileFn, scores: bool, batch: int) -> Iterator[torch.Tensor]:
+def run_tiled(
+    image: np.ndarray, grid: TileGrid, infer: TileFn, scores: bool, batch: int
+) -> Iterator[torch.Tensor]:
     """Yield finished rows of the result, top to bottom, on the device ``infer`` returns.
 
     Each block is ``C×rows×W`` blended scores when ``scores`` else ``rows×W`` stitched labels.
@@ -125,7 +132,10 @@ def run_tiled(image: np.ndarray, grid: TileGrid, infer: TileFn, scores: bool, ba
             done = y_cuts[i]
             continue
         if i == 0:
-            acc, weight = outs[0].new_zeros((outs[0].shape[0], 0, grid.width)), outs[0].new_zeros((0, grid.width))
+            acc, weight = (
+                outs[0].new_zeros((outs[0].shape[0], 0, grid.width)),
+                outs[0].new_zeros((0, grid.width)),
+            )
         grow = y1 - done - weight.shape[0]  # rows this tile row adds below those held
         acc = torch.cat([acc, acc.new_zeros((acc.shape[0], grow, grid.width))], 1)
         weight = torch.cat([weight, weight.new_zeros((grow, grid.width))])
@@ -134,7 +144,9 @@ def run_tiled(image: np.ndarray, grid: TileGrid, infer: TileFn, scores: bool, ba
             w = wy[:, None] * wx[j].to(acc.device)[None, :]  # (y1-y)×(x1-x)
             acc[:, y - done : y1 - done, x:x1].addcmul_(outs[j], w)
             weight[y - done : y1 - done, x:x1] += w
-        y_end = rows[i + 1][0] if i + 1 < len(rows) else grid.height  # later tiles start at or below
+        y_end = (
+            rows[i + 1][0] if i + 1 < len(rows) else grid.height
+        )  # later tiles start at or below
         yield acc[:, : y_end - done] / weight[: y_end - done].clamp_min(1e-12)
         acc, weight = acc[:, y_end - done :], weight[y_end - done :]
         done = y_end

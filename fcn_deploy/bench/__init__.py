@@ -7,16 +7,24 @@ table, writes JSON/Markdown and plots it. Everything here uses only the runner i
 from .backends import BENCH_BACKENDS, random_model
 from .benchmark import SCENARIOS, run_benchmark
 from .flops import flops_per_image, model_flops
-from .report import SCHEMA, format_console, format_markdown, validate, write_json, write_markdown, write_plot
+from .report import (
+    SCHEMA,
+    format_console,
+    format_markdown,
+    validate,
+    write_json,
+    write_markdown,
+    write_plot,
+)
 from .scenarios import BenchConfig
 from .sliding_window import FCVGG16, run_sliding_window
 
 __all__ = [
     "BENCH_BACKENDS",
+    "FCVGG16",
     "SCENARIOS",
     "SCHEMA",
     "BenchConfig",
-    "FCVGG16",
     "flops_per_image",
     "format_console",
     "format_markdown",

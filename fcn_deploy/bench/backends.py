@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -25,14 +25,26 @@ from ..meta import ModelInfo
 from ..models import create_model
 from ..runtime import Runner, backend_for_path
 
-__all__ = ["BENCH_BACKENDS", "DEFAULT_BACKENDS", "ModelSource", "Backend", "random_model", "parse_backends", "prepare_backends", "onnx_for", "tensorrt_unavailable"]
+__all__ = [
+    "BENCH_BACKENDS",
+    "DEFAULT_BACKENDS",
+    "Backend",
+    "ModelSource",
+    "onnx_for",
+    "parse_backends",
+    "prepare_backends",
+    "random_model",
+    "tensorrt_unavailable",
+]
 
 BENCH_BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-fp16", "tensorrt")
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "torch-fp16", "tensorrt")
 REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measured against
 
 
-def random_model(variant: str = "fcn8s", width: float = 1.0, num_classes: int = 21, seed: int = 0) -> nn.Module:
+def random_model(
+    variant: str = "fcn8s", width: float = 1.0, num_classes: int = 21, seed: int = 0
+) -> nn.Module:
     """A net with random weights, score layers included.
 
     An FCN's score layers start at zero by design, so its output would be all zeros and every
@@ -53,22 +65,26 @@ class ModelSource:
     """The model under test: a net in memory or a weights file, or an ONNX file or engine."""
 
     label: str  # what the report calls it
-    module: Optional[nn.Module] = None  # weights we can run eagerly and export
-    path: Optional[Path] = None  # .onnx / .engine given directly
-    info: Optional[ModelInfo] = None
+    module: nn.Module | None = None  # weights we can run eagerly and export
+    path: Path | None = None  # .onnx / .engine given directly
+    info: ModelInfo | None = None
 
     @classmethod
-    def open(cls, model: Optional[str], variant: Optional[str], width: float, num_classes: int) -> "ModelSource":
+    def open(
+        cls, model: str | None, variant: str | None, width: float, num_classes: int
+    ) -> ModelSource:
         if model is None:
             net = random_model(variant or "fcn8s", width, num_classes)
-            info: ModelInfo = getattr(net, "info")
+            info: ModelInfo = net.info
             return cls(f"random {info.variant} width {width:g}", module=net, info=info)
         path = Path(model)
         if not path.exists():
-            raise FCNError(f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)")
+            raise FCNError(
+                f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)"
+            )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=getattr(net, "info"))
+            return cls(str(path), module=net, info=net.info)
         return cls(str(path), path=path)
 
 
@@ -77,21 +93,23 @@ class Backend:
     """One requested backend: how to open its runner, or why it is skipped."""
 
     name: str
-    open: Optional[Callable[[], Runner]] = None
-    skipped: Optional[str] = None
-    prepare_s: Optional[float] = None  # export or engine build time, when done on the fly
-    artifact: Optional[str] = None
+    open: Callable[[], Runner] | None = None
+    skipped: str | None = None
+    prepare_s: float | None = None  # export or engine build time, when done on the fly
+    artifact: str | None = None
 
 
 def parse_backends(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCH_BACKENDS]
     if unknown or not names:
-        raise FCNError(f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCH_BACKENDS)}")
+        raise FCNError(
+            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCH_BACKENDS)}"
+        )
     return list(dict.fromkeys(names))
 
 
-def tensorrt_unavailable(device: torch.device) -> Optional[str]:
+def tensorrt_unavailable(device: torch.device) -> str | None:
     """Why TensorRT cannot run here, or None."""
     if not tensorrt_available():
         return MISSING_MESSAGE
@@ -105,9 +123,9 @@ def prepare_backends(
     source: ModelSource,
     device: torch.device,
     *,
-    threads: Optional[int] = None,
+    threads: int | None = None,
     max_batch: int = 1,
-    cache_dir: Optional[Path] = None,
+    cache_dir: Path | None = None,
 ) -> list[Backend]:
     """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``."""
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
@@ -121,35 +139,55 @@ def prepare_backends(
     return prepared
 
 
-def _prepare(name: str, source: ModelSource, device: torch.device, threads: Optional[int], max_batch: int,
-             cache: Path) -> Backend:
+def _prepare(
+    name: str,
+    source: ModelSource,
+    device: torch.device,
+    threads: int | None,
+    max_batch: int,
+    cache: Path,
+) -> Backend:
     backend, _, precision = name.partition("-")
     precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
     dev = str(device)
     if backend == "torch":
         if source.module is None:
-            return Backend(name, skipped=f"eager PyTorch needs weights; --model {source.label} is not a checkpoint")
+            return Backend(
+                name,
+                skipped=f"eager PyTorch needs weights; --model {source.label} is not a checkpoint",
+            )
         if precision == "fp16" and device.type != "cuda":
-            return Backend(name, skipped="FP16 eager PyTorch needs a CUDA GPU (CPU FP16 convolutions are emulated)")
+            return Backend(
+                name,
+                skipped="FP16 eager PyTorch needs a CUDA GPU (CPU FP16 convolutions are emulated)",
+            )
         from ..runtime.torch_runner import TorchRunner
 
         module = source.module
         return Backend(name, open=lambda: TorchRunner(module, device=dev, precision=precision))
     if backend == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
-            return Backend(name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')")
+            return Backend(
+                name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')"
+            )
         onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache)
         if onnx_path is None:
             return Backend(name, skipped=why)
         from ..runtime.ort_runner import OnnxRuntimeRunner
 
-        return Backend(name, open=lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads),
-                       prepare_s=seconds, artifact=str(onnx_path))
+        return Backend(
+            name,
+            open=lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads),
+            prepare_s=seconds,
+            artifact=str(onnx_path),
+        )
     reason = tensorrt_unavailable(device)
     return Backend(name, skipped=reason) if reason else _tensorrt(name, source, max_batch, cache)
 
 
-def onnx_for(source: ModelSource, precision: str, max_batch: int, cache: Path) -> tuple[Optional[Path], Optional[float], str]:
+def onnx_for(
+    source: ModelSource, precision: str, max_batch: int, cache: Path
+) -> tuple[Path | None, float | None, str]:
     """The ONNX file for ``precision``: the one given, or one exported now (with its export time)."""
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
@@ -158,7 +196,11 @@ def onnx_for(source: ModelSource, precision: str, max_batch: int, cache: Path) -
 
         given = read_onnx_metadata(source.path).precision
         if given != precision:
-            return None, None, f"--model {source.label} is {given}; pass a checkpoint to export {precision} on the fly"
+            return (
+                None,
+                None,
+                f"--model {source.label} is {given}; pass a checkpoint to export {precision} on the fly",
+            )
         return source.path, None, ""
     from ..export import export_onnx
 
@@ -166,7 +208,14 @@ def onnx_for(source: ModelSource, precision: str, max_batch: int, cache: Path) -
     out = cache / f"model-{precision}.onnx"
     t0 = time.perf_counter()
     # verify=False: the benchmark's own accuracy columns compare every size against eager FP32
-    export_onnx(source.module, out, precision=precision, max_batch=max(max_batch, 1), verify=False, progress=False)
+    export_onnx(
+        source.module,
+        out,
+        precision=precision,
+        max_batch=max(max_batch, 1),
+        verify=False,
+        progress=False,
+    )
     return out, time.perf_counter() - t0, ""
 
 
@@ -184,7 +233,13 @@ def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Ba
 
     engine = cache / "model-fp16.engine"
     t0 = time.perf_counter()
-    build_engine(onnx_path, engine, gate=False, progress=False)  # the rows measure accuracy at every size
+    build_engine(
+        onnx_path, engine, gate=False, progress=False
+    )  # the rows measure accuracy at every size
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
-    return Backend(name, open=lambda: TensorRTRunner(engine, device="cuda"), prepare_s=seconds, artifact=str(engine))
-
+    return Backend(
+        name,
+        open=lambda: TensorRTRunner(engine, device="cuda"),
+        prepare_s=seconds,
+        artifact=str(engine),
+    )

@@ -5,14 +5,21 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
 from ..errors import FCNError
 from ..runtime import resolve_device
-from .backends import DEFAULT_BACKENDS, ModelSource, parse_backends, prepare_backends, tensorrt_unavailable
+from .backends import (
+    DEFAULT_BACKENDS,
+    ModelSource,
+    parse_backends,
+    prepare_backends,
+    tensorrt_unavailable,
+)
 from .machine import compute_precision, machine_info, matmul_peak
 from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
 from .sliding_window import run_sliding_window
@@ -25,17 +32,17 @@ SCENARIOS = ("sizes", "stream", "sliding-window", "static-vs-dynamic")
 def run_benchmark(
     scenario: str = "sizes",
     *,
-    model: Optional[str] = None,
-    variant: Optional[str] = None,
+    model: str | None = None,
+    variant: str | None = None,
     width: float = 1.0,
     num_classes: int = 21,
     backends: str = ",".join(DEFAULT_BACKENDS),
-    config: Optional[BenchConfig] = None,
-    device: Optional[str] = None,
-    threads: Optional[int] = None,
+    config: BenchConfig | None = None,
+    device: str | None = None,
+    threads: int | None = None,
     stream: tuple[int, int, int] = (8, 64, 1024),
-    cache_dir: Optional[Path] = None,
-    matmul_size: Optional[int] = None,
+    cache_dir: Path | None = None,
+    matmul_size: int | None = None,
     command: str = "",
 ) -> dict[str, Any]:
     """Run ``scenario`` and return the result document (see ``report.SCHEMA``).
@@ -58,50 +65,90 @@ def run_benchmark(
         "scenario": scenario,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "config": {**cfg.__dict__, "sizes": [f"{h}x{w}" for h, w in cfg.sizes], "device": str(dev), "threads": torch.get_num_threads(), "backends": names},
+        "config": {
+            **cfg.__dict__,
+            "sizes": [f"{h}x{w}" for h, w in cfg.sizes],
+            "device": str(dev),
+            "threads": torch.get_num_threads(),
+            "backends": names,
+        },
         "results": [],
         "skipped": [],
         "notes": [],
     }
     if scenario == "sliding-window":
-        doc["model"] = {"label": f"random VGG16 classifier width {width:g} (FC vs convolutionalized)"}
+        doc["model"] = {
+            "label": f"random VGG16 classifier width {width:g} (FC vs convolutionalized)"
+        }
         doc["machine"] = _machine(dev, matmul_size, ["fp32"])
         doc["sliding_window"] = run_sliding_window(cfg, dev, width=width)
-        doc["notes"].append("both nets eager PyTorch FP32 on the same weights; p50 of the timed calls")
+        doc["notes"].append(
+            "both nets eager PyTorch FP32 on the same weights; p50 of the timed calls"
+        )
         return doc
     source = ModelSource.open(model, variant, width, num_classes)
-    doc["model"] = {"label": source.label, **({"variant": source.info.variant, "width": source.info.width,
-                                               "num_classes": source.info.num_classes} if source.info else {})}
+    doc["model"] = {
+        "label": source.label,
+        **(
+            {
+                "variant": source.info.variant,
+                "width": source.info.width,
+                "num_classes": source.info.num_classes,
+            }
+            if source.info
+            else {}
+        ),
+    }
     if scenario == "static-vs-dynamic":
         doc["config"]["backends"] = ["tensorrt"]  # the scenario builds its own engines
         doc["machine"] = _machine(dev, matmul_size, ["fp16" if dev.type == "cuda" else "fp32"])
         _static_vs_dynamic(doc, source, dev, cfg, cache_dir)
         return doc
-    prepared = prepare_backends(names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir)
-    precisions = sorted({compute_precision(dev, b.name.partition("-")[2] or "fp32") for b in prepared if not b.skipped})
+    prepared = prepare_backends(
+        names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir
+    )
+    precisions = sorted(
+        {
+            compute_precision(dev, b.name.partition("-")[2] or "fp32")
+            for b in prepared
+            if not b.skipped
+        }
+    )
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
     doc["prepare_s"] = {b.name: b.prepare_s for b in prepared if b.prepare_s is not None}
     if scenario == "sizes":
-        doc["results"], doc["skipped"] = run_sizes(prepared, source, dev, cfg, doc["machine"]["peaks"])
+        doc["results"], doc["skipped"] = run_sizes(
+            prepared, source, dev, cfg, doc["machine"]["peaks"]
+        )
         _remeasure_peaks(doc, dev, matmul_size)
     else:
         count, low, high = stream
         shapes = stream_shapes(count, low, high, cfg.seed)
         doc["stream"], doc["skipped"] = run_stream(prepared, source, dev, shapes, cfg.seed)
     if dev.type == "cpu":
-        doc["notes"].append("CPU: every row is measured against the FP32 matmul rate (no native FP16 arithmetic)")
-    doc["notes"].append("host memory: peak resident set of the whole benchmark process during each row's warm-up and timed calls")
+        doc["notes"].append(
+            "CPU: every row is measured against the FP32 matmul rate (no native FP16 arithmetic)"
+        )
+    doc["notes"].append(
+        "host memory: peak resident set of the whole benchmark process during each row's warm-up and timed calls"
+    )
     return doc
 
 
-def _machine(dev: torch.device, matmul_size: Optional[int], precisions: Sequence[str]) -> dict[str, Any]:
+def _machine(
+    dev: torch.device, matmul_size: int | None, precisions: Sequence[str]
+) -> dict[str, Any]:
     info = machine_info(dev)
     info["peaks"] = {p: matmul_peak(dev, p, matmul_size) for p in precisions}
-    info["environment"] = {k: v for k, v in os.environ.items() if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")}
+    info["environment"] = {
+        k: v
+        for k, v in os.environ.items()
+        if k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+    }
     return info
 
 
-def _remeasure_peaks(doc: dict[str, Any], dev: torch.device, matmul_size: Optional[int]) -> None:
+def _remeasure_peaks(doc: dict[str, Any], dev: torch.device, matmul_size: int | None) -> None:
     """Measure the peak again after the sweep and keep the higher one for every row.
 
     On a machine shared with other work the rate available changes during a run; the higher of the
@@ -110,8 +157,11 @@ def _remeasure_peaks(doc: dict[str, Any], dev: torch.device, matmul_size: Option
     peaks = doc["machine"]["peaks"]
     for precision, before in peaks.items():
         after = matmul_peak(dev, precision, matmul_size)
-        peaks[precision] = {**max(before, after, key=lambda p: p["gflops_per_s"]),
-                            "start_gflops_per_s": before["gflops_per_s"], "end_gflops_per_s": after["gflops_per_s"]}
+        peaks[precision] = {
+            **max(before, after, key=lambda p: p["gflops_per_s"]),
+            "start_gflops_per_s": before["gflops_per_s"],
+            "end_gflops_per_s": after["gflops_per_s"],
+        }
         peaks[precision]["method"] += ", higher of the measurements before and after the sweep"
     for row in doc["results"]:
         peak = peaks.get(row["compute_precision"])
@@ -120,8 +170,13 @@ def _remeasure_peaks(doc: dict[str, Any], dev: torch.device, matmul_size: Option
             row["peak_fraction"] = row["achieved_gflops_per_s"] / peak["gflops_per_s"]
 
 
-def _static_vs_dynamic(doc: dict[str, Any], source: ModelSource, dev: torch.device, cfg: BenchConfig,
-                       cache_dir: Optional[Path]) -> None:
+def _static_vs_dynamic(
+    doc: dict[str, Any],
+    source: ModelSource,
+    dev: torch.device,
+    cfg: BenchConfig,
+    cache_dir: Path | None,
+) -> None:
     """One dynamic engine against per-shape static engines (TensorRT only)."""
     reason = tensorrt_unavailable(dev)
     if reason:

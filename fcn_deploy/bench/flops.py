@@ -19,7 +19,7 @@ from torch import nn
 from ..meta import ModelInfo
 from ..models import create_model
 
-__all__ = ["conv_flops", "model_flops", "flops_per_image"]
+__all__ = ["conv_flops", "flops_per_image", "model_flops"]
 
 
 def conv_flops(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
@@ -43,7 +43,11 @@ def model_flops(model: nn.Module, batch: int, height: int, width: int) -> int:
         nonlocal total
         total += conv_flops(module, inputs[0], output)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
     try:
         with torch.no_grad():
             model(torch.empty(batch, 3, height, width, device="meta"))

@@ -16,14 +16,23 @@ import os
 import platform
 import re
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["machine_info", "machine_slug", "matmul_peak", "compute_precision"]
+__all__ = ["compute_precision", "machine_info", "machine_slug", "matmul_peak"]
 
-_PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "numpy", "opencv-python-headless", "fcn-deploy")
+_PACKAGES = (
+    "torch",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx",
+    "tensorrt",
+    "numpy",
+    "opencv-python-headless",
+    "fcn-deploy",
+)
 
 
 def _cpu_model() -> str:
@@ -50,7 +59,7 @@ def _versions() -> dict[str, str]:
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU, GPU, threads and library versions: what a reader needs to compare two results."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu: Optional[dict[str, Any]] = None
+    gpu: dict[str, Any] | None = None
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         gpu = {
@@ -73,7 +82,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     }
 
 
-def _memory_gb() -> Optional[float]:
+def _memory_gb() -> float | None:
     try:
         with open("/proc/meminfo") as f:
             kb = int(f.readline().split()[1])
@@ -96,7 +105,9 @@ def compute_precision(device: torch.device, precision: str) -> str:
     return precision if device.type == "cuda" else "fp32"
 
 
-def matmul_peak(device: torch.device, precision: str = "fp32", size: Optional[int] = None, reps: int = 3) -> dict[str, Any]:
+def matmul_peak(
+    device: torch.device, precision: str = "fp32", size: int | None = None, reps: int = 3
+) -> dict[str, Any]:
     """The measured large-matmul rate in GFLOP/s, with what was measured. ``size`` (default 4096 on
     a CPU, 8192 on a GPU) is smaller only in tests: small matmuls do not reach the peak."""
     precision = compute_precision(device, precision)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 from .._io import atomic_path, atomic_write_text
 
-__all__ = ["SCHEMA", "validate", "table", "format_console", "format_markdown", "write_json", "write_markdown", "write_plot"]
+__all__ = [
+    "SCHEMA",
+    "format_console",
+    "format_markdown",
+    "table",
+    "validate",
+    "write_json",
+    "write_markdown",
+    "write_plot",
+]
 
 _NUM = {"type": "number"}
 _OPT_NUM = {"type": ["number", "null"]}
-_LATENCY = {"type": "object", "required": ["mean", "p50", "p90", "p99"], "properties": {k: _NUM for k in ("mean", "p50", "p90", "p99")}}
+_LATENCY = {
+    "type": "object",
+    "required": ["mean", "p50", "p90", "p99"],
+    "properties": {k: _NUM for k in ("mean", "p50", "p90", "p99")},
+}
 
 #: JSON Schema (draft 2020-12 subset) of what ``--json`` writes.
 SCHEMA: dict[str, Any] = {
@@ -76,7 +89,10 @@ def validate(doc: Any, schema: dict[str, Any] = SCHEMA, where: str = "$") -> lis
         import jsonschema
     except ImportError:
         return _check(doc, schema, where)
-    return [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+        for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)
+    ]
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -102,7 +118,11 @@ def _check(doc: Any, schema: dict[str, Any], where: str) -> list[str]:
         if "maximum" in schema and doc > schema["maximum"]:
             errors.append(f"{where}: {doc} is greater than the maximum of {schema['maximum']}")
     if isinstance(doc, dict):
-        errors += [f"{where}: {k!r} is a required property" for k in schema.get("required", []) if k not in doc]
+        errors += [
+            f"{where}: {k!r} is a required property"
+            for k in schema.get("required", [])
+            if k not in doc
+        ]
         for key, sub in schema.get("properties", {}).items():
             if key in doc:
                 errors += _check(doc[key], sub, f"{where}/{key}")
@@ -116,39 +136,126 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _pct(value: Optional[float]) -> str:
+def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The scenario's rows as (header, cells): one layout for the console and Markdown."""
     if doc["scenario"] == "sliding-window":
-        header = ["size", "windows", "one pass ms", "all windows ms", "speedup", "GFLOPs pass/windows", "corr", "top-1 agree", "max |diff|", "equal"]
-        rows = [[f"{r['height']}x{r['width']}", str(r["windows"]), _fmt(r["conv_ms"], ".1f"), _fmt(r["fc_windows_ms"], ".1f"),
-                 f"{r['speedup']:.2f}x", f"{r['conv_gflops']:.1f}/{r['fc_windows_gflops']:.1f}", f"{r['score_correlation']:.6f}",
-                 _pct(r["top1_agreement"]), f"{r['max_abs_diff']:.2e}", "-" if r["equal"] is None else str(r["equal"]).lower()]
-                for r in doc["sliding_window"]]
+        header = [
+            "size",
+            "windows",
+            "one pass ms",
+            "all windows ms",
+            "speedup",
+            "GFLOPs pass/windows",
+            "corr",
+            "top-1 agree",
+            "max |diff|",
+            "equal",
+        ]
+        rows = [
+            [
+                f"{r['height']}x{r['width']}",
+                str(r["windows"]),
+                _fmt(r["conv_ms"], ".1f"),
+                _fmt(r["fc_windows_ms"], ".1f"),
+                f"{r['speedup']:.2f}x",
+                f"{r['conv_gflops']:.1f}/{r['fc_windows_gflops']:.1f}",
+                f"{r['score_correlation']:.6f}",
+                _pct(r["top1_agreement"]),
+                f"{r['max_abs_diff']:.2e}",
+                "-" if r["equal"] is None else str(r["equal"]).lower(),
+            ]
+            for r in doc["sliding_window"]
+        ]
         return header, rows
     if doc["scenario"] == "static-vs-dynamic":
-        header = ["size", "dynamic p50 ms", "static p50 ms", "dynamic/static", "static build s", "static build s (cache)"]
-        rows = [[f"{r['height']}x{r['width']}", f"{r['dynamic_p50_ms']:.2f}", f"{r['static_p50_ms']:.2f}",
-                 f"{r['dynamic_over_static']:.2f}", f"{r['static_build_s']:.1f}", f"{r['static_build_cached_s']:.1f}"]
-                for r in doc.get("static_vs_dynamic", {}).get("rows", [])]
+        header = [
+            "size",
+            "dynamic p50 ms",
+            "static p50 ms",
+            "dynamic/static",
+            "static build s",
+            "static build s (cache)",
+        ]
+        rows = [
+            [
+                f"{r['height']}x{r['width']}",
+                f"{r['dynamic_p50_ms']:.2f}",
+                f"{r['static_p50_ms']:.2f}",
+                f"{r['dynamic_over_static']:.2f}",
+                f"{r['static_build_s']:.1f}",
+                f"{r['static_build_cached_s']:.1f}",
+            ]
+            for r in doc.get("static_vs_dynamic", {}).get("rows", [])
+        ]
         return header, rows
     if doc["scenario"] == "stream":
-        header = ["backend", "frames", "shapes", "total s", "img/s", "MP/s", "first/repeat", "label agree"]
-        rows = [[r["backend"], str(r["frames"]), str(r["distinct_shapes"]), f"{r['total_s']:.2f}", f"{r['images_per_s']:.2f}",
-                 f"{r['megapixels_per_s']:.3f}", _fmt(r["first_call_over_repeat"], ".2f"), _pct(r["label_agreement"])]
-                for r in doc["stream"]]
+        header = [
+            "backend",
+            "frames",
+            "shapes",
+            "total s",
+            "img/s",
+            "MP/s",
+            "first/repeat",
+            "label agree",
+        ]
+        rows = [
+            [
+                r["backend"],
+                str(r["frames"]),
+                str(r["distinct_shapes"]),
+                f"{r['total_s']:.2f}",
+                f"{r['images_per_s']:.2f}",
+                f"{r['megapixels_per_s']:.3f}",
+                _fmt(r["first_call_over_repeat"], ".2f"),
+                _pct(r["label_agreement"]),
+            ]
+            for r in doc["stream"]
+        ]
         return header, rows
-    header = ["backend", "size", "batch", "p50 ms", "p90 ms", "p99 ms", "img/s", "MP/s", "e2e p50 ms", "GFLOPs/img",
-              "GFLOP/s", "% peak", "speedup", "max |err|", "label agree", "peak RSS MB"]
-    rows = [[r["backend"], f"{r['height']}x{r['width']}", str(r["batch"]), f"{r['latency_ms']['p50']:.1f}",
-             f"{r['latency_ms']['p90']:.1f}", f"{r['latency_ms']['p99']:.1f}", f"{r['images_per_s']:.2f}",
-             f"{r['megapixels_per_s']:.3f}", _fmt((r["e2e_latency_ms"] or {}).get("p50"), ".1f"), f"{r['gflops_per_image']:.1f}",
-             f"{r['achieved_gflops_per_s']:.1f}", _pct(r["peak_fraction"]), _fmt(r["speedup_vs_torch"], ".2f"),
-             _fmt(r["max_abs_err"], ".2e"), _pct(r["label_agreement"]), _fmt(r["peak_host_mb"], ".0f")]
-            for r in doc["results"]]
+    header = [
+        "backend",
+        "size",
+        "batch",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "img/s",
+        "MP/s",
+        "e2e p50 ms",
+        "GFLOPs/img",
+        "GFLOP/s",
+        "% peak",
+        "speedup",
+        "max |err|",
+        "label agree",
+        "peak RSS MB",
+    ]
+    rows = [
+        [
+            r["backend"],
+            f"{r['height']}x{r['width']}",
+            str(r["batch"]),
+            f"{r['latency_ms']['p50']:.1f}",
+            f"{r['latency_ms']['p90']:.1f}",
+            f"{r['latency_ms']['p99']:.1f}",
+            f"{r['images_per_s']:.2f}",
+            f"{r['megapixels_per_s']:.3f}",
+            _fmt((r["e2e_latency_ms"] or {}).get("p50"), ".1f"),
+            f"{r['gflops_per_image']:.1f}",
+            f"{r['achieved_gflops_per_s']:.1f}",
+            _pct(r["peak_fraction"]),
+            _fmt(r["speedup_vs_torch"], ".2f"),
+            _fmt(r["max_abs_err"], ".2e"),
+            _pct(r["label_agreement"]),
+            _fmt(r["peak_host_mb"], ".0f"),
+        ]
+        for r in doc["results"]
+    ]
     return header, rows
 
 
@@ -189,15 +296,15 @@ def _md_escape(cells: list[str]) -> list[str]:
     return [c.replace("|", "\\|") for c in cells]
 
 
-def write_json(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
+def write_json(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
-def write_markdown(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
+def write_markdown(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
     atomic_write_text(path, format_markdown(doc))
 
 
-def write_plot(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
+def write_plot(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """PNG. Sizes: latency against megapixels per backend (log-log) and speedup over eager FP32
     per size. Sliding window: both approaches' time per image size. Stream: throughput per backend."""
     import matplotlib
@@ -212,7 +319,9 @@ def write_plot(doc: dict[str, Any], path: "str | os.PathLike[str]") -> None:
         rows = doc["sliding_window"]
         mp = [r["height"] * r["width"] / 1e6 for r in rows]
         left.loglog(mp, [r["conv_ms"] for r in rows], "o-", label="convolutionalized, one pass")
-        left.loglog(mp, [r["fc_windows_ms"] for r in rows], "s-", label="FC classifier per 224×224 window")
+        left.loglog(
+            mp, [r["fc_windows_ms"] for r in rows], "s-", label="FC classifier per 224×224 window"
+        )
         left.set(xlabel="megapixels", ylabel="ms per image", title="dense scoring time")
         left.legend()
         right.bar([f"{r['height']}x{r['width']}" for r in rows], [r["speedup"] for r in rows])
@@ -247,15 +356,26 @@ def _plot_sizes(rows: list[dict[str, Any]], left: Any, right: Any) -> None:
     sizes = list(dict.fromkeys(f"{r['height']}x{r['width']}" for r in rows))
     bar = 0.8 / max(1, len(backends))
     for i, name in enumerate(backends):
-        mine = sorted((r for r in rows if r["backend"] == name), key=lambda r: r["height"] * r["width"])
+        mine = sorted(
+            (r for r in rows if r["backend"] == name), key=lambda r: r["height"] * r["width"]
+        )
         mp = [r["height"] * r["width"] / 1e6 for r in mine]
         left.loglog(mp, [r["latency_ms"]["p50"] / r["batch"] for r in mine], "o-", label=name)
         speed = {f"{r['height']}x{r['width']}": r["speedup_vs_torch"] or 0 for r in mine}
-        right.bar([j + i * bar for j in range(len(sizes))], [speed.get(s, 0) for s in sizes], bar, label=name)
-    left.set(xlabel="megapixels per image", ylabel="p50 ms per image", title="latency against input size")
+        right.bar(
+            [j + i * bar for j in range(len(sizes))],
+            [speed.get(s, 0) for s in sizes],
+            bar,
+            label=name,
+        )
+    left.set(
+        xlabel="megapixels per image", ylabel="p50 ms per image", title="latency against input size"
+    )
     left.legend()
     right.axhline(1.0, color="gray", lw=0.8)
-    right.set_ylim(0, 1.35 * max([r["speedup_vs_torch"] or 0 for r in rows] + [1.0]))  # room for the legend
+    right.set_ylim(
+        0, 1.35 * max([r["speedup_vs_torch"] or 0 for r in rows] + [1.0])
+    )  # room for the legend
     right.set_xticks([j + bar * (len(backends) - 1) / 2 for j in range(len(sizes))], sizes)
     right.set(ylabel="speedup over eager FP32 (p50)", title="speedup per size")
     right.legend()

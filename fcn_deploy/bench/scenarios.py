@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,9 +21,9 @@ from ..runtime import Runner
 from .backends import REFERENCE, Backend, ModelSource
 from .flops import flops_per_image
 from .machine import compute_precision
-from .timing import PeakHostMemory, Timing, measure, peak_gpu_memory_mb
+from .timing import PeakHostMemory, measure, peak_gpu_memory_mb
 
-__all__ = ["BenchConfig", "Outputs", "run_sizes", "run_stream", "stream_shapes", "random_images"]
+__all__ = ["BenchConfig", "Outputs", "random_images", "run_sizes", "run_stream", "stream_shapes"]
 
 Size = tuple[int, int]
 
@@ -46,13 +46,13 @@ class Outputs:
     """What one backend produced on one input: logits (tensor I/O) or just labels (image I/O)."""
 
     labels: np.ndarray
-    logits: Optional[np.ndarray] = None
+    logits: np.ndarray | None = None
 
-    def agreement(self, reference: "Outputs") -> float:
+    def agreement(self, reference: Outputs) -> float:
         """Share of pixels labelled the same."""
         return float((self.labels == reference.labels).mean())
 
-    def compare(self, reference: "Outputs") -> dict[str, Optional[float]]:
+    def compare(self, reference: Outputs) -> dict[str, float | None]:
         err = None
         if self.logits is not None and reference.logits is not None:
             err = float(np.abs(self.logits - reference.logits).max())
@@ -62,10 +62,14 @@ class Outputs:
 def random_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
     """Seeded uint8 ``N×H×W×3`` BGR images: smooth blobs plus noise, so labels vary in regions."""
     rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (batch, max(2, height // 32), max(2, width // 32), 3)).astype(np.float32)
+    coarse = rng.integers(0, 256, (batch, max(2, height // 32), max(2, width // 32), 3)).astype(
+        np.float32
+    )
     import cv2
 
-    smooth = np.stack([cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in coarse])
+    smooth = np.stack(
+        [cv2.resize(c, (width, height), interpolation=cv2.INTER_LINEAR) for c in coarse]
+    )
     noisy = smooth.reshape(batch, height, width, 3) + rng.normal(0, 12, (batch, height, width, 3))
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
@@ -107,17 +111,26 @@ def _segment_timing(runner: Runner, image: np.ndarray, cfg: BenchConfig) -> dict
     except ImportError as e:
         return {"e2e_note": f"Segmenter unavailable ({e})"}
     segmenter = Segmenter(runner)  # not closed: it would close the runner still in use
-    timing = measure(lambda: segmenter.predict(image), runner.synchronize, warmup=1, iters=cfg.e2e_iters,
-                     cuda=runner.device.type == "cuda")
+    timing = measure(
+        lambda: segmenter.predict(image),
+        runner.synchronize,
+        warmup=1,
+        iters=cfg.e2e_iters,
+        cuda=runner.device.type == "cuda",
+    )
     last = segmenter.last_timing
     return {
         "e2e_latency_ms": timing.summary(),
         "e2e_images_per_s": 1e3 / timing.percentile(50),
-        "e2e_last_call_ms": {"preprocess": last.preprocess * 1e3, "model": last.model * 1e3, "postprocess": last.postprocess * 1e3},
+        "e2e_last_call_ms": {
+            "preprocess": last.preprocess * 1e3,
+            "model": last.model * 1e3,
+            "postprocess": last.postprocess * 1e3,
+        },
     }
 
 
-def _reference_runner(source: ModelSource, device: torch.device) -> Optional[Runner]:
+def _reference_runner(source: ModelSource, device: torch.device) -> Runner | None:
     if source.module is None:
         return None
     from ..runtime.torch_runner import TorchRunner
@@ -137,7 +150,9 @@ def run_sizes(
     runnable = [b for b in backends if not b.skipped]
     # eager FP32 first: its outputs are the reference for every later row
     runnable.sort(key=lambda b: b.name != REFERENCE)
-    inputs = {size: random_images(cfg.batch, *size, seed=cfg.seed + i) for i, size in enumerate(cfg.sizes)}
+    inputs = {
+        size: random_images(cfg.batch, *size, seed=cfg.seed + i) for i, size in enumerate(cfg.sizes)
+    }
     references: dict[Size, Outputs] = {}
     if not any(b.name == REFERENCE for b in runnable):
         references = _untimed_references(source, device, inputs)
@@ -156,9 +171,16 @@ def run_sizes(
                 for size in cfg.sizes:
                     progress.update(0, backend=backend.name, size=f"{size[0]}x{size[1]}")
                     try:
-                        row = _measure_row(runner, backend, inputs[size], cfg, references, flops, peaks)
+                        row = _measure_row(
+                            runner, backend, inputs[size], cfg, references, flops, peaks
+                        )
                     except (FCNError, RuntimeError, ValueError) as e:
-                        skipped.append({"backend": backend.name, "reason": f"failed at {size[0]}x{size[1]}: {e}"})
+                        skipped.append(
+                            {
+                                "backend": backend.name,
+                                "reason": f"failed at {size[0]}x{size[1]}: {e}",
+                            }
+                        )
                         row = None
                     if row is not None:
                         rows.append(row)
@@ -167,16 +189,28 @@ def run_sizes(
     return rows, skipped
 
 
-def _untimed_references(source: ModelSource, device: torch.device, inputs: dict[Size, np.ndarray]) -> dict[Size, Outputs]:
+def _untimed_references(
+    source: ModelSource, device: torch.device, inputs: dict[Size, np.ndarray]
+) -> dict[Size, Outputs]:
     runner = _reference_runner(source, device)
     if runner is None:
         return {}
     with runner:
-        return {size: _outputs(runner, runner.infer(_model_input(runner, images))) for size, images in inputs.items()}
+        return {
+            size: _outputs(runner, runner.infer(_model_input(runner, images)))
+            for size, images in inputs.items()
+        }
 
 
-def _measure_row(runner: Runner, backend: Backend, images: np.ndarray, cfg: BenchConfig,
-                 references: dict[Size, Outputs], flops: _Flops, peaks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _measure_row(
+    runner: Runner,
+    backend: Backend,
+    images: np.ndarray,
+    cfg: BenchConfig,
+    references: dict[Size, Outputs],
+    flops: _Flops,
+    peaks: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
     n, h, w = images.shape[:3]
     x = _model_input(runner, images)
     cuda = runner.device.type == "cuda"
@@ -188,11 +222,22 @@ def _measure_row(runner: Runner, backend: Backend, images: np.ndarray, cfg: Benc
         last[:] = [runner.infer(x)]
 
     with PeakHostMemory() as memory:
-        timing = measure(call, runner.synchronize, warmup=cfg.warmup, iters=cfg.iters, min_time=cfg.min_time, cuda=cuda)
+        timing = measure(
+            call,
+            runner.synchronize,
+            warmup=cfg.warmup,
+            iters=cfg.iters,
+            min_time=cfg.min_time,
+            cuda=cuda,
+        )
     outputs = _outputs(runner, last[0])
     if backend.name == REFERENCE:
         references[(h, w)] = outputs
-    accuracy = outputs.compare(references[(h, w)]) if (h, w) in references else {"max_abs_err": None, "label_agreement": None}
+    accuracy = (
+        outputs.compare(references[(h, w)])
+        if (h, w) in references
+        else {"max_abs_err": None, "label_agreement": None}
+    )
 
     per_image_s = timing.percentile(50) / 1e3 / n
     gflops = flops(runner.info, h, w) / 1e9
@@ -229,7 +274,11 @@ def _measure_row(runner: Runner, backend: Backend, images: np.ndarray, cfg: Benc
 
 def _add_speedups(rows: list[dict[str, Any]]) -> None:
     """Speed over eager FP32 at the same size and batch (p50 against p50)."""
-    base = {(r["height"], r["width"], r["batch"]): r["latency_ms"]["p50"] for r in rows if r["backend"] == REFERENCE}
+    base = {
+        (r["height"], r["width"], r["batch"]): r["latency_ms"]["p50"]
+        for r in rows
+        if r["backend"] == REFERENCE
+    }
     for r in rows:
         ref = base.get((r["height"], r["width"], r["batch"]))
         r["speedup_vs_torch"] = ref / r["latency_ms"]["p50"] if ref else None
@@ -239,7 +288,10 @@ def stream_shapes(count: int, low: int, high: int, seed: int) -> list[Size]:
     """``count`` frames over ``ceil(count/2)`` seeded random shapes, each seen about twice, shuffled,
     so every shape has a first call and (mostly) a repeat to compare it with."""
     rng = np.random.default_rng(seed)
-    distinct = [(int(rng.integers(low, high + 1)), int(rng.integers(low, high + 1))) for _ in range(math.ceil(count / 2))]
+    distinct = [
+        (int(rng.integers(low, high + 1)), int(rng.integers(low, high + 1)))
+        for _ in range(math.ceil(count / 2))
+    ]
     frames = (distinct * 2)[:count]
     order = rng.permutation(len(frames))
     return [frames[i] for i in order]
@@ -272,8 +324,13 @@ def run_stream(
     return rows, skipped
 
 
-def _stream_row(runner: Runner, name: str, images: list[np.ndarray], references: list[Outputs],
-                progress: Progress) -> dict[str, Any]:
+def _stream_row(
+    runner: Runner,
+    name: str,
+    images: list[np.ndarray],
+    references: list[Outputs],
+    progress: Progress,
+) -> dict[str, Any]:
     cuda = runner.device.type == "cuda"
     per_shape: dict[Size, list[float]] = {}
     agreement: list[float] = []
@@ -281,7 +338,9 @@ def _stream_row(runner: Runner, name: str, images: list[np.ndarray], references:
     for i, im in enumerate(images):
         x = _model_input(runner, im)
         out: list[torch.Tensor] = []
-        timing = measure(lambda: out.append(runner.infer(x)), runner.synchronize, warmup=0, iters=1, cuda=cuda)
+        timing = measure(
+            lambda: out.append(runner.infer(x)), runner.synchronize, warmup=0, iters=1, cuda=cuda
+        )
         ms = timing.samples_ms[0]
         per_shape.setdefault((im.shape[1], im.shape[2]), []).append(ms)
         total_ms += ms
@@ -293,7 +352,12 @@ def _stream_row(runner: Runner, name: str, images: list[np.ndarray], references:
             agreement.append(outputs.agreement(references[i]))
         progress.update(1, backend=name)
     shapes = [
-        {"height": h, "width": w, "first_call_ms": t[0], "repeat_ms": float(np.mean(t[1:])) if len(t) > 1 else None}
+        {
+            "height": h,
+            "width": w,
+            "first_call_ms": t[0],
+            "repeat_ms": float(np.mean(t[1:])) if len(t) > 1 else None,
+        }
         for (h, w), t in per_shape.items()
     ]
     ratios = [t[0] / float(np.mean(t[1:])) for t in per_shape.values() if len(t) > 1]

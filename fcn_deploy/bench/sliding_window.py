@@ -26,7 +26,7 @@ from .flops import flops_per_image
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
-__all__ = ["FCVGG16", "WINDOW", "STRIDE", "run_sliding_window"]
+__all__ = ["FCVGG16", "STRIDE", "WINDOW", "run_sliding_window"]
 
 WINDOW = 224  # the classifier's input size
 STRIDE = 32  # VGG16's output stride: one score per 32 pixels of shift
@@ -46,7 +46,10 @@ class FCVGG16(nn.Module):
         channels = 3
         for names, out in VGG16_BLOCKS:
             for _ in names:
-                layers += [nn.Conv2d(channels, scaled(out, width), 3, padding=1), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(channels, scaled(out, width), 3, padding=1),
+                    nn.ReLU(inplace=True),
+                ]
                 channels = scaled(out, width)
             layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers)
@@ -76,7 +79,9 @@ def _check_size(h: int, w: int) -> None:
         )
 
 
-def run_sliding_window(cfg: BenchConfig, device: torch.device, width: float = 1.0, chunk: int = 16) -> list[dict[str, Any]]:
+def run_sliding_window(
+    cfg: BenchConfig, device: torch.device, width: float = 1.0, chunk: int = 16
+) -> list[dict[str, Any]]:
     """For each size: the conv net in one pass vs the FC net on every window, timed and compared."""
     for h, w in cfg.sizes:
         _check_size(h, w)
@@ -87,7 +92,10 @@ def run_sliding_window(cfg: BenchConfig, device: torch.device, width: float = 1.
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     rows = []
-    with Progress(len(cfg.sizes), "fcn-bench sliding-window", unit="size") as progress, torch.inference_mode():
+    with (
+        Progress(len(cfg.sizes), "fcn-bench sliding-window", unit="size") as progress,
+        torch.inference_mode(),
+    ):
         for i, (h, w) in enumerate(cfg.sizes):
             x = torch.from_numpy(pre.apply(random_images(1, h, w, cfg.seed + i))).to(device)
             crops = _windows(x)
@@ -95,18 +103,40 @@ def run_sliding_window(cfg: BenchConfig, device: torch.device, width: float = 1.
             def fc_all() -> torch.Tensor:
                 return torch.cat([fc_net(c) for c in crops.split(chunk)])
 
-            conv_t = measure(lambda: conv_net(x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda)
+            conv_t = measure(
+                lambda: conv_net(x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
+            )
             fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda)
-            dense = conv_net(x)[0].flatten(1).T.cpu().double()  # windows×classes, row-major like crops
+            dense = (
+                conv_net(x)[0].flatten(1).T.cpu().double()
+            )  # windows×classes, row-major like crops
             per_window = fc_all().cpu().double()
-            rows.append(_compare(h, w, dense, per_window, conv_t.percentile(50), fc_t.percentile(50),
-                                 flops_per_image(conv_net.info, h, w), len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW)))
+            rows.append(
+                _compare(
+                    h,
+                    w,
+                    dense,
+                    per_window,
+                    conv_t.percentile(50),
+                    fc_t.percentile(50),
+                    flops_per_image(conv_net.info, h, w),
+                    len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW),
+                )
+            )
             progress.update(1, size=f"{h}x{w}")
     return rows
 
 
-def _compare(h: int, w: int, dense: torch.Tensor, per_window: torch.Tensor, conv_ms: float, fc_ms: float,
-             conv_flops: int, fc_flops: int) -> dict[str, Any]:
+def _compare(
+    h: int,
+    w: int,
+    dense: torch.Tensor,
+    per_window: torch.Tensor,
+    conv_ms: float,
+    fc_ms: float,
+    conv_flops: int,
+    fc_flops: int,
+) -> dict[str, Any]:
     diff = (dense - per_window).abs().max().item()
     scale = per_window.abs().max().item()
     corr = float(np.corrcoef(dense.flatten().numpy(), per_window.flatten().numpy())[0, 1])

@@ -22,11 +22,20 @@ from .timing import measure
 __all__ = ["run_static_vs_dynamic"]
 
 
-def _build(onnx_path: Path, engine: Path, shapes: tuple[Any, Any, Any], cache: Path | None) -> float:
+def _build(
+    onnx_path: Path, engine: Path, shapes: tuple[Any, Any, Any], cache: Path | None
+) -> float:
     from ..engine import Profile, build_engine
 
     t0 = time.perf_counter()
-    build_engine(onnx_path, engine, profiles=[Profile(*shapes)], timing_cache=cache, gate=False, progress=False)
+    build_engine(
+        onnx_path,
+        engine,
+        profiles=[Profile(*shapes)],
+        timing_cache=cache,
+        gate=False,
+        progress=False,
+    )
     return time.perf_counter() - t0
 
 
@@ -34,8 +43,16 @@ def _latency(engine: Path, images: Any, cfg: BenchConfig) -> float:
     from ..runtime.trt_runner import TensorRTRunner
 
     with TensorRTRunner(engine, device="cuda") as runner:
-        x = runner.check_input(runner.info.preprocessing.apply(images) if runner.io == "tensor" else images)
-        return measure(lambda: runner.infer(x), runner.synchronize, warmup=cfg.warmup, iters=cfg.iters, cuda=True).percentile(50)
+        x = runner.check_input(
+            runner.info.preprocessing.apply(images) if runner.io == "tensor" else images
+        )
+        return measure(
+            lambda: runner.infer(x),
+            runner.synchronize,
+            warmup=cfg.warmup,
+            iters=cfg.iters,
+            cuda=True,
+        ).percentile(50)
 
 
 def run_static_vs_dynamic(source: ModelSource, cfg: BenchConfig, cache_dir: Path) -> dict[str, Any]:
@@ -51,7 +68,9 @@ def run_static_vs_dynamic(source: ModelSource, cfg: BenchConfig, cache_dir: Path
     dynamic = cache_dir / "dynamic.engine"
     rows = []
     with Progress(2 * len(cfg.sizes) + 1, "fcn-bench static-vs-dynamic", unit="build") as progress:
-        dynamic_s = _build(onnx_path, dynamic, (lo, (n, 3, *cfg.sizes[0]), hi), cache)  # cold: writes the cache
+        dynamic_s = _build(
+            onnx_path, dynamic, (lo, (n, 3, *cfg.sizes[0]), hi), cache
+        )  # cold: writes the cache
         progress.update(1)
         for i, (h, w) in enumerate(cfg.sizes):
             shape = (n, 3, h, w)

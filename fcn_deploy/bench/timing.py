@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["Timing", "measure", "PeakHostMemory", "peak_gpu_memory_mb"]
+__all__ = ["PeakHostMemory", "Timing", "measure", "peak_gpu_memory_mb"]
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Timing:
 
     samples_ms: list[float] = field(default_factory=list)
     warmup: int = 0
-    first_call_ms: Optional[float] = None  # the first warm-up call: what a new shape costs once
+    first_call_ms: float | None = None  # the first warm-up call: what a new shape costs once
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.samples_ms, q))
@@ -91,7 +92,7 @@ def _timed_call(fn: Callable[[], Any], synchronize: Callable[[], None], cuda: bo
     return (time.perf_counter() - t0) * 1e3
 
 
-def _status_kb(key: str) -> Optional[int]:
+def _status_kb(key: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -106,13 +107,13 @@ class PeakHostMemory:
     """``with PeakHostMemory() as mem: ...``; then ``mem.peak_mb`` (None where /proc is absent)."""
 
     def __init__(self) -> None:
-        self.peak_mb: Optional[float] = None
+        self.peak_mb: float | None = None
         self.method = "none"
         self._peak_kb = 0
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PeakHostMemory":
+    def __enter__(self) -> PeakHostMemory:
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
@@ -138,7 +139,7 @@ class PeakHostMemory:
         self.peak_mb = self._peak_kb / 1024 if self._peak_kb else None
 
 
-def peak_gpu_memory_mb(device: torch.device) -> Optional[float]:
+def peak_gpu_memory_mb(device: torch.device) -> float | None:
     """PyTorch's peak allocated GPU memory since the last reset (None on CPU). Memory that ONNX
     Runtime or TensorRT allocate themselves is not seen by PyTorch's allocator."""
     if device.type != "cuda":

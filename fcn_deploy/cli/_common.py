@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import FCNError
 
-__all__ = ["run_cli", "parse_size", "parse_sizes", "EXIT_USAGE", "EXIT_FAILED"]
+__all__ = ["EXIT_FAILED", "EXIT_USAGE", "parse_size", "parse_sizes", "run_cli"]
 
 EXIT_USAGE = 2  # bad input: a wrong file, path or option
 EXIT_FAILED = 1  # the work ran but failed a check (verification, accuracy gate, some inputs failed)
 
 
-def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> int:
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main``; turn an `FCNError` into ``error: <message>`` on stderr and exit code 2."""
     try:
         return main(argv)

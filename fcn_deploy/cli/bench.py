@@ -11,43 +11,94 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
-from ..bench import BENCH_BACKENDS, SCENARIOS, BenchConfig, format_console, run_benchmark
-from ..bench import validate, write_json, write_markdown, write_plot
+from ..bench import (
+    BENCH_BACKENDS,
+    SCENARIOS,
+    BenchConfig,
+    format_console,
+    run_benchmark,
+    validate,
+    write_json,
+    write_markdown,
+    write_plot,
+)
 from ..bench.backends import DEFAULT_BACKENDS
 from ..errors import FCNError
 from ._common import EXIT_FAILED, parse_sizes, run_cli
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 DEFAULT_SIZES = "224x224,500x500"
 SLIDING_SIZES = "224x224,352x352,480x480"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fcn-bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fcn-bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--scenario", choices=SCENARIOS, default="sizes")
-    p.add_argument("--model", help="checkpoint, PyTorch-port state dict (with --variant), .onnx or .engine; "
-                                   "default: a full-size net with random weights, made in memory")
-    p.add_argument("--variant", help="net of a bare state dict, or of the random default model (fcn8s)")
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier of the random default model")
-    p.add_argument("--num-classes", type=int, default=21, help="classes of the random default model")
-    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(BENCH_BACKENDS)}")
-    p.add_argument("--sizes", help=f"HxW list (default {DEFAULT_SIZES}; sliding-window: {SLIDING_SIZES})")
+    p.add_argument(
+        "--model",
+        help="checkpoint, PyTorch-port state dict (with --variant), .onnx or .engine; "
+        "default: a full-size net with random weights, made in memory",
+    )
+    p.add_argument(
+        "--variant", help="net of a bare state dict, or of the random default model (fcn8s)"
+    )
+    p.add_argument(
+        "--width", type=float, default=1.0, help="channel multiplier of the random default model"
+    )
+    p.add_argument(
+        "--num-classes", type=int, default=21, help="classes of the random default model"
+    )
+    p.add_argument(
+        "--backends",
+        default=",".join(DEFAULT_BACKENDS),
+        help=f"comma-separated, from {', '.join(BENCH_BACKENDS)}",
+    )
+    p.add_argument(
+        "--sizes", help=f"HxW list (default {DEFAULT_SIZES}; sliding-window: {SLIDING_SIZES})"
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per size")
     p.add_argument("--iters", type=int, default=5, help="timed calls per size (at least)")
-    p.add_argument("--min-time", type=float, default=0.0, help="keep timing each size for at least this many seconds")
-    p.add_argument("--e2e-iters", type=int, default=3, help="end-to-end calls (image → labels via Segmenter); 0 skips")
+    p.add_argument(
+        "--min-time",
+        type=float,
+        default=0.0,
+        help="keep timing each size for at least this many seconds",
+    )
+    p.add_argument(
+        "--e2e-iters",
+        type=int,
+        default=3,
+        help="end-to-end calls (image → labels via Segmenter); 0 skips",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--threads", type=int, help="intra-op threads for PyTorch and ONNX Runtime (default: all cores)")
-    p.add_argument("--stream", default="8:64-1024", help="stream scenario: FRAMES:MIN-MAX side lengths")
-    p.add_argument("--matmul-size", type=int, help="side of the matmul measured as the peak (default 4096 CPU, 8192 GPU)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads for PyTorch and ONNX Runtime (default: all cores)",
+    )
+    p.add_argument(
+        "--stream", default="8:64-1024", help="stream scenario: FRAMES:MIN-MAX side lengths"
+    )
+    p.add_argument(
+        "--matmul-size",
+        type=int,
+        help="side of the matmul measured as the peak (default 4096 CPU, 8192 GPU)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", type=Path, help="where on-the-fly ONNX files/engines go (default: a temp dir)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where on-the-fly ONNX files/engines go (default: a temp dir)",
+    )
     p.add_argument("--json", type=Path, help="write the result document here")
     p.add_argument("--markdown", type=Path, help="write a Markdown table here")
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
@@ -66,11 +117,13 @@ def _parse_stream(text: str) -> tuple[int, int, int]:
     return count, lo, hi
 
 
-def _main(argv: Optional[Sequence[str]]) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     for out in (args.json, args.markdown, args.plot):
         if out is not None and not out.resolve().parent.is_dir():
-            raise FCNError(f"cannot write {out}: folder {out.parent} does not exist (create it first)")
+            raise FCNError(
+                f"cannot write {out}: folder {out.parent} does not exist (create it first)"
+            )
     sliding = args.scenario == "sliding-window"
     cfg = BenchConfig(
         sizes=parse_sizes(args.sizes or (SLIDING_SIZES if sliding else DEFAULT_SIZES), "--sizes"),
@@ -85,7 +138,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     )  # fmt: skip
     problems = validate(doc)
     if problems:  # a bug here, not bad input: say so loudly but still save what was measured
-        print("warning: result does not match its schema: " + "; ".join(problems[:5]), file=sys.stderr)
+        print(
+            "warning: result does not match its schema: " + "; ".join(problems[:5]), file=sys.stderr
+        )
     print(format_console(doc))
     if args.json:
         write_json(doc, args.json)
@@ -97,7 +152,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     return EXIT_FAILED if failed or problems else 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_main, argv)
 
 

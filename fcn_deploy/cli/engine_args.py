@@ -25,26 +25,72 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "optimization profile (e.g. one landscape, one portrait); default: profiles derived from "
         "the export's size bounds.",
     )
-    g.add_argument("--engine", type=Path, metavar="PATH", help="write a TensorRT engine here (e.g. model.engine)")
-    g.add_argument("--min-shape", action="append", default=[], metavar="NxCxHxW",
-                   help="smallest input of a profile, e.g. 1x3x64x64 (repeatable)")
-    g.add_argument("--opt-shape", action="append", default=[], metavar="NxCxHxW",
-                   help="shape the profile is tuned for, e.g. 1x3x512x512 (repeatable; default: the min shape)")
-    g.add_argument("--max-shape", action="append", default=[], metavar="NxCxHxW",
-                   help="largest input of a profile, e.g. 4x3x1024x1024 (repeatable)")
-    g.add_argument("--workspace", type=float, default=4.0, metavar="GIB",
-                   help="builder workspace limit in GiB (default 4)")
-    g.add_argument("--opt-level", type=int, default=3, choices=range(6), metavar="0-5",
-                   help="builder optimization level: higher builds slower and may run faster (default 3)")
-    g.add_argument("--timing-cache", type=Path, metavar="PATH",
-                   help="load and save the builder timing cache here: rebuilds on the same GPU get much faster")
-    g.add_argument("--engine-precision", choices=("fp16", "fp32"),
-                   help="fp16 or fp32 engine (default: the precision of the ONNX graph; fp16 needs an "
-                        "fp16 export on TensorRT 10.12+)")
-    g.add_argument("--gate-threshold", type=float, default=0.99, metavar="AGREEMENT",
-                   help="least share of pixels whose label must match ONNX Runtime at every checked size (default 0.99)")
-    g.add_argument("--no-gate", action="store_true",
-                   help="skip the accuracy check against ONNX Runtime (not recommended)")
+    g.add_argument(
+        "--engine",
+        type=Path,
+        metavar="PATH",
+        help="write a TensorRT engine here (e.g. model.engine)",
+    )
+    g.add_argument(
+        "--min-shape",
+        action="append",
+        default=[],
+        metavar="NxCxHxW",
+        help="smallest input of a profile, e.g. 1x3x64x64 (repeatable)",
+    )
+    g.add_argument(
+        "--opt-shape",
+        action="append",
+        default=[],
+        metavar="NxCxHxW",
+        help="shape the profile is tuned for, e.g. 1x3x512x512 (repeatable; default: the min shape)",
+    )
+    g.add_argument(
+        "--max-shape",
+        action="append",
+        default=[],
+        metavar="NxCxHxW",
+        help="largest input of a profile, e.g. 4x3x1024x1024 (repeatable)",
+    )
+    g.add_argument(
+        "--workspace",
+        type=float,
+        default=4.0,
+        metavar="GIB",
+        help="builder workspace limit in GiB (default 4)",
+    )
+    g.add_argument(
+        "--opt-level",
+        type=int,
+        default=3,
+        choices=range(6),
+        metavar="0-5",
+        help="builder optimization level: higher builds slower and may run faster (default 3)",
+    )
+    g.add_argument(
+        "--timing-cache",
+        type=Path,
+        metavar="PATH",
+        help="load and save the builder timing cache here: rebuilds on the same GPU get much faster",
+    )
+    g.add_argument(
+        "--engine-precision",
+        choices=("fp16", "fp32"),
+        help="fp16 or fp32 engine (default: the precision of the ONNX graph; fp16 needs an "
+        "fp16 export on TensorRT 10.12+)",
+    )
+    g.add_argument(
+        "--gate-threshold",
+        type=float,
+        default=0.99,
+        metavar="AGREEMENT",
+        help="least share of pixels whose label must match ONNX Runtime at every checked size (default 0.99)",
+    )
+    g.add_argument(
+        "--no-gate",
+        action="store_true",
+        help="skip the accuracy check against ONNX Runtime (not recommended)",
+    )
 
 
 def build_engine_from_args(args: argparse.Namespace, onnx_path: Path) -> int:

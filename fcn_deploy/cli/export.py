@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ..errors import FCNError
 from ..meta import VARIANTS
 from ._common import EXIT_FAILED, parse_size, run_cli
 from .engine_args import add_engine_arguments, build_engine_from_args
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,21 +21,58 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an .onnx file: then the "
         "export is skipped and --engine builds a TensorRT engine from it.",
     )
-    p.add_argument("source", type=Path, metavar="SOURCE",
-                   help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, or an .onnx file")
-    p.add_argument("-o", "--output", type=Path, metavar="ONNX", help="where to write the ONNX file (e.g. model.onnx)")
-    p.add_argument("--variant", choices=VARIANTS, help="the net a bare state dict holds (default: from its keys)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                   help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io (default fp32)")
-    p.add_argument("--fp16-io", action="store_true", help="with --precision fp16 --io tensor: float16 input and output")
-    p.add_argument("--io", choices=("tensor", "image"), default="tensor",
-                   help="tensor: float N×3×H×W preprocessed → float logits; image: uint8 N×H×W×3 BGR → uint8 "
-                        "labels N×H×W, preprocessing and argmax in the graph (default tensor)")
-    p.add_argument("--max-size", default="4096x4096", metavar="HxW", help="largest input height×width (default 4096x4096)")
+    p.add_argument(
+        "source",
+        type=Path,
+        metavar="SOURCE",
+        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, or an .onnx file",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="ONNX",
+        help="where to write the ONNX file (e.g. model.onnx)",
+    )
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        help="the net a bare state dict holds (default: from its keys)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io (default fp32)",
+    )
+    p.add_argument(
+        "--fp16-io",
+        action="store_true",
+        help="with --precision fp16 --io tensor: float16 input and output",
+    )
+    p.add_argument(
+        "--io",
+        choices=("tensor", "image"),
+        default="tensor",
+        help="tensor: float N×3×H×W preprocessed → float logits; image: uint8 N×H×W×3 BGR → uint8 "
+        "labels N×H×W, preprocessing and argmax in the graph (default tensor)",
+    )
+    p.add_argument(
+        "--max-size",
+        default="4096x4096",
+        metavar="HxW",
+        help="largest input height×width (default 4096x4096)",
+    )
     p.add_argument("--max-batch", default="32", metavar="N", help="largest batch (default 32)")
     p.add_argument("--opset", default="20", metavar="N", help="ONNX opset, 18..23 (default 20)")
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
-    p.add_argument("--seed", metavar="N", help="seed for the verification sizes and inputs (default: random, printed)")
+    p.add_argument(
+        "--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check"
+    )
+    p.add_argument(
+        "--seed",
+        metavar="N",
+        help="seed for the verification sizes and inputs (default: random, printed)",
+    )
     add_engine_arguments(p)
     return p
 
@@ -47,11 +84,13 @@ def _int(text: str, flag: str) -> int:
         raise FCNError(f"{flag} must be a whole number, got {text!r}") from None
 
 
-def _main(argv: Optional[Sequence[str]]) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None:
-            raise FCNError(f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an engine from it)")
+            raise FCNError(
+                f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an engine from it)"
+            )
         from ..export import read_onnx_metadata
 
         read_onnx_metadata(args.source)  # a clear error now for a foreign or damaged file
@@ -83,13 +122,15 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             print(f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest activation "
                   f"{report.activation_peak:.4g} (FP16 max 65504)")  # fmt: skip
         if not report.passed:
-            print(f"verification FAILED: {report.path} was written for inspection; do not deploy it")
+            print(
+                f"verification FAILED: {report.path} was written for inspection; do not deploy it"
+            )
             return EXIT_FAILED
     if args.engine is not None:
         return build_engine_from_args(args, report.path)
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``fcn-export SOURCE -o model.onnx [options]``."""
     return run_cli(_main, argv)

@@ -15,8 +15,8 @@ import argparse
 import glob
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -29,34 +29,101 @@ from ..imageio import read_image, write_label_png
 from ..runtime import BACKENDS, backend_for_path
 from ._common import EXIT_FAILED, run_cli
 
-__all__ = ["main", "build_parser", "collect_inputs", "output_names", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
 IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .png .bmp .dib .tif .tiff .webp .ppm .pgm .pbm .pnm .jp2 .exr .hdr".split()
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".jp2",
+        ".exr",
+        ".hdr",
+    ]
 )
 GLOB_CHARS = frozenset("*?[")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fcn-predict", description="Segment image files, folders and globs into "
-                                "palette-PNG label maps.", epilog=__doc__.split("\n\n", 1)[1].replace("``", ""))
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or globs")
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results (created if missing)")
-    p.add_argument("--model", required=True, type=Path, help="checkpoint (.pt/.pth), ONNX export (.onnx) or TensorRT engine (.engine)")
-    p.add_argument("--variant", help="net of a bare PyTorch state dict (fcn32s, fcn16s, fcn8s, fcn8s-atonce)")
-    p.add_argument("--backend", choices=BACKENDS, help="override the backend the model file's suffix implies")
+    p = argparse.ArgumentParser(
+        prog="fcn-predict",
+        description="Segment image files, folders and globs into palette-PNG label maps.",
+        epilog=__doc__.split("\n\n", 1)[1].replace("``", ""),
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (searched recursively) or globs",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUTDIR",
+        help="folder for the results (created if missing)",
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="checkpoint (.pt/.pth), ONNX export (.onnx) or TensorRT engine (.engine)",
+    )
+    p.add_argument(
+        "--variant", help="net of a bare PyTorch state dict (fcn32s, fcn16s, fcn8s, fcn8s-atonce)"
+    )
+    p.add_argument(
+        "--backend", choices=BACKENDS, help="override the backend the model file's suffix implies"
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.jpg: the image tinted by class colour")
+    p.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write NAME_overlay.jpg: the image tinted by class colour",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per model call (equal sizes are batched)")
-    p.add_argument("--tile", action="store_true", help="run images larger than the model accepts in overlapping tiles")
-    p.add_argument("--tile-size", type=int, metavar="PX", help="tile side (default: the model's largest input, at most 1024)")
-    p.add_argument("--overlap", type=int, metavar="PX", help="pixels shared by neighbouring tiles (default: a quarter tile, at most 256)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="images per model call (equal sizes are batched)",
+    )
+    p.add_argument(
+        "--tile",
+        action="store_true",
+        help="run images larger than the model accepts in overlapping tiles",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        metavar="PX",
+        help="tile side (default: the model's largest input, at most 1024)",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        metavar="PX",
+        help="pixels shared by neighbouring tiles (default: a quarter tile, at most 256)",
+    )
     return p
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    return (
+        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    )
 
 
 def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
@@ -73,12 +140,23 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
         if path.is_file():
             found = [path]
         elif path.is_dir() or (not path.exists() and GLOB_CHARS & set(arg)):
-            roots = [path] if path.is_dir() else [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
-            candidates = [f for r in roots for f in (sorted(r.rglob("*")) if r.is_dir() else [r]) if f.is_file()]
+            roots = (
+                [path]
+                if path.is_dir()
+                else [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
+            )
+            candidates = [
+                f
+                for r in roots
+                for f in (sorted(r.rglob("*")) if r.is_dir() else [r])
+                if f.is_file()
+            ]
             found = [f for f in candidates if _is_image(f)]
             skipped += len(candidates) - len(found)
             if not found:
-                problems.append(f"{arg}: no image files {'in this folder' if path.is_dir() else 'match'}")
+                problems.append(
+                    f"{arg}: no image files {'in this folder' if path.is_dir() else 'match'}"
+                )
         else:
             problems.append(f"{arg}: no such file or folder")
             found = []
@@ -104,15 +182,20 @@ def output_names(files: Sequence[Path]) -> list[str]:
 
 def _fail(path: Path, error: Exception) -> None:
     message = str(error)
-    print(f"error: {message if message.startswith(str(path)) else f'{path}: {message}'}", file=sys.stderr)
+    print(
+        f"error: {message if message.startswith(str(path)) else f'{path}: {message}'}",
+        file=sys.stderr,
+    )
 
 
-def _predict(segmenter: Segmenter, images: list[np.ndarray], paths: list[Path]) -> list[Optional[np.ndarray]]:
+def _predict(
+    segmenter: Segmenter, images: list[np.ndarray], paths: list[Path]
+) -> list[np.ndarray | None]:
     """Labels for a chunk in one batched call; if that fails, image by image so each failure is named."""
     try:
         return list(segmenter.predict_batch(images))
     except FCNError:
-        results: list[Optional[np.ndarray]] = []
+        results: list[np.ndarray | None] = []
         for image, path in zip(images, paths):
             try:
                 results.append(segmenter.predict(image))
@@ -122,19 +205,25 @@ def _predict(segmenter: Segmenter, images: list[np.ndarray], paths: list[Path]) 
         return results
 
 
-def _write(args: argparse.Namespace, segmenter: Segmenter, name: str, image: np.ndarray, labels: np.ndarray) -> None:
+def _write(
+    args: argparse.Namespace, segmenter: Segmenter, name: str, image: np.ndarray, labels: np.ndarray
+) -> None:
     """``NAME.png`` (palette label map) and, with --overlay, ``NAME_overlay.jpg``, each atomically."""
     write_label_png(args.output / f"{name}.png", labels, segmenter.palette)
     if args.overlay:
-        ok, data = cv2.imencode(".jpg", segmenter.overlay(image, labels, args.alpha), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        ok, data = cv2.imencode(
+            ".jpg", segmenter.overlay(image, labels, args.alpha), [cv2.IMWRITE_JPEG_QUALITY, 92]
+        )
         if not ok:
             raise FCNError("could not encode the overlay as JPEG")
         atomic_write_bytes(args.output / f"{name}_overlay.jpg", data.tobytes())
 
 
-def _main(argv: Optional[Sequence[str]]) -> int:
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our one line names a corrupt file; not libpng too
+    cv2.utils.logging.setLogLevel(
+        cv2.utils.logging.LOG_LEVEL_ERROR
+    )  # our one line names a corrupt file; not libpng too
     if args.batch < 1:
         raise FCNError(f"--batch must be at least 1, got {args.batch}")
     if not 0.0 <= args.alpha <= 1.0:
@@ -142,24 +231,39 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     options = {}
     if args.variant:
         if (args.backend or backend_for_path(args.model)) != "torch":
-            raise FCNError("--variant applies to PyTorch checkpoints and state dicts only; ONNX files and engines know their net")
+            raise FCNError(
+                "--variant applies to PyTorch checkpoints and state dicts only; ONNX files and engines know their net"
+            )
         options["variant"] = args.variant
     if args.output.exists() and not args.output.is_dir():
         raise FCNError(f"{args.output} is a file; -o needs a folder")
     files, problems, skipped = collect_inputs(args.inputs)
     if not files and not problems:
         raise FCNError("no inputs given")
-    segmenter = Segmenter.load(args.model, device=args.device, backend=args.backend, tile=args.tile,
-                               tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch, **options)
+    segmenter = Segmenter.load(
+        args.model,
+        device=args.device,
+        backend=args.backend,
+        tile=args.tile,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch,
+        **options,
+    )
     if segmenter.info.num_classes > 256:
-        raise FCNError(f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256")
+        raise FCNError(
+            f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256"
+        )
     args.output.mkdir(parents=True, exist_ok=True)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     names = output_names(files)
     for f, name in zip(files, names):
         if name != f.stem:
-            print(f"note: {f} is written as {name}.png (another input is also named {f.stem})", file=sys.stderr)
+            print(
+                f"note: {f} is written as {name}.png (another input is also named {f.stem})",
+                file=sys.stderr,
+            )
 
     jobs = list(zip(files, names))
     done = failed = pixels = 0
@@ -173,7 +277,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 except FCNError as e:
                     _fail(path, e)
                     failed += 1
-            predicted = _predict(segmenter, [image for _, _, image in readable], [path for path, _, _ in readable])
+            predicted = _predict(
+                segmenter, [image for _, _, image in readable], [path for path, _, _ in readable]
+            )
             for (path, name, image), labels in zip(readable, predicted):
                 try:
                     if labels is not None:
@@ -193,6 +299,6 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     return EXIT_FAILED if failed else 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``fcn-predict INPUT... -o OUTDIR --model PATH``."""
     return run_cli(_main, argv)

@@ -6,17 +6,24 @@ and carries ``class_names`` and ``palette`` for the checkpoints trained on it.
 
 from .synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
 from .transforms import pad_batch, random_crop
-from .voc import SBD_SPLITS, VOC_SPLITS, SBDSegmentation, SegmentationDataset, VOCSegmentation, seg11valid
+from .voc import (
+    SBD_SPLITS,
+    VOC_SPLITS,
+    SBDSegmentation,
+    SegmentationDataset,
+    VOCSegmentation,
+    seg11valid,
+)
 
 __all__ = [
-    "SegmentationDataset",
-    "VOCSegmentation",
-    "SBDSegmentation",
-    "seg11valid",
-    "SyntheticSegmentation",
+    "SBD_SPLITS",
     "SYNTHETIC_CLASSES",
     "VOC_SPLITS",
-    "SBD_SPLITS",
-    "random_crop",
+    "SBDSegmentation",
+    "SegmentationDataset",
+    "SyntheticSegmentation",
+    "VOCSegmentation",
     "pad_batch",
+    "random_crop",
+    "seg11valid",
 ]

@@ -17,17 +17,17 @@ from ..meta import voc_palette
 from ..metrics import IGNORE_LABEL
 from .voc import SegmentationDataset
 
-__all__ = ["SyntheticSegmentation", "SYNTHETIC_CLASSES"]
+__all__ = ["SYNTHETIC_CLASSES", "SyntheticSegmentation"]
 
 SYNTHETIC_CLASSES = ("background", "disc", "box", "triangle", "ring", "cross", "star")
 # per object class: BGR base colour (jittered per object) and texture
 _STYLE = {
-    1: ((40, 40, 220), "plain"),       # disc: red
-    2: ((220, 120, 30), "stripes"),    # box: blue, striped
-    3: ((40, 200, 60), "checker"),     # triangle: green, checkered
-    4: ((30, 210, 230), "plain"),      # ring: yellow
-    5: ((200, 50, 200), "dots"),       # cross: magenta, dotted
-    6: ((230, 230, 230), "stripes"),   # star: white, striped
+    1: ((40, 40, 220), "plain"),  # disc: red
+    2: ((220, 120, 30), "stripes"),  # box: blue, striped
+    3: ((40, 200, 60), "checker"),  # triangle: green, checkered
+    4: ((30, 210, 230), "plain"),  # ring: yellow
+    5: ((200, 50, 200), "dots"),  # cross: magenta, dotted
+    6: ((230, 230, 230), "stripes"),  # star: white, striped
 }
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 _BORDER = 2  # ignore band width in pixels along visible outlines (VOC's is ~5 at ~500 px)
@@ -43,10 +43,19 @@ class SyntheticSegmentation(SegmentationDataset):
     class_names = SYNTHETIC_CLASSES
     palette = voc_palette(len(SYNTHETIC_CLASSES))
 
-    def __init__(self, split: str = "train", num_images: int = 1000, seed: int = 0,
-                 min_size: int = 64, max_size: int = 128, max_objects: int = 4) -> None:
+    def __init__(
+        self,
+        split: str = "train",
+        num_images: int = 1000,
+        seed: int = 0,
+        min_size: int = 64,
+        max_size: int = 128,
+        max_objects: int = 4,
+    ) -> None:
         if split not in _SPLITS:
-            raise ValueError(f"unknown synthetic split {split!r}; expected one of {', '.join(_SPLITS)}")
+            raise ValueError(
+                f"unknown synthetic split {split!r}; expected one of {', '.join(_SPLITS)}"
+            )
         if not 1 <= min_size <= max_size:
             raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
         super().__init__([f"{split}_{i:06d}" for i in range(num_images)], f"synthetic {split}")
@@ -72,7 +81,9 @@ class SyntheticSegmentation(SegmentationDataset):
         noise = rng.normal(0.0, 6.0, image.shape)
         image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         kernel = np.ones((_BORDER + 1, _BORDER + 1), np.uint8)
-        labels[cv2.morphologyEx(labels, cv2.MORPH_GRADIENT, kernel) > 0] = IGNORE_LABEL  # visible outlines
+        labels[cv2.morphologyEx(labels, cv2.MORPH_GRADIENT, kernel) > 0] = (
+            IGNORE_LABEL  # visible outlines
+        )
         return image, labels
 
 
@@ -86,7 +97,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(field + stripes[..., None], 0, 255).astype(np.uint8)
 
 
-def _texture(rng: np.random.Generator, kind: str, colour: tuple[int, int, int], h: int, w: int) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator, kind: str, colour: tuple[int, int, int], h: int, w: int
+) -> np.ndarray:
     base = np.asarray(colour, np.float32) + rng.uniform(-30, 30, size=3)
     image = np.broadcast_to(base, (h, w, 3)).copy()
     yy, xx = np.mgrid[0:h, 0:w]
@@ -126,7 +139,20 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
         unit = [(0, -1), (0.95, 0.8), (-0.95, 0.8)]
     elif cls == 5:  # cross
         a = 0.33
-        unit = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)]
+        unit = [
+            (-a, -1),
+            (a, -1),
+            (a, -a),
+            (1, -a),
+            (1, a),
+            (a, a),
+            (a, 1),
+            (-a, 1),
+            (-a, a),
+            (-1, a),
+            (-1, -a),
+            (-a, -a),
+        ]
     else:  # star: five points
         angles = np.arange(10) * np.pi / 5 - np.pi / 2
         radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)

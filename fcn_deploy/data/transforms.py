@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..metrics import IGNORE_LABEL
 
-__all__ = ["random_crop", "pad_batch"]
+__all__ = ["pad_batch", "random_crop"]
 
 
-def random_crop(image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray]:
+def random_crop(
+    image: np.ndarray, labels: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A ``size×size`` window at a random place; sides shorter than ``size`` are padded first."""
     image, labels = _pad_to(image, labels, max(size, image.shape[0]), max(size, image.shape[1]))
     top = int(rng.integers(0, image.shape[0] - size + 1))
@@ -36,5 +37,7 @@ def _pad_to(image: np.ndarray, labels: np.ndarray, h: int, w: int) -> tuple[np.n
     dh, dw = h - image.shape[0], w - image.shape[1]
     if dh == 0 and dw == 0:
         return image, labels
-    return (np.pad(image, ((0, dh), (0, dw), (0, 0))),
-            np.pad(labels, ((0, dh), (0, dw)), constant_values=IGNORE_LABEL))
+    return (
+        np.pad(image, ((0, dh), (0, dw), (0, 0))),
+        np.pad(labels, ((0, dh), (0, dw)), constant_values=IGNORE_LABEL),
+    )

@@ -9,8 +9,8 @@ halfway through an epoch.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -18,7 +18,14 @@ from ..errors import FCNError
 from ..imageio import read_image, read_label_png
 from ..meta import VOC_CLASSES, voc_palette
 
-__all__ = ["SegmentationDataset", "VOCSegmentation", "SBDSegmentation", "seg11valid", "VOC_SPLITS", "SBD_SPLITS"]
+__all__ = [
+    "SBD_SPLITS",
+    "VOC_SPLITS",
+    "SBDSegmentation",
+    "SegmentationDataset",
+    "VOCSegmentation",
+    "seg11valid",
+]
 
 VOC_SPLITS = ("train", "val", "trainval")
 SBD_SPLITS = ("train", "val")
@@ -68,7 +75,7 @@ class VOCSegmentation(SegmentationDataset):
 
     HINT = "expected a PASCAL VOC tree: VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation}"
 
-    def __init__(self, root: "str | os.PathLike[str]", split: str = "val") -> None:
+    def __init__(self, root: str | os.PathLike[str], split: str = "val") -> None:
         root = _need(Path(root), "folder", self.HINT)
         if not (root / "JPEGImages").exists():
             years = sorted(root.glob("VOC20*"), reverse=True)
@@ -76,8 +83,10 @@ class VOCSegmentation(SegmentationDataset):
         self.root = root
         for sub in ("JPEGImages", "SegmentationClass"):
             _need(root / sub, "folder", self.HINT)
-        ids = _read_ids(root / "ImageSets" / "Segmentation" / f"{split}.txt",
-                        f"splits are {', '.join(VOC_SPLITS)} ({self.HINT})")
+        ids = _read_ids(
+            root / "ImageSets" / "Segmentation" / f"{split}.txt",
+            f"splits are {', '.join(VOC_SPLITS)} ({self.HINT})",
+        )
         super().__init__(ids, f"{root.name} {split}")
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +105,7 @@ class SBDSegmentation(SegmentationDataset):
 
     HINT = "expected the SBD tree: benchmark_RELEASE/dataset/{img, cls, train.txt, val.txt}"
 
-    def __init__(self, root: "str | os.PathLike[str]", split: str = "train") -> None:
+    def __init__(self, root: str | os.PathLike[str], split: str = "train") -> None:
         root = _need(Path(root), "folder", self.HINT)
         for candidate in (root / "benchmark_RELEASE" / "dataset", root / "dataset"):
             if candidate.is_dir():
@@ -116,18 +125,24 @@ class SBDSegmentation(SegmentationDataset):
         try:
             labels = loadmat(path)["GTcls"][0]["Segmentation"][0]
         except (KeyError, IndexError, ValueError, OSError) as e:
-            raise FCNError(f"{path}: not an SBD label file (GTcls.Segmentation unreadable: {e})") from None
+            raise FCNError(
+                f"{path}: not an SBD label file (GTcls.Segmentation unreadable: {e})"
+            ) from None
         return image, _check_sizes(image, np.asarray(labels, dtype=np.uint8), name)
 
 
 def _check_sizes(image: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
     if labels.shape != image.shape[:2]:
-        raise FCNError(f"{name}: labels are {labels.shape[0]}x{labels.shape[1]} but the image is "
-                       f"{image.shape[0]}x{image.shape[1]}; the dataset tree is inconsistent")
+        raise FCNError(
+            f"{name}: labels are {labels.shape[0]}x{labels.shape[1]} but the image is "
+            f"{image.shape[0]}x{image.shape[1]}; the dataset tree is inconsistent"
+        )
     return labels
 
 
-def seg11valid(voc_root: "str | os.PathLike[str]", sbd_root: "str | os.PathLike[str]") -> VOCSegmentation:
+def seg11valid(
+    voc_root: str | os.PathLike[str], sbd_root: str | os.PathLike[str]
+) -> VOCSegmentation:
     """FCN's validation split: the 736 VOC2011 ``val`` images not in SBD ``train``.
 
     SBD's training set overlaps VOC val, so scoring on all of VOC val would count training

@@ -10,16 +10,48 @@ from .builder import ENGINE_SUFFIXES, EngineGateError, EngineReport, build_engin
 from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
 from .layer_info import LayerSummary, summarize_layers, tensor_precision
 from .plan import BuildPlan, ParserIssue, format_parser_errors
-from .profiles import Profile, default_profiles, format_shape, parse_shape, profiles_from_strings, select_profile, validate_profiles
+from .profiles import (
+    Profile,
+    default_profiles,
+    format_shape,
+    parse_shape,
+    profiles_from_strings,
+    select_profile,
+    validate_profiles,
+)
 from .sidecar import EngineMetadata, check_compatible, read_sidecar, sidecar_path, write_sidecar
 from .versions import PrecisionRoute, TrtVersion, parse_trt_version, precision_route
 
 __all__ = [
-    "build_engine", "EngineReport", "EngineGateError", "ENGINE_SUFFIXES",
-    "Profile", "parse_shape", "format_shape", "profiles_from_strings", "default_profiles", "validate_profiles", "select_profile",
-    "TrtVersion", "parse_trt_version", "PrecisionRoute", "precision_route",
-    "LayerSummary", "summarize_layers", "tensor_precision",
-    "EngineMetadata", "sidecar_path", "read_sidecar", "write_sidecar", "check_compatible",
-    "GateRow", "gate_shapes", "compare_outputs", "gate_passed", "format_gate",
-    "BuildPlan", "ParserIssue", "format_parser_errors",
+    "ENGINE_SUFFIXES",
+    "BuildPlan",
+    "EngineGateError",
+    "EngineMetadata",
+    "EngineReport",
+    "GateRow",
+    "LayerSummary",
+    "ParserIssue",
+    "PrecisionRoute",
+    "Profile",
+    "TrtVersion",
+    "build_engine",
+    "check_compatible",
+    "compare_outputs",
+    "default_profiles",
+    "format_gate",
+    "format_parser_errors",
+    "format_shape",
+    "gate_passed",
+    "gate_shapes",
+    "parse_shape",
+    "parse_trt_version",
+    "precision_route",
+    "profiles_from_strings",
+    "read_sidecar",
+    "select_profile",
+    "sidecar_path",
+    "summarize_layers",
+    "tensor_precision",
+    "validate_profiles",
+    "write_sidecar",
 ]  # fmt: skip

@@ -7,7 +7,7 @@ from types import ModuleType
 
 from ..errors import FCNError
 
-__all__ = ["import_tensorrt", "tensorrt_available", "MISSING_MESSAGE"]
+__all__ = ["MISSING_MESSAGE", "import_tensorrt", "tensorrt_available"]
 
 MISSING_MESSAGE = (
     "TensorRT is not installed: engines are built on a machine with an NVIDIA GPU and "

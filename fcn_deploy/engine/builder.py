@@ -12,9 +12,10 @@ import datetime
 import hashlib
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from .profiles import Profile, default_profiles, validate_profiles
 from .sidecar import EngineMetadata, sidecar_path, write_sidecar
 from .versions import parse_trt_version, precision_route
 
-__all__ = ["build_engine", "EngineReport", "EngineGateError", "ENGINE_SUFFIXES"]
+__all__ = ["ENGINE_SUFFIXES", "EngineGateError", "EngineReport", "build_engine"]
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what load_runner opens with the TensorRT backend
 
@@ -38,10 +39,10 @@ ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what load_runner opens with th
 class EngineReport:
     """What `build_engine` built, how precise it really is and how it compared with ONNX Runtime."""
 
-    path: Optional[Path]  # None when the gate failed (nothing was written)
+    path: Path | None  # None when the gate failed (nothing was written)
     metadata: EngineMetadata
     gate_rows: list[GateRow] = field(default_factory=list)
-    gate_threshold: Optional[float] = None  # None: gate skipped
+    gate_threshold: float | None = None  # None: gate skipped
 
     @property
     def passed(self) -> bool:
@@ -76,9 +77,13 @@ def _check_paths(onnx_path: Path, engine_path: Path) -> None:
     if not onnx_path.is_file():
         raise FCNError(f"{onnx_path}: no such ONNX file (export one with fcn-export first)")
     if engine_path.suffix.lower() not in ENGINE_SUFFIXES:
-        raise FCNError(f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners recognize it")
+        raise FCNError(
+            f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners recognize it"
+        )
     if engine_path.parent and not engine_path.parent.is_dir():
-        raise FCNError(f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it first)")
+        raise FCNError(
+            f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it first)"
+        )
 
 
 def _reference_session(onnx_path: Path) -> Any:
@@ -88,15 +93,24 @@ def _reference_session(onnx_path: Path) -> Any:
     try:
         import onnxruntime as ort
 
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() else None
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            if "CUDAExecutionProvider" in ort.get_available_providers()
+            else None
+        )
     except ImportError:
         providers = None
     return ort_session(onnx_path, providers=providers)
 
 
 def run_gate(
-    executor: Any, onnx_path: Path, meta: OnnxMetadata, profiles: Sequence[Profile], threshold: float,
-    seed: int = 0, progress: bool = True,
+    executor: Any,
+    onnx_path: Path,
+    meta: OnnxMetadata,
+    profiles: Sequence[Profile],
+    threshold: float,
+    seed: int = 0,
+    progress: bool = True,
 ) -> list[GateRow]:
     """The engine against ONNX Runtime on image-like inputs at `gate_shapes` of every profile."""
     from ..export.graph import synthetic_images
@@ -113,7 +127,9 @@ def run_gate(
         x = x if meta.io == "image" else x.astype(np.float16 if meta.fp16_io else np.float32)
         reference = ort_run(session, x)
         out = executor.run(torch.from_numpy(x).to(executor.device).contiguous()).cpu().numpy()
-        rows.append(compare_outputs(reference, out, meta.io, threshold, profile=index, shape=(n, 3, h, w)))
+        rows.append(
+            compare_outputs(reference, out, meta.io, threshold, profile=index, shape=(n, 3, h, w))
+        )
         if bar is not None:
             bar.update(1, size=f"{n}x{h}x{w}", labels=f"{rows[-1].label_agreement:.4f}")
     if bar is not None:
@@ -122,18 +138,18 @@ def run_gate(
 
 
 def build_engine(
-    onnx_path: "str | os.PathLike[str]",
-    engine_path: "str | os.PathLike[str]",
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str],
     *,
-    profiles: Optional[Sequence[Profile]] = None,
-    precision: Optional[str] = None,
+    profiles: Sequence[Profile] | None = None,
+    precision: str | None = None,
     workspace_gib: float = 4.0,
     opt_level: int = 3,
-    timing_cache: "Optional[str | os.PathLike[str]]" = None,
+    timing_cache: str | os.PathLike[str] | None = None,
     gate: bool = True,
     gate_threshold: float = 0.99,
     progress: bool = True,
-    device: Optional[str] = None,
+    device: str | None = None,
 ) -> EngineReport:
     """Build a dynamic-shape engine from an fcn-export ONNX file, verify it, write it and its sidecar.
 
@@ -151,7 +167,9 @@ def build_engine(
     if not 0.0 < gate_threshold <= 1.0:
         raise FCNError(f"gate threshold must be in (0, 1], got {gate_threshold}")
     cache_path = Path(timing_cache) if timing_cache is not None else None
-    cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
+    cache_bytes = (
+        cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
+    )
 
     from . import compile as trt_compile  # imports TensorRT: FCNError where it is missing
     from .executor import EngineExecutor, cuda_device, device_identity
@@ -159,38 +177,71 @@ def build_engine(
     dev = cuda_device(device)
 
     version = trt_compile.tensorrt_version()
-    route = precision_route(parse_trt_version(version), precision, meta.precision, trt_compile.has_fp16_flag())
-    plan = BuildPlan(meta.input_name, meta.io, tuple(profiles), route, workspace_bytes(workspace_gib),
-                     check_opt_level(opt_level), cache_bytes)
+    route = precision_route(
+        parse_trt_version(version), precision, meta.precision, trt_compile.has_fp16_flag()
+    )
+    plan = BuildPlan(
+        meta.input_name,
+        meta.io,
+        tuple(profiles),
+        route,
+        workspace_bytes(workspace_gib),
+        check_opt_level(opt_level),
+        cache_bytes,
+    )
     with torch.cuda.device(dev):
         compiled = trt_compile.compile_engine(onnx_path, plan, progress=progress)
-        layers = trt_compile.inspect_layers(compiled.serialized, meta.input_name, plan.profile_shapes()[0][1])
-    if precision == "fp16" and layers.label == "fp32":  # the silent-FP32 trap: refuse, never mislabel
+        layers = trt_compile.inspect_layers(
+            compiled.serialized, meta.input_name, plan.profile_shapes()[0][1]
+        )
+    if (
+        precision == "fp16" and layers.label == "fp32"
+    ):  # the silent-FP32 trap: refuse, never mislabel
         raise FCNError(
             f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
             "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
         )
     if progress and layers.label != precision:
-        print(f"note: the engine is labelled {layers.label!r}, not {precision!r}: {layers.describe()}", file=sys.stderr)
+        print(
+            f"note: the engine is labelled {layers.label!r}, not {precision!r}: {layers.describe()}",
+            file=sys.stderr,
+        )
     gpu_name, capability = device_identity(dev)
     engine_meta = EngineMetadata(
-        tensorrt_version=version, gpu_name=gpu_name, compute_capability=capability, profiles=profiles,
-        precision=layers.label, requested_precision=precision, layers=layers, onnx=meta,
-        onnx_sha256=sha256_file(onnx_path), engine_sha256=hashlib.sha256(compiled.serialized).hexdigest(),
+        tensorrt_version=version,
+        gpu_name=gpu_name,
+        compute_capability=capability,
+        profiles=profiles,
+        precision=layers.label,
+        requested_precision=precision,
+        layers=layers,
+        onnx=meta,
+        onnx_sha256=sha256_file(onnx_path),
+        engine_sha256=hashlib.sha256(compiled.serialized).hexdigest(),
         build_seconds=compiled.build_seconds,
         built_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        builder={"route": route.note, "workspace_gib": workspace_gib, "opt_level": opt_level,
-                 "timing_cache": str(cache_path) if cache_path else None, "timing_cache_loaded": cache_bytes is not None},
+        builder={
+            "route": route.note,
+            "workspace_gib": workspace_gib,
+            "opt_level": opt_level,
+            "timing_cache": str(cache_path) if cache_path else None,
+            "timing_cache_loaded": cache_bytes is not None,
+        },
     )
     report = EngineReport(None, engine_meta, gate_threshold=gate_threshold if gate else None)
     if gate:
         executor = EngineExecutor(compiled.serialized, engine_meta, dev)
         try:
-            report.gate_rows = run_gate(executor, onnx_path, meta, profiles, gate_threshold, progress=progress)
+            report.gate_rows = run_gate(
+                executor, onnx_path, meta, profiles, gate_threshold, progress=progress
+            )
         finally:
             executor.close()
-        engine_meta.gate = {"threshold": gate_threshold, "reference": "onnxruntime",
-                            "rows": [r.to_dict() for r in report.gate_rows]}
+        engine_meta.gate = {
+            "threshold": gate_threshold,
+            "reference": "onnxruntime",
+            "rows": [r.to_dict() for r in report.gate_rows],
+        }
         if not report.passed:
             worst = min(report.gate_rows, key=lambda r: r.label_agreement)
             raise EngineGateError(
@@ -200,10 +251,15 @@ def build_engine(
             )
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(compiled.serialized)
-        write_sidecar(engine_path, engine_meta)  # the sidecar lands first: an engine never appears without it
+        write_sidecar(
+            engine_path, engine_meta
+        )  # the sidecar lands first: an engine never appears without it
     if cache_path is not None:
         atomic_write_bytes(cache_path, compiled.timing_cache)
     report.path = engine_path
     if progress:
-        print(f"wrote {engine_path} ({len(compiled.serialized) / 1e6:.1f} MB) and {sidecar_path(engine_path).name}", file=sys.stderr)
+        print(
+            f"wrote {engine_path} ({len(compiled.serialized) / 1e6:.1f} MB) and {sidecar_path(engine_path).name}",
+            file=sys.stderr,
+        )
     return report

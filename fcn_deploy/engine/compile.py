@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from .._progress import Progress
 from ..errors import FCNError
@@ -28,7 +28,14 @@ if TYPE_CHECKING:
 else:
     trt = import_tensorrt()
 
-__all__ = ["CompiledEngine", "compile_engine", "inspect_layers", "has_fp16_flag", "make_logger", "tensorrt_version"]
+__all__ = [
+    "CompiledEngine",
+    "compile_engine",
+    "has_fp16_flag",
+    "inspect_layers",
+    "make_logger",
+    "tensorrt_version",
+]
 
 
 def tensorrt_version() -> str:
@@ -40,7 +47,7 @@ def has_fp16_flag() -> bool:
     return "FP16" in trt.BuilderFlag.__members__
 
 
-def make_logger(verbose: bool = False) -> "trt.Logger":
+def make_logger(verbose: bool = False) -> trt.Logger:
     """Warnings and errors only: TensorRT's INFO output is hundreds of lines per build."""
     return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
 
@@ -60,11 +67,13 @@ class _BuildMonitor(trt.IProgressMonitor):
         self._lock = threading.Lock()
         self._bars: dict[str, Progress] = {}
 
-    def phase_start(self, phase_name: str, parent_phase: Optional[str], num_steps: int) -> None:
+    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
         if parent_phase:  # nested phases would flood the log; the top-level ones tell the story
             return
         with self._lock:
-            self._bars[phase_name] = Progress(num_steps or None, f"building: {phase_name}", unit="step")
+            self._bars[phase_name] = Progress(
+                num_steps or None, f"building: {phase_name}", unit="step"
+            )
 
     def step_complete(self, phase_name: str, step: int) -> bool:
         with self._lock:
@@ -80,43 +89,61 @@ class _BuildMonitor(trt.IProgressMonitor):
             bar.close()
 
 
-def _parse(parser: "trt.OnnxParser", onnx_path: str) -> None:
+def _parse(parser: trt.OnnxParser, onnx_path: str) -> None:
     if parser.parse_from_file(onnx_path):
         return
     issues = []
     for i in range(parser.num_errors):
         e = parser.get_error(i)
-        issues.append(ParserIssue(e.code().name, e.desc(), e.node(), e.node_name(), e.node_operator()))
+        issues.append(
+            ParserIssue(e.code().name, e.desc(), e.node(), e.node_name(), e.node_operator())
+        )
     raise FCNError(format_parser_errors(onnx_path, issues))
 
 
-def compile_engine(onnx_path: "str | os.PathLike[str]", plan: BuildPlan, progress: bool = True) -> CompiledEngine:
+def compile_engine(
+    onnx_path: str | os.PathLike[str], plan: BuildPlan, progress: bool = True
+) -> CompiledEngine:
     """Parse, configure and build; FCNError with the reason when TensorRT cannot."""
     logger = make_logger()
     builder = trt.Builder(logger)
     # STRONGLY_TYPED on 10.12-10.x only: on 11 every network is strongly typed (EXPLICIT_BATCH: never)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.route.strongly_typed_flag else 0
+    flags = (
+        1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        if plan.route.strongly_typed_flag
+        else 0
+    )
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     _parse(parser, os.fspath(onnx_path))
     if network.num_inputs != 1 or network.get_input(0).name != plan.input_name:
-        raise FCNError(f"{onnx_path}: expected one input named {plan.input_name!r}; re-export the model with fcn-export")
+        raise FCNError(
+            f"{onnx_path}: expected one input named {plan.input_name!r}; re-export the model with fcn-export"
+        )
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_bytes)
     config.builder_optimization_level = plan.opt_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector needs layer precisions
+    config.profiling_verbosity = (
+        trt.ProfilingVerbosity.DETAILED
+    )  # the inspector needs layer precisions
     if plan.route.fp16_builder_flag:
         config.set_flag(trt.BuilderFlag.FP16)  # only on < 10.12, where the version gate chose it
     cache = config.create_timing_cache(plan.timing_cache or b"")
-    if not config.set_timing_cache(cache, False):  # a cache from another GPU or release: start afresh
+    if not config.set_timing_cache(
+        cache, False
+    ):  # a cache from another GPU or release: start afresh
         print("timing cache does not match this GPU/TensorRT; starting a new one", file=sys.stderr)
         config.set_timing_cache(config.create_timing_cache(b""), False)
     for i, (lo, opt, hi) in enumerate(plan.profile_shapes()):
         profile = builder.create_optimization_profile()
-        profile.set_shape(plan.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
+        profile.set_shape(
+            plan.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi))
+        )
         if config.add_optimization_profile(profile) < 0:
-            raise FCNError(f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error above")
+            raise FCNError(
+                f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error above"
+            )
     monitor = _BuildMonitor() if progress else None
     if monitor is not None:
         config.progress_monitor = monitor
@@ -144,7 +171,9 @@ def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSum
     runtime = trt.Runtime(make_logger())
     engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
-        raise FCNError("TensorRT could not deserialize the engine it just built (see its error above)")
+        raise FCNError(
+            "TensorRT could not deserialize the engine it just built (see its error above)"
+        )
     inspector = engine.create_engine_inspector()
     context = engine.create_execution_context()
     if context is not None and context.set_input_shape(input_name, trt.Dims(list(shape))):

@@ -9,7 +9,7 @@ current CUDA stream so the work orders with the caller's own kernels.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -38,15 +38,27 @@ _TORCH_DTYPES = {
 }
 
 
-def cuda_device(device: "Optional[str | torch.device]" = None) -> torch.device:
+def cuda_device(device: str | torch.device | None = None) -> torch.device:
     """The CUDA device to build or run on (default: the current one); FCNError without a GPU."""
-    dev = torch.device(device) if device is not None else torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cuda")
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cuda")
+    )
     if dev.type != "cuda":
-        raise FCNError(f"TensorRT engines run on an NVIDIA GPU, not {dev}; use device cuda or cuda:N")
+        raise FCNError(
+            f"TensorRT engines run on an NVIDIA GPU, not {dev}; use device cuda or cuda:N"
+        )
     if not torch.cuda.is_available():
-        raise FCNError("TensorRT is installed but torch sees no CUDA GPU; install a CUDA build of torch")
+        raise FCNError(
+            "TensorRT is installed but torch sees no CUDA GPU; install a CUDA build of torch"
+        )
     if dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise FCNError(f"device {dev} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+        raise FCNError(
+            f"device {dev} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+        )
     return torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
 
 
@@ -56,11 +68,13 @@ def device_identity(device: torch.device) -> tuple[str, tuple[int, int]]:
     return torch.cuda.get_device_name(device), (int(major), int(minor))
 
 
-def _torch_dtype(dtype: "trt.DataType") -> torch.dtype:
+def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
     try:
         return _TORCH_DTYPES[dtype.name]
     except KeyError:
-        raise FCNError(f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the engine") from None
+        raise FCNError(
+            f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the engine"
+        ) from None
 
 
 class EngineExecutor:
@@ -79,18 +93,22 @@ class EngineExecutor:
         with torch.cuda.device(device):
             engine = self._runtime.deserialize_cuda_engine(serialized)
             if engine is None:
-                raise FCNError("TensorRT could not deserialize the engine (see its error above); rebuild the engine")
+                raise FCNError(
+                    "TensorRT could not deserialize the engine (see its error above); rebuild the engine"
+                )
             self.engine = engine
             self._check_io(meta)
             context = engine.create_execution_context()
             if context is None:
-                raise FCNError("TensorRT could not create an execution context (out of GPU memory?)")
+                raise FCNError(
+                    "TensorRT could not create an execution context (out of GPU memory?)"
+                )
             self.context = context
         self.input_dtype = _torch_dtype(engine.get_tensor_dtype(self.input_name))
         self.output_dtype = _torch_dtype(engine.get_tensor_dtype(self.output_name))
         self._profile = 0
-        self._shape: Optional[tuple[int, ...]] = None
-        self._out: Optional[torch.Tensor] = None
+        self._shape: tuple[int, ...] | None = None
+        self._out: torch.Tensor | None = None
 
     def _check_io(self, meta: EngineMetadata) -> None:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -119,7 +137,9 @@ class EngineExecutor:
         The returned tensor is overwritten by the next call with the same shape: clone it to keep it.
         """
         if x.device != self.device or x.dtype != self.input_dtype or not x.is_contiguous():
-            raise FCNError(f"engine input must be a contiguous {self.input_dtype} tensor on {self.device}")
+            raise FCNError(
+                f"engine input must be a contiguous {self.input_dtype} tensor on {self.device}"
+            )
         profile = select_profile(self.profiles, self.nchw(tuple(x.shape)))
         stream = torch.cuda.current_stream(self.device)
         if profile != self._profile:
@@ -130,7 +150,9 @@ class EngineExecutor:
         if shape != self._shape:
             if not self.context.set_input_shape(self.input_name, trt.Dims(list(shape))):
                 raise FCNError(f"TensorRT rejected input shape {shape} for profile {profile}")
-            dims = self.context.get_tensor_shape(self.output_name)  # from the context, not the profile
+            dims = self.context.get_tensor_shape(
+                self.output_name
+            )  # from the context, not the profile
             out_shape = tuple(dims[i] for i in range(len(dims)))
             if any(d < 0 for d in out_shape):
                 raise FCNError(f"TensorRT could not infer the output shape for input {shape}")
@@ -139,9 +161,13 @@ class EngineExecutor:
         assert self._out is not None
         for name, tensor in ((self.input_name, x), (self.output_name, self._out)):
             if not self.context.set_tensor_address(name, tensor.data_ptr()):
-                raise FCNError(f"TensorRT rejected the device buffer for {name!r} (misaligned or not on {self.device})")
+                raise FCNError(
+                    f"TensorRT rejected the device buffer for {name!r} (misaligned or not on {self.device})"
+                )
         if not self.context.execute_async_v3(stream.cuda_stream):
-            raise FCNError(f"TensorRT failed to run the engine at input shape {shape} (see its error above)")
+            raise FCNError(
+                f"TensorRT failed to run the engine at input shape {shape} (see its error above)"
+            )
         return self._out
 
     def close(self) -> None:

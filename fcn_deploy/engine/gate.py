@@ -9,14 +9,15 @@ at least the threshold and the output is finite; max absolute and relative error
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from .profiles import Profile, Shape, format_shape
 
-__all__ = ["GateRow", "gate_shapes", "compare_outputs", "gate_passed", "format_gate"]
+__all__ = ["GateRow", "compare_outputs", "format_gate", "gate_passed", "gate_shapes"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class GateRow:
 
     profile: int
     shape: Shape
-    max_abs_error: Optional[float]  # None in image mode (labels only)
-    rel_error: Optional[float]  # max abs error / max abs reference
+    max_abs_error: float | None  # None in image mode (labels only)
+    rel_error: float | None  # max abs error / max abs reference
     label_agreement: float
     finite: bool
     passed: bool
@@ -50,7 +51,12 @@ def gate_shapes(profile: Profile) -> list[Shape]:
 
 
 def compare_outputs(
-    reference: np.ndarray, output: np.ndarray, io: str, threshold: float, profile: int = 0, shape: Optional[Shape] = None
+    reference: np.ndarray,
+    output: np.ndarray,
+    io: str,
+    threshold: float,
+    profile: int = 0,
+    shape: Shape | None = None,
 ) -> GateRow:
     """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the reference."""
     shape = shape or tuple(reference.shape)
@@ -75,10 +81,14 @@ def gate_passed(rows: Sequence[GateRow]) -> bool:
 
 def format_gate(rows: Sequence[GateRow], threshold: float) -> str:
     """The gate table: one line per profile and size, with the rule it was held to."""
-    lines = [f"{'profile':>7}  {'N×C×H×W':>16}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: labels >= {threshold:.2%}, finite)"]
+    lines = [
+        f"{'profile':>7}  {'N×C×H×W':>16}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: labels >= {threshold:.2%}, finite)"
+    ]
     for r in rows:
         err = f"{r.max_abs_error:11.3g}" if r.max_abs_error is not None else f"{'-':>11}"
         rel = f"{r.rel_error:9.2e}" if r.rel_error is not None else f"{'-':>9}"
         note = "" if r.finite else "  NaN/inf in output"
-        lines.append(f"{r.profile:>7}  {format_shape(r.shape):>16}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}{note}")
+        lines.append(
+            f"{r.profile:>7}  {format_shape(r.shape):>16}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}{note}"
+        )
     return "\n".join(lines)

@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..errors import FCNError
 
-__all__ = ["LayerSummary", "summarize_layers", "tensor_precision", "FP16_CONV_SHARE"]
+__all__ = ["FP16_CONV_SHARE", "LayerSummary", "summarize_layers", "tensor_precision"]
 
 # An engine is labelled fp16 only when at least this share of its conv FLOPs runs in FP16 (the
 # rest being e.g. a final score conv kept in FP32 on purpose); "mixed" below that, "fp32" at 0.
@@ -39,7 +40,7 @@ _FLOAT = {"fp16", "bf16", "fp32", "fp8"}
 _PROFILE_SUFFIX = re.compile(r"\[profile \d+\]")
 
 
-def tensor_precision(fmt: str) -> Optional[str]:
+def tensor_precision(fmt: str) -> str | None:
     """``"Channel major FP16 format where channel % 8 == 0"`` → ``"fp16"``; None if unknown."""
     for token, name in _PRECISION_TOKENS:
         if re.search(rf"(?<![A-Za-z]){token}(?![a-z])", fmt):
@@ -84,11 +85,15 @@ class LayerSummary:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.update(label=self.label, fp16_layer_share=self.fp16_layer_share, fp16_conv_flop_share=self.fp16_conv_flop_share)
+        d.update(
+            label=self.label,
+            fp16_layer_share=self.fp16_layer_share,
+            fp16_conv_flop_share=self.fp16_conv_flop_share,
+        )
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LayerSummary":
+    def from_dict(cls, d: Mapping[str, Any]) -> LayerSummary:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -98,7 +103,7 @@ def _is_conv(layer: Mapping[str, Any]) -> bool:
     return "Convolution" in kind or "Deconvolution" in kind
 
 
-def _layer_precision(layer: Mapping[str, Any]) -> Optional[str]:
+def _layer_precision(layer: Mapping[str, Any]) -> str | None:
     """The precision a layer computes in: its first input's datatype (as trex reads it)."""
     tensors = layer.get("Inputs") or layer.get("Outputs") or []
     for t in tensors:
@@ -124,7 +129,9 @@ def _conv_flops(layer: Mapping[str, Any]) -> tuple[float, bool]:
         return weights, False
     if min(n, k, p, q, c, r, s) <= 0:  # -1: a dynamic dim, the inspector had no shapes set
         return weights, False
-    if "Deconvolution" in str(layer.get("ParameterType", "")) or "Deconv" in str(layer.get("LayerType", "")):
+    if "Deconvolution" in str(layer.get("ParameterType", "")) or "Deconv" in str(
+        layer.get("LayerType", "")
+    ):
         _, c_in, h_in, w_in = (int(v) for v in layer["Inputs"][0]["Dimensions"][-4:])
         return 2.0 * n * c_in * h_in * w_in * k * r * s / groups, True
     return 2.0 * n * k * p * q * c * r * s / groups, True
@@ -138,7 +145,9 @@ def summarize_layers(engine_json: str) -> LayerSummary:
         raise FCNError(f"the engine inspector returned unreadable JSON ({e.msg})") from None
     layers = doc.get("Layers") if isinstance(doc, dict) else None
     if not isinstance(layers, list):
-        raise FCNError("the engine inspector's JSON has no Layers list; is this TensorRT's engine information?")
+        raise FCNError(
+            "the engine inspector's JSON has no Layers list; is this TensorRT's engine information?"
+        )
     if layers and not isinstance(layers[0], dict):
         raise FCNError(
             "the engine has only layer names, no precisions: build it with "
@@ -169,4 +178,13 @@ def summarize_layers(engine_json: str) -> LayerSummary:
                 fp16_flops += f
     if not math.isfinite(flops):
         raise FCNError("the engine inspector reported conv shapes too large to count")
-    return LayerSummary(n_float, n_fp16, convs, fp16_convs, flops, fp16_flops, "shape" if exact else "weights", counts)
+    return LayerSummary(
+        n_float,
+        n_fp16,
+        convs,
+        fp16_convs,
+        flops,
+        fp16_flops,
+        "shape" if exact else "weights",
+        counts,
+    )

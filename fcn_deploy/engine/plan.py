@@ -7,14 +7,14 @@ straight line of calls, and everything it depends on is checked and tested witho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from ..errors import FCNError
 from .profiles import Profile, Shape
 from .versions import PrecisionRoute
 
-__all__ = ["BuildPlan", "ParserIssue", "format_parser_errors", "workspace_bytes", "check_opt_level"]
+__all__ = ["BuildPlan", "ParserIssue", "check_opt_level", "format_parser_errors", "workspace_bytes"]
 
 GIB = 1 << 30
 
@@ -29,7 +29,7 @@ class BuildPlan:
     route: PrecisionRoute
     workspace_bytes: int
     opt_level: int
-    timing_cache: Optional[bytes]  # None: start an empty cache
+    timing_cache: bytes | None  # None: start an empty cache
 
     def profile_shapes(self) -> list[tuple[Shape, Shape, Shape]]:
         """min/opt/max of each profile in the network input's layout (NHWC for image mode)."""

@@ -13,21 +13,22 @@ layout the network input actually has.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import FCNError
 from ..meta import SizeBounds
 
 __all__ = [
-    "Shape",
     "Profile",
-    "parse_shape",
-    "format_shape",
-    "profiles_from_strings",
+    "Shape",
     "default_profiles",
-    "validate_profiles",
+    "format_shape",
+    "parse_shape",
+    "profiles_from_strings",
     "select_profile",
+    "validate_profiles",
 ]
 
 Shape = tuple[int, int, int, int]  # N, C, H, W
@@ -43,7 +44,9 @@ def parse_shape(text: str) -> Shape:
     """``"1x3x512x512"`` → ``(1, 3, 512, 512)``; one FCNError line for anything else."""
     m = _SHAPE_RE.match(text)
     if not m:
-        raise FCNError(f"bad shape {text!r}: write NxCxHxW with positive integers, e.g. 1x3x512x512")
+        raise FCNError(
+            f"bad shape {text!r}: write NxCxHxW with positive integers, e.g. 1x3x512x512"
+        )
     n, c, h, w = (int(g) for g in m.groups())
     if c != 3:
         raise FCNError(f"bad shape {text!r}: the channel dim must be 3 (NxCxHxW, e.g. 1x3x{h}x{w})")
@@ -67,7 +70,9 @@ class Profile:
     def __post_init__(self) -> None:
         for name, shape in (("min", self.min), ("opt", self.opt), ("max", self.max)):
             if len(shape) != 4 or shape[1] != 3:
-                raise FCNError(f"profile {name} shape {format_shape(shape)} must be NxCxHxW with C = 3")
+                raise FCNError(
+                    f"profile {name} shape {format_shape(shape)} must be NxCxHxW with C = 3"
+                )
         for dim, label in ((0, "batch"), (2, "height"), (3, "width")):
             lo, mid, hi = self.min[dim], self.opt[dim], self.max[dim]
             if not lo <= mid <= hi:
@@ -78,7 +83,9 @@ class Profile:
 
     def fits(self, shape: Sequence[int]) -> bool:
         """Whether an NCHW shape lies inside this profile."""
-        return all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)) and len(shape) == 4
+        return (
+            all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)) and len(shape) == 4
+        )
 
     def distance(self, shape: Sequence[int]) -> float:
         """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is faster."""
@@ -86,7 +93,9 @@ class Profile:
 
     def range_text(self) -> str:
         """``1..8 x 3 x 64..1024 x 64..2048`` (NxCxHxW), for messages."""
-        return " x ".join(str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in zip(self.min, self.max))
+        return " x ".join(
+            str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in zip(self.min, self.max)
+        )
 
     def for_io(self, io: str) -> tuple[Shape, Shape, Shape]:
         """min/opt/max in the network input's layout: NCHW (tensor) or NHWC (image)."""
@@ -98,7 +107,7 @@ class Profile:
         return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Profile":
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
         return cls(*(tuple(int(v) for v in d[k]) for k in ("min", "opt", "max")))  # type: ignore[arg-type]
 
     def __str__(self) -> str:
@@ -119,7 +128,9 @@ def profiles_from_strings(
             f"got {len(mins)} --min-shape and {len(maxs)} --max-shape values; give one of each per profile"
         )
     if opts and len(opts) != len(mins):
-        raise FCNError(f"got {len(opts)} --opt-shape values for {len(mins)} profiles; give one per profile")
+        raise FCNError(
+            f"got {len(opts)} --opt-shape values for {len(mins)} profiles; give one per profile"
+        )
     profiles = []
     for i, (lo_text, hi_text) in enumerate(zip(mins, maxs)):
         lo, hi = parse_shape(lo_text), parse_shape(hi_text)
@@ -135,7 +146,9 @@ def _clamp(shape: Shape, lo: Shape, hi: Shape) -> Shape:
 def validate_profiles(profiles: Sequence[Profile], bounds: SizeBounds) -> None:
     """Every profile must lie inside the sizes the ONNX graph was exported and verified for."""
     if not profiles:
-        raise FCNError("no optimization profiles given; pass --min-shape/--max-shape or use the defaults")
+        raise FCNError(
+            "no optimization profiles given; pass --min-shape/--max-shape or use the defaults"
+        )
     for i, p in enumerate(profiles):
         for label, shape in (("min", p.min), ("max", p.max)):
             problem = bounds.violation(shape[0], shape[2], shape[3])

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .._io import atomic_write_text
 from ..errors import FCNError
@@ -20,12 +20,19 @@ from ..export.metadata import PREFIX, OnnxMetadata
 from .layer_info import LayerSummary
 from .profiles import Profile
 
-__all__ = ["EngineMetadata", "sidecar_path", "read_sidecar", "write_sidecar", "check_compatible", "SIDECAR_FORMAT"]
+__all__ = [
+    "SIDECAR_FORMAT",
+    "EngineMetadata",
+    "check_compatible",
+    "read_sidecar",
+    "sidecar_path",
+    "write_sidecar",
+]
 
 SIDECAR_FORMAT = 1
 
 
-def sidecar_path(engine_path: "str | os.PathLike[str]") -> Path:
+def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
     """``model.engine`` → ``model.engine.json``."""
     p = Path(engine_path)
     return p.with_name(p.name + ".json")
@@ -47,8 +54,10 @@ class EngineMetadata:
     engine_sha256: str
     build_seconds: float
     built_at: str  # ISO 8601, UTC
-    builder: dict[str, Any] = field(default_factory=dict)  # workspace, opt level, route, timing cache
-    gate: Optional[dict[str, Any]] = None  # the accuracy gate's threshold and rows, None if skipped
+    builder: dict[str, Any] = field(
+        default_factory=dict
+    )  # workspace, opt level, route, timing cache
+    gate: dict[str, Any] | None = None  # the accuracy gate's threshold and rows, None if skipped
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,10 +80,12 @@ class EngineMetadata:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EngineMetadata":
+    def from_dict(cls, d: dict[str, Any]) -> EngineMetadata:
         version = int(d.get("format_version", 0))
         if version > SIDECAR_FORMAT:
-            raise ValueError(f"sidecar format {version} is newer than this fcn-deploy reads ({SIDECAR_FORMAT})")
+            raise ValueError(
+                f"sidecar format {version} is newer than this fcn-deploy reads ({SIDECAR_FORMAT})"
+            )
         cc = d["compute_capability"]
         return cls(
             tensorrt_version=str(d["tensorrt_version"]),
@@ -94,14 +105,14 @@ class EngineMetadata:
         )
 
 
-def write_sidecar(engine_path: "str | os.PathLike[str]", meta: EngineMetadata) -> Path:
+def write_sidecar(engine_path: str | os.PathLike[str], meta: EngineMetadata) -> Path:
     """Write ``<engine>.json`` atomically; returns its path."""
     path = sidecar_path(engine_path)
     atomic_write_text(path, json.dumps(meta.to_dict(), indent=2) + "\n")
     return path
 
 
-def read_sidecar(engine_path: "str | os.PathLike[str]") -> EngineMetadata:
+def read_sidecar(engine_path: str | os.PathLike[str]) -> EngineMetadata:
     """The sidecar of ``engine_path``; FCNError naming the file and the fix when missing or damaged."""
     path = sidecar_path(engine_path)
     if not path.is_file():
@@ -112,10 +123,17 @@ def read_sidecar(engine_path: "str | os.PathLike[str]") -> EngineMetadata:
     try:
         return EngineMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as e:
-        raise FCNError(f"{path} is damaged or from an incompatible fcn-deploy ({type(e).__name__}: {e}); rebuild the engine") from None
+        raise FCNError(
+            f"{path} is damaged or from an incompatible fcn-deploy ({type(e).__name__}: {e}); rebuild the engine"
+        ) from None
 
 
-def check_compatible(meta: EngineMetadata, tensorrt_version: str, compute_capability: tuple[int, int], gpu_name: str = "") -> None:
+def check_compatible(
+    meta: EngineMetadata,
+    tensorrt_version: str,
+    compute_capability: tuple[int, int],
+    gpu_name: str = "",
+) -> None:
     """Refuse an engine built for another TensorRT release or GPU architecture.
 
     TensorRT deserializes only engines of its own exact release, and kernels are compiled for one

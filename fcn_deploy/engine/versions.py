@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 from ..errors import FCNError
 
-__all__ = ["TrtVersion", "parse_trt_version", "PrecisionRoute", "precision_route", "MIN_VERSION", "STRONGLY_TYPED_SINCE"]
+__all__ = [
+    "MIN_VERSION",
+    "STRONGLY_TYPED_SINCE",
+    "PrecisionRoute",
+    "TrtVersion",
+    "parse_trt_version",
+    "precision_route",
+]
 
 MIN_VERSION = (10, 0)  # execute_async_v3, set_input_shape and named I/O tensors are the 10.x API
 STRONGLY_TYPED_SINCE = (10, 12)  # weak typing deprecated: the strongly typed route from here on
@@ -40,7 +47,9 @@ def parse_trt_version(text: str) -> TrtVersion:
     """``"10.13.3.9"``, ``"11.0.0.12"``, ``"10.12.0b1"`` → `TrtVersion`; FCNError if unreadable."""
     m = re.match(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?", text)
     if not m:
-        raise FCNError(f"cannot read the TensorRT version {text!r}; is tensorrt installed correctly?")
+        raise FCNError(
+            f"cannot read the TensorRT version {text!r}; is tensorrt installed correctly?"
+        )
     return TrtVersion(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
 
 
@@ -60,7 +69,9 @@ class PrecisionRoute:
     note: str
 
 
-def precision_route(version: TrtVersion, precision: str, graph_precision: str, has_fp16_flag: bool) -> PrecisionRoute:
+def precision_route(
+    version: TrtVersion, precision: str, graph_precision: str, has_fp16_flag: bool
+) -> PrecisionRoute:
     """The route for an engine of ``precision`` from an ONNX graph computing in ``graph_precision``.
 
     ``has_fp16_flag`` is whether ``trt.BuilderFlag`` has ``FP16``: it is consulted only where the
@@ -70,7 +81,9 @@ def precision_route(version: TrtVersion, precision: str, graph_precision: str, h
     if precision not in ("fp16", "fp32"):
         raise FCNError(f"engine precision must be fp16 or fp32, got {precision!r}")
     if not version.at_least(MIN_VERSION):
-        raise FCNError(f"TensorRT {version} is too old: fcn-deploy needs TensorRT 10.0+ (10.12+ recommended)")
+        raise FCNError(
+            f"TensorRT {version} is too old: fcn-deploy needs TensorRT 10.0+ (10.12+ recommended)"
+        )
     if version.at_least(STRONGLY_TYPED_SINCE):
         if precision != graph_precision:
             raise FCNError(
@@ -79,7 +92,9 @@ def precision_route(version: TrtVersion, precision: str, graph_precision: str, h
                 f"re-export with --precision {precision}"
             )
         on_11 = version.at_least(STRONGLY_TYPED_DEFAULT_SINCE)
-        note = "strongly typed (default on 11.x)" if on_11 else "strongly typed (STRONGLY_TYPED flag)"
+        note = (
+            "strongly typed (default on 11.x)" if on_11 else "strongly typed (STRONGLY_TYPED flag)"
+        )
         return PrecisionRoute(True, not on_11, False, note)
     # 10.0–10.11: weakly typed; the builder picks per-layer precision among those the flags allow
     if precision == "fp32":
@@ -94,4 +109,6 @@ def precision_route(version: TrtVersion, precision: str, graph_precision: str, h
             f"TensorRT {version} reports no BuilderFlag.FP16, so it cannot build an fp16 engine by the "
             "flag route; upgrade to TensorRT 10.12+ (strongly typed FP16)"
         )
-    return PrecisionRoute(False, False, True, "weakly typed with BuilderFlag.FP16 (TensorRT < 10.12)")
+    return PrecisionRoute(
+        False, False, True, "weakly typed with BuilderFlag.FP16 (TensorRT < 10.12)"
+    )

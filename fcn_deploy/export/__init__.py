@@ -12,17 +12,17 @@ from .ort import ort_run, ort_session
 from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
 
 __all__ = [
-    "export_onnx",
     "ExportReport",
     "GraphSummary",
     "OnnxMetadata",
-    "read_onnx_metadata",
     "VerifyRow",
     "choose_sizes",
-    "verify_onnx",
+    "export_onnx",
     "format_rows",
-    "ort_session",
-    "ort_run",
-    "synthetic_images",
     "model_sha256",
+    "ort_run",
+    "ort_session",
+    "read_onnx_metadata",
+    "synthetic_images",
+    "verify_onnx",
 ]

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import FCNError
 from .metadata import OnnxMetadata
 
-__all__ = ["GraphSummary", "finish_graph", "check_graph"]
+__all__ = ["GraphSummary", "check_graph", "finish_graph"]
 
 _FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 _MIXED_OK = {"Cast", "CastLike", "Shape", "Size"}  # ops whose inputs may legitimately differ
@@ -57,21 +57,33 @@ def check_graph(proto: Any) -> GraphSummary:
         onnx.checker.check_model(proto)
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise FCNError(f"the exported graph fails ONNX's checks (a bug in fcn-deploy or torch.onnx): {_first(e)}") from None
+        raise FCNError(
+            f"the exported graph fails ONNX's checks (a bug in fcn-deploy or torch.onnx): {_first(e)}"
+        ) from None
     g = inferred.graph
     dtypes: dict[str, int] = {t.name: t.data_type for t in g.initializer}
     for v in list(g.input) + list(g.value_info) + list(g.output):
         dtypes[v.name] = v.type.tensor_type.elem_type
     convs = fp16_convs = casts = 0
     for node in g.node:
-        if node.op_type == "ConvTranspose" and any(a.name == "output_shape" for a in node.attribute):
-            raise FCNError(f"{node.name}: ConvTranspose with output_shape, which TensorRT's importer mishandles")
-        floats = {name: _FLOAT_TYPES[dtypes[name]] for name in node.input if dtypes.get(name) in _FLOAT_TYPES}
+        if node.op_type == "ConvTranspose" and any(
+            a.name == "output_shape" for a in node.attribute
+        ):
+            raise FCNError(
+                f"{node.name}: ConvTranspose with output_shape, which TensorRT's importer mishandles"
+            )
+        floats = {
+            name: _FLOAT_TYPES[dtypes[name]]
+            for name in node.input
+            if dtypes.get(name) in _FLOAT_TYPES
+        }
         if node.op_type == "Resize":  # roi/scales are float32 whatever the data type
             floats = {k: v for k, v in floats.items() if k == node.input[0]}
         if node.op_type not in _MIXED_OK and len(set(floats.values())) > 1:
             detail = ", ".join(f"{k}: {v}" for k, v in floats.items())
-            raise FCNError(f"{node.name} ({node.op_type}) mixes input dtypes ({detail}); TensorRT's strongly typed parser rejects it")
+            raise FCNError(
+                f"{node.name} ({node.op_type}) mixes input dtypes ({detail}); TensorRT's strongly typed parser rejects it"
+            )
         if node.op_type in ("Conv", "ConvTranspose"):
             convs += 1
             fp16_convs += floats.get(node.input[0]) == "float16"

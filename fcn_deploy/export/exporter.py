@@ -16,9 +16,10 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from .image_io import add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
 
-__all__ = ["export_onnx", "ExportReport", "model_sha256", "MAX_PROTO_BYTES"]
+__all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
 
 Source = Union[str, "os.PathLike[str]", nn.Module]
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's hard limit for one self-contained file
@@ -51,9 +52,9 @@ class ExportReport:
     export_seconds: float  # tracing, conversion and checks (not loading or verification)
     graph: GraphSummary
     rows: list[VerifyRow] = field(default_factory=list)  # empty when verification was skipped
-    seed: Optional[int] = None
+    seed: int | None = None
     fp32_layers: list[str] = field(default_factory=list)  # FP16 export: layers kept in FP32
-    activation_peak: Optional[float] = None  # FP16 export: largest |activation| on the probes
+    activation_peak: float | None = None  # FP16 export: largest |activation| on the probes
 
     @property
     def passed(self) -> bool:
@@ -61,7 +62,7 @@ class ExportReport:
         return all(r.passed for r in self.rows)
 
     @property
-    def fp16_label_agreement(self) -> Optional[float]:
+    def fp16_label_agreement(self) -> float | None:
         """FP16 export: the worst label agreement with FP32 PyTorch over the verified sizes."""
         if self.metadata.precision != "fp16" or not self.rows:
             return None
@@ -81,26 +82,36 @@ def model_sha256(model: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _check_options(precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int) -> None:
+def _check_options(
+    precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int
+) -> None:
     if precision not in PRECISIONS:
         raise FCNError(f"unknown precision {precision!r}; choose fp32 or fp16")
     if io not in IO_MODES:
         raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
     if fp16_io and (precision != "fp16" or io != "tensor"):
-        raise FCNError("--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns uint8)")
+        raise FCNError(
+            "--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns uint8)"
+        )
     if len(max_size) != 2 or any(int(v) < 1 for v in max_size):
-        raise FCNError(f"max size must be two positive numbers HxW, got {'x'.join(map(str, max_size))}")
+        raise FCNError(
+            f"max size must be two positive numbers HxW, got {'x'.join(map(str, max_size))}"
+        )
     if int(max_batch) < 1:
         raise FCNError(f"max batch must be at least 1, got {max_batch}")
     if not 18 <= opset <= 23:
         raise FCNError(f"opset {opset} is not supported; use 18..23 (default 20)")
 
 
-def _load(source: Source, variant: Optional[str]) -> tuple[nn.Module, str]:
+def _load(source: Source, variant: str | None) -> tuple[nn.Module, str]:
     if isinstance(source, nn.Module):
         if not hasattr(source, "info"):
-            raise FCNError("the module to export has no .info (ModelInfo); build it with fcn_deploy.models or load_model")
-        return copy.deepcopy(source).float().eval(), model_sha256(source)  # never change the caller's net
+            raise FCNError(
+                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models or load_model"
+            )
+        return copy.deepcopy(source).float().eval(), model_sha256(
+            source
+        )  # never change the caller's net
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
@@ -148,9 +159,9 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
 
 def export_onnx(
     source: Source,
-    output: "str | os.PathLike[str]",
+    output: str | os.PathLike[str],
     *,
-    variant: Optional[str] = None,
+    variant: str | None = None,
     precision: str = "fp32",
     io: str = "tensor",
     fp16_io: bool = False,
@@ -158,8 +169,8 @@ def export_onnx(
     max_batch: int = 32,
     opset: int = 20,
     verify: bool = True,
-    verify_sizes: Optional[Sequence[tuple[int, int, int]]] = None,
-    seed: Optional[int] = None,
+    verify_sizes: Sequence[tuple[int, int, int]] | None = None,
+    seed: int | None = None,
     progress: bool = True,
 ) -> ExportReport:
     """Export ``source`` (any file `load_model` reads, or a net with ``.info``) to ``output``.
@@ -182,21 +193,27 @@ def export_onnx(
     model, sha = _load(source, variant)
     info: ModelInfo = model.info  # type: ignore[assignment]
     params = sum(p.numel() for p in model.parameters())
-    say(f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s")
+    say(
+        f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s"
+    )
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
     weight_bytes = sum(p.numel() * (2 if precision == "fp16" else 4) for p in model.parameters())
     if weight_bytes >= MAX_PROTO_BYTES:
-        raise FCNError(f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; export a smaller width or in fp16")
+        raise FCNError(
+            f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; export a smaller width or in fp16"
+        )
 
     fp32_layers: list[str] = []
-    peak: Optional[float] = None
+    peak: float | None = None
     if precision == "fp16":
         say("measuring activation ranges for FP16 on image-like probes ...")
         probe = info.preprocessing.apply(synthetic_images(*_PROBE_SHAPE, np.random.default_rng(0)))
         peaks = activation_peaks(model, torch.from_numpy(probe))
         peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
         if fp32_layers:
-            say(f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): {', '.join(fp32_layers)}")
+            say(
+                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): {', '.join(fp32_layers)}"
+            )
 
     import onnx
 
@@ -216,13 +233,27 @@ def export_onnx(
         summary = check_graph(proto)
         onnx.save(proto, str(tmp))
     seconds = time.perf_counter() - start
-    report = ExportReport(output, meta, output.stat().st_size, seconds, summary, fp32_layers=fp32_layers, activation_peak=peak)
+    report = ExportReport(
+        output,
+        meta,
+        output.stat().st_size,
+        seconds,
+        summary,
+        fp32_layers=fp32_layers,
+        activation_peak=peak,
+    )
     say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
     if verify:
         if verify_sizes is None:
-            report.seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
-            say(f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)")
-            verify_sizes = choose_sizes(bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512)
+            report.seed = (
+                int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+            )
+            say(
+                f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)"
+            )
+            verify_sizes = choose_sizes(
+                bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
+            )
         rng = np.random.default_rng(report.seed if report.seed is not None else seed)
         report.rows = verify_onnx(output, model, meta, verify_sizes, rng, progress=progress)
     return report

@@ -10,12 +10,11 @@ is added afterwards, in ONNX (see ``image_io.py``).
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 from torch import nn
-
 
 __all__ = [
     "FP16_MAX",
@@ -48,7 +47,11 @@ class DeployModule(nn.Module):
     """The net in ``precision`` with float32 I/O (float16 with ``fp16_io``): float N×3×H×W → logits."""
 
     def __init__(
-        self, model: nn.Module, precision: str = "fp32", fp16_io: bool = False, fp32_layers: Iterable[str] = ()
+        self,
+        model: nn.Module,
+        precision: str = "fp32",
+        fp16_io: bool = False,
+        fp32_layers: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.fp16_io = fp16_io
@@ -68,7 +71,9 @@ class DeployModule(nn.Module):
 
 
 def _scored_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    return [
+        (n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
 
 
 @torch.inference_mode()
@@ -96,7 +101,9 @@ def overflow_layers(peaks: dict[str, float], limit: float = FP16_SAFE_PEAK) -> l
     return [name for name, peak in peaks.items() if peak > limit]
 
 
-def synthetic_images(n: int, height: int, width: int, rng: Optional[np.random.Generator] = None) -> np.ndarray:
+def synthetic_images(
+    n: int, height: int, width: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """uint8 N×H×W×3 BGR images that look like photos to a conv net, not like white noise.
 
     Smooth colour gradients, a few filled rectangles and discs with hard edges, mild sensor noise

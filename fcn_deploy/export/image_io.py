@@ -25,7 +25,9 @@ __all__ = ["add_image_io"]
 _PREFIX = "image_io/"
 
 
-def add_image_io(proto: Any, pre: Preprocessing, input_name: str = "image", output_name: str = "labels") -> None:
+def add_image_io(
+    proto: Any, pre: Preprocessing, input_name: str = "image", output_name: str = "labels"
+) -> None:
     """Turn a float-I/O tensor-mode graph into uint8 image in → uint8 labels out (in place)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -39,23 +41,60 @@ def add_image_io(proto: Any, pre: Preprocessing, input_name: str = "image", outp
         return _PREFIX + name
 
     scale = const("scale", np.asarray(pre.scale, np.float32))
-    mean = const("mean", np.asarray(pre.mean, np.float32))  # shape [3]: broadcasts over NHWC's last axis
+    mean = const(
+        "mean", np.asarray(pre.mean, np.float32)
+    )  # shape [3]: broadcasts over NHWC's last axis
     std = const("std", np.asarray(pre.std, np.float32))
-    nodes = [helper.make_node("Cast", [input_name], [_PREFIX + "float"], to=TensorProto.FLOAT, name=_PREFIX + "cast_in")]
+    nodes = [
+        helper.make_node(
+            "Cast",
+            [input_name],
+            [_PREFIX + "float"],
+            to=TensorProto.FLOAT,
+            name=_PREFIX + "cast_in",
+        )
+    ]
     pixels = _PREFIX + "float"
     if pre.color == "rgb":
         order = const("rgb_order", np.asarray([2, 1, 0], np.int64))
-        nodes.append(helper.make_node("Gather", [pixels, order], [_PREFIX + "rgb"], axis=3, name=_PREFIX + "to_rgb"))
+        nodes.append(
+            helper.make_node(
+                "Gather", [pixels, order], [_PREFIX + "rgb"], axis=3, name=_PREFIX + "to_rgb"
+            )
+        )
         pixels = _PREFIX + "rgb"
     nodes += [
         helper.make_node("Mul", [pixels, scale], [_PREFIX + "scaled"], name=_PREFIX + "scale"),
-        helper.make_node("Sub", [_PREFIX + "scaled", mean], [_PREFIX + "centered"], name=_PREFIX + "sub_mean"),
-        helper.make_node("Div", [_PREFIX + "centered", std], [_PREFIX + "nhwc"], name=_PREFIX + "div_std"),
-        helper.make_node("Transpose", [_PREFIX + "nhwc"], [net_in.name], perm=[0, 3, 1, 2], name=_PREFIX + "to_nchw"),
+        helper.make_node(
+            "Sub", [_PREFIX + "scaled", mean], [_PREFIX + "centered"], name=_PREFIX + "sub_mean"
+        ),
+        helper.make_node(
+            "Div", [_PREFIX + "centered", std], [_PREFIX + "nhwc"], name=_PREFIX + "div_std"
+        ),
+        helper.make_node(
+            "Transpose",
+            [_PREFIX + "nhwc"],
+            [net_in.name],
+            perm=[0, 3, 1, 2],
+            name=_PREFIX + "to_nchw",
+        ),
     ]
     post = [
-        helper.make_node("ArgMax", [net_out.name], [_PREFIX + "argmax"], axis=1, keepdims=0, name=_PREFIX + "argmax"),
-        helper.make_node("Cast", [_PREFIX + "argmax"], [output_name], to=TensorProto.UINT8, name=_PREFIX + "cast_out"),
+        helper.make_node(
+            "ArgMax",
+            [net_out.name],
+            [_PREFIX + "argmax"],
+            axis=1,
+            keepdims=0,
+            name=_PREFIX + "argmax",
+        ),
+        helper.make_node(
+            "Cast",
+            [_PREFIX + "argmax"],
+            [output_name],
+            to=TensorProto.UINT8,
+            name=_PREFIX + "cast_out",
+        ),
     ]
     body = list(g.node)
     del g.node[:]
@@ -66,11 +105,15 @@ def add_image_io(proto: Any, pre: Preprocessing, input_name: str = "image", outp
     g.output.append(labels)
 
 
-def _value_info(name: str, elem_type: int, like: Any, axes: tuple[int, ...], trailing: int = 0) -> Any:
+def _value_info(
+    name: str, elem_type: int, like: Any, axes: tuple[int, ...], trailing: int = 0
+) -> Any:
     """A graph I/O declaration whose dims are ``like``'s dims at ``axes`` (plus a static one)."""
     from onnx import helper
 
-    info = helper.make_tensor_value_info(name, elem_type, [None] * len(axes) + ([trailing] if trailing else []))
+    info = helper.make_tensor_value_info(
+        name, elem_type, [None] * len(axes) + ([trailing] if trailing else [])
+    )
     source = like.type.tensor_type.shape.dim
     for index, axis in enumerate(axes):
         info.type.tensor_type.shape.dim[index].CopyFrom(source[axis])

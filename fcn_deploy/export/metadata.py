@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
 
-__all__ = ["OnnxMetadata", "read_onnx_metadata", "PREFIX", "IO_MODES", "PRECISIONS"]
+__all__ = ["IO_MODES", "PRECISIONS", "PREFIX", "OnnxMetadata", "read_onnx_metadata"]
 
 PREFIX = "fcn_deploy."
 FORMAT_VERSION = 1
@@ -69,12 +69,14 @@ class OnnxMetadata:
         return {PREFIX + k: v for k, v in values.items()}
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str]) -> "OnnxMetadata":
+    def from_props(cls, props: Mapping[str, str]) -> OnnxMetadata:
         """Parse ``to_props`` output (extra keys ignored); ValueError/KeyError if damaged."""
-        p = {k[len(PREFIX):]: v for k, v in props.items() if k.startswith(PREFIX)}
+        p = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
         version = int(p.get("format_version", "0"))
         if version > FORMAT_VERSION:
-            raise ValueError(f"metadata format {version} is newer than this fcn-deploy reads ({FORMAT_VERSION})")
+            raise ValueError(
+                f"metadata format {version} is newer than this fcn-deploy reads ({FORMAT_VERSION})"
+            )
         return cls(
             info=ModelInfo.from_json(p["info"]),
             io=p["io"],
@@ -90,7 +92,7 @@ class OnnxMetadata:
         )
 
 
-def read_onnx_metadata(path: "str | os.PathLike[str]") -> OnnxMetadata:
+def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
     """The `OnnxMetadata` of an exported file, read without loading its weights."""
     import onnx
 
@@ -100,7 +102,9 @@ def read_onnx_metadata(path: "str | os.PathLike[str]") -> OnnxMetadata:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises its own DecodeError; any failure means "not ONNX"
-        raise FCNError(f"{path} is not a readable ONNX file ({type(e).__name__}); is it truncated?") from None
+        raise FCNError(
+            f"{path} is not a readable ONNX file ({type(e).__name__}); is it truncated?"
+        ) from None
     props = {p.key: p.value for p in model.metadata_props}
     if not any(k.startswith(PREFIX) for k in props):
         raise FCNError(

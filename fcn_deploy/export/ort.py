@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import FCNError
 
-__all__ = ["ort_session", "ort_run"]
+__all__ = ["ort_run", "ort_session"]
 
 
 def ort_session(
-    path: "str | os.PathLike[str]",
-    threads: Optional[int] = None,
-    inter_threads: Optional[int] = None,
-    providers: Optional[Sequence[Any]] = None,
+    path: str | os.PathLike[str],
+    threads: int | None = None,
+    inter_threads: int | None = None,
+    providers: Sequence[Any] | None = None,
 ) -> Any:
     """An `onnxruntime.InferenceSession` with explicit thread settings (CPU provider by default).
 
@@ -26,7 +27,9 @@ def ort_session(
     try:
         import onnxruntime as ort
     except ImportError:
-        raise FCNError("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)") from None
+        raise FCNError(
+            "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
+        ) from None
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)
@@ -34,7 +37,9 @@ def ort_session(
         options.inter_op_num_threads = int(inter_threads)
     options.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
     try:
-        return ort.InferenceSession(os.fspath(path), options, providers=list(providers or ["CPUExecutionProvider"]))
+        return ort.InferenceSession(
+            os.fspath(path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise FCNError(f"ONNX Runtime cannot load {path}: {first}") from None

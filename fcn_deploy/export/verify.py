@@ -9,8 +9,8 @@ white noise exercises neither the value range FP16 must hold nor realistic label
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +22,15 @@ from .graph import synthetic_images
 from .metadata import OnnxMetadata
 from .ort import ort_run, ort_session
 
-__all__ = ["VerifyRow", "choose_sizes", "verify_onnx", "format_rows", "FP32_REL_TOL", "FP16_LABEL_AGREEMENT", "FP32_LABEL_AGREEMENT"]
+__all__ = [
+    "FP16_LABEL_AGREEMENT",
+    "FP32_LABEL_AGREEMENT",
+    "FP32_REL_TOL",
+    "VerifyRow",
+    "choose_sizes",
+    "format_rows",
+    "verify_onnx",
+]
 
 FP32_REL_TOL = 1e-4  # max abs error / max abs reference, FP32 logits
 FP32_LABEL_AGREEMENT = 0.999  # FP32 image mode (labels only; near-ties may flip a pixel)
@@ -34,14 +42,16 @@ class VerifyRow:
     """ONNX Runtime against FP32 PyTorch at one input shape (N, H, W)."""
 
     shape: tuple[int, int, int]
-    max_abs_error: Optional[float]  # None in image mode (labels only)
-    rel_error: Optional[float]  # max abs error / max abs reference logit
+    max_abs_error: float | None  # None in image mode (labels only)
+    rel_error: float | None  # max abs error / max abs reference logit
     label_agreement: float  # share of pixels with the same class
     passed: bool
     note: str = ""
 
 
-def choose_sizes(bounds: SizeBounds, rng: np.random.Generator, large_side: int = 512) -> list[tuple[int, int, int]]:
+def choose_sizes(
+    bounds: SizeBounds, rng: np.random.Generator, large_side: int = 512
+) -> list[tuple[int, int, int]]:
     """Fresh (N, H, W) triples: tiny, odd non-square, batch > 1, and one large one, within bounds."""
     max_h, max_w = bounds.max_hw or (4096, 4096)
     max_n = bounds.max_batch or 4
@@ -53,19 +63,25 @@ def choose_sizes(bounds: SizeBounds, rng: np.random.Generator, large_side: int =
     sizes = [
         fit(1, 1, int(rng.integers(1, 8))),  # degenerate: one row
         fit(1, odd(17, 99), odd(101, 199)),  # odd, non-square
-        fit(int(rng.integers(2, 4)), int(rng.integers(40, 96)), int(rng.integers(40, 96))),  # batch > 1
-        fit(1, int(rng.integers(large_side * 3 // 4, large_side)), int(rng.integers(large_side // 2, large_side))),
+        fit(
+            int(rng.integers(2, 4)), int(rng.integers(40, 96)), int(rng.integers(40, 96))
+        ),  # batch > 1
+        fit(
+            1,
+            int(rng.integers(large_side * 3 // 4, large_side)),
+            int(rng.integers(large_side // 2, large_side)),
+        ),
     ]
     return list(dict.fromkeys(sizes))
 
 
 def verify_onnx(
-    path: "str | os.PathLike[str]",
+    path: str | os.PathLike[str],
     model: nn.Module,
     meta: OnnxMetadata,
     sizes: Sequence[tuple[int, int, int]],
     rng: np.random.Generator,
-    threads: Optional[int] = None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> list[VerifyRow]:
     """One row per size: the ONNX file under ONNX Runtime against the FP32 PyTorch ``model``."""
@@ -87,10 +103,16 @@ def verify_onnx(
     return rows
 
 
-def _compare(reference: np.ndarray, out: np.ndarray, meta: OnnxMetadata, shape: tuple[int, int, int]) -> VerifyRow:
+def _compare(
+    reference: np.ndarray, out: np.ndarray, meta: OnnxMetadata, shape: tuple[int, int, int]
+) -> VerifyRow:
     ref_labels = reference.argmax(axis=1)
     peak = float(np.abs(reference).max())
-    note = "" if peak > 0 else "reference is all zeros (untrained score layers?): agreement says nothing"
+    note = (
+        ""
+        if peak > 0
+        else "reference is all zeros (untrained score layers?): agreement says nothing"
+    )
     if meta.io == "image":
         agreement = float((out == ref_labels).mean())
         threshold = FP16_LABEL_AGREEMENT if meta.precision == "fp16" else FP32_LABEL_AGREEMENT
@@ -98,7 +120,9 @@ def _compare(reference: np.ndarray, out: np.ndarray, meta: OnnxMetadata, shape: 
     out = out.astype(np.float32)
     err = float(np.abs(out - reference).max()) if out.shape == reference.shape else float("inf")
     rel = err / peak if peak > 0 else (0.0 if err == 0 else float("inf"))
-    agreement = float((out.argmax(axis=1) == ref_labels).mean()) if out.shape == reference.shape else 0.0
+    agreement = (
+        float((out.argmax(axis=1) == ref_labels).mean()) if out.shape == reference.shape else 0.0
+    )
     if not np.isfinite(out).all():
         note = "output has NaN/inf (FP16 overflow?)"
     ok = agreement >= FP16_LABEL_AGREEMENT if meta.precision == "fp16" else rel <= FP32_REL_TOL
@@ -113,10 +137,14 @@ def format_rows(rows: Sequence[VerifyRow], meta: OnnxMetadata) -> str:
         rule = f"label agreement >= {FP32_LABEL_AGREEMENT:.1%}"
     else:
         rule = f"relative error <= {FP32_REL_TOL:g}"
-    lines = [f"{'N×H×W':>14}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: {rule})"]
+    lines = [
+        f"{'N×H×W':>14}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: {rule})"
+    ]
     for r in rows:
         n, h, w = r.shape
         err = f"{r.max_abs_error:11.3g}" if r.max_abs_error is not None else f"{'-':>11}"
         rel = f"{r.rel_error:9.2e}" if r.rel_error is not None else f"{'-':>9}"
-        lines.append(f"{f'{n}×{h}×{w}':>14}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}  {r.note}".rstrip())
+        lines.append(
+            f"{f'{n}×{h}×{w}':>14}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}  {r.note}".rstrip()
+        )
     return "\n".join(lines)

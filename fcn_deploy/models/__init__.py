@@ -9,11 +9,11 @@ from .vgg import ConvVGG16, convolutionalize
 
 __all__ = [
     "FCN",
-    "FCN32s",
-    "FCN16s",
+    "ConvVGG16",
     "FCN8s",
     "FCN8sAtOnce",
-    "ConvVGG16",
+    "FCN16s",
+    "FCN32s",
     "bilinear_kernel",
     "convolutionalize",
     "create_model",

@@ -22,28 +22,35 @@ k64 s32 deconv multiplies by 32 and adds 31.5. The same composition gives 27 (FC
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..meta import ModelInfo, Preprocessing
-from .vgg import FC6_KERNEL, FC_CHANNELS, StateDictOrPath, VGG16Trunk, _as_state_dict, scaled
-from .vgg import torchvision_vgg16_to_caffe
+from .vgg import (
+    FC6_KERNEL,
+    FC_CHANNELS,
+    StateDictOrPath,
+    VGG16Trunk,
+    _as_state_dict,
+    scaled,
+    torchvision_vgg16_to_caffe,
+)
 
 __all__ = [
+    "CROP_8S",
+    "CROP_16S",
+    "CROP_32S",
+    "CROP_POOL3",
+    "CROP_POOL4",
     "FCN",
-    "FCN32s",
-    "FCN16s",
     "FCN8s",
     "FCN8sAtOnce",
+    "FCN16s",
+    "FCN32s",
     "bilinear_kernel",
-    "CROP_32S",
-    "CROP_16S",
-    "CROP_8S",
-    "CROP_POOL4",
-    "CROP_POOL3",
 ]
 
 FIRST_PADDING = 100
@@ -163,7 +170,7 @@ class FCN(VGG16Trunk):
         return _crop(self.upscore8(h), CROP_8S, x)  # N×n×H×W
 
     @classmethod
-    def from_vgg16(cls, vgg16: StateDictOrPath, num_classes: int = 21, **kwargs: Any) -> "FCN":
+    def from_vgg16(cls, vgg16: StateDictOrPath, num_classes: int = 21, **kwargs: Any) -> FCN:
         """An FCN initialized from a torchvision VGG16 classifier (state dict or file).
 
         conv1_1 … fc7 come from the classifier, convolutionalized (fc6 as 7×7, fc7 as 1×1); fc8 is
@@ -178,7 +185,7 @@ class FCN(VGG16Trunk):
         return model
 
     @classmethod
-    def from_fcn(cls, source: Union["FCN", StateDictOrPath], **kwargs: Any) -> "FCN":
+    def from_fcn(cls, source: FCN | StateDictOrPath, **kwargs: Any) -> FCN:
         """The next stage of the staged recipe: FCN-16s from FCN-32s, FCN-8s from FCN-16s.
 
         Every layer the two nets share is copied and the new score layer starts at zero, so the new
@@ -210,33 +217,43 @@ class FCN(VGG16Trunk):
             if key not in own:
                 raise KeyError(f"{key} is not a layer of {self.info.variant}")
             if own[key].shape != sd[key].shape:
-                raise ValueError(f"{key}: shape {tuple(sd[key].shape)} does not fit {tuple(own[key].shape)}")
+                raise ValueError(
+                    f"{key}: shape {tuple(sd[key].shape)} does not fit {tuple(own[key].shape)}"
+                )
             own[key].copy_(sd[key])
 
 
 class FCN32s(FCN):
     """FCN-32s: score_fr upsampled ×32 in one step."""
 
-    def __init__(self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False
+    ) -> None:
         super().__init__(num_classes, width, 32, False, learn_upsampling)
 
 
 class FCN16s(FCN):
     """FCN-16s: FCN-32s plus the pool4 skip."""
 
-    def __init__(self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False
+    ) -> None:
         super().__init__(num_classes, width, 16, False, learn_upsampling)
 
 
 class FCN8s(FCN):
     """FCN-8s: FCN-16s plus the pool3 skip."""
 
-    def __init__(self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False
+    ) -> None:
         super().__init__(num_classes, width, 8, False, learn_upsampling)
 
 
 class FCN8sAtOnce(FCN):
     """FCN-8s trained in one stage, pool4 and pool3 scaled by 0.01 and 0.0001 before scoring."""
 
-    def __init__(self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False) -> None:
+    def __init__(
+        self, num_classes: int = 21, width: float = 1.0, learn_upsampling: bool = False
+    ) -> None:
         super().__init__(num_classes, width, 8, True, learn_upsampling)

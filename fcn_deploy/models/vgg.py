@@ -9,7 +9,8 @@ a map of class scores, one per 224×224 window at stride 32, computed in a singl
 from __future__ import annotations
 
 import os
-from typing import Mapping, Union
+from collections.abc import Mapping
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,13 @@ from torch import nn
 
 from ..meta import ModelInfo, Preprocessing
 
-__all__ = ["VGG16_BLOCKS", "VGG16Trunk", "ConvVGG16", "convolutionalize", "torchvision_to_caffe_names"]
+__all__ = [
+    "VGG16_BLOCKS",
+    "ConvVGG16",
+    "VGG16Trunk",
+    "convolutionalize",
+    "torchvision_to_caffe_names",
+]
 
 # The trunk as data: (layer names, output channels at width 1.0) per block; a 2×2/2 max pool
 # closes every block. Strides after each block: 1/2, 1/4, 1/8 (pool3), 1/16 (pool4), 1/32 (pool5).
@@ -103,7 +110,9 @@ class ConvVGG16(VGG16Trunk):
         # Not FCN's padding 100: these weights were trained on 224×224 crops with padding 1, and
         # keeping it makes the 224×224 output the classifier's logits exactly.
         super().__init__(width, first_padding=1)
-        self.info = ModelInfo("vgg16", num_classes, width, preprocessing=Preprocessing.torchvision())
+        self.info = ModelInfo(
+            "vgg16", num_classes, width, preprocessing=Preprocessing.torchvision()
+        )
         fc = scaled(FC_CHANNELS, width)
         self.fc6 = nn.Conv2d(self.pool5_channels, fc, FC6_KERNEL)
         self.fc7 = nn.Conv2d(fc, fc, 1)

@@ -14,12 +14,20 @@ from typing import Any, Optional
 from ..errors import FCNError
 from .base import IO_MODES, ArrayLike, Runner, resolve_device
 
-__all__ = ["Runner", "ArrayLike", "IO_MODES", "BACKENDS", "load_runner", "backend_for_path", "resolve_device"]
+__all__ = [
+    "BACKENDS",
+    "IO_MODES",
+    "ArrayLike",
+    "Runner",
+    "backend_for_path",
+    "load_runner",
+    "resolve_device",
+]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
-def backend_for_path(path: "str | os.PathLike[str]") -> str:
+def backend_for_path(path: str | os.PathLike[str]) -> str:
     """The backend a file's suffix implies."""
     suffix = Path(path).suffix.lower()
     if suffix in (".engine", ".plan", ".trt"):
@@ -30,9 +38,9 @@ def backend_for_path(path: "str | os.PathLike[str]") -> str:
 
 
 def load_runner(
-    path: "str | os.PathLike[str]",
-    device: Optional[str] = None,
-    backend: Optional[str] = None,
+    path: str | os.PathLike[str],
+    device: str | None = None,
+    backend: str | None = None,
     **options: Any,
 ) -> Runner:
     """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda, cuda:N)."""

@@ -14,7 +14,7 @@ Two I/O modes, fixed when a model is exported:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -22,13 +22,13 @@ import torch
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
 
-__all__ = ["Runner", "ArrayLike", "IO_MODES", "resolve_device"]
+__all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 IO_MODES = ("tensor", "image")
 
 
-def resolve_device(device: Optional[str]) -> torch.device:
+def resolve_device(device: str | None) -> torch.device:
     """``None`` → cuda if available else cpu; ``cpu``, ``cuda``, ``cuda:N`` checked against the machine."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -38,9 +38,13 @@ def resolve_device(device: Optional[str]) -> torch.device:
         raise FCNError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise FCNError(f"device {device} requested but this machine has no CUDA GPU (use --device cpu)")
+            raise FCNError(
+                f"device {device} requested but this machine has no CUDA GPU (use --device cpu)"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise FCNError(f"device {device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+            raise FCNError(
+                f"device {device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
     elif dev.type != "cpu":
         raise FCNError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
     return dev
@@ -82,24 +86,38 @@ class Runner(ABC):
 
     def check_input(self, batch: ArrayLike) -> torch.Tensor:
         """Validate rank, dtype, channels and bounds; return a contiguous tensor on the device."""
-        x = torch.from_numpy(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+        x = (
+            torch.from_numpy(np.ascontiguousarray(batch))
+            if isinstance(batch, np.ndarray)
+            else batch
+        )
         if not isinstance(x, torch.Tensor):
             raise FCNError(f"expected a numpy array or torch tensor, got {type(batch).__name__}")
         if self.io == "image":
             if x.dim() != 4 or x.shape[3] != 3:
-                raise FCNError(f"this model takes uint8 N×H×W×3 BGR images; got shape {tuple(x.shape)}")
+                raise FCNError(
+                    f"this model takes uint8 N×H×W×3 BGR images; got shape {tuple(x.shape)}"
+                )
             if x.dtype != torch.uint8:
-                raise FCNError(f"this model takes uint8 images; got {x.dtype} (convert with .astype(np.uint8))")
+                raise FCNError(
+                    f"this model takes uint8 images; got {x.dtype} (convert with .astype(np.uint8))"
+                )
             n, h, w = x.shape[0], x.shape[1], x.shape[2]
         else:
             if x.dim() != 4 or x.shape[1] != 3:
-                raise FCNError(f"this model takes float N×3×H×W tensors; got shape {tuple(x.shape)}")
+                raise FCNError(
+                    f"this model takes float N×3×H×W tensors; got shape {tuple(x.shape)}"
+                )
             if not x.is_floating_point():
-                raise FCNError(f"this model takes preprocessed float input; got {x.dtype} (see Segmenter for raw images)")
+                raise FCNError(
+                    f"this model takes preprocessed float input; got {x.dtype} (see Segmenter for raw images)"
+                )
             n, h, w = x.shape[0], x.shape[2], x.shape[3]
         problem = self.bounds.violation(n, h, w)
         if problem:
-            raise FCNError(f"{self.name}: input {problem}; resize or tile the input, or re-export with larger bounds")
+            raise FCNError(
+                f"{self.name}: input {problem}; resize or tile the input, or re-export with larger bounds"
+            )
         return x.to(self.device, self.input_dtype, non_blocking=True).contiguous()
 
     @abstractmethod
@@ -114,11 +132,13 @@ class Runner(ABC):
     def close(self) -> None:
         """Release the model and device memory; the runner is unusable afterwards."""
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.info.variant} {self.name} io={self.io} on {self.device}>"
+        return (
+            f"<{type(self).__name__} {self.info.variant} {self.name} io={self.io} on {self.device}>"
+        )

@@ -9,7 +9,8 @@ pointer, so nothing round-trips through host memory.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,11 +47,11 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(
         self,
-        path: "str | os.PathLike[str]",
-        device: Optional[str] = None,
-        threads: Optional[int] = None,
-        inter_threads: Optional[int] = None,
-        providers: Optional[Sequence[Any]] = None,
+        path: str | os.PathLike[str],
+        device: str | None = None,
+        threads: int | None = None,
+        inter_threads: int | None = None,
+        providers: Sequence[Any] | None = None,
     ) -> None:
         self.metadata: OnnxMetadata = read_onnx_metadata(path)
         if device is None:
@@ -63,15 +64,22 @@ class OnnxRuntimeRunner(Runner):
                         f"device {device} needs onnxruntime-gpu (the CUDA provider); this onnxruntime has "
                         "only the CPU provider (pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu)"
                     )
-                providers = [("CUDAExecutionProvider", {"device_id": dev.index or 0}), "CPUExecutionProvider"]
+                providers = [
+                    ("CUDAExecutionProvider", {"device_id": dev.index or 0}),
+                    "CPUExecutionProvider",
+                ]
             else:
                 providers = ["CPUExecutionProvider"]
         m = self.metadata
         super().__init__(
             m.info, m.io, m.precision, m.bounds, dev, torch.float16 if m.fp16_io else torch.float32
         )
-        self.session: Any = ort_session(path, threads=threads, inter_threads=inter_threads, providers=providers)
-        self.output_dtype = torch.uint8 if m.io == "image" else (torch.float16 if m.fp16_io else torch.float32)
+        self.session: Any = ort_session(
+            path, threads=threads, inter_threads=inter_threads, providers=providers
+        )
+        self.output_dtype = (
+            torch.uint8 if m.io == "image" else (torch.float16 if m.fp16_io else torch.float32)
+        )
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.session is None:
@@ -85,11 +93,15 @@ class OnnxRuntimeRunner(Runner):
         """IO binding: ONNX Runtime reads ``x`` and writes a preallocated torch tensor in place."""
         m, index = self.metadata, self.device.index or 0
         binding = self.session.io_binding()
-        binding.bind_input(m.input_name, "cuda", index, _NUMPY[x.dtype], tuple(x.shape), x.data_ptr())
+        binding.bind_input(
+            m.input_name, "cuda", index, _NUMPY[x.dtype], tuple(x.shape), x.data_ptr()
+        )
         shape = self._output_shape(x)
         out = torch.empty(shape, dtype=self.output_dtype, device=self.device) if shape else None
         if out is not None:
-            binding.bind_output(m.output_name, "cuda", index, _NUMPY[out.dtype], shape, out.data_ptr())
+            binding.bind_output(
+                m.output_name, "cuda", index, _NUMPY[out.dtype], shape, out.data_ptr()
+            )
         else:  # coarse maps (vgg16): size unknown up front, let ONNX Runtime allocate
             binding.bind_output(m.output_name, "cuda", index)
         torch.cuda.current_stream(self.device).synchronize()  # x was written on torch's stream
@@ -98,7 +110,7 @@ class OnnxRuntimeRunner(Runner):
             out = torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(self.device)
         return out.float() if m.fp16_io else out
 
-    def _output_shape(self, x: torch.Tensor) -> Optional[tuple[int, ...]]:
+    def _output_shape(self, x: torch.Tensor) -> tuple[int, ...] | None:
         """Output shape for a same-size segmentation output; None for the coarse vgg16 map."""
         if self.info.variant == "vgg16":
             return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -22,10 +21,10 @@ class TorchRunner(Runner):
 
     def __init__(
         self,
-        model: Union[nn.Module, str, "os.PathLike[str]"],
-        device: Optional[str] = None,
+        model: nn.Module | str | os.PathLike[str],
+        device: str | None = None,
         precision: str = "fp32",
-        variant: Optional[str] = None,
+        variant: str | None = None,
     ) -> None:
         if precision not in ("fp32", "fp16"):
             raise FCNError(f"torch backend precision must be fp32 or fp16, got {precision!r}")
@@ -37,7 +36,7 @@ class TorchRunner(Runner):
         if precision == "fp16":
             # tensor cores want NHWC (Module.to takes memory_format; its type stubs don't say so)
             module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model: Optional[nn.Module] = module
+        self.model: nn.Module | None = module
 
     @torch.inference_mode()
     def _infer(self, x: torch.Tensor) -> torch.Tensor:

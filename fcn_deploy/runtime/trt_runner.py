@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -33,17 +32,26 @@ class TensorRTRunner(Runner):
 
     backend = "tensorrt"
 
-    def __init__(self, path: "str | os.PathLike[str]", device: Optional[str] = None, reuse_outputs: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: str | None = None,
+        reuse_outputs: bool = False,
+    ) -> None:
         path = Path(path)
         if not path.is_file():
             raise FCNError(f"{path}: no such engine file (build one with fcn-export --engine)")
-        from ..engine.executor import EngineExecutor  # imports TensorRT: FCNError where it is missing
+        from ..engine.executor import (
+            EngineExecutor,
+        )  # imports TensorRT: FCNError where it is missing
 
         meta = read_sidecar(path)
         dev = resolve_device(device)
         if dev.type != "cuda":
-            raise FCNError("TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime backend on CPU)")
-        self.executor: Optional[EngineExecutor] = EngineExecutor(path.read_bytes(), meta, dev)
+            raise FCNError(
+                "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime backend on CPU)"
+            )
+        self.executor: EngineExecutor | None = EngineExecutor(path.read_bytes(), meta, dev)
         self.profiles = list(meta.profiles)
         self.reuse_outputs = reuse_outputs
         self.metadata = meta
@@ -53,13 +61,17 @@ class TensorRTRunner(Runner):
             min_batch=min(p.min[0] for p in self.profiles),
             max_batch=max(p.max[0] for p in self.profiles),
         )
-        super().__init__(meta.onnx.info, meta.onnx.io, meta.precision, bounds, dev, self.executor.input_dtype)
+        super().__init__(
+            meta.onnx.info, meta.onnx.io, meta.precision, bounds, dev, self.executor.input_dtype
+        )
 
     def check_input(self, batch: ArrayLike) -> torch.Tensor:
         """The base checks (rank, dtype, bounds), then: does a profile hold this shape?"""
         x = super().check_input(batch)
         shape = tuple(x.shape)
-        select_profile(self.profiles, (shape[0], shape[3], shape[1], shape[2]) if self.io == "image" else shape)
+        select_profile(
+            self.profiles, (shape[0], shape[3], shape[1], shape[2]) if self.io == "image" else shape
+        )
         return x
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:

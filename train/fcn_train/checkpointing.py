@@ -13,7 +13,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +22,16 @@ from torch import nn
 from fcn_deploy.checkpoint import read_checkpoint, save_checkpoint
 from fcn_deploy.errors import FCNError
 
-__all__ = ["TrainerState", "capture_rng", "restore_rng", "save_training_checkpoint", "load_training_state",
-           "resolve_resume_path", "LAST", "BEST"]
+__all__ = [
+    "BEST",
+    "LAST",
+    "TrainerState",
+    "capture_rng",
+    "load_training_state",
+    "resolve_resume_path",
+    "restore_rng",
+    "save_training_checkpoint",
+]
 
 LAST = "last.pt"  # rolling: every --checkpoint-every iterations, at the end and on interrupt
 BEST = "best.pt"  # the best validation mean IU so far (model and scores, no optimizer)
@@ -36,7 +44,12 @@ def capture_rng() -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [torch.from_numpy(np.asarray(keys, np.int64)), int(pos), int(has_gauss), float(cached)],
+        "numpy": [
+            torch.from_numpy(np.asarray(keys, np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
         "python": [int(version), list(state), gauss],
     }
 
@@ -60,9 +73,15 @@ class TrainerState:
     elapsed: float = 0.0  # training seconds (counts towards --time-limit across resumes)
 
 
-def save_training_checkpoint(path: Path, model: nn.Module, state: TrainerState, config: dict[str, Any],
-                             optimizer: torch.optim.Optimizer, scaler: Optional[torch.amp.GradScaler],
-                             rng: list[dict[str, Any]]) -> None:
+def save_training_checkpoint(
+    path: Path,
+    model: nn.Module,
+    state: TrainerState,
+    config: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    rng: list[dict[str, Any]],
+) -> None:
     """Write ``path`` (atomically) with the model and the state an exact resume needs."""
     trainer = {
         "iteration": state.iteration,
@@ -76,13 +95,15 @@ def save_training_checkpoint(path: Path, model: nn.Module, state: TrainerState, 
     save_checkpoint(model, path, extra={"trainer": trainer})
 
 
-def resolve_resume_path(path: "str | os.PathLike[str]") -> Path:
+def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
     """``--resume`` takes a run folder (its ``last.pt``) or a checkpoint file."""
     path = Path(path)
     if path.is_dir():
         path = path / LAST
     if not path.is_file():
-        raise FCNError(f"--resume {path}: no such checkpoint (give a training output folder holding {LAST}, or a .pt file)")
+        raise FCNError(
+            f"--resume {path}: no such checkpoint (give a training output folder holding {LAST}, or a .pt file)"
+        )
     return path
 
 
@@ -91,6 +112,8 @@ def load_training_state(path: Path) -> dict[str, Any]:
     payload = read_checkpoint(path)
     trainer = (payload.get("extra") or {}).get("trainer")
     if not isinstance(trainer, dict) or "optimizer" not in trainer:
-        raise FCNError(f"{path} holds no trainer state (it is a model-only checkpoint such as {BEST}); "
-                       f"resume from the run's {LAST}, or start a new run with --init checkpoint:{path}")
+        raise FCNError(
+            f"{path} holds no trainer state (it is a model-only checkpoint such as {BEST}); "
+            f"resume from the run's {LAST}, or start a new run with --init checkpoint:{path}"
+        )
     return {**trainer, "state_dict": payload["state_dict"], "info": payload["info"]}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from fcn_deploy.cli._common import run_cli
 from fcn_deploy.errors import FCNError
@@ -19,7 +20,7 @@ from .initialize import FCN_CLASSES
 from .loop import train
 from .recipe import RECIPES
 
-__all__ = ["train_main", "eval_main", "train_parser", "eval_parser"]
+__all__ = ["eval_main", "eval_parser", "train_main", "train_parser"]
 
 TRAIN_EPILOG = """\
 recipes (--recipe):
@@ -45,107 +46,213 @@ multi-GPU / multi-node: torchrun --nproc_per_node N $(which fcn-train) ... (--ba
 
 def train_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="fcn-train", description="Train an FCN (Long, Shelhamer, Darrell).",
-                                epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="fcn-train",
+        description="Train an FCN (Long, Shelhamer, Darrell).",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     # every default is None here so that --resume can tell what was given; TrainConfig has the defaults
     p.add_argument("--data", choices=DATASETS, help=f"dataset (default {d.data})")
     p.add_argument("--root", help="VOCdevkit (voc) or benchmark_RELEASE (sbd)")
-    p.add_argument("--val-root", help="with --data sbd: VOCdevkit/VOC2011, to validate on seg11valid (else SBD val)")
+    p.add_argument(
+        "--val-root",
+        help="with --data sbd: VOCdevkit/VOC2011, to validate on seg11valid (else SBD val)",
+    )
     p.add_argument("--variant", choices=tuple(FCN_CLASSES), help=f"net (default {d.variant})")
-    p.add_argument("--width", type=float, help=f"channel multiplier for --init scratch (default {d.width:g})")
-    p.add_argument("--init", help="vgg16:PATH | checkpoint:PATH (previous stage) | scratch (default)")
-    p.add_argument("--train", choices=("all", "last-layer"), help="all layers (default) or only the score layers (FCN-32s-fixed)")
-    p.add_argument("--recipe", choices=tuple(RECIPES), help="see below (default: synthetic for synthetic data, else reference)")
+    p.add_argument(
+        "--width", type=float, help=f"channel multiplier for --init scratch (default {d.width:g})"
+    )
+    p.add_argument(
+        "--init", help="vgg16:PATH | checkpoint:PATH (previous stage) | scratch (default)"
+    )
+    p.add_argument(
+        "--train",
+        choices=("all", "last-layer"),
+        help="all layers (default) or only the score layers (FCN-32s-fixed)",
+    )
+    p.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        help="see below (default: synthetic for synthetic data, else reference)",
+    )
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
-    p.add_argument("--batch-size", type=int, help="override the recipe's images per step (per process)")
+    p.add_argument(
+        "--batch-size", type=int, help="override the recipe's images per step (per process)"
+    )
     p.add_argument("--momentum", type=float, help="override the recipe's momentum (Adam: beta1)")
-    p.add_argument("--crop", type=int, metavar="PX", help="train on random PX x PX crops (default: the recipe's)")
+    p.add_argument(
+        "--crop",
+        type=int,
+        metavar="PX",
+        help="train on random PX x PX crops (default: the recipe's)",
+    )
     p.add_argument("--iterations", type=int, help=f"optimizer steps (default {d.iterations})")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop cleanly (checkpoint, validation) after this much training")
-    p.add_argument("--seed", type=int, help=f"seeds init, data order, crops, dropout (default {d.seed})")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop cleanly (checkpoint, validation) after this much training",
+    )
+    p.add_argument(
+        "--seed", type=int, help=f"seeds init, data order, crops, dropout (default {d.seed})"
+    )
     p.add_argument("--out", help=f"output folder (default {d.out})")
-    p.add_argument("--resume", metavar="DIR_OR_PT", help="continue a run exactly from DIR/last.pt (its settings are reused)")
-    p.add_argument("--checkpoint-every", type=int, metavar="N", help=f"write last.pt every N iterations (default {d.checkpoint_every})")
-    p.add_argument("--val-every", type=int, metavar="N", help=f"validate every N iterations (default {d.val_every})")
-    p.add_argument("--log-every", type=int, metavar="N", help=f"log the mean loss every N iterations (default {d.log_every})")
-    p.add_argument("--val-images", type=int, metavar="N", help="validate on the first N images only")
+    p.add_argument(
+        "--resume",
+        metavar="DIR_OR_PT",
+        help="continue a run exactly from DIR/last.pt (its settings are reused)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help=f"write last.pt every N iterations (default {d.checkpoint_every})",
+    )
+    p.add_argument(
+        "--val-every",
+        type=int,
+        metavar="N",
+        help=f"validate every N iterations (default {d.val_every})",
+    )
+    p.add_argument(
+        "--log-every",
+        type=int,
+        metavar="N",
+        help=f"log the mean loss every N iterations (default {d.log_every})",
+    )
+    p.add_argument(
+        "--val-images", type=int, metavar="N", help="validate on the first N images only"
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--workers", type=int, help="DataLoader processes building batches ahead (default 0)")
-    p.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="train in FP32 on GPUs too")
+    p.add_argument(
+        "--workers", type=int, help="DataLoader processes building batches ahead (default 0)"
+    )
+    p.add_argument(
+        "--no-amp", dest="amp", action="store_const", const=False, help="train in FP32 on GPUs too"
+    )
     return p
 
 
-def _config(args: argparse.Namespace) -> tuple[TrainConfig, Optional[Path]]:
+def _config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
     given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
     if args.resume is None:
         return TrainConfig(**given), None
     path = resolve_resume_path(args.resume)
     stored = TrainConfig.from_dict(load_training_state(path)["config"])
-    changed = sorted(k for k, v in given.items() if k not in RESUMABLE_CHANGES and v != getattr(stored, k))
+    changed = sorted(
+        k for k, v in given.items() if k not in RESUMABLE_CHANGES and v != getattr(stored, k)
+    )
     if changed:
         flag = "--" + changed[0].replace("_", "-")
-        raise FCNError(f"{flag} cannot change on --resume (the run was started with {getattr(stored, changed[0])!r}); "
-                       f"only {', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may")
+        raise FCNError(
+            f"{flag} cannot change on --resume (the run was started with {getattr(stored, changed[0])!r}); "
+            f"only {', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may"
+        )
     return dataclasses.replace(stored, **{"out": str(path.parent), **given}), path
 
 
-def _train(argv: Optional[Sequence[str]]) -> int:
+def _train(argv: Sequence[str] | None) -> int:
     config, resume = _config(train_parser().parse_args(argv))
     for name in ("iterations", "checkpoint_every", "val_every", "log_every"):
         if getattr(config, name) < 1:
             raise FCNError(f"--{name.replace('_', '-')} must be at least 1")
     result = train(config, resume)
-    where = f"{result.last}" + (f", best: {result.best} (mean IU {result.best_mean_iu:.4f})" if result.best else "")
+    where = f"{result.last}" + (
+        f", best: {result.best} (mean IU {result.best_mean_iu:.4f})" if result.best else ""
+    )
     if result.stopped in ("SIGINT", "SIGTERM"):
-        print(f"stopped by {result.stopped} at iteration {result.iteration}; saved {where}; "
-              f"continue with: fcn-train --resume {result.last.parent}", file=sys.stderr)
+        print(
+            f"stopped by {result.stopped} at iteration {result.iteration}; saved {where}; "
+            f"continue with: fcn-train --resume {result.last.parent}",
+            file=sys.stderr,
+        )
         return 130 if result.stopped == "SIGINT" else 143
     note = f" (time limit reached at iteration {result.iteration})" if result.stopped else ""
-    print(f"done{note}: {where}; final mean IU {result.scores.get('mean_iu', float('nan')):.4f}", file=sys.stderr)
+    print(
+        f"done{note}: {where}; final mean IU {result.scores.get('mean_iu', float('nan')):.4f}",
+        file=sys.stderr,
+    )
     return 0
 
 
-def train_main(argv: Optional[Sequence[str]] = None) -> int:
+def train_main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_train, argv)
 
 
 def eval_parser() -> argparse.ArgumentParser:
     from fcn_deploy.runtime import BACKENDS
 
-    p = argparse.ArgumentParser(prog="fcn-eval", description="Score a model (.pt, .onnx, .engine) on a dataset: "
-                                "pixel accuracy, mean accuracy, mean IU, frequency weighted IU, per-class IU.")
-    p.add_argument("--model", required=True, type=Path, help="checkpoint, ONNX export or TensorRT engine")
-    p.add_argument("--data", choices=DATASETS, default="synthetic", help="dataset (default synthetic)")
+    p = argparse.ArgumentParser(
+        prog="fcn-eval",
+        description="Score a model (.pt, .onnx, .engine) on a dataset: "
+        "pixel accuracy, mean accuracy, mean IU, frequency weighted IU, per-class IU.",
+    )
+    p.add_argument(
+        "--model", required=True, type=Path, help="checkpoint, ONNX export or TensorRT engine"
+    )
+    p.add_argument(
+        "--data", choices=DATASETS, default="synthetic", help="dataset (default synthetic)"
+    )
     p.add_argument("--root", help="VOCdevkit (voc) or benchmark_RELEASE (sbd)")
     p.add_argument("--sbd-root", help="with --split seg11valid: benchmark_RELEASE")
-    p.add_argument("--split", default="val", help="val (default), train, trainval, or seg11valid (voc + --sbd-root)")
-    p.add_argument("--num-images", type=int, metavar="N", help="score the first N images only (synthetic: how many to draw)")
+    p.add_argument(
+        "--split",
+        default="val",
+        help="val (default), train, trainval, or seg11valid (voc + --sbd-root)",
+    )
+    p.add_argument(
+        "--num-images",
+        type=int,
+        metavar="N",
+        help="score the first N images only (synthetic: how many to draw)",
+    )
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--backend", choices=BACKENDS, help="override the backend the model file's suffix implies")
-    p.add_argument("--tile", action="store_true", help="run images larger than the model accepts in overlapping tiles")
+    p.add_argument(
+        "--backend", choices=BACKENDS, help="override the backend the model file's suffix implies"
+    )
+    p.add_argument(
+        "--tile",
+        action="store_true",
+        help="run images larger than the model accepts in overlapping tiles",
+    )
     return p
 
 
-def _eval(argv: Optional[Sequence[str]]) -> int:
+def _eval(argv: Sequence[str] | None) -> int:
     from fcn_deploy.api import Segmenter
 
     args = eval_parser().parse_args(argv)
     dataset = open_dataset(args.data, args.split, args.root, args.sbd_root, args.num_images)
-    with Segmenter.load(args.model, device=args.device, backend=args.backend, tile=args.tile) as seg:
+    with Segmenter.load(
+        args.model, device=args.device, backend=args.backend, tile=args.tile
+    ) as seg:
         info = seg.info
         if info.num_classes < dataset.num_classes:
-            raise FCNError(f"{args.model} predicts {info.num_classes} classes but {dataset.name} has "
-                           f"{dataset.num_classes}; was it trained on another dataset?")
-        results: dict[str, Any] = evaluate(seg.predict, dataset, dataset.num_classes, dataset.class_names)
+            raise FCNError(
+                f"{args.model} predicts {info.num_classes} classes but {dataset.name} has "
+                f"{dataset.num_classes}; was it trained on another dataset?"
+            )
+        results: dict[str, Any] = evaluate(
+            seg.predict, dataset, dataset.num_classes, dataset.class_names
+        )
         backend = seg.runner.backend
-    results = {"model": str(args.model), "backend": backend, "variant": info.variant, "data": dataset.name, **results}
-    print(f"{args.model} ({info.variant}, {backend}) on {dataset.name}, {results['num_images']} images\n")
+    results = {
+        "model": str(args.model),
+        "backend": backend,
+        "variant": info.variant,
+        "data": dataset.name,
+        **results,
+    }
+    print(
+        f"{args.model} ({info.variant}, {backend}) on {dataset.name}, {results['num_images']} images\n"
+    )
     print(scores_table(results))
     if args.json is not None:
         write_results(str(args.json), results)
     return 0
 
 
-def eval_main(argv: Optional[Sequence[str]] = None) -> int:
+def eval_main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_eval, argv)

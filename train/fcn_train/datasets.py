@@ -9,24 +9,43 @@ workers can build batches ahead in any order.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
 
-from fcn_deploy.data import (SBDSegmentation, SegmentationDataset, SyntheticSegmentation, VOCSegmentation, pad_batch,
-                             random_crop, seg11valid)
+from fcn_deploy.data import (
+    SBDSegmentation,
+    SegmentationDataset,
+    SyntheticSegmentation,
+    VOCSegmentation,
+    pad_batch,
+    random_crop,
+    seg11valid,
+)
 from fcn_deploy.errors import FCNError
 
-__all__ = ["DATASETS", "open_dataset", "training_sets", "StepBatches", "SYNTHETIC_TRAIN_IMAGES", "SYNTHETIC_VAL_IMAGES"]
+__all__ = [
+    "DATASETS",
+    "SYNTHETIC_TRAIN_IMAGES",
+    "SYNTHETIC_VAL_IMAGES",
+    "StepBatches",
+    "open_dataset",
+    "training_sets",
+]
 
 DATASETS = ("synthetic", "voc", "sbd")
 SYNTHETIC_TRAIN_IMAGES = 20000  # scenes are drawn on the fly: the size only sets the epoch length
 SYNTHETIC_VAL_IMAGES = 200
 
 
-def open_dataset(name: str, split: str, root: Optional[str] = None, sbd_root: Optional[str] = None,
-                 num_images: Optional[int] = None) -> SegmentationDataset:
+def open_dataset(
+    name: str,
+    split: str,
+    root: str | None = None,
+    sbd_root: str | None = None,
+    num_images: int | None = None,
+) -> SegmentationDataset:
     """``synthetic`` (no root), ``voc`` (root: VOCdevkit) or ``sbd`` (root: benchmark_RELEASE) at ``split``.
 
     ``split="seg11valid"`` with ``voc`` needs ``sbd_root`` too (FCN's validation split).
@@ -40,29 +59,47 @@ def open_dataset(name: str, split: str, root: Optional[str] = None, sbd_root: Op
     if name not in DATASETS:
         raise FCNError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if root is None:
-        raise FCNError(f"--data {name} needs --root (the {'VOCdevkit' if name == 'voc' else 'benchmark_RELEASE'} folder)")
+        raise FCNError(
+            f"--data {name} needs --root (the {'VOCdevkit' if name == 'voc' else 'benchmark_RELEASE'} folder)"
+        )
     if split == "seg11valid":
         if name != "voc" or sbd_root is None:
-            raise FCNError("split seg11valid needs --data voc --root VOCdevkit/VOC2011 and --sbd-root benchmark_RELEASE")
+            raise FCNError(
+                "split seg11valid needs --data voc --root VOCdevkit/VOC2011 and --sbd-root benchmark_RELEASE"
+            )
         return seg11valid(root, sbd_root)
-    dataset: SegmentationDataset = (VOCSegmentation if name == "voc" else SBDSegmentation)(root, split)
+    dataset: SegmentationDataset = (VOCSegmentation if name == "voc" else SBDSegmentation)(
+        root, split
+    )
     if num_images is not None:
         dataset.ids = dataset.ids[:num_images]
     return dataset
 
 
-def training_sets(name: str, root: Optional[str], val_root: Optional[str]) -> tuple[SegmentationDataset, SegmentationDataset]:
+def training_sets(
+    name: str, root: str | None, val_root: str | None
+) -> tuple[SegmentationDataset, SegmentationDataset]:
     """(train, val): synthetic train/val; VOC train/val; SBD train with seg11valid (given VOC) or SBD val."""
     if name == "sbd" and val_root is not None:
-        return open_dataset("sbd", "train", root), open_dataset("voc", "seg11valid", val_root, sbd_root=root)
+        return open_dataset("sbd", "train", root), open_dataset(
+            "voc", "seg11valid", val_root, sbd_root=root
+        )
     return open_dataset(name, "train", root), open_dataset(name, "val", root)
 
 
 class StepBatches(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """``batches[s]`` → (uint8 ``B×H×W×3`` BGR, uint8 ``B×H×W`` labels) of step ``s`` for one rank."""
 
-    def __init__(self, dataset: Any, batch_size: int, seed: int, crop: Optional[int] = None,
-                 rank: int = 0, world_size: int = 1, length: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        seed: int,
+        crop: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        length: int = 0,
+    ) -> None:
         if len(dataset) == 0:
             raise FCNError(f"{dataset!r} has no images to train on")
         self.dataset, self.batch_size, self.seed, self.crop = dataset, batch_size, seed, crop
@@ -79,7 +116,10 @@ class StepBatches(torch.utils.data.Dataset):  # type: ignore[type-arg]
         for g in range(start, start + self.batch_size):
             epoch = g // n
             if epoch != self._epoch:
-                self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(n)
+                self._epoch, self._order = (
+                    epoch,
+                    np.random.default_rng([self.seed, epoch]).permutation(n),
+                )
             out.append(int(self._order[g % n]))
         return out
 

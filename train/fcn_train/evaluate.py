@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,13 +24,19 @@ from fcn_deploy.metrics import confusion_matrix, per_class_iu, segmentation_scor
 
 from .distributed import Dist
 
-__all__ = ["evaluate", "torch_predictor", "scores_table", "write_results"]
+__all__ = ["evaluate", "scores_table", "torch_predictor", "write_results"]
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
 
-def evaluate(predict: PredictFn, dataset: Any, num_classes: int, class_names: Optional[Sequence[str]] = None,
-             dist: Dist = Dist(), progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    predict: PredictFn,
+    dataset: Any,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    dist: Dist = Dist(),
+    progress: bool = True,
+) -> dict[str, Any]:
     """Scores of ``predict`` on every image of ``dataset`` (``dataset[i] → (bgr, labels)``).
 
     Under ``torchrun`` each rank scores every ``world_size``-th image and the confusion matrices
@@ -42,7 +49,9 @@ def evaluate(predict: PredictFn, dataset: Any, num_classes: int, class_names: Op
         image, labels = dataset[i]
         prediction = np.asarray(predict(image))
         if prediction.shape != labels.shape:
-            raise FCNError(f"the model returned {prediction.shape} labels for a {labels.shape} image (image {i})")
+            raise FCNError(
+                f"the model returned {prediction.shape} labels for a {labels.shape} image (image {i})"
+            )
         confusion += confusion_matrix(labels, prediction, num_classes)
         if bar is not None:
             bar.update(1)
@@ -58,7 +67,9 @@ def evaluate(predict: PredictFn, dataset: Any, num_classes: int, class_names: Op
     }
 
 
-def torch_predictor(model: nn.Module, preprocessing: Preprocessing, device: torch.device) -> PredictFn:
+def torch_predictor(
+    model: nn.Module, preprocessing: Preprocessing, device: torch.device
+) -> PredictFn:
     """``bgr → labels`` with an eager net (validation during training), no gradients."""
 
     @torch.no_grad()

@@ -12,10 +12,17 @@ from fcn_deploy.models import FCN, FCN8s, FCN8sAtOnce, FCN16s, FCN32s
 
 __all__ = ["FCN_CLASSES", "initial_model"]
 
-FCN_CLASSES: dict[str, type[FCN]] = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s, "fcn8s-atonce": FCN8sAtOnce}
+FCN_CLASSES: dict[str, type[FCN]] = {
+    "fcn32s": FCN32s,
+    "fcn16s": FCN16s,
+    "fcn8s": FCN8s,
+    "fcn8s-atonce": FCN8sAtOnce,
+}
 
 
-def initial_model(variant: str, init: str, width: float, dataset: SegmentationDataset, seed: int) -> FCN:
+def initial_model(
+    variant: str, init: str, width: float, dataset: SegmentationDataset, seed: int
+) -> FCN:
     """The net a run starts from, labelled with ``dataset``'s classes and palette.
 
     - ``vgg16:PATH``: the staged recipe's first step (torchvision VGG16 file; its width and
@@ -38,11 +45,17 @@ def initial_model(variant: str, init: str, width: float, dataset: SegmentationDa
     elif kind == "checkpoint" and path:
         source = load_model(path)
         if not isinstance(source, FCN):
-            raise FCNError(f"--init {init}: {path} holds a {source.info.variant}, not an FCN; use vgg16:{path}")  # type: ignore[union-attr]
+            raise FCNError(
+                f"--init {init}: {path} holds a {source.info.variant}, not an FCN; use vgg16:{path}"
+            )  # type: ignore[union-attr]
         if source.num_classes != n:
-            raise FCNError(f"--init {init}: the checkpoint has {source.num_classes} classes but {dataset.name} has {n}")
+            raise FCNError(
+                f"--init {init}: the checkpoint has {source.num_classes} classes but {dataset.name} has {n}"
+            )
         model = cls.from_fcn(source)
     else:
         raise FCNError(f"--init {init!r}: expected vgg16:PATH, checkpoint:PATH or scratch")
-    model.info = model.info.replace(class_names=list(dataset.class_names), palette=list(dataset.palette))
+    model.info = model.info.replace(
+        class_names=list(dataset.class_names), palette=list(dataset.palette)
+    )
     return model

@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +27,15 @@ from fcn_deploy.errors import FCNError
 from fcn_deploy.meta import ModelInfo
 from fcn_deploy.runtime import resolve_device
 
-from .checkpointing import (BEST, LAST, TrainerState, capture_rng, load_training_state, restore_rng,
-                            save_training_checkpoint)
+from .checkpointing import (
+    BEST,
+    LAST,
+    TrainerState,
+    capture_rng,
+    load_training_state,
+    restore_rng,
+    save_training_checkpoint,
+)
 from .config import TrainConfig
 from .datasets import StepBatches, training_sets
 from .distributed import init_distributed
@@ -38,7 +45,7 @@ from .loss import segmentation_loss
 from .recipe import make_optimizer, resolve_recipe, select_trainable
 from .runlog import RunLog, plot_curves
 
-__all__ = ["Trainer", "TrainResult", "train"]
+__all__ = ["TrainResult", "Trainer", "train"]
 
 CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
 
@@ -46,14 +53,14 @@ CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
 @dataclass
 class TrainResult:
     iteration: int
-    stopped: Optional[str]  # None when all iterations ran; "time limit", "SIGINT" or "SIGTERM"
+    stopped: str | None  # None when all iterations ran; "time limit", "SIGINT" or "SIGTERM"
     last: Path
-    best: Optional[Path]
+    best: Path | None
     scores: dict[str, float]  # validation scores of the final weights
     best_mean_iu: float
 
 
-def train(config: TrainConfig, resume: Optional[Path] = None) -> TrainResult:
+def train(config: TrainConfig, resume: Path | None = None) -> TrainResult:
     """Run (or, given ``last.pt``, continue) one training run; see `Trainer`."""
     trainer = Trainer(config, resume)
     try:
@@ -68,23 +75,38 @@ def train(config: TrainConfig, resume: Optional[Path] = None) -> TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: Optional[Path] = None) -> None:
+    def __init__(self, config: TrainConfig, resume: Path | None = None) -> None:
         self.config = config
         device = resolve_device(config.device)
         self.dist = dist = init_distributed(device)
-        self.device = torch.device("cuda", dist.local_rank) if device.type == "cuda" and dist.enabled else device
+        self.device = (
+            torch.device("cuda", dist.local_rank)
+            if device.type == "cuda" and dist.enabled
+            else device
+        )
         self.out = Path(config.out)
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.train_set, self.val_set = training_sets(config.data, config.root, config.val_root)
         if config.val_images is not None:
             self.val_set.ids = self.val_set.ids[: config.val_images]
-        self.recipe = resolve_recipe(config.recipe_name, config.variant, config.lr, config.batch_size,
-                                     config.momentum, config.crop)
+        self.recipe = resolve_recipe(
+            config.recipe_name,
+            config.variant,
+            config.lr,
+            config.batch_size,
+            config.momentum,
+            config.crop,
+        )
 
         saved = load_training_state(resume) if resume is not None else None
-        self.model = initial_model(config.variant, "scratch" if saved else config.init, config.width,
-                                   self.train_set, config.seed)
+        self.model = initial_model(
+            config.variant,
+            "scratch" if saved else config.init,
+            config.width,
+            self.train_set,
+            config.seed,
+        )
         if saved:
             self.model.info = ModelInfo.from_dict(saved["info"])
             self.model.load_state_dict(saved["state_dict"])
@@ -93,7 +115,9 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.recipe)
         amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
+        self.autocast = (
+            (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
+        )
         self.state = TrainerState()
         if saved:
             self.optimizer.load_state_dict(saved["optimizer"])
@@ -104,25 +128,54 @@ class Trainer:
             restore_rng(rng[dist.rank] if len(rng) == dist.world_size else rng[0])
         else:
             _seed_everything(config.seed + dist.rank)
-        self.net = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-                    if dist.enabled else self.model)
-        self.log = RunLog(self.out / CSV_NAME, resume_at=self.state.iteration if saved else None) if dist.is_main else None
-        self.stop_request: Optional[str] = None
+        self.net = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if dist.enabled
+            else self.model
+        )
+        self.log = (
+            RunLog(self.out / CSV_NAME, resume_at=self.state.iteration if saved else None)
+            if dist.is_main
+            else None
+        )
+        self.stop_request: str | None = None
 
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
         config, dist, state = self.config, self.dist, self.state
         start = state.iteration
-        batches = StepBatches(self.train_set, self.recipe.batch_size, config.seed, self.recipe.crop,
-                              dist.rank, dist.world_size, length=config.iterations)
-        loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(start, config.iterations),
-                                             num_workers=config.workers, collate_fn=_as_is,
-                                             generator=torch.Generator().manual_seed(config.seed))  # not the global RNG
+        batches = StepBatches(
+            self.train_set,
+            self.recipe.batch_size,
+            config.seed,
+            self.recipe.crop,
+            dist.rank,
+            dist.world_size,
+            length=config.iterations,
+        )
+        loader = torch.utils.data.DataLoader(
+            batches,
+            batch_size=None,
+            sampler=range(start, config.iterations),
+            num_workers=config.workers,
+            collate_fn=_as_is,
+            generator=torch.Generator().manual_seed(config.seed),
+        )  # not the global RNG
         prep = self.model.info.preprocessing
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        bar = Progress(config.iterations - start, f"training {config.variant}", stream=sys.stderr) if dist.is_main else None
-        self._clock, self._elapsed0, window = time.perf_counter(), state.elapsed, [0.0, 0, time.perf_counter()]
+        bar = (
+            Progress(config.iterations - start, f"training {config.variant}", stream=sys.stderr)
+            if dist.is_main
+            else None
+        )
+        self._clock, self._elapsed0, window = (
+            time.perf_counter(),
+            state.elapsed,
+            [0.0, 0, time.perf_counter()],
+        )
         scores: dict[str, float] = {}
         validated_at = checkpointed_at = -1
         try:
@@ -144,18 +197,26 @@ class Trainer:
                         self.optimizer.step()
                 state.iteration += 1
                 self._check_time()
-                nonfinite, stop = self._agree(not math.isfinite(value), self.stop_request is not None)
+                nonfinite, stop = self._agree(
+                    not math.isfinite(value), self.stop_request is not None
+                )
                 if nonfinite:
                     self._diverged(value)
                 window[0] += value
                 window[1] += 1
                 if bar is not None:
                     bar.update(1, it=state.iteration, loss=f"{value:.4g}")
-                if state.iteration % config.log_every == 0 or stop or state.iteration == config.iterations:
+                if (
+                    state.iteration % config.log_every == 0
+                    or stop
+                    or state.iteration == config.iterations
+                ):
                     self._log_loss(window)
                 if state.iteration % config.val_every == 0:
                     scores, validated_at = self._validate(), state.iteration
-                    if config.time_limit is not None:  # validation takes time too: stop now, not a step later
+                    if (
+                        config.time_limit is not None
+                    ):  # validation takes time too: stop now, not a step later
                         stop = self._agree(False, self._check_time() or stop)[1]
                         if stop and window[1]:
                             self._log_loss(window)
@@ -176,8 +237,14 @@ class Trainer:
         if self.log is not None:
             plot_curves(self.log.rows, self.out / PLOT_NAME, f"{config.variant} on {config.data}")
         best = self.out / BEST
-        return TrainResult(state.iteration, self.stop_request, self.out / LAST, best if best.exists() else None,
-                           scores, state.best_mean_iu)
+        return TrainResult(
+            state.iteration,
+            self.stop_request,
+            self.out / LAST,
+            best if best.exists() else None,
+            scores,
+            state.best_mean_iu,
+        )
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -205,17 +272,30 @@ class Trainer:
 
     def _diverged(self, value: float) -> None:
         last = self.out / LAST
-        kept = f"the last good checkpoint {last} is untouched" if last.exists() else "no checkpoint was written yet"
-        raise FCNError(f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
-                       f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume")
+        kept = (
+            f"the last good checkpoint {last} is untouched"
+            if last.exists()
+            else "no checkpoint was written yet"
+        )
+        raise FCNError(
+            f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
+            f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume"
+        )
 
     def _log_loss(self, window: list[Any]) -> None:
         total, count = self.dist.sum(np.array([window[0], float(window[1])]))
         now = time.perf_counter()
-        rate = window[1] * self.recipe.batch_size * self.dist.world_size / max(now - window[2], 1e-9)
+        rate = (
+            window[1] * self.recipe.batch_size * self.dist.world_size / max(now - window[2], 1e-9)
+        )
         if self.log is not None and count:
-            self.log.add(self.state.iteration, elapsed_s=self.state.elapsed, lr=self.recipe.lr, loss=total / count,
-                         images_per_s=rate)
+            self.log.add(
+                self.state.iteration,
+                elapsed_s=self.state.elapsed,
+                lr=self.recipe.lr,
+                loss=total / count,
+                images_per_s=rate,
+            )
         window[:] = [0.0, 0, now]
 
     def _validate(self) -> dict[str, float]:
@@ -223,18 +303,30 @@ class Trainer:
         try:
             with self.autocast():
                 predict = torch_predictor(self.model, self.model.info.preprocessing, self.device)
-                results = evaluate(predict, self.val_set, self.model.num_classes, dist=self.dist, progress=False)
+                results = evaluate(
+                    predict, self.val_set, self.model.num_classes, dist=self.dist, progress=False
+                )
         finally:
             self.model.train()
         scores = results["scores"]
         state = self.state
         if self.dist.is_main:
             assert self.log is not None
-            self.log.add(state.iteration, elapsed_s=state.elapsed, **{f"val_{k}": v for k, v in scores.items()})
-            print(f"\niteration {state.iteration}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-                  file=sys.stderr, flush=True)
+            self.log.add(
+                state.iteration,
+                elapsed_s=state.elapsed,
+                **{f"val_{k}": v for k, v in scores.items()},
+            )
+            print(
+                f"\niteration {state.iteration}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
+                file=sys.stderr,
+                flush=True,
+            )
             if scores["mean_iu"] > state.best_mean_iu:
-                save_checkpoint(self.model, self.out / BEST, extra={"iteration": state.iteration, "val": scores})
+                save_checkpoint(
+                    self.model, self.out / BEST, extra={"iteration": state.iteration, "val": scores}
+                )
         if scores["mean_iu"] > state.best_mean_iu:
             state.best_mean_iu = scores["mean_iu"]
         return scores
@@ -244,8 +336,15 @@ class Trainer:
             self._diverged(float("nan"))  # never overwrite a good checkpoint with broken weights
         rng = self.dist.gather(capture_rng())
         if self.dist.is_main:
-            save_training_checkpoint(self.out / LAST, self.model, self.state, self.config.to_dict(), self.optimizer,
-                                     self.scaler, rng)
+            save_training_checkpoint(
+                self.out / LAST,
+                self.model,
+                self.state,
+                self.config.to_dict(),
+                self.optimizer,
+                self.scaler,
+                rng,
+            )
 
 
 def _as_is(batch: Any) -> Any:

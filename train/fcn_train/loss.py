@@ -10,7 +10,9 @@ from fcn_deploy.metrics import IGNORE_LABEL
 __all__ = ["segmentation_loss"]
 
 
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
     """Cross-entropy of ``N×C×H×W`` logits against ``N×H×W`` labels, in float32 even under autocast.
 
     ``reduction="sum"`` adds over labelled pixels, as the reference release does (its tiny learning
@@ -18,7 +20,9 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
-    loss = F.cross_entropy(logits.float(), labels.long(), ignore_index=IGNORE_LABEL, reduction="sum")
+    loss = F.cross_entropy(
+        logits.float(), labels.long(), ignore_index=IGNORE_LABEL, reduction="sum"
+    )
     if reduction == "mean":
         loss = loss / (labels != IGNORE_LABEL).sum().clamp(min=1)
     return loss

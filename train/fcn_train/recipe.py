@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Recipe", "RECIPES", "resolve_recipe", "make_optimizer", "select_trainable"]
+__all__ = ["RECIPES", "Recipe", "make_optimizer", "resolve_recipe", "select_trainable"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Recipe:
     bias_lr_mult: float  # Caffe's lr_mult 2 on biases
     loss: str  # "sum" over pixels (the reference) or "mean" over labelled pixels
     batch_size: int
-    crop: Optional[int] = None  # random square crops for batching; None: native size (padded)
+    crop: int | None = None  # random square crops for batching; None: native size (padded)
 
 
 _REFERENCE_LR = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10}
@@ -47,15 +47,27 @@ RECIPES = {
 }
 
 
-def resolve_recipe(name: str, variant: str, lr: Optional[float] = None, batch_size: Optional[int] = None,
-                   momentum: Optional[float] = None, crop: Optional[int] = None) -> Recipe:
+def resolve_recipe(
+    name: str,
+    variant: str,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    momentum: float | None = None,
+    crop: int | None = None,
+) -> Recipe:
     """The named recipe with the stage's learning rate for ``variant``, then any overrides."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
     recipe = RECIPES[name]
-    stage_lr = {"reference": _REFERENCE_LR, "paper": _PAPER_LR}.get(name, {}).get(variant, recipe.lr)
-    changes: dict[str, Any] = {"lr": lr if lr is not None else stage_lr, "batch_size": batch_size,
-                               "momentum": momentum, "crop": crop}
+    stage_lr = {"reference": _REFERENCE_LR, "paper": _PAPER_LR}.get(name, {}).get(
+        variant, recipe.lr
+    )
+    changes: dict[str, Any] = {
+        "lr": lr if lr is not None else stage_lr,
+        "batch_size": batch_size,
+        "momentum": momentum,
+        "crop": crop,
+    }
     return dataclasses.replace(recipe, **{k: v for k, v in changes.items() if v is not None})
 
 

@@ -11,20 +11,21 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Optional
 
 from fcn_deploy._io import atomic_path, atomic_write_text
 
-__all__ = ["RunLog", "COLUMNS", "plot_curves"]
+__all__ = ["COLUMNS", "RunLog", "plot_curves"]
 
 SCORES = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
-COLUMNS = ("iteration", "elapsed_s", "lr", "loss", "images_per_s") + tuple(f"val_{s}" for s in SCORES)
+COLUMNS = ("iteration", "elapsed_s", "lr", "loss", "images_per_s") + tuple(
+    f"val_{s}" for s in SCORES
+)
 
 
 class RunLog:
     """Rows of ``COLUMNS`` kept in memory and mirrored to ``path``."""
 
-    def __init__(self, path: Path, resume_at: Optional[int] = None) -> None:
+    def __init__(self, path: Path, resume_at: int | None = None) -> None:
         self.path = path
         self.rows: list[dict[str, str]] = []
         if resume_at is not None and path.is_file():
