@@ -42,7 +42,7 @@ def save_checkpoint(
     Names, palette and preprocessing default to the model's own ``info`` (VOC's names and colour
     rule, Caffe preprocessing for FCNs). ``extra`` holds plain data such as a trainer's state.
     """
-    info: ModelInfo = model.info
+    info: ModelInfo = model.info  # type: ignore[assignment]
     info = info.replace(
         class_names=list(class_names) if class_names is not None else None,
         palette=[tuple(c) for c in palette] if palette is not None else None,

@@ -75,7 +75,7 @@ class ModelSource:
     ) -> ModelSource:
         if model is None:
             net = random_model(variant or "fcn8s", width, num_classes)
-            info: ModelInfo = net.info
+            info: ModelInfo = net.info  # type: ignore[assignment]
             return cls(f"random {info.variant} width {width:g}", module=net, info=info)
         path = Path(model)
         if not path.exists():
@@ -84,7 +84,7 @@ class ModelSource:
             )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=net.info)
+            return cls(str(path), module=net, info=net.info)  # type: ignore[arg-type]
         return cls(str(path), path=path)
 
 

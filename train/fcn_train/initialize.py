@@ -45,9 +45,10 @@ def initial_model(
     elif kind == "checkpoint" and path:
         source = load_model(path)
         if not isinstance(source, FCN):
+            variant_held = source.info.variant  # type: ignore[union-attr]
             raise FCNError(
-                f"--init {init}: {path} holds a {source.info.variant}, not an FCN; use vgg16:{path}"
-            )  # type: ignore[union-attr]
+                f"--init {init}: {path} holds a {variant_held}, not an FCN; use vgg16:{path}"
+            )
         if source.num_classes != n:
             raise FCNError(
                 f"--init {init}: the checkpoint has {source.num_classes} classes but {dataset.name} has {n}"
