@@ -38,14 +38,14 @@ from .checkpointing import (
 )
 from .config import TrainConfig
 from .datasets import StepBatches, training_sets
-from .distributed import init_distributed
+from .distributed import Dist, init_distributed, rank_device
 from .evaluate import evaluate, torch_predictor
 from .initialize import initial_model
 from .loss import segmentation_loss
 from .recipe import make_optimizer, resolve_recipe, select_trainable
 from .runlog import RunLog, plot_curves
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer", "backward_step", "train"]
 
 CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
 
@@ -79,11 +79,8 @@ class Trainer:
         self.config = config
         device = resolve_device(config.device)
         self.dist = dist = init_distributed(device)
-        self.device = (
-            torch.device("cuda", dist.local_rank)
-            if device.type == "cuda" and dist.enabled
-            else device
-        )
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        self.device = rank_device(device, dist.local_rank, dist.world_size, gpus)
         self.out = Path(config.out)
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -186,22 +183,10 @@ class Trainer:
                     logits = self.net(x)
                 loss = segmentation_loss(logits, y, self.recipe.loss)
                 value = float(loss.item())
-                self.optimizer.zero_grad(set_to_none=True)
-                if math.isfinite(value):
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        loss.backward()
-                        self.optimizer.step()
+                if not backward_step(loss, self.dist, self.optimizer, self.scaler):
+                    self._diverged(value, state.iteration + 1)
                 state.iteration += 1
-                self._check_time()
-                nonfinite, stop = self._agree(
-                    not math.isfinite(value), self.stop_request is not None
-                )
-                if nonfinite:
-                    self._diverged(value)
+                stop = self._agree_stop(self._check_time())
                 window[0] += value
                 window[1] += 1
                 if bar is not None:
@@ -217,7 +202,7 @@ class Trainer:
                     if (
                         config.time_limit is not None
                     ):  # validation takes time too: stop now, not a step later
-                        stop = self._agree(False, self._check_time() or stop)[1]
+                        stop = self._agree_stop(self._check_time() or stop)
                         if stop and window[1]:
                             self._log_loss(window)
                 if state.iteration % config.checkpoint_every == 0:
@@ -261,24 +246,25 @@ class Trainer:
             raise KeyboardInterrupt  # a second signal: stop now (last.pt is still whole: writes are atomic)
         self.stop_request = signal.Signals(signum).name  # finish this step, save, stop
 
-    def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
-        """Stop decisions every rank takes together (one tiny all-reduce per step under torchrun)."""
-        if not self.dist.enabled:
-            return nonfinite, stop
-        votes = self.dist.sum(np.array([float(nonfinite), float(stop)]))
-        if votes[1] and self.stop_request is None:
-            self.stop_request = "stop requested by another rank"
-        return bool(votes[0]), bool(votes[1])
+    def _agree_stop(self, stop: bool) -> bool:
+        """A stop every rank takes together (one tiny all-reduce per step under torchrun)."""
+        if not self.dist.any(stop):
+            return False
+        self.stop_request = self.stop_request or "stop requested by another rank"
+        return True
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float, iteration: int) -> None:
         last = self.out / LAST
         kept = (
             f"the last good checkpoint {last} is untouched"
             if last.exists()
             else "no checkpoint was written yet"
         )
+        what = (
+            f"became {value}" if not math.isfinite(value) else "became non-finite on another rank"
+        )
         raise FCNError(
-            f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
+            f"training loss {what} at iteration {iteration}; stopped, and {kept}. "
             f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume"
         )
 
@@ -333,7 +319,9 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            self._diverged(float("nan"))  # never overwrite a good checkpoint with broken weights
+            self._diverged(
+                float("nan"), self.state.iteration
+            )  # never overwrite a good checkpoint with broken weights
         rng = self.dist.gather(capture_rng())
         if self.dist.is_main:
             save_training_checkpoint(
@@ -345,6 +333,31 @@ class Trainer:
                 self.scaler,
                 rng,
             )
+
+
+def backward_step(
+    loss: torch.Tensor,
+    dist: Dist,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+) -> bool:
+    """One optimizer step on ``loss``, or False on every rank (no step taken anywhere) when the loss
+    is not finite on any rank.
+
+    The ranks vote before ``backward()``: a rank that skipped it alone would meet the others' DDP
+    gradient all-reduces with its next collective, and every rank would hang.
+    """
+    if dist.any(not math.isfinite(float(loss.item()))):
+        return False
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return True
 
 
 def _as_is(batch: Any) -> Any:
