@@ -86,21 +86,21 @@ def _check_paths(onnx_path: Path, engine_path: Path) -> None:
         )
 
 
-def _reference_session(onnx_path: Path) -> Any:
-    """ONNX Runtime on the GPU when onnxruntime-gpu is installed (large gate shapes), else the CPU."""
-    from ..export.ort import ort_session
+def _reference_session(onnx_path: Path, device: torch.device) -> Any:
+    """ONNX Runtime on the engine's GPU when onnxruntime-gpu is installed (large gate shapes), else
+    the CPU. A CUDA session that fell back to the CPU is refused, not silently used."""
+    from ..export.ort import CUDA_PROVIDER, cuda_providers, ort_session, require_providers
 
     try:
         import onnxruntime as ort
 
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if "CUDAExecutionProvider" in ort.get_available_providers()
-            else None
-        )
+        cuda = CUDA_PROVIDER in ort.get_available_providers()
     except ImportError:
-        providers = None
-    return ort_session(onnx_path, providers=providers)
+        cuda = False
+    providers = cuda_providers(device.index or 0) if cuda else None
+    session = ort_session(onnx_path, providers=providers)
+    require_providers(session, providers)
+    return session
 
 
 def run_gate(
@@ -116,7 +116,7 @@ def run_gate(
     from ..export.graph import synthetic_images
     from ..export.ort import ort_run
 
-    session = _reference_session(onnx_path)
+    session = _reference_session(onnx_path, executor.device)
     rng = np.random.default_rng(seed)
     jobs = [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
     bar = Progress(len(jobs), "accuracy gate", unit="size", log_every=0.0) if progress else None

@@ -22,7 +22,15 @@ import torch
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
 
-__all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device"]
+__all__ = [
+    "IO_MODES",
+    "ArrayLike",
+    "Runner",
+    "cuda_index",
+    "non_blocking_copy",
+    "resolve_device",
+    "same_device",
+]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 IO_MODES = ("tensor", "image")
@@ -48,6 +56,26 @@ def resolve_device(device: str | None) -> torch.device:
     elif dev.type != "cpu":
         raise FCNError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
     return dev
+
+
+def cuda_index(device: torch.device) -> int:
+    """The GPU a CUDA ``device`` means: its index, or the current GPU for a bare ``cuda`` (as torch
+    reads it; ONNX Runtime and TensorRT need the number)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Type and index equal, a bare ``cuda`` read as the current GPU (torch: ``cuda != cuda:0``)."""
+    if a.type != b.type:
+        return False
+    return a.type != "cuda" or cuda_index(a) == cuda_index(b)
+
+
+def non_blocking_copy(destination: torch.device) -> bool:
+    """Whether a copy to ``destination`` may be ``non_blocking``: only to a GPU, where later work on
+    the stream is ordered after it. A copy *from* a GPU with ``non_blocking=True`` returns before
+    the data has arrived, and host code (``.numpy()``) would read it half-written."""
+    return destination.type == "cuda"
 
 
 class Runner(ABC):
@@ -118,7 +146,9 @@ class Runner(ABC):
             raise FCNError(
                 f"{self.name}: input {problem}; resize or tile the input, or re-export with larger bounds"
             )
-        return x.to(self.device, self.input_dtype, non_blocking=True).contiguous()
+        return x.to(
+            self.device, self.input_dtype, non_blocking=non_blocking_copy(self.device)
+        ).contiguous()
 
     @abstractmethod
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
