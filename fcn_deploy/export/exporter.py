@@ -30,7 +30,7 @@ from ..checkpoint import load_model
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
-from .graph import DeployModule, activation_peaks, overflow_layers, synthetic_images
+from .graph import DeployModule, probe_activation_peaks, overflow_layers
 from .image_io import add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
@@ -39,7 +39,6 @@ __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
 
 Source = Union[str, "os.PathLike[str]", nn.Module]
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's hard limit for one self-contained file
-_PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
 
 
 @dataclass
@@ -207,8 +206,7 @@ def export_onnx(
     peak: float | None = None
     if precision == "fp16":
         say("measuring activation ranges for FP16 on image-like probes ...")
-        probe = info.preprocessing.apply(synthetic_images(*_PROBE_SHAPE, np.random.default_rng(0)))
-        peaks = activation_peaks(model, torch.from_numpy(probe))
+        peaks = probe_activation_peaks(model)
         peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
         if fp32_layers:
             say(

@@ -7,11 +7,13 @@ matrices are summed over ranks, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from fcn_deploy._progress import Progress
 from fcn_deploy.checkpoint import save_checkpoint
 from fcn_deploy.errors import FCNError
+from fcn_deploy.export.graph import overflow_layers, probe_activation_peaks
 from fcn_deploy.meta import ModelInfo
 from fcn_deploy.runtime import resolve_device
 
@@ -45,7 +49,9 @@ from .loss import segmentation_loss
 from .recipe import make_optimizer, resolve_recipe, select_trainable
 from .runlog import RunLog, plot_curves
 
-__all__ = ["TrainResult", "Trainer", "backward_step", "train"]
+__all__ = ["TrainResult", "Trainer", "backward_step", "keep_in_fp32", "train"]
+
+log = logging.getLogger(__name__)
 
 CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
 
@@ -112,6 +118,13 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.recipe)
         amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        if amp:  # the FP16 export's decision: layers near FP16's range run in FP32 under autocast
+            kept = keep_in_fp32(
+                self.model, overflow_layers(probe_activation_peaks(self.model, self.device))
+            )
+            self.model.train()
+            if kept and dist.is_main:
+                log.info("mixed precision: %s run in FP32 (near FP16's range)", ", ".join(kept))
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
         )
@@ -333,6 +346,30 @@ class Trainer:
                 self.scaler,
                 rng,
             )
+
+
+class _Float32Forward:
+    """A layer's forward outside autocast, in FP32 (state-dict keys stay those of the layer)."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.forward = forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.forward(x.float())
+
+
+def keep_in_fp32(model: nn.Module, names: list[str]) -> list[str]:
+    """Make the named layers of ``model`` compute in FP32 under autocast; returns ``names``.
+
+    Autocast runs every convolution in FP16, where activations near FP16's range overflow to inf
+    and training would stop as diverged; the FP16 export keeps such layers in FP32 (see
+    `fcn_deploy.export.graph.overflow_layers`) and so does mixed-precision training.
+    """
+    for name in names:
+        layer = model.get_submodule(name)
+        layer.forward = _Float32Forward(layer.forward)  # type: ignore[method-assign]
+    return names
 
 
 def backward_step(
