@@ -24,12 +24,14 @@ from ..errors import FCNError
 from ..meta import ModelInfo
 from ..models import create_model
 from ..runtime import Runner, backend_for_path
+from .machine import ORT_CUDA_OPTIONS
 
 __all__ = [
     "BENCH_BACKENDS",
     "DEFAULT_BACKENDS",
     "Backend",
     "ModelSource",
+    "backend_precision",
     "onnx_for",
     "parse_backends",
     "prepare_backends",
@@ -93,6 +95,7 @@ class Backend:
     """One requested backend: how to open its runner, or why it is skipped."""
 
     name: str
+    precision: str = "fp32"  # what it is asked to run in: fp32, fp16 (a TensorRT engine: fp16)
     open: Callable[[], Runner] | None = None
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
@@ -132,11 +135,19 @@ def prepare_backends(
     prepared = []
     for name in names:
         try:
-            prepared.append(_prepare(name, source, device, threads, max_batch, cache))
+            backend = _prepare(name, source, device, threads, max_batch, cache)
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
-            prepared.append(Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}"))
+            backend = Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}")
+        backend.precision = backend_precision(name)
+        prepared.append(backend)
     return prepared
+
+
+def backend_precision(name: str) -> str:
+    """The precision a named backend is asked for: its suffix, FP16 for TensorRT, else FP32."""
+    backend, _, precision = name.partition("-")
+    return precision or ("fp16" if backend == "tensorrt" else "fp32")
 
 
 def _prepare(
@@ -147,8 +158,7 @@ def _prepare(
     max_batch: int,
     cache: Path,
 ) -> Backend:
-    backend, _, precision = name.partition("-")
-    precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
+    backend, precision = name.partition("-")[0], backend_precision(name)
     dev = str(device)
     if backend == "torch":
         if source.module is None:
@@ -177,12 +187,16 @@ def _prepare(
 
         return Backend(
             name,
-            open=lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads),
+            open=lambda: OnnxRuntimeRunner(
+                onnx_path, device=dev, threads=threads, cuda_options=ORT_CUDA_OPTIONS
+            ),
             prepare_s=seconds,
             artifact=str(onnx_path),
         )
     reason = tensorrt_unavailable(device)
-    return Backend(name, skipped=reason) if reason else _tensorrt(name, source, max_batch, cache)
+    if reason:
+        return Backend(name, skipped=reason)
+    return _tensorrt(name, source, max_batch, cache, device)
 
 
 def onnx_for(
@@ -219,13 +233,16 @@ def onnx_for(
     return out, time.perf_counter() - t0, ""
 
 
-def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Backend:
-    """An FP16 engine: the one given, or built now from an FP16 ONNX export."""
+def _tensorrt(
+    name: str, source: ModelSource, max_batch: int, cache: Path, device: torch.device
+) -> Backend:
+    """An FP16 engine on ``device``: the one given, or built there now from an FP16 ONNX export."""
     from ..runtime.trt_runner import TensorRTRunner
 
+    dev = str(device)
     if source.path is not None and backend_for_path(source.path) == "tensorrt":
         path = source.path
-        return Backend(name, open=lambda: TensorRTRunner(path, device="cuda"), artifact=str(path))
+        return Backend(name, open=lambda: TensorRTRunner(path, device=dev), artifact=str(path))
     onnx_path, export_s, why = onnx_for(source, "fp16", max_batch, cache)
     if onnx_path is None:
         return Backend(name, skipped=why)
@@ -233,13 +250,12 @@ def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Ba
 
     engine = cache / "model-fp16.engine"
     t0 = time.perf_counter()
-    build_engine(
-        onnx_path, engine, gate=False, progress=False
-    )  # the rows measure accuracy at every size
+    # no gate: the rows measure accuracy at every size
+    build_engine(onnx_path, engine, device=dev, gate=False, progress=False)
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
     return Backend(
         name,
-        open=lambda: TensorRTRunner(engine, device="cuda"),
+        open=lambda: TensorRTRunner(engine, device=dev),
         prepare_s=seconds,
         artifact=str(engine),
     )

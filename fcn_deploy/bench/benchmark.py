@@ -20,7 +20,7 @@ from .backends import (
     prepare_backends,
     tensorrt_unavailable,
 )
-from .machine import compute_precision, machine_info, matmul_peak
+from .machine import FP32_MATH, compute_precision, machine_info, matmul_peak
 from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
 from .sliding_window import run_sliding_window
 
@@ -71,6 +71,7 @@ def run_benchmark(
             "device": str(dev),
             "threads": torch.get_num_threads(),
             "backends": names,
+            "fp32_math": FP32_MATH,
         },
         "results": [],
         "skipped": [],
@@ -107,13 +108,7 @@ def run_benchmark(
     prepared = prepare_backends(
         names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir
     )
-    precisions = sorted(
-        {
-            compute_precision(dev, b.name.partition("-")[2] or "fp32")
-            for b in prepared
-            if not b.skipped
-        }
-    )
+    precisions = sorted({compute_precision(dev, b.precision) for b in prepared if not b.skipped})
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
     doc["prepare_s"] = {b.name: b.prepare_s for b in prepared if b.prepare_s is not None}
     if scenario == "sizes":
@@ -185,4 +180,4 @@ def _static_vs_dynamic(
         from .static_dynamic import run_static_vs_dynamic
 
         cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
-        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache)
+        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache, dev)

@@ -24,6 +24,7 @@ from ..models import convolutionalize
 from ..models.vgg import FC6_KERNEL, FC_CHANNELS, VGG16_BLOCKS, scaled
 from .flops import flops_per_image
 from .scenarios import BenchConfig, random_images
+from .machine import ieee_fp32
 from .timing import measure
 
 __all__ = ["FCVGG16", "STRIDE", "WINDOW", "run_sliding_window"]
@@ -79,6 +80,7 @@ def _check_size(h: int, w: int) -> None:
         )
 
 
+@ieee_fp32()  # fc6 as a cuDNN convolution and as a Linear: both true FP32
 def run_sliding_window(
     cfg: BenchConfig, device: torch.device, width: float = 1.0, chunk: int = 16
 ) -> list[dict[str, Any]]:
@@ -103,10 +105,8 @@ def run_sliding_window(
             def fc_all() -> torch.Tensor:
                 return torch.cat([fc_net(c) for c in crops.split(chunk)])
 
-            conv_t = measure(
-                lambda: conv_net(x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
-            )
-            fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda)
+            conv_t = measure(lambda: conv_net(x), sync, warmup=cfg.warmup, iters=cfg.iters)
+            fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters)
             dense = (
                 conv_net(x)[0].flatten(1).T.cpu().double()
             )  # windows×classes, row-major like crops

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,9 +54,13 @@ def ort_run(session: Any, x: np.ndarray) -> np.ndarray:
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-def cuda_providers(device_id: int) -> list[Any]:
-    """ONNX Runtime's CUDA provider on GPU ``device_id``, then the CPU for what it lacks."""
-    return [(CUDA_PROVIDER, {"device_id": int(device_id)}), "CPUExecutionProvider"]
+def cuda_providers(device_id: int, options: Mapping[str, Any] | None = None) -> list[Any]:
+    """ONNX Runtime's CUDA provider on GPU ``device_id`` (plus provider ``options``, such as
+    ``use_tf32``), then the CPU for what it lacks."""
+    return [
+        (CUDA_PROVIDER, {**(options or {}), "device_id": int(device_id)}),
+        "CPUExecutionProvider",
+    ]
 
 
 def provider_problem(active: Sequence[str], wanted: str) -> str | None:

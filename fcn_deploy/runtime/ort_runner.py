@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,6 +56,7 @@ class OnnxRuntimeRunner(Runner):
         inter_threads: threads across independent nodes (the FCN is a chain: 1 is usually right).
         providers: explicit ONNX Runtime providers (e.g. with TensorRT provider options) instead
             of the ones ``device`` implies.
+        cuda_options: CUDA provider options besides the device (e.g. ``{"use_tf32": 0}``).
     """
 
     backend = "onnxruntime"
@@ -67,6 +68,7 @@ class OnnxRuntimeRunner(Runner):
         threads: int | None = None,
         inter_threads: int | None = None,
         providers: Sequence[Any] | None = None,
+        cuda_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.metadata: OnnxMetadata = read_onnx_metadata(path)
         if device is None:
@@ -83,7 +85,7 @@ class OnnxRuntimeRunner(Runner):
                         f"device {device} needs onnxruntime-gpu (the CUDA provider); this onnxruntime has "
                         "only the CPU provider (pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu)"
                     )
-                providers = cuda_providers(dev.index or 0)
+                providers = cuda_providers(dev.index or 0, cuda_options)
             else:
                 providers = ["CPUExecutionProvider"]
         m = self.metadata
