@@ -16,14 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..meta import ModelInfo
+
 __all__ = [
     "FP16_MAX",
     "FP16_SAFE_PEAK",
     "DeployModule",
     "Float32Island",
     "activation_peaks",
-    "probe_activation_peaks",
     "overflow_layers",
+    "probe_activation_peaks",
     "synthetic_images",
 ]
 
@@ -111,9 +113,8 @@ def probe_activation_peaks(
     """Peak |activation| of every conv/deconv of the FP32 ``model`` (on ``device``, default the
     CPU) on seeded image-like probes; `overflow_layers` of it are the layers that must run in FP32.
     The one decision the FP16 export, eager FP16 and mixed-precision training share."""
-    probe = model.info.preprocessing.apply(  # type: ignore[union-attr,operator]
-        synthetic_images(*PROBE_SHAPE, np.random.default_rng(0))
-    )
+    info: ModelInfo = model.info  # type: ignore[assignment]
+    probe = info.preprocessing.apply(synthetic_images(*PROBE_SHAPE, np.random.default_rng(0)))
     return activation_peaks(model, torch.from_numpy(probe).to(device or "cpu"))
 
 

@@ -8,6 +8,7 @@ pointer, so nothing round-trips through host memory.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -18,11 +19,13 @@ import torch
 
 from ..errors import FCNError
 from ..export import OnnxMetadata, ort_run, ort_session, read_onnx_metadata
-from ..export.ort import CUDA_PROVIDER, cuda_providers, require_providers
+from ..export.ort import CUDA_PROVIDER, cuda_providers, provider_problem, require_providers
 from ..meta import ModelInfo
 from .base import Runner, cuda_index, resolve_device
 
 __all__ = ["OnnxRuntimeRunner", "output_shape"]
+
+log = logging.getLogger(__name__)
 
 _NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.uint8: np.uint8}
 
@@ -71,19 +74,19 @@ class OnnxRuntimeRunner(Runner):
         cuda_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.metadata: OnnxMetadata = read_onnx_metadata(path)
+        auto = device is None and providers is None
         if device is None:
             device = "cuda" if torch.cuda.is_available() and _cuda_available() else "cpu"
         dev = resolve_device(device)
-        if (
-            dev.type == "cuda"
-        ):  # ONNX Runtime needs the index; torch's bare "cuda" is the current GPU
+        if dev.type == "cuda":  # ONNX Runtime needs the index; torch's "cuda" is the current GPU
             dev = torch.device("cuda", cuda_index(dev))
         if providers is None:
             if dev.type == "cuda":
                 if not _cuda_available():
                     raise FCNError(
-                        f"device {device} needs onnxruntime-gpu (the CUDA provider); this onnxruntime has "
-                        "only the CPU provider (pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu)"
+                        f"device {device} needs onnxruntime-gpu (the CUDA provider); this "
+                        "onnxruntime has only the CPU provider (bash scripts/setup.sh gpu, or "
+                        "swap onnxruntime for onnxruntime-gpu; or use device cpu)"
                     )
                 providers = cuda_providers(dev.index or 0, cuda_options)
             else:
@@ -96,8 +99,14 @@ class OnnxRuntimeRunner(Runner):
             path, threads=threads, inter_threads=inter_threads, providers=providers
         )
         # CUDA listed is not CUDA loaded: a session that fell back to the CPU must not be handed
-        # CUDA pointers (IO binding) or be reported as a GPU result
-        require_providers(self.session, providers)
+        # CUDA pointers (IO binding) or be reported as a GPU result. Asked for CUDA: an error;
+        # picked automatically: say so and run on the CPU as a CPU runner.
+        problem = provider_problem(self.session.get_providers(), CUDA_PROVIDER)
+        if dev.type == "cuda" and problem and auto:
+            log.warning("%s; running on the CPU", problem)
+            self.device = torch.device("cpu")
+        else:
+            require_providers(self.session, providers)
         self.output_dtype = (
             torch.uint8 if m.io == "image" else (torch.float16 if m.fp16_io else torch.float32)
         )
