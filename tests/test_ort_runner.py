@@ -20,7 +20,7 @@ from fcn_deploy.export.ort import (
 )
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
-from fcn_deploy.runtime.base import non_blocking_copy, same_device
+from fcn_deploy.runtime.base import cuda_index, non_blocking_copy
 from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner, output_shape
 
 
@@ -176,12 +176,8 @@ def test_cuda_tensor_to_cpu_runner_is_not_a_race(fp16_io_export) -> None:
             assert torch.equal(runner.infer(x.cuda()), expected)
 
 
-def test_same_device() -> None:
-    cpu = torch.device("cpu")
-    assert same_device(cpu, torch.device("cpu"))
-    assert not same_device(cpu, torch.device("cuda", 0))
-    assert same_device(torch.device("cuda", 1), torch.device("cuda", 1))
-    assert not same_device(torch.device("cuda", 0), torch.device("cuda", 1))
+def test_cuda_index() -> None:
+    """ONNX Runtime and TensorRT need a GPU number; torch's bare "cuda" means the current GPU."""
+    assert cuda_index(torch.device("cuda", 2)) == 2
     if torch.cuda.is_available():
-        here = torch.cuda.current_device()
-        assert same_device(torch.device("cuda"), torch.device("cuda", here))
+        assert cuda_index(torch.device("cuda")) == torch.cuda.current_device()

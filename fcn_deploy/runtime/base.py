@@ -29,7 +29,6 @@ __all__ = [
     "cuda_index",
     "non_blocking_copy",
     "resolve_device",
-    "same_device",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -62,13 +61,6 @@ def cuda_index(device: torch.device) -> int:
     """The GPU a CUDA ``device`` means: its index, or the current GPU for a bare ``cuda`` (as torch
     reads it; ONNX Runtime and TensorRT need the number)."""
     return device.index if device.index is not None else torch.cuda.current_device()
-
-
-def same_device(a: torch.device, b: torch.device) -> bool:
-    """Type and index equal, a bare ``cuda`` read as the current GPU (torch: ``cuda != cuda:0``)."""
-    if a.type != b.type:
-        return False
-    return a.type != "cuda" or cuda_index(a) == cuda_index(b)
 
 
 def non_blocking_copy(destination: torch.device) -> bool:
