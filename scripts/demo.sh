@@ -19,7 +19,8 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
 else
   bash scripts/setup.sh cpu
 fi
-export PATH="$PWD/$venv/bin:$PATH"
+case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
+export PATH="$venv/bin:$PATH"
 out=${FCN_DEMO_OUT:-demo-out}
 seconds=${FCN_DEMO_TRAIN_SECONDS:-240}
 mkdir -p "$out"
