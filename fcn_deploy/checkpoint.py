@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ._io import atomic_path
 from .errors import FCNError
 from .meta import VARIANTS, ModelInfo, Preprocessing
-from .models import convolutionalize, create_model
+from .models import Net, convolutionalize, create_model, width_of
 from .models.vgg import torchvision_to_caffe_names
 
 __all__ = ["infer_variant", "load_model", "read_checkpoint", "read_state_dict", "save_checkpoint"]
@@ -30,7 +29,7 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(
-    model: nn.Module,
+    model: Net,
     path: str | os.PathLike[str],
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
@@ -42,8 +41,7 @@ def save_checkpoint(
     Names, palette and preprocessing default to the model's own ``info`` (VOC's names and colour
     rule, Caffe preprocessing for FCNs). ``extra`` holds plain data such as a trainer's state.
     """
-    info: ModelInfo = model.info  # type: ignore[assignment]
-    info = info.replace(
+    info = model.info.replace(
         class_names=list(class_names) if class_names is not None else None,
         palette=[tuple(c) for c in palette] if palette is not None else None,
         preprocessing=preprocessing,
@@ -105,8 +103,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint or bare state dict (common wrappers such as ``{"model": sd}`` unwrapped)."""
-    payload = read_checkpoint(path)
+    """The tensors of a checkpoint or bare state dict, such as torchvision's VGG16 file.
+
+    Common wrappers such as ``{"model": sd}`` are unwrapped. This is how a file becomes what the
+    model factories take: ``FCN32s.from_vgg16(read_state_dict("vgg16-397923af.pth"))``.
+    """
+    return _tensors(read_checkpoint(path), path)
+
+
+def _tensors(payload: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(payload.get(key), Mapping):
             payload = dict(payload[key])
@@ -153,7 +158,7 @@ def _describe_foreign(sd: Mapping[str, Any], expected: str) -> str:
     return f"has {len(keys)} keys such as {sample}, none of which is {expected}"
 
 
-def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any) -> nn.Module:
+def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any) -> Net:
     if variant == "torchvision-vgg16":
         try:
             torchvision_sd = {
@@ -166,7 +171,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
             ) from None
     try:
         num_classes = int(sd["score_fr.weight" if variant != "vgg16" else "fc8.weight"].shape[0])
-        width = sd["conv1_1.weight"].shape[0] / 64
+        width = width_of(sd)
     except KeyError as e:
         raise FCNError(
             f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} (missing {e})"
@@ -197,7 +202,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
     return model
 
 
-def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.Module:
+def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
     """Any weights file this package understands → an eval-mode net with its ``info`` attached.
 
     Accepts an fcn-deploy checkpoint, a bare state dict of the PyTorch FCN port (``variant`` given
@@ -221,7 +226,7 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.M
         sd = {k: v for k, v in payload["state_dict"].items()}
         variant = variant or info.variant
     else:
-        sd = read_state_dict(path)
+        sd = _tensors(payload, path)  # the file is read once, whatever it holds
     guessed = infer_variant(sd)
     if variant is None or guessed == "torchvision-vgg16":
         variant = guessed
@@ -231,5 +236,5 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.M
         )
     model = _model_from_state_dict(sd, variant, path)
     if info is not None:
-        model.info = info.replace(variant=variant)  # type: ignore[assignment]
+        model.info = info.replace(variant=variant)
     return model.eval()

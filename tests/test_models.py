@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +20,7 @@ from fcn_deploy.models import (
     convolutionalize,
     create_model,
 )
+from fcn_deploy.checkpoint import read_state_dict
 from fcn_deploy.models import fcn as fcn_module
 
 VARIANTS = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
@@ -205,7 +209,7 @@ def test_convolutionalize_from_file(tmp_path) -> None:
     vgg = _random_torchvision_vgg16(0.0625)
     path = tmp_path / "vgg16-397923af.pth"
     torch.save(vgg.state_dict(), path)
-    conv = convolutionalize(path)
+    conv = convolutionalize(read_state_dict(path))
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(conv(x)[:, :, 0, 0], vgg(x), atol=1e-5)
@@ -272,3 +276,30 @@ def test_bad_arguments() -> None:
         FCN(output_stride=16, at_once=True)
     with pytest.raises(ValueError, match="unknown variant"):
         create_model("fcn4s")
+
+
+def test_factories_take_weights_not_paths(tmp_path) -> None:
+    """Model files never read paths: a path gets one line pointing at the loader."""
+    path = tmp_path / "vgg16.pth"
+    torch.save(_random_torchvision_vgg16(0.0625).state_dict(), path)
+    for call in (convolutionalize, FCN32s.from_vgg16, FCN16s.from_fcn):
+        with pytest.raises(TypeError, match=r"state dict or nn.Module.*read_state_dict"):
+            call(str(path))
+    # a module works as well as its state dict
+    vgg = _random_torchvision_vgg16(0.0625)
+    assert torch.equal(FCN32s.from_vgg16(vgg).fc6.weight, convolutionalize(vgg).fc6.weight)
+
+
+def test_models_import_nothing_above_them() -> None:
+    """The import graph points one way: ``fcn_deploy.models`` loads without the checkpoint layer."""
+    code = (
+        "import sys, fcn_deploy.models\n"
+        "above = sorted(m for m in sys.modules if m.startswith('fcn_deploy.') and m.split('.')[1]"
+        " not in ('models', 'meta', 'errors'))\n"
+        "print(','.join(above))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "fcn_deploy.checkpoint" not in result.stdout
+    assert result.stdout.strip() == ""
