@@ -22,7 +22,7 @@ from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
 from ..errors import FCNError
 from ..meta import ModelInfo
-from ..models import create_model
+from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
 
 __all__ = [
@@ -44,7 +44,7 @@ REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measur
 
 def random_model(
     variant: str = "fcn8s", width: float = 1.0, num_classes: int = 21, seed: int = 0
-) -> nn.Module:
+) -> Net:
     """A net with random weights, score layers included.
 
     An FCN's score layers start at zero by design, so its output would be all zeros and every
@@ -75,8 +75,7 @@ class ModelSource:
     ) -> ModelSource:
         if model is None:
             net = random_model(variant or "fcn8s", width, num_classes)
-            info: ModelInfo = net.info  # type: ignore[assignment]
-            return cls(f"random {info.variant} width {width:g}", module=net, info=info)
+            return cls(f"random {net.info.variant} width {width:g}", module=net, info=net.info)
         path = Path(model)
         if not path.exists():
             raise FCNError(
@@ -84,7 +83,7 @@ class ModelSource:
             )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=net.info)  # type: ignore[arg-type]
+            return cls(str(path), module=net, info=net.info)
         return cls(str(path), path=path)
 
 

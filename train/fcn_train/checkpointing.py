@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from fcn_deploy.checkpoint import read_checkpoint, save_checkpoint
 from fcn_deploy.errors import FCNError
+from fcn_deploy.models import FCN
 
 __all__ = [
     "BEST",
@@ -75,7 +75,7 @@ class TrainerState:
 
 def save_training_checkpoint(
     path: Path,
-    model: nn.Module,
+    model: FCN,
     state: TrainerState,
     config: dict[str, Any],
     optimizer: torch.optim.Optimizer,

@@ -134,12 +134,14 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
+def _config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The run's settings, and with ``--resume`` the training state (the file is read once)."""
     given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
     if args.resume is None:
         return TrainConfig(**given), None
     path = resolve_resume_path(args.resume)
-    stored = TrainConfig.from_dict(load_training_state(path)["config"])
+    saved = load_training_state(path)
+    stored = TrainConfig.from_dict(saved["config"])
     changed = sorted(
         k for k, v in given.items() if k not in RESUMABLE_CHANGES and v != getattr(stored, k)
     )
@@ -149,7 +151,7 @@ def _config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
             f"{flag} cannot change on --resume (the run was started with {getattr(stored, changed[0])!r}); "
             f"only {', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may"
         )
-    return dataclasses.replace(stored, **{"out": str(path.parent), **given}), path
+    return dataclasses.replace(stored, **{"out": str(path.parent), **given}), saved
 
 
 def _train(argv: Sequence[str] | None) -> int:

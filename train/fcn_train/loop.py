@@ -51,6 +51,19 @@ CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
 
 
 @dataclass
+class LossWindow:
+    """The steps since the loss was last logged: their summed loss, how many, and when they began."""
+
+    total: float
+    steps: int
+    start: float
+
+    @classmethod
+    def starting_now(cls) -> LossWindow:
+        return cls(0.0, 0, time.perf_counter())
+
+
+@dataclass
 class TrainResult:
     iteration: int
     stopped: str | None  # None when all iterations ran; "time limit", "SIGINT" or "SIGTERM"
@@ -60,8 +73,12 @@ class TrainResult:
     best_mean_iu: float
 
 
-def train(config: TrainConfig, resume: Path | None = None) -> TrainResult:
-    """Run (or, given ``last.pt``, continue) one training run; see `Trainer`."""
+def train(config: TrainConfig, resume: Path | dict[str, Any] | None = None) -> TrainResult:
+    """Run (or, given ``last.pt``, continue) one training run; see `Trainer`.
+
+    ``resume`` is a ``last.pt`` path or what `load_training_state` read from it (so ``fcn-train
+    --resume``, which reads the file for its settings, does not read it twice).
+    """
     trainer = Trainer(config, resume)
     try:
         result = trainer.run()
@@ -75,7 +92,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, resume: Path | dict[str, Any] | None = None) -> None:
         self.config = config
         device = resolve_device(config.device)
         self.dist = dist = init_distributed(device)
@@ -99,7 +116,7 @@ class Trainer:
             config.crop,
         )
 
-        saved = load_training_state(resume) if resume is not None else None
+        saved = load_training_state(resume) if isinstance(resume, Path) else resume
         self.model = initial_model(
             config.variant,
             "scratch" if saved else config.init,
@@ -171,11 +188,8 @@ class Trainer:
             if dist.is_main
             else None
         )
-        self._clock, self._elapsed0, window = (
-            time.perf_counter(),
-            state.elapsed,
-            [0.0, 0, time.perf_counter()],
-        )
+        self._clock, self._elapsed0 = time.perf_counter(), state.elapsed
+        window = LossWindow.starting_now()
         scores: dict[str, float] = {}
         validated_at = checkpointed_at = -1
         try:
@@ -202,8 +216,8 @@ class Trainer:
                 )
                 if nonfinite:
                     self._diverged(value)
-                window[0] += value
-                window[1] += 1
+                window.total += value
+                window.steps += 1
                 if bar is not None:
                     bar.update(1, it=state.iteration, loss=f"{value:.4g}")
                 if (
@@ -211,15 +225,15 @@ class Trainer:
                     or stop
                     or state.iteration == config.iterations
                 ):
-                    self._log_loss(window)
+                    window = self._log_loss(window)
                 if state.iteration % config.val_every == 0:
                     scores, validated_at = self._validate(), state.iteration
                     if (
                         config.time_limit is not None
                     ):  # validation takes time too: stop now, not a step later
                         stop = self._agree(False, self._check_time() or stop)[1]
-                        if stop and window[1]:
-                            self._log_loss(window)
+                        if stop and window.steps:
+                            window = self._log_loss(window)
                 if state.iteration % config.checkpoint_every == 0:
                     self._checkpoint()
                     checkpointed_at = state.iteration
@@ -282,12 +296,12 @@ class Trainer:
             f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume"
         )
 
-    def _log_loss(self, window: list[Any]) -> None:
-        total, count = self.dist.sum(np.array([window[0], float(window[1])]))
+    def _log_loss(self, window: LossWindow) -> LossWindow:
+        """Log the window's mean loss (over all ranks) and its images/s; returns the next window."""
+        total, count = self.dist.sum(np.array([window.total, float(window.steps)]))
         now = time.perf_counter()
-        rate = (
-            window[1] * self.recipe.batch_size * self.dist.world_size / max(now - window[2], 1e-9)
-        )
+        images = window.steps * self.recipe.batch_size * self.dist.world_size
+        rate = images / max(now - window.start, 1e-9)
         if self.log is not None and count:
             self.log.add(
                 self.state.iteration,
@@ -296,7 +310,7 @@ class Trainer:
                 loss=total / count,
                 images_per_s=rate,
             )
-        window[:] = [0.0, 0, now]
+        return LossWindow(0.0, 0, now)
 
     def _validate(self) -> dict[str, float]:
         self.model.eval()
