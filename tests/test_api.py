@@ -15,7 +15,6 @@ import torch
 
 from fcn_deploy import FCNError, ModelInfo, Preprocessing, SizeBounds
 from fcn_deploy.api import Segmenter, TileGrid, tile_spans
-from fcn_deploy.api.segmenter import _normalize
 from fcn_deploy.runtime import Runner
 from fcn_deploy.runtime.torch_runner import TorchRunner
 
@@ -56,7 +55,7 @@ class PixelRunner(Runner):
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.io == "image":  # preprocessing folded in, labels out
-            x = _normalize(x, self.info.preprocessing)
+            x = self.info.preprocessing.normalize(x)
         scores = torch.einsum("nchw,kc->nkhw", x, self.weight)
         return scores.argmax(1).to(torch.uint8) if self.io == "image" else scores
 
@@ -71,10 +70,16 @@ def test_predict_matches_the_eager_net_at_odd_sizes(segmenter: Segmenter) -> Non
 
 
 @pytest.mark.parametrize("prep", [Preprocessing.caffe(), Preprocessing.torchvision()])
-def test_device_preprocessing_equals_the_metadata_rule(prep: Preprocessing) -> None:
+def test_preprocessing_follows_its_rule(prep: Preprocessing) -> None:
+    """``(pixels[..., order] * scale - mean) / std``, channels first, batched or not."""
     img = scene(37, 53)
-    ours = _normalize(torch.from_numpy(img)[None], prep).numpy()
-    np.testing.assert_array_equal(ours, prep.apply(img[None]))
+    order = slice(None, None, -1) if prep.color == "rgb" else slice(None)
+    rule = (img[..., order].astype(np.float64) * prep.scale - prep.mean) / prep.std
+    expected = rule.transpose(2, 0, 1)
+    np.testing.assert_allclose(prep.apply(img), expected, rtol=1e-6, atol=1e-5)
+    batched = prep.normalize(torch.from_numpy(np.stack([img, img])))
+    assert batched.dtype == torch.float32 and batched.shape == (2, 3, 37, 53)
+    np.testing.assert_array_equal(batched[1].numpy(), prep.apply(img))
 
 
 def test_every_input_form_gives_the_same_labels(segmenter: Segmenter, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import FCNError
 from ..imageio import read_image, to_bgr8
-from ..meta import ModelInfo, Preprocessing
+from ..meta import ModelInfo
 from ..runtime import Runner, load_runner
 from .tiling import ALIGN, TileGrid, run_tiled
 
@@ -82,17 +82,6 @@ class Timing:
 
 def _label_dtype(num_classes: int) -> torch.dtype:
     return torch.uint8 if num_classes <= 256 else torch.int32
-
-
-def _normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 ``N×H×W×3`` BGR on any device → float32 ``N×3×H×W``, exactly `Preprocessing.apply`'s math."""
-    x = pixels.float()
-    if prep.color == "rgb":
-        x = x.flip(-1)
-    mean = torch.tensor(prep.mean, dtype=torch.float32, device=x.device)
-    std = torch.tensor(prep.std, dtype=torch.float32, device=x.device)
-    x = (x * torch.tensor(prep.scale, dtype=torch.float32) - mean) / std
-    return x.permute(0, 3, 1, 2).contiguous()  # N×H×W×3 → N×3×H×W
 
 
 class Segmenter:
@@ -277,14 +266,10 @@ class Segmenter:
             bgr = np.stack(
                 [cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr]
             )
-        if runner.io == "image":  # preprocessing is in the graph
-            x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
-        elif runner.device.type == "cpu":
-            x = torch.from_numpy(self.info.preprocessing.apply(bgr))
-        else:  # copy uint8 (a quarter of float32's bytes), normalize on the device
-            x = _normalize(
-                torch.from_numpy(bgr).to(runner.device, non_blocking=True), self.info.preprocessing
-            )
+        # copy uint8 (a quarter of float32's bytes); normalize on the device unless the graph does
+        x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
+        if runner.io == "tensor":
+            x = self.info.preprocessing.normalize(x)
         runner.synchronize()
         t1 = time.perf_counter()
         out = runner.infer(x)

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FCNError
-from ..meta import ModelInfo, SizeBounds
+from ..meta import IO_MODES, ModelInfo, SizeBounds
 
 __all__ = ["IO_MODES", "PRECISIONS", "PREFIX", "OnnxMetadata", "read_onnx_metadata"]
 
 PREFIX = "fcn_deploy."
 FORMAT_VERSION = 1
-IO_MODES = ("tensor", "image")
 PRECISIONS = ("fp32", "fp16")
 
 

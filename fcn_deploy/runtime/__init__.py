@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import FCNError
+from ..meta import ENGINE_SUFFIXES
 from .base import IO_MODES, ArrayLike, Runner, resolve_device
 
 __all__ = [
@@ -30,7 +31,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 def backend_for_path(path: str | os.PathLike[str]) -> str:
     """The backend a file's suffix implies."""
     suffix = Path(path).suffix.lower()
-    if suffix in (".engine", ".plan", ".trt"):
+    if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
     if suffix == ".onnx":
         return "onnxruntime"

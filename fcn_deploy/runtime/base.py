@@ -20,12 +20,11 @@ import numpy as np
 import torch
 
 from ..errors import FCNError
-from ..meta import ModelInfo, SizeBounds
+from ..meta import IO_MODES, ModelInfo, SizeBounds
 
 __all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
-IO_MODES = ("tensor", "image")
 
 
 def resolve_device(device: str | None) -> torch.device:
