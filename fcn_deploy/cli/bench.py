@@ -27,7 +27,7 @@ from ..bench import (
 )
 from ..bench.backends import DEFAULT_BACKENDS
 from ..errors import FCNError
-from ._common import EXIT_FAILED, parse_sizes, run_cli
+from ._common import EXIT_FAILED, add_verbosity, parse_args, parse_sizes, run_cli
 
 __all__ = ["build_parser", "main"]
 
@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the result document here")
     p.add_argument("--markdown", type=Path, help="write a Markdown table here")
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
+    add_verbosity(p)
     return p
 
 
@@ -118,7 +119,7 @@ def _parse_stream(text: str) -> tuple[int, int, int]:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     for out in (args.json, args.markdown, args.plot):
         if out is not None and not out.resolve().parent.is_dir():
             raise FCNError(

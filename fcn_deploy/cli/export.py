@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import FCNError
 from ..meta import VARIANTS
-from ._common import EXIT_FAILED, parse_size, run_cli
+from ._common import EXIT_FAILED, add_verbosity, parse_args, parse_size, run_cli
 from .engine_args import add_engine_arguments, build_engine_from_args
 
 __all__ = ["build_parser", "main"]
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed for the verification sizes and inputs (default: random, printed)",
     )
     add_engine_arguments(p)
+    add_verbosity(p)
     return p
 
 
@@ -85,7 +86,7 @@ def _int(text: str, flag: str) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None:
             raise FCNError(

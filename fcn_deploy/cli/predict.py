@@ -27,7 +27,7 @@ from ..api import Segmenter
 from ..errors import FCNError
 from ..imageio import read_image, write_label_png
 from ..runtime import BACKENDS, backend_for_path
-from ._common import EXIT_FAILED, run_cli
+from ._common import EXIT_FAILED, add_verbosity, parse_args, run_cli
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="pixels shared by neighbouring tiles (default: a quarter tile, at most 256)",
     )
+    add_verbosity(p)
     return p
 
 
@@ -220,7 +221,7 @@ def _write(
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     cv2.utils.logging.setLogLevel(
         cv2.utils.logging.LOG_LEVEL_ERROR
     )  # our one line names a corrupt file; not libpng too

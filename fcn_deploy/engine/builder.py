@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ import torch
 from .._io import atomic_path, atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
+from ..meta import ENGINE_SUFFIXES
 from ..export.metadata import OnnxMetadata, read_onnx_metadata
 from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
 from .plan import BuildPlan, check_opt_level, workspace_bytes
@@ -32,7 +33,7 @@ from .versions import parse_trt_version, precision_route
 
 __all__ = ["ENGINE_SUFFIXES", "EngineGateError", "EngineReport", "build_engine"]
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what load_runner opens with the TensorRT backend
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -119,7 +120,7 @@ def run_gate(
     session = _reference_session(onnx_path)
     rng = np.random.default_rng(seed)
     jobs = [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
-    bar = Progress(len(jobs), "accuracy gate", unit="size", log_every=0.0) if progress else None
+    bar = Progress(len(jobs), "accuracy gate", unit="size") if progress else None
     rows = []
     for index, (n, _, h, w) in jobs:
         images = synthetic_images(n, h, w, rng)
@@ -201,10 +202,9 @@ def build_engine(
             f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
             "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
         )
-    if progress and layers.label != precision:
-        print(
-            f"note: the engine is labelled {layers.label!r}, not {precision!r}: {layers.describe()}",
-            file=sys.stderr,
+    if layers.label != precision:
+        log.info(
+            "note: the engine is labelled %r, not %r: %s", layers.label, precision, layers.describe()
         )
     gpu_name, capability = device_identity(dev)
     engine_meta = EngineMetadata(
@@ -257,9 +257,6 @@ def build_engine(
     if cache_path is not None:
         atomic_write_bytes(cache_path, compiled.timing_cache)
     report.path = engine_path
-    if progress:
-        print(
-            f"wrote {engine_path} ({len(compiled.serialized) / 1e6:.1f} MB) and {sidecar_path(engine_path).name}",
-            file=sys.stderr,
-        )
+    size_mb = len(compiled.serialized) / 1e6
+    log.info("wrote %s (%.1f MB) and %s", engine_path, size_mb, sidecar_path(engine_path).name)
     return report

@@ -9,8 +9,8 @@ version gate chose.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import tensorrt as trt
 else:
     trt = import_tensorrt()
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CompiledEngine",
@@ -133,7 +135,7 @@ def compile_engine(
     if not config.set_timing_cache(
         cache, False
     ):  # a cache from another GPU or release: start afresh
-        print("timing cache does not match this GPU/TensorRT; starting a new one", file=sys.stderr)
+        log.warning("timing cache does not match this GPU/TensorRT; starting a new one")
         config.set_timing_cache(config.create_timing_cache(b""), False)
     for i, (lo, opt, hi) in enumerate(plan.profile_shapes()):
         profile = builder.create_optimization_profile()
@@ -156,8 +158,7 @@ def compile_engine(
             f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT errors above); "
             "try a larger --workspace or smaller --max-shape"
         )
-    if progress:
-        print(f"built in {seconds:.1f} s", file=sys.stderr)
+    log.info("built in %.1f s", seconds)
     timing = config.get_timing_cache().serialize()
     return CompiledEngine(bytes(serialized), bytes(timing), seconds)
 

@@ -13,7 +13,6 @@ import hashlib
 import io as _io
 import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,8 @@ from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
 
 __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
+
+log = logging.getLogger(__name__)
 
 Source = Union[str, "os.PathLike[str]", nn.Module]
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's hard limit for one self-contained file
@@ -180,20 +181,16 @@ def export_onnx(
     ``io="image"`` folds the checkpoint's preprocessing and the argmax into the graph. With
     ``verify`` the written file runs under ONNX Runtime against PyTorch at ``verify_sizes``
     (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
-    whether every size was within tolerance.
+    whether every size was within tolerance. Each step is logged (``fcn_deploy`` logger, INFO);
+    ``progress`` shows a bar during verification.
     """
-
-    def say(message: str) -> None:
-        if progress:
-            print(message, file=sys.stderr, flush=True)
-
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
     output = Path(output)
     start = time.perf_counter()
     model, sha = _load(source, variant)
     info: ModelInfo = model.info  # type: ignore[assignment]
     params = sum(p.numel() for p in model.parameters())
-    say(
+    log.info(
         f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s"
     )
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
@@ -206,12 +203,12 @@ def export_onnx(
     fp32_layers: list[str] = []
     peak: float | None = None
     if precision == "fp16":
-        say("measuring activation ranges for FP16 on image-like probes ...")
+        log.info("measuring activation ranges for FP16 on image-like probes ...")
         probe = info.preprocessing.apply(synthetic_images(*_PROBE_SHAPE, np.random.default_rng(0)))
         peaks = activation_peaks(model, torch.from_numpy(probe))
         peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
         if fp32_layers:
-            say(
+            log.info(
                 f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): {', '.join(fp32_layers)}"
             )
 
@@ -223,13 +220,13 @@ def export_onnx(
         source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
     )  # fmt: skip
     with atomic_path(output) as tmp:  # entered first: an unwritable path fails before the slow part
-        say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
+        log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
         start = time.perf_counter()
         proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
         if io == "image":
             add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
         finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
-        say("checking the graph (onnx.checker, shape inference, dtypes) ...")
+        log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
         summary = check_graph(proto)
         onnx.save(proto, str(tmp))
     seconds = time.perf_counter() - start
@@ -242,13 +239,13 @@ def export_onnx(
         fp32_layers=fp32_layers,
         activation_peak=peak,
     )
-    say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
+    log.info(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
     if verify:
         if verify_sizes is None:
             report.seed = (
                 int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
             )
-            say(
+            log.info(
                 f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)"
             )
             verify_sizes = choose_sizes(

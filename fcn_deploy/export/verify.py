@@ -87,7 +87,7 @@ def verify_onnx(
     """One row per size: the ONNX file under ONNX Runtime against the FP32 PyTorch ``model``."""
     session = ort_session(path, threads=threads)
     in_dtype = np.float16 if meta.fp16_io else np.float32
-    bar = Progress(len(sizes), "verifying", unit="size", log_every=5.0) if progress else None
+    bar = Progress(len(sizes), "verifying", unit="size") if progress else None
     rows = []
     for n, h, w in sizes:
         images = synthetic_images(n, h, w, rng)

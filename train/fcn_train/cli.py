@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.cli._common import run_cli
+from fcn_deploy.cli._common import add_verbosity, parse_args, run_cli
 from fcn_deploy.errors import FCNError
 
 from .checkpointing import load_training_state, resolve_resume_path
@@ -131,12 +131,14 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-amp", dest="amp", action="store_const", const=False, help="train in FP32 on GPUs too"
     )
+    add_verbosity(p)
     return p
 
 
 def _config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The run's settings, and with ``--resume`` the training state (the file is read once)."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
+    run_settings = (k for k in vars(args) if k not in ("resume", "verbose", "quiet"))
+    given = {k: getattr(args, k) for k in run_settings if getattr(args, k) is not None}
     if args.resume is None:
         return TrainConfig(**given), None
     path = resolve_resume_path(args.resume)
@@ -155,7 +157,7 @@ def _config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
 
 
 def _train(argv: Sequence[str] | None) -> int:
-    config, resume = _config(train_parser().parse_args(argv))
+    config, resume = _config(parse_args(train_parser(), argv))
     for name in ("iterations", "checkpoint_every", "val_every", "log_every"):
         if getattr(config, name) < 1:
             raise FCNError(f"--{name.replace('_', '-')} must be at least 1")
@@ -219,13 +221,14 @@ def eval_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run images larger than the model accepts in overlapping tiles",
     )
+    add_verbosity(p)
     return p
 
 
 def _eval(argv: Sequence[str] | None) -> int:
     from fcn_deploy.api import Segmenter
 
-    args = eval_parser().parse_args(argv)
+    args = parse_args(eval_parser(), argv)
     dataset = open_dataset(args.data, args.split, args.root, args.sbd_root, args.num_images)
     with Segmenter.load(
         args.model, device=args.device, backend=args.backend, tile=args.tile

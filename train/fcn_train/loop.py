@@ -7,12 +7,12 @@ matrices are summed over ranks, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import signal
-import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fcn_deploy._progress import Progress
+from fcn_deploy._progress import LOGGERS, Progress
 from fcn_deploy.checkpoint import save_checkpoint
 from fcn_deploy.errors import FCNError
 from fcn_deploy.meta import ModelInfo
@@ -48,6 +49,8 @@ from .runlog import RunLog, plot_curves
 __all__ = ["TrainResult", "Trainer", "train"]
 
 CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,11 +186,15 @@ class Trainer:
         )  # not the global RNG
         prep = self.model.info.preprocessing
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        on_screen = ExitStack()  # the bar, and log lines printed above it rather than across it
         bar = (
-            Progress(config.iterations - start, f"training {config.variant}", stream=sys.stderr)
+            on_screen.enter_context(
+                Progress(config.iterations - start, f"training {config.variant}")
+            )
             if dist.is_main
             else None
         )
+        on_screen.enter_context(logging_redirect_tqdm([logging.getLogger(n) for n in LOGGERS]))
         self._clock, self._elapsed0 = time.perf_counter(), state.elapsed
         window = LossWindow.starting_now()
         scores: dict[str, float] = {}
@@ -242,8 +249,7 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
+            on_screen.close()
         if validated_at != state.iteration:
             scores = self._validate()
         if checkpointed_at != state.iteration:
@@ -331,11 +337,10 @@ class Trainer:
                 elapsed_s=state.elapsed,
                 **{f"val_{k}": v for k, v in scores.items()},
             )
-            print(
-                f"\niteration {state.iteration}: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-                file=sys.stderr,
-                flush=True,
+            log.info(
+                "iteration %d: %s",
+                state.iteration,
+                ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
             )
             if scores["mean_iu"] > state.best_mean_iu:
                 save_checkpoint(
