@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -122,10 +121,6 @@ def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_check
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("fcn_deploy.runtime.ort_runner") is None,
-    reason="ONNX Runtime runner not in this tree yet",
-)
 def test_onnxruntime_rows_agree_with_eager(make_model: Any) -> None:
     doc = run_benchmark("sizes", backends="torch,onnxruntime", width=0.0625, matmul_size=256,
                         config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1), device="cpu")  # fmt: skip
@@ -164,6 +159,8 @@ def test_validate_reports_what_is_wrong() -> None:
     assert "$/results/0/height: 0 is less than the minimum" in problems
     assert "$/results/0: 'latency_ms' is a required property" in problems
     assert "$/skipped/0: 'reason' is a required property" in problems
+    doc["skipped"] = [{"backend": "tensorrt", "reason": "x", "status": "broken"}]
+    assert "$/skipped/0/status: 'broken' is not one of ['unavailable', 'failed']" in validate(doc)
 
 
 def test_sliding_window_equal_on_one_window_and_close_on_more() -> None:
@@ -204,8 +201,11 @@ def test_stream_one_runner_serves_every_shape() -> None:
     (row,) = doc["stream"]
     assert row["frames"] == 4 and row["distinct_shapes"] == 2 and row["runners_opened"] == 1
     assert all(s["first_call_ms"] > 0 and s["repeat_ms"] > 0 for s in row["shapes"])
-    ((skipped, reason),) = [(s["backend"], s["reason"]) for s in doc["skipped"]]
+    ((skipped, reason, status),) = [
+        (s["backend"], s["reason"], s["status"]) for s in doc["skipped"]
+    ]
     assert skipped == "tensorrt" and reason.startswith("TensorRT is not installed")
+    assert status == "unavailable"  # not a failure: fcn-bench still exits 0
 
 
 def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path: Path) -> None:
@@ -215,6 +215,6 @@ def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path:
         pytest.skip("TensorRT is installed here: the scenario runs instead (needs a GPU)")
     doc = run_benchmark("static-vs-dynamic", width=0.0625, device="cpu", matmul_size=256)
     assert validate(doc) == [] and doc["skipped"] == [
-        {"backend": "tensorrt", "reason": doc["skipped"][0]["reason"]}
+        {"backend": "tensorrt", "reason": doc["skipped"][0]["reason"], "status": "unavailable"}
     ]
     assert doc["skipped"][0]["reason"].startswith("TensorRT is not installed")

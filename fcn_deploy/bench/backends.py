@@ -24,6 +24,7 @@ from ..errors import FCNError
 from ..meta import ModelInfo
 from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
+from .results import Skipped, SkipStatus
 
 __all__ = [
     "BENCH_BACKENDS",
@@ -96,6 +97,11 @@ class Backend:
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
     artifact: str | None = None
+    skip_status: SkipStatus = "unavailable"  # "failed" when preparing it was tried and failed
+
+    def skip(self) -> Skipped:
+        """This backend as a row of the report's skipped list."""
+        return Skipped(self.name, self.skipped or "", self.skip_status)
 
 
 def parse_backends(text: str) -> list[str]:
@@ -134,7 +140,8 @@ def prepare_backends(
             prepared.append(_prepare(name, source, device, threads, max_batch, cache))
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
-            prepared.append(Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}"))
+            reason = f"failed to prepare: {type(e).__name__}: {e}"
+            prepared.append(Backend(name, skipped=reason, skip_status="failed"))
     return prepared
 
 

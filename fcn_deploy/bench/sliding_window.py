@@ -23,6 +23,7 @@ from ..meta import Preprocessing
 from ..models import convolutionalize
 from ..models.vgg import FC6_KERNEL, FC_CHANNELS, VGG16_BLOCKS, scaled
 from .flops import flops_per_image
+from .results import SlidingWindowRow
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
@@ -81,7 +82,7 @@ def _check_size(h: int, w: int) -> None:
 
 def run_sliding_window(
     cfg: BenchConfig, device: torch.device, width: float = 1.0, chunk: int = 16
-) -> list[dict[str, Any]]:
+) -> list[SlidingWindowRow]:
     """For each size: the conv net in one pass vs the FC net on every window, timed and compared."""
     for h, w in cfg.sizes:
         _check_size(h, w)
@@ -136,22 +137,22 @@ def _compare(
     fc_ms: float,
     conv_flops: int,
     fc_flops: int,
-) -> dict[str, Any]:
+) -> SlidingWindowRow:
     diff = (dense - per_window).abs().max().item()
     scale = per_window.abs().max().item()
     corr = float(np.corrcoef(dense.flatten().numpy(), per_window.flatten().numpy())[0, 1])
-    return {
-        "height": h,
-        "width": w,
-        "windows": int(per_window.shape[0]),
-        "conv_ms": conv_ms,
-        "fc_windows_ms": fc_ms,
-        "speedup": fc_ms / conv_ms,
-        "conv_gflops": conv_flops / 1e9,
-        "fc_windows_gflops": fc_flops / 1e9,
-        "score_correlation": corr,
-        "top1_agreement": float((dense.argmax(1) == per_window.argmax(1)).double().mean()),
-        "max_abs_diff": diff,
-        "max_abs_score": scale,
-        "equal": bool(diff <= EQUAL_TOL * max(scale, 1.0)) if per_window.shape[0] == 1 else None,
-    }
+    return SlidingWindowRow(
+        height=h,
+        width=w,
+        windows=int(per_window.shape[0]),
+        conv_ms=conv_ms,
+        fc_windows_ms=fc_ms,
+        speedup=fc_ms / conv_ms,
+        conv_gflops=conv_flops / 1e9,
+        fc_windows_gflops=fc_flops / 1e9,
+        score_correlation=corr,
+        top1_agreement=float((dense.argmax(1) == per_window.argmax(1)).double().mean()),
+        max_abs_diff=diff,
+        max_abs_score=scale,
+        equal=bool(diff <= EQUAL_TOL * max(scale, 1.0)) if per_window.shape[0] == 1 else None,
+    )

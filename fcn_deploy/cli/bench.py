@@ -149,7 +149,7 @@ def _main(argv: Sequence[str] | None) -> int:
         write_markdown(doc, args.markdown)
     if args.plot:
         write_plot(doc, args.plot)
-    failed = [s for s in doc["skipped"] if s["reason"].startswith("failed")]
+    failed = [s for s in doc["skipped"] if s["status"] == "failed"]
     return EXIT_FAILED if failed or problems else 0
 
 
