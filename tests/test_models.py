@@ -62,7 +62,12 @@ def test_output_size_equals_input_size(
 
 
 def test_reference_shape_check_at_500() -> None:
-    """REFERENCE.md's shape check: 500 → conv1 698, pool3 88, pool4 44, pool5 22, fc6 16, upscore8 568."""
+    """The reference net's sizes at 500×500, each from the layer arithmetic.
+
+    conv1_1 (3×3, pad 100): 500 + 200 − 2 = 698; ceil-mode 2×2 pools: 349, 175, pool3 88, pool4 44,
+    pool5 22; fc6 (7×7, no pad): 22 − 6 = 16; transposed convs give (n − 1)·s + k: upscore2 (k4 s2)
+    34, upscore_pool4 (k4 s2) 70, upscore8 (k16 s8) 568, which the crop at 31 cuts back to 500.
+    """
     model = FCN8s(width=0.03125).eval()
     seen = {}
     hooks = [

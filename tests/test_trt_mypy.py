@@ -23,7 +23,7 @@ TRT_MODULES = [
     "fcn_deploy/runtime/trt_runner.py",
     "fcn_deploy/cli/engine_args.py",
 ]
-# Names TensorRT 11 removed (TENSORRT.md): allowed only under `if <...>.fp16_builder_flag:`.
+# Names TensorRT 11 removed (docs/tensorrt.md): allowed only under `if <...>.fp16_builder_flag:`.
 REMOVED_IN_11 = {"FP16", "platform_has_fast_fp16", "EXPLICIT_BATCH", "device_memory_size", "int8_calibrator",
                  "create_execution_context_without_device_memory", "supports_model"}  # fmt: skip
 
