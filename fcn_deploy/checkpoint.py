@@ -62,7 +62,8 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.exists():
         raise FCNError(
-            f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict or a torchvision VGG16 .pth)"
+            f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict "
+            "or a torchvision VGG16 .pth)"
         )
     if path.is_dir():
         raise FCNError(f"{path} is a folder; expected a checkpoint file (.pt/.pth)")
@@ -73,7 +74,8 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             raise FCNError(
-                f"{path} holds Python objects beyond tensors and plain data; it is not loaded because "
+                f"{path} holds Python objects beyond tensors and plain data; it is not loaded "
+                "because "
                 "that could run code from the file (re-save just its state_dict)"
             ) from None
         raise FCNError(
@@ -83,7 +85,8 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
         Exception
     ) as e:  # torch.load raises many types for non-torch bytes (IndexError, KeyError, …)
         raise FCNError(
-            f"{path} is not a readable PyTorch file ({_first_line(e)}); it may be truncated or of another format"
+            f"{path} is not a readable PyTorch file ({_first_line(e)}); it may be truncated or of "
+            "another format"
         ) from None
 
 
@@ -174,7 +177,8 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
         width = width_of(sd)
     except KeyError as e:
         raise FCNError(
-            f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} (missing {e})"
+            f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} "
+            f"(missing {e})"
         ) from None
     model = create_model(variant, num_classes=num_classes, width=width)
     own = model.state_dict()
@@ -195,7 +199,8 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
     for key, value in sd.items():
         if own[key].shape != value.shape:
             raise FCNError(
-                f"{path}: {key} has shape {tuple(value.shape)} but {variant} at width {width:g} with "
+                f"{path}: {key} has shape {tuple(value.shape)} but {variant} at width {width:g} "
+                "with "
                 f"{num_classes} classes expects {tuple(own[key].shape)}"
             )
     model.load_state_dict(sd, strict=True)
@@ -216,7 +221,8 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
     if payload.get("format") == FORMAT:
         if int(payload.get("format_version", 0)) > FORMAT_VERSION:
             raise FCNError(
-                f"{path} is checkpoint format {payload['format_version']}, newer than this fcn-deploy "
+                f"{path} is checkpoint format {payload['format_version']}, newer than this "
+                "fcn-deploy "
                 f"reads ({FORMAT_VERSION}); upgrade fcn-deploy"
             )
         try:

@@ -87,7 +87,8 @@ def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):
                 raise FCNError(
-                    f"{path}: label PNGs must be palette or grayscale images of class ids, got mode {image.mode}"
+                    f"{path}: label PNGs must be palette or grayscale images of class ids, got "
+                    f"mode {image.mode}"
                 )
             return np.array(image, dtype=np.uint8)
     except FileNotFoundError:

@@ -82,7 +82,8 @@ def prepare(out: Path) -> list[Path]:
         written.append(target)
     if applied < 3:
         raise SystemExit(
-            f"only {applied} stub mends applied (expected at least 3): the tensorrt-stubs layout changed"
+            f"only {applied} stub mends applied (expected at least 3): the tensorrt-stubs layout "
+            "changed"
         )
     return written
 

@@ -97,9 +97,24 @@ def check_rows(doc: dict[str, Any]) -> None:
 def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_checkpoint: Any) -> None:
     ckpt = make_checkpoint("fcn8s", width=0.0625)
     out = tmp_path / "out.json"
-    result = fcn_bench("--model", str(ckpt), "--backends", "torch,torch-fp16,tensorrt", "--sizes", "64x64,48x80",
-                       "--device", "cpu", *TINY, "--json", str(out), "--markdown", str(tmp_path / "out.md"),
-                       "--plot", str(tmp_path / "out.png"), cwd=tmp_path)  # fmt: skip
+    result = fcn_bench(
+        "--model",
+        str(ckpt),
+        "--backends",
+        "torch,torch-fp16,tensorrt",
+        "--sizes",
+        "64x64,48x80",
+        "--device",
+        "cpu",
+        *TINY,
+        "--json",
+        str(out),
+        "--markdown",
+        str(tmp_path / "out.md"),
+        "--plot",
+        str(tmp_path / "out.png"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
     check_rows(doc)
@@ -122,8 +137,14 @@ def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_check
 
 @pytest.mark.slow
 def test_onnxruntime_rows_agree_with_eager(make_model: Any) -> None:
-    doc = run_benchmark("sizes", backends="torch,onnxruntime", width=0.0625, matmul_size=256,
-                        config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1), device="cpu")  # fmt: skip
+    doc = run_benchmark(
+        "sizes",
+        backends="torch,onnxruntime",
+        width=0.0625,
+        matmul_size=256,
+        config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1),
+        device="cpu",
+    )
     assert doc["skipped"] == []
     ort = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
     assert len(ort) == 2 and all(
@@ -153,8 +174,13 @@ def test_unknown_backend_is_an_error() -> None:
 
 
 def test_validate_reports_what_is_wrong() -> None:
-    doc = {"schema_version": 1, "scenario": "sizes", "machine": {"cpu": "x", "logical_cores": 2, "versions": {}, "peaks": {}},
-           "results": [{"backend": "torch", "height": 0}], "skipped": [{"backend": "tensorrt"}]}  # fmt: skip
+    doc = {
+        "schema_version": 1,
+        "scenario": "sizes",
+        "machine": {"cpu": "x", "logical_cores": 2, "versions": {}, "peaks": {}},
+        "results": [{"backend": "torch", "height": 0}],
+        "skipped": [{"backend": "tensorrt"}],
+    }
     problems = "\n".join(validate(doc))
     assert "$/results/0/height: 0 is less than the minimum" in problems
     assert "$/results/0: 'latency_ms' is a required property" in problems

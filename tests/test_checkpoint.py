@@ -45,8 +45,14 @@ def test_round_trip(tmp_path: Path, make_model, variant: str) -> None:
 def test_custom_metadata_round_trip(tmp_path: Path, make_model) -> None:
     model = make_model("fcn16s", width=0.0625, num_classes=3)
     names, palette = ["bg", "cat", "dog"], [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
-    save_checkpoint(model, tmp_path / "m.pt", class_names=names, palette=palette,
-                    preprocessing=Preprocessing.torchvision(), extra={"iteration": 7})  # fmt: skip
+    save_checkpoint(
+        model,
+        tmp_path / "m.pt",
+        class_names=names,
+        palette=palette,
+        preprocessing=Preprocessing.torchvision(),
+        extra={"iteration": 7},
+    )
     loaded = load_model(tmp_path / "m.pt")
     assert loaded.info.class_names == names and loaded.info.palette == palette
     assert loaded.info.preprocessing == Preprocessing.torchvision()

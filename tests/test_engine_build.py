@@ -41,14 +41,30 @@ def tiny_onnx(tmp_path: Path) -> Path:
         np.random.default_rng(0).normal(size=(21, 3, 1, 1)).astype(np.float32), "w"
     )
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["logits"], name="/score/Conv")], "tiny",
+        [helper.make_node("Conv", ["x", "w"], ["logits"], name="/score/Conv")],
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 21, "height", "width"])],
+        [
+            helper.make_tensor_value_info(
+                "logits", TensorProto.FLOAT, ["batch", 21, "height", "width"]
+            )
+        ],
         initializer=[w],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    meta = OnnxMetadata(ModelInfo("fcn8s", 21, width=0.125), "tensor", "fp32", False,
-                        SizeBounds((1, 1), (512, 512), 1, 4), "x", "logits", "0" * 64, "2.13.0", onnx.__version__, 20)  # fmt: skip
+    meta = OnnxMetadata(
+        ModelInfo("fcn8s", 21, width=0.125),
+        "tensor",
+        "fp32",
+        False,
+        SizeBounds((1, 1), (512, 512), 1, 4),
+        "x",
+        "logits",
+        "0" * 64,
+        "2.13.0",
+        onnx.__version__,
+        20,
+    )
     for k, v in meta.to_props().items():
         model.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(model)
@@ -100,9 +116,32 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_engine_arguments_parse_repeated_profiles():
-    args = _parse(["--engine", "m.engine", "--min-shape", "1x3x64x128", "--opt-shape", "1x3x360x640", "--max-shape", "4x3x720x1280",
-                   "--min-shape", "1x3x128x64", "--opt-shape", "1x3x640x360", "--max-shape", "4x3x1280x720",
-                   "--workspace", "2", "--opt-level", "5", "--engine-precision", "fp16", "--gate-threshold", "0.98"])  # fmt: skip
+    args = _parse(
+        [
+            "--engine",
+            "m.engine",
+            "--min-shape",
+            "1x3x64x128",
+            "--opt-shape",
+            "1x3x360x640",
+            "--max-shape",
+            "4x3x720x1280",
+            "--min-shape",
+            "1x3x128x64",
+            "--opt-shape",
+            "1x3x640x360",
+            "--max-shape",
+            "4x3x1280x720",
+            "--workspace",
+            "2",
+            "--opt-level",
+            "5",
+            "--engine-precision",
+            "fp16",
+            "--gate-threshold",
+            "0.98",
+        ]
+    )
     assert args.engine == Path("m.engine") and args.min_shape == ["1x3x64x128", "1x3x128x64"]
     assert (
         args.workspace == 2.0

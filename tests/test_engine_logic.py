@@ -203,15 +203,29 @@ def _t(name, dims, fmt):
 
 def _conv(name, n, c, k, h, w, ho, wo, fmt, r=3, kind="CaskConvolution", ptype="Convolution"):
     return {
-        "Name": name, "LayerType": kind, "ParameterType": ptype,
-        "Inputs": [_t(f"{name}_in", [n, c, h, w], fmt)], "Outputs": [_t(f"{name}_out", [n, k, ho, wo], fmt)],
-        "Kernel": [r, r], "PaddingMode": "kEXPLICIT_ROUND_DOWN", "PrePadding": [1, 1], "PostPadding": [1, 1],
-        "Stride": [1, 1], "Dilation": [1, 1], "OutMaps": k, "Groups": 1,
+        "Name": name,
+        "LayerType": kind,
+        "ParameterType": ptype,
+        "Inputs": [_t(f"{name}_in", [n, c, h, w], fmt)],
+        "Outputs": [_t(f"{name}_out", [n, k, ho, wo], fmt)],
+        "Kernel": [r, r],
+        "PaddingMode": "kEXPLICIT_ROUND_DOWN",
+        "PrePadding": [1, 1],
+        "PostPadding": [1, 1],
+        "Stride": [1, 1],
+        "Dilation": [1, 1],
+        "OutMaps": k,
+        "Groups": 1,
         "Weights": {"Type": "Half" if "FP16" in fmt else "Float", "Count": k * c * r * r},
-        "Bias": {"Type": "Float", "Count": k}, "HasBias": 1, "HasReLU": 1, "Activation": "RELU",
-        "TacticName": "sm90_xmma_fprop_implicit_gemm_f16f16_f16f16_f16_nhwckrsc_nhwc", "TacticValue": "0x1f2e",
-        "StreamId": 0, "Metadata": f"[ONNX Layer: /{name}/Conv]\x1e[ONNX Layer: /{name}/Relu]",
-    }  # fmt: skip
+        "Bias": {"Type": "Float", "Count": k},
+        "HasBias": 1,
+        "HasReLU": 1,
+        "Activation": "RELU",
+        "TacticName": "sm90_xmma_fprop_implicit_gemm_f16f16_f16f16_f16_nhwckrsc_nhwc",
+        "TacticValue": "0x1f2e",
+        "StreamId": 0,
+        "Metadata": f"[ONNX Layer: /{name}/Conv]\x1e[ONNX Layer: /{name}/Relu]",
+    }
 
 
 def _engine_json(
@@ -220,20 +234,64 @@ def _engine_json(
     h = -1 if dynamic else 64
     score_fmt = FP16_NHWC if fp16_score else FP32_LINEAR
     layers = [
-        {"Name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv", "LayerType": "Reformat",
-         "Inputs": [_t("x", [1, 3, h, h], FP32_LINEAR)], "Outputs": [_t("x_f16", [1, 3, h, h], FP16_NHWC)],
-         "ParameterType": "Reformat", "Origin": "REFORMAT", "TacticValue": "0x0", "StreamId": 0},
+        {
+            "Name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv",
+            "LayerType": "Reformat",
+            "Inputs": [_t("x", [1, 3, h, h], FP32_LINEAR)],
+            "Outputs": [_t("x_f16", [1, 3, h, h], FP16_NHWC)],
+            "ParameterType": "Reformat",
+            "Origin": "REFORMAT",
+            "TacticValue": "0x0",
+            "StreamId": 0,
+        },
         _conv("conv1", 1, 3, 16, h, h, h, h, FP16_NHWC),
         _conv("conv2", 1, 16, 16, h, h, h, h, FP16_NHWC),
-        {"Name": "/pool/MaxPool", "LayerType": "CaskPooling", "ParameterType": "Pooling", "PoolingType": "MAX",
-         "WindowSize": [2, 2], "Stride": [2, 2], "Inputs": [_t("c2", [1, 16, h, h], FP16_NHWC)],
-         "Outputs": [_t("p", [1, 16, h // 2 if h > 0 else -1, h // 2 if h > 0 else -1], FP16_NHWC)]},
-        _conv("score", 1, 16, 21, 32 if h > 0 else -1, 32 if h > 0 else -1, 32 if h > 0 else -1, 32 if h > 0 else -1, score_fmt, r=1),
-        _conv("upscore", 1, 21, 21, 32 if h > 0 else -1, 32 if h > 0 else -1, 64 if h > 0 else -1, 64 if h > 0 else -1,
-              FP16_NHWC, r=4, kind="CaskDeconvolutionV2", ptype="Deconvolution"),
-        {"Name": "/Cast", "LayerType": "Cast", "ParameterType": "Cast",
-         "Inputs": [_t("u", [1, 21, h, h], "Row major linear FP16 format")], "Outputs": [_t("logits", [1, 21, h, h], FP32_LINEAR)]},
-    ]  # fmt: skip
+        {
+            "Name": "/pool/MaxPool",
+            "LayerType": "CaskPooling",
+            "ParameterType": "Pooling",
+            "PoolingType": "MAX",
+            "WindowSize": [2, 2],
+            "Stride": [2, 2],
+            "Inputs": [_t("c2", [1, 16, h, h], FP16_NHWC)],
+            "Outputs": [
+                _t("p", [1, 16, h // 2 if h > 0 else -1, h // 2 if h > 0 else -1], FP16_NHWC)
+            ],
+        },
+        _conv(
+            "score",
+            1,
+            16,
+            21,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            score_fmt,
+            r=1,
+        ),
+        _conv(
+            "upscore",
+            1,
+            21,
+            21,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            64 if h > 0 else -1,
+            64 if h > 0 else -1,
+            FP16_NHWC,
+            r=4,
+            kind="CaskDeconvolutionV2",
+            ptype="Deconvolution",
+        ),
+        {
+            "Name": "/Cast",
+            "LayerType": "Cast",
+            "ParameterType": "Cast",
+            "Inputs": [_t("u", [1, 21, h, h], "Row major linear FP16 format")],
+            "Outputs": [_t("logits", [1, 21, h, h], FP32_LINEAR)],
+        },
+    ]
     if second_profile:  # a second profile repeats every layer with a suffix; only profile 0 counts
         layers += [dict(l, Name=l["Name"] + " [profile 1]") for l in layers]
     return json.dumps(
@@ -318,14 +376,34 @@ def test_summary_round_trips_through_dict():
 
 def _meta(tmp_path) -> EngineMetadata:
     info = ModelInfo("fcn8s", 21, width=0.125, preprocessing=Preprocessing.caffe())
-    onnx_meta = OnnxMetadata(info, "tensor", "fp16", False, SizeBounds((1, 1), (1024, 1024), 1, 8), "x", "logits",
-                             "ab" * 32, "2.13.0", "1.23.0", 20)  # fmt: skip
+    onnx_meta = OnnxMetadata(
+        info,
+        "tensor",
+        "fp16",
+        False,
+        SizeBounds((1, 1), (1024, 1024), 1, 8),
+        "x",
+        "logits",
+        "ab" * 32,
+        "2.13.0",
+        "1.23.0",
+        20,
+    )
     return EngineMetadata(
-        tensorrt_version="10.13.3.9", gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0),
-        profiles=[LANDSCAPE, PORTRAIT], precision="fp16", requested_precision="fp16",
-        layers=summarize_layers(_engine_json()), onnx=onnx_meta, onnx_sha256="cd" * 32, engine_sha256="ef" * 32,
-        build_seconds=42.5, built_at="2025-01-01T00:00:00+00:00", builder={"opt_level": 3, "workspace_gib": 4.0},
-    )  # fmt: skip
+        tensorrt_version="10.13.3.9",
+        gpu_name="NVIDIA H100 80GB HBM3",
+        compute_capability=(9, 0),
+        profiles=[LANDSCAPE, PORTRAIT],
+        precision="fp16",
+        requested_precision="fp16",
+        layers=summarize_layers(_engine_json()),
+        onnx=onnx_meta,
+        onnx_sha256="cd" * 32,
+        engine_sha256="ef" * 32,
+        build_seconds=42.5,
+        built_at="2025-01-01T00:00:00+00:00",
+        builder={"opt_level": 3, "workspace_gib": 4.0},
+    )
 
 
 def test_sidecar_round_trip_is_atomic_and_readable(tmp_path):
@@ -437,8 +515,12 @@ def test_compare_outputs_image_mode_compares_labels():
 
 
 def test_parser_errors_become_one_line_naming_the_node():
-    issues = [ParserIssue("UNSUPPORTED_NODE", "Cast: input types must match\n", 17, "/score/Conv", "Conv"),
-              ParserIssue("INVALID_NODE", "other", 18, "", "Add")]  # fmt: skip
+    issues = [
+        ParserIssue(
+            "UNSUPPORTED_NODE", "Cast: input types must match\n", 17, "/score/Conv", "Conv"
+        ),
+        ParserIssue("INVALID_NODE", "other", 18, "", "Add"),
+    ]
     msg = format_parser_errors("m.onnx", issues)
     assert "\n" not in msg and "node /score/Conv (Conv)" in msg and "(+1 more errors)" in msg
     assert "strongly typed" in msg  # a dtype problem gets the re-export hint

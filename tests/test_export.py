@@ -193,9 +193,12 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
 
 
 def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None:
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     foreign = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph), str(foreign))
     with pytest.raises(FCNError, match="without fcn-deploy metadata"):
@@ -209,10 +212,15 @@ def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None
 
 
 def test_check_graph_rejects_mixed_dtypes() -> None:
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"], name="bad_add")], "g",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT16, [2]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT16, [2])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"], name="bad_add")],
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT16, [2]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT16, [2])],
+    )
     with pytest.raises(FCNError):  # onnx's own type check or ours: either way, named and refused
         check_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
 

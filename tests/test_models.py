@@ -88,8 +88,15 @@ def test_reference_shape_check_at_500() -> None:
         model(torch.zeros(1, 3, 500, 500))
     for hook in hooks:
         hook.remove()
-    assert seen == {"conv1_1": 698, "score_pool3": 88, "score_pool4": 44, "fc6": 16,
-                    "upscore2": 34, "upscore_pool4": 70, "upscore8": 568}  # fmt: skip
+    assert seen == {
+        "conv1_1": 698,
+        "score_pool3": 88,
+        "score_pool4": 44,
+        "fc6": 16,
+        "upscore2": 34,
+        "upscore_pool4": 70,
+        "upscore8": 568,
+    }
 
 
 def _coord_offset(layers: list[tuple[str, int, int, int]]) -> float:

@@ -50,7 +50,8 @@ def as_bgr8(image: ImageLike, rgb: bool = False) -> np.ndarray:
         t = image.detach()
         if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
             raise FCNError(
-                f"torch images are taken channels-last (H×W×C) like NumPy ones; got {tuple(t.shape)}, "
+                "torch images are taken channels-last (H×W×C) like NumPy ones; got "
+                f"{tuple(t.shape)}, "
                 "which looks channels-first: pass image.permute(1, 2, 0)"
             )
         return to_bgr8(t.cpu().numpy(), rgb)
@@ -157,7 +158,8 @@ class Segmenter:
         """
         if not Path(path).exists():
             raise FCNError(
-                f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a TensorRT .engine)"
+                f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a "
+                "TensorRT .engine)"
             )
         runner = load_runner(path, device=device, backend=backend, **runner_options)
         return cls(runner, tile, tile_size, overlap, batch_size)
@@ -197,7 +199,8 @@ class Segmenter:
         """float32 ``C×H×W`` class scores; only tensor-I/O models have them."""
         if self.runner.io != "tensor":
             raise FCNError(
-                "this model was exported with preprocessing and argmax folded in (image I/O) and returns "
+                "this model was exported with preprocessing and argmax folded in (image I/O) and "
+                "returns "
                 "only labels; re-export with --io tensor to get class scores"
             )
         return self._run([image], rgb, tile, scores=True)[0]
@@ -210,7 +213,8 @@ class Segmenter:
         labels = np.asarray(labels)
         if labels.shape != bgr.shape[:2]:
             raise FCNError(
-                f"labels of shape {labels.shape} do not match the image's {bgr.shape[0]}x{bgr.shape[1]} pixels"
+                f"labels of shape {labels.shape} do not match the image's "
+                f"{bgr.shape[0]}x{bgr.shape[1]} pixels"
             )
         colours = ModelInfo.palette_array(self.palette)[:, ::-1][
             np.clip(labels, 0, 255)
@@ -239,7 +243,8 @@ class Segmenter:
                 groups.setdefault((h, w), []).append(k)
             else:
                 raise FCNError(
-                    f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
+                    f"an image of {h}x{w} (HxW) is larger than this model accepts "
+                    f"({top[0]}x{top[1]}); "
                     "pass tile=True (fcn-predict --tile) to run it in overlapping tiles"
                 )
         for indices in groups.values():

@@ -109,7 +109,8 @@ def parse_backends(text: str) -> list[str]:
     unknown = [n for n in names if n not in BENCH_BACKENDS]
     if unknown or not names:
         raise FCNError(
-            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCH_BACKENDS)}"
+            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(BENCH_BACKENDS)}"
         )
     return list(dict.fromkeys(names))
 
@@ -202,11 +203,8 @@ def onnx_for(
 
         given = read_onnx_metadata(source.path).precision
         if given != precision:
-            return (
-                None,
-                None,
-                f"--model {source.label} is {given}; pass a checkpoint to export {precision} on the fly",
-            )
+            why = f"--model {source.label} is {given}; pass a checkpoint to export {precision}"
+            return None, None, why + " on the fly"
         return source.path, None, ""
     from ..export import export_onnx
 

@@ -131,7 +131,8 @@ def run_benchmark(
             "CPU: every row is measured against the FP32 matmul rate (no native FP16 arithmetic)"
         )
     doc["notes"].append(
-        "host memory: peak resident set of the whole benchmark process during each row's warm-up and timed calls"
+        "host memory: peak resident set of the whole benchmark process during each row's warm-up "
+        "and timed calls"
     )
     return doc
 

@@ -128,15 +128,28 @@ def _main(argv: Sequence[str] | None) -> int:
     sliding = args.scenario == "sliding-window"
     cfg = BenchConfig(
         sizes=parse_sizes(args.sizes or (SLIDING_SIZES if sliding else DEFAULT_SIZES), "--sizes"),
-        batch=args.batch, warmup=args.warmup, iters=args.iters, min_time=args.min_time,
-        e2e_iters=args.e2e_iters, seed=args.seed,
-    )  # fmt: skip
+        batch=args.batch,
+        warmup=args.warmup,
+        iters=args.iters,
+        min_time=args.min_time,
+        e2e_iters=args.e2e_iters,
+        seed=args.seed,
+    )
     doc = run_benchmark(
-        args.scenario, model=args.model, variant=args.variant, width=args.width, num_classes=args.num_classes,
-        backends=args.backends, config=cfg, device=args.device, threads=args.threads,
-        stream=_parse_stream(args.stream), cache_dir=args.cache_dir, matmul_size=args.matmul_size,
+        args.scenario,
+        model=args.model,
+        variant=args.variant,
+        width=args.width,
+        num_classes=args.num_classes,
+        backends=args.backends,
+        config=cfg,
+        device=args.device,
+        threads=args.threads,
+        stream=_parse_stream(args.stream),
+        cache_dir=args.cache_dir,
+        matmul_size=args.matmul_size,
         command=shlex.join(["fcn-bench", *(argv if argv is not None else sys.argv[1:])]),
-    )  # fmt: skip
+    )
     problems = validate(doc)
     if problems:  # a bug here, not bad input: say so loudly but still save what was measured
         print(

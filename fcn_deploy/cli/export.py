@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fcn-export",
         description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against PyTorch under "
-        "ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an .onnx file: then the "
+        "ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an .onnx file: then "
+        "the "
         "export is skipped and --engine builds a TensorRT engine from it.",
     )
     p.add_argument(
@@ -90,7 +91,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None:
             raise FCNError(
-                f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an engine from it)"
+                f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an "
+                "engine from it)"
             )
         from ..export import read_onnx_metadata
 
@@ -104,14 +106,25 @@ def _main(argv: Sequence[str] | None) -> int:
     from ..export import export_onnx
 
     report = export_onnx(
-        args.source, args.output, variant=args.variant, precision=args.precision, io=args.io,
-        fp16_io=args.fp16_io, max_size=parse_size(args.max_size, "--max-size"), max_batch=max_batch,
-        opset=_int(args.opset, "--opset"), verify=not args.no_verify,
+        args.source,
+        args.output,
+        variant=args.variant,
+        precision=args.precision,
+        io=args.io,
+        fp16_io=args.fp16_io,
+        max_size=parse_size(args.max_size, "--max-size"),
+        max_batch=max_batch,
+        opset=_int(args.opset, "--opset"),
+        verify=not args.no_verify,
         seed=_int(args.seed, "--seed") if args.seed is not None else None,
-    )  # fmt: skip
+    )
     m, g = report.metadata, report.graph
-    print(f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} MiB, "
-          f"exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} convs in FP16")  # fmt: skip
+    print(
+        f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} "
+        "MiB, "
+        f"exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} "
+        "convs in FP16"
+    )
     if report.fp32_layers:
         print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
     if not report.rows:
@@ -120,8 +133,11 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):")
         print(report.table())
         if report.fp16_label_agreement is not None:
-            print(f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest activation "
-                  f"{report.activation_peak:.4g} (FP16 max 65504)")  # fmt: skip
+            print(
+                f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest "
+                "activation "
+                f"{report.activation_peak:.4g} (FP16 max 65504)"
+            )
         if not report.passed:
             print(
                 f"verification FAILED: {report.path} was written for inspection; do not deploy it"

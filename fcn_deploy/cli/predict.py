@@ -233,7 +233,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.variant:
         if (args.backend or backend_for_path(args.model)) != "torch":
             raise FCNError(
-                "--variant applies to PyTorch checkpoints and state dicts only; ONNX files and engines know their net"
+                "--variant applies to PyTorch checkpoints and state dicts only; ONNX files and "
+                "engines know their net"
             )
         options["variant"] = args.variant
     if args.output.exists() and not args.output.is_dir():

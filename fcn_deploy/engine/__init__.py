@@ -54,4 +54,4 @@ __all__ = [
     "tensor_precision",
     "validate_profiles",
     "write_sidecar",
-]  # fmt: skip
+]

@@ -53,7 +53,8 @@ class EngineReport:
         m = self.metadata
         lines = [
             f"engine: {self.path or '(not written)'}",
-            f"TensorRT {m.tensorrt_version} on {m.gpu_name} (sm_{m.compute_capability[0]}{m.compute_capability[1]}), "
+            f"TensorRT {m.tensorrt_version} on {m.gpu_name} "
+            f"(sm_{m.compute_capability[0]}{m.compute_capability[1]}), "
             f"built in {m.build_seconds:.1f} s, {m.builder.get('route', '')}",
             f"precision: {m.layers.describe()}",
             "profiles (min / opt / max, NxCxHxW): " + "; ".join(str(p) for p in m.profiles),
@@ -79,11 +80,13 @@ def _check_paths(onnx_path: Path, engine_path: Path) -> None:
         raise FCNError(f"{onnx_path}: no such ONNX file (export one with fcn-export first)")
     if engine_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise FCNError(
-            f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners recognize it"
+            f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners "
+            "recognize it"
         )
     if engine_path.parent and not engine_path.parent.is_dir():
         raise FCNError(
-            f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it first)"
+            f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it "
+            "first)"
         )
 
 
@@ -199,12 +202,17 @@ def build_engine(
         precision == "fp16" and layers.label == "fp32"
     ):  # the silent-FP32 trap: refuse, never mislabel
         raise FCNError(
-            f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
-            "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
+            f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was "
+            "written. "
+            "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports "
+            "FP16"
         )
     if layers.label != precision:
         log.info(
-            "note: the engine is labelled %r, not %r: %s", layers.label, precision, layers.describe()
+            "note: the engine is labelled %r, not %r: %s",
+            layers.label,
+            precision,
+            layers.describe(),
         )
     gpu_name, capability = device_identity(dev)
     engine_meta = EngineMetadata(
@@ -245,8 +253,10 @@ def build_engine(
         if not report.passed:
             worst = min(report.gate_rows, key=lambda r: r.label_agreement)
             raise EngineGateError(
-                f"engine failed the accuracy gate: {worst.label_agreement:.2%} label agreement with ONNX Runtime at "
-                f"{'x'.join(map(str, worst.shape))} (profile {worst.profile}), below {gate_threshold:.2%}; nothing was written",
+                f"engine failed the accuracy gate: {worst.label_agreement:.2%} label agreement "
+                "with ONNX Runtime at "
+                f"{'x'.join(map(str, worst.shape))} (profile {worst.profile}), below "
+                f"{gate_threshold:.2%}; nothing was written",
                 report,
             )
     with atomic_path(engine_path) as tmp:

@@ -120,7 +120,8 @@ def compile_engine(
     _parse(parser, os.fspath(onnx_path))
     if network.num_inputs != 1 or network.get_input(0).name != plan.input_name:
         raise FCNError(
-            f"{onnx_path}: expected one input named {plan.input_name!r}; re-export the model with fcn-export"
+            f"{onnx_path}: expected one input named {plan.input_name!r}; re-export the model with "
+            "fcn-export"
         )
 
     config = builder.create_builder_config()
@@ -144,7 +145,8 @@ def compile_engine(
         )
         if config.add_optimization_profile(profile) < 0:
             raise FCNError(
-                f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error above"
+                f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error "
+                "above"
             )
     monitor = _BuildMonitor() if progress else None
     if monitor is not None:

@@ -73,7 +73,8 @@ def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
         return _TORCH_DTYPES[dtype.name]
     except KeyError:
         raise FCNError(
-            f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the engine"
+            f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the "
+            "engine"
         ) from None
 
 
@@ -94,7 +95,8 @@ class EngineExecutor:
             engine = self._runtime.deserialize_cuda_engine(serialized)
             if engine is None:
                 raise FCNError(
-                    "TensorRT could not deserialize the engine (see its error above); rebuild the engine"
+                    "TensorRT could not deserialize the engine (see its error above); rebuild the "
+                    "engine"
                 )
             self.engine = engine
             self._check_io(meta)
@@ -116,12 +118,14 @@ class EngineExecutor:
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if inputs != [meta.onnx.input_name] or outputs != [meta.onnx.output_name]:
             raise FCNError(
-                f"engine I/O {inputs} → {outputs} does not match its sidecar ({meta.onnx.input_name} → "
+                f"engine I/O {inputs} → {outputs} does not match its sidecar "
+                f"({meta.onnx.input_name} → "
                 f"{meta.onnx.output_name}); the .json beside it belongs to another engine: rebuild"
             )
         if self.engine.num_optimization_profiles != len(meta.profiles):
             raise FCNError(
-                f"engine has {self.engine.num_optimization_profiles} optimization profiles but its sidecar lists "
+                f"engine has {self.engine.num_optimization_profiles} optimization profiles but its "
+                "sidecar lists "
                 f"{len(meta.profiles)}; the .json beside it belongs to another engine: rebuild"
             )
         self.input_name, self.output_name = meta.onnx.input_name, meta.onnx.output_name
@@ -162,7 +166,8 @@ class EngineExecutor:
         for name, tensor in ((self.input_name, x), (self.output_name, self._out)):
             if not self.context.set_tensor_address(name, tensor.data_ptr()):
                 raise FCNError(
-                    f"TensorRT rejected the device buffer for {name!r} (misaligned or not on {self.device})"
+                    f"TensorRT rejected the device buffer for {name!r} (misaligned or not on "
+                    f"{self.device})"
                 )
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise FCNError(

@@ -82,13 +82,15 @@ def gate_passed(rows: Sequence[GateRow]) -> bool:
 def format_gate(rows: Sequence[GateRow], threshold: float) -> str:
     """The gate table: one line per profile and size, with the rule it was held to."""
     lines = [
-        f"{'profile':>7}  {'N×C×H×W':>16}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: labels >= {threshold:.2%}, finite)"
+        f"{'profile':>7}  {'N×C×H×W':>16}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  "
+        f"result   (pass: labels >= {threshold:.2%}, finite)"
     ]
     for r in rows:
         err = f"{r.max_abs_error:11.3g}" if r.max_abs_error is not None else f"{'-':>11}"
         rel = f"{r.rel_error:9.2e}" if r.rel_error is not None else f"{'-':>9}"
         note = "" if r.finite else "  NaN/inf in output"
         lines.append(
-            f"{r.profile:>7}  {format_shape(r.shape):>16}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}{note}"
+            f"{r.profile:>7}  {format_shape(r.shape):>16}  {err}  {rel}  {r.label_agreement:8.4%}  "
+            f"{'ok' if r.passed else 'FAIL'}{note}"
         )
     return "\n".join(lines)

@@ -78,8 +78,10 @@ class LayerSummary:
 
     def describe(self) -> str:
         return (
-            f"{self.label}: {self.fp16_convs}/{self.convs} convs and {self.fp16_conv_flop_share:.1%} of conv "
-            f"FLOPs in FP16 ({'at the inspected shape' if self.flops_basis == 'shape' else 'weighted by weights'}), "
+            f"{self.label}: {self.fp16_convs}/{self.convs} convs and "
+            f"{self.fp16_conv_flop_share:.1%} of conv "
+            "FLOPs in FP16 "
+            f"({'at the inspected shape' if self.flops_basis == 'shape' else 'weighted by weights'}), "
             f"{self.fp16_layers}/{self.layers} float layers in FP16"
         )
 

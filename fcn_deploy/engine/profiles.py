@@ -125,7 +125,8 @@ def profiles_from_strings(
     """
     if len(mins) != len(maxs):
         raise FCNError(
-            f"got {len(mins)} --min-shape and {len(maxs)} --max-shape values; give one of each per profile"
+            f"got {len(mins)} --min-shape and {len(maxs)} --max-shape values; give one of each per "
+            "profile"
         )
     if opts and len(opts) != len(mins):
         raise FCNError(
@@ -154,7 +155,8 @@ def validate_profiles(profiles: Sequence[Profile], bounds: SizeBounds) -> None:
             problem = bounds.violation(shape[0], shape[2], shape[3])
             if problem:
                 raise FCNError(
-                    f"profile {i} {label} shape {format_shape(shape)}: {problem}, the range the ONNX "
+                    f"profile {i} {label} shape {format_shape(shape)}: {problem}, the range the "
+                    "ONNX "
                     "model was exported for; choose smaller shapes or re-export with larger bounds"
                 )
 
@@ -191,6 +193,8 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
         return min(fitting, key=lambda i: profiles[i].distance(shape))
     ranges = "; ".join(f"profile {i}: {p.range_text()}" for i, p in enumerate(profiles))
     raise FCNError(
-        f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of this "
-        f"engine ({ranges}); resize or tile the input, or rebuild the engine with --min-shape/--max-shape covering it"
+        f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of "
+        "this "
+        f"engine ({ranges}); resize or tile the input, or rebuild the engine with "
+        "--min-shape/--max-shape covering it"
     )

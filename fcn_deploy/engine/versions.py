@@ -87,8 +87,10 @@ def precision_route(
     if version.at_least(STRONGLY_TYPED_SINCE):
         if precision != graph_precision:
             raise FCNError(
-                f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} (networks are "
-                f"strongly typed: the graph's dtypes are the engine's), but this graph is {graph_precision}; "
+                f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} "
+                "(networks are "
+                "strongly typed: the graph's dtypes are the engine's), but this graph is "
+                f"{graph_precision}; "
                 f"re-export with --precision {precision}"
             )
         on_11 = version.at_least(STRONGLY_TYPED_DEFAULT_SINCE)
@@ -106,7 +108,8 @@ def precision_route(
         return PrecisionRoute(False, False, False, "weakly typed, FP32 (TF32 allowed)")
     if not has_fp16_flag:
         raise FCNError(
-            f"TensorRT {version} reports no BuilderFlag.FP16, so it cannot build an fp16 engine by the "
+            f"TensorRT {version} reports no BuilderFlag.FP16, so it cannot build an fp16 engine by "
+            "the "
             "flag route; upgrade to TensorRT 10.12+ (strongly typed FP16)"
         )
     return PrecisionRoute(

@@ -92,7 +92,8 @@ def _check_options(
         raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
     if fp16_io and (precision != "fp16" or io != "tensor"):
         raise FCNError(
-            "--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns uint8)"
+            "--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns "
+            "uint8)"
         )
     if len(max_size) != 2 or any(int(v) < 1 for v in max_size):
         raise FCNError(
@@ -108,7 +109,8 @@ def _load(source: Source, variant: str | None) -> tuple[nn.Module, str]:
     if isinstance(source, nn.Module):
         if not hasattr(source, "info"):
             raise FCNError(
-                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models or load_model"
+                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models or "
+                "load_model"
             )
         return copy.deepcopy(source).float().eval(), model_sha256(
             source
@@ -148,10 +150,18 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
-                module, (example,), None, dynamo=True, opset_version=opset, external_data=False,
-                input_names=["x"], output_names=["logits"],
-                dynamic_shapes=(dims,), optimize=True, verbose=False,
-            )  # fmt: skip
+                module,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                external_data=False,
+                input_names=["x"],
+                output_names=["logits"],
+                dynamic_shapes=(dims,),
+                optimize=True,
+                verbose=False,
+            )
     except Exception as e:  # torch.export raises many types; all mean "this net did not export"
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
@@ -191,13 +201,15 @@ def export_onnx(
     info: ModelInfo = model.info  # type: ignore[assignment]
     params = sum(p.numel() for p in model.parameters())
     log.info(
-        f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s"
+        f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in "
+        f"{time.perf_counter() - start:.1f}s"
     )
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
     weight_bytes = sum(p.numel() * (2 if precision == "fp16" else 4) for p in model.parameters())
     if weight_bytes >= MAX_PROTO_BYTES:
         raise FCNError(
-            f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; export a smaller width or in fp16"
+            f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; "
+            "export a smaller width or in fp16"
         )
 
     fp32_layers: list[str] = []
@@ -209,16 +221,25 @@ def export_onnx(
         peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
         if fp32_layers:
             log.info(
-                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): {', '.join(fp32_layers)}"
+                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): "
+                f"{', '.join(fp32_layers)}"
             )
 
     import onnx
 
     meta = OnnxMetadata(
-        info=info, io=io, precision=precision, fp16_io=fp16_io, bounds=bounds,
-        input_name="image" if io == "image" else "x", output_name="labels" if io == "image" else "logits",
-        source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
-    )  # fmt: skip
+        info=info,
+        io=io,
+        precision=precision,
+        fp16_io=fp16_io,
+        bounds=bounds,
+        input_name="image" if io == "image" else "x",
+        output_name="labels" if io == "image" else "logits",
+        source_sha256=sha,
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        opset=opset,
+    )
     with atomic_path(output) as tmp:  # entered first: an unwritable path fails before the slow part
         log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
         start = time.perf_counter()

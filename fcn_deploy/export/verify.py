@@ -138,7 +138,8 @@ def format_rows(rows: Sequence[VerifyRow], meta: OnnxMetadata) -> str:
     else:
         rule = f"relative error <= {FP32_REL_TOL:g}"
     lines = [
-        f"{'N×H×W':>14}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: {rule})"
+        f"{'N×H×W':>14}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: "
+        f"{rule})"
     ]
     for r in rows:
         n, h, w = r.shape

@@ -42,7 +42,8 @@ def resolve_device(device: str | None) -> torch.device:
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise FCNError(
-                f"device {device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+                f"device {device} does not exist: this machine has {torch.cuda.device_count()} "
+                "GPU(s)"
             )
     elif dev.type != "cpu":
         raise FCNError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
@@ -109,13 +110,15 @@ class Runner(ABC):
                 )
             if not x.is_floating_point():
                 raise FCNError(
-                    f"this model takes preprocessed float input; got {x.dtype} (see Segmenter for raw images)"
+                    f"this model takes preprocessed float input; got {x.dtype} (see Segmenter for "
+                    "raw images)"
                 )
             n, h, w = x.shape[0], x.shape[2], x.shape[3]
         problem = self.bounds.violation(n, h, w)
         if problem:
             raise FCNError(
-                f"{self.name}: input {problem}; resize or tile the input, or re-export with larger bounds"
+                f"{self.name}: input {problem}; resize or tile the input, or re-export with larger "
+                "bounds"
             )
         return x.to(self.device, self.input_dtype, non_blocking=True).contiguous()
 

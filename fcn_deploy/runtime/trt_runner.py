@@ -49,7 +49,8 @@ class TensorRTRunner(Runner):
         dev = resolve_device(device)
         if dev.type != "cuda":
             raise FCNError(
-                "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime backend on CPU)"
+                "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime "
+                "backend on CPU)"
             )
         self.executor: EngineExecutor | None = EngineExecutor(path.read_bytes(), meta, dev)
         self.profiles = list(meta.profiles)

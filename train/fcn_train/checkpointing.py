@@ -102,7 +102,8 @@ def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
         path = path / LAST
     if not path.is_file():
         raise FCNError(
-            f"--resume {path}: no such checkpoint (give a training output folder holding {LAST}, or a .pt file)"
+            f"--resume {path}: no such checkpoint (give a training output folder holding {LAST}, "
+            "or a .pt file)"
         )
     return path
 

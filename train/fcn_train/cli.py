@@ -150,7 +150,8 @@ def _config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
     if changed:
         flag = "--" + changed[0].replace("_", "-")
         raise FCNError(
-            f"{flag} cannot change on --resume (the run was started with {getattr(stored, changed[0])!r}); "
+            f"{flag} cannot change on --resume (the run was started with "
+            f"{getattr(stored, changed[0])!r}); "
             f"only {', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may"
         )
     return dataclasses.replace(stored, **{"out": str(path.parent), **given}), saved
@@ -251,7 +252,8 @@ def _eval(argv: Sequence[str] | None) -> int:
         **results,
     }
     print(
-        f"{args.model} ({info.variant}, {backend}) on {dataset.name}, {results['num_images']} images\n"
+        f"{args.model} ({info.variant}, {backend}) on {dataset.name}, {results['num_images']} "
+        "images\n"
     )
     print(scores_table(results))
     if args.json is not None:

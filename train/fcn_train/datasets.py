@@ -60,12 +60,14 @@ def open_dataset(
         raise FCNError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if root is None:
         raise FCNError(
-            f"--data {name} needs --root (the {'VOCdevkit' if name == 'voc' else 'benchmark_RELEASE'} folder)"
+            f"--data {name} needs --root (the "
+            f"{'VOCdevkit' if name == 'voc' else 'benchmark_RELEASE'} folder)"
         )
     if split == "seg11valid":
         if name != "voc" or sbd_root is None:
             raise FCNError(
-                "split seg11valid needs --data voc --root VOCdevkit/VOC2011 and --sbd-root benchmark_RELEASE"
+                "split seg11valid needs --data voc --root VOCdevkit/VOC2011 and --sbd-root "
+                "benchmark_RELEASE"
             )
         return seg11valid(root, sbd_root)
     dataset: SegmentationDataset = (VOCSegmentation if name == "voc" else SBDSegmentation)(

@@ -50,7 +50,8 @@ def initial_model(
             )
         if source.num_classes != n:
             raise FCNError(
-                f"--init {init}: the checkpoint has {source.num_classes} classes but {dataset.name} has {n}"
+                f"--init {init}: the checkpoint has {source.num_classes} classes but "
+                f"{dataset.name} has {n}"
             )
         model = cls.from_fcn(source)
     else:

@@ -298,7 +298,8 @@ class Trainer:
             else "no checkpoint was written yet"
         )
         raise FCNError(
-            f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
+            f"training loss became {value} at iteration {self.state.iteration}; stopped, and "
+            f"{kept}. "
             f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume"
         )
 
