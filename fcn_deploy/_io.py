@@ -60,7 +60,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints, ONNX files and engines are large)."""
+    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints, ONNX files and engines are
+    large)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -126,7 +126,8 @@ def _tensors(payload: dict[str, Any], path: str | os.PathLike[str]) -> dict[str,
 
 
 def infer_variant(sd: Mapping[str, Any]) -> str | None:
-    """The variant a state dict's keys name, or None. FCN-8s at-once has FCN-8s's keys: pass it explicitly."""
+    """The variant a state dict's keys name, or None. FCN-8s at-once has FCN-8s's keys: pass it
+    explicitly."""
     if "features.0.weight" in sd and "classifier.0.weight" in sd:
         return "torchvision-vgg16"
     if "conv1_1.weight" not in sd:
@@ -156,7 +157,10 @@ def _describe_foreign(sd: Mapping[str, Any], expected: str) -> str:
     for pattern, family in _FOREIGN:
         hits = [k for k in keys if pattern in k]
         if hits:
-            return f"looks like a {family} checkpoint: {len(keys)} unexpected keys such as {hits[0]}; expected {expected}"
+            return (
+                f"looks like a {family} checkpoint: {len(keys)} unexpected keys such as {hits[0]}; "
+                f"expected {expected}"
+            )
     sample = ", ".join(keys[:3])
     return f"has {len(keys)} keys such as {sample}, none of which is {expected}"
 
@@ -211,7 +215,8 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
     """Any weights file this package understands → an eval-mode net with its ``info`` attached.
 
     Accepts an fcn-deploy checkpoint, a bare state dict of the PyTorch FCN port (``variant`` given
-    or inferred from its keys: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``) and a torchvision
+    or inferred from its keys: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``) and a
+    torchvision
     VGG16 file (giving the convolutionalized classifier).
     """
     if variant is not None and variant not in VARIANTS:

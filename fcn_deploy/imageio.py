@@ -54,7 +54,8 @@ def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to uint8 BGR (the rule of `to_bgr8`); a clear error if it can't be read."""
+    """Decode an image file to uint8 BGR (the rule of `to_bgr8`); a clear error if it can't be
+    read."""
     path = Path(path)
     if not path.is_file():
         raise FCNError(f"{path}: no such image file")
@@ -82,7 +83,8 @@ def write_label_png(
 
 
 def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
-    """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8; colours are not interpreted."""
+    """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8; colours are not
+    interpreted."""
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):

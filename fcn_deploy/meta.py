@@ -71,7 +71,8 @@ def default_class_names(num_classes: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a decoded image becomes the network's input: ``(pixels[..., order] * scale - mean) / std``.
+    """How a decoded image becomes the network's input: ``(pixels[..., order] * scale - mean) /
+    std``.
 
     ``color`` is the channel order the network expects ("bgr" or "rgb"); images arrive as OpenCV
     decodes them (BGR) and are reordered if needed. ``mean``/``std`` are in that channel order.

@@ -18,7 +18,8 @@ IGNORE_LABEL = 255  # VOC's "void" border and unlabelled pixels: never counted
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """``C×C`` int64 counts of (true class, predicted class) pairs; labels outside 0…C−1 are skipped.
+    """``C×C`` int64 counts of (true class, predicted class) pairs; labels outside 0…C−1 are
+    skipped.
 
     That skips 255 (ignore) and anything else out of range, as the reference scorer does.
     """
@@ -52,7 +53,8 @@ def per_class_iu(
 
 
 def segmentation_scores(confusion: np.ndarray) -> dict[str, float]:
-    """``pixel_accuracy``, ``mean_accuracy``, ``mean_iu`` and ``frequency_weighted_iu`` of a confusion matrix.
+    """``pixel_accuracy``, ``mean_accuracy``, ``mean_iu`` and ``frequency_weighted_iu`` of a
+    confusion matrix.
 
     With n_ij the pixels of class i predicted as j and t_i = Σ_j n_ij (Long et al., section 5):
     pixel accuracy Σ n_ii / Σ t_i; mean accuracy mean_i n_ii / t_i; mean IU mean_i of

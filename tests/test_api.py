@@ -38,14 +38,16 @@ def segmenter(make_model: Callable[..., torch.nn.Module]) -> Segmenter:
 
 
 def reference_labels(seg: Segmenter, bgr: np.ndarray) -> np.ndarray:
-    """Labels straight from the eager net, preprocessed by `Preprocessing.apply` (not the API's path)."""
+    """Labels straight from the eager net, preprocessed by `Preprocessing.apply` (not the API's
+    path)."""
     x = torch.from_numpy(seg.info.preprocessing.apply(bgr[None]))
     with torch.inference_mode():
         return seg.runner.model(x).argmax(1)[0].numpy()  # type: ignore[attr-defined]
 
 
 class PixelRunner(Runner):
-    """A real runner whose scores depend on each pixel alone (a 1×1 conv): tiling must then be exact."""
+    """A real runner whose scores depend on each pixel alone (a 1×1 conv): tiling must then be
+    exact."""
 
     backend = "pixel"
 
@@ -209,7 +211,8 @@ def test_tile_spans_cover_align_and_overlap() -> None:
 
 @pytest.mark.parametrize("io", ["tensor", "image"])
 def test_tiling_is_exact_for_a_pixelwise_model(io: str) -> None:
-    """With no spatial context, blending and stitching must reproduce whole-image results exactly."""
+    """With no spatial context, blending and stitching must reproduce whole-image results
+    exactly."""
     bounds = SizeBounds(max_hw=(64, 96), max_batch=3)
     tiled = Segmenter(PixelRunner(io, bounds), tile=True, overlap=24)
     whole = Segmenter(PixelRunner(io, SizeBounds()))

@@ -1,4 +1,5 @@
-"""fcn-bench: FLOPs against a hand count, the CLI as a real subprocess, the schema, the scenarios."""
+"""fcn-bench: FLOPs against a hand count, the CLI as a real subprocess, the schema, the
+scenarios."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_flops_match_a_hand_count_of_fcn32s() -> None:
         + conv(s4, s4, c3, c4, 3) + 2 * conv(s4, s4, c4, c4, 3)
         + 3 * conv(s5, s5, c4, c5, 3)
         + conv(f, f, c5, fc, 7) + conv(f, f, fc, fc, 1) + conv(f, f, fc, n, 1)
-        + 2 * f * f * n * n * 64 * 64  # upscore: each input value scattered into a 64×64 patch per class
+        + 2 * f * f * n * n * 64 * 64  # upscore: each input value scattered over 64×64 per class
     )  # fmt: skip
     assert flops_per_image(ModelInfo("fcn32s", n, 0.0625), 64, 64) == expected
 

@@ -55,7 +55,8 @@ def write_sbd(root: Path, splits: dict[str, list[str]]) -> Path:
         for i in ids:
             image, labels = _scene(i, 24, 18)
             cv2.imwrite(str(base / "img" / f"{i}.jpg"), image)
-            # SBD's layout: a 1×1 struct GTcls with Segmentation (uint8 H×W), Boundaries, CategoriesPresent
+            # SBD's layout: a 1×1 struct GTcls with Segmentation (uint8 H×W), Boundaries,
+            # CategoriesPresent
             gt = {
                 "Segmentation": labels,
                 "Boundaries": np.zeros(labels.shape, np.uint8),

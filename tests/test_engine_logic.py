@@ -1,4 +1,5 @@
-"""The engine layer's plain logic, everywhere: profiles, version gates, layer summary, sidecar, gate.
+"""The engine layer's plain logic, everywhere: profiles, version gates, layer summary, sidecar,
+gate.
 
 None of this needs TensorRT; the inspector JSON below follows the documented format (NVIDIA's
 trex reads the same fields: Layers/Bindings, LayerType, ParameterType, Inputs/Outputs with
@@ -371,7 +372,8 @@ def test_summary_round_trips_through_dict():
     assert d["label"] == "fp16" and LayerSummary.from_dict(d) == s
 
 
-# --- sidecar and compatibility ---------------------------------------------------------------------
+# --- sidecar and compatibility
+# ---------------------------------------------------------------------
 
 
 def _meta(tmp_path) -> EngineMetadata:
@@ -461,7 +463,8 @@ def test_compatibility_check_refuses_other_versions_and_gpus(tmp_path):
         check_compatible(meta, "10.13.3.9", (8, 9), "NVIDIA L4")
 
 
-# --- accuracy gate arithmetic ----------------------------------------------------------------------
+# --- accuracy gate arithmetic
+# ----------------------------------------------------------------------
 
 
 def test_gate_shapes_cover_min_opt_max_and_an_odd_size_inside():

@@ -18,7 +18,8 @@ from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner
 
 @pytest.fixture(scope="module")
 def fp16_io_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner checks it)."""
+    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner
+    checks it)."""
     torch.manual_seed(0)
     model = randomize(create_model("fcn32s", num_classes=4, width=0.125))
     path = tmp_path_factory.mktemp("ort") / "fcn32s-fp16.onnx"

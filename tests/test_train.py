@@ -1,4 +1,5 @@
-"""fcn-train: exact resume, NaN stop, signals, two-process gloo, learning, and the CLI as a subprocess."""
+"""fcn-train: exact resume, NaN stop, signals, two-process gloo, learning, and the CLI as a
+subprocess."""
 
 from __future__ import annotations
 
@@ -286,7 +287,8 @@ def test_cli_train_then_eval(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_training_on_synthetic_scenes_beats_predicting_background(tmp_path: Path) -> None:
-    # ~200 steps is where a from-scratch net leaves the all-background plateau (benchmarks/training.md
+    # ~200 steps is where a from-scratch net leaves the all-background plateau
+    # (benchmarks/training.md
     # has the full curve); a higher lr than the recipe's gets there sooner
     import numpy as np
 

@@ -192,7 +192,8 @@ class Segmenter:
     def predict_batch(
         self, images: Sequence[ImageLike], rgb: bool = False, tile: bool | None = None
     ) -> list[np.ndarray]:
-        """`predict` for many images: equal sizes share runner calls (up to ``batch_size``), order kept."""
+        """`predict` for many images: equal sizes share runner calls (up to ``batch_size``),
+        order kept."""
         return self._run(list(images), rgb, tile, scores=False)
 
     def logits(self, image: ImageLike, rgb: bool = False, tile: bool | None = None) -> np.ndarray:
@@ -208,7 +209,8 @@ class Segmenter:
     def overlay(
         self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5, rgb: bool = False
     ) -> np.ndarray:
-        """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for cv2.imwrite."""
+        """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for
+        cv2.imwrite."""
         bgr = as_bgr8(image, rgb)
         labels = np.asarray(labels)
         if labels.shape != bgr.shape[:2]:
@@ -297,7 +299,8 @@ class Segmenter:
         return out
 
     def _tiled(self, bgr: np.ndarray, scores: bool) -> np.ndarray:
-        """One image through overlapping tiles; blended scores, or labels from the tiles' centres."""
+        """One image through overlapping tiles; blended scores, or labels from the tiles'
+        centres."""
         start, timing = time.perf_counter(), self.last_timing
         counted = timing.total
         grid = TileGrid(bgr.shape[0], bgr.shape[1], self.tile_size, self.overlap)
@@ -329,4 +332,5 @@ class Segmenter:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Segmenter {self.info.variant} {self.runner.name} io={self.runner.io} on {self.runner.device}>"
+        runner = self.runner
+        return f"<Segmenter {self.info.variant} {runner.name} io={runner.io} on {runner.device}>"

@@ -34,7 +34,8 @@ Span = tuple[int, int]
 
 
 def tile_spans(length: int, tile: int, overlap: int, align: int = ALIGN) -> list[Span]:
-    """``(start, end)`` of tiles of at most ``tile`` pixels covering ``length``, sharing ≥ ``overlap``.
+    """``(start, end)`` of tiles of at most ``tile`` pixels covering ``length``, sharing ≥
+    ``overlap``.
 
     Starts are multiples of ``align``; the last tile ends at ``length`` and may be up to
     ``align - 1`` pixels shorter than the others. Needs ``tile ≥ overlap + align``.
@@ -57,7 +58,8 @@ def _cuts(spans: list[Span]) -> list[int]:
 
 
 def _ramp_weights(spans: list[Span], i: int) -> torch.Tensor:
-    """1-D blending weights of tile ``i``: 1 inside, sin²/cos² ramps across overlaps with neighbours."""
+    """1-D blending weights of tile ``i``: 1 inside, sin²/cos² ramps across overlaps with
+    neighbours."""
     start, end = spans[i]
     w = np.ones(end - start, np.float32)
     if i > 0:  # rising over the overlap with the previous tile
@@ -86,7 +88,8 @@ def _batches(spans: list[Span], batch: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Tiles of at most ``tile`` (h, w) pixels over an ``height×width`` image, overlapping ≥ ``overlap``."""
+    """Tiles of at most ``tile`` (h, w) pixels over an ``height×width`` image, overlapping ≥
+    ``overlap``."""
 
     height: int
     width: int

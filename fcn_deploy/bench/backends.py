@@ -195,7 +195,8 @@ def _prepare(
 def onnx_for(
     source: ModelSource, precision: str, max_batch: int, cache: Path
 ) -> tuple[Path | None, float | None, str]:
-    """The ONNX file for ``precision``: the one given, or one exported now (with its export time)."""
+    """The ONNX file for ``precision``: the one given, or one exported now (with its export
+    time)."""
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
             return None, None, f"--model {source.label} is not an ONNX file or checkpoint"

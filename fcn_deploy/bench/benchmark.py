@@ -1,4 +1,5 @@
-"""``run_benchmark``: one call from options to the result document ``fcn-bench`` prints and saves."""
+"""``run_benchmark``: one call from options to the result document ``fcn-bench`` prints and
+saves."""
 
 from __future__ import annotations
 

@@ -291,7 +291,8 @@ def write_markdown(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 def write_plot(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """PNG. Sizes: latency against megapixels per backend (log-log) and speedup over eager FP32
-    per size. Sliding window: both approaches' time per image size. Stream: throughput per backend."""
+    per size. Sliding window: both approaches' time per image size. Stream: throughput per
+    backend."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -76,7 +76,8 @@ def random_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
 
 
 def _model_input(runner: Runner, images: np.ndarray) -> torch.Tensor:
-    """The batch in the runner's I/O mode, already on its device in its dtype (so no copy is timed)."""
+    """The batch in the runner's I/O mode, already on its device in its dtype (so no copy is
+    timed)."""
     if runner.io == "image":
         return runner.check_input(images)
     return runner.check_input(runner.info.preprocessing.apply(images))
@@ -274,7 +275,8 @@ def _add_speedups(rows: list[SizeRow]) -> None:
 
 
 def stream_shapes(count: int, low: int, high: int, seed: int) -> list[Size]:
-    """``count`` frames over ``ceil(count/2)`` seeded random shapes, each seen about twice, shuffled,
+    """``count`` frames over ``ceil(count/2)`` seeded random shapes, each seen about twice,
+    shuffled,
     so every shape has a first call and (mostly) a repeat to compare it with."""
     rng = np.random.default_rng(seed)
     distinct = [

@@ -43,7 +43,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NxCxHxW",
-        help="shape the profile is tuned for, e.g. 1x3x512x512 (repeatable; default: the min shape)",
+        help="shape the profile is tuned for, e.g. 1x3x512x512 "
+        "(repeatable; default: the min shape)",
     )
     g.add_argument(
         "--max-shape",
@@ -71,7 +72,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--timing-cache",
         type=Path,
         metavar="PATH",
-        help="load and save the builder timing cache here: rebuilds on the same GPU get much faster",
+        help="load and save the builder timing cache here: "
+        "rebuilds on the same GPU get much faster",
     )
     g.add_argument(
         "--engine-precision",
@@ -84,7 +86,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.99,
         metavar="AGREEMENT",
-        help="least share of pixels whose label must match ONNX Runtime at every checked size (default 0.99)",
+        help="least share of pixels whose label must match ONNX Runtime "
+        "at every checked size (default 0.99)",
     )
     g.add_argument(
         "--no-gate",

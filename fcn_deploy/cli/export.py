@@ -17,16 +17,16 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fcn-export",
-        description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against PyTorch under "
-        "ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an .onnx file: then "
-        "the "
-        "export is skipped and --engine builds a TensorRT engine from it.",
+        description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against "
+        "PyTorch under ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an "
+        ".onnx file: then the export is skipped and --engine builds a TensorRT engine from it.",
     )
     p.add_argument(
         "source",
         type=Path,
         metavar="SOURCE",
-        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, or an .onnx file",
+        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, "
+        "or an .onnx file",
     )
     p.add_argument(
         "-o",
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "fp16"),
         default="fp32",
-        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io (default fp32)",
+        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io "
+        "(default fp32)",
     )
     p.add_argument(
         "--fp16-io",

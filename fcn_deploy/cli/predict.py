@@ -167,7 +167,8 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
 
 
 def output_names(files: Sequence[Path]) -> list[str]:
-    """One output name per file: its stem, or ``stem-2``, ``stem-3``, ... when an earlier file took it."""
+    """One output name per file: its stem, or ``stem-2``, ``stem-3``, ... when an earlier file
+    took it."""
     stems = {f.stem for f in files}
     taken: set[str] = set()
     names = []
@@ -192,7 +193,8 @@ def _fail(path: Path, error: Exception) -> None:
 def _predict(
     segmenter: Segmenter, images: list[np.ndarray], paths: list[Path]
 ) -> list[np.ndarray | None]:
-    """Labels for a chunk in one batched call; if that fails, image by image so each failure is named."""
+    """Labels for a chunk in one batched call; if that fails, image by image so each failure is
+    named."""
     try:
         return list(segmenter.predict_batch(images))
     except FCNError:
@@ -209,7 +211,8 @@ def _predict(
 def _write(
     args: argparse.Namespace, segmenter: Segmenter, name: str, image: np.ndarray, labels: np.ndarray
 ) -> None:
-    """``NAME.png`` (palette label map) and, with --overlay, ``NAME_overlay.jpg``, each atomically."""
+    """``NAME.png`` (palette label map) and, with --overlay, ``NAME_overlay.jpg``, each
+    atomically."""
     write_label_png(args.output / f"{name}.png", labels, segmenter.palette)
     if args.overlay:
         ok, data = cv2.imencode(
@@ -294,7 +297,8 @@ def _main(argv: Sequence[str] | None) -> int:
             progress.update(len(jobs[i : i + args.batch]), MP=f"{pixels / 1e6:.1f}")
     elapsed = time.perf_counter() - start
     failed += len(problems)
-    summary = f"{done} image(s), {pixels / 1e6:.2f} MP in {elapsed:.1f} s ({pixels / 1e6 / max(elapsed, 1e-9):.2f} MP/s)"
+    rate = pixels / 1e6 / max(elapsed, 1e-9)
+    summary = f"{done} image(s), {pixels / 1e6:.2f} MP in {elapsed:.1f} s ({rate:.2f} MP/s)"
     summary += f", {failed} failed" if failed else ""
     summary += f", {skipped} non-image file(s) ignored" if skipped else ""
     print(f"{summary}; results in {args.output}")

@@ -34,7 +34,8 @@ _BORDER = 2  # ignore band width in pixels along visible outlines (VOC's is ~5 a
 
 
 class SyntheticSegmentation(SegmentationDataset):
-    """``SyntheticSegmentation("train", num_images=2000, seed=0)``; items are (bgr, labels) like VOC's.
+    """``SyntheticSegmentation("train", num_images=2000, seed=0)``; items are (bgr, labels) like
+    VOC's.
 
     Images are ``min_size``…``max_size`` pixels per side (independently, so aspect ratios vary)
     and hold 1…``max_objects`` shapes.

@@ -73,7 +73,10 @@ class VOCSegmentation(SegmentationDataset):
     (the palette index is the class id), ids from ``ImageSets/Segmentation/<split>.txt``.
     """
 
-    HINT = "expected a PASCAL VOC tree: VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation}"
+    HINT = (
+        "expected a PASCAL VOC tree: "
+        "VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation}"
+    )
 
     def __init__(self, root: str | os.PathLike[str], split: str = "val") -> None:
         root = _need(Path(root), "folder", self.HINT)

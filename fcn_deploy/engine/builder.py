@@ -68,7 +68,8 @@ class EngineReport:
 
 
 class EngineGateError(FCNError):
-    """The engine built but failed the accuracy gate; ``report`` holds the rows. Nothing was written."""
+    """The engine built but failed the accuracy gate; ``report`` holds the rows. Nothing was
+    written."""
 
     def __init__(self, message: str, report: EngineReport) -> None:
         super().__init__(message)
@@ -91,7 +92,8 @@ def _check_paths(onnx_path: Path, engine_path: Path) -> None:
 
 
 def _reference_session(onnx_path: Path) -> Any:
-    """ONNX Runtime on the GPU when onnxruntime-gpu is installed (large gate shapes), else the CPU."""
+    """ONNX Runtime on the GPU when onnxruntime-gpu is installed (large gate shapes), else the
+    CPU."""
     from ..export.ort import ort_session
 
     try:
@@ -155,7 +157,8 @@ def build_engine(
     progress: bool = True,
     device: str | None = None,
 ) -> EngineReport:
-    """Build a dynamic-shape engine from an fcn-export ONNX file, verify it, write it and its sidecar.
+    """Build a dynamic-shape engine from an fcn-export ONNX file, verify it, write it and its
+    sidecar.
 
     ``profiles``: default `default_profiles` of the export bounds. ``precision``: default the ONNX
     graph's (FP16 comes from an FP16 export on TensorRT 10.12+). ``timing_cache``: loaded if it

@@ -45,7 +45,8 @@ def tensorrt_version() -> str:
 
 
 def has_fp16_flag() -> bool:
-    """Whether ``BuilderFlag.FP16`` exists; consulted only on the < 10.12 route (`precision_route`)."""
+    """Whether ``BuilderFlag.FP16`` exists; consulted only on the < 10.12 route
+    (`precision_route`)."""
     return "FP16" in trt.BuilderFlag.__members__
 
 
@@ -109,7 +110,8 @@ def compile_engine(
     """Parse, configure and build; FCNError with the reason when TensorRT cannot."""
     logger = make_logger()
     builder = trt.Builder(logger)
-    # STRONGLY_TYPED on 10.12-10.x only: on 11 every network is strongly typed (EXPLICIT_BATCH: never)
+    # STRONGLY_TYPED on 10.12-10.x only: on 11 every network is strongly typed (EXPLICIT_BATCH:
+    # never)
     flags = (
         1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         if plan.route.strongly_typed_flag

@@ -136,9 +136,11 @@ class EngineExecutor:
         return (n, c, a, b) if self.io == "image" else (n, a, b, c)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        """Run on a contiguous CUDA tensor of the engine's input dtype; returns the (reused) output buffer.
+        """Run on a contiguous CUDA tensor of the engine's input dtype; returns the (reused) output
+        buffer.
 
-        The returned tensor is overwritten by the next call with the same shape: clone it to keep it.
+        The returned tensor is overwritten by the next call with the same shape: clone it to keep
+        it.
         """
         if x.device != self.device or x.dtype != self.input_dtype or not x.is_contiguous():
             raise FCNError(

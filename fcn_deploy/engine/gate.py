@@ -37,7 +37,8 @@ class GateRow:
 
 
 def _odd_between(lo: int, hi: int) -> int:
-    """An odd value strictly inside (lo, hi) when there is one, else the closest odd value in range."""
+    """An odd value strictly inside (lo, hi) when there is one, else the closest odd value in
+    range."""
     mid = (lo + hi) // 2 | 1
     return mid if lo <= mid <= hi else (lo + hi) // 2
 
@@ -58,7 +59,8 @@ def compare_outputs(
     profile: int = 0,
     shape: Shape | None = None,
 ) -> GateRow:
-    """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the reference."""
+    """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the
+    reference."""
     shape = shape or tuple(reference.shape)
     if output.shape != reference.shape:
         return GateRow(profile, shape, None, None, 0.0, bool(np.isfinite(output).all()), False)

@@ -30,7 +30,8 @@ __all__ = ["FP16_CONV_SHARE", "LayerSummary", "summarize_layers", "tensor_precis
 # rest being e.g. a final score conv kept in FP32 on purpose); "mixed" below that, "fp32" at 0.
 FP16_CONV_SHARE = 0.9
 
-# Datatype tokens in ``Format/Datatype`` strings, longest first so "BFloat16" is not read as "Float".
+# Datatype tokens in ``Format/Datatype`` strings, longest first so "BFloat16" is not read as
+# "Float".
 _PRECISION_TOKENS = (
     ("BFloat16", "bf16"), ("BF16", "bf16"), ("FP16", "fp16"), ("Half", "fp16"), ("FP32", "fp32"),
     ("Float", "fp32"), ("FP8", "fp8"), ("Int8", "int8"), ("INT8", "int8"), ("Int32", "int32"),
@@ -77,11 +78,10 @@ class LayerSummary:
         return "mixed" if self.fp16_convs else "fp32"
 
     def describe(self) -> str:
+        basis = "at the inspected shape" if self.flops_basis == "shape" else "weighted by weights"
         return (
             f"{self.label}: {self.fp16_convs}/{self.convs} convs and "
-            f"{self.fp16_conv_flop_share:.1%} of conv "
-            "FLOPs in FP16 "
-            f"({'at the inspected shape' if self.flops_basis == 'shape' else 'weighted by weights'}), "
+            f"{self.fp16_conv_flop_share:.1%} of conv FLOPs in FP16 ({basis}), "
             f"{self.fp16_layers}/{self.layers} float layers in FP16"
         )
 

@@ -50,7 +50,10 @@ class ParserIssue:
 def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     """One line for the user: the first error with its node, and how many more there were."""
     if not issues:
-        return f"TensorRT could not parse {path} (no parser error was reported; run with a verbose logger)"
+        return (
+            f"TensorRT could not parse {path} "
+            "(no parser error was reported; run with a verbose logger)"
+        )
     first = issues[0]
     where = f"node {first.node_name or '#' + str(first.node)}"
     if first.node_operator:
@@ -58,7 +61,10 @@ def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     more = f" (+{len(issues) - 1} more errors)" if len(issues) > 1 else ""
     hint = ""
     if "type" in first.desc.lower() or "cast" in first.desc.lower():
-        hint = "; a strongly typed network needs one float dtype per node: re-export the ONNX file with fcn-export"
+        hint = (
+            "; a strongly typed network needs one float dtype per node: "
+            "re-export the ONNX file with fcn-export"
+        )
     return f"TensorRT cannot parse {path}: {where}: {first.code}: {first.desc.strip()}{more}{hint}"
 
 

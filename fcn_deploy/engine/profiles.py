@@ -88,7 +88,8 @@ class Profile:
         )
 
     def distance(self, shape: Sequence[int]) -> float:
-        """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is faster."""
+        """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is
+        faster."""
         return sum(abs(d - o) / max(o, 1) for d, o in zip(shape, self.opt))
 
     def range_text(self) -> str:

@@ -113,7 +113,8 @@ def write_sidecar(engine_path: str | os.PathLike[str], meta: EngineMetadata) -> 
 
 
 def read_sidecar(engine_path: str | os.PathLike[str]) -> EngineMetadata:
-    """The sidecar of ``engine_path``; FCNError naming the file and the fix when missing or damaged."""
+    """The sidecar of ``engine_path``; FCNError naming the file and the fix when missing or
+    damaged."""
     path = sidecar_path(engine_path)
     if not path.is_file():
         raise FCNError(

@@ -60,7 +60,8 @@ class PrecisionRoute:
     ``strongly_typed_flag``: pass ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` to
     ``create_network`` (10.12–10.x; 11.x networks are strongly typed without it).
     ``fp16_builder_flag``: set ``BuilderFlag.FP16`` (weak typing, < 10.12 only).
-    ``strongly_typed``: the network's dtypes are the ONNX graph's, so the graph must already be FP16.
+    ``strongly_typed``: the network's dtypes are the ONNX graph's, so the graph must already be
+    FP16.
     """
 
     strongly_typed: bool

@@ -52,7 +52,8 @@ class VerifyRow:
 def choose_sizes(
     bounds: SizeBounds, rng: np.random.Generator, large_side: int = 512
 ) -> list[tuple[int, int, int]]:
-    """Fresh (N, H, W) triples: tiny, odd non-square, batch > 1, and one large one, within bounds."""
+    """Fresh (N, H, W) triples: tiny, odd non-square, batch > 1, and one large one, within
+    bounds."""
     max_h, max_w = bounds.max_hw or (4096, 4096)
     max_n = bounds.max_batch or 4
 
@@ -145,7 +146,8 @@ def format_rows(rows: Sequence[VerifyRow], meta: OnnxMetadata) -> str:
         n, h, w = r.shape
         err = f"{r.max_abs_error:11.3g}" if r.max_abs_error is not None else f"{'-':>11}"
         rel = f"{r.rel_error:9.2e}" if r.rel_error is not None else f"{'-':>9}"
+        shape, result = f"{n}×{h}×{w}", "ok" if r.passed else "FAIL"
         lines.append(
-            f"{f'{n}×{h}×{w}':>14}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}  {r.note}".rstrip()
+            f"{shape:>14}  {err}  {rel}  {r.label_agreement:8.4%}  {result}  {r.note}".rstrip()
         )
     return "\n".join(lines)

@@ -75,7 +75,8 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
 
 
 def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
-    """Rows/columns ``offset … offset+h−1`` of ``x``, where h×w is ``like``'s size (Caffe's Crop)."""
+    """Rows/columns ``offset … offset+h−1`` of ``x``, where h×w is ``like``'s size (Caffe's
+    Crop)."""
     h, w = like.shape[2], like.shape[3]
     return x[:, :, offset : offset + h, offset : offset + w]
 
@@ -132,7 +133,8 @@ class FCN(VGG16Trunk):
         self.reset_parameters(learn_upsampling)
 
     def reset_parameters(self, learn_upsampling: bool = False) -> None:
-        """Trunk and fc: He init (for training from scratch); score layers: zero; upsampling: bilinear."""
+        """Trunk and fc: He init (for training from scratch); score layers: zero; upsampling:
+        bilinear."""
         for module in self.modules():
             if isinstance(module, nn.ConvTranspose2d):
                 module.weight.data.copy_(bilinear_kernel(module.in_channels, module.kernel_size[0]))

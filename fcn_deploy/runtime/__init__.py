@@ -44,7 +44,8 @@ def load_runner(
     backend: str | None = None,
     **options: Any,
 ) -> Runner:
-    """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda, cuda:N)."""
+    """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda,
+    cuda:N)."""
     backend = backend or backend_for_path(path)
     if backend == "torch":
         from .torch_runner import TorchRunner

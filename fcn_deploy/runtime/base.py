@@ -28,7 +28,8 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``None`` → cuda if available else cpu; ``cpu``, ``cuda``, ``cuda:N`` checked against the machine."""
+    """``None`` → cuda if available else cpu; ``cpu``, ``cuda``, ``cuda:N`` checked against the
+    machine."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -51,7 +52,8 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 class Runner(ABC):
-    """One backend holding one model. Subclasses set the attributes below and implement ``_infer``."""
+    """One backend holding one model. Subclasses set the attributes below and implement
+    ``_infer``."""
 
     #: short backend name: "torch", "onnxruntime", "tensorrt"
     backend: str = ""

@@ -1,4 +1,5 @@
-"""TensorRT: a built engine (``.engine`` + its ``.engine.json`` sidecar) behind the runner interface.
+"""TensorRT: a built engine (``.engine`` + its ``.engine.json`` sidecar) behind the runner
+interface.
 
 The sidecar supplies what the opaque engine cannot say (classes, preprocessing, I/O mode, the
 precision the inspector measured, profiles); the engine layer's `EngineExecutor` does the

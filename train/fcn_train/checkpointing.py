@@ -109,7 +109,8 @@ def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
-    """The ``trainer`` part of a checkpoint written by `save_training_checkpoint`, plus ``state_dict`` and ``info``."""
+    """The ``trainer`` part of a checkpoint written by `save_training_checkpoint`, plus
+    ``state_dict`` and ``info``."""
     payload = read_checkpoint(path)
     trainer = (payload.get("extra") or {}).get("trainer")
     if not isinstance(trainer, dict) or "optimizer" not in trainer:

@@ -30,17 +30,20 @@ recipes (--recipe):
   paper      the paper's text: minibatch 20 (padded), momentum 0.9, lr 1e-4 (100x lower per later
              stage), mean per-pixel loss (the paper does not say; lr 1e-4 implies it).
   synthetic  NOT from the paper: Adam lr 1e-3, mean loss, 4 native-size images per step (padded),
-             no weight decay. Nets from scratch on the synthetic scenes converge in minutes with it; the SGD
+             no weight decay. Nets from scratch on the synthetic scenes converge in minutes with it;
+             the SGD
              recipes' tiny rates assume pretrained VGG16 features. Default for --data synthetic.
 
 staged training (the paper's FCN-8s):
-  fcn-train --data sbd --root SBD --val-root VOC2011 --variant fcn32s --init vgg16:vgg16-397923af.pth --out r32
+  fcn-train --data sbd --root SBD --val-root VOC2011 --variant fcn32s --init
+  vgg16:vgg16-397923af.pth --out r32
   fcn-train ... --variant fcn16s --init checkpoint:r32/best.pt --out r16
   fcn-train ... --variant fcn8s  --init checkpoint:r16/best.pt --out r8
 
 outputs in --out: last.pt (every --checkpoint-every iterations, at the end and on Ctrl-C/SIGTERM;
 resume with --resume DIR), best.pt (best validation mean IU), log.csv, curves.png.
-multi-GPU / multi-node: torchrun --nproc_per_node N $(which fcn-train) ... (--batch-size is per process).
+multi-GPU / multi-node: torchrun --nproc_per_node N $(which fcn-train) ... (--batch-size is per
+process).
 """
 
 
@@ -52,7 +55,8 @@ def train_parser() -> argparse.ArgumentParser:
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    # every default is None here so that --resume can tell what was given; TrainConfig has the defaults
+    # every default is None here so that --resume can tell what was given; TrainConfig has the
+    # defaults
     p.add_argument("--data", choices=DATASETS, help=f"dataset (default {d.data})")
     p.add_argument("--root", help="VOCdevkit (voc) or benchmark_RELEASE (sbd)")
     p.add_argument(

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LossWindow:
-    """The steps since the loss was last logged: their summed loss, how many, and when they began."""
+    """The steps since the loss was last logged: their summed loss, how many, and when they
+    began."""
 
     total: float
     steps: int
@@ -278,11 +279,13 @@ class Trainer:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_request in ("SIGINT", "SIGTERM"):
-            raise KeyboardInterrupt  # a second signal: stop now (last.pt is still whole: writes are atomic)
+            # a second signal: stop now (last.pt is still whole: writes are atomic)
+            raise KeyboardInterrupt
         self.stop_request = signal.Signals(signum).name  # finish this step, save, stop
 
     def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
-        """Stop decisions every rank takes together (one tiny all-reduce per step under torchrun)."""
+        """Stop decisions every rank takes together (one tiny all-reduce per step under
+        torchrun)."""
         if not self.dist.enabled:
             return nonfinite, stop
         votes = self.dist.sum(np.array([float(nonfinite), float(stop)]))
