@@ -75,8 +75,7 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
         if "Weights only load failed" in str(e):
             raise FCNError(
                 f"{path} holds Python objects beyond tensors and plain data; it is not loaded "
-                "because "
-                "that could run code from the file (re-save just its state_dict)"
+                "because that could run code from the file (re-save just its state_dict)"
             ) from None
         raise FCNError(
             f"{path} is not a readable PyTorch file ({_first_line(e)}); is it truncated?"
@@ -204,8 +203,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
         if own[key].shape != value.shape:
             raise FCNError(
                 f"{path}: {key} has shape {tuple(value.shape)} but {variant} at width {width:g} "
-                "with "
-                f"{num_classes} classes expects {tuple(own[key].shape)}"
+                f"with {num_classes} classes expects {tuple(own[key].shape)}"
             )
     model.load_state_dict(sd, strict=True)
     return model

@@ -191,8 +191,8 @@ def test_checkpoint_is_plain_data(make_checkpoint) -> None:
 def test_package_import_stays_light() -> None:
     """``import fcn_deploy`` must not pull onnx, onnxruntime or tensorrt."""
     code = (
-        "import sys, fcn_deploy; "
-        "print(sorted(m for m in ('onnx', 'onnxruntime', 'tensorrt') if m in sys.modules))"
+        "import sys, fcn_deploy; print(sorted(m for m in ('onnx', 'onnxruntime', 'tensorrt') if m "
+        "in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

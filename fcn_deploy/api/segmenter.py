@@ -51,8 +51,7 @@ def as_bgr8(image: ImageLike, rgb: bool = False) -> np.ndarray:
         if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
             raise FCNError(
                 "torch images are taken channels-last (H×W×C) like NumPy ones; got "
-                f"{tuple(t.shape)}, "
-                "which looks channels-first: pass image.permute(1, 2, 0)"
+                f"{tuple(t.shape)}, which looks channels-first: pass image.permute(1, 2, 0)"
             )
         return to_bgr8(t.cpu().numpy(), rgb)
     if isinstance(image, np.ndarray):
@@ -201,8 +200,7 @@ class Segmenter:
         if self.runner.io != "tensor":
             raise FCNError(
                 "this model was exported with preprocessing and argmax folded in (image I/O) and "
-                "returns "
-                "only labels; re-export with --io tensor to get class scores"
+                "returns only labels; re-export with --io tensor to get class scores"
             )
         return self._run([image], rgb, tile, scores=True)[0]
 

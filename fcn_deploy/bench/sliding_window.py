@@ -76,8 +76,7 @@ def _check_size(h: int, w: int) -> None:
     if h < WINDOW or w < WINDOW or (h - WINDOW) % STRIDE or (w - WINDOW) % STRIDE:
         raise FCNError(
             f"sliding-window size {h}x{w} must be 224 + 32·k on each side (224x224, 256x256, "
-            "480x640, …) "
-            "so the windows tile it exactly"
+            "480x640, …) so the windows tile it exactly"
         )
 
 

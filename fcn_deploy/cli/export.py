@@ -122,8 +122,7 @@ def _main(argv: Sequence[str] | None) -> int:
     m, g = report.metadata, report.graph
     print(
         f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} "
-        "MiB, "
-        f"exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} "
+        f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} "
         "convs in FP16"
     )
     if report.fp32_layers:
@@ -136,8 +135,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if report.fp16_label_agreement is not None:
             print(
                 f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest "
-                "activation "
-                f"{report.activation_peak:.4g} (FP16 max 65504)"
+                f"activation {report.activation_peak:.4g} (FP16 max 65504)"
             )
         if not report.passed:
             print(

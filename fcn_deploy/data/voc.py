@@ -74,8 +74,8 @@ class VOCSegmentation(SegmentationDataset):
     """
 
     HINT = (
-        "expected a PASCAL VOC tree: "
-        "VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation}"
+        "expected a PASCAL VOC tree: VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, "
+        "ImageSets/Segmentation}"
     )
 
     def __init__(self, root: str | os.PathLike[str], split: str = "val") -> None:

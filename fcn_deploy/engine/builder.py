@@ -54,8 +54,8 @@ class EngineReport:
         lines = [
             f"engine: {self.path or '(not written)'}",
             f"TensorRT {m.tensorrt_version} on {m.gpu_name} "
-            f"(sm_{m.compute_capability[0]}{m.compute_capability[1]}), "
-            f"built in {m.build_seconds:.1f} s, {m.builder.get('route', '')}",
+            f"(sm_{m.compute_capability[0]}{m.compute_capability[1]}), built in "
+            f"{m.build_seconds:.1f} s, {m.builder.get('route', '')}",
             f"precision: {m.layers.describe()}",
             "profiles (min / opt / max, NxCxHxW): " + "; ".join(str(p) for p in m.profiles),
         ]
@@ -206,9 +206,8 @@ def build_engine(
     ):  # the silent-FP32 trap: refuse, never mislabel
         raise FCNError(
             f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was "
-            "written. "
-            "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports "
-            "FP16"
+            "written. Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU "
+            "supports FP16"
         )
     if layers.label != precision:
         log.info(
@@ -257,9 +256,8 @@ def build_engine(
             worst = min(report.gate_rows, key=lambda r: r.label_agreement)
             raise EngineGateError(
                 f"engine failed the accuracy gate: {worst.label_agreement:.2%} label agreement "
-                "with ONNX Runtime at "
-                f"{'x'.join(map(str, worst.shape))} (profile {worst.profile}), below "
-                f"{gate_threshold:.2%}; nothing was written",
+                f"with ONNX Runtime at {'x'.join(map(str, worst.shape))} (profile "
+                f"{worst.profile}), below {gate_threshold:.2%}; nothing was written",
                 report,
             )
     with atomic_path(engine_path) as tmp:

@@ -119,14 +119,14 @@ class EngineExecutor:
         if inputs != [meta.onnx.input_name] or outputs != [meta.onnx.output_name]:
             raise FCNError(
                 f"engine I/O {inputs} → {outputs} does not match its sidecar "
-                f"({meta.onnx.input_name} → "
-                f"{meta.onnx.output_name}); the .json beside it belongs to another engine: rebuild"
+                f"({meta.onnx.input_name} → {meta.onnx.output_name}); the .json beside it belongs "
+                "to another engine: rebuild"
             )
         if self.engine.num_optimization_profiles != len(meta.profiles):
             raise FCNError(
                 f"engine has {self.engine.num_optimization_profiles} optimization profiles but its "
-                "sidecar lists "
-                f"{len(meta.profiles)}; the .json beside it belongs to another engine: rebuild"
+                f"sidecar lists {len(meta.profiles)}; the .json beside it belongs to another "
+                "engine: rebuild"
             )
         self.input_name, self.output_name = meta.onnx.input_name, meta.onnx.output_name
 

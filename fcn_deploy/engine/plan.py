@@ -51,8 +51,8 @@ def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     """One line for the user: the first error with its node, and how many more there were."""
     if not issues:
         return (
-            f"TensorRT could not parse {path} "
-            "(no parser error was reported; run with a verbose logger)"
+            f"TensorRT could not parse {path} (no parser error was reported; run with a verbose "
+            "logger)"
         )
     first = issues[0]
     where = f"node {first.node_name or '#' + str(first.node)}"
@@ -62,8 +62,8 @@ def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     hint = ""
     if "type" in first.desc.lower() or "cast" in first.desc.lower():
         hint = (
-            "; a strongly typed network needs one float dtype per node: "
-            "re-export the ONNX file with fcn-export"
+            "; a strongly typed network needs one float dtype per node: re-export the ONNX file "
+            "with fcn-export"
         )
     return f"TensorRT cannot parse {path}: {where}: {first.code}: {first.desc.strip()}{more}{hint}"
 

@@ -157,8 +157,8 @@ def validate_profiles(profiles: Sequence[Profile], bounds: SizeBounds) -> None:
             if problem:
                 raise FCNError(
                     f"profile {i} {label} shape {format_shape(shape)}: {problem}, the range the "
-                    "ONNX "
-                    "model was exported for; choose smaller shapes or re-export with larger bounds"
+                    "ONNX model was exported for; choose smaller shapes or re-export with larger "
+                    "bounds"
                 )
 
 
@@ -195,7 +195,6 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
     ranges = "; ".join(f"profile {i}: {p.range_text()}" for i, p in enumerate(profiles))
     raise FCNError(
         f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of "
-        "this "
-        f"engine ({ranges}); resize or tile the input, or rebuild the engine with "
+        f"this engine ({ranges}); resize or tile the input, or rebuild the engine with "
         "--min-shape/--max-shape covering it"
     )

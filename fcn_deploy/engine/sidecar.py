@@ -119,8 +119,8 @@ def read_sidecar(engine_path: str | os.PathLike[str]) -> EngineMetadata:
     if not path.is_file():
         raise FCNError(
             f"{path} is missing: fcn-deploy engines carry a JSON sidecar with their classes, "
-            "profiles and "
-            "TensorRT version; rebuild the engine with fcn-export --engine (or build_engine)"
+            "profiles and TensorRT version; rebuild the engine with fcn-export --engine (or "
+            "build_engine)"
         )
     try:
         return EngineMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
@@ -146,10 +146,8 @@ def check_compatible(
     if meta.tensorrt_version != tensorrt_version:
         raise FCNError(
             f"this engine was built with TensorRT {meta.tensorrt_version} but TensorRT "
-            f"{tensorrt_version} is "
-            "installed; engines only load in the TensorRT release that built them: rebuild it from "
-            "the ONNX file "
-            "(fcn-export MODEL.onnx --engine ...)"
+            f"{tensorrt_version} is installed; engines only load in the TensorRT release that "
+            "built them: rebuild it from the ONNX file (fcn-export MODEL.onnx --engine ...)"
         )
     if tuple(meta.compute_capability) != tuple(compute_capability):
         here = f"{gpu_name} " if gpu_name else ""
@@ -157,6 +155,6 @@ def check_compatible(
             f"this engine was built for {meta.gpu_name} (compute capability "
             f"{meta.compute_capability[0]}.{meta.compute_capability[1]}) "
             f"but this GPU is {here}(compute capability "
-            f"{compute_capability[0]}.{compute_capability[1]}); "
-            "rebuild the engine on this machine (fcn-export MODEL.onnx --engine ...)"
+            f"{compute_capability[0]}.{compute_capability[1]}); rebuild the engine on this machine "
+            "(fcn-export MODEL.onnx --engine ...)"
         )

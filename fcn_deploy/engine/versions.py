@@ -89,10 +89,8 @@ def precision_route(
         if precision != graph_precision:
             raise FCNError(
                 f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} "
-                "(networks are "
-                "strongly typed: the graph's dtypes are the engine's), but this graph is "
-                f"{graph_precision}; "
-                f"re-export with --precision {precision}"
+                "(networks are strongly typed: the graph's dtypes are the engine's), but this "
+                f"graph is {graph_precision}; re-export with --precision {precision}"
             )
         on_11 = version.at_least(STRONGLY_TYPED_DEFAULT_SINCE)
         note = (

@@ -45,8 +45,7 @@ def finish_graph(proto: Any, meta: OnnxMetadata, same_size_output: bool) -> None
         entry.key, entry.value = key, value
     proto.doc_string = (
         f"fcn-deploy {meta.info.variant} (width {meta.info.width:g}, {meta.info.num_classes} "
-        "classes), "
-        f"{meta.precision}, {meta.io} I/O"
+        f"classes), {meta.precision}, {meta.io} I/O"
     )
 
 

@@ -109,8 +109,8 @@ def _load(source: Source, variant: str | None) -> tuple[nn.Module, str]:
     if isinstance(source, nn.Module):
         if not hasattr(source, "info"):
             raise FCNError(
-                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models or "
-                "load_model"
+                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models "
+                "or load_model"
             )
         return copy.deepcopy(source).float().eval(), model_sha256(
             source

@@ -155,8 +155,8 @@ def _config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | Non
         flag = "--" + changed[0].replace("_", "-")
         raise FCNError(
             f"{flag} cannot change on --resume (the run was started with "
-            f"{getattr(stored, changed[0])!r}); "
-            f"only {', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may"
+            f"{getattr(stored, changed[0])!r}); only "
+            f"{', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may"
         )
     return dataclasses.replace(stored, **{"out": str(path.parent), **given}), saved
 
