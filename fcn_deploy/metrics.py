@@ -49,7 +49,7 @@ def per_class_iu(
     """IU of each class (NaN where the class is in neither ground truth nor prediction)."""
     iu = _iu(confusion)
     names = list(class_names) if class_names is not None else [str(k) for k in range(len(iu))]
-    return {name: float(v) for name, v in zip(names, iu)}
+    return {name: float(v) for name, v in zip(names, iu, strict=False)}
 
 
 def segmentation_scores(confusion: np.ndarray) -> dict[str, float]:

@@ -5,6 +5,7 @@ ONNX round trips (the same labels from a checkpoint and its export) are in test_
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def test_batch_equals_single_with_mixed_sizes(segmenter: Segmenter) -> None:
     timing = segmenter.last_timing
     assert (timing.images, timing.calls) == (5, 3)  # 48×64: 2 + 1 calls, 35×41: 1 call
     assert timing.pixels == 3 * 48 * 64 + 2 * 35 * 41
-    for image, labels in zip(images, batched):
+    for image, labels in zip(images, batched, strict=True):
         np.testing.assert_array_equal(labels, segmenter.predict(image))
     assert segmenter.predict_batch([]) == []
 
@@ -204,7 +205,7 @@ def test_tile_spans_cover_align_and_overlap() -> None:
         for tile, overlap in [(96, 32), (128, 0), (256, 96)]:
             spans = tile_spans(length, tile, overlap)
             assert spans[0][0] == 0 and spans[-1][1] == length
-            for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+            for (s0, e0), (s1, e1) in itertools.pairwise(spans):
                 assert s1 % 32 == 0 and s0 < s1 and e0 - s1 >= overlap and e1 - s1 <= tile
     assert len(TileGrid(500, 700, (256, 256), 64)) == 3 * 4
 

@@ -68,7 +68,7 @@ def test_checkpoint_and_onnx_give_the_same_labels(
         pictures["odd 97x131"][::-1].copy(),
         pictures["odd 97x131"],
     ]
-    for labels, image in zip(exported.predict_batch(batch), batch):
+    for labels, image in zip(exported.predict_batch(batch), batch, strict=True):
         np.testing.assert_array_equal(labels, exported.predict(image))
 
     too_big = scene(MAX_SIZE[0] + 40, MAX_SIZE[1], 18)

@@ -107,7 +107,7 @@ def test_non_voc_paths_name_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(FCNError, match="img: no such folder"):
         SBDSegmentation(devkit)
     (devkit / "VOC2012" / "SegmentationClass" / "a.png").unlink()
-    with pytest.raises(FCNError, match="a.png: no such label file"):
+    with pytest.raises(FCNError, match=r"a.png: no such label file"):
         VOCSegmentation(devkit, "train")[0]
 
 
@@ -115,7 +115,7 @@ def test_synthetic_is_deterministic_per_seed_and_splits_differ() -> None:
     a, b = SyntheticSegmentation("train", 5, seed=3), SyntheticSegmentation("train", 50, seed=3)
     for i in range(5):
         assert all(
-            np.array_equal(x, y) for x, y in zip(a[i], b[i])
+            np.array_equal(x, y) for x, y in zip(a[i], b[i], strict=True)
         )  # image i does not depend on the set size
     other_seed, val = (
         SyntheticSegmentation("train", 5, seed=4),

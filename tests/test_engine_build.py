@@ -79,7 +79,7 @@ def _files(folder: Path) -> list[str]:
 
 def test_profiles_outside_the_export_bounds_fail_before_tensorrt(tiny_onnx):
     with pytest.raises(
-        FCNError, match="max shape 1x3x1024x1024: size 1024x1024 is outside 1x1..512x512"
+        FCNError, match=r"max shape 1x3x1024x1024: size 1024x1024 is outside 1x1..512x512"
     ):
         build_engine(
             tiny_onnx,
@@ -94,7 +94,7 @@ def test_bad_paths_and_options_fail_before_tensorrt(tiny_onnx, tmp_path):
         build_engine(tiny_onnx, tmp_path / "m.onnx2")
     with pytest.raises(FCNError, match="no such ONNX file"):
         build_engine(tmp_path / "missing.onnx", tmp_path / "m.engine")
-    with pytest.raises(FCNError, match="folder .*nowhere does not exist"):
+    with pytest.raises(FCNError, match=r"folder .*nowhere does not exist"):
         build_engine(tiny_onnx, tmp_path / "nowhere" / "m.engine")
     with pytest.raises(FCNError, match=r"gate threshold must be in \(0, 1\]"):
         build_engine(tiny_onnx, tmp_path / "m.engine", gate_threshold=1.5)

@@ -136,7 +136,7 @@ def test_select_profile_picks_the_fitting_one_or_names_every_range():
 
 
 def test_profile_layout_for_image_io_is_nhwc():
-    lo, opt, hi = LANDSCAPE.for_io("image")
+    lo, _opt, hi = LANDSCAPE.for_io("image")
     assert lo == (1, 64, 128, 3) and hi == (4, 720, 1280, 3)
     assert LANDSCAPE.for_io("tensor")[1] == (1, 3, 360, 640)
     assert Profile.from_dict(json.loads(json.dumps(LANDSCAPE.to_dict()))) == LANDSCAPE
@@ -182,7 +182,7 @@ def test_route_refuses_an_fp16_engine_from_an_fp32_graph_when_strongly_typed():
 def test_route_uses_the_fp16_flag_only_before_10_12_and_never_falls_back_silently():
     r = precision_route(parse_trt_version("10.8.0.43"), "fp16", "fp32", has_fp16_flag=True)
     assert r.fp16_builder_flag and not r.strongly_typed and not r.strongly_typed_flag
-    with pytest.raises(FCNError, match="no BuilderFlag.FP16"):
+    with pytest.raises(FCNError, match=r"no BuilderFlag.FP16"):
         precision_route(parse_trt_version("10.8.0.43"), "fp16", "fp32", has_fp16_flag=False)
     r = precision_route(parse_trt_version("10.8.0.43"), "fp32", "fp32", has_fp16_flag=True)
     assert not r.fp16_builder_flag and not r.strongly_typed
@@ -294,7 +294,7 @@ def _engine_json(
         },
     ]
     if second_profile:  # a second profile repeats every layer with a suffix; only profile 0 counts
-        layers += [dict(l, Name=l["Name"] + " [profile 1]") for l in layers]
+        layers += [dict(layer, Name=layer["Name"] + " [profile 1]") for layer in layers]
     return json.dumps(
         {
             "Layers": layers,
@@ -358,7 +358,7 @@ def test_summary_falls_back_to_weight_counts_for_dynamic_dims():
 
 
 def test_summary_needs_detailed_verbosity_and_json():
-    with pytest.raises(FCNError, match="ProfilingVerbosity.DETAILED"):
+    with pytest.raises(FCNError, match=r"ProfilingVerbosity.DETAILED"):
         summarize_layers(json.dumps({"Layers": ["conv1", "conv2"], "Bindings": []}))
     with pytest.raises(FCNError, match="unreadable JSON"):
         summarize_layers("{not json")
@@ -441,10 +441,10 @@ def test_engine_report_summary_states_precision_profiles_and_gate(tmp_path):
 
 def test_sidecar_missing_or_damaged_is_one_clear_line(tmp_path):
     engine = tmp_path / "m.engine"
-    with pytest.raises(FCNError, match="m.engine.json is missing.*rebuild"):
+    with pytest.raises(FCNError, match=r"m.engine.json is missing.*rebuild"):
         read_sidecar(engine)
     sidecar_path(engine).write_text('{"tensorrt_version": "10.13"}')
-    with pytest.raises(FCNError, match="damaged or from an incompatible fcn-deploy.*rebuild"):
+    with pytest.raises(FCNError, match=r"damaged or from an incompatible fcn-deploy.*rebuild"):
         read_sidecar(engine)
 
 
@@ -535,5 +535,5 @@ def test_workspace_and_opt_level_are_checked():
     with pytest.raises(FCNError, match="positive number of GiB"):
         workspace_bytes(0)
     assert check_opt_level(5) == 5
-    with pytest.raises(FCNError, match="0..5"):
+    with pytest.raises(FCNError, match=r"0..5"):
         check_opt_level(6)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
 
+from fcn_deploy.checkpoint import read_state_dict
 from fcn_deploy.models import (
     FCN,
     FCN8s,
@@ -20,7 +21,6 @@ from fcn_deploy.models import (
     convolutionalize,
     create_model,
 )
-from fcn_deploy.checkpoint import read_state_dict
 from fcn_deploy.models import fcn as fcn_module
 
 VARIANTS = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
@@ -103,7 +103,7 @@ def _coord_offset(layers: list[tuple[str, int, int, int]]) -> float:
     """Caffe's coord_map composed over ``layers``: b in y_map = a·y_input + b."""
     b = 0.0
     for kind, k, s, pad in layers:
-        if kind == "conv":  # conv and pool: a /= s
+        if kind == "conv":  # conv and pool: a /= s  # noqa: SIM108 (one comment per branch)
             b = b / s + (pad - (k - 1) / 2) / s
         else:  # deconv: a *= s
             b = b * s + (k - 1) / 2 - pad
@@ -112,11 +112,11 @@ def _coord_offset(layers: list[tuple[str, int, int, int]]) -> float:
 
 def test_crop_offsets_follow_from_caffe_coordinate_mapping() -> None:
     trunk = [("conv", 3, 1, 100)] + [("conv", 2, 2, 0)] * 5 + [("conv", 7, 1, 0)]
-    assert _coord_offset(trunk + [("deconv", 64, 32, 0)]) == fcn_module.CROP_32S
-    up2 = trunk + [("deconv", 4, 2, 0)]
-    assert _coord_offset(up2 + [("deconv", 32, 16, 0)]) == fcn_module.CROP_16S
-    up4 = up2 + [("deconv", 4, 2, 0)]
-    assert _coord_offset(up4 + [("deconv", 16, 8, 0)]) == fcn_module.CROP_8S
+    assert _coord_offset([*trunk, ("deconv", 64, 32, 0)]) == fcn_module.CROP_32S
+    up2 = [*trunk, ("deconv", 4, 2, 0)]
+    assert _coord_offset([*up2, ("deconv", 32, 16, 0)]) == fcn_module.CROP_16S
+    up4 = [*up2, ("deconv", 4, 2, 0)]
+    assert _coord_offset([*up4, ("deconv", 16, 8, 0)]) == fcn_module.CROP_8S
     pool4 = [("conv", 3, 1, 100)] + [("conv", 2, 2, 0)] * 4
     pool3 = [("conv", 3, 1, 100)] + [("conv", 2, 2, 0)] * 3
     # same scale (1/16, 1/8): a skip is cropped at the difference of the two shifts
@@ -155,8 +155,12 @@ def test_init_score_zero_upsampling_bilinear_frozen(cls: type[FCN]) -> None:
 
 
 def test_state_dict_keys_are_caffe_layer_names() -> None:
-    convs = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3)) for i in range(1, n + 1)]
-    common = {f"{c}.{p}" for c in convs + ["fc6", "fc7", "score_fr"] for p in ("weight", "bias")}
+    convs = [
+        f"conv{b}_{i}"
+        for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True)
+        for i in range(1, n + 1)
+    ]
+    common = {f"{c}.{p}" for c in [*convs, "fc6", "fc7", "score_fr"] for p in ("weight", "bias")}
     skips = lambda *names: {f"{n}.{p}" for n in names for p in ("weight", "bias")}  # noqa: E731
     assert set(FCN32s().state_dict()) == common | {"upscore.weight"}
     assert set(FCN16s(width=0.0625).state_dict()) == common | skips("score_pool4") | {
@@ -261,7 +265,7 @@ def test_staged_init_starts_where_the_last_stage_ended(source_cls, target_cls) -
     x = torch.randn(1, 3, 150, 190) * 50
     with torch.no_grad():
         old, out = source(x), target(x)
-        pool3, pool4, pool5 = target.trunk(x)
+        _pool3, pool4, pool5 = target.trunk(x)
         coarse = target.score_fr(F.relu(target.fc7(F.relu(target.fc6(pool5)))))
         if target_cls is FCN16s:
             expected = target.upscore16(target.upscore2(coarse))[:, :, 27:177, 27:217]

@@ -71,9 +71,11 @@ def test_runner_applies_metadata_and_matches_pytorch(fp16_io_export) -> None:
     ],
 )
 def test_runner_rejects_bad_input(fp16_io_export, batch, message: str) -> None:
-    with OnnxRuntimeRunner(fp16_io_export[1]) as runner:
-        with pytest.raises(FCNError, match=message) as err:
-            runner.infer(batch)
+    with (
+        OnnxRuntimeRunner(fp16_io_export[1]) as runner,
+        pytest.raises(FCNError, match=message) as err,
+    ):
+        runner.infer(batch)
     assert "\n" not in str(err.value)
 
 

@@ -135,12 +135,12 @@ def test_engine_for_another_tensorrt_version_is_refused(exported, tmp_path):
     doc = json.loads(sidecar_path(engine).read_text())
     doc["tensorrt_version"] = "9.9.9.9"
     sidecar_path(engine).write_text(json.dumps(doc))
-    with pytest.raises(FCNError, match="built with TensorRT 9.9.9.9.*rebuild"):
+    with pytest.raises(FCNError, match=r"built with TensorRT 9.9.9.9.*rebuild"):
         load_runner(engine)
     doc["tensorrt_version"] = read_sidecar(folder / "fcn8s-fp32.engine").tensorrt_version
     doc["compute_capability"] = [1, 0]
     sidecar_path(engine).write_text(json.dumps(doc))
-    with pytest.raises(FCNError, match="compute capability 1.0.*rebuild"):
+    with pytest.raises(FCNError, match=r"compute capability 1.0.*rebuild"):
         load_runner(engine)
 
 

@@ -120,8 +120,9 @@ def _gated(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
 
 def test_names_removed_in_tensorrt_11_appear_only_behind_the_version_gate():
     uses = []
-    for path in sorted((ROOT / "fcn_deploy" / "engine").glob("*.py")) + [
-        ROOT / "fcn_deploy/runtime/trt_runner.py"
+    for path in [
+        *sorted((ROOT / "fcn_deploy" / "engine").glob("*.py")),
+        ROOT / "fcn_deploy/runtime/trt_runner.py",
     ]:
         tree = ast.parse(path.read_text())
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}

@@ -253,7 +253,7 @@ class Segmenter:
                 out = self._infer(np.stack([pixels[k] for k in chunk]), scores)
                 t = time.perf_counter()
                 arrays = out.cpu().numpy()
-                for k, a in zip(chunk, arrays):
+                for k, a in zip(chunk, arrays, strict=True):
                     results[k] = a
                 timing.postprocess += time.perf_counter() - t
         return results  # type: ignore[return-value]
@@ -262,7 +262,7 @@ class Segmenter:
         """uint8 ``N×H×W×3`` BGR → ``N×C×H×W`` float scores or ``N×H×W`` labels, on the device."""
         timing, runner = self.last_timing, self.runner
         t0 = time.perf_counter()
-        n, h, w = bgr.shape[:3]
+        _n, h, w = bgr.shape[:3]
         small = runner.bounds.min_hw
         pad_h, pad_w = max(0, small[0] - h), max(0, small[1] - w)
         if (

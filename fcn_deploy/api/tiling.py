@@ -48,7 +48,7 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = ALIGN) -> list
     last = (
         -(-(length - tile) // align) * align
     )  # the first aligned start whose tile reaches the end
-    starts = list(range(0, last, stride)) + [last]
+    starts = [*range(0, last, stride), last]
     return [(s, min(s + tile, length)) for s in starts]
 
 
@@ -124,7 +124,7 @@ def run_tiled(
         outs: dict[int, torch.Tensor] = {}
         for run in _batches(cols, batch):
             out = infer(np.stack([image[y:y1, x:x1] for x, x1 in (cols[j] for j in run)]))
-            outs.update(zip(run, out))
+            outs.update(zip(run, out, strict=True))
         if not scores:  # labels: each tile owns the pixels nearest its centre
             row = outs[0].new_empty((y_cuts[i] - done, grid.width))
             x0 = 0

@@ -94,10 +94,7 @@ def _memory_gb() -> float | None:
 
 def machine_slug(info: dict[str, Any]) -> str:
     """A file-name-safe machine name: ``nvidia-h100-80gb-hbm3`` or ``amd-epyc-2c``."""
-    if info.get("gpu"):
-        name = info["gpu"]["name"]
-    else:
-        name = f"{info['cpu']}-{info['usable_cores']}c"
+    name = info["gpu"]["name"] if info.get("gpu") else f"{info['cpu']}-{info['usable_cores']}c"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 

@@ -253,9 +253,11 @@ def _footer(doc: dict[str, Any]) -> list[str]:
 
 def format_console(doc: dict[str, Any]) -> str:
     header, rows = table(doc)
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *rows]]
-    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:] + _footer(doc))
+    widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *rows]
+    ]
+    return "\n".join([*lines[:1], "  ".join("-" * w for w in widths), *lines[1:], *_footer(doc)])
 
 
 def format_markdown(doc: dict[str, Any]) -> str:

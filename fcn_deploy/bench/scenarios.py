@@ -329,8 +329,16 @@ def _stream_row(
     for i, im in enumerate(images):
         x = _model_input(runner, im)
         out: list[torch.Tensor] = []
+
+        def call(x: torch.Tensor = x, out: list[torch.Tensor] = out) -> None:
+            out.append(runner.infer(x))
+
         timing = measure(
-            lambda: out.append(runner.infer(x)), runner.synchronize, warmup=0, iters=1, cuda=cuda
+            call,
+            runner.synchronize,
+            warmup=0,
+            iters=1,
+            cuda=cuda,
         )
         ms = timing.samples_ms[0]
         per_shape.setdefault((im.shape[1], im.shape[2]), []).append(ms)

@@ -11,7 +11,7 @@ single 224×224 image they compute the same function and must agree to float tol
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import numpy as np
 import torch
@@ -101,11 +101,11 @@ def run_sliding_window(
             x = torch.from_numpy(pre.apply(random_images(1, h, w, cfg.seed + i))).to(device)
             crops = _windows(x)
 
-            def fc_all() -> torch.Tensor:
+            def fc_all(crops: torch.Tensor = crops) -> torch.Tensor:
                 return torch.cat([fc_net(c) for c in crops.split(chunk)])
 
             conv_t = measure(
-                lambda: conv_net(x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
+                functools.partial(conv_net, x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
             )
             fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda)
             dense = (

@@ -199,7 +199,7 @@ def _predict(
         return list(segmenter.predict_batch(images))
     except FCNError:
         results: list[np.ndarray | None] = []
-        for image, path in zip(images, paths):
+        for image, path in zip(images, paths, strict=True):
             try:
                 results.append(segmenter.predict(image))
             except FCNError as e:
@@ -263,14 +263,14 @@ def _main(argv: Sequence[str] | None) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     names = output_names(files)
-    for f, name in zip(files, names):
+    for f, name in zip(files, names, strict=True):
         if name != f.stem:
             print(
                 f"note: {f} is written as {name}.png (another input is also named {f.stem})",
                 file=sys.stderr,
             )
 
-    jobs = list(zip(files, names))
+    jobs = list(zip(files, names, strict=True))
     done = failed = pixels = 0
     start = time.perf_counter()
     with Progress(len(jobs), "predicting", unit="img") as progress:
@@ -285,7 +285,7 @@ def _main(argv: Sequence[str] | None) -> int:
             predicted = _predict(
                 segmenter, [image for _, _, image in readable], [path for path, _, _ in readable]
             )
-            for (path, name, image), labels in zip(readable, predicted):
+            for (path, name, image), labels in zip(readable, predicted, strict=True):
                 try:
                     if labels is not None:
                         _write(args, segmenter, name, image, labels)

@@ -23,8 +23,8 @@ import torch
 from .._io import atomic_path, atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
-from ..meta import ENGINE_SUFFIXES
 from ..export.metadata import OnnxMetadata, read_onnx_metadata
+from ..meta import ENGINE_SUFFIXES
 from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
 from .plan import BuildPlan, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles

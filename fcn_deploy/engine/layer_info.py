@@ -161,7 +161,7 @@ def summarize_layers(engine_json: str) -> LayerSummary:
     exact = all(e for _, e in measured)
     if not exact:  # mixing real FLOPs with weight counts would be meaningless: use weights for all
         measured = [(_weight_count(layer) or 1.0, False) for layer in conv_rows]
-    conv_flops = {id(layer): f for layer, (f, _) in zip(conv_rows, measured)}
+    conv_flops = {id(layer): f for layer, (f, _) in zip(conv_rows, measured, strict=True)}
     counts: dict[str, int] = {}
     n_float = n_fp16 = convs = fp16_convs = 0
     flops = fp16_flops = 0.0

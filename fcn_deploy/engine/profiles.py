@@ -84,18 +84,20 @@ class Profile:
     def fits(self, shape: Sequence[int]) -> bool:
         """Whether an NCHW shape lies inside this profile."""
         return (
-            all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)) and len(shape) == 4
+            all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max, strict=False))
+            and len(shape) == 4
         )
 
     def distance(self, shape: Sequence[int]) -> float:
         """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is
         faster."""
-        return sum(abs(d - o) / max(o, 1) for d, o in zip(shape, self.opt))
+        return sum(abs(d - o) / max(o, 1) for d, o in zip(shape, self.opt, strict=False))
 
     def range_text(self) -> str:
         """``1..8 x 3 x 64..1024 x 64..2048`` (NxCxHxW), for messages."""
         return " x ".join(
-            str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in zip(self.min, self.max)
+            str(lo) if lo == hi else f"{lo}..{hi}"
+            for lo, hi in zip(self.min, self.max, strict=True)
         )
 
     def for_io(self, io: str) -> tuple[Shape, Shape, Shape]:
@@ -134,7 +136,7 @@ def profiles_from_strings(
             f"got {len(opts)} --opt-shape values for {len(mins)} profiles; give one per profile"
         )
     profiles = []
-    for i, (lo_text, hi_text) in enumerate(zip(mins, maxs)):
+    for i, (lo_text, hi_text) in enumerate(zip(mins, maxs, strict=False)):
         lo, hi = parse_shape(lo_text), parse_shape(hi_text)
         opt = parse_shape(opts[i]) if opts else _clamp((1, 3, TYPICAL_HW, TYPICAL_HW), lo, hi)
         profiles.append(Profile(lo, opt, hi))
@@ -142,7 +144,7 @@ def profiles_from_strings(
 
 
 def _clamp(shape: Shape, lo: Shape, hi: Shape) -> Shape:
-    return tuple(min(max(d, a), b) for d, a, b in zip(shape, lo, hi))  # type: ignore[return-value]
+    return tuple(min(max(d, a), b) for d, a, b in zip(shape, lo, hi, strict=False))  # type: ignore[return-value]
 
 
 def validate_profiles(profiles: Sequence[Profile], bounds: SizeBounds) -> None:

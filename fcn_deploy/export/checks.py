@@ -36,7 +36,7 @@ def finish_graph(proto: Any, meta: OnnxMetadata, same_size_output: bool) -> None
     out = proto.graph.output[0].type.tensor_type.shape.dim
     names = ["batch"] + (["height", "width"] if same_size_output else [])
     spatial = [len(out) - 2, len(out) - 1] if meta.io == "tensor" else [1, 2]
-    for index, name in zip([0] + spatial, names):
+    for index, name in zip([0, *spatial], names, strict=False):
         out[index].ClearField("dim_value")
         out[index].dim_param = name
     del proto.metadata_props[:]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 from .fcn import FCN, FCN8s, FCN8sAtOnce, FCN16s, FCN32s, bilinear_kernel
 from .vgg import ConvVGG16, StateDict, WeightsSource, convolutionalize, width_of
 
@@ -23,7 +21,7 @@ __all__ = [
     "width_of",
 ]
 
-Net = Union[FCN, ConvVGG16]  # every net this package builds; each has ``info: ModelInfo``
+Net = FCN | ConvVGG16  # every net this package builds; each has ``info: ModelInfo``
 
 _CLASSES: dict[str, type[FCN] | type[ConvVGG16]] = {
     "fcn32s": FCN32s,

@@ -9,7 +9,6 @@ a map of class scores, one per 224×224 window at stride 32, computed in a singl
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,7 @@ FC_CHANNELS = 4096
 FC6_KERNEL = 7  # pool5 of a 224×224 image is 7×7: fc6 sees exactly that window
 
 StateDict = Mapping[str, torch.Tensor]
-WeightsSource = Union[StateDict, nn.Module]  # model files take weights, never paths
+WeightsSource = StateDict | nn.Module  # model files take weights, never paths
 
 
 def as_state_dict(source: WeightsSource, parameter: str) -> dict[str, torch.Tensor]:
@@ -62,7 +61,7 @@ def width_of(sd: StateDict) -> float:
 
 def scaled(channels: int, width: float) -> int:
     """Channel count at a width multiplier (never below 1)."""
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 def conv_names() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import FCNError
 from ..meta import ENGINE_SUFFIXES

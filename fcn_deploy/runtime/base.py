@@ -14,7 +14,7 @@ Two I/O modes, fixed when a model is exported:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from ..meta import IO_MODES, ModelInfo, SizeBounds
 
 __all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device"]
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -133,7 +133,7 @@ class Runner(ABC):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  # optional: backends that hold memory override it
         """Release the model and device memory; the runner is unusable afterwards."""
 
     def __enter__(self) -> Runner:
