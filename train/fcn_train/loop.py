@@ -195,7 +195,11 @@ class Trainer:
             if dist.is_main
             else None
         )
-        on_screen.enter_context(logging_redirect_tqdm([logging.getLogger(n) for n in LOGGERS]))
+        # only loggers with handlers of their own (a CLI's, the user's root one): an added handler
+        # on a bare logger would print records the root logger prints too
+        printing = [g for g in map(logging.getLogger, ("", *LOGGERS)) if g.handlers]
+        if printing:
+            on_screen.enter_context(logging_redirect_tqdm(printing))
         self._clock, self._elapsed0 = time.perf_counter(), state.elapsed
         window = LossWindow.starting_now()
         scores: dict[str, float] = {}
