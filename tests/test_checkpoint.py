@@ -72,6 +72,28 @@ def test_pytorch_port_state_dict_variant_inferred(tmp_path: Path, variant: str) 
     assert _same_outputs(ref, model)
 
 
+def test_each_file_is_read_once(tmp_path: Path, make_checkpoint, monkeypatch) -> None:
+    """load_model reads a file with one torch.load, whatever it holds (files reach 513 MiB)."""
+    torch.manual_seed(0)
+    torch.save(ReferenceFCN(stride=8, width=0.0625).state_dict(), tmp_path / "port.pth")
+    torch.save(TorchvisionVGG16(width=0.0625).state_dict(), tmp_path / "vgg16.pth")
+    real_load, reads = torch.load, []
+
+    def counting_load(*args, **kwargs):
+        reads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    for path in (
+        make_checkpoint("fcn8s", width=0.0625),
+        tmp_path / "port.pth",
+        tmp_path / "vgg16.pth",
+    ):
+        reads.clear()
+        load_model(path)
+        assert reads == [path]
+
+
 def test_port_state_dict_at_once_needs_variant(tmp_path: Path) -> None:
     ref = ReferenceFCN(stride=8, at_once=True, width=0.0625).eval()
     with torch.no_grad():

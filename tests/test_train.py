@@ -134,6 +134,23 @@ def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[s
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=_env())
 
 
+def test_cli_resume_reads_the_checkpoint_once(tmp_path: Path, monkeypatch) -> None:
+    """fcn-train --resume reads last.pt once: for the run's settings and the state together."""
+    from fcn_train.cli import train_main
+
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), iterations=1, val_every=100, **TINY))
+    real_load, reads = torch.load, []
+
+    def counting_load(*args, **kwargs):
+        reads.append(Path(args[0]))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    assert train_main(["--resume", str(out), "--iterations", "2", "-q"]) == 0
+    assert reads.count(out / LAST) == 1 and _trainer_state(out / LAST)["iteration"] == 2
+
+
 @pytest.mark.slow
 def test_cli_sigterm_saves_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
