@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import FCNError
-from ..meta import VARIANTS
+from ..meta import IO_MODES, VARIANTS
 from ._common import EXIT_FAILED, add_verbosity, parse_args, parse_size, run_cli
 from .engine_args import add_engine_arguments, build_engine_from_args
 
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--io",
-        choices=("tensor", "image"),
+        choices=IO_MODES,
         default="tensor",
         help="tensor: float N×3×H×W preprocessed → float logits; image: uint8 N×H×W×3 BGR → uint8 "
         "labels N×H×W, preprocessing and argmax in the graph (default tensor)",
