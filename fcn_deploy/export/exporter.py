@@ -105,21 +105,21 @@ def _check_options(
         raise FCNError(f"opset {opset} is not supported; use 18..23 (default 20)")
 
 
-def _load(source: Source, variant: str | None) -> tuple[nn.Module, str]:
+def _load(source: Source, variant: str | None) -> tuple[nn.Module, ModelInfo, str]:
     if isinstance(source, nn.Module):
-        if not hasattr(source, "info"):
+        info = getattr(source, "info", None)
+        if not isinstance(info, ModelInfo):
             raise FCNError(
                 "the module to export has no .info (ModelInfo); build it with fcn_deploy.models "
                 "or load_model"
             )
-        return copy.deepcopy(source).float().eval(), model_sha256(
-            source
-        )  # never change the caller's net
+        # a copy: never change the caller's net
+        return copy.deepcopy(source).float().eval(), info, model_sha256(source)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
     model = load_model(path, variant=variant)
-    return model, sha256_file(path)
+    return model, model.info, sha256_file(path)
 
 
 @contextlib.contextmanager
@@ -197,8 +197,7 @@ def export_onnx(
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
     output = Path(output)
     start = time.perf_counter()
-    model, sha = _load(source, variant)
-    info: ModelInfo = model.info  # type: ignore[assignment]
+    model, info, sha = _load(source, variant)
     params = sum(p.numel() for p in model.parameters())
     log.info(
         f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in "
