@@ -87,7 +87,8 @@ def check_megapixels(
         raise FCNError(
             f"{what} of {width}x{height} (WxH) is {height * width / 1e6:.1f} megapixels, over the "
             f"limit max_megapixels={max_megapixels:g}; raise the limit if it is meant (it bounds "
-            "the memory one image may take)"
+            "the memory one image may take)",
+            param="max_megapixels",
         )
 
 

@@ -128,7 +128,7 @@ class Segmenter:
                 f"max_megapixels must be a positive number or None, got {max_megapixels}"
             )
         if batch_size is not None and batch_size < 1:
-            raise FCNError(f"batch_size must be at least 1, got {batch_size}")
+            raise FCNError(f"batch_size must be at least 1, got {batch_size}", param="batch_size")
         self.runner = runner
         self.max_megapixels = max_megapixels
         self.tile = tile
@@ -270,7 +270,8 @@ class Segmenter:
             else:
                 raise FCNError(
                     f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
-                    "pass tile=True to run it in overlapping tiles"
+                    "pass tile=True to run it in overlapping tiles",
+                    param="tile",
                 )
         for indices in groups.values():
             for i in range(0, len(indices), self.batch_size):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_path, sha256_file
+from .._io import atomic_path, check_output_file, sha256_file
 from ..checkpoint import load_model
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
@@ -86,21 +86,26 @@ def _check_options(
     precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int
 ) -> None:
     if precision not in PRECISIONS:
-        raise FCNError(f"unknown precision {precision!r}; choose fp32 or fp16")
+        raise FCNError(
+            f"unknown precision={precision!r}; choose 'fp32' or 'fp16'", param="precision"
+        )
     if io not in IO_MODES:
-        raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
+        raise FCNError(f"unknown io={io!r}; choose 'tensor' or 'image'", param="io")
     if fp16_io and (precision != "fp16" or io != "tensor"):
         raise FCNError(
-            "--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns uint8)"
+            "fp16_io=True needs precision='fp16' and io='tensor' (image I/O takes uint8 and "
+            "returns uint8)",
+            param="fp16_io",
         )
     if len(max_size) != 2 or any(int(v) < 1 for v in max_size):
         raise FCNError(
-            f"max size must be two positive numbers HxW, got {'x'.join(map(str, max_size))}"
+            f"max_size must be two positive numbers (H, W), got {'x'.join(map(str, max_size))}",
+            param="max_size",
         )
     if int(max_batch) < 1:
-        raise FCNError(f"max batch must be at least 1, got {max_batch}")
+        raise FCNError(f"max_batch must be at least 1, got {max_batch}", param="max_batch")
     if not 18 <= opset <= 23:
-        raise FCNError(f"opset {opset} is not supported; use 18..23 (default 20)")
+        raise FCNError(f"opset={opset} is not supported; use 18..23 (default 20)", param="opset")
 
 
 def _load(source: Source, variant: str | None) -> tuple[nn.Module, str]:
@@ -188,7 +193,7 @@ def export_onnx(
             print(message, file=sys.stderr, flush=True)
 
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
-    output = Path(output)
+    output = check_output_file(output, (".onnx",))  # before the work, not after it
     start = time.perf_counter()
     model, sha = _load(source, variant)
     info: ModelInfo = model.info  # type: ignore[assignment]
