@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import glob
 import hashlib
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,12 +22,14 @@ def os_reason(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
-def check_output_file(path: str | os.PathLike[str], suffixes: Sequence[str] | None = None) -> Path:
+def check_output_file(
+    path: str | os.PathLike[str], suffixes: Sequence[str] | None = None, probe: bool = True
+) -> Path:
     """Refuse an output path that cannot be written, before any work is done for it.
 
     ``path`` must not be a folder, its folder must exist and be writable, and with ``suffixes``
     its name must end in one of them (models are loaded by suffix: a file without the right one
-    would be misread later).
+    would be misread later). ``probe`` creates and deletes a file there to be sure.
     """
     path = Path(path)
     if suffixes is not None and path.suffix.lower() not in suffixes:
@@ -41,11 +43,22 @@ def check_output_file(path: str | os.PathLike[str], suffixes: Sequence[str] | No
     if not parent.is_dir():
         what = "is not a folder" if parent.exists() else "does not exist (create it first)"
         raise FCNError(f"cannot write {path}: {parent} {what}")
-    if not os.access(parent, os.W_OK):
-        raise FCNError(
-            f"cannot write {path}: folder {parent} is not writable (choose another output path)"
-        )
+    if probe:
+        _probe(parent, f"cannot write {path}")
+    elif not os.access(parent, os.W_OK):
+        raise FCNError(f"cannot write {path}: folder {parent} is not writable")
     return path
+
+
+def _probe(folder: Path, what: str) -> None:
+    """Create and delete a file in ``folder``: the only test that holds for root, read-only mounts
+    and pseudo file systems (os.access says yes to root everywhere)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".fcn-deploy-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise FCNError(f"{what}: folder {folder} is not writable ({os_reason(e)})") from None
 
 
 def check_output_dir(path: str | os.PathLike[str]) -> Path:
@@ -62,8 +75,7 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
         existing = existing.parent
     if existing != path and not existing.is_dir():
         raise FCNError(f"cannot create output folder {path}: {existing} is a file")
-    if not os.access(existing, os.W_OK):
-        raise FCNError(f"cannot create output folder {path}: {existing} is not writable")
+    _probe(existing, f"cannot create output folder {path}")
     return path
 
 
@@ -81,20 +93,67 @@ def make_output_dir(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def missing_folders(path: str | os.PathLike[str]) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first.
+
+    Taken before a run creates its output folder, so that a run that wrote nothing can remove
+    exactly what it created (`remove_empty_folders`) and nothing that was there before.
+    """
+    missing = []
+    for folder in (Path(path), *Path(path).parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (innermost first) while they are empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # fails on a folder with anything in it
+        except OSError:
+            return
+
+
 def _remove_stale_temps(path: Path) -> None:
     """Delete temp files of earlier writes to ``path`` whose process is gone (kill -9, power loss).
 
-    Names are ``.NAME.PID.XXXX.tmpSUFFIX``; one of a live process (another writer) is left alone.
-    Names without a PID come from older versions and are always stale.
+    Names are ``.NAME.PID.XXXXXXXX.tmpSUFFIX``; one of a live process (another writer) is left
+    alone. Names without a PID come from older versions and are always stale. The folder is
+    listed once per process (`_temps_in`), so writing many files into it stays cheap.
     """
     prefix = f".{path.name}."
-    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp{glob.escape(path.suffix)}"):
+    for tmp in _temps_in(path.parent).pop(path.name, []):
+        if not tmp.name.endswith(f".tmp{path.suffix}"):
+            continue
         pid_text = tmp.name[len(prefix) :].split(".", 1)[0]
         if pid_text.isdigit() and _alive(int(pid_text)):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()
             log.info("removed %s, left by an interrupted write", tmp)
+
+
+_TEMPS: dict[Path, dict[str, list[Path]]] = {}
+_TEMPS_LOCK = threading.Lock()
+
+
+def _temps_in(folder: Path) -> dict[str, list[Path]]:
+    """Temp-looking files of ``folder`` by every target name they could belong to (listed once)."""
+    key = folder.resolve()
+    with _TEMPS_LOCK:
+        if key not in _TEMPS:
+            found: dict[str, list[Path]] = {}
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder):
+                    name = entry.name
+                    if name.startswith(".") and ".tmp" in name:
+                        parts = name[1:].split(".")
+                        for k in range(1, len(parts)):
+                            found.setdefault(".".join(parts[:k]), []).append(Path(entry.path))
+            _TEMPS[key] = found
+        return _TEMPS[key]
 
 
 def _alive(pid: int) -> bool:
@@ -118,7 +177,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Temp files a killed earlier write left for the same ``path`` are removed first. Every OSError
     of the temp file or the rename becomes one `FCNError` naming the path and the cause.
     """
-    path = check_output_file(path)
+    path = check_output_file(path, probe=False)  # mkstemp below is the real test
     parent = path.parent if str(path.parent) else Path(".")
     _remove_stale_temps(path)
     try:
@@ -163,7 +222,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints, ONNX files and engines are large)."""
+    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints, ONNX files, engines are large)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

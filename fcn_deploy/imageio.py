@@ -8,6 +8,7 @@ write or read palette indices, so Pillow does that.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,28 +84,38 @@ def check_megapixels(
     height: int, width: int, max_megapixels: float | None, what: str = "an image"
 ) -> None:
     """Refuse ``height×width`` above ``max_megapixels`` (None: no limit) before any work on it."""
-    if max_megapixels is not None and height * width > max_megapixels * 1e6:
+    _check_pixels(height * width, f"of {width}x{height} (WxH)", max_megapixels, what)
+
+
+def _check_pixels(pixels: int, size: str, max_megapixels: float | None, what: str) -> None:
+    if max_megapixels is not None and pixels > max_megapixels * 1e6:
         raise FCNError(
-            f"{what} of {width}x{height} (WxH) is {height * width / 1e6:.1f} megapixels, over the "
-            f"limit max_megapixels={max_megapixels:g}; raise the limit if it is meant (it bounds "
-            "the memory one image may take)",
+            f"{what} {size} is {pixels / 1e6:.1f} megapixels, over the limit "
+            f"max_megapixels={max_megapixels:g}; raise the limit if it is meant (it bounds the "
+            "memory one image may take)",
             param="max_megapixels",
         )
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from the file's header without decoding its pixels; None if Pillow can't tell."""
+def _check_header(path: Path, max_megapixels: float | None) -> None:
+    """Check the size the file's header declares, without decoding its pixels.
+
+    Formats Pillow cannot identify (EXR, HDR, ...) pass here and are checked after decoding.
+    """
+    what = f"{path}: an image"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
-    except Image.DecompressionBombError:  # Pillow's own refusal: over 2 × Image.MAX_IMAGE_PIXELS
-        big = 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
-        return (big, 1)
-    except UnidentifiedImageError:  # a format only OpenCV reads (EXR, HDR, ...) or not an image
-        return None
-    return int(height), int(width)
+    except Image.DecompressionBombError as e:  # Pillow's own refusal, above 2 × MAX_IMAGE_PIXELS
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        if found and max_megapixels is not None:
+            _check_pixels(int(found.group(1)), "(size from its header)", max_megapixels, what)
+        return  # a higher limit than Pillow's: OpenCV's own 1-gigapixel cap still applies
+    except UnidentifiedImageError:
+        return
+    check_megapixels(int(height), int(width), max_megapixels, what)
 
 
 def read_image(
@@ -122,9 +133,7 @@ def read_image(
     if not path.exists():
         raise FCNError(f"{path}: no such image file")
     try:
-        size = _header_size(path)
-        if size is not None:
-            check_megapixels(*size, max_megapixels, f"{path}: an image")
+        _check_header(path, max_megapixels)
         data = np.frombuffer(path.read_bytes(), np.uint8)
     except OSError as e:
         raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None

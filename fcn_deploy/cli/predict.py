@@ -22,7 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._io import atomic_write_bytes, check_output_dir, make_output_dir, os_reason
+from .._io import (
+    atomic_write_bytes,
+    check_output_dir,
+    make_output_dir,
+    missing_folders,
+    os_reason,
+    remove_empty_folders,
+)
 from .._progress import Progress
 from ..api import Segmenter
 from ..errors import FCNError
@@ -282,6 +289,7 @@ def _main(argv: Sequence[str] | None) -> int:
         raise FCNError(
             f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256"
         )
+    created = missing_folders(args.output)
     make_output_dir(args.output)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -318,12 +326,13 @@ def _main(argv: Sequence[str] | None) -> int:
                     _fail(path, e)
                 failed += 1
             progress.update(len(jobs[i : i + args.batch]), MP=f"{pixels / 1e6:.1f}")
+    remove_empty_folders(created)  # nothing written (every input failed): no empty folder left
     elapsed = time.perf_counter() - start
     failed += len(problems)
     summary = f"{done} image(s), {pixels / 1e6:.2f} MP in {elapsed:.1f} s ({pixels / 1e6 / max(elapsed, 1e-9):.2f} MP/s)"
     summary += f", {failed} failed" if failed else ""
     summary += f", {skipped} non-image file(s) ignored" if skipped else ""
-    print(f"{summary}; results in {args.output}")
+    print(f"{summary}; results in {args.output}" if done else f"{summary}; nothing written")
     return EXIT_FAILED if failed else 0
 
 

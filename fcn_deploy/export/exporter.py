@@ -157,6 +157,13 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
                 dynamic_shapes=(dims,), optimize=True, verbose=False,
             )  # fmt: skip
     except Exception as e:  # torch.export raises many types; all mean "this net did not export"
+        cause: BaseException | None = e
+        for _ in range(20):  # torch wraps even Ctrl-C/SIGTERM; that is a stop, not a failure
+            if cause is None:
+                break
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
     return program.model_proto  # type: ignore[union-attr]  # dynamo=True always returns a program

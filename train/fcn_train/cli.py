@@ -9,7 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy._io import check_output_dir, check_output_file
+from fcn_deploy._io import (
+    check_output_dir,
+    check_output_file,
+    missing_folders,
+    remove_empty_folders,
+)
 from fcn_deploy.cli._common import OneLineParser, positive_int, run_cli
 from fcn_deploy.cli.predict import add_max_megapixels
 from fcn_deploy.errors import FCNError
@@ -182,39 +187,16 @@ def _check_out(out: Path, resume: Path | None, overwrite: bool) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _created_by(out: Path) -> Path | None:
-    """The outermost folder of ``out`` that does not exist yet (what a failed start must remove)."""
-    top = None
-    for folder in (out, *out.parents):
-        if folder.exists():
-            break
-        top = folder
-    return top
-
-
-def _remove_if_empty(out: Path, top: Path | None) -> None:
-    """Remove the folders a failed start created, from ``out`` up to ``top``, while empty."""
-    if top is None:
-        return
-    for folder in (out, *out.parents):
-        try:
-            folder.rmdir()  # only succeeds on an empty folder
-        except OSError:
-            return
-        if folder == top:
-            return
-
-
 def _train(argv: Sequence[str] | None) -> int:
     args = train_parser().parse_args(argv)
     config, resume = _config(args)
     out = Path(config.out)
     _check_out(out, resume, args.overwrite)
-    created = _created_by(out)
+    created = missing_folders(out)
     try:
         result = train(config, resume)
     except BaseException:
-        _remove_if_empty(out, created)  # a start that failed leaves no empty run folder behind
+        remove_empty_folders(created)  # a start that failed leaves no empty run folder behind
         raise
     where = f"{result.last}" + (
         f", best: {result.best} (mean IU {result.best_mean_iu:.4f})" if result.best else ""

@@ -70,7 +70,7 @@ class TrainConfig:
         if self.momentum is not None and not (
             isinstance(self.momentum, (int, float)) and 0.0 <= self.momentum < 1.0
         ):
-            raise FCNError(f"momentum must be in [0, 1), got {self.momentum!r}")
+            raise FCNError(f"momentum must be in [0, 1), got {self.momentum!r}", param="momentum")
 
     @property
     def recipe_name(self) -> str:
@@ -94,4 +94,4 @@ def _check(
     ok = ok and (value >= low if inclusive else value > low)
     if not ok:
         bound = f"≥ {low:g}" if inclusive else f"> {low:g}"
-        raise FCNError(f"{name} must be {kind} {bound}, got {value!r}")
+        raise FCNError(f"{name} must be {kind} {bound}, got {value!r}", param=name)
