@@ -221,9 +221,11 @@ def _fail(path: Path, error: Exception) -> None:
     """One line for one input that failed; the others go on."""
     if isinstance(error, OSError):
         error = FCNError(f"{error.filename or path}: {os_reason(error)}")
+    param = getattr(error, "param", None)
+    line = error if isinstance(error, FCNError) else FCNError(str(error))
     if not str(error).startswith(str(path)):
-        error = FCNError(f"{path}: {error}", param=getattr(error, "param", None))
-    print(error_line(error, _parser()), file=sys.stderr)
+        line = FCNError(f"{path}: {error}", param=param)
+    print(error_line(line, _parser()), file=sys.stderr)
 
 
 _parser = functools.cache(build_parser)
