@@ -191,7 +191,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys such as {unexpected[0]}")
         hint = (
-            " (FCN-8s at-once has FCN-8s's keys; check --variant)"
+            " (FCN-8s at-once has FCN-8s's keys; check variant=)"
             if variant.startswith("fcn")
             else ""
         )

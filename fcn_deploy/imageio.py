@@ -166,7 +166,7 @@ def write_label_png(
 def read_label_png(
     path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 ) -> np.ndarray:
-    """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8; colours are not interpreted.
+    """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8 (colours not interpreted).
 
     The size in the header is checked against ``max_megapixels`` before the pixels are decoded.
     """
@@ -174,11 +174,14 @@ def read_label_png(
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):
                 raise FCNError(
-                    f"{path}: label PNGs must be palette or grayscale images of class ids, got mode {image.mode}"
+                    f"{path}: label PNGs must be palette or grayscale images of class ids, "
+                    f"got mode {image.mode}"
                 )
             check_megapixels(image.height, image.width, max_megapixels, f"{path}: a label map")
             return np.array(image, dtype=np.uint8)
     except FileNotFoundError:
         raise FCNError(f"{path}: no such label file") from None
+    except Image.DecompressionBombError as e:  # over Pillow's own limit (2 × 89 megapixels)
+        raise FCNError(f"{path}: {e}", param="max_megapixels") from None
     except OSError as e:
         raise FCNError(f"{path}: not a readable label PNG ({e})") from None

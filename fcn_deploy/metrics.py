@@ -20,7 +20,7 @@ IGNORE_LABEL = 255  # VOC's "void" border and unlabelled pixels: never counted
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """``C×C`` int64 counts of (true class, predicted class) pairs; labels outside 0…C−1 are skipped.
+    """``C×C`` int64 counts of (true class, predicted class) pairs; labels outside 0…C−1 skipped.
 
     That skips 255 (ignore) and anything else out of range, as the reference scorer does. A
     *prediction* outside 0…C−1 (a model with more classes than the data) has no column to go to:

@@ -34,7 +34,7 @@ EXIT_FAILED = 1  # the work ran but failed a check (verification, accuracy gate,
 
 
 def error_line(error: FCNError, parser: argparse.ArgumentParser | None = None) -> str:
-    """``error: <message>``, plus the CLI option for the parameter it names when ``parser`` has one."""
+    """``error: <message>``, plus the option for the parameter it names where ``parser`` has one."""
     line = f"error: {error}"
     flag = f"--{error.param.replace('_', '-')}" if error.param else None
     if flag is not None and parser is not None and flag in parser._option_string_actions:

@@ -199,7 +199,8 @@ def build_engine(
     ):  # the silent-FP32 trap: refuse, never mislabel
         raise FCNError(
             f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
-            "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
+            "Check that the ONNX graph is fp16 (exported with precision='fp16') and the GPU "
+            "supports FP16"
         )
     if progress and layers.label != precision:
         print(

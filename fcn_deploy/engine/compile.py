@@ -154,7 +154,7 @@ def compile_engine(
     if serialized is None:
         raise FCNError(
             f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT errors above); "
-            "try a larger --workspace or smaller --max-shape"
+            "try a larger workspace_gib or smaller profile max shapes"
         )
     if progress:
         print(f"built in {seconds:.1f} s", file=sys.stderr)

@@ -89,7 +89,8 @@ def precision_route(
             raise FCNError(
                 f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} (networks are "
                 f"strongly typed: the graph's dtypes are the engine's), but this graph is {graph_precision}; "
-                f"re-export with --precision {precision}"
+                f"re-export with precision='{precision}'",
+                param="precision",
             )
         on_11 = version.at_least(STRONGLY_TYPED_DEFAULT_SINCE)
         note = (
@@ -101,7 +102,8 @@ def precision_route(
         if graph_precision == "fp16":
             raise FCNError(
                 f"an fp32 engine from an fp16 ONNX graph is not supported on TensorRT {version}; "
-                "export with --precision fp32"
+                "export with precision='fp32'",
+                param="precision",
             )
         return PrecisionRoute(False, False, False, "weakly typed, FP32 (TF32 allowed)")
     if not has_fp16_flag:

@@ -62,7 +62,8 @@ class OnnxRuntimeRunner(Runner):
                 if not _cuda_available():
                     raise FCNError(
                         f"device {device} needs onnxruntime-gpu (the CUDA provider); this onnxruntime has "
-                        "only the CPU provider (pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu)"
+                        "only the CPU provider (pip uninstall onnxruntime && pip install "
+                        "onnxruntime-gpu, or use device='cpu')"
                     )
                 providers = [
                     ("CUDAExecutionProvider", {"device_id": dev.index or 0}),

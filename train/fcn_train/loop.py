@@ -279,7 +279,8 @@ class Trainer:
         )
         raise FCNError(
             f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
-            f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume"
+            f"Lower the learning rate (lr, now {self.recipe.lr:g}) and start again, or resume",
+            param="lr",
         )
 
     def _log_loss(self, window: list[Any]) -> None:
