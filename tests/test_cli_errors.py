@@ -99,6 +99,13 @@ CASES = [
     ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --fp16-io", "--fp16-io"),
     ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.txt", "must end in .engine"),
     ("fcn-export", "{f}/empty.onnx --engine {w}/m.engine", "empty file (0 bytes)"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.engine --gate-threshold 0", "--gate"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.engine --workspace -1", "--workspace"),
+    (
+        "fcn-export",
+        "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.engine --min-shape 1x4x64x64 --max-shape 1x3x9x9",
+        "channel dim must be 3",
+    ),
     # fcn-predict
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/missing.pt", "no such model file"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/text.pt", "is a text file"),

@@ -10,7 +10,7 @@ from .._io import check_output_file
 from ..errors import FCNError
 from ..meta import VARIANTS
 from ._common import EXIT_FAILED, OneLineParser, non_negative_int, positive_int, run_cli, size_hw
-from .engine_args import add_engine_arguments, build_engine_from_args
+from .engine_args import add_engine_arguments, build_engine_from_args, check_engine_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -86,10 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if args.engine is not None:  # before the export: a bad engine path must not waste it
-        from ..engine import ENGINE_SUFFIXES
-
-        check_output_file(args.engine, ENGINE_SUFFIXES)
+    if args.engine is not None:  # before the export: a bad engine option must not waste it
+        check_engine_arguments(args)
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None:
             raise FCNError(
