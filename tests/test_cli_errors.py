@@ -111,6 +111,7 @@ CASES = [
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/text.pt", "is a text file"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/empty.onnx", "empty file (0 bytes)"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/bad-meta.pt", "metadata says"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/folder.onnx", "is a folder"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --batch 0", "--batch"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --alpha 2", "--alpha"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --max-megapixels 0", "--max-mega"),

@@ -98,6 +98,8 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise FCNError(f"{path} is a folder, not an ONNX model")
     if not path.is_file():
         raise FCNError(f"{path}: no such file (expected an ONNX model written by fcn-export)")
     what = describe_file(path)
