@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ._io import atomic_path
+from ._io import atomic_path, describe_file, os_reason
 from .errors import FCNError
 from .meta import VARIANTS, ModelInfo, Preprocessing
 from .models import Net, convolutionalize, create_model, width_of
@@ -72,21 +72,29 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        what = describe_file(path)  # torch reads an ONNX or PNG file as an unsafe pickle
+        if what is not None and not what.startswith(("a ZIP", "a Python pickle")):
+            raise FCNError(f"{path} is {what}, not a PyTorch checkpoint") from None
         if "Weights only load failed" in str(e):
             raise FCNError(
                 f"{path} holds Python objects beyond tensors and plain data; it is not loaded "
                 "because that could run code from the file (re-save just its state_dict)"
             ) from None
-        raise FCNError(
-            f"{path} is not a readable PyTorch file ({_first_line(e)}); is it truncated?"
-        ) from None
+        raise _unreadable(path, e, "is it truncated?") from None
     except (
         Exception
     ) as e:  # torch.load raises many types for non-torch bytes (IndexError, KeyError, …)
-        raise FCNError(
-            f"{path} is not a readable PyTorch file ({_first_line(e)}); it may be truncated or of "
-            "another format"
-        ) from None
+        raise _unreadable(path, e, "it may be truncated or of another format") from None
+
+
+def _unreadable(path: Path, error: Exception, hint: str) -> FCNError:
+    """One line for a file torch.load could not read: what the file really is, when that's clear."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return FCNError(f"{path}: cannot read ({os_reason(error)})")
+    what = describe_file(path)
+    if what is not None and not what.startswith(("a ZIP", "a Python pickle")):
+        return FCNError(f"{path} is {what}, not a PyTorch checkpoint")
+    return FCNError(f"{path} is not a readable PyTorch file ({_first_line(error)}); {hint}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -194,7 +202,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys such as {unexpected[0]}")
         hint = (
-            " (FCN-8s at-once has FCN-8s's keys; check --variant)"
+            " (FCN-8s at-once has FCN-8s's keys; check variant=)"
             if variant.startswith("fcn")
             else ""
         )
@@ -207,6 +215,23 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
             )
     model.load_state_dict(sd, strict=True)
     return model
+
+
+def _check_info_matches_weights(stored: ModelInfo, built: ModelInfo, path: Any) -> None:
+    """Refuse a checkpoint whose metadata describes another net than its weights hold.
+
+    Otherwise it would load and predict, and an export would carry the wrong class count.
+    """
+    for name, said, held in (
+        ("num_classes", stored.num_classes, built.num_classes),
+        ("width", stored.width, built.width),
+    ):
+        if said != held:
+            raise FCNError(
+                f"{path}: the checkpoint's metadata says {name}={said:g} but its weights hold "
+                f"{name}={held:g}; the file was edited or assembled by hand (re-save it with "
+                "save_checkpoint)"
+            )
 
 
 def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
@@ -245,5 +270,6 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
         )
     model = _model_from_state_dict(sd, variant, path)
     if info is not None:
+        _check_info_matches_weights(info, model.info, path)
         model.info = info.replace(variant=variant)
     return model.eval()

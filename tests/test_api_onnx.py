@@ -87,5 +87,5 @@ def test_checkpoint_and_onnx_give_the_same_labels(
             atol=1e-3,
         )
     else:
-        with pytest.raises(FCNError, match="--io tensor"):
+        with pytest.raises(FCNError, match=r"io=.tensor."):
             exported.logits(pictures["odd 97x131"])

@@ -159,7 +159,7 @@ def test_bad_sizes_exit_2_with_one_line_and_no_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     err = result.stderr.strip()
     assert (
-        err.startswith("error: --sizes must look like HxW")
+        err.startswith("error: argument --sizes: expected HxW")
         and "'64y64'" in err
         and len(err.splitlines()) == 1
     )

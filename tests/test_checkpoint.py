@@ -162,7 +162,9 @@ def test_truncated_and_garbage(tmp_path: Path, make_checkpoint) -> None:
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     _expect_error(tmp_path / "trunc.pt", "truncated")
     (tmp_path / "text.pt").write_text("this is not a checkpoint\n")
-    _expect_error(tmp_path / "text.pt", "not a readable PyTorch file")
+    _expect_error(tmp_path / "text.pt", "is a text file, not a PyTorch checkpoint")
+    (tmp_path / "png.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    _expect_error(tmp_path / "png.pt", "is a PNG image, not a PyTorch checkpoint")
     (tmp_path / "list.pt").write_bytes(b"")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     _expect_error(tmp_path / "list.pt", "holds a list")
@@ -196,7 +198,9 @@ def test_no_partial_file_when_saving_fails(tmp_path: Path, make_model, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        FCNError, match=r"cannot write .*m\.pt: disk full"
+    ):  # one line, no traceback
         save_checkpoint(model, tmp_path / "m.pt")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FCNError, match="does not exist"):
@@ -228,3 +232,20 @@ def test_outputs_get_normal_permissions(tmp_path: Path, make_model) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_metadata_that_disagrees_with_the_weights_is_refused(tmp_path: Path, make_model) -> None:
+    # metadata says 21 classes, the weights hold 5: it must not load (an export would claim 21)
+    path = tmp_path / "m.pt"
+    save_checkpoint(make_model("fcn32s", width=0.0625, num_classes=5), path)
+    payload = torch.load(path, weights_only=True)
+    payload["info"]["num_classes"] = 21
+    payload["info"]["class_names"] = [str(k) for k in range(21)]
+    payload["info"]["palette"] = voc_palette(21)
+    torch.save(payload, tmp_path / "edited.pt")
+    message = _expect_error(tmp_path / "edited.pt", "metadata says num_classes=21")
+    assert "weights hold num_classes=5" in message
+    payload = torch.load(path, weights_only=True)
+    payload["info"]["width"] = 1.0
+    torch.save(payload, tmp_path / "wide.pt")
+    _expect_error(tmp_path / "wide.pt", "metadata says width=1 but its weights hold width=0.0625")

@@ -152,3 +152,12 @@ def test_crop_and_pad_fill_with_ignore() -> None:
         and (batch_labels[1, 4:] == 255).all()
         and (images[1, 4:] == 0).all()
     )
+
+
+def test_dataset_images_over_the_size_limit_are_refused_from_the_header(tmp_path: Path) -> None:
+    devkit = write_voc(tmp_path, {"train": ["2008_000001"]})
+    ds = VOCSegmentation(devkit, "train")
+    assert ds[0][0].shape == (20, 30, 3)  # the default limit (100 MP) lets a normal image through
+    ds.max_megapixels = 0.0005  # 500 pixels; the image has 600
+    with pytest.raises(FCNError, match=r"2008_000001\.jpg: an image of 30x20 \(WxH\)"):
+        ds[0]

@@ -175,7 +175,7 @@ def test_route_strongly_typed_on_10_12_plus_with_the_flag_and_on_11_without():
 
 def test_route_refuses_an_fp16_engine_from_an_fp32_graph_when_strongly_typed():
     for version in ("10.13.0", "11.1.0"):
-        with pytest.raises(FCNError, match="re-export with --precision fp16"):
+        with pytest.raises(FCNError, match="re-export with precision='fp16'"):
             precision_route(parse_trt_version(version), "fp16", "fp32", has_fp16_flag=True)
 
 

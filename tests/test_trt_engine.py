@@ -152,6 +152,6 @@ def test_fp16_engine_from_fp32_graph_is_refused_on_strongly_typed_tensorrt(expor
     if not parse_trt_version(tensorrt.__version__).at_least(STRONGLY_TYPED_SINCE):
         pytest.skip(f"TensorRT {tensorrt.__version__} builds FP16 with the builder flag")
     _, paths = exported
-    with pytest.raises(FCNError, match="re-export with --precision fp16"):
+    with pytest.raises(FCNError, match="re-export with precision='fp16'"):
         build_engine(paths["fp32"], tmp_path / "m.engine", precision="fp16", progress=False)
     assert not (tmp_path / "m.engine").exists()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FCNError
-from ..imageio import read_image, to_bgr8
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_megapixels, read_image, to_bgr8
 from ..meta import ModelInfo
 from ..runtime import Runner, load_runner
 from .tiling import ALIGN, TileGrid, run_tiled
@@ -36,8 +36,10 @@ DEFAULT_OVERLAP = 256  # at most a quarter of the tile; FCN's receptive field is
 DEFAULT_BATCH = 8  # images per call when the model sets no batch limit
 
 
-def as_bgr8(image: ImageLike, rgb: bool = False) -> np.ndarray:
-    """Any supported image → uint8 ``H×W×3`` BGR.
+def as_bgr8(
+    image: ImageLike, rgb: bool = False, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """Any supported image → uint8 ``H×W×3`` BGR, refused above ``max_megapixels`` (None: no limit).
 
     - a path (str or ``os.PathLike``): decoded by OpenCV (`read_image`); ``rgb`` is ignored;
     - a NumPy array: ``H×W``, ``H×W×1``, ``H×W×3`` or ``H×W×4``, uint8, uint16 or float 0..1,
@@ -45,7 +47,9 @@ def as_bgr8(image: ImageLike, rgb: bool = False) -> np.ndarray:
     - a torch tensor: the same rule as an array, so channels last (``H×W×C``), on any device.
     """
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, max_megapixels)  # checked from the header, before decoding
+    if isinstance(image, (torch.Tensor, np.ndarray)) and image.ndim >= 2:
+        check_megapixels(int(image.shape[0]), int(image.shape[1]), max_megapixels)
     if isinstance(image, torch.Tensor):
         t = image.detach()
         if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
@@ -95,6 +99,8 @@ class Segmenter:
     or per call): overlapping tiles of ``tile_size`` (default: the model's largest input, at most
     1024) sharing ``overlap`` pixels, blended as described in `fcn_deploy.api.tiling`. Equal-size
     images share runner calls of up to ``batch_size`` (default: the model's max batch, or 8).
+    Images over ``max_megapixels`` (default 100; None: no limit) are refused before any work,
+    files from their header before decoding, on every backend.
     """
 
     def __init__(
@@ -104,8 +110,16 @@ class Segmenter:
         tile_size: int | tuple[int, int] | None = None,
         overlap: int | None = None,
         batch_size: int | None = None,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
     ) -> None:
+        if max_megapixels is not None and not max_megapixels > 0:
+            raise FCNError(
+                f"max_megapixels must be a positive number or None, got {max_megapixels}"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise FCNError(f"batch_size must be at least 1, got {batch_size}", param="batch_size")
         self.runner = runner
+        self.max_megapixels = max_megapixels
         self.tile = tile
         bounds = runner.bounds
         limit = bounds.max_hw or (DEFAULT_TILE, DEFAULT_TILE)
@@ -147,6 +161,7 @@ class Segmenter:
         tile_size: int | tuple[int, int] | None = None,
         overlap: int | None = None,
         batch_size: int | None = None,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         **runner_options: Any,
     ) -> Segmenter:
         """Open a model file: ``.engine`` → TensorRT, ``.onnx`` → ONNX Runtime, else PyTorch.
@@ -161,7 +176,11 @@ class Segmenter:
                 "TensorRT .engine)"
             )
         runner = load_runner(path, device=device, backend=backend, **runner_options)
-        return cls(runner, tile, tile_size, overlap, batch_size)
+        try:
+            return cls(runner, tile, tile_size, overlap, batch_size, max_megapixels)
+        except BaseException:
+            runner.close()
+            raise
 
     # -- what the model is -------------------------------------------------------------------
 
@@ -200,7 +219,7 @@ class Segmenter:
         if self.runner.io != "tensor":
             raise FCNError(
                 "this model was exported with preprocessing and argmax folded in (image I/O) and "
-                "returns only labels; re-export with --io tensor to get class scores"
+                "returns only labels; re-export with io='tensor' to get class scores"
             )
         return self._run([image], rgb, tile, scores=True)[0]
 
@@ -209,7 +228,7 @@ class Segmenter:
     ) -> np.ndarray:
         """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for
         cv2.imwrite."""
-        bgr = as_bgr8(image, rgb)
+        bgr = as_bgr8(image, rgb, self.max_megapixels)
         labels = np.asarray(labels)
         if labels.shape != bgr.shape[:2]:
             raise FCNError(
@@ -229,7 +248,7 @@ class Segmenter:
     ) -> list[np.ndarray]:
         timing = self.last_timing = Timing()
         start = time.perf_counter()
-        pixels = [as_bgr8(im, rgb) for im in images]
+        pixels = [as_bgr8(im, rgb, self.max_megapixels) for im in images]
         timing.images, timing.pixels = len(pixels), sum(p.shape[0] * p.shape[1] for p in pixels)
         timing.preprocess += time.perf_counter() - start
         tile = self.tile if tile is None else tile
@@ -244,8 +263,8 @@ class Segmenter:
             else:
                 raise FCNError(
                     f"an image of {h}x{w} (HxW) is larger than this model accepts "
-                    f"({top[0]}x{top[1]}); "
-                    "pass tile=True (fcn-predict --tile) to run it in overlapping tiles"
+                    f"({top[0]}x{top[1]}); pass tile=True to run it in overlapping tiles",
+                    param="tile",
                 )
         for indices in groups.values():
             for i in range(0, len(indices), self.batch_size):

@@ -80,7 +80,8 @@ class ModelSource:
         path = Path(model)
         if not path.exists():
             raise FCNError(
-                f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)"
+                f"model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)",
+                param="model",
             )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
@@ -120,7 +121,7 @@ def tensorrt_unavailable(device: torch.device) -> str | None:
     if not tensorrt_available():
         return MISSING_MESSAGE
     if device.type != "cuda":
-        return "TensorRT needs a CUDA GPU (run with --device cuda)"
+        return "TensorRT needs a CUDA GPU (device='cuda')"
     return None
 
 

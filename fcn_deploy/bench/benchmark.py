@@ -53,11 +53,14 @@ def run_benchmark(
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     cfg = config or BenchConfig()
     if cfg.batch < 1 or cfg.iters < 1 or cfg.warmup < 0:
-        raise FCNError("--batch and --iters must be at least 1 and --warmup at least 0")
+        raise FCNError(
+            f"config.batch and config.iters must be at least 1 and config.warmup at least 0, got "
+            f"batch={cfg.batch}, iters={cfg.iters}, warmup={cfg.warmup}"
+        )
     dev = resolve_device(device)
     if threads is not None:
         if threads < 1:
-            raise FCNError(f"--threads must be at least 1, got {threads}")
+            raise FCNError(f"threads must be at least 1, got {threads}", param="threads")
         torch.set_num_threads(threads)
     names = parse_backends(backends)
     doc: dict[str, Any] = {

@@ -6,16 +6,26 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._io import check_output_file
 from ..errors import FCNError
 from ..meta import IO_MODES, VARIANTS
-from ._common import EXIT_FAILED, add_verbosity, parse_args, parse_size, run_cli
-from .engine_args import add_engine_arguments, build_engine_from_args
+from ._common import (
+    EXIT_FAILED,
+    OneLineParser,
+    add_verbosity,
+    non_negative_int,
+    parse_args,
+    positive_int,
+    run_cli,
+    size_hw,
+)
+from .engine_args import add_engine_arguments, build_engine_from_args, check_engine_arguments
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-export",
         description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against "
         "PyTorch under ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an "
@@ -33,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         metavar="ONNX",
-        help="where to write the ONNX file (e.g. model.onnx)",
+        help="where to write the ONNX file; the name must end in .onnx (e.g. model.onnx)",
     )
     p.add_argument(
         "--variant",
@@ -61,17 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-size",
-        default="4096x4096",
+        type=size_hw,
+        default=(4096, 4096),
         metavar="HxW",
         help="largest input height×width (default 4096x4096)",
     )
-    p.add_argument("--max-batch", default="32", metavar="N", help="largest batch (default 32)")
-    p.add_argument("--opset", default="20", metavar="N", help="ONNX opset, 18..23 (default 20)")
+    p.add_argument(
+        "--max-batch", type=positive_int, default=32, metavar="N", help="largest batch (default 32)"
+    )
+    p.add_argument(
+        "--opset", type=int, default=20, metavar="N", help="ONNX opset, 18..23 (default 20)"
+    )
     p.add_argument(
         "--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check"
     )
     p.add_argument(
         "--seed",
+        type=non_negative_int,
         metavar="N",
         help="seed for the verification sizes and inputs (default: random, printed)",
     )
@@ -80,15 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _int(text: str, flag: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise FCNError(f"{flag} must be a whole number, got {text!r}") from None
-
-
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(build_parser(), argv)
+    if args.engine is not None:  # before the export: a bad engine option must not waste it
+        check_engine_arguments(args)
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None:
             raise FCNError(
@@ -101,9 +112,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return build_engine_from_args(args, args.source)
     if args.output is None:
         raise FCNError("no output: pass -o model.onnx")
-    max_batch = _int(args.max_batch, "--max-batch")
-    if max_batch < 1:
-        raise FCNError(f"--max-batch must be at least 1, got {max_batch}")
+    check_output_file(args.output, (".onnx",))  # before loading the checkpoint
     from ..export import export_onnx
 
     report = export_onnx(
@@ -113,11 +122,11 @@ def _main(argv: Sequence[str] | None) -> int:
         precision=args.precision,
         io=args.io,
         fp16_io=args.fp16_io,
-        max_size=parse_size(args.max_size, "--max-size"),
-        max_batch=max_batch,
-        opset=_int(args.opset, "--opset"),
+        max_size=args.max_size,
+        max_batch=args.max_batch,
+        opset=args.opset,
         verify=not args.no_verify,
-        seed=_int(args.seed, "--seed") if args.seed is not None else None,
+        seed=args.seed,
     )
     m, g = report.metadata, report.graph
     print(
@@ -149,4 +158,4 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``fcn-export SOURCE -o model.onnx [options]``."""
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, build_parser())

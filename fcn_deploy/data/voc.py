@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FCNError
-from ..imageio import read_image, read_label_png
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, read_image, read_label_png
 from ..meta import VOC_CLASSES, voc_palette
 
 __all__ = [
@@ -36,6 +36,8 @@ class SegmentationDataset:
 
     class_names: tuple[str, ...] = VOC_CLASSES
     palette: list[tuple[int, int, int]] = voc_palette(len(VOC_CLASSES))
+    #: images (and label maps) larger than this are refused from their header, before decoding
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 
     def __init__(self, ids: Sequence[str], name: str) -> None:
         self.ids = list(ids)
@@ -94,8 +96,10 @@ class VOCSegmentation(SegmentationDataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         name = self.ids[index]
-        image = read_image(self.root / "JPEGImages" / f"{name}.jpg")
-        labels = read_label_png(self.root / "SegmentationClass" / f"{name}.png")
+        image = read_image(self.root / "JPEGImages" / f"{name}.jpg", self.max_megapixels)
+        labels = read_label_png(
+            self.root / "SegmentationClass" / f"{name}.png", self.max_megapixels
+        )
         return image, _check_sizes(image, labels, name)
 
 
@@ -123,7 +127,7 @@ class SBDSegmentation(SegmentationDataset):
         from scipy.io import loadmat  # scipy is slow to import and only SBD needs it
 
         name = self.ids[index]
-        image = read_image(self.root / "img" / f"{name}.jpg")
+        image = read_image(self.root / "img" / f"{name}.jpg", self.max_megapixels)
         path = _need(self.root / "cls" / f"{name}.mat", "label file", self.HINT)
         try:
             labels = loadmat(path)["GTcls"][0]["Segmentation"][0]

@@ -172,7 +172,9 @@ def build_engine(
     validate_profiles(profiles, meta.bounds)
     precision = precision or meta.precision
     if not 0.0 < gate_threshold <= 1.0:
-        raise FCNError(f"gate threshold must be in (0, 1], got {gate_threshold}")
+        raise FCNError(
+            f"gate_threshold must be in (0, 1], got {gate_threshold}", param="gate_threshold"
+        )
     cache_path = Path(timing_cache) if timing_cache is not None else None
     cache_bytes = (
         cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
@@ -206,8 +208,8 @@ def build_engine(
     ):  # the silent-FP32 trap: refuse, never mislabel
         raise FCNError(
             f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was "
-            "written. Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU "
-            "supports FP16"
+            "written. Check that the ONNX graph is fp16 (exported with precision='fp16') and the "
+            "GPU supports FP16"
         )
     if layers.label != precision:
         log.info(

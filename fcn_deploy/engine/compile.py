@@ -160,7 +160,7 @@ def compile_engine(
     if serialized is None:
         raise FCNError(
             f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT errors above); "
-            "try a larger --workspace or smaller --max-shape"
+            "try a larger workspace_gib or smaller profile max shapes"
         )
     log.info("built in %.1f s", seconds)
     timing = config.get_timing_cache().serialize()

@@ -197,6 +197,6 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
     ranges = "; ".join(f"profile {i}: {p.range_text()}" for i, p in enumerate(profiles))
     raise FCNError(
         f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of "
-        f"this engine ({ranges}); resize or tile the input, or rebuild the engine with "
-        "--min-shape/--max-shape covering it"
+        f"this engine ({ranges}); resize or tile the input, or rebuild the engine with profiles "
+        "covering it"
     )

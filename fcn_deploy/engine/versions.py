@@ -90,7 +90,8 @@ def precision_route(
             raise FCNError(
                 f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} "
                 "(networks are strongly typed: the graph's dtypes are the engine's), but this "
-                f"graph is {graph_precision}; re-export with --precision {precision}"
+                f"graph is {graph_precision}; re-export with precision='{precision}'",
+                param="precision",
             )
         on_11 = version.at_least(STRONGLY_TYPED_DEFAULT_SINCE)
         note = (
@@ -102,7 +103,8 @@ def precision_route(
         if graph_precision == "fp16":
             raise FCNError(
                 f"an fp32 engine from an fp16 ONNX graph is not supported on TensorRT {version}; "
-                "export with --precision fp32"
+                "export with precision='fp32'",
+                param="precision",
             )
         return PrecisionRoute(False, False, False, "weakly typed, FP32 (TF32 allowed)")
     if not has_fp16_flag:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_path, sha256_file
+from .._io import atomic_path, check_output_file, sha256_file
 from ..checkpoint import load_model
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
@@ -87,22 +87,26 @@ def _check_options(
     precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int
 ) -> None:
     if precision not in PRECISIONS:
-        raise FCNError(f"unknown precision {precision!r}; choose fp32 or fp16")
+        raise FCNError(
+            f"unknown precision={precision!r}; choose 'fp32' or 'fp16'", param="precision"
+        )
     if io not in IO_MODES:
-        raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
+        raise FCNError(f"unknown io={io!r}; choose 'tensor' or 'image'", param="io")
     if fp16_io and (precision != "fp16" or io != "tensor"):
         raise FCNError(
-            "--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns "
-            "uint8)"
+            "fp16_io=True needs precision='fp16' and io='tensor' (image I/O takes uint8 and "
+            "returns uint8)",
+            param="fp16_io",
         )
     if len(max_size) != 2 or any(int(v) < 1 for v in max_size):
         raise FCNError(
-            f"max size must be two positive numbers HxW, got {'x'.join(map(str, max_size))}"
+            f"max_size must be two positive numbers (H, W), got {'x'.join(map(str, max_size))}",
+            param="max_size",
         )
     if int(max_batch) < 1:
-        raise FCNError(f"max batch must be at least 1, got {max_batch}")
+        raise FCNError(f"max_batch must be at least 1, got {max_batch}", param="max_batch")
     if not 18 <= opset <= 23:
-        raise FCNError(f"opset {opset} is not supported; use 18..23 (default 20)")
+        raise FCNError(f"opset={opset} is not supported; use 18..23 (default 20)", param="opset")
 
 
 def _load(source: Source, variant: str | None) -> tuple[nn.Module, ModelInfo, str]:
@@ -163,6 +167,13 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
                 verbose=False,
             )
     except Exception as e:  # torch.export raises many types; all mean "this net did not export"
+        cause: BaseException | None = e
+        for _ in range(20):  # torch wraps even Ctrl-C/SIGTERM; that is a stop, not a failure
+            if cause is None:
+                break
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
     return program.model_proto  # type: ignore[union-attr]  # dynamo=True always returns a program
@@ -195,7 +206,7 @@ def export_onnx(
     ``progress`` shows a bar during verification.
     """
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
-    output = Path(output)
+    output = check_output_file(output, (".onnx",))  # before the work, not after it
     start = time.perf_counter()
     model, info, sha = _load(source, variant)
     params = sum(p.numel() for p in model.parameters())

@@ -39,7 +39,8 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise FCNError(
-                f"device {device} requested but this machine has no CUDA GPU (use --device cpu)"
+                f"device={device!r} requested but this machine has no CUDA GPU (use device='cpu')",
+                param="device",
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise FCNError(

@@ -63,7 +63,7 @@ class OnnxRuntimeRunner(Runner):
                     raise FCNError(
                         f"device {device} needs onnxruntime-gpu (the CUDA provider); this "
                         "onnxruntime has only the CPU provider (pip uninstall onnxruntime && pip "
-                        "install onnxruntime-gpu, or use --device cpu)"
+                        "install onnxruntime-gpu, or use device='cpu')"
                     )
                 providers = [
                     ("CUDAExecutionProvider", {"device_id": dev.index or 0}),

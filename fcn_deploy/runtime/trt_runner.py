@@ -41,7 +41,9 @@ class TensorRTRunner(Runner):
     ) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FCNError(f"{path}: no such engine file (build one with fcn-export --engine)")
+            raise FCNError(
+                f"{path}: no such engine file (build one with build_engine or fcn-export --engine)"
+            )
         from ..engine.executor import (
             EngineExecutor,
         )  # imports TensorRT: FCNError where it is missing

@@ -102,8 +102,9 @@ def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
         path = path / LAST
     if not path.is_file():
         raise FCNError(
-            f"--resume {path}: no such checkpoint (give a training output folder holding {LAST}, "
-            "or a .pt file)"
+            f"{path}: no such checkpoint to resume (give a training output folder holding "
+            f"{LAST}, or a .pt file)",
+            param="resume",
         )
     return path
 
@@ -116,6 +117,7 @@ def load_training_state(path: Path) -> dict[str, Any]:
     if not isinstance(trainer, dict) or "optimizer" not in trainer:
         raise FCNError(
             f"{path} holds no trainer state (it is a model-only checkpoint such as {BEST}); "
-            f"resume from the run's {LAST}, or start a new run with --init checkpoint:{path}"
+            f"resume from the run's {LAST}, or start a new run with init='checkpoint:{path}'",
+            param="init",
         )
     return {**trainer, "state_dict": payload["state_dict"], "info": payload["info"]}

@@ -60,15 +60,14 @@ def open_dataset(
     if name not in DATASETS:
         raise FCNError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if root is None:
-        raise FCNError(
-            f"--data {name} needs --root (the "
-            f"{'VOCdevkit' if name == 'voc' else 'benchmark_RELEASE'} folder)"
-        )
+        folder = "VOCdevkit" if name == "voc" else "benchmark_RELEASE"
+        raise FCNError(f"data={name!r} needs root (the {folder} folder)", param="root")
     if split == "seg11valid":
         if name != "voc" or sbd_root is None:
             raise FCNError(
-                "split seg11valid needs --data voc --root VOCdevkit/VOC2011 and --sbd-root "
-                "benchmark_RELEASE"
+                "split='seg11valid' needs data='voc', root=VOCdevkit/VOC2011 and "
+                "sbd_root=benchmark_RELEASE",
+                param="sbd_root",
             )
         return seg11valid(root, sbd_root)
     dataset: SegmentationDataset = (VOCSegmentation if name == "voc" else SBDSegmentation)(

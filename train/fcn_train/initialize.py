@@ -46,16 +46,21 @@ def initial_model(
         source = load_model(path)
         if not isinstance(source, FCN):
             raise FCNError(
-                f"--init {init}: {path} holds a {source.info.variant}, not an FCN; use vgg16:{path}"
+                f"init={init!r}: {path} holds a {source.info.variant}, not an FCN; use "
+                f"'vgg16:{path}'",
+                param="init",
             )
         if source.num_classes != n:
             raise FCNError(
-                f"--init {init}: the checkpoint has {source.num_classes} classes but "
-                f"{dataset.name} has {n}"
+                f"init={init!r}: the checkpoint has {source.num_classes} classes but "
+                f"{dataset.name} has {n}",
+                param="init",
             )
         model = cls.from_fcn(source)
     else:
-        raise FCNError(f"--init {init!r}: expected vgg16:PATH, checkpoint:PATH or scratch")
+        raise FCNError(
+            f"init={init!r}: expected vgg16:PATH, checkpoint:PATH or scratch", param="init"
+        )
     model.info = model.info.replace(
         class_names=list(dataset.class_names), palette=list(dataset.palette)
     )

@@ -306,8 +306,9 @@ class Trainer:
         )
         raise FCNError(
             f"training loss became {value} at iteration {self.state.iteration}; stopped, and "
-            f"{kept}. Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or "
-            "--resume"
+            f"{kept}. Lower the learning rate (lr, now {self.recipe.lr:g}) and start again, or "
+            "resume",
+            param="lr",
         )
 
     def _log_loss(self, window: LossWindow) -> LossWindow:

@@ -78,7 +78,7 @@ def select_trainable(model: nn.Module, which: str) -> None:
     if which == "all":
         return
     if which != "last-layer":
-        raise ValueError(f"--train must be 'all' or 'last-layer', got {which!r}")
+        raise ValueError(f"train must be 'all' or 'last-layer', got {which!r}")
     keep = {id(p) for layer in model.score_layers() for p in layer.parameters()}  # type: ignore[operator]
     for p in model.parameters():
         if id(p) not in keep:
