@@ -23,6 +23,7 @@ from ..meta import SizeBounds
 __all__ = [
     "Profile",
     "Shape",
+    "choose_profile",
     "default_profiles",
     "format_shape",
     "parse_shape",
@@ -194,3 +195,24 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
         f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of this "
         f"engine ({ranges}); resize or tile the input, or rebuild the engine with --min-shape/--max-shape covering it"
     )
+
+
+def choose_profile(profiles: Sequence[Profile], shape: Sequence[int], forced: int | None) -> int:
+    """`select_profile`, or the ``forced`` profile when one is given and it holds ``shape``.
+
+    The accuracy gate forces each profile in turn: profiles may overlap (the default two share
+    their min shape), so letting the executor choose would check one profile twice and label
+    the row with the other.
+    """
+    if forced is None:
+        return select_profile(profiles, shape)
+    if not 0 <= forced < len(profiles):
+        raise FCNError(
+            f"profile={forced} does not exist: this engine has profiles 0..{len(profiles) - 1}"
+        )
+    if not profiles[forced].fits(shape):
+        raise FCNError(
+            f"input shape {format_shape(shape)} (NxCxHxW) is outside profile {forced} "
+            f"({profiles[forced].range_text()}); pass profile=None to let the engine choose"
+        )
+    return forced

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import FCNError
-from .base import IO_MODES, ArrayLike, Runner, resolve_device
+from .base import IO_MODES, ArrayLike, Runner, resolve_device, same_device
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +22,7 @@ __all__ = [
     "backend_for_path",
     "load_runner",
     "resolve_device",
+    "same_device",
 ]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
