@@ -124,3 +124,52 @@ def test_gate_checks_every_profile_at_its_own_sizes_forced():
     # the shared min shape is run once per profile, and left to itself would go to profile 0 twice
     assert [i for i, s in jobs if s == (1, 3, 32, 32)] == [0, 1]
     assert choose_profile(SHARED_MIN, (1, 3, 32, 32), None) == 0
+
+
+# --- timing cache fallback ----------------------------------------------------------------------
+
+
+class _Config:
+    """Records what the build config would be given; ``create`` behaves as TensorRT's does for a
+    blob it cannot read (None, or an exception) or one from another GPU (attach refuses it)."""
+
+    def __init__(self, on_blob: str) -> None:
+        self.on_blob = on_blob
+        self.attached: list[bytes] = []
+
+    def create(self, blob: bytes) -> bytes | None:
+        if blob and self.on_blob == "none":
+            return None
+        if blob and self.on_blob == "raise":
+            raise RuntimeError("Magic tag does not match")
+        return b"cache:" + blob
+
+    def attach(self, cache: bytes) -> bool:
+        if cache != b"cache:" and self.on_blob == "mismatch":
+            return False
+        self.attached.append(cache)
+        return True
+
+
+@pytest.mark.parametrize(
+    "on_blob, reason",
+    [("none", "could not read it"), ("raise", "Magic tag"), ("mismatch", "another GPU")],
+)
+def test_unusable_timing_cache_falls_back_to_a_fresh_one_with_a_warning(on_blob, reason):
+    from fcn_deploy.engine.plan import attach_timing_cache
+
+    config = _Config(on_blob)
+    cache, warning = attach_timing_cache(b"old", config.create, config.attach)
+    assert cache == b"cache:" and config.attached == [b"cache:"]  # fresh, and nothing else
+    assert warning is not None and reason in warning and "starting a new one" in warning
+
+
+def test_usable_or_absent_timing_cache_needs_no_warning():
+    from fcn_deploy.engine.plan import attach_timing_cache
+
+    config = _Config("ok")
+    assert attach_timing_cache(b"old", config.create, config.attach) == (b"cache:old", None)
+    assert attach_timing_cache(None, config.create, config.attach) == (b"cache:", None)
+    broken = _Config("ok")
+    with pytest.raises(FCNError, match="could not create an empty timing cache"):
+        attach_timing_cache(None, lambda blob: None, broken.attach)

@@ -230,7 +230,7 @@ def build_engine(
             "workspace_gib": workspace_gib,
             "opt_level": opt_level,
             "timing_cache": str(cache_path) if cache_path else None,
-            "timing_cache_loaded": cache_bytes is not None,
+            "timing_cache_loaded": compiled.timing_cache_used,
         },
     )
     report = EngineReport(None, engine_meta, gate_threshold=gate_threshold if gate else None)

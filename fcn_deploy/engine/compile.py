@@ -9,6 +9,7 @@ version gate chose.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -20,13 +21,15 @@ from .._progress import Progress
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .layer_info import LayerSummary, summarize_layers
-from .plan import BuildPlan, ParserIssue, format_parser_errors
+from .plan import BuildPlan, ParserIssue, attach_timing_cache, format_parser_errors
 from .profiles import Shape
 
 if TYPE_CHECKING:
     import tensorrt as trt
 else:
     trt = import_tensorrt()
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CompiledEngine",
@@ -57,6 +60,7 @@ class CompiledEngine:
     serialized: bytes
     timing_cache: bytes
     build_seconds: float
+    timing_cache_used: bool  # False: no cache given, or TensorRT could not use it
 
 
 class _BuildMonitor(trt.IProgressMonitor):
@@ -129,12 +133,13 @@ def compile_engine(
     )  # the inspector needs layer precisions
     if plan.route.fp16_builder_flag:
         config.set_flag(trt.BuilderFlag.FP16)  # only on < 10.12, where the version gate chose it
-    cache = config.create_timing_cache(plan.timing_cache or b"")
-    if not config.set_timing_cache(
-        cache, False
-    ):  # a cache from another GPU or release: start afresh
-        print("timing cache does not match this GPU/TensorRT; starting a new one", file=sys.stderr)
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+    cache, warning = attach_timing_cache(
+        plan.timing_cache,
+        config.create_timing_cache,
+        lambda c: config.set_timing_cache(c, False),
+    )
+    if warning:
+        log.warning(warning)
     for i, (lo, opt, hi) in enumerate(plan.profile_shapes()):
         profile = builder.create_optimization_profile()
         profile.set_shape(
@@ -159,7 +164,9 @@ def compile_engine(
     if progress:
         print(f"built in {seconds:.1f} s", file=sys.stderr)
     timing = config.get_timing_cache().serialize()
-    return CompiledEngine(bytes(serialized), bytes(timing), seconds)
+    del cache  # attached to the config until here: the build is done
+    used = bool(plan.timing_cache) and warning is None
+    return CompiledEngine(bytes(serialized), bytes(timing), seconds, used)
 
 
 def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSummary:

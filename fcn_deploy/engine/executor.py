@@ -144,7 +144,6 @@ class EngineExecutor:
     def run(self, x: torch.Tensor, profile: int | None = None) -> torch.Tensor:
         """Run on a contiguous CUDA tensor of the engine's input dtype; returns the reused output.
 
-
         ``profile`` forces an optimization profile (FCNError if it does not hold the shape);
         ``None`` picks the fitting one nearest its opt shape. `profile` afterwards names the one
         used. The output is ordered on the caller's current stream like any torch kernel's, and
