@@ -25,6 +25,7 @@ from .._progress import Progress
 from ..errors import FCNError
 from ..export.metadata import OnnxMetadata, read_onnx_metadata
 from .gate import GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
+from .layer_info import precision_problem
 from .plan import BuildPlan, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
 from .sidecar import EngineMetadata, sidecar_path, write_sidecar
@@ -84,6 +85,14 @@ def _check_paths(onnx_path: Path, engine_path: Path) -> None:
         raise FCNError(
             f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it first)"
         )
+
+
+def _node_ops(onnx_path: Path) -> dict[str, str]:
+    """ONNX node name → op type: identifies the convolutions inside Myelin layers exactly."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return {node.name: node.op_type for node in graph.node if node.name}
 
 
 def _reference_session(onnx_path: Path) -> Any:
@@ -197,15 +206,11 @@ def build_engine(
     with torch.cuda.device(dev):
         compiled = trt_compile.compile_engine(onnx_path, plan, progress=progress)
         layers = trt_compile.inspect_layers(
-            compiled.serialized, meta.input_name, plan.profile_shapes()[0][1]
+            compiled.serialized, meta.input_name, plan.profile_shapes()[0][1], _node_ops(onnx_path)
         )
-    if (
-        precision == "fp16" and layers.label == "fp32"
-    ):  # the silent-FP32 trap: refuse, never mislabel
-        raise FCNError(
-            f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
-            "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
-        )
+    problem = precision_problem(precision, layers)
+    if problem:  # the silent-FP32 trap: refuse, never mislabel
+        raise FCNError(problem)
     if progress and layers.label != precision:
         print(
             f"note: the engine is labelled {layers.label!r}, not {precision!r}: {layers.describe()}",

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -169,7 +170,12 @@ def compile_engine(
     return CompiledEngine(bytes(serialized), bytes(timing), seconds, used)
 
 
-def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSummary:
+def inspect_layers(
+    serialized: bytes,
+    input_name: str,
+    shape: Shape,
+    onnx_ops: Mapping[str, str] | None = None,
+) -> LayerSummary:
     """Layer precisions of a built engine, inspected at ``shape`` (profile 0's opt, network layout).
 
     An execution context with the input shape set gives the inspector concrete dimensions, so the
@@ -187,4 +193,4 @@ def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSum
         inspector.execution_context = context
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     del inspector, context, engine  # TensorRT objects go before their runtime
-    return summarize_layers(text)
+    return summarize_layers(text, onnx_ops)
