@@ -173,3 +173,12 @@ def test_usable_or_absent_timing_cache_needs_no_warning():
     broken = _Config("ok")
     with pytest.raises(FCNError, match="could not create an empty timing cache"):
         attach_timing_cache(None, lambda blob: None, broken.attach)
+
+
+def test_a_refused_profile_switch_says_what_to_do():
+    from fcn_deploy.engine.profiles import profile_switch_message
+
+    msg = profile_switch_message(1, 2, RuntimeError("Error in set optimization profile async."))
+    assert "profile 1 of 2 (Error in set optimization profile async.)" in msg
+    assert "rebuild it with fcn-export --engine" in msg and "\n" not in msg
+    assert "()" not in profile_switch_message(0, 1, None)

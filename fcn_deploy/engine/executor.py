@@ -30,7 +30,7 @@ from .._device import indexed_device, same_device
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .buffers import aligned_input
-from .profiles import Profile, choose_profile
+from .profiles import Profile, choose_profile, profile_switch_message
 from .sidecar import EngineMetadata, check_compatible
 
 if TYPE_CHECKING:
@@ -179,9 +179,9 @@ class EngineExecutor:
             try:
                 ok = self.context.set_optimization_profile_async(profile, handle)
             except RuntimeError as e:  # the binding raises instead of returning False
-                raise FCNError(_profile_switch_message(profile, len(self.profiles), e)) from None
+                raise FCNError(profile_switch_message(profile, len(self.profiles), e)) from None
             if not ok:
-                raise FCNError(_profile_switch_message(profile, len(self.profiles), None))
+                raise FCNError(profile_switch_message(profile, len(self.profiles), None))
             self.profile, self._shape = profile, None
         shape = tuple(x.shape)
         if shape != self._shape:
@@ -217,12 +217,3 @@ class EngineExecutor:
             if hasattr(self, name):
                 delattr(self, name)
         self._out = None
-
-
-def _profile_switch_message(profile: int, count: int, error: RuntimeError | None) -> str:
-    reason = f" ({str(error).strip()})" if error is not None and str(error).strip() else ""
-    return (
-        f"TensorRT could not switch the execution context to optimization profile {profile} of "
-        f"{count}{reason}; the engine may not match its sidecar (rebuild it with fcn-export "
-        "--engine), or another execution context is using that profile (use one runner per thread)"
-    )

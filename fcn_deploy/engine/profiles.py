@@ -27,6 +27,7 @@ __all__ = [
     "default_profiles",
     "format_shape",
     "parse_shape",
+    "profile_switch_message",
     "profiles_from_strings",
     "select_profile",
     "validate_profiles",
@@ -216,3 +217,18 @@ def choose_profile(profiles: Sequence[Profile], shape: Sequence[int], forced: in
             f"({profiles[forced].range_text()}); pass profile=None to let the engine choose"
         )
     return forced
+
+
+def profile_switch_message(profile: int, count: int, error: Exception | None) -> str:
+    """The one line for a refused ``set_optimization_profile_async``: what failed, what to do.
+
+    The Python binding raises RuntimeError ("Error in set optimization profile async.") where
+    the C++ call returns false (NVIDIA/TensorRT python/src/infer/pyCore.cpp,
+    ``context_set_optimization_profile_async``, PY_ASSERT_RUNTIME_ERROR).
+    """
+    reason = f" ({str(error).strip()})" if error is not None and str(error).strip() else ""
+    return (
+        f"TensorRT could not switch the execution context to optimization profile {profile} of "
+        f"{count}{reason}; the engine may not match its sidecar (rebuild it with fcn-export "
+        "--engine), or another execution context is using that profile (use one runner per thread)"
+    )
