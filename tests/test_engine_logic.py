@@ -9,6 +9,7 @@ Dimensions and Format/Datatype, Kernel/OutMaps/Groups/Weights on convolutions).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ from fcn_deploy.engine import (
     validate_profiles,
     write_sidecar,
 )
-from fcn_deploy.engine.layer_info import LayerSummary
+from fcn_deploy.engine.layer_info import LayerSummary, precision_problem
 from fcn_deploy.engine.plan import check_opt_level, workspace_bytes
 from fcn_deploy.errors import FCNError
 from fcn_deploy.export.metadata import OnnxMetadata
@@ -347,7 +348,95 @@ def test_summary_labels_an_all_fp32_engine_fp32_and_a_half_one_mixed():
         )
     )
     assert mixed.label == "mixed" and mixed.fp16_conv_flop_share == pytest.approx(0.5)
-    assert summarize_layers(json.dumps({"Layers": []})).label == "fp32"  # no convs: never fp16
+    none = summarize_layers(json.dumps({"Layers": []}))
+    assert none.label == "unknown" and "no convolution found" in none.note  # never fp16 nor fp32
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _fixture(name: str) -> dict:
+    doc = json.loads((FIXTURES / name).read_text())
+    assert "trt-engine-explorer" in doc["_source"]  # every fixture names where its format is from
+    return doc
+
+
+def _flops(layer: dict, p: int, q: int) -> float:
+    n, c = layer["Inputs"][0]["Dimensions"][:2]
+    k = layer.get("OutMaps", layer.get("ConvOutMaps"))
+    r, s = layer.get("Kernel", layer.get("ConvKernel"))
+    return 2.0 * n * k * p * q * c * r * s
+
+
+def test_fused_conv_act_pool_is_counted_from_trex_published_example():
+    """trt-engine-explorer's QAT ResNet-18 (A100): 20 CaskConvolution + 1 fused ConvActPool,
+    INT8."""
+    doc = _fixture("trex_resnet_qat_residual_convactpool.json")
+    fused = [layer for layer in doc["Layers"] if layer.get("ParameterType") == "ConvActPool"]
+    assert len(fused) == 1 and fused[0]["Outputs"][0]["Dimensions"] == [32, 64, 56, 56]  # pooled
+    s = summarize_layers(json.dumps(doc))
+    assert s.convs == 21 and s.conv_precisions == {"int8": 21} and s.label == "int8"
+    assert s.flops_basis == "shape" and s.unknown_convs == 0
+    cask = sum(
+        _flops(layer, *layer["Outputs"][0]["Dimensions"][2:])
+        for layer in doc["Layers"]
+        if layer.get("ParameterType") == "Convolution"
+    )
+    # the fused conv: 7×7 stride 2 pad 3 on 224×224 → 112×112 before the pool, not the 56×56 after
+    assert s.conv_flops == pytest.approx(cask + _flops(fused[0], 112, 112))
+
+
+def test_fp16_conv_act_pool_alone_is_fp16_not_fp32():
+    """Counting only "Convolution" saw no conv here and called a real FP16 engine fp32."""
+    doc = _fixture("trex_resnet_qat_residual_convactpool.json")
+    (fused,) = [layer for layer in doc["Layers"] if layer.get("ParameterType") == "ConvActPool"]
+    fp16 = json.loads(json.dumps(fused).replace("Row major Int8 format", FP16_NHWC))
+    fp16 = json.loads(
+        json.dumps(fp16).replace(
+            "Thirty-two wide channel vectorized row major Int8 format", FP16_NHWC
+        )
+    )
+    s = summarize_layers(json.dumps({"Layers": [fp16]}))
+    assert s.convs == 1 and s.fp16_convs == 1 and s.label == "fp16" and s.flops_basis == "shape"
+    assert precision_problem("fp16", s) is None
+
+
+def test_convs_inside_a_myelin_foreign_node_are_counted_and_unknown_when_hidden():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    s = summarize_layers(json.dumps(doc))
+    assert s.convs == 21 and s.unknown_convs == 21 and s.flops_basis == "count"
+    assert s.label == "unknown" and "Myelin" in s.note and s.note in s.describe()
+    assert precision_problem("fp16", s) is None  # unknown is not refused: written with its note
+    ops = {n: "Cast" for n in ("node__to_copy", "node__to_copy_1")}
+    ops |= {f"node_Conv_{i}": "Conv" for i in range(100, 124)} | {"node_Slice_9": "Slice"}
+    ops |= {f"node_convolution{x}": "ConvTranspose" for x in ("", "_1", "_2")}
+    assert summarize_layers(json.dumps(doc), ops).convs == 21  # exact, from the ONNX graph
+    assert summarize_layers(json.dumps(doc), {}).convs == 0  # a map without them: none found
+
+
+def test_a_myelin_node_with_16_bit_outputs_names_its_precision():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    doc["Layers"][0]["Outputs"][0]["Format/Datatype"] = "Row major linear FP16 format"
+    s = summarize_layers(json.dumps(doc))
+    assert s.label == "fp16" and s.fp16_convs == 21 and s.fp16_conv_flop_share == 1.0
+    mixed = {"Layers": [*doc["Layers"], _conv("c", 1, 8, 8, 16, 16, 16, 16, FP32_LINEAR)]}
+    assert summarize_layers(json.dumps(mixed)).flops_basis == "count"  # one basis for all convs
+
+
+def test_a_myelin_node_without_metadata_is_read_from_its_name():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    layer = dict(doc["Layers"][0], Name="{ForeignNode[node_Conv_100...node_convolution_2]}")
+    del layer["Metadata"]
+    s = summarize_layers(json.dumps({"Layers": [layer]}))
+    assert s.convs == 2 and s.label == "unknown"  # a lower bound, and still never fp32
+
+
+def test_only_measured_fp32_refuses_an_fp16_request():
+    fp32 = summarize_layers(
+        json.dumps({"Layers": [_conv("c", 1, 3, 8, 16, 16, 16, 16, FP32_LINEAR)]})
+    )
+    assert "asked for an fp16 engine" in precision_problem("fp16", fp32)
+    assert precision_problem("fp32", fp32) is None
 
 
 def test_summary_falls_back_to_weight_counts_for_dynamic_dims():

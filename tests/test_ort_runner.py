@@ -14,6 +14,7 @@ from fcn_deploy.export import export_onnx, synthetic_images
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
 from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner
+from fcn_deploy.runtime.ort_runner import _cuda_available as _cuda_provider
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,9 @@ def test_runner_refuses_missing_or_foreign_file(tmp_path: Path) -> None:
         OnnxRuntimeRunner(bad)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(
-    not torch.cuda.is_available(),
+    not torch.cuda.is_available() or not _cuda_provider(),
     reason="needs a CUDA GPU and onnxruntime-gpu (CUDA provider with IO binding)",
 )
 def test_runner_cuda_io_binding(fp16_io_export) -> None:

@@ -25,7 +25,8 @@ from .._progress import Progress
 from ..errors import FCNError
 from ..export.metadata import OnnxMetadata, read_onnx_metadata
 from ..meta import ENGINE_SUFFIXES
-from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
+from .gate import GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
+from .layer_info import precision_problem
 from .plan import BuildPlan, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
 from .sidecar import EngineMetadata, sidecar_path, write_sidecar
@@ -91,6 +92,14 @@ def _check_paths(onnx_path: Path, engine_path: Path) -> None:
         )
 
 
+def _node_ops(onnx_path: Path) -> dict[str, str]:
+    """ONNX node name → op type: identifies the convolutions inside Myelin layers exactly."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return {node.name: node.op_type for node in graph.node if node.name}
+
+
 def _reference_session(onnx_path: Path) -> Any:
     """ONNX Runtime on the GPU when onnxruntime-gpu is installed (large gate shapes), else the
     CPU."""
@@ -124,7 +133,7 @@ def run_gate(
 
     session = _reference_session(onnx_path)
     rng = np.random.default_rng(seed)
-    jobs = [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
+    jobs = gate_jobs(profiles)
     bar = Progress(len(jobs), "accuracy gate", unit="size") if progress else None
     rows = []
     for index, (n, _, h, w) in jobs:
@@ -132,9 +141,14 @@ def run_gate(
         x = images if meta.io == "image" else meta.info.preprocessing.apply(images)
         x = x if meta.io == "image" else x.astype(np.float16 if meta.fp16_io else np.float32)
         reference = ort_run(session, x)
-        out = executor.run(torch.from_numpy(x).to(executor.device).contiguous()).cpu().numpy()
+        # forced: profiles overlap (the default two share their min shape), and a row must
+        # name the profile that really ran, which the executor reports back
+        x_dev = torch.from_numpy(x).to(executor.device).contiguous()
+        out = executor.run(x_dev, profile=index).cpu().numpy()
         rows.append(
-            compare_outputs(reference, out, meta.io, threshold, profile=index, shape=(n, 3, h, w))
+            compare_outputs(
+                reference, out, meta.io, threshold, profile=executor.profile, shape=(n, 3, h, w)
+            )
         )
         if bar is not None:
             bar.update(1, size=f"{n}x{h}x{w}", labels=f"{rows[-1].label_agreement:.4f}")
@@ -201,16 +215,11 @@ def build_engine(
     with torch.cuda.device(dev):
         compiled = trt_compile.compile_engine(onnx_path, plan, progress=progress)
         layers = trt_compile.inspect_layers(
-            compiled.serialized, meta.input_name, plan.profile_shapes()[0][1]
+            compiled.serialized, meta.input_name, plan.profile_shapes()[0][1], _node_ops(onnx_path)
         )
-    if (
-        precision == "fp16" and layers.label == "fp32"
-    ):  # the silent-FP32 trap: refuse, never mislabel
-        raise FCNError(
-            f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was "
-            "written. Check that the ONNX graph is fp16 (exported with precision='fp16') and the "
-            "GPU supports FP16"
-        )
+    problem = precision_problem(precision, layers)
+    if problem:  # the silent-FP32 trap: refuse, never mislabel
+        raise FCNError(problem)
     if layers.label != precision:
         log.info(
             "note: the engine is labelled %r, not %r: %s",
@@ -237,7 +246,7 @@ def build_engine(
             "workspace_gib": workspace_gib,
             "opt_level": opt_level,
             "timing_cache": str(cache_path) if cache_path else None,
-            "timing_cache_loaded": cache_bytes is not None,
+            "timing_cache_loaded": compiled.timing_cache_used,
         },
     )
     report = EngineReport(None, engine_meta, gate_threshold=gate_threshold if gate else None)

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from .._progress import Progress
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .layer_info import LayerSummary, summarize_layers
-from .plan import BuildPlan, ParserIssue, format_parser_errors
+from .plan import BuildPlan, ParserIssue, attach_timing_cache, format_parser_errors
 from .profiles import Shape
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class CompiledEngine:
     serialized: bytes
     timing_cache: bytes
     build_seconds: float
+    timing_cache_used: bool  # False: no cache given, or TensorRT could not use it
 
 
 class _BuildMonitor(trt.IProgressMonitor):
@@ -134,12 +136,13 @@ def compile_engine(
     )  # the inspector needs layer precisions
     if plan.route.fp16_builder_flag:
         config.set_flag(trt.BuilderFlag.FP16)  # only on < 10.12, where the version gate chose it
-    cache = config.create_timing_cache(plan.timing_cache or b"")
-    if not config.set_timing_cache(
-        cache, False
-    ):  # a cache from another GPU or release: start afresh
-        log.warning("timing cache does not match this GPU/TensorRT; starting a new one")
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+    cache, warning = attach_timing_cache(
+        plan.timing_cache,
+        config.create_timing_cache,
+        lambda c: config.set_timing_cache(c, False),
+    )
+    if warning:
+        log.warning(warning)
     for i, (lo, opt, hi) in enumerate(plan.profile_shapes()):
         profile = builder.create_optimization_profile()
         profile.set_shape(
@@ -164,10 +167,17 @@ def compile_engine(
         )
     log.info("built in %.1f s", seconds)
     timing = config.get_timing_cache().serialize()
-    return CompiledEngine(bytes(serialized), bytes(timing), seconds)
+    del cache  # attached to the config until here: the build is done
+    used = bool(plan.timing_cache) and warning is None
+    return CompiledEngine(bytes(serialized), bytes(timing), seconds, used)
 
 
-def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSummary:
+def inspect_layers(
+    serialized: bytes,
+    input_name: str,
+    shape: Shape,
+    onnx_ops: Mapping[str, str] | None = None,
+) -> LayerSummary:
     """Layer precisions of a built engine, inspected at ``shape`` (profile 0's opt, network layout).
 
     An execution context with the input shape set gives the inspector concrete dimensions, so the
@@ -185,4 +195,4 @@ def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSum
         inspector.execution_context = context
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     del inspector, context, engine  # TensorRT objects go before their runtime
-    return summarize_layers(text)
+    return summarize_layers(text, onnx_ops)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .profiles import Profile, Shape, format_shape
 
-__all__ = ["GateRow", "compare_outputs", "format_gate", "gate_passed", "gate_shapes"]
+__all__ = ["GateRow", "compare_outputs", "format_gate", "gate_jobs", "gate_passed", "gate_shapes"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,16 @@ def gate_shapes(profile: Profile) -> list[Shape]:
     (_, _, h0, w0), (_, _, h1, w1) = profile.min, profile.max
     odd = (n, 3, _odd_between(h0, h1), _odd_between(w0, (w0 + w1) // 2 if w1 - w0 > 2 else w1))
     return list(dict.fromkeys([profile.min, profile.opt, profile.max, odd]))
+
+
+def gate_jobs(profiles: Sequence[Profile]) -> list[tuple[int, Shape]]:
+    """(profile, shape) for each profile at its own `gate_shapes`; each run is forced to that
+    profile.
+
+    Shapes repeat across profiles on purpose (the default two share their min): each profile's
+    kernels are checked at each of its sizes.
+    """
+    return [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
 
 
 def compare_outputs(

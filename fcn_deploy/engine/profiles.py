@@ -23,9 +23,11 @@ from ..meta import SizeBounds
 __all__ = [
     "Profile",
     "Shape",
+    "choose_profile",
     "default_profiles",
     "format_shape",
     "parse_shape",
+    "profile_switch_message",
     "profiles_from_strings",
     "select_profile",
     "validate_profiles",
@@ -199,4 +201,40 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
         f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of "
         f"this engine ({ranges}); resize or tile the input, or rebuild the engine with profiles "
         "covering it"
+    )
+
+
+def choose_profile(profiles: Sequence[Profile], shape: Sequence[int], forced: int | None) -> int:
+    """`select_profile`, or the ``forced`` profile when one is given and it holds ``shape``.
+
+    The accuracy gate forces each profile in turn: profiles may overlap (the default two share
+    their min shape), so letting the executor choose would check one profile twice and label
+    the row with the other.
+    """
+    if forced is None:
+        return select_profile(profiles, shape)
+    if not 0 <= forced < len(profiles):
+        raise FCNError(
+            f"profile={forced} does not exist: this engine has profiles 0..{len(profiles) - 1}"
+        )
+    if not profiles[forced].fits(shape):
+        raise FCNError(
+            f"input shape {format_shape(shape)} (NxCxHxW) is outside profile {forced} "
+            f"({profiles[forced].range_text()}); pass profile=None to let the engine choose"
+        )
+    return forced
+
+
+def profile_switch_message(profile: int, count: int, error: Exception | None) -> str:
+    """The one line for a refused ``set_optimization_profile_async``: what failed, what to do.
+
+    The Python binding raises RuntimeError ("Error in set optimization profile async.") where
+    the C++ call returns false (NVIDIA/TensorRT python/src/infer/pyCore.cpp,
+    ``context_set_optimization_profile_async``, PY_ASSERT_RUNTIME_ERROR).
+    """
+    reason = f" ({str(error).strip()})" if error is not None and str(error).strip() else ""
+    return (
+        f"TensorRT could not switch the execution context to optimization profile {profile} of "
+        f"{count}{reason}; the engine may not match its sidecar (rebuild it with fcn-export "
+        "--engine), or another execution context is using that profile (use one runner per thread)"
     )

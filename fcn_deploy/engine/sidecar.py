@@ -46,7 +46,7 @@ class EngineMetadata:
     gpu_name: str
     compute_capability: tuple[int, int]
     profiles: list[Profile]
-    precision: str  # what the inspector found: "fp16", "mixed" or "fp32"
+    precision: str  # what the inspector found: "fp16", "mixed", "fp32" or "unknown"
     requested_precision: str
     layers: LayerSummary
     onnx: OnnxMetadata

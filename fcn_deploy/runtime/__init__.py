@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import FCNError
 from ..meta import ENGINE_SUFFIXES
-from .base import IO_MODES, ArrayLike, Runner, resolve_device
+from .base import IO_MODES, ArrayLike, Runner, resolve_device, same_device
 
 __all__ = [
     "BACKENDS",
@@ -23,6 +23,7 @@ __all__ = [
     "backend_for_path",
     "load_runner",
     "resolve_device",
+    "same_device",
 ]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")

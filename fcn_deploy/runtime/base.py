@@ -19,19 +19,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._device import indexed_device, same_device
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
 
-__all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device"]
+__all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device", "same_device"]
 
 ArrayLike = np.ndarray | torch.Tensor
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` → cuda if available else cpu; ``cpu``, ``cuda``, ``cuda:N`` checked against the
-    machine."""
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """An indexed device (``cpu`` or ``cuda:N``, never bare ``cuda``), checked against the machine.
+
+    ``None`` → the current CUDA device if there is one, else cpu; ``cuda`` → the current CUDA
+    device. Compare the result with `same_device`, not ``==`` (``cuda:0 != cuda`` in torch).
+    """
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return indexed_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
@@ -49,7 +53,7 @@ def resolve_device(device: str | None) -> torch.device:
             )
     elif dev.type != "cpu":
         raise FCNError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return dev
+    return indexed_device(dev)
 
 
 class Runner(ABC):

@@ -81,8 +81,7 @@ class TensorRTRunner(Runner):
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.executor is None:
             raise FCNError("this runner was closed")
-        with torch.cuda.device(self.device):
-            out = self.executor.run(x)
+        out = self.executor.run(x)  # on the runner's device and the executor's own stream
         if self.io == "tensor" and out.dtype != torch.float32:
             return out.float()  # FP16 I/O engines: logits as float32, like the other runners
         return out if self.reuse_outputs else out.clone()
