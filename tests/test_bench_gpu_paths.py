@@ -78,9 +78,10 @@ def test_stream_skips_a_backend_that_cannot_open(make_model: Any, tmp_path: Path
         Backend("onnxruntime", open=lambda: OnnxRuntimeRunner(bad, device="cpu")),
     ]
     rows, skipped = run_stream(backends, source, CPU, [(64, 64), (64, 64)])
-    assert [r["backend"] for r in rows] == ["torch"]
+    assert [r.backend for r in rows] == ["torch"]
     (entry,) = skipped
-    assert entry["backend"] == "onnxruntime" and entry["reason"].startswith("failed to open")
+    assert entry.backend == "onnxruntime" and entry.reason.startswith("failed to open")
+    assert entry.status == "failed"
 
 
 def test_the_json_states_the_fp32_policy() -> None:

@@ -26,7 +26,8 @@ from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner, output_shape
 
 @pytest.fixture(scope="module")
 def fp16_io_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner checks it)."""
+    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner
+    checks it)."""
     torch.manual_seed(0)
     model = randomize(create_model("fcn32s", num_classes=4, width=0.125))
     path = tmp_path_factory.mktemp("ort") / "fcn32s-fp16.onnx"
@@ -78,9 +79,11 @@ def test_runner_applies_metadata_and_matches_pytorch(fp16_io_export) -> None:
     ],
 )
 def test_runner_rejects_bad_input(fp16_io_export, batch, message: str) -> None:
-    with OnnxRuntimeRunner(fp16_io_export[1]) as runner:
-        with pytest.raises(FCNError, match=message) as err:
-            runner.infer(batch)
+    with (
+        OnnxRuntimeRunner(fp16_io_export[1]) as runner,
+        pytest.raises(FCNError, match=message) as err,
+    ):
+        runner.infer(batch)
     assert "\n" not in str(err.value)
 
 

@@ -77,18 +77,16 @@ class OnnxRuntimeRunner(Runner):
         auto = device is None and providers is None
         if device is None:
             device = "cuda" if torch.cuda.is_available() and _cuda_available() else "cpu"
-        dev = resolve_device(device)
-        if dev.type == "cuda":  # ONNX Runtime needs the index; torch's "cuda" is the current GPU
-            dev = torch.device("cuda", cuda_index(dev))
+        dev = resolve_device(device)  # indexed: ONNX Runtime binds a GPU by its number
         if providers is None:
             if dev.type == "cuda":
                 if not _cuda_available():
                     raise FCNError(
                         f"device {device} needs onnxruntime-gpu (the CUDA provider); this "
                         "onnxruntime has only the CPU provider (bash scripts/setup.sh gpu, or "
-                        "swap onnxruntime for onnxruntime-gpu; or use device cpu)"
+                        "swap onnxruntime for onnxruntime-gpu; or use device='cpu')"
                     )
-                providers = cuda_providers(dev.index or 0, cuda_options)
+                providers = cuda_providers(cuda_index(dev), cuda_options)
             else:
                 providers = ["CPUExecutionProvider"]
         m = self.metadata
@@ -121,7 +119,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer_cuda(self, x: torch.Tensor) -> torch.Tensor:
         """IO binding: ONNX Runtime reads ``x`` and writes a preallocated torch tensor in place."""
-        m, index = self.metadata, self.device.index or 0
+        m, index = self.metadata, cuda_index(self.device)
         binding = self.session.io_binding()
         binding.bind_input(
             m.input_name, "cuda", index, _NUMPY[x.dtype], tuple(x.shape), x.data_ptr()
