@@ -26,7 +26,7 @@ from .flops import flops_per_image
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
-__all__ = ["FCVGG16", "STRIDE", "WINDOW", "run_sliding_window"]
+__all__ = ["FCVGG16", "STRIDE", "WINDOW", "dense_vs_windows", "run_sliding_window"]
 
 WINDOW = 224  # the classifier's input size
 STRIDE = 32  # VGG16's output stride: one score per 32 pixels of shift
@@ -89,8 +89,6 @@ def run_sliding_window(
     fc_net = FCVGG16(width=width).eval().to(device)
     conv_net = convolutionalize({k: v.cpu() for k, v in fc_net.state_dict().items()}).to(device)
     pre = Preprocessing.torchvision()
-    cuda = device.type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     rows = []
     with (
         Progress(len(cfg.sizes), "fcn-bench sliding-window", unit="size") as progress,
@@ -98,33 +96,46 @@ def run_sliding_window(
     ):
         for i, (h, w) in enumerate(cfg.sizes):
             x = torch.from_numpy(pre.apply(random_images(1, h, w, cfg.seed + i))).to(device)
-            crops = _windows(x)
-
-            def fc_all() -> torch.Tensor:
-                return torch.cat([fc_net(c) for c in crops.split(chunk)])
-
-            conv_t = measure(
-                lambda: conv_net(x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
-            )
-            fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda)
-            dense = (
-                conv_net(x)[0].flatten(1).T.cpu().double()
-            )  # windows×classes, row-major like crops
-            per_window = fc_all().cpu().double()
-            rows.append(
-                _compare(
-                    h,
-                    w,
-                    dense,
-                    per_window,
-                    conv_t.percentile(50),
-                    fc_t.percentile(50),
-                    flops_per_image(conv_net.info, h, w),
-                    len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW),
-                )
-            )
+            rows.append(dense_vs_windows(fc_net, conv_net, x, cfg.warmup, cfg.iters, chunk))
             progress.update(1, size=f"{h}x{w}")
     return rows
+
+
+@torch.inference_mode()
+def dense_vs_windows(
+    fc_net: nn.Module,
+    conv_net: nn.Module,
+    x: torch.Tensor,
+    warmup: int = 1,
+    iters: int = 3,
+    chunk: int = 16,
+) -> dict[str, Any]:
+    """One ``1×3×H×W`` input (H, W = 224 + 32·k): the conv net's single pass against the FC net on
+    every 224×224 window at stride 32, timed (median ms) and compared score by score."""
+    _, _, h, w = x.shape
+    _check_size(h, w)
+    device = x.device
+    cuda = device.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    crops = _windows(x)
+
+    def fc_all() -> torch.Tensor:
+        return torch.cat([fc_net(c) for c in crops.split(chunk)])
+
+    conv_t = measure(lambda: conv_net(x), sync, warmup=warmup, iters=iters, cuda=cuda)
+    fc_t = measure(fc_all, sync, warmup=warmup, iters=iters, cuda=cuda)
+    dense = conv_net(x)[0].flatten(1).T.cpu().double()  # windows×classes, row-major like crops
+    per_window = fc_all().cpu().double()
+    return _compare(
+        h,
+        w,
+        dense,
+        per_window,
+        conv_t.percentile(50),
+        fc_t.percentile(50),
+        flops_per_image(conv_net.info, h, w),  # type: ignore[arg-type]
+        len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW),  # type: ignore[arg-type]
+    )
 
 
 def _compare(

@@ -208,6 +208,12 @@ def eval_parser() -> argparse.ArgumentParser:
         help="score the first N images only (synthetic: how many to draw)",
     )
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    p.add_argument(
+        "--trimap",
+        type=int,
+        metavar="PX",
+        help="also score only the pixels within PX of object boundaries (trimap band)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument(
         "--backend", choices=BACKENDS, help="override the backend the model file's suffix implies"
@@ -224,6 +230,8 @@ def _eval(argv: Sequence[str] | None) -> int:
     from fcn_deploy.api import Segmenter
 
     args = eval_parser().parse_args(argv)
+    if args.trimap is not None and args.trimap < 0:
+        raise FCNError(f"--trimap must be ≥ 0 pixels, got {args.trimap}")
     dataset = open_dataset(args.data, args.split, args.root, args.sbd_root, args.num_images)
     with Segmenter.load(
         args.model, device=args.device, backend=args.backend, tile=args.tile
@@ -235,7 +243,7 @@ def _eval(argv: Sequence[str] | None) -> int:
                 f"{dataset.num_classes}; was it trained on another dataset?"
             )
         results: dict[str, Any] = evaluate(
-            seg.predict, dataset, dataset.num_classes, dataset.class_names
+            seg.predict, dataset, dataset.num_classes, dataset.class_names, trimap=args.trimap
         )
         backend = seg.runner.backend
     results = {

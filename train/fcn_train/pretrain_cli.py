@@ -1,0 +1,95 @@
+"""``fcn-pretrain``: a thin shell over `fcn_train.pretrain.pretrain`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fcn_deploy.cli._common import run_cli
+
+from .evaluate import write_results
+from .pretrain import PretrainConfig, pretrain
+
+__all__ = ["pretrain_main", "pretrain_parser"]
+
+EPILOG = """\
+the task: 224x224 windows of the synthetic train scenes, each labelled by the class at its centre
+(background or one of the six shapes); outside the scene the window holds the mean colour.
+Accuracy is top-1 on windows of the synthetic val scenes.
+
+the output is a bare state dict in torchvision's VGG16 layout (features.N, classifier.0/3/6):
+  fcn-pretrain --width 0.125 --iterations 400 --out vgg16-synthetic.pth
+  fcn-train --data synthetic --variant fcn32s --init vgg16:vgg16-synthetic.pth --out r32
+"""
+
+
+def pretrain_parser() -> argparse.ArgumentParser:
+    d = PretrainConfig()
+    p = argparse.ArgumentParser(
+        prog="fcn-pretrain",
+        description="Train a VGG16-layout classifier on the synthetic scenes (FCN's step one).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", default=d.out, help=f"weights file to write (default {d.out})")
+    p.add_argument(
+        "--width", type=float, default=d.width, help=f"channel multiplier (default {d.width:g})"
+    )
+    p.add_argument(
+        "--iterations", type=int, default=d.iterations, help=f"Adam steps (default {d.iterations})"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"windows per step (default {d.batch_size})",
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr:g})")
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help=f"init and window draws (default {d.seed})"
+    )
+    p.add_argument(
+        "--margin",
+        type=int,
+        default=d.margin,
+        metavar="PX",
+        help=f"window centres at least PX from an outline (default {d.margin})",
+    )
+    p.add_argument(
+        "--val-images",
+        type=int,
+        default=d.val_images,
+        metavar="N",
+        help=f"val scenes to score (default {d.val_images})",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help="stop training after this long, then save",
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    return p
+
+
+def _pretrain(argv: Sequence[str] | None) -> int:
+    args = vars(pretrain_parser().parse_args(argv))
+    json_path = args.pop("json")
+    result = pretrain(PretrainConfig(**args))
+    if json_path is not None:
+        write_results(str(json_path), result.to_dict())
+    print(json.dumps({"accuracy": result.accuracy, **result.per_class_accuracy}), file=sys.stdout)
+    print(
+        f"done: {result.path} ({result.iterations} iterations, {result.seconds:.0f} s); "
+        f"val accuracy {100 * result.accuracy:.1f}% on {result.val_windows} windows",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def pretrain_main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_pretrain, argv)
