@@ -84,6 +84,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=200, help="fcn-train steps per row")
     p.add_argument("--pretrain-iterations", type=int, default=250, help="fcn-pretrain steps")
     p.add_argument("--pretrain-batch", type=int, default=16, help="fcn-pretrain windows per step")
+    p.add_argument(
+        "--pretrain-val-images", type=int, default=100, help="val scenes scoring the classifier"
+    )
     p.add_argument("--val-images", type=int, default=200, help="synthetic val scenes scored")
     p.add_argument("--trimap", type=int, default=4, metavar="PX", help="boundary band (default 4)")
     p.add_argument("--figure-scenes", type=int, default=4, help="val scenes in figure4.png")
@@ -162,7 +165,7 @@ class Pipeline:
             str(self.args.pretrain_iterations),
         ]
         argv += ["--batch-size", str(self.args.pretrain_batch), "--out", str(self.vgg16)]
-        argv += ["--json", str(summary)]
+        argv += ["--val-images", str(self.args.pretrain_val_images), "--json", str(summary)]
         self.timed("pretrain", lambda: self.cli("fcn-pretrain", argv))
 
     def convolutionalization(self) -> None:

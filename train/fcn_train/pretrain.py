@@ -153,12 +153,12 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = FCVGG16(num_classes=len(SYNTHETIC_CLASSES), width=config.width).to(device).train()
-    for (
-        module
-    ) in model.modules():  # He init, as FCN's reset_parameters (torch's default is too small here)
+    # He init, as FCN's reset_parameters (torch's default is too small for a deep net without BN)
+    for module in model.modules():
         if isinstance(module, torch.nn.Conv2d | torch.nn.Linear):
             torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            torch.nn.init.zeros_(module.bias)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     train_windows = CentreWindows("train", 1_000_000, config.margin)
     val_x, val_y = _val_set(config)
