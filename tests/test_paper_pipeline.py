@@ -1,4 +1,4 @@
-"""benchmarks/paper at toy size: every step of the pipeline runs, results land, a rerun skips them."""
+"""benchmarks/paper at toy size: every step runs, results land, a rerun skips them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""fcn-pretrain: the classifier's windows, its torchvision VGG16 layout, and FCNs starting from it."""
+"""fcn-pretrain: its windows, its torchvision VGG16 layout, and FCNs starting from it."""
 
 from __future__ import annotations
 

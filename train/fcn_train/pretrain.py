@@ -148,7 +148,7 @@ def _accuracy(
 
 
 def pretrain(config: PretrainConfig) -> PretrainResult:
-    """Train the classifier, save its state dict (torchvision layout) at ``config.out``, score it."""
+    """Train the classifier, save it (torchvision layout) at ``config.out``, score it."""
     config.validate()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
