@@ -69,3 +69,14 @@ def test_pipeline_at_toy_size_then_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "$ fcn-" not in again.stderr  # nothing trained or scored twice
     assert again.stderr.count("done already, skipped") == 2 + len(keys)
+
+    # an interrupted step (its score missing) continues from its checkpoint, to the same score
+    score = out / "evals" / "fcn8s-seed0.json"
+    before = json.loads(score.read_text())
+    score.unlink()
+    third = _run(out)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"$ fcn-train --resume {out / 'runs' / 'fcn8s-seed0'}" in third.stderr
+    assert third.stderr.count("$ fcn-") == 2  # that run's resume and its fcn-eval, nothing else
+    after = json.loads(score.read_text())
+    assert after["scores"] == before["scores"] and after["trimap"] == before["trimap"]

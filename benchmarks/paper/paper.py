@@ -131,7 +131,8 @@ class Pipeline:
     def timed(self, key: str, work: Callable[[], None]) -> None:
         t = time.perf_counter()
         work()
-        self.timings[key] = time.perf_counter() - t
+        # a resumed step adds to the time its interrupted attempt took
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t
         write_results(str(self.out / "timings.json"), self.timings)
 
     # -- the steps -------------------------------------------------------------------------------
