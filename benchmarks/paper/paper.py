@@ -81,13 +81,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", default="0,1", help="fine-tuning seeds (default 0,1)")
     p.add_argument("--width", type=float, default=0.125, help="channel multiplier (default 0.125)")
-    p.add_argument("--iterations", type=int, default=80, help="fcn-train steps per row")
+    p.add_argument("--iterations", type=int, default=200, help="fcn-train steps per row")
     p.add_argument("--pretrain-iterations", type=int, default=250, help="fcn-pretrain steps")
     p.add_argument("--pretrain-batch", type=int, default=16, help="fcn-pretrain windows per step")
     p.add_argument(
         "--pretrain-val-images", type=int, default=100, help="val scenes scoring the classifier"
     )
-    p.add_argument("--val-images", type=int, default=100, help="synthetic val scenes scored")
+    p.add_argument("--val-images", type=int, default=200, help="synthetic val scenes scored")
     p.add_argument("--trimap", type=int, default=4, metavar="PX", help="boundary band (default 4)")
     p.add_argument("--figure-scenes", type=int, default=4, help="val scenes in figure4.png")
     p.add_argument("--results", type=Path, help="where results/table/figure go (default --out)")
