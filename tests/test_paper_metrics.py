@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fcn_deploy.errors import FCNError
 from fcn_deploy.metrics import (
     IGNORE_LABEL,
     boundary_band,
@@ -70,9 +71,9 @@ def test_trimap_labels_ignore_everything_outside_the_band() -> None:
 
 
 def test_band_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="px"):
+    with pytest.raises(FCNError, match="px"):
         boundary_band(_square(), -1)
-    with pytest.raises(ValueError, match="H×W"):
+    with pytest.raises(FCNError, match="H×W"):
         boundary_band(np.zeros((2, 3, 4), np.uint8), 1)
 
 
@@ -93,4 +94,6 @@ def test_fcn_eval_trimap(tmp_path: Path, make_checkpoint: Callable[..., Path]) -
 
     bad = subprocess.run([*argv, "--trimap", "-1"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "error: --trimap must be ≥ 0 pixels, got -1"
+    assert bad.stderr.strip() == (
+        "error: argument --trimap: expected a whole number ≥ 0, got '-1' (see fcn-eval --help)"
+    )

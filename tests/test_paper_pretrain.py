@@ -15,11 +15,12 @@ from fcn_deploy import load_model
 from fcn_deploy.bench.sliding_window import FCVGG16
 from fcn_deploy.checkpoint import read_checkpoint
 from fcn_deploy.data import SYNTHETIC_CLASSES, SyntheticSegmentation
+from fcn_deploy.errors import FCNError
 from fcn_deploy.metrics import IGNORE_LABEL
 from fcn_deploy.models.vgg import torchvision_to_caffe_names
 from fcn_train.config import TrainConfig
 from fcn_train.loop import train
-from fcn_train.pretrain import CentreWindows, _window
+from fcn_train.pretrain import CentreWindows, PretrainConfig, _window, pretrain
 
 BIN = Path(sys.executable).parent
 WIDTH = 0.0625  # 4…32 conv channels, 256 fc channels
@@ -128,5 +129,23 @@ def test_bad_settings_get_one_line(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: iterations must be ≥ 1, got 0"
+    assert done.stderr.strip() == (
+        "error: argument --iterations: expected a whole number ≥ 1, got '0' "
+        "(see fcn-pretrain --help)"
+    )
     assert not (tmp_path / "x.pth").exists()
+    # the library names its parameter; the CLI adds its option
+    with pytest.raises(FCNError, match="iterations must be ≥ 1") as error:
+        pretrain(PretrainConfig(out=str(tmp_path / "x.pth"), iterations=0))
+    assert error.value.param == "iterations"
+    # an output that cannot be written is refused before any training
+    done = subprocess.run(
+        [str(BIN / "fcn-pretrain"), "-q", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: out={str(tmp_path)!r} is a folder; give a file name inside it (option --out)"
+    )

@@ -6,8 +6,9 @@
 Steps (each skipped when its output exists, so an interrupted run continues where it stopped):
 
 1. ``fcn-pretrain``: a width-W VGG16 classifier (torchvision layout) on windows of the scenes.
-2. convolutionalization: `fcn_deploy.load_model` turns that file into a conv net; one pass over a
-   whole (padded) val scene against the FC classifier on every 224×224 window at stride 32.
+2. convolutionalization: ``convolutionalize(read_state_dict(path))`` turns that file into a conv
+   net; one pass over a whole (padded) val scene against the FC classifier on every 224×224
+   window at stride 32.
 3. ``fcn-train`` + ``fcn-eval --trimap PX`` for every row and seed: FCN-32s-fixed
    (``--train last-layer``), FCN-32s, FCN-32s from scratch, FCN-32s for a second budget (the
    control for the staged rows), FCN-16s from FCN-32s, FCN-8s from FCN-16s, FCN-8s at-once.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import shlex
@@ -35,12 +37,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcn_deploy import load_model
 from fcn_deploy.api import Segmenter
 from fcn_deploy.bench.sliding_window import FCVGG16, STRIDE, WINDOW, dense_vs_windows
+from fcn_deploy.checkpoint import read_state_dict
+from fcn_deploy.cli._common import OneLineParser, non_negative_int, positive_float, positive_int
 from fcn_deploy.data import SyntheticSegmentation
 from fcn_deploy.meta import ModelInfo, Preprocessing
 from fcn_deploy.metrics import IGNORE_LABEL
+from fcn_deploy.models import convolutionalize
 from fcn_train.cli import eval_main, train_main
 from fcn_train.evaluate import write_results
 from fcn_train.pretrain_cli import pretrain_main
@@ -75,21 +79,36 @@ BUDGETS = {"fcn32s-2x": 2, "fcn16s": 2, "fcn8s": 3}  # budgets behind a row (sta
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/paper/run"), help="work folder (checkpoints)"
     )
     p.add_argument("--seeds", default="0,1", help="fine-tuning seeds (default 0,1)")
-    p.add_argument("--width", type=float, default=0.125, help="channel multiplier (default 0.125)")
-    p.add_argument("--iterations", type=int, default=200, help="fcn-train steps per row")
-    p.add_argument("--pretrain-iterations", type=int, default=250, help="fcn-pretrain steps")
-    p.add_argument("--pretrain-batch", type=int, default=16, help="fcn-pretrain windows per step")
     p.add_argument(
-        "--pretrain-val-images", type=int, default=100, help="val scenes scoring the classifier"
+        "--width", type=positive_float, default=0.125, help="channel multiplier (default 0.125)"
     )
-    p.add_argument("--val-images", type=int, default=200, help="synthetic val scenes scored")
-    p.add_argument("--trimap", type=int, default=4, metavar="PX", help="boundary band (default 4)")
-    p.add_argument("--figure-scenes", type=int, default=4, help="val scenes in figure4.png")
+    p.add_argument("--iterations", type=positive_int, default=200, help="fcn-train steps per row")
+    p.add_argument(
+        "--pretrain-iterations", type=positive_int, default=250, help="fcn-pretrain steps"
+    )
+    p.add_argument(
+        "--pretrain-batch", type=positive_int, default=16, help="fcn-pretrain windows per step"
+    )
+    p.add_argument(
+        "--pretrain-val-images",
+        type=positive_int,
+        default=100,
+        help="val scenes scoring the classifier",
+    )
+    p.add_argument(
+        "--val-images", type=positive_int, default=200, help="synthetic val scenes scored"
+    )
+    p.add_argument(
+        "--trimap", type=non_negative_int, default=4, metavar="PX", help="boundary band (default 4)"
+    )
+    p.add_argument(
+        "--figure-scenes", type=positive_int, default=4, help="val scenes in figure4.png"
+    )
     p.add_argument("--results", type=Path, help="where results/table/figure go (default --out)")
     return p.parse_args(argv)
 
@@ -175,19 +194,21 @@ class Pipeline:
         if path.exists():
             return
         fc_net = FCVGG16(num_classes=7, width=self.args.width).eval()
-        fc_net.load_state_dict(torch.load(self.vgg16, map_location="cpu", weights_only=True))
-        conv_net = load_model(self.vgg16)  # torchvision layout → convolutionalized ConvVGG16
+        fc_net.load_state_dict(read_state_dict(self.vgg16))
+        # torchvision layout → convolutionalized ConvVGG16, as a user's vgg16-397923af.pth
+        conv_net = convolutionalize(read_state_dict(self.vgg16))
         pre = Preprocessing.torchvision()
         image, labels = SyntheticSegmentation("val", 1)[0]
         x = torch.from_numpy(pre.apply(image))
-        rows = []
+        rows: list[dict[str, Any]] = []
         # one 224×224 window: the two nets compute the same function and must agree
-        rows.append(dense_vs_windows(fc_net, conv_net, _canvas(x, WINDOW, WINDOW)[None]))
+        one = dense_vs_windows(fc_net, conv_net, _canvas(x, WINDOW, WINDOW)[None])
+        rows.append(dataclasses.asdict(one))
         # the whole scene, padded with the mean colour (zero) so windows centre on its pixels
         canvas = _canvas(x, *_tiled(labels.shape))[None]
-        row = dense_vs_windows(fc_net, conv_net, canvas, iters=3)
-        row["dense_accuracy_at_window_centres"] = _centre_accuracy(conv_net, canvas, labels)
-        rows.append(row)
+        scene = dense_vs_windows(fc_net, conv_net, canvas, iters=3)
+        centres = _centre_accuracy(conv_net, canvas, labels)
+        rows.append({**dataclasses.asdict(scene), "dense_accuracy_at_window_centres": centres})
         write_results(
             str(path), {"scene": "synthetic val 0", "shape": list(labels.shape), "rows": rows}
         )

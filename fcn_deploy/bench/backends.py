@@ -22,8 +22,9 @@ from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
 from ..errors import FCNError
 from ..meta import ModelInfo
-from ..models import create_model
+from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
+from .results import Skipped, SkipStatus
 
 __all__ = [
     "BENCH_BACKENDS",
@@ -44,7 +45,7 @@ REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measur
 
 def random_model(
     variant: str = "fcn8s", width: float = 1.0, num_classes: int = 21, seed: int = 0
-) -> nn.Module:
+) -> Net:
     """A net with random weights, score layers included.
 
     An FCN's score layers start at zero by design, so its output would be all zeros and every
@@ -75,16 +76,16 @@ class ModelSource:
     ) -> ModelSource:
         if model is None:
             net = random_model(variant or "fcn8s", width, num_classes)
-            info: ModelInfo = net.info  # type: ignore[assignment]
-            return cls(f"random {info.variant} width {width:g}", module=net, info=info)
+            return cls(f"random {net.info.variant} width {width:g}", module=net, info=net.info)
         path = Path(model)
         if not path.exists():
             raise FCNError(
-                f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)"
+                f"model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)",
+                param="model",
             )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=net.info)  # type: ignore[arg-type]
+            return cls(str(path), module=net, info=net.info)
         return cls(str(path), path=path)
 
 
@@ -97,6 +98,11 @@ class Backend:
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
     artifact: str | None = None
+    skip_status: SkipStatus = "unavailable"  # "failed" when preparing it was tried and failed
+
+    def skip(self) -> Skipped:
+        """This backend as a row of the report's skipped list."""
+        return Skipped(self.name, self.skipped or "", self.skip_status)
 
 
 def parse_backends(text: str) -> list[str]:
@@ -104,7 +110,8 @@ def parse_backends(text: str) -> list[str]:
     unknown = [n for n in names if n not in BENCH_BACKENDS]
     if unknown or not names:
         raise FCNError(
-            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCH_BACKENDS)}"
+            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(BENCH_BACKENDS)}"
         )
     return list(dict.fromkeys(names))
 
@@ -114,7 +121,7 @@ def tensorrt_unavailable(device: torch.device) -> str | None:
     if not tensorrt_available():
         return MISSING_MESSAGE
     if device.type != "cuda":
-        return "TensorRT needs a CUDA GPU (run with --device cuda)"
+        return "TensorRT needs a CUDA GPU (device='cuda')"
     return None
 
 
@@ -135,7 +142,8 @@ def prepare_backends(
             prepared.append(_prepare(name, source, device, threads, max_batch, cache))
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
-            prepared.append(Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}"))
+            reason = f"failed to prepare: {type(e).__name__}: {e}"
+            prepared.append(Backend(name, skipped=reason, skip_status="failed"))
     return prepared
 
 
@@ -188,7 +196,8 @@ def _prepare(
 def onnx_for(
     source: ModelSource, precision: str, max_batch: int, cache: Path
 ) -> tuple[Path | None, float | None, str]:
-    """The ONNX file for ``precision``: the one given, or one exported now (with its export time)."""
+    """The ONNX file for ``precision``: the one given, or one exported now (with its export
+    time)."""
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
             return None, None, f"--model {source.label} is not an ONNX file or checkpoint"
@@ -196,11 +205,8 @@ def onnx_for(
 
         given = read_onnx_metadata(source.path).precision
         if given != precision:
-            return (
-                None,
-                None,
-                f"--model {source.label} is {given}; pass a checkpoint to export {precision} on the fly",
-            )
+            why = f"--model {source.label} is {given}; pass a checkpoint to export {precision}"
+            return None, None, why + " on the fly"
         return source.path, None, ""
     from ..export import export_onnx
 

@@ -11,7 +11,7 @@ single 224×224 image they compute the same function and must agree to float tol
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import numpy as np
 import torch
@@ -20,9 +20,10 @@ from torch import nn
 from .._progress import Progress
 from ..errors import FCNError
 from ..meta import Preprocessing
-from ..models import convolutionalize
+from ..models import ConvVGG16, convolutionalize
 from ..models.vgg import FC6_KERNEL, FC_CHANNELS, VGG16_BLOCKS, scaled
 from .flops import flops_per_image
+from .results import SlidingWindowRow
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
@@ -74,14 +75,14 @@ def _windows(x: torch.Tensor) -> torch.Tensor:
 def _check_size(h: int, w: int) -> None:
     if h < WINDOW or w < WINDOW or (h - WINDOW) % STRIDE or (w - WINDOW) % STRIDE:
         raise FCNError(
-            f"sliding-window size {h}x{w} must be 224 + 32·k on each side (224x224, 256x256, 480x640, …) "
-            "so the windows tile it exactly"
+            f"sliding-window size {h}x{w} must be 224 + 32·k on each side (224x224, 256x256, "
+            "480x640, …) so the windows tile it exactly"
         )
 
 
 def run_sliding_window(
     cfg: BenchConfig, device: torch.device, width: float = 1.0, chunk: int = 16
-) -> list[dict[str, Any]]:
+) -> list[SlidingWindowRow]:
     """For each size: the conv net in one pass vs the FC net on every window, timed and compared."""
     for h, w in cfg.sizes:
         _check_size(h, w)
@@ -104,12 +105,12 @@ def run_sliding_window(
 @torch.inference_mode()
 def dense_vs_windows(
     fc_net: nn.Module,
-    conv_net: nn.Module,
+    conv_net: ConvVGG16,
     x: torch.Tensor,
     warmup: int = 1,
     iters: int = 3,
     chunk: int = 16,
-) -> dict[str, Any]:
+) -> SlidingWindowRow:
     """One ``1×3×H×W`` input (H, W = 224 + 32·k): the conv net's single pass against the FC net on
     every 224×224 window at stride 32, timed (median ms) and compared score by score."""
     _, _, h, w = x.shape
@@ -122,7 +123,7 @@ def dense_vs_windows(
     def fc_all() -> torch.Tensor:
         return torch.cat([fc_net(c) for c in crops.split(chunk)])
 
-    conv_t = measure(lambda: conv_net(x), sync, warmup=warmup, iters=iters, cuda=cuda)
+    conv_t = measure(functools.partial(conv_net, x), sync, warmup=warmup, iters=iters, cuda=cuda)
     fc_t = measure(fc_all, sync, warmup=warmup, iters=iters, cuda=cuda)
     dense = conv_net(x)[0].flatten(1).T.cpu().double()  # windows×classes, row-major like crops
     per_window = fc_all().cpu().double()
@@ -133,8 +134,8 @@ def dense_vs_windows(
         per_window,
         conv_t.percentile(50),
         fc_t.percentile(50),
-        flops_per_image(conv_net.info, h, w),  # type: ignore[arg-type]
-        len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW),  # type: ignore[arg-type]
+        flops_per_image(conv_net.info, h, w),
+        len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW),
     )
 
 
@@ -147,22 +148,22 @@ def _compare(
     fc_ms: float,
     conv_flops: int,
     fc_flops: int,
-) -> dict[str, Any]:
+) -> SlidingWindowRow:
     diff = (dense - per_window).abs().max().item()
     scale = per_window.abs().max().item()
     corr = float(np.corrcoef(dense.flatten().numpy(), per_window.flatten().numpy())[0, 1])
-    return {
-        "height": h,
-        "width": w,
-        "windows": int(per_window.shape[0]),
-        "conv_ms": conv_ms,
-        "fc_windows_ms": fc_ms,
-        "speedup": fc_ms / conv_ms,
-        "conv_gflops": conv_flops / 1e9,
-        "fc_windows_gflops": fc_flops / 1e9,
-        "score_correlation": corr,
-        "top1_agreement": float((dense.argmax(1) == per_window.argmax(1)).double().mean()),
-        "max_abs_diff": diff,
-        "max_abs_score": scale,
-        "equal": bool(diff <= EQUAL_TOL * max(scale, 1.0)) if per_window.shape[0] == 1 else None,
-    }
+    return SlidingWindowRow(
+        height=h,
+        width=w,
+        windows=int(per_window.shape[0]),
+        conv_ms=conv_ms,
+        fc_windows_ms=fc_ms,
+        speedup=fc_ms / conv_ms,
+        conv_gflops=conv_flops / 1e9,
+        fc_windows_gflops=fc_flops / 1e9,
+        score_correlation=corr,
+        top1_agreement=float((dense.argmax(1) == per_window.argmax(1)).double().mean()),
+        max_abs_diff=diff,
+        max_abs_score=scale,
+        equal=bool(diff <= EQUAL_TOL * max(scale, 1.0)) if per_window.shape[0] == 1 else None,
+    )

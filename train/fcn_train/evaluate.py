@@ -54,7 +54,7 @@ def evaluate(
     """
     indices = range(dist.rank, len(dataset), dist.world_size)
     if trimap is not None and trimap < 0:
-        raise FCNError(f"trimap must be ≥ 0 pixels, got {trimap}")
+        raise FCNError(f"trimap must be ≥ 0 pixels, got {trimap}", param="trimap")
     confusion = np.zeros((num_classes, num_classes), np.int64)
     band = np.zeros_like(confusion)
     bar = Progress(len(indices), "evaluating", unit="img") if progress and dist.is_main else None
@@ -63,7 +63,8 @@ def evaluate(
         prediction = np.asarray(predict(image))
         if prediction.shape != labels.shape:
             raise FCNError(
-                f"the model returned {prediction.shape} labels for a {labels.shape} image (image {i})"
+                f"the model returned {prediction.shape} labels for a {labels.shape} image (image "
+                f"{i})"
             )
         confusion += confusion_matrix(labels, prediction, num_classes)
         if trimap is not None:

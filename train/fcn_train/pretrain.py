@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcn_deploy._io import atomic_path
+from fcn_deploy._io import atomic_path, check_output_dir, make_output_dir
 from fcn_deploy._progress import Progress
 from fcn_deploy.bench.sliding_window import FCVGG16, WINDOW
 from fcn_deploy.data import SYNTHETIC_CLASSES, SyntheticSegmentation
@@ -56,13 +56,22 @@ class PretrainConfig:
     def validate(self) -> None:
         for name in ("iterations", "batch_size", "val_images"):
             if getattr(self, name) < 1:
-                raise FCNError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+                raise FCNError(f"{name} must be ≥ 1, got {getattr(self, name)}", param=name)
         if not 0.0 < self.width <= 1.0:
-            raise FCNError(f"width must be in (0, 1], got {self.width}")
-        if self.lr <= 0:
-            raise FCNError(f"lr must be > 0, got {self.lr}")
-        if self.margin < 0:
-            raise FCNError(f"margin must be ≥ 0, got {self.margin}")
+            raise FCNError(f"width must be in (0, 1], got {self.width}", param="width")
+        if not self.lr > 0:
+            raise FCNError(f"lr must be > 0, got {self.lr}", param="lr")
+        for name in ("margin", "seed"):
+            if getattr(self, name) < 0:
+                raise FCNError(f"{name} must be ≥ 0, got {getattr(self, name)}", param=name)
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise FCNError(
+                f"time_limit must be > 0 seconds, got {self.time_limit}", param="time_limit"
+            )
+        out = Path(self.out)
+        if out.is_dir():
+            raise FCNError(f"out={self.out!r} is a folder; give a file name inside it", param="out")
+        check_output_dir(out.parent)  # writable (or creatable) before the training, not after it
 
 
 @dataclass
@@ -191,7 +200,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     seconds = time.perf_counter() - start
     accuracy, per_class = _accuracy(model, val_x, val_y, device)
 
-    Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(Path(config.out).parent)
     with atomic_path(config.out) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     return PretrainResult(

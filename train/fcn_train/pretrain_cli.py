@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fcn_deploy.cli._common import run_cli
+from fcn_deploy._io import check_output_file
+from fcn_deploy.cli._common import (
+    OneLineParser,
+    add_verbosity,
+    non_negative_int,
+    parse_args,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 
 from .evaluate import write_results
 from .pretrain import PretrainConfig, pretrain
@@ -28,7 +37,7 @@ the output is a bare state dict in torchvision's VGG16 layout (features.N, class
 
 def pretrain_parser() -> argparse.ArgumentParser:
     d = PretrainConfig()
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-pretrain",
         description="Train a VGG16-layout classifier on the synthetic scenes (FCN's step one).",
         epilog=EPILOG,
@@ -36,50 +45,67 @@ def pretrain_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default=d.out, help=f"weights file to write (default {d.out})")
     p.add_argument(
-        "--width", type=float, default=d.width, help=f"channel multiplier (default {d.width:g})"
+        "--width",
+        type=positive_float,
+        default=d.width,
+        help=f"channel multiplier (default {d.width:g})",
     )
     p.add_argument(
-        "--iterations", type=int, default=d.iterations, help=f"Adam steps (default {d.iterations})"
+        "--iterations",
+        type=positive_int,
+        default=d.iterations,
+        help=f"Adam steps (default {d.iterations})",
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=d.batch_size,
         help=f"windows per step (default {d.batch_size})",
     )
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr:g})")
     p.add_argument(
-        "--seed", type=int, default=d.seed, help=f"init and window draws (default {d.seed})"
+        "--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default {d.lr:g})"
+    )
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=d.seed,
+        help=f"init and window draws (default {d.seed})",
     )
     p.add_argument(
         "--margin",
-        type=int,
+        type=non_negative_int,
         default=d.margin,
         metavar="PX",
         help=f"window centres at least PX from an outline (default {d.margin})",
     )
     p.add_argument(
         "--val-images",
-        type=int,
+        type=positive_int,
         default=d.val_images,
         metavar="N",
         help=f"val scenes to score (default {d.val_images})",
     )
     p.add_argument(
         "--time-limit",
-        type=float,
+        type=positive_float,
         metavar="SECONDS",
         help="stop training after this long, then save",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    add_verbosity(p)
     return p
 
 
 def _pretrain(argv: Sequence[str] | None) -> int:
-    args = vars(pretrain_parser().parse_args(argv))
+    args = vars(parse_args(pretrain_parser(), argv))
     json_path = args.pop("json")
-    result = pretrain(PretrainConfig(**args))
+    del args["verbose"], args["quiet"]
+    config = PretrainConfig(**args)
+    config.validate()  # bad values and outputs refused before the training
+    if json_path is not None:
+        check_output_file(json_path)
+    result = pretrain(config)
     if json_path is not None:
         write_results(str(json_path), result.to_dict())
     print(json.dumps({"accuracy": result.accuracy, **result.per_class_accuracy}), file=sys.stdout)
@@ -92,4 +118,4 @@ def _pretrain(argv: Sequence[str] | None) -> int:
 
 
 def pretrain_main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_pretrain, argv)
+    return run_cli(_pretrain, argv, pretrain_parser())
