@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from fcn_deploy import load_model
-from fcn_deploy.bench.sliding_window import FCVGG16
 from fcn_deploy.checkpoint import read_checkpoint
 from fcn_deploy.data import SYNTHETIC_CLASSES, SyntheticSegmentation
 from fcn_deploy.errors import FCNError
 from fcn_deploy.metrics import IGNORE_LABEL
+from fcn_deploy.models import FCVGG16
 from fcn_deploy.models.vgg import torchvision_to_caffe_names
 from fcn_train.config import TrainConfig
 from fcn_train.loop import train

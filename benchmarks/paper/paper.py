@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from fcn_deploy.api import Segmenter
-from fcn_deploy.bench.sliding_window import FCVGG16, STRIDE, WINDOW, dense_vs_windows
+from fcn_deploy.bench.sliding_window import STRIDE, WINDOW, dense_vs_windows
 from fcn_deploy.checkpoint import read_state_dict
 from fcn_deploy.cli._common import OneLineParser, non_negative_int, positive_float, positive_int
 from fcn_deploy.data import SyntheticSegmentation
 from fcn_deploy.meta import ModelInfo, Preprocessing
 from fcn_deploy.metrics import IGNORE_LABEL
-from fcn_deploy.models import convolutionalize
+from fcn_deploy.models import FCVGG16, convolutionalize
 from fcn_train.cli import eval_main, train_main
 from fcn_train.evaluate import write_results
 from fcn_train.pretrain_cli import pretrain_main

@@ -20,50 +20,18 @@ from torch import nn
 from .._progress import Progress
 from ..errors import FCNError
 from ..meta import Preprocessing
-from ..models import ConvVGG16, convolutionalize
-from ..models.vgg import FC6_KERNEL, FC_CHANNELS, VGG16_BLOCKS, scaled
+from ..models import FCVGG16, ConvVGG16, convolutionalize
+from ..models.vgg import INPUT_SIZE
 from .flops import flops_per_image
 from .results import SlidingWindowRow
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
-__all__ = ["FCVGG16", "STRIDE", "WINDOW", "dense_vs_windows", "run_sliding_window"]
+__all__ = ["STRIDE", "WINDOW", "dense_vs_windows", "run_sliding_window"]
 
-WINDOW = 224  # the classifier's input size
+WINDOW = INPUT_SIZE  # the classifier's input size
 STRIDE = 32  # VGG16's output stride: one score per 32 pixels of shift
 EQUAL_TOL = 1e-4  # relative to the largest score: float reassociation, nothing more
-
-
-class FCVGG16(nn.Module):
-    """VGG16 in torchvision's layout (``features.N``, ``classifier.0/3/6``), fully connected head.
-
-    The reference the convolutionalized net is checked against; its state dict is what
-    ``convolutionalize`` reads. Dropout is omitted: it is the identity at inference.
-    """
-
-    def __init__(self, num_classes: int = 1000, width: float = 1.0) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for names, out in VGG16_BLOCKS:
-            for _ in names:
-                layers += [
-                    nn.Conv2d(channels, scaled(out, width), 3, padding=1),
-                    nn.ReLU(inplace=True),
-                ]
-                channels = scaled(out, width)
-            layers.append(nn.MaxPool2d(2, 2))
-        self.features = nn.Sequential(*layers)
-        fc = scaled(FC_CHANNELS, width)
-        self.classifier = nn.Sequential(
-            nn.Linear(channels * FC6_KERNEL * FC6_KERNEL, fc), nn.ReLU(inplace=True), nn.Identity(),
-            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Identity(),
-            nn.Linear(fc, num_classes),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)  # N×512×7×7 for a 224×224 window
-        return self.classifier(torch.flatten(h, 1))  # N×classes
 
 
 def _windows(x: torch.Tensor) -> torch.Tensor:

@@ -28,11 +28,12 @@ import torch.nn.functional as F
 
 from fcn_deploy._io import atomic_path, check_output_dir, make_output_dir
 from fcn_deploy._progress import Progress
-from fcn_deploy.bench.sliding_window import FCVGG16, WINDOW
 from fcn_deploy.data import SYNTHETIC_CLASSES, SyntheticSegmentation
 from fcn_deploy.errors import FCNError
 from fcn_deploy.meta import Preprocessing
 from fcn_deploy.metrics import IGNORE_LABEL, boundary_band
+from fcn_deploy.models import FCVGG16
+from fcn_deploy.models.vgg import INPUT_SIZE as WINDOW
 from fcn_deploy.runtime import resolve_device
 
 __all__ = ["CentreWindows", "PretrainConfig", "PretrainResult", "pretrain"]
