@@ -13,6 +13,7 @@ from fcn_deploy._progress import LOGGERS
 from fcn_deploy.cli import bench, export, predict
 from fcn_deploy.cli._common import add_verbosity, parse_args
 from fcn_train.cli import eval_parser, train_parser
+from fcn_train.pretrain_cli import pretrain_parser
 
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "fcn-export": export.build_parser,
@@ -20,6 +21,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "fcn-bench": bench.build_parser,
     "fcn-train": train_parser,
     "fcn-eval": eval_parser,
+    "fcn-pretrain": pretrain_parser,
 }
 
 

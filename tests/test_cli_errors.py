@@ -146,6 +146,15 @@ CASES = [
     ("fcn-eval", "--model {f}/m7.pt --num-images 0", "--num-images"),
     ("fcn-eval", "--model {f}/m7.pt --max-megapixels -1", "--max-megapixels"),
     ("fcn-eval", "--model {f}/m7.pt --json {w}/no/such/r.json", "does not exist"),
+    ("fcn-eval", "--model {f}/m7.pt --trimap -1", "--trimap"),
+    # fcn-pretrain
+    ("fcn-pretrain", "--out {w}/c.pth --iterations 0", "--iterations"),
+    ("fcn-pretrain", "--out {w}/c.pth --width 1.5", "got 1.5 (option --width)"),
+    ("fcn-pretrain", "--out {w}/c.pth --lr nan", "--lr"),
+    ("fcn-pretrain", "--out {w}/c.pth --margin -1", "--margin"),
+    ("fcn-pretrain", "--out {f}/folder.onnx", "is a folder"),
+    ("fcn-pretrain", "--out /proc/x/c.pth", "cannot create output folder"),
+    ("fcn-pretrain", "--out {w}/c.pth --json {w}/no/such/r.json", "does not exist"),
 ]
 
 

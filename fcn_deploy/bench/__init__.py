@@ -5,6 +5,7 @@ dataclasses of ``results``, serialized by ``results.to_json``; ``report`` prints
 writes JSON/Markdown and plots it. Everything here uses only the runner interface.
 """
 
+from ..models import FCVGG16  # the sliding-window scenario's classifier, public here as before
 from .backends import BENCH_BACKENDS, random_model
 from .benchmark import run_benchmark
 from .flops import flops_per_image, model_flops
@@ -27,7 +28,7 @@ from .results import (
     to_json,
 )
 from .scenarios import BenchConfig
-from .sliding_window import FCVGG16, run_sliding_window
+from .sliding_window import run_sliding_window
 
 __all__ = [
     "BENCH_BACKENDS",

@@ -20,51 +20,19 @@ from torch import nn
 from .._progress import Progress
 from ..errors import FCNError
 from ..meta import Preprocessing
-from ..models import convolutionalize
-from ..models.vgg import FC6_KERNEL, FC_CHANNELS, VGG16_BLOCKS, scaled
+from ..models import FCVGG16, ConvVGG16, convolutionalize
+from ..models.vgg import INPUT_SIZE
 from .flops import flops_per_image
 from .machine import ieee_fp32
 from .results import SlidingWindowRow
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
-__all__ = ["FCVGG16", "STRIDE", "WINDOW", "run_sliding_window"]
+__all__ = ["STRIDE", "WINDOW", "dense_vs_windows", "run_sliding_window"]
 
-WINDOW = 224  # the classifier's input size
+WINDOW = INPUT_SIZE  # the classifier's input size
 STRIDE = 32  # VGG16's output stride: one score per 32 pixels of shift
 EQUAL_TOL = 1e-4  # relative to the largest score: float reassociation, nothing more
-
-
-class FCVGG16(nn.Module):
-    """VGG16 in torchvision's layout (``features.N``, ``classifier.0/3/6``), fully connected head.
-
-    The reference the convolutionalized net is checked against; its state dict is what
-    ``convolutionalize`` reads. Dropout is omitted: it is the identity at inference.
-    """
-
-    def __init__(self, num_classes: int = 1000, width: float = 1.0) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for names, out in VGG16_BLOCKS:
-            for _ in names:
-                layers += [
-                    nn.Conv2d(channels, scaled(out, width), 3, padding=1),
-                    nn.ReLU(inplace=True),
-                ]
-                channels = scaled(out, width)
-            layers.append(nn.MaxPool2d(2, 2))
-        self.features = nn.Sequential(*layers)
-        fc = scaled(FC_CHANNELS, width)
-        self.classifier = nn.Sequential(
-            nn.Linear(channels * FC6_KERNEL * FC6_KERNEL, fc), nn.ReLU(inplace=True), nn.Identity(),
-            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Identity(),
-            nn.Linear(fc, num_classes),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)  # N×512×7×7 for a 224×224 window
-        return self.classifier(torch.flatten(h, 1))  # N×classes
 
 
 def _windows(x: torch.Tensor) -> torch.Tensor:
@@ -92,8 +60,6 @@ def run_sliding_window(
     fc_net = FCVGG16(width=width).eval().to(device)
     conv_net = convolutionalize({k: v.cpu() for k, v in fc_net.state_dict().items()}).to(device)
     pre = Preprocessing.torchvision()
-    cuda = device.type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     rows = []
     with (
         Progress(len(cfg.sizes), "fcn-bench sliding-window", unit="size") as progress,
@@ -101,33 +67,45 @@ def run_sliding_window(
     ):
         for i, (h, w) in enumerate(cfg.sizes):
             x = torch.from_numpy(pre.apply(random_images(1, h, w, cfg.seed + i))).to(device)
-            crops = _windows(x)
-
-            def fc_all(crops: torch.Tensor = crops) -> torch.Tensor:
-                return torch.cat([fc_net(c) for c in crops.split(chunk)])
-
-            conv_t = measure(
-                functools.partial(conv_net, x), sync, warmup=cfg.warmup, iters=cfg.iters
-            )
-            fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters)
-            dense = (
-                conv_net(x)[0].flatten(1).T.cpu().double()
-            )  # windows×classes, row-major like crops
-            per_window = fc_all().cpu().double()
-            rows.append(
-                _compare(
-                    h,
-                    w,
-                    dense,
-                    per_window,
-                    conv_t.percentile(50),
-                    fc_t.percentile(50),
-                    flops_per_image(conv_net.info, h, w),
-                    len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW),
-                )
-            )
+            rows.append(dense_vs_windows(fc_net, conv_net, x, cfg.warmup, cfg.iters, chunk))
             progress.update(1, size=f"{h}x{w}")
     return rows
+
+
+@torch.inference_mode()
+def dense_vs_windows(
+    fc_net: nn.Module,
+    conv_net: ConvVGG16,
+    x: torch.Tensor,
+    warmup: int = 1,
+    iters: int = 3,
+    chunk: int = 16,
+) -> SlidingWindowRow:
+    """One ``1×3×H×W`` input (H, W = 224 + 32·k): the conv net's single pass against the FC net on
+    every 224×224 window at stride 32, timed (median ms) and compared score by score."""
+    _, _, h, w = x.shape
+    _check_size(h, w)
+    device = x.device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    crops = _windows(x)
+
+    def fc_all() -> torch.Tensor:
+        return torch.cat([fc_net(c) for c in crops.split(chunk)])
+
+    conv_t = measure(functools.partial(conv_net, x), sync, warmup=warmup, iters=iters)
+    fc_t = measure(fc_all, sync, warmup=warmup, iters=iters)
+    dense = conv_net(x)[0].flatten(1).T.cpu().double()  # windows×classes, row-major like crops
+    per_window = fc_all().cpu().double()
+    return _compare(
+        h,
+        w,
+        dense,
+        per_window,
+        conv_t.percentile(50),
+        fc_t.percentile(50),
+        flops_per_image(conv_net.info, h, w),
+        len(crops) * flops_per_image(conv_net.info, WINDOW, WINDOW),
+    )
 
 
 def _compare(

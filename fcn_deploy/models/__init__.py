@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .fcn import FCN, FCN8s, FCN8sAtOnce, FCN16s, FCN32s, bilinear_kernel
-from .vgg import ConvVGG16, StateDict, WeightsSource, convolutionalize, width_of
+from .vgg import FCVGG16, ConvVGG16, StateDict, WeightsSource, convolutionalize, width_of
 
 __all__ = [
     "FCN",
+    "FCVGG16",
     "ConvVGG16",
     "FCN8s",
     "FCN8sAtOnce",

@@ -17,6 +17,8 @@ from torch import nn
 from ..meta import ModelInfo, Preprocessing
 
 __all__ = [
+    "FCVGG16",
+    "INPUT_SIZE",
     "VGG16_BLOCKS",
     "ConvVGG16",
     "StateDict",
@@ -37,6 +39,7 @@ VGG16_BLOCKS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 FC_CHANNELS = 4096
 FC6_KERNEL = 7  # pool5 of a 224×224 image is 7×7: fc6 sees exactly that window
+INPUT_SIZE = 224  # the classifier's input (height = width): 7×7 at pool5, stride 32
 
 StateDict = Mapping[str, torch.Tensor]
 WeightsSource = StateDict | nn.Module  # model files take weights, never paths
@@ -142,6 +145,40 @@ class ConvVGG16(VGG16Trunk):
         h = F.relu(self.fc6(pool5))  # N×4096×(H/32-6)×(W/32-6)
         h = F.relu(self.fc7(h))  # (dropout: identity at inference)
         return self.fc8(h)  # N×1000×h×w
+
+
+class FCVGG16(nn.Module):
+    """VGG16 in torchvision's layout (``features.N``, ``classifier.0/3/6``), fully connected head.
+
+    The plain classifier: what ``fcn-pretrain`` trains, the reference the convolutionalized net is
+    checked against (``fcn-bench --scenario sliding-window``); its state dict is what
+    ``convolutionalize`` and ``FCN.from_vgg16`` read. Dropout is omitted: it is the identity at
+    inference (and the small synthetic task trains without it).
+    """
+
+    def __init__(self, num_classes: int = 1000, width: float = 1.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for names, out in VGG16_BLOCKS:
+            for _ in names:
+                layers += [
+                    nn.Conv2d(channels, scaled(out, width), 3, padding=1),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = scaled(out, width)
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        fc = scaled(FC_CHANNELS, width)
+        self.classifier = nn.Sequential(
+            nn.Linear(channels * FC6_KERNEL * FC6_KERNEL, fc), nn.ReLU(inplace=True), nn.Identity(),
+            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Identity(),
+            nn.Linear(fc, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)  # N×512×7×7 for a 224×224 window
+        return self.classifier(torch.flatten(h, 1))  # N×classes
 
 
 def torchvision_vgg16_to_caffe(sd: StateDict) -> dict[str, torch.Tensor]:

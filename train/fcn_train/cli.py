@@ -15,7 +15,14 @@ from fcn_deploy._io import (
     missing_folders,
     remove_empty_folders,
 )
-from fcn_deploy.cli._common import OneLineParser, add_verbosity, parse_args, positive_int, run_cli
+from fcn_deploy.cli._common import (
+    OneLineParser,
+    add_verbosity,
+    non_negative_int,
+    parse_args,
+    positive_int,
+    run_cli,
+)
 from fcn_deploy.cli.predict import add_max_megapixels
 from fcn_deploy.errors import FCNError
 
@@ -255,6 +262,12 @@ def eval_parser() -> argparse.ArgumentParser:
         help="score the first N images only (synthetic: how many to draw)",
     )
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    p.add_argument(
+        "--trimap",
+        type=non_negative_int,
+        metavar="PX",
+        help="also score only the pixels within PX of object boundaries (trimap band)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument(
         "--backend", choices=BACKENDS, help="override the backend the model file's suffix implies"
@@ -291,7 +304,7 @@ def _eval(argv: Sequence[str] | None) -> int:
                 f"{dataset.num_classes}; was it trained on another dataset?"
             )
         results: dict[str, Any] = evaluate(
-            seg.predict, dataset, dataset.num_classes, dataset.class_names
+            seg.predict, dataset, dataset.num_classes, dataset.class_names, trimap=args.trimap
         )
         backend = seg.runner.backend
     results = {
