@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import io as _io
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -33,7 +35,15 @@ from .checks import GraphSummary, check_graph, finish_graph
 from .graph import DeployModule, activation_peaks, overflow_layers, synthetic_images
 from .image_io import add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
-from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
+from .quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    CalibrationSource,
+    Int8Accuracy,
+    Int8Options,
+    int8_accuracy,
+    quantize_model,
+)
+from .verify import INT8_LABEL_AGREEMENT, VerifyRow, choose_sizes, format_rows, verify_onnx
 
 __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
 
@@ -53,13 +63,14 @@ class ExportReport:
     graph: GraphSummary
     rows: list[VerifyRow] = field(default_factory=list)  # empty when verification was skipped
     seed: int | None = None
-    fp32_layers: list[str] = field(default_factory=list)  # FP16 export: layers kept in FP32
+    fp32_layers: list[str] = field(default_factory=list)  # FP16/INT8 export: layers kept in FP32
     activation_peak: float | None = None  # FP16 export: largest |activation| on the probes
+    int8: Int8Accuracy | None = None  # INT8 export: against FP32 on the source's held-out images
 
     @property
     def passed(self) -> bool:
         """Every verification row within tolerance (True when verification was skipped)."""
-        return all(r.passed for r in self.rows)
+        return all(r.passed for r in self.rows) and (self.int8 is None or self.int8.passed)
 
     @property
     def fp16_label_agreement(self) -> float | None:
@@ -69,7 +80,9 @@ class ExportReport:
         return min(r.label_agreement for r in self.rows)
 
     def table(self) -> str:
-        return format_rows(self.rows, self.metadata)
+        return format_rows(self.rows, self.metadata, self.min_agreement)
+
+    min_agreement: float | None = None  # INT8: the label agreement each row was held to
 
 
 def model_sha256(model: nn.Module) -> str:
@@ -86,7 +99,7 @@ def _check_options(
     precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int
 ) -> None:
     if precision not in PRECISIONS:
-        raise FCNError(f"unknown precision {precision!r}; choose fp32 or fp16")
+        raise FCNError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
     if io not in IO_MODES:
         raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
     if fp16_io and (precision != "fp16" or io != "tensor"):
@@ -172,6 +185,13 @@ def export_onnx(
     verify_sizes: Sequence[tuple[int, int, int]] | None = None,
     seed: int | None = None,
     progress: bool = True,
+    calibration: str | CalibrationSource = "synthetic",
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    calibration_method: str = "minmax",
+    int8_options: Int8Options | None = None,
+    min_label_agreement: float = INT8_LABEL_AGREEMENT,
+    max_iu_drop: float = 1.0,
+    held_out_images: int = 200,
 ) -> ExportReport:
     """Export ``source`` (any file `load_model` reads, or a net with ``.info``) to ``output``.
 
@@ -181,6 +201,13 @@ def export_onnx(
     ``verify`` the written file runs under ONNX Runtime against PyTorch at ``verify_sizes``
     (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
     whether every size was within tolerance.
+
+    INT8 (``precision="int8"``) puts Q/DQ pairs around the convolutions, with activation ranges
+    calibrated on ``calibration_images`` images of ``calibration`` (``synthetic``, ``voc:ROOT``,
+    ``sbd:ROOT`` or a folder/glob) by ``calibration_method`` (minmax, entropy, percentile);
+    see `fcn_deploy.export.quantize`. Its verification adds label agreement with FP32 (and mean
+    IU when the source has labels) on ``held_out_images`` images the calibration never saw; the
+    report fails below ``min_label_agreement`` or past ``max_iu_drop`` points of mean IU.
     """
 
     def say(message: str) -> None:
@@ -188,6 +215,17 @@ def export_onnx(
             print(message, file=sys.stderr, flush=True)
 
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
+    source_int8 = None
+    if precision == "int8":
+        source_int8 = (
+            calibration
+            if isinstance(calibration, CalibrationSource)
+            else CalibrationSource.parse(calibration)
+        )
+        if calibration_images < 1:
+            raise FCNError(f"calibration_images must be ≥ 1, got {calibration_images}")
+        if not 0.0 <= min_label_agreement <= 1.0:
+            raise FCNError(f"min_label_agreement must be in 0..1, got {min_label_agreement}")
     output = Path(output)
     start = time.perf_counter()
     model, sha = _load(source, variant)
@@ -197,7 +235,8 @@ def export_onnx(
         f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s"
     )
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
-    weight_bytes = sum(p.numel() * (2 if precision == "fp16" else 4) for p in model.parameters())
+    bytes_per_weight = {"fp16": 2, "int8": 1}.get(precision, 4)
+    weight_bytes = sum(p.numel() * bytes_per_weight for p in model.parameters())
     if weight_bytes >= MAX_PROTO_BYTES:
         raise FCNError(
             f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; export a smaller width or in fp16"
@@ -217,43 +256,101 @@ def export_onnx(
 
     import onnx
 
-    meta = OnnxMetadata(
-        info=info, io=io, precision=precision, fp16_io=fp16_io, bounds=bounds,
-        input_name="image" if io == "image" else "x", output_name="labels" if io == "image" else "logits",
-        source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
-    )  # fmt: skip
-    with atomic_path(output) as tmp:  # entered first: an unwritable path fails before the slow part
-        say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
-        start = time.perf_counter()
-        proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
-        if io == "image":
-            add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
-        finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
-        say("checking the graph (onnx.checker, shape inference, dtypes) ...")
-        summary = check_graph(proto)
-        onnx.save(proto, str(tmp))
-    seconds = time.perf_counter() - start
-    report = ExportReport(
-        output,
-        meta,
-        output.stat().st_size,
-        seconds,
-        summary,
-        fp32_layers=fp32_layers,
-        activation_peak=peak,
-    )
-    say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
-    if verify:
-        if verify_sizes is None:
-            report.seed = (
-                int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+    calibration_batches: list[np.ndarray] = []
+    if source_int8 is not None:
+        say(f"reading {calibration_images} calibration image(s) from {source_int8.spec} ...")
+        calibration_batches = _calibration_batches(
+            source_int8.calibration_images(calibration_images), info, bounds
+        )
+
+    with tempfile.TemporaryDirectory(prefix="fcn-export-") as scratch:
+        fp32_graph = Path(scratch) / "fp32.onnx"  # INT8: the FP32 graph, scored against
+        meta = OnnxMetadata(
+            info=info, io=io, precision=precision, fp16_io=fp16_io, bounds=bounds,
+            input_name="image" if io == "image" else "x", output_name="labels" if io == "image" else "logits",
+            source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
+        )  # fmt: skip
+        with atomic_path(
+            output
+        ) as tmp:  # entered first: an unwritable path fails before the slow part
+            say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
+            start = time.perf_counter()
+            proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
+            if source_int8 is not None:
+                options = int8_options or Int8Options(method=calibration_method)
+                onnx.save(proto, str(fp32_graph))  # the reference for the INT8 accuracy check
+                say(
+                    f"quantizing to INT8 (Q/DQ; {options.method} ranges from "
+                    f"{len(calibration_batches)} {source_int8.kind} image(s)) ..."
+                )
+                proto, fp32_layers = quantize_model(
+                    model, proto, calibration_batches, options, progress=progress
+                )
+                meta = dataclasses.replace(
+                    meta,
+                    calibration={
+                        "source": source_int8.spec,
+                        "method": options.method,
+                        "images": len(calibration_batches),
+                        "fp32_layers": fp32_layers,
+                    },
+                )
+            if io == "image":
+                add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
+            finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
+            say("checking the graph (onnx.checker, shape inference, dtypes) ...")
+            summary = check_graph(proto)
+            onnx.save(proto, str(tmp))
+        seconds = time.perf_counter() - start
+        report = ExportReport(
+            output,
+            meta,
+            output.stat().st_size,
+            seconds,
+            summary,
+            fp32_layers=fp32_layers,
+            activation_peak=peak,
+        )
+        say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
+        if verify:
+            if verify_sizes is None:
+                report.seed = (
+                    int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+                )
+                say(
+                    f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)"
+                )
+                verify_sizes = choose_sizes(
+                    bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
+                )
+            rng = np.random.default_rng(report.seed if report.seed is not None else seed)
+            agreement = min_label_agreement if precision == "int8" else None
+            report.min_agreement = agreement
+            report.rows = verify_onnx(
+                output, model, meta, verify_sizes, rng, progress=progress, min_agreement=agreement
             )
-            say(
-                f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)"
+            if source_int8 is not None:
+                say(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
+                report.int8 = int8_accuracy(
+                    fp32_graph, output, info, io, source_int8, held_out_images,
+                    skip=len(calibration_batches), min_agreement=min_label_agreement,
+                    max_iu_drop=max_iu_drop, progress=progress,
+                )  # fmt: skip
+        return report
+
+
+def _calibration_batches(
+    images: Sequence[np.ndarray], info: ModelInfo, bounds: SizeBounds
+) -> list[np.ndarray]:
+    """Preprocessed 1×3×H×W batches, one per image; a clear error for one the model cannot take."""
+    batches = []
+    for k, image in enumerate(images):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise FCNError(
+                f"calibration image {k} is {image.dtype} {image.shape}; expected uint8 H×W×3 BGR"
             )
-            verify_sizes = choose_sizes(
-                bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
-            )
-        rng = np.random.default_rng(report.seed if report.seed is not None else seed)
-        report.rows = verify_onnx(output, model, meta, verify_sizes, rng, progress=progress)
-    return report
+        problem = bounds.violation(1, image.shape[0], image.shape[1])
+        if problem:
+            raise FCNError(f"calibration image {k}: {problem}; raise max_size or use smaller images")
+        batches.append(info.preprocessing.apply(image[None]))
+    return batches

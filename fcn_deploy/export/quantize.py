@@ -1,0 +1,367 @@
+"""INT8: calibrated explicit quantization (Q/DQ in the ONNX graph) of the FP32 export.
+
+One artifact for three runtimes: ONNX Runtime and OpenVINO fold the QuantizeLinear /
+DequantizeLinear pairs into INT8 convolutions on the CPU, and TensorRT's strongly typed parser
+builds INT8 layers from the same pairs. So the graph uses only what all three accept: symmetric
+INT8 (zero point 0) everywhere, per-channel weight scales on the output-channel axis, per-tensor
+activation scales, FP32 biases, and Q/DQ only around the convolutions.
+
+Why calibration needs care on these nets: Caffe-style FCNs take 0..255 inputs minus the mean and
+pad the first convolution by 100, so most of every feature map is the padded border, cropped off
+at the end. Ranges measured over whole tensors are dominated by values the output never uses
+(the border and the bias-only responses in it), which leaves few INT8 steps for the pixels that
+matter. Ranges are therefore measured on the pixels that reach the output (the crop window of
+each layer, from Caffe's coordinate maps) — see `calibrate_ranges`.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FCNError
+
+__all__ = [
+    "CALIBRATION_METHODS",
+    "DEFAULT_CALIBRATION_IMAGES",
+    "CalibrationSource",
+    "Int8Accuracy",
+    "Int8Options",
+    "conv_nodes",
+    "int8_accuracy",
+    "quantize_model",
+    "quantize_qdq",
+]
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIBRATION_IMAGES = 64
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class CalibrationSource:
+    """Where calibration (and held-out scoring) images come from.
+
+    ``synthetic`` (the built-in scenes: calibrate on ``train``, score on ``val``), ``voc:ROOT`` or
+    ``sbd:ROOT`` (calibrate on ``train``, score on ``val``, with labels), or a folder / glob of
+    images (calibrate on the first N files, check label agreement on the ones after them).
+    """
+
+    kind: str  # "synthetic", "voc", "sbd" or "images"
+    spec: str  # what the user wrote
+
+    @classmethod
+    def parse(cls, text: str) -> CalibrationSource:
+        text = str(text).strip()
+        if not text:
+            raise FCNError(
+                "calibration is empty; use synthetic, voc:ROOT, sbd:ROOT or a folder/glob"
+            )
+        if text == "synthetic":
+            return cls("synthetic", text)
+        kind, sep, root = text.partition(":")
+        if sep and kind in ("voc", "sbd"):
+            if not root:
+                raise FCNError(f"calibration={text!r} names no folder; use {kind}:ROOT")
+            return cls(kind, text)
+        return cls("images", text)
+
+    @property
+    def root(self) -> str:
+        return self.spec.partition(":")[2] if self.kind in ("voc", "sbd") else self.spec
+
+    @property
+    def has_labels(self) -> bool:
+        return self.kind != "images"
+
+    def _files(self) -> list[Path]:
+        path = Path(self.root)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        else:
+            files = sorted(Path(p) for p in glob.glob(self.root, recursive=True))
+            files = [p for p in files if p.is_file()]
+        return files
+
+    def _dataset(self, split: str, count: int) -> Any:
+        from ..data import SBDSegmentation, SyntheticSegmentation, VOCSegmentation
+
+        if self.kind == "synthetic":
+            return SyntheticSegmentation(split, num_images=count)
+        dataset = (VOCSegmentation if self.kind == "voc" else SBDSegmentation)(self.root, split)
+        dataset.ids = dataset.ids[:count]
+        return dataset
+
+    def calibration_images(self, count: int) -> list[np.ndarray]:
+        """``count`` uint8 BGR images (fewer if the source has fewer); an error if it has none."""
+        if count < 1:
+            raise FCNError(f"calibration_images must be ≥ 1, got {count}")
+        if self.kind == "images":
+            from ..imageio import read_image
+
+            images = [read_image(p) for p in self._files()[:count]]
+        else:
+            dataset = self._dataset("train", count)
+            images = [dataset[i][0] for i in range(len(dataset))]
+        if not images:
+            raise FCNError(
+                f"calibration={self.spec!r} yields no images; give synthetic, voc:ROOT, sbd:ROOT, "
+                f"or a folder/glob of {', '.join(s[1:] for s in _IMAGE_SUFFIXES[:4])} files"
+            )
+        if len(images) < count:
+            log.warning(
+                "calibration=%r has %d image(s), fewer than %d", self.spec, len(images), count
+            )
+        return images
+
+    def held_out(self, count: int, skip: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Up to ``count`` (image, labels or None) pairs never used for calibration."""
+        if self.kind == "images":
+            from ..imageio import read_image
+
+            for p in self._files()[skip : skip + count]:
+                yield read_image(p), None
+            return
+        dataset = self._dataset("val", count)
+        for i in range(len(dataset)):
+            yield dataset[i]
+
+
+def conv_nodes(proto: Any, prefix: str = "net.") -> dict[str, str]:
+    """PyTorch layer name → ONNX node name of every Conv/ConvTranspose in an exported graph.
+
+    The dynamo exporter keeps parameter names as initializer names (``net.conv1_1.weight``), so
+    a node is found by the weight it reads; shared identical weights (the bilinear kernels of
+    upscore2 and upscore_pool4 are deduplicated) map to the first layer that reads them.
+    """
+    found: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+            weight = node.input[1]
+            if weight.startswith(prefix) and weight.endswith(".weight"):
+                found.setdefault(weight[len(prefix) : -len(".weight")], node.name)
+    return found
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over preprocessed batches, with a tqdm bar."""
+
+    def __init__(self, input_name: str, batches: Sequence[np.ndarray], progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.input_name = input_name
+        self.batches = batches
+        self.bar = tqdm(
+            total=len(batches), desc="calibrating", unit="image", disable=not progress, leave=False
+        )
+        self.index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.index >= len(self.batches):
+            self.bar.close()
+            return None
+        batch = self.batches[self.index]
+        self.index += 1
+        self.bar.update(len(batch))
+        return {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    def rewind(self) -> None:
+        self.index = 0
+
+
+def quantize_qdq(
+    proto: Any,
+    batches: Sequence[np.ndarray],
+    method: str = "minmax",
+    exclude: Sequence[str] = (),
+    overrides: dict[str, float] | None = None,
+    progress: bool = True,
+) -> Any:
+    """The FP32 tensor-mode graph ``proto`` with Q/DQ around its convolutions, calibrated on ``batches``.
+
+    ``exclude``: layer names (``score_fr``, ``upscore8`` …) left in FP32. ``overrides``: layer
+    name → the absolute range of that layer's input, replacing the calibrated one (used for
+    ranges chosen in PyTorch). Symmetric INT8 with zero point 0 for activations and weights
+    (what TensorRT takes), per-channel weights, FP32 biases.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    if method not in CALIBRATION_METHODS:
+        raise FCNError(
+            f"calibration_method={method!r} is unknown; choose {', '.join(CALIBRATION_METHODS)}"
+        )
+    nodes = conv_nodes(proto)
+    unknown = [name for name in (*exclude, *(overrides or {})) if name not in nodes]
+    if unknown:
+        raise FCNError(
+            f"layer(s) {', '.join(unknown)} are not convolutions of this net; "
+            f"it has {', '.join(nodes)}"
+        )
+    by_node = {n.name: n for n in proto.graph.node}
+    tensor_overrides = {
+        by_node[nodes[layer]].input[0]: [
+            {"scale": np.float32(amax / 127.0), "zero_point": np.int8(0)}
+        ]
+        for layer, amax in (overrides or {}).items()
+    }
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    reader = _Reader(proto.graph.input[0].name, batches, progress)
+    with tempfile.TemporaryDirectory(prefix="fcn-int8-") as tmp:
+        out = os.path.join(tmp, "int8.onnx")
+        quantize_static(
+            proto,
+            out,
+            reader,  # type: ignore[arg-type]  # duck-typed CalibrationDataReader
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "ConvTranspose"],
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=[nodes[layer] for layer in exclude],
+            calibrate_method=calibrate,
+            extra_options={
+                "ActivationSymmetric": True,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,  # TensorRT takes FP32 biases (no INT32 DequantizeLinear)
+                "TensorQuantOverrides": tensor_overrides,
+                "CalibTensorRangeSymmetric": True,
+            },
+            calibration_cache_path=os.path.join(tmp, "calibration.cache"),
+        )
+        return onnx.load(out)
+
+
+@dataclass
+class Int8Accuracy:
+    """INT8 against the FP32 export on held-out images of the calibration source."""
+
+    data: str  # what was scored, e.g. "synthetic val, 200 images"
+    images: int
+    label_agreement: float  # share of pixels where INT8 and FP32 pick the same class
+    fp32_mean_iu: float | None  # None when the source has no labels
+    int8_mean_iu: float | None
+    min_agreement: float
+    max_iu_drop: float  # points of mean IU (0..100) INT8 may lose
+
+    @property
+    def iu_drop(self) -> float | None:
+        if self.fp32_mean_iu is None or self.int8_mean_iu is None:
+            return None
+        return 100.0 * (self.fp32_mean_iu - self.int8_mean_iu)
+
+    @property
+    def passed(self) -> bool:
+        drop = self.iu_drop
+        return self.label_agreement >= self.min_agreement and (
+            drop is None or drop <= self.max_iu_drop
+        )
+
+    def table(self) -> str:
+        def iu(v: float | None) -> str:
+            return f"{100 * v:8.2f}" if v is not None else f"{'-':>8}"
+
+        drop = self.iu_drop
+        return "\n".join(
+            [
+                f"{'held-out data':<32} {'labels=FP32':>11} {'FP32 IU':>8} {'INT8 IU':>8} "
+                f"{'drop':>6}  result   (pass: labels >= {self.min_agreement:.1%}, drop <= "
+                f"{self.max_iu_drop:g} points)",
+                f"{self.data:<32} {self.label_agreement:11.4%} {iu(self.fp32_mean_iu)} "
+                f"{iu(self.int8_mean_iu)} {f'{drop:6.2f}' if drop is not None else '     -'}  "
+                f"{'ok' if self.passed else 'FAIL'}",
+            ]
+        )
+
+
+def int8_accuracy(
+    fp32: str | os.PathLike[str],
+    int8: str | os.PathLike[str],
+    info: Any,
+    io: str,
+    source: CalibrationSource,
+    count: int,
+    skip: int,
+    min_agreement: float,
+    max_iu_drop: float,
+    progress: bool = True,
+) -> Int8Accuracy:
+    """Score the INT8 file against the FP32 tensor-mode graph ``fp32`` on held-out images."""
+    from tqdm.auto import tqdm
+
+    from ..metrics import confusion_matrix, segmentation_scores
+    from .ort import ort_run, ort_session
+
+    sessions = [ort_session(fp32), ort_session(int8)]
+    n = info.num_classes
+    matrices = [np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)]
+    same = total = images = 0
+    labelled = source.has_labels
+    for image, labels in tqdm(
+        source.held_out(count, skip), total=count, desc="scoring INT8", unit="image",
+        disable=not progress, leave=False,
+    ):  # fmt: skip
+        x = info.preprocessing.apply(image[None])
+        ref = ort_run(sessions[0], x).argmax(axis=1)[0]
+        out = ort_run(sessions[1], image[None] if io == "image" else x)
+        got = out[0] if io == "image" else out.argmax(axis=1)[0]
+        same += int((ref == got).sum())
+        total += ref.size
+        images += 1
+        if labels is not None:
+            for k, pred in enumerate((ref, got)):
+                matrices[k] += confusion_matrix(labels, pred, n)
+        else:
+            labelled = False
+    if images == 0:
+        raise FCNError(
+            f"calibration={source.spec!r} has no held-out images to score INT8 on "
+            f"(all {skip} were used for calibration); add images or lower calibration_images"
+        )
+    ius = [segmentation_scores(m)["mean_iu"] if labelled else None for m in matrices]
+    name = {"synthetic": "synthetic val", "voc": "VOC val", "sbd": "SBD val"}.get(
+        source.kind, "held-out images"
+    )
+    return Int8Accuracy(
+        f"{name}, {images} images", images, same / total, ius[0], ius[1], min_agreement, max_iu_drop
+    )
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How the INT8 graph is made (the defaults are what the accuracy study chose)."""
+
+    method: str = "minmax"  # calibration of the activation ranges: minmax, entropy, percentile
+    fp32_layers: tuple[str, ...] = ()  # convolutions left in FP32
+
+
+def quantize_model(
+    model: Any,
+    proto: Any,
+    batches: Sequence[np.ndarray],
+    options: Int8Options,
+    progress: bool = True,
+) -> tuple[Any, list[str]]:
+    """The INT8 Q/DQ graph of the FP32 tensor-mode export ``proto`` of ``model``, and its FP32 layers."""
+    fp32_layers = [name for name in options.fp32_layers if name in conv_nodes(proto)]
+    quantized = quantize_qdq(proto, batches, options.method, exclude=fp32_layers, progress=progress)
+    return quantized, fp32_layers
