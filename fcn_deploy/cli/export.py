@@ -41,9 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=("fp32", "fp16", "int8"),
         default="fp32",
-        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io (default fp32)",
+        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io; int8: Q/DQ "
+        "around the convolutions, calibrated on --calibration images (default fp32)",
+    )
+    q = p.add_argument_group("INT8 (with --precision int8)")
+    q.add_argument(
+        "--calibration",
+        default="synthetic",
+        metavar="SOURCE",
+        help="calibration images: synthetic (built-in scenes), voc:ROOT, sbd:ROOT (train split; "
+        "scored on val), or a folder/glob of images (default synthetic)",
+    )
+    q.add_argument(
+        "--calibration-images",
+        default="64",
+        metavar="N",
+        help="how many images to calibrate on (default 64)",
+    )
+    q.add_argument(
+        "--calibration-method",
+        choices=("minmax", "entropy", "percentile"),
+        default="minmax",
+        help="how activation ranges are chosen from the calibration images (default minmax)",
+    )
+    q.add_argument(
+        "--min-label-agreement",
+        default="0.98",
+        metavar="F",
+        help="fail when INT8 labels agree with FP32 on fewer than this share of pixels (default 0.98)",
+    )
+    q.add_argument(
+        "--max-iu-drop",
+        default="1.0",
+        metavar="POINTS",
+        help="fail when INT8 loses more mean IU than this against FP32 (labelled sources; default 1.0)",
     )
     p.add_argument(
         "--fp16-io",
@@ -84,6 +117,13 @@ def _int(text: str, flag: str) -> int:
         raise FCNError(f"{flag} must be a whole number, got {text!r}") from None
 
 
+def _float(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise FCNError(f"{flag} must be a number, got {text!r}") from None
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.source.suffix.lower() == ".onnx":
@@ -107,6 +147,10 @@ def _main(argv: Sequence[str] | None) -> int:
         fp16_io=args.fp16_io, max_size=parse_size(args.max_size, "--max-size"), max_batch=max_batch,
         opset=_int(args.opset, "--opset"), verify=not args.no_verify,
         seed=_int(args.seed, "--seed") if args.seed is not None else None,
+        calibration=args.calibration, calibration_method=args.calibration_method,
+        calibration_images=_int(args.calibration_images, "--calibration-images"),
+        min_label_agreement=_float(args.min_label_agreement, "--min-label-agreement"),
+        max_iu_drop=_float(args.max_iu_drop, "--max-iu-drop"),
     )  # fmt: skip
     m, g = report.metadata, report.graph
     print(f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} MiB, "
@@ -118,6 +162,12 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         print(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):")
         print(report.table())
+        if report.int8 is not None:
+            c = m.calibration or {}
+            kept = ", ".join(c.get("fp32_layers", [])) or "none"
+            print(f"INT8 vs FP32 ({c.get('method')} ranges from {c.get('images')} {c.get('source')} "
+                  f"image(s); layers kept in FP32: {kept}):")  # fmt: skip
+            print(report.int8.table())
         if report.fp16_label_agreement is not None:
             print(f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest activation "
                   f"{report.activation_peak:.4g} (FP16 max 65504)")  # fmt: skip
