@@ -1,8 +1,10 @@
 """What ``--model`` and ``--backends`` name, turned into runners (or the reason there is none).
 
 The benchmark only ever holds `Runner`s; this module is the one place that knows how each named
-backend is made from the model given: eager PyTorch from the weights, ONNX Runtime from an ONNX
-file exported on the fly (its export time reported), TensorRT from an engine built on the fly.
+backend is made from the model given: eager PyTorch from the weights (``torch-compile``: the same
+net through ``torch.compile``), ONNX Runtime and OpenVINO from an ONNX file exported on the fly
+(its export time reported; INT8 calibrated on synthetic images unless told otherwise), TensorRT
+from an engine built on the fly.
 A backend that cannot run here is kept, with its reason, so no result silently disappears.
 """
 
@@ -12,8 +14,9 @@ import importlib.util
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,8 +40,28 @@ __all__ = [
     "tensorrt_unavailable",
 ]
 
-BENCH_BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-fp16", "tensorrt")
-DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "torch-fp16", "tensorrt")
+BENCH_BACKENDS = (
+    "torch",
+    "torch-fp16",
+    "torch-compile",
+    "onnxruntime",
+    "onnxruntime-fp16",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-int8",
+    "tensorrt",
+)
+# torch-compile is opt-in: its compile time (tens of seconds per shape family) would dominate
+DEFAULT_BACKENDS = (
+    "torch",
+    "onnxruntime",
+    "onnxruntime-fp16",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-int8",
+    "torch-fp16",
+    "tensorrt",
+)
 REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measured against
 
 
@@ -97,6 +120,13 @@ class Backend:
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
     artifact: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)  # what the runner reports (torch-compile)
+
+    @property
+    def precision(self) -> str:
+        """fp32, fp16 or int8: the name's suffix (``torch-compile`` is FP32)."""
+        suffix = self.name.rpartition("-")[2]
+        return suffix if suffix in ("fp16", "int8") else "fp32"
 
 
 def parse_backends(text: str) -> list[str]:
@@ -126,13 +156,17 @@ def prepare_backends(
     threads: int | None = None,
     max_batch: int = 1,
     cache_dir: Path | None = None,
+    calibration: str = "synthetic",
 ) -> list[Backend]:
-    """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``."""
+    """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``.
+
+    INT8 files are calibrated on ``calibration`` (see `fcn_deploy.export.CalibrationSource`).
+    """
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
     prepared = []
     for name in names:
         try:
-            prepared.append(_prepare(name, source, device, threads, max_batch, cache))
+            prepared.append(_prepare(name, source, device, threads, max_batch, cache, calibration))
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
             prepared.append(Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}"))
@@ -146,10 +180,13 @@ def _prepare(
     threads: int | None,
     max_batch: int,
     cache: Path,
+    calibration: str = "synthetic",
 ) -> Backend:
     backend, _, precision = name.partition("-")
     precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
     dev = str(device)
+    if name == "torch-compile":
+        return _torch_compile(name, source, dev)
     if backend == "torch":
         if source.module is None:
             return Backend(
@@ -165,30 +202,46 @@ def _prepare(
 
         module = source.module
         return Backend(name, open=lambda: TorchRunner(module, device=dev, precision=precision))
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openvino"):
         if importlib.util.find_spec("onnxruntime") is None:
             return Backend(
                 name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')"
             )
-        onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache)
+        if backend == "openvino":
+            if importlib.util.find_spec("openvino") is None:
+                return Backend(
+                    name, skipped="OpenVINO is not installed (pip install 'fcn-deploy[openvino]')"
+                )
+            if device.type != "cpu":
+                return Backend(name, skipped="OpenVINO runs on the CPU here (use --device cpu)")
+        onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache, calibration)
         if onnx_path is None:
             return Backend(name, skipped=why)
-        from ..runtime.ort_runner import OnnxRuntimeRunner
+        if backend == "openvino":
+            from ..runtime.openvino_runner import OpenVINORunner
 
-        return Backend(
-            name,
-            open=lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads),
-            prepare_s=seconds,
-            artifact=str(onnx_path),
-        )
+            opener: Callable[[], Runner] = lambda: OpenVINORunner(onnx_path, threads=threads)  # noqa: E731
+        else:
+            from ..runtime.ort_runner import OnnxRuntimeRunner
+
+            opener = lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads)  # noqa: E731
+        return Backend(name, open=opener, prepare_s=seconds, artifact=str(onnx_path))
     reason = tensorrt_unavailable(device)
     return Backend(name, skipped=reason) if reason else _tensorrt(name, source, max_batch, cache)
 
 
 def onnx_for(
-    source: ModelSource, precision: str, max_batch: int, cache: Path
+    source: ModelSource,
+    precision: str,
+    max_batch: int,
+    cache: Path,
+    calibration: str = "synthetic",
 ) -> tuple[Path | None, float | None, str]:
-    """The ONNX file for ``precision``: the one given, or one exported now (with its export time)."""
+    """The ONNX file for ``precision``: the one given, or one exported now (with its export time).
+
+    An exported file is reused by every backend that runs it (ONNX Runtime and OpenVINO INT8
+    run the same calibrated file).
+    """
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
             return None, None, f"--model {source.label} is not an ONNX file or checkpoint"
@@ -206,6 +259,9 @@ def onnx_for(
 
     assert source.module is not None  # a source is weights or a file
     out = cache / f"model-{precision}.onnx"
+    key = (out, id(source.module), calibration)
+    if key in _EXPORTED and out.exists():
+        return out, _EXPORTED[key], ""
     t0 = time.perf_counter()
     # verify=False: the benchmark's own accuracy columns compare every size against eager FP32
     export_onnx(
@@ -215,8 +271,30 @@ def onnx_for(
         max_batch=max(max_batch, 1),
         verify=False,
         progress=False,
+        calibration=calibration,
+        calibration_images=16,
     )
-    return out, time.perf_counter() - t0, ""
+    _EXPORTED[key] = time.perf_counter() - t0
+    return out, _EXPORTED[key], ""
+
+
+_EXPORTED: dict[
+    tuple[Path, int, str], float
+] = {}  # files exported in this process, with their export time
+
+
+def _torch_compile(name: str, source: ModelSource, dev: str) -> Backend:
+    """Eager FP32 weights through torch.compile (inductor, dynamic shapes)."""
+    if source.module is None:
+        return Backend(
+            name, skipped=f"torch.compile needs weights; --model {source.label} is not a checkpoint"
+        )
+    from .compiled import CompiledTorchRunner
+
+    module = source.module
+    backend = Backend(name)
+    backend.open = lambda: CompiledTorchRunner(module, device=dev, stats=backend.stats)
+    return backend
 
 
 def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Backend:

@@ -44,10 +44,12 @@ def run_benchmark(
     cache_dir: Path | None = None,
     matmul_size: int | None = None,
     command: str = "",
+    calibration: str = "synthetic",
 ) -> dict[str, Any]:
     """Run ``scenario`` and return the result document (see ``report.SCHEMA``).
 
     ``matmul_size`` sets the side of the matmul whose rate is the peak (default 4096 CPU, 8192 GPU).
+    ``calibration`` is where INT8 backends made from weights take their calibration images.
     """
     if scenario not in SCENARIOS:
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -105,15 +107,10 @@ def run_benchmark(
         _static_vs_dynamic(doc, source, dev, cfg, cache_dir)
         return doc
     prepared = prepare_backends(
-        names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir
-    )
-    precisions = sorted(
-        {
-            compute_precision(dev, b.name.partition("-")[2] or "fp32")
-            for b in prepared
-            if not b.skipped
-        }
-    )
+        names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir,
+        calibration=calibration,
+    )  # fmt: skip
+    precisions = sorted({compute_precision(dev, b.precision) for b in prepared if not b.skipped})
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
     doc["prepare_s"] = {b.name: b.prepare_s for b in prepared if b.prepare_s is not None}
     if scenario == "sizes":
@@ -125,9 +122,18 @@ def run_benchmark(
         count, low, high = stream
         shapes = stream_shapes(count, low, high, cfg.seed)
         doc["stream"], doc["skipped"] = run_stream(prepared, source, dev, shapes, cfg.seed)
+    for b in prepared:
+        if b.stats.get("compilations"):
+            doc["notes"].append(
+                f"{b.name}: inductor, dynamic shapes: {b.stats['compilations']} graph "
+                f"compilation(s) ({b.stats['compilations'] - 1} recompilation(s)) taking "
+                f"{b.stats['compile_s']:.1f} s over input shapes {', '.join(b.stats['shapes'])}"
+            )
+            doc.setdefault("compile", {})[b.name] = dict(b.stats)
     if dev.type == "cpu":
         doc["notes"].append(
-            "CPU: every row is measured against the FP32 matmul rate (no native FP16 arithmetic)"
+            "CPU: FP32 and FP16 rows are measured against the FP32 matmul rate (no native FP16 "
+            "arithmetic), INT8 rows against the INT8 matmul rate"
         )
     doc["notes"].append(
         "host memory: peak resident set of the whole benchmark process during each row's warm-up and timed calls"

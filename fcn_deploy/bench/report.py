@@ -51,7 +51,7 @@ SCHEMA: dict[str, Any] = {
                 ],
                 "properties": {
                     "backend": {"type": "string"},
-                    "precision": {"type": "string", "enum": ["fp32", "fp16"]},
+                    "precision": {"type": "string", "enum": ["fp32", "fp16", "int8"]},
                     "height": {"type": "integer", "minimum": 1},
                     "width": {"type": "integer", "minimum": 1},
                     "batch": {"type": "integer", "minimum": 1},

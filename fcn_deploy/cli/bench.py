@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="side of the matmul measured as the peak (default 4096 CPU, 8192 GPU)",
     )
+    p.add_argument(
+        "--calibration",
+        default="synthetic",
+        metavar="SOURCE",
+        help="INT8 backends made from a checkpoint calibrate on these images: synthetic, "
+        "voc:ROOT, sbd:ROOT or a folder/glob",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--cache-dir",
@@ -134,6 +141,7 @@ def _main(argv: Sequence[str] | None) -> int:
         args.scenario, model=args.model, variant=args.variant, width=args.width, num_classes=args.num_classes,
         backends=args.backends, config=cfg, device=args.device, threads=args.threads,
         stream=_parse_stream(args.stream), cache_dir=args.cache_dir, matmul_size=args.matmul_size,
+        calibration=args.calibration,
         command=shlex.join(["fcn-bench", *(argv if argv is not None else sys.argv[1:])]),
     )  # fmt: skip
     problems = validate(doc)
