@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how activation ranges are chosen from the calibration images (default minmax)",
     )
     q.add_argument(
+        "--int8-target",
+        choices=("cpu", "tensorrt"),
+        default="cpu",
+        help="cpu: uint8 activations (ONNX Runtime, OpenVINO; fastest and most accurate on x86); "
+        "tensorrt: int8 activations with zero point 0, the only form TensorRT takes (default cpu)",
+    )
+    q.add_argument(
         "--min-label-agreement",
         default="0.98",
         metavar="F",
@@ -148,6 +155,7 @@ def _main(argv: Sequence[str] | None) -> int:
         opset=_int(args.opset, "--opset"), verify=not args.no_verify,
         seed=_int(args.seed, "--seed") if args.seed is not None else None,
         calibration=args.calibration, calibration_method=args.calibration_method,
+        int8_target=args.int8_target,
         calibration_images=_int(args.calibration_images, "--calibration-images"),
         min_label_agreement=_float(args.min_label_agreement, "--min-label-agreement"),
         max_iu_drop=_float(args.max_iu_drop, "--max-iu-drop"),

@@ -194,6 +194,11 @@ def build_engine(
         layers = trt_compile.inspect_layers(
             compiled.serialized, meta.input_name, plan.profile_shapes()[0][1]
         )
+    if precision == "int8" and not layers.int8_convs:
+        raise FCNError(
+            f"asked for an int8 engine but TensorRT built {layers.describe()}; nothing was written. "
+            "Check that the ONNX graph has Q/DQ (fcn-export --precision int8)"
+        )
     if (
         precision == "fp16" and layers.label == "fp32"
     ):  # the silent-FP32 trap: refuse, never mislabel

@@ -60,6 +60,8 @@ class LayerSummary:
     fp16_conv_flops: float
     flops_basis: str  # "shape" (real FLOPs at the inspected shape) or "weights" (per output pixel)
     precisions: dict[str, int]  # layers per precision, all layers
+    int8_convs: int = 0  # convolutions computing in INT8 (explicit Q/DQ quantization)
+    int8_conv_flops: float = 0.0
 
     @property
     def fp16_layer_share(self) -> float:
@@ -70,17 +72,24 @@ class LayerSummary:
         return self.fp16_conv_flops / self.conv_flops if self.conv_flops else 0.0
 
     @property
+    def int8_conv_flop_share(self) -> float:
+        return self.int8_conv_flops / self.conv_flops if self.conv_flops else 0.0
+
+    @property
     def label(self) -> str:
-        """``fp16``, ``mixed`` or ``fp32``: what the conv layers actually run in."""
+        """``int8``, ``fp16``, ``mixed`` or ``fp32``: what the conv layers actually run in."""
+        if self.convs and self.int8_conv_flop_share >= FP16_CONV_SHARE:
+            return "int8"
         if self.convs and self.fp16_conv_flop_share >= FP16_CONV_SHARE:
             return "fp16"
-        return "mixed" if self.fp16_convs else "fp32"
+        return "mixed" if self.fp16_convs or self.int8_convs else "fp32"
 
     def describe(self) -> str:
         return (
             f"{self.label}: {self.fp16_convs}/{self.convs} convs and {self.fp16_conv_flop_share:.1%} of conv "
             f"FLOPs in FP16 ({'at the inspected shape' if self.flops_basis == 'shape' else 'weighted by weights'}), "
             f"{self.fp16_layers}/{self.layers} float layers in FP16"
+            + (f", {self.int8_convs}/{self.convs} convs in INT8" if self.int8_convs else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +98,7 @@ class LayerSummary:
             label=self.label,
             fp16_layer_share=self.fp16_layer_share,
             fp16_conv_flop_share=self.fp16_conv_flop_share,
+            int8_conv_flop_share=self.int8_conv_flop_share,
         )
         return d
 
@@ -161,8 +171,8 @@ def summarize_layers(engine_json: str) -> LayerSummary:
         measured = [(_weight_count(layer) or 1.0, False) for layer in conv_rows]
     conv_flops = {id(layer): f for layer, (f, _) in zip(conv_rows, measured)}
     counts: dict[str, int] = {}
-    n_float = n_fp16 = convs = fp16_convs = 0
-    flops = fp16_flops = 0.0
+    n_float = n_fp16 = convs = fp16_convs = int8_convs = 0
+    flops = fp16_flops = int8_flops = 0.0
     for layer in rows:
         p = _layer_precision(layer)
         counts[p or "unknown"] = counts.get(p or "unknown", 0) + 1
@@ -176,6 +186,9 @@ def summarize_layers(engine_json: str) -> LayerSummary:
             if p == "fp16":
                 fp16_convs += 1
                 fp16_flops += f
+            elif p == "int8":
+                int8_convs += 1
+                int8_flops += f
     if not math.isfinite(flops):
         raise FCNError("the engine inspector reported conv shapes too large to count")
     return LayerSummary(
@@ -187,4 +200,6 @@ def summarize_layers(engine_json: str) -> LayerSummary:
         fp16_flops,
         "shape" if exact else "weights",
         counts,
+        int8_convs,
+        int8_flops,
     )

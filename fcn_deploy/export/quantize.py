@@ -32,6 +32,7 @@ from ..errors import FCNError
 __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_CALIBRATION_IMAGES",
+    "INT8_TARGETS",
     "CalibrationSource",
     "Int8Accuracy",
     "Int8Options",
@@ -44,6 +45,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# What the INT8 file is for: "cpu" (ONNX Runtime, OpenVINO): uint8 activations with a zero point,
+# the native u8×s8 form of x86 VNNI kernels, with ReLU folded into the range; "tensorrt": int8
+# activations with zero point 0, the only form TensorRT's Q/DQ import takes (ORT/OpenVINO run it too).
+INT8_TARGETS = ("cpu", "tensorrt")
 DEFAULT_CALIBRATION_IMAGES = 64
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -180,19 +185,22 @@ class _Reader:
 
 
 def quantize_qdq(
-    proto: Any,
+    path: str | os.PathLike[str],
     batches: Sequence[np.ndarray],
     method: str = "minmax",
     exclude: Sequence[str] = (),
     overrides: dict[str, float] | None = None,
     progress: bool = True,
+    target: str = "cpu",
 ) -> Any:
-    """The FP32 tensor-mode graph ``proto`` with Q/DQ around its convolutions, calibrated on ``batches``.
+    """The FP32 tensor-mode graph at ``path`` with Q/DQ around its convolutions.
+
+    Activation ranges are calibrated on ``batches`` (preprocessed N×3×H×W arrays).
 
     ``exclude``: layer names (``score_fr``, ``upscore8`` …) left in FP32. ``overrides``: layer
     name → the absolute range of that layer's input, replacing the calibrated one (used for
-    ranges chosen in PyTorch). Symmetric INT8 with zero point 0 for activations and weights
-    (what TensorRT takes), per-channel weights, FP32 biases.
+    ranges chosen in PyTorch). Weights are symmetric per-channel INT8 for every target;
+    activations follow ``target`` (see `INT8_TARGETS`): ``tensorrt`` also keeps biases FP32.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -202,10 +210,13 @@ def quantize_qdq(
         quantize_static,
     )
 
+    if target not in INT8_TARGETS:
+        raise FCNError(f"int8 target={target!r} is unknown; choose {', '.join(INT8_TARGETS)}")
     if method not in CALIBRATION_METHODS:
         raise FCNError(
             f"calibration_method={method!r} is unknown; choose {', '.join(CALIBRATION_METHODS)}"
         )
+    proto = onnx.load(os.fspath(path), load_external_data=False)  # the structure is enough here
     nodes = conv_nodes(proto)
     unknown = [name for name in (*exclude, *(overrides or {})) if name not in nodes]
     if unknown:
@@ -225,26 +236,25 @@ def quantize_qdq(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[method]
+    symmetric = target == "tensorrt"
     reader = _Reader(proto.graph.input[0].name, batches, progress)
     with tempfile.TemporaryDirectory(prefix="fcn-int8-") as tmp:
         out = os.path.join(tmp, "int8.onnx")
         quantize_static(
-            proto,
+            os.fspath(path),  # a path: given a ModelProto, the quantizer rewrites it in place
             out,
             reader,  # type: ignore[arg-type]  # duck-typed CalibrationDataReader
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv", "ConvTranspose"],
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=[nodes[layer] for layer in exclude],
             calibrate_method=calibrate,
             extra_options={
-                "ActivationSymmetric": True,
+                "ActivationSymmetric": symmetric,
                 "WeightSymmetric": True,
-                "QuantizeBias": False,  # TensorRT takes FP32 biases (no INT32 DequantizeLinear)
+                "QuantizeBias": not symmetric,  # TensorRT takes FP32 biases (no INT32 DQ)
                 "TensorQuantOverrides": tensor_overrides,
-                "CalibTensorRangeSymmetric": True,
             },
             calibration_cache_path=os.path.join(tmp, "calibration.cache"),
         )
@@ -351,17 +361,23 @@ class Int8Options:
     """How the INT8 graph is made (the defaults are what the accuracy study chose)."""
 
     method: str = "minmax"  # calibration of the activation ranges: minmax, entropy, percentile
+    target: str = "cpu"  # cpu (uint8 activations) or tensorrt (int8, zero point 0): INT8_TARGETS
     fp32_layers: tuple[str, ...] = ()  # convolutions left in FP32
 
 
 def quantize_model(
     model: Any,
-    proto: Any,
+    path: str | os.PathLike[str],
     batches: Sequence[np.ndarray],
     options: Int8Options,
     progress: bool = True,
 ) -> tuple[Any, list[str]]:
-    """The INT8 Q/DQ graph of the FP32 tensor-mode export ``proto`` of ``model``, and its FP32 layers."""
-    fp32_layers = [name for name in options.fp32_layers if name in conv_nodes(proto)]
-    quantized = quantize_qdq(proto, batches, options.method, exclude=fp32_layers, progress=progress)
+    """The INT8 Q/DQ graph of ``model``'s FP32 tensor-mode export at ``path``, and its FP32 layers."""
+    import onnx
+
+    layers = conv_nodes(onnx.load(os.fspath(path), load_external_data=False))
+    fp32_layers = [name for name in options.fp32_layers if name in layers]
+    quantized = quantize_qdq(
+        path, batches, options.method, fp32_layers, progress=progress, target=options.target
+    )
     return quantized, fp32_layers
