@@ -255,6 +255,7 @@ def quantize_qdq(
                 "WeightSymmetric": True,
                 "QuantizeBias": not symmetric,  # TensorRT takes FP32 biases (no INT32 DQ)
                 "TensorQuantOverrides": tensor_overrides,
+                # not CalibMaxIntermediateOutputs: ORT 1.32 drops the chunks it should merge
             },
             calibration_cache_path=os.path.join(tmp, "calibration.cache"),
         )
