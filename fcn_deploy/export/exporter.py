@@ -41,6 +41,7 @@ from .quantize import (
     Int8Accuracy,
     Int8Options,
     int8_accuracy,
+    quantization_aware_finetune,
     quantize_model,
 )
 from .verify import INT8_LABEL_AGREEMENT, VerifyRow, choose_sizes, format_rows, verify_onnx
@@ -288,8 +289,18 @@ def export_onnx(
                     f"quantizing to INT8 (Q/DQ; {options.method} ranges from "
                     f"{len(calibration_batches)} {source_int8.kind} image(s)) ..."
                 )
+                overrides: dict[str, float] | None = None
+                quantize_from = fp32_graph
+                if options.finetune_iterations > 0:
+                    say(f"quantization-aware fine-tuning, {options.finetune_iterations} steps ...")
+                    tuned, overrides = quantization_aware_finetune(
+                        model, source_int8, calibration_batches, options.finetune_iterations,
+                        options.finetune_lr, progress=progress,
+                    )  # fmt: skip
+                    quantize_from = Path(scratch) / "finetuned.onnx"
+                    onnx.save(_trace(DeployModule(tuned), meta, opset), str(quantize_from))
                 proto, fp32_layers = quantize_model(
-                    model, fp32_graph, calibration_batches, options, progress=progress
+                    quantize_from, calibration_batches, options, progress, overrides
                 )
                 meta = dataclasses.replace(
                     meta,
@@ -297,6 +308,7 @@ def export_onnx(
                         "source": source_int8.spec,
                         "method": options.method,
                         "target": options.target,
+                        "finetune_iterations": options.finetune_iterations,
                         "images": len(calibration_batches),
                         "fp32_layers": fp32_layers,
                     },

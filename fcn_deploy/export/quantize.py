@@ -37,7 +37,9 @@ __all__ = [
     "Int8Accuracy",
     "Int8Options",
     "conv_nodes",
+    "input_ranges",
     "int8_accuracy",
+    "quantization_aware_finetune",
     "quantize_model",
     "quantize_qdq",
 ]
@@ -192,6 +194,7 @@ def quantize_qdq(
     overrides: dict[str, float] | None = None,
     progress: bool = True,
     target: str = "cpu",
+    conv_inputs_only: bool = False,
 ) -> Any:
     """The FP32 tensor-mode graph at ``path`` with Q/DQ around its convolutions.
 
@@ -201,6 +204,8 @@ def quantize_qdq(
     name → the absolute range of that layer's input, replacing the calibrated one (used for
     ranges chosen in PyTorch). Weights are symmetric per-channel INT8 for every target;
     activations follow ``target`` (see `INT8_TARGETS`): ``tensorrt`` also keeps biases FP32.
+    Q/DQ go on the inputs and outputs of every op ONNX Runtime can quantize, or with
+    ``conv_inputs_only`` on conv/deconv inputs only (where quantization-aware fine-tuning put them).
     """
     import onnx
     from onnxruntime.quantization import (
@@ -245,6 +250,7 @@ def quantize_qdq(
             out,
             reader,  # type: ignore[arg-type]  # duck-typed CalibrationDataReader
             quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv", "ConvTranspose"] if conv_inputs_only else None,
             per_channel=True,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -255,6 +261,9 @@ def quantize_qdq(
                 "WeightSymmetric": True,
                 "QuantizeBias": not symmetric,  # TensorRT takes FP32 biases (no INT32 DQ)
                 "TensorQuantOverrides": tensor_overrides,
+                "OpTypesToExcludeOutputQuantization": (
+                    ["Conv", "ConvTranspose"] if conv_inputs_only else []
+                ),
                 # not CalibMaxIntermediateOutputs: ORT 1.32 drops the chunks it should merge
             },
             calibration_cache_path=os.path.join(tmp, "calibration.cache"),
@@ -364,21 +373,148 @@ class Int8Options:
     method: str = "minmax"  # calibration of the activation ranges: minmax, entropy, percentile
     target: str = "cpu"  # cpu (uint8 activations) or tensorrt (int8, zero point 0): INT8_TARGETS
     fp32_layers: tuple[str, ...] = ()  # convolutions left in FP32
+    finetune_iterations: int = 0  # > 0: quantization-aware fine-tuning first (needs labels)
+    finetune_lr: float = 1e-4
 
 
 def quantize_model(
-    model: Any,
     path: str | os.PathLike[str],
     batches: Sequence[np.ndarray],
     options: Int8Options,
     progress: bool = True,
+    overrides: dict[str, float] | None = None,
 ) -> tuple[Any, list[str]]:
-    """The INT8 Q/DQ graph of ``model``'s FP32 tensor-mode export at ``path``, and its FP32 layers."""
+    """The INT8 Q/DQ graph of the FP32 tensor-mode export at ``path``, and its FP32 layers.
+
+    ``overrides`` (conv input ranges from quantization-aware fine-tuning) fix those ranges and
+    put Q/DQ on conv inputs only, as the fine-tuning simulated.
+    """
     import onnx
 
     layers = conv_nodes(onnx.load(os.fspath(path), load_external_data=False))
     fp32_layers = [name for name in options.fp32_layers if name in layers]
+    overrides = {k: v for k, v in (overrides or {}).items() if k in layers and k not in fp32_layers}
     quantized = quantize_qdq(
-        path, batches, options.method, fp32_layers, progress=progress, target=options.target
-    )
+        path, batches, options.method, fp32_layers, overrides, progress, options.target,
+        conv_inputs_only=bool(overrides),
+    )  # fmt: skip
     return quantized, fp32_layers
+
+
+def _fake_quant_weight(axis: int) -> Any:
+    """A parametrization: the weight as per-channel symmetric INT8 would hold it (STE gradients)."""
+    import torch
+    from torch import nn
+
+    class FakeQuantWeight(nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            dims = [d for d in range(w.dim()) if d != axis]
+            scale = (w.detach().abs().amax(dim=dims) / 127.0).clamp_min(1e-12)
+            zero = torch.zeros_like(scale, dtype=torch.int32)
+            return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, axis, -128, 127)
+
+    return FakeQuantWeight()
+
+
+def input_ranges(model: Any, batches: Sequence[np.ndarray]) -> dict[str, float]:
+    """Largest |input| of every conv/deconv of ``model`` over ``batches`` (min-max calibration)."""
+    import torch
+    from torch import nn
+
+    amax: dict[str, float] = {}
+    convs = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
+
+    def hook(name: str) -> Any:
+        def record(_m: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+            amax[name] = max(amax.get(name, 0.0), float(inputs[0].detach().abs().max()))
+
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in convs]
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                model.eval()(torch.from_numpy(batch))
+    finally:
+        for h in handles:
+            h.remove()
+    return amax
+
+
+def quantization_aware_finetune(
+    model: Any,
+    source: CalibrationSource,
+    batches: Sequence[np.ndarray],
+    iterations: int = 200,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Any, dict[str, float]]:
+    """A copy of ``model`` fine-tuned with INT8 fake quantization, and its conv input ranges.
+
+    The ranges are min-max over ``batches`` and stay fixed; every conv/deconv sees its input and
+    weights (per-channel) rounded as symmetric INT8 would round them (straight-through
+    gradients), so training moves the weights to where INT8 rounding costs least. Labelled
+    training images come from ``source``'s train split. The copy holds plain FP32 weights: the
+    Q/DQ export quantizes them exactly as the fake quantization did.
+    """
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.nn.utils import parametrize
+    from tqdm.auto import tqdm
+
+    from ..data import pad_batch
+    from ..metrics import IGNORE_LABEL
+
+    if not source.has_labels:
+        raise FCNError(
+            f"quantization-aware fine-tuning needs labelled images; calibration={source.spec!r} "
+            "has none (use synthetic, voc:ROOT or sbd:ROOT)"
+        )
+    net = copy.deepcopy(model).float()
+    amax = input_ranges(net, batches)
+    convs = [
+        (n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
+    handles = []
+    for name, module in convs:
+        scale = max(amax[name], 1e-8) / 127.0
+
+        def quant_input(_m: Any, inputs: tuple[torch.Tensor, ...], s: float = scale) -> Any:
+            return (torch.fake_quantize_per_tensor_affine(inputs[0], s, 0, -128, 127),)
+
+        handles.append(module.register_forward_pre_hook(quant_input))
+        parametrize.register_parametrization(
+            module, "weight", _fake_quant_weight(0 if isinstance(module, nn.Conv2d) else 1)
+        )
+    dataset = source._dataset("train", max(iterations * batch_size, 1))
+    rng = np.random.default_rng(seed)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=lr)
+    info = model.info
+    net.train()
+    bar = tqdm(
+        range(iterations), desc="INT8 fine-tuning", unit="step", disable=not progress, leave=False
+    )
+    for _ in bar:
+        picks = rng.integers(0, len(dataset), batch_size)
+        images, labels = pad_batch([dataset[int(i)] for i in picks])
+        x = torch.from_numpy(info.preprocessing.apply(images))
+        loss = F.cross_entropy(
+            net(x), torch.from_numpy(labels.astype(np.int64)), ignore_index=IGNORE_LABEL
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{float(loss):.4f}")
+    for h in handles:
+        h.remove()
+    for _, module in convs:
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    return net.eval(), amax
