@@ -128,7 +128,7 @@ def test_calibration_sources_fail_clearly(net, tmp_path: Path) -> None:
         _export(net, tmp_path / "a.onnx", calibration=str(empty))
     with pytest.raises(FCNError, match="no such folder"):
         _export(net, tmp_path / "b.onnx", calibration=f"voc:{tmp_path / 'nope'}")
-    with pytest.raises(FCNError, match="calibration_images must be ≥ 1"):
+    with pytest.raises(FCNError, match=r"calibration_images must be ≥ 1"):
         _export(net, tmp_path / "c.onnx", calibration_images=0)
     with pytest.raises(FCNError, match="names no folder"):
         CalibrationSource.parse("sbd:")

@@ -18,7 +18,7 @@ from fcn_deploy.runtime import load_runner
 pytest.importorskip(
     "openvino", reason="openvino is not installed (pip install 'fcn-deploy[openvino]')"
 )
-from fcn_deploy.runtime.openvino_runner import OpenVINORunner  # noqa: E402
+from fcn_deploy.runtime.openvino_runner import OpenVINORunner
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_openvino_matches_onnxruntime_at_several_sizes(exports) -> None:
 
 @pytest.mark.slow
 def test_openvino_image_mode_and_segmenter(exports) -> None:
-    model, tensor, image = exports
+    _, tensor, image = exports
     images = synthetic_images(2, 90, 120, np.random.default_rng(4))
     with load_runner(image, backend="openvino") as ov:
         labels = ov.infer(images)

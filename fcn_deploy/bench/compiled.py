@@ -20,7 +20,7 @@ __all__ = ["CompiledTorchRunner"]
 
 
 class CompiledTorchRunner(TorchRunner):
-    """Eager FP32 weights compiled by inductor (``dynamic=True``); ``stats`` gets the compile record."""
+    """Eager FP32 weights compiled by inductor (``dynamic=True``); ``stats`` records compiles."""
 
     backend = "torch-compile"
 

@@ -103,7 +103,7 @@ def machine_slug(info: dict[str, Any]) -> str:
 
 
 def compute_precision(device: torch.device, precision: str) -> str:
-    """The arithmetic a backend of ``precision`` really runs on ``device`` (FP16 is FP32 on a CPU)."""
+    """The arithmetic ``precision`` really runs in on ``device`` (FP16 is FP32 on a CPU)."""
     if precision == "int8":
         return "int8"
     return precision if device.type == "cuda" else "fp32"
@@ -170,7 +170,7 @@ def _best_seconds(call: Any, reps: int, sync: Any = None) -> float:
 
 
 def _int8_peak(device: torch.device, n: int, reps: int) -> dict[str, Any]:
-    """The INT8 matmul rate (GOP/s, int32 accumulation): torch._int_mm, and ONNX Runtime on a CPU."""
+    """The INT8 matmul rate (GOP/s, int32 sums): torch._int_mm, and ONNX Runtime on a CPU."""
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8)
     b = torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8)

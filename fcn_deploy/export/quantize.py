@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # What the INT8 file is for: "cpu" (ONNX Runtime, OpenVINO): uint8 activations with a zero point,
 # the native u8×s8 form of x86 VNNI kernels, with ReLU folded into the range; "tensorrt": int8
-# activations with zero point 0, the only form TensorRT's Q/DQ import takes (ORT/OpenVINO run it too).
+# activations with zero point 0, the only form TensorRT's Q/DQ import takes (the CPU runtimes
+# run it too).
 INT8_TARGETS = ("cpu", "tensorrt")
 DEFAULT_CALIBRATION_IMAGES = 64
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -26,7 +26,7 @@ def _openvino() -> Any:
         import openvino
     except ImportError:
         raise FCNError(
-            "openvino is not installed (pip install openvino, or pip install 'fcn-deploy[openvino]')"
+            "openvino is not installed (pip install openvino, or 'fcn-deploy[openvino]')"
         ) from None
     return openvino
 
