@@ -187,7 +187,7 @@ def test_engine_summary_labels_int8_and_needs_strongly_typed_tensorrt() -> None:
     assert half.label == "mixed" and half.int8_conv_flop_share == pytest.approx(0.5)
     route = precision_route(parse_trt_version("10.13.0"), "int8", "int8", False)
     assert route.strongly_typed
-    with pytest.raises(FCNError, match="10.12"):
+    with pytest.raises(FCNError, match=r"10\.12\+"):
         precision_route(parse_trt_version("10.8.0"), "int8", "int8", True)
     with pytest.raises(FCNError, match="int8 ONNX graph"):
         precision_route(parse_trt_version("10.13.0"), "int8", "fp32", False)
