@@ -233,7 +233,7 @@ def quantize_qdq(
     by_node = {n.name: n for n in proto.graph.node}
     tensor_overrides = {
         by_node[nodes[layer]].input[0]: [
-            {"scale": np.float32(amax / 127.0), "zero_point": np.int8(0)}
+            {"rmin": np.array(-amax, np.float32), "rmax": np.array(amax, np.float32)}
         ]
         for layer, amax in (overrides or {}).items()
     }
