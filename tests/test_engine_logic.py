@@ -187,8 +187,8 @@ def test_route_uses_the_fp16_flag_only_before_10_12_and_never_falls_back_silentl
     assert not r.fp16_builder_flag and not r.strongly_typed
     with pytest.raises(FCNError, match="too old"):
         precision_route(parse_trt_version("8.6.1"), "fp16", "fp16", has_fp16_flag=True)
-    with pytest.raises(FCNError, match="fp16 or fp32"):
-        precision_route(parse_trt_version("10.13.0"), "int8", "fp32", has_fp16_flag=True)
+    with pytest.raises(FCNError, match="fp16, fp32 or int8"):
+        precision_route(parse_trt_version("10.13.0"), "bf16", "fp32", has_fp16_flag=True)
 
 
 # --- layer precision summary ------------------------------------------------------------------
