@@ -63,6 +63,7 @@ def test_int8_export_is_qdq_dynamic_and_scored(net, tmp_path: Path) -> None:
     assert meta.precision == "int8" and meta.bounds.max_hw == (256, 256)
     assert meta.calibration == {
         "source": "synthetic", "method": "minmax", "target": "cpu", "images": 6, "fp32_layers": [],
+        "finetune_iterations": 0,
     }  # fmt: skip
     assert _zero_points(path).keys() == {"uint8"}  # cpu target: uint8 activations
     assert [r.shape for r in report.rows] == SIZES  # dynamic batch, height and width
@@ -191,3 +192,39 @@ def test_engine_summary_labels_int8_and_needs_strongly_typed_tensorrt() -> None:
         precision_route(parse_trt_version("10.8.0"), "int8", "int8", True)
     with pytest.raises(FCNError, match="int8 ONNX graph"):
         precision_route(parse_trt_version("10.13.0"), "int8", "fp32", False)
+
+
+@pytest.mark.slow
+def test_quantization_aware_finetuning_exports_conv_input_qdq(net, tmp_path: Path) -> None:
+    import onnx
+
+    from fcn_deploy.export.quantize import Int8Options
+
+    options = Int8Options(target="tensorrt", finetune_iterations=2)
+    path = tmp_path / "qat.onnx"
+    report = _export(net, path, int8_options=options, verify_sizes=[(1, 40, 50)])
+    assert report.metadata.calibration["finetune_iterations"] == 2
+    graph = onnx.load(str(path)).graph
+    made = {o for n in graph.node if n.op_type == "QuantizeLinear" for o in n.output}
+    producers = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    fed = set()
+    for conv in convs:  # every conv reads a dequantized input ...
+        dq = producers[conv.input[0]]
+        assert dq.op_type == "DequantizeLinear" and dq.input[0] in made
+        fed.add(producers[dq.input[0]].input[0])
+    # ... and those are the only tensors quantized (no Q/DQ on adds, pools or outputs)
+    assert {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"} == fed
+    assert _zero_points(path) == {"int8": {0}}
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), synthetic_images(1, 40, 40)[0])
+    cv2.imwrite(str(folder / "b.png"), synthetic_images(1, 40, 40)[0])
+    with pytest.raises(FCNError, match="needs labelled images"):
+        _export(
+            net,
+            tmp_path / "x.onnx",
+            calibration=str(folder),
+            calibration_images=1,
+            int8_options=options,
+        )
