@@ -513,7 +513,7 @@ def quantization_aware_finetune(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        bar.set_postfix(loss=f"{float(loss):.4f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     for h in handles:
         h.remove()
     for _, module in convs:
