@@ -33,9 +33,14 @@ def net() -> torch.nn.Module:
 
 def _export(net, path: Path, **kw):
     options = dict(
-        precision="int8", max_size=(256, 256), max_batch=2, calibration_images=6,
-        held_out_images=6, verify_sizes=SIZES, progress=False,
-    )  # fmt: skip
+        precision="int8",
+        max_size=(256, 256),
+        max_batch=2,
+        calibration_images=6,
+        held_out_images=6,
+        verify_sizes=SIZES,
+        progress=False,
+    )
     options.update(kw)
     return export_onnx(net, path, **options)
 
@@ -62,9 +67,13 @@ def test_int8_export_is_qdq_dynamic_and_scored(net, tmp_path: Path) -> None:
     meta = read_onnx_metadata(path)
     assert meta.precision == "int8" and meta.bounds.max_hw == (256, 256)
     assert meta.calibration == {
-        "source": "synthetic", "method": "minmax", "target": "cpu", "images": 6, "fp32_layers": [],
+        "source": "synthetic",
+        "method": "minmax",
+        "target": "cpu",
+        "images": 6,
+        "fp32_layers": [],
         "finetune_iterations": 0,
-    }  # fmt: skip
+    }
     assert _zero_points(path).keys() == {"uint8"}  # cpu target: uint8 activations
     assert [r.shape for r in report.rows] == SIZES  # dynamic batch, height and width
     assert all(r.label_agreement > 0.9 for r in report.rows)
@@ -104,16 +113,24 @@ def test_folder_calibration_and_histogram_methods(net, tmp_path: Path) -> None:
     for k, image in enumerate(synthetic_images(5, 70, 90, np.random.default_rng(1))):
         cv2.imwrite(str(folder / f"{k}.png"), cv2.resize(image, (90 + 10 * k, 70)))
     report = _export(
-        net, tmp_path / "m.onnx", calibration=str(folder), calibration_images=3,
-        calibration_method="percentile", verify_sizes=[(1, 40, 40)],
-    )  # fmt: skip
+        net,
+        tmp_path / "m.onnx",
+        calibration=str(folder),
+        calibration_images=3,
+        calibration_method="percentile",
+        verify_sizes=[(1, 40, 40)],
+    )
     acc = report.int8
     assert acc is not None and acc.images == 2 and acc.fp32_mean_iu is None  # no labels
     assert acc.data == "held-out images, 2 images"
     glob_report = _export(
-        net, tmp_path / "g.onnx", calibration=str(folder / "*.png"), calibration_images=4,
-        calibration_method="entropy", verify_sizes=[(1, 40, 40)],
-    )  # fmt: skip
+        net,
+        tmp_path / "g.onnx",
+        calibration=str(folder / "*.png"),
+        calibration_images=4,
+        calibration_method="entropy",
+        verify_sizes=[(1, 40, 40)],
+    )
     assert glob_report.metadata.calibration["method"] == "entropy"
     with pytest.raises(FCNError, match="no held-out images"):
         _export(net, tmp_path / "h.onnx", calibration=str(folder), calibration_images=5)
@@ -146,26 +163,47 @@ def test_calibration_sources_fail_clearly(net, tmp_path: Path) -> None:
 def test_cli_exits_nonzero_below_the_threshold(make_checkpoint, tmp_path: Path) -> None:
     ckpt = make_checkpoint("fcn8s", width=0.125, num_classes=7)
     base = [
-        FCN_EXPORT, str(ckpt), "--precision", "int8", "--max-size", "200x200",
-        "--calibration-images", "4", "--seed", "1",
-    ]  # fmt: skip
+        FCN_EXPORT,
+        str(ckpt),
+        "--precision",
+        "int8",
+        "--max-size",
+        "200x200",
+        "--calibration-images",
+        "4",
+        "--seed",
+        "1",
+    ]
     ok = subprocess.run(
-        [*base, "-o", str(tmp_path / "ok.onnx"), "--min-label-agreement", "0.5",
-         "--max-iu-drop", "100"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            *base,
+            "-o",
+            str(tmp_path / "ok.onnx"),
+            "--min-label-agreement",
+            "0.5",
+            "--max-iu-drop",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "INT8 vs FP32 (minmax ranges from 4 synthetic image(s)" in ok.stdout
     assert "synthetic val, 200 images" in ok.stdout
     strict = subprocess.run(
         [*base, "-o", str(tmp_path / "strict.onnx"), "--max-iu-drop", "-100"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert strict.returncode not in (0, None) and "FAIL" in strict.stdout
     bad = subprocess.run(
         [*base, "-o", str(tmp_path / "bad.onnx"), "--calibration", str(tmp_path / "none")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode != 0 and "yields no images" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad.onnx").exists()
 
@@ -174,9 +212,14 @@ def test_engine_summary_labels_int8_and_needs_strongly_typed_tensorrt() -> None:
     def conv(name: str, fmt: str) -> dict:
         t = {"Dimensions": [1, 8, 16, 16], "Format/Datatype": fmt}
         return {
-            "Name": name, "LayerType": "CaskConvolution", "ParameterType": "Convolution",
-            "Inputs": [t], "Outputs": [t], "Kernel": [3, 3], "Groups": 1,
-        }  # fmt: skip
+            "Name": name,
+            "LayerType": "CaskConvolution",
+            "ParameterType": "Convolution",
+            "Inputs": [t],
+            "Outputs": [t],
+            "Kernel": [3, 3],
+            "Groups": 1,
+        }
 
     int8 = "Channel major INT8 format where channel % 32 == 0"
     all_int8 = summarize_layers(json.dumps({"Layers": [conv("a", int8), conv("b", int8)]}))

@@ -14,11 +14,13 @@ from fcn_deploy.export import export_onnx, synthetic_images
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
 from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner
+from fcn_deploy.runtime.ort_runner import _cuda_available as _cuda_provider
 
 
 @pytest.fixture(scope="module")
 def fp16_io_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner checks it)."""
+    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner
+    checks it)."""
     torch.manual_seed(0)
     model = randomize(create_model("fcn32s", num_classes=4, width=0.125))
     path = tmp_path_factory.mktemp("ort") / "fcn32s-fp16.onnx"
@@ -70,9 +72,11 @@ def test_runner_applies_metadata_and_matches_pytorch(fp16_io_export) -> None:
     ],
 )
 def test_runner_rejects_bad_input(fp16_io_export, batch, message: str) -> None:
-    with OnnxRuntimeRunner(fp16_io_export[1]) as runner:
-        with pytest.raises(FCNError, match=message) as err:
-            runner.infer(batch)
+    with (
+        OnnxRuntimeRunner(fp16_io_export[1]) as runner,
+        pytest.raises(FCNError, match=message) as err,
+    ):
+        runner.infer(batch)
     assert "\n" not in str(err.value)
 
 
@@ -85,8 +89,9 @@ def test_runner_refuses_missing_or_foreign_file(tmp_path: Path) -> None:
         OnnxRuntimeRunner(bad)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(
-    not torch.cuda.is_available(),
+    not torch.cuda.is_available() or not _cuda_provider(),
     reason="needs a CUDA GPU and onnxruntime-gpu (CUDA provider with IO binding)",
 )
 def test_runner_cuda_io_binding(fp16_io_export) -> None:

@@ -25,8 +25,9 @@ from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
 from ..errors import FCNError
 from ..meta import ModelInfo
-from ..models import create_model
+from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
+from .results import Skipped, SkipStatus
 
 __all__ = [
     "BENCH_BACKENDS",
@@ -67,7 +68,7 @@ REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measur
 
 def random_model(
     variant: str = "fcn8s", width: float = 1.0, num_classes: int = 21, seed: int = 0
-) -> nn.Module:
+) -> Net:
     """A net with random weights, score layers included.
 
     An FCN's score layers start at zero by design, so its output would be all zeros and every
@@ -98,16 +99,16 @@ class ModelSource:
     ) -> ModelSource:
         if model is None:
             net = random_model(variant or "fcn8s", width, num_classes)
-            info: ModelInfo = net.info  # type: ignore[assignment]
-            return cls(f"random {info.variant} width {width:g}", module=net, info=info)
+            return cls(f"random {net.info.variant} width {width:g}", module=net, info=net.info)
         path = Path(model)
         if not path.exists():
             raise FCNError(
-                f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)"
+                f"model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)",
+                param="model",
             )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=net.info)  # type: ignore[arg-type]
+            return cls(str(path), module=net, info=net.info)
         return cls(str(path), path=path)
 
 
@@ -120,6 +121,7 @@ class Backend:
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
     artifact: str | None = None
+    skip_status: SkipStatus = "unavailable"  # "failed" when preparing it was tried and failed
     stats: dict[str, Any] = field(default_factory=dict)  # what the runner reports (torch-compile)
 
     @property
@@ -128,13 +130,18 @@ class Backend:
         suffix = self.name.rpartition("-")[2]
         return suffix if suffix in ("fp16", "int8") else "fp32"
 
+    def skip(self) -> Skipped:
+        """This backend as a row of the report's skipped list."""
+        return Skipped(self.name, self.skipped or "", self.skip_status)
+
 
 def parse_backends(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCH_BACKENDS]
     if unknown or not names:
         raise FCNError(
-            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCH_BACKENDS)}"
+            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(BENCH_BACKENDS)}"
         )
     return list(dict.fromkeys(names))
 
@@ -144,7 +151,7 @@ def tensorrt_unavailable(device: torch.device) -> str | None:
     if not tensorrt_available():
         return MISSING_MESSAGE
     if device.type != "cuda":
-        return "TensorRT needs a CUDA GPU (run with --device cuda)"
+        return "TensorRT needs a CUDA GPU (device='cuda')"
     return None
 
 
@@ -169,7 +176,8 @@ def prepare_backends(
             prepared.append(_prepare(name, source, device, threads, max_batch, cache, calibration))
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
-            prepared.append(Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}"))
+            reason = f"failed to prepare: {type(e).__name__}: {e}"
+            prepared.append(Backend(name, skipped=reason, skip_status="failed"))
     return prepared
 
 
@@ -249,11 +257,8 @@ def onnx_for(
 
         given = read_onnx_metadata(source.path).precision
         if given != precision:
-            return (
-                None,
-                None,
-                f"--model {source.label} is {given}; pass a checkpoint to export {precision} on the fly",
-            )
+            why = f"--model {source.label} is {given}; pass a checkpoint to export {precision}"
+            return None, None, why + " on the fly"
         return source.path, None, ""
     from ..export import export_onnx
 

@@ -3,8 +3,9 @@
 The limit is not a datasheet number but the machine's own large-matmul rate, measured in the same
 run with the same threads: ``torch.mm`` of two 4096×4096 matrices on a CPU, 8192×8192 on a GPU,
 best of a few repetitions. On a CPU NumPy's BLAS is timed too and the faster of the two is the
-limit (here OpenBLAS beat torch's by ~9%): a fraction of the slower one would flatter every row. Convolutions are matmuls underneath, so a well-tuned backend can get
-close to it (tuned conv kernels can even beat it); the fraction tells how much headroom is left.
+limit (here OpenBLAS beat torch's by ~9%): a fraction of the slower one would flatter every row.
+Convolutions are matmuls underneath, so a well-tuned backend can get close to it (tuned conv
+kernels can even beat it); the fraction tells how much headroom is left.
 CPUs have no fast FP16 arithmetic (FP16 models run FP32 kernels between casts), so on a CPU
 every FP16 row is measured against the FP32 rate. INT8 rows are measured against a large INT8
 matmul (int8 × int8 → int32, in GOP/s): ``torch._int_mm`` and, on a CPU, ONNX Runtime's
@@ -95,10 +96,7 @@ def _memory_gb() -> float | None:
 
 def machine_slug(info: dict[str, Any]) -> str:
     """A file-name-safe machine name: ``nvidia-h100-80gb-hbm3`` or ``amd-epyc-2c``."""
-    if info.get("gpu"):
-        name = info["gpu"]["name"]
-    else:
-        name = f"{info['cpu']}-{info['usable_cores']}c"
+    name = info["gpu"]["name"] if info.get("gpu") else f"{info['cpu']}-{info['usable_cores']}c"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
@@ -145,7 +143,8 @@ def matmul_peak(
 
 
 def _numpy_matmul_gflops(a: np.ndarray, b: np.ndarray, reps: int) -> float:
-    """NumPy's BLAS (its own thread count) on the same matrices: best of ``reps`` after a warm-up."""
+    """NumPy's BLAS (its own thread count) on the same matrices: best of ``reps`` after a
+    warm-up."""
     a @ b
     best = float("inf")
     for _ in range(reps):

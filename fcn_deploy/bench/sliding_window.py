@@ -11,7 +11,7 @@ single 224×224 image they compute the same function and must agree to float tol
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from ..meta import Preprocessing
 from ..models import convolutionalize
 from ..models.vgg import FC6_KERNEL, FC_CHANNELS, VGG16_BLOCKS, scaled
 from .flops import flops_per_image
+from .results import SlidingWindowRow
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
@@ -74,14 +75,14 @@ def _windows(x: torch.Tensor) -> torch.Tensor:
 def _check_size(h: int, w: int) -> None:
     if h < WINDOW or w < WINDOW or (h - WINDOW) % STRIDE or (w - WINDOW) % STRIDE:
         raise FCNError(
-            f"sliding-window size {h}x{w} must be 224 + 32·k on each side (224x224, 256x256, 480x640, …) "
-            "so the windows tile it exactly"
+            f"sliding-window size {h}x{w} must be 224 + 32·k on each side (224x224, 256x256, "
+            "480x640, …) so the windows tile it exactly"
         )
 
 
 def run_sliding_window(
     cfg: BenchConfig, device: torch.device, width: float = 1.0, chunk: int = 16
-) -> list[dict[str, Any]]:
+) -> list[SlidingWindowRow]:
     """For each size: the conv net in one pass vs the FC net on every window, timed and compared."""
     for h, w in cfg.sizes:
         _check_size(h, w)
@@ -100,11 +101,11 @@ def run_sliding_window(
             x = torch.from_numpy(pre.apply(random_images(1, h, w, cfg.seed + i))).to(device)
             crops = _windows(x)
 
-            def fc_all() -> torch.Tensor:
+            def fc_all(crops: torch.Tensor = crops) -> torch.Tensor:
                 return torch.cat([fc_net(c) for c in crops.split(chunk)])
 
             conv_t = measure(
-                lambda: conv_net(x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
+                functools.partial(conv_net, x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
             )
             fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda)
             dense = (
@@ -136,22 +137,22 @@ def _compare(
     fc_ms: float,
     conv_flops: int,
     fc_flops: int,
-) -> dict[str, Any]:
+) -> SlidingWindowRow:
     diff = (dense - per_window).abs().max().item()
     scale = per_window.abs().max().item()
     corr = float(np.corrcoef(dense.flatten().numpy(), per_window.flatten().numpy())[0, 1])
-    return {
-        "height": h,
-        "width": w,
-        "windows": int(per_window.shape[0]),
-        "conv_ms": conv_ms,
-        "fc_windows_ms": fc_ms,
-        "speedup": fc_ms / conv_ms,
-        "conv_gflops": conv_flops / 1e9,
-        "fc_windows_gflops": fc_flops / 1e9,
-        "score_correlation": corr,
-        "top1_agreement": float((dense.argmax(1) == per_window.argmax(1)).double().mean()),
-        "max_abs_diff": diff,
-        "max_abs_score": scale,
-        "equal": bool(diff <= EQUAL_TOL * max(scale, 1.0)) if per_window.shape[0] == 1 else None,
-    }
+    return SlidingWindowRow(
+        height=h,
+        width=w,
+        windows=int(per_window.shape[0]),
+        conv_ms=conv_ms,
+        fc_windows_ms=fc_ms,
+        speedup=fc_ms / conv_ms,
+        conv_gflops=conv_flops / 1e9,
+        fc_windows_gflops=fc_flops / 1e9,
+        score_correlation=corr,
+        top1_agreement=float((dense.argmax(1) == per_window.argmax(1)).double().mean()),
+        max_abs_diff=diff,
+        max_abs_score=scale,
+        equal=bool(diff <= EQUAL_TOL * max(scale, 1.0)) if per_window.shape[0] == 1 else None,
+    )

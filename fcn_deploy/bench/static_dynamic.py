@@ -16,6 +16,7 @@ import torch
 
 from .._progress import Progress
 from .backends import ModelSource, onnx_for
+from .results import StaticDynamicRow, to_json
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
@@ -79,10 +80,24 @@ def run_static_vs_dynamic(source: ModelSource, cfg: BenchConfig, cache_dir: Path
             warm_s = _build(onnx_path, static, (shape, shape, shape), cache)
             images = random_images(n, h, w, cfg.seed + i)
             dyn_ms, static_ms = _latency(dynamic, images, cfg), _latency(static, images, cfg)
-            rows.append({"height": h, "width": w, "batch": n, "dynamic_p50_ms": dyn_ms, "static_p50_ms": static_ms,
-                         "dynamic_over_static": dyn_ms / static_ms, "static_build_s": cold_s,
-                         "static_build_cached_s": warm_s})  # fmt: skip
+            rows.append(
+                StaticDynamicRow(
+                    height=h,
+                    width=w,
+                    batch=n,
+                    dynamic_p50_ms=dyn_ms,
+                    static_p50_ms=static_ms,
+                    dynamic_over_static=dyn_ms / static_ms,
+                    static_build_s=cold_s,
+                    static_build_cached_s=warm_s,
+                )
+            )
             progress.update(2, size=f"{h}x{w}")
     torch.cuda.empty_cache()
-    return {"onnx_export_s": export_s, "dynamic_build_s": dynamic_s, "dynamic_profile": [list(lo), list(hi)],
-            "static_build_total_s": sum(r["static_build_s"] for r in rows), "rows": rows}  # fmt: skip
+    return {
+        "onnx_export_s": export_s,
+        "dynamic_build_s": dynamic_s,
+        "dynamic_profile": [list(lo), list(hi)],
+        "static_build_total_s": sum(r.static_build_s for r in rows),
+        "rows": to_json(rows),
+    }

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PeakHostMemory", "Timing", "measure", "peak_gpu_memory_mb"]
+__all__ = ["LatencySamples", "PeakHostMemory", "measure", "peak_gpu_memory_mb"]
 
 
 @dataclass
-class Timing:
+class LatencySamples:
     """Per-call latencies of one measured run (warm-up excluded), in milliseconds."""
 
     samples_ms: list[float] = field(default_factory=list)
@@ -59,10 +59,10 @@ def measure(
     iters: int = 10,
     min_time: float = 0.0,
     cuda: bool = False,
-) -> Timing:
+) -> LatencySamples:
     """Call ``fn`` ``warmup`` times untimed, then at least ``iters`` times and for at least
     ``min_time`` seconds, timing each call to completion of its device work."""
-    timing = Timing(warmup=warmup)
+    timing = LatencySamples(warmup=warmup)
     for i in range(warmup):
         t0 = time.perf_counter()
         fn()

@@ -6,33 +6,49 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._io import check_output_file
 from ..errors import FCNError
-from ..meta import VARIANTS
-from ._common import EXIT_FAILED, parse_size, run_cli
-from .engine_args import add_engine_arguments, build_engine_from_args
+from ..export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, INT8_TARGETS
+from ..export.verify import INT8_LABEL_AGREEMENT
+from ..meta import IO_MODES, VARIANTS
+from ._common import (
+    EXIT_FAILED,
+    OneLineParser,
+    add_verbosity,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    parse_args,
+    positive_int,
+    run_cli,
+    size_hw,
+)
+from .engine_args import add_engine_arguments, build_engine_from_args, check_engine_arguments
+from .predict import add_max_megapixels
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-export",
-        description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against PyTorch under "
-        "ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an .onnx file: then the "
-        "export is skipped and --engine builds a TensorRT engine from it.",
+        description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against "
+        "PyTorch under ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an "
+        ".onnx file: then the export is skipped and --engine builds a TensorRT engine from it.",
     )
     p.add_argument(
         "source",
         type=Path,
         metavar="SOURCE",
-        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, or an .onnx file",
+        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, "
+        "or an .onnx file",
     )
     p.add_argument(
         "-o",
         "--output",
         type=Path,
         metavar="ONNX",
-        help="where to write the ONNX file (e.g. model.onnx)",
+        help="where to write the ONNX file; the name must end in .onnx (e.g. model.onnx)",
     )
     p.add_argument(
         "--variant",
@@ -43,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "fp16", "int8"),
         default="fp32",
-        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io; int8: Q/DQ "
-        "around the convolutions, calibrated on --calibration images (default fp32)",
+        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io; "
+        "int8: Q/DQ around the convolutions, calibrated on --calibration images (default fp32)",
     )
     q = p.add_argument_group("INT8 (with --precision int8)")
     q.add_argument(
@@ -56,34 +72,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--calibration-images",
-        default="64",
+        type=positive_int,
+        default=DEFAULT_CALIBRATION_IMAGES,
         metavar="N",
-        help="how many images to calibrate on (default 64)",
+        help=f"how many images to calibrate on (default {DEFAULT_CALIBRATION_IMAGES})",
     )
     q.add_argument(
         "--calibration-method",
-        choices=("minmax", "entropy", "percentile"),
+        choices=CALIBRATION_METHODS,
         default="minmax",
         help="how activation ranges are chosen from the calibration images (default minmax)",
     )
     q.add_argument(
         "--int8-target",
-        choices=("cpu", "tensorrt"),
+        choices=INT8_TARGETS,
         default="cpu",
         help="cpu: uint8 activations (ONNX Runtime, OpenVINO; fastest and most accurate on x86); "
         "tensorrt: int8 activations with zero point 0, the only form TensorRT takes (default cpu)",
     )
     q.add_argument(
         "--min-label-agreement",
-        default="0.98",
+        type=fraction,
+        default=INT8_LABEL_AGREEMENT,
         metavar="F",
-        help="fail when INT8 labels agree with FP32 on fewer than this share of pixels (default 0.98)",
+        help="fail when INT8 labels agree with FP32 on fewer than this share of pixels "
+        f"(default {INT8_LABEL_AGREEMENT:g})",
     )
     q.add_argument(
         "--max-iu-drop",
-        default="1.0",
+        type=non_negative_float,
+        default=1.0,
         metavar="POINTS",
-        help="fail when INT8 loses more mean IU than this against FP32 (labelled sources; default 1.0)",
+        help="fail when INT8 loses more mean IU than this against FP32 (labelled sources; "
+        "default 1.0)",
     )
     p.add_argument(
         "--fp16-io",
@@ -92,51 +113,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--io",
-        choices=("tensor", "image"),
+        choices=IO_MODES,
         default="tensor",
         help="tensor: float N×3×H×W preprocessed → float logits; image: uint8 N×H×W×3 BGR → uint8 "
         "labels N×H×W, preprocessing and argmax in the graph (default tensor)",
     )
     p.add_argument(
         "--max-size",
-        default="4096x4096",
+        type=size_hw,
+        default=(4096, 4096),
         metavar="HxW",
         help="largest input height×width (default 4096x4096)",
     )
-    p.add_argument("--max-batch", default="32", metavar="N", help="largest batch (default 32)")
-    p.add_argument("--opset", default="20", metavar="N", help="ONNX opset, 18..23 (default 20)")
+    p.add_argument(
+        "--max-batch", type=positive_int, default=32, metavar="N", help="largest batch (default 32)"
+    )
+    p.add_argument(
+        "--opset", type=int, default=20, metavar="N", help="ONNX opset, 18..23 (default 20)"
+    )
     p.add_argument(
         "--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check"
     )
     p.add_argument(
         "--seed",
+        type=non_negative_int,
         metavar="N",
         help="seed for the verification sizes and inputs (default: random, printed)",
     )
     add_engine_arguments(p)
+    add_verbosity(p)
+    add_max_megapixels(p)
     return p
 
 
-def _int(text: str, flag: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise FCNError(f"{flag} must be a whole number, got {text!r}") from None
-
-
-def _float(text: str, flag: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise FCNError(f"{flag} must be a number, got {text!r}") from None
-
-
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
+    if args.engine is not None:  # before the export: a bad engine option must not waste it
+        check_engine_arguments(args)
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None:
             raise FCNError(
-                f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an engine from it)"
+                f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an "
+                "engine from it)"
             )
         from ..export import read_onnx_metadata
 
@@ -144,25 +162,35 @@ def _main(argv: Sequence[str] | None) -> int:
         return build_engine_from_args(args, args.source)
     if args.output is None:
         raise FCNError("no output: pass -o model.onnx")
-    max_batch = _int(args.max_batch, "--max-batch")
-    if max_batch < 1:
-        raise FCNError(f"--max-batch must be at least 1, got {max_batch}")
+    check_output_file(args.output, (".onnx",))  # before loading the checkpoint
     from ..export import export_onnx
 
     report = export_onnx(
-        args.source, args.output, variant=args.variant, precision=args.precision, io=args.io,
-        fp16_io=args.fp16_io, max_size=parse_size(args.max_size, "--max-size"), max_batch=max_batch,
-        opset=_int(args.opset, "--opset"), verify=not args.no_verify,
-        seed=_int(args.seed, "--seed") if args.seed is not None else None,
-        calibration=args.calibration, calibration_method=args.calibration_method,
+        args.source,
+        args.output,
+        variant=args.variant,
+        precision=args.precision,
+        io=args.io,
+        fp16_io=args.fp16_io,
+        max_size=args.max_size,
+        max_batch=args.max_batch,
+        opset=args.opset,
+        verify=not args.no_verify,
+        seed=args.seed,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+        calibration_method=args.calibration_method,
         int8_target=args.int8_target,
-        calibration_images=_int(args.calibration_images, "--calibration-images"),
-        min_label_agreement=_float(args.min_label_agreement, "--min-label-agreement"),
-        max_iu_drop=_float(args.max_iu_drop, "--max-iu-drop"),
-    )  # fmt: skip
+        min_label_agreement=args.min_label_agreement,
+        max_iu_drop=args.max_iu_drop,
+        max_megapixels=args.max_megapixels,
+    )
     m, g = report.metadata, report.graph
-    print(f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} MiB, "
-          f"exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} convs in FP16")  # fmt: skip
+    print(
+        f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} "
+        f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} "
+        "convs in FP16"
+    )
     if report.fp32_layers:
         print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
     if not report.rows:
@@ -173,12 +201,16 @@ def _main(argv: Sequence[str] | None) -> int:
         if report.int8 is not None:
             c = m.calibration or {}
             kept = ", ".join(c.get("fp32_layers", [])) or "none"
-            print(f"INT8 vs FP32 ({c.get('method')} ranges from {c.get('images')} {c.get('source')} "
-                  f"image(s); layers kept in FP32: {kept}):")  # fmt: skip
+            print(
+                f"INT8 vs FP32 ({c.get('method')} ranges from {c.get('images')} "
+                f"{c.get('source')} image(s); layers kept in FP32: {kept}):"
+            )
             print(report.int8.table())
         if report.fp16_label_agreement is not None:
-            print(f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest activation "
-                  f"{report.activation_peak:.4g} (FP16 max 65504)")  # fmt: skip
+            print(
+                f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest "
+                f"activation {report.activation_peak:.4g} (FP16 max 65504)"
+            )
         if not report.passed:
             print(
                 f"verification FAILED: {report.path} was written for inspection; do not deploy it"
@@ -191,4 +223,4 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``fcn-export SOURCE -o model.onnx [options]``."""
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, build_parser())

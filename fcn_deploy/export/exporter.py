@@ -14,7 +14,6 @@ import hashlib
 import io as _io
 import logging
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -27,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_path, sha256_file
+from .._io import atomic_path, check_output_file, sha256_file
 from ..checkpoint import load_model
 from ..errors import FCNError
+from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
 from .graph import DeployModule, activation_peaks, overflow_layers, synthetic_images
@@ -47,6 +47,8 @@ from .quantize import (
 from .verify import INT8_LABEL_AGREEMENT, VerifyRow, choose_sizes, format_rows, verify_onnx
 
 __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
+
+log = logging.getLogger(__name__)
 
 Source = Union[str, "os.PathLike[str]", nn.Module]
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's hard limit for one self-contained file
@@ -67,6 +69,7 @@ class ExportReport:
     fp32_layers: list[str] = field(default_factory=list)  # FP16/INT8 export: layers kept in FP32
     activation_peak: float | None = None  # FP16 export: largest |activation| on the probes
     int8: Int8Accuracy | None = None  # INT8 export: against FP32 on the source's held-out images
+    min_agreement: float | None = None  # INT8: the label agreement each row was held to
 
     @property
     def passed(self) -> bool:
@@ -83,8 +86,6 @@ class ExportReport:
     def table(self) -> str:
         return format_rows(self.rows, self.metadata, self.min_agreement)
 
-    min_agreement: float | None = None  # INT8: the label agreement each row was held to
-
 
 def model_sha256(model: nn.Module) -> str:
     """sha256 over an in-memory net's state dict (names, dtypes, shapes and bytes, in key order)."""
@@ -100,37 +101,43 @@ def _check_options(
     precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int
 ) -> None:
     if precision not in PRECISIONS:
-        raise FCNError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+        raise FCNError(
+            f"unknown precision={precision!r}; choose 'fp32', 'fp16' or 'int8'", param="precision"
+        )
     if io not in IO_MODES:
-        raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
+        raise FCNError(f"unknown io={io!r}; choose 'tensor' or 'image'", param="io")
     if fp16_io and (precision != "fp16" or io != "tensor"):
         raise FCNError(
-            "--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns uint8)"
+            "fp16_io=True needs precision='fp16' and io='tensor' (image I/O takes uint8 and "
+            "returns uint8)",
+            param="fp16_io",
         )
     if len(max_size) != 2 or any(int(v) < 1 for v in max_size):
         raise FCNError(
-            f"max size must be two positive numbers HxW, got {'x'.join(map(str, max_size))}"
+            f"max_size must be two positive numbers (H, W), got {'x'.join(map(str, max_size))}",
+            param="max_size",
         )
     if int(max_batch) < 1:
-        raise FCNError(f"max batch must be at least 1, got {max_batch}")
+        raise FCNError(f"max_batch must be at least 1, got {max_batch}", param="max_batch")
     if not 18 <= opset <= 23:
-        raise FCNError(f"opset {opset} is not supported; use 18..23 (default 20)")
+        raise FCNError(f"opset={opset} is not supported; use 18..23 (default 20)", param="opset")
 
 
-def _load(source: Source, variant: str | None) -> tuple[nn.Module, str]:
+def _load(source: Source, variant: str | None) -> tuple[nn.Module, ModelInfo, str]:
     if isinstance(source, nn.Module):
-        if not hasattr(source, "info"):
+        info = getattr(source, "info", None)
+        if not isinstance(info, ModelInfo):
             raise FCNError(
-                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models or load_model"
+                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models "
+                "or load_model"
             )
-        return copy.deepcopy(source).float().eval(), model_sha256(
-            source
-        )  # never change the caller's net
+        # a copy: never change the caller's net
+        return copy.deepcopy(source).float().eval(), info, model_sha256(source)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
     model = load_model(path, variant=variant)
-    return model, sha256_file(path)
+    return model, model.info, sha256_file(path)
 
 
 @contextlib.contextmanager
@@ -161,11 +168,26 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
-                module, (example,), None, dynamo=True, opset_version=opset, external_data=False,
-                input_names=["x"], output_names=["logits"],
-                dynamic_shapes=(dims,), optimize=True, verbose=False,
-            )  # fmt: skip
+                module,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                external_data=False,
+                input_names=["x"],
+                output_names=["logits"],
+                dynamic_shapes=(dims,),
+                optimize=True,
+                verbose=False,
+            )
     except Exception as e:  # torch.export raises many types; all mean "this net did not export"
+        cause: BaseException | None = e
+        for _ in range(20):  # torch wraps even Ctrl-C/SIGTERM; that is a stop, not a failure
+            if cause is None:
+                break
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
     return program.model_proto  # type: ignore[union-attr]  # dynamo=True always returns a program
@@ -194,6 +216,7 @@ def export_onnx(
     min_label_agreement: float = INT8_LABEL_AGREEMENT,
     max_iu_drop: float = 1.0,
     held_out_images: int = 200,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
 ) -> ExportReport:
     """Export ``source`` (any file `load_model` reads, or a net with ``.info``) to ``output``.
 
@@ -202,67 +225,64 @@ def export_onnx(
     ``io="image"`` folds the checkpoint's preprocessing and the argmax into the graph. With
     ``verify`` the written file runs under ONNX Runtime against PyTorch at ``verify_sizes``
     (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
-    whether every size was within tolerance.
+    whether every size was within tolerance. Each step is logged (``fcn_deploy`` logger, INFO);
+    ``progress`` shows a bar during verification.
 
     INT8 (``precision="int8"``) puts Q/DQ pairs around the convolutions, with activation ranges
     calibrated on ``calibration_images`` images of ``calibration`` (``synthetic``, ``voc:ROOT``,
-    ``sbd:ROOT`` or a folder/glob) by ``calibration_method`` (minmax, entropy, percentile),
-    in the form ``int8_target`` runs fastest and best (``cpu``: uint8 activations for ONNX
-    Runtime/OpenVINO; ``tensorrt``: symmetric int8, zero point 0); see `fcn_deploy.export.quantize`. Its verification adds label agreement with FP32 (and mean
-    IU when the source has labels) on ``held_out_images`` images the calibration never saw; the
-    report fails below ``min_label_agreement`` or past ``max_iu_drop`` points of mean IU.
+    ``sbd:ROOT`` or a folder/glob; each image read refused above ``max_megapixels``) by
+    ``calibration_method`` (minmax, entropy, percentile), in the form ``int8_target`` runs
+    fastest and best (``cpu``: uint8 activations for ONNX Runtime/OpenVINO; ``tensorrt``:
+    symmetric int8, zero point 0); see `fcn_deploy.export.quantize`. Its verification adds label
+    agreement with FP32 (and mean IU when the source has labels) on ``held_out_images`` images
+    the calibration never saw; the report fails below ``min_label_agreement`` or past
+    ``max_iu_drop`` points of mean IU.
     """
-
-    def say(message: str) -> None:
-        if progress:
-            print(message, file=sys.stderr, flush=True)
-
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
     source_int8 = None
     if precision == "int8":
         source_int8 = (
             calibration
             if isinstance(calibration, CalibrationSource)
-            else CalibrationSource.parse(calibration)
+            else CalibrationSource.parse(calibration, max_megapixels)
         )
-        if calibration_images < 1:
-            raise FCNError(f"calibration_images must be ≥ 1, got {calibration_images}")
-        if not 0.0 <= min_label_agreement <= 1.0:
-            raise FCNError(f"min_label_agreement must be in 0..1, got {min_label_agreement}")
-    output = Path(output)
+        _check_int8_options(calibration_images, min_label_agreement, max_iu_drop, held_out_images)
+    output = check_output_file(output, (".onnx",))  # before the work, not after it
     start = time.perf_counter()
-    model, sha = _load(source, variant)
-    info: ModelInfo = model.info  # type: ignore[assignment]
+    model, info, sha = _load(source, variant)
     params = sum(p.numel() for p in model.parameters())
-    say(
-        f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s"
+    log.info(
+        f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in "
+        f"{time.perf_counter() - start:.1f}s"
     )
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
     bytes_per_weight = {"fp16": 2, "int8": 1}.get(precision, 4)
     weight_bytes = sum(p.numel() * bytes_per_weight for p in model.parameters())
     if weight_bytes >= MAX_PROTO_BYTES:
         raise FCNError(
-            f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; export a smaller width or in fp16"
+            f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; "
+            "export a smaller width or in fp16"
         )
 
     fp32_layers: list[str] = []
     peak: float | None = None
     if precision == "fp16":
-        say("measuring activation ranges for FP16 on image-like probes ...")
+        log.info("measuring activation ranges for FP16 on image-like probes ...")
         probe = info.preprocessing.apply(synthetic_images(*_PROBE_SHAPE, np.random.default_rng(0)))
         peaks = activation_peaks(model, torch.from_numpy(probe))
         peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
         if fp32_layers:
-            say(
-                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): {', '.join(fp32_layers)}"
+            log.info(
+                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): "
+                f"{', '.join(fp32_layers)}"
             )
 
     import onnx
 
     calibration_batches: list[np.ndarray] = []
+    options = int8_options or Int8Options(method=calibration_method, target=int8_target)
     if source_int8 is not None:
-        say(f"reading {calibration_images} calibration image(s) from {source_int8.spec} ...")
-        options = int8_options or Int8Options(method=calibration_method, target=int8_target)
+        log.info(f"reading {calibration_images} calibration image(s) from {source_int8.spec} ...")
         calibration_batches = _calibration_batches(
             source_int8.calibration_images(calibration_images),
             info,
@@ -270,53 +290,42 @@ def export_onnx(
             same_size=options.method != "minmax",
         )
 
+    meta = OnnxMetadata(
+        info=info,
+        io=io,
+        precision=precision,
+        fp16_io=fp16_io,
+        bounds=bounds,
+        input_name="image" if io == "image" else "x",
+        output_name="labels" if io == "image" else "logits",
+        source_sha256=sha,
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        opset=opset,
+    )
     with tempfile.TemporaryDirectory(prefix="fcn-export-") as scratch:
         fp32_graph = Path(scratch) / "fp32.onnx"  # INT8: the FP32 graph, scored against
-        meta = OnnxMetadata(
-            info=info, io=io, precision=precision, fp16_io=fp16_io, bounds=bounds,
-            input_name="image" if io == "image" else "x", output_name="labels" if io == "image" else "logits",
-            source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
-        )  # fmt: skip
-        with atomic_path(
-            output
-        ) as tmp:  # entered first: an unwritable path fails before the slow part
-            say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
+        with atomic_path(output) as tmp:  # entered first: an unwritable path fails early
+            log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
             start = time.perf_counter()
             proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
             if source_int8 is not None:
                 onnx.save(proto, str(fp32_graph))  # the reference for the INT8 accuracy check
-                say(
-                    f"quantizing to INT8 (Q/DQ; {options.method} ranges from "
-                    f"{len(calibration_batches)} {source_int8.kind} image(s)) ..."
-                )
-                overrides: dict[str, float] | None = None
-                quantize_from = fp32_graph
-                if options.finetune_iterations > 0:
-                    say(f"quantization-aware fine-tuning, {options.finetune_iterations} steps ...")
-                    tuned, overrides = quantization_aware_finetune(
-                        model, source_int8, calibration_batches, options.finetune_iterations,
-                        options.finetune_lr, progress=progress,
-                    )  # fmt: skip
-                    quantize_from = Path(scratch) / "finetuned.onnx"
-                    onnx.save(_trace(DeployModule(tuned), meta, opset), str(quantize_from))
-                proto, fp32_layers = quantize_model(
-                    quantize_from, calibration_batches, options, progress, overrides
-                )
-                meta = dataclasses.replace(
+                proto, fp32_layers, meta = _quantize(
+                    proto,
+                    model,
                     meta,
-                    calibration={
-                        "source": source_int8.spec,
-                        "method": options.method,
-                        "target": options.target,
-                        "finetune_iterations": options.finetune_iterations,
-                        "images": len(calibration_batches),
-                        "fp32_layers": fp32_layers,
-                    },
+                    opset,
+                    source_int8,
+                    calibration_batches,
+                    options,
+                    Path(scratch),
+                    progress,
                 )
             if io == "image":
                 add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
             finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
-            say("checking the graph (onnx.checker, shape inference, dtypes) ...")
+            log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
             summary = check_graph(proto)
             onnx.save(proto, str(tmp))
         seconds = time.perf_counter() - start
@@ -329,14 +338,15 @@ def export_onnx(
             fp32_layers=fp32_layers,
             activation_peak=peak,
         )
-        say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
+        log.info(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
         if verify:
             if verify_sizes is None:
                 report.seed = (
                     int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
                 )
-                say(
-                    f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)"
+                log.info(
+                    f"verification seed {report.seed} "
+                    f"(pass --seed {report.seed} to repeat these sizes)"
                 )
                 verify_sizes = choose_sizes(
                     bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
@@ -348,13 +358,88 @@ def export_onnx(
                 output, model, meta, verify_sizes, rng, progress=progress, min_agreement=agreement
             )
             if source_int8 is not None:
-                say(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
+                log.info(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
                 report.int8 = int8_accuracy(
-                    fp32_graph, output, info, io, source_int8, held_out_images,
-                    skip=len(calibration_batches), min_agreement=min_label_agreement,
-                    max_iu_drop=max_iu_drop, progress=progress,
-                )  # fmt: skip
+                    fp32_graph,
+                    output,
+                    info,
+                    io,
+                    source_int8,
+                    held_out_images,
+                    skip=len(calibration_batches),
+                    min_agreement=min_label_agreement,
+                    max_iu_drop=max_iu_drop,
+                    progress=progress,
+                )
         return report
+
+
+def _check_int8_options(
+    calibration_images: int, min_label_agreement: float, max_iu_drop: float, held_out_images: int
+) -> None:
+    if calibration_images < 1:
+        raise FCNError(
+            f"calibration_images must be ≥ 1, got {calibration_images}", param="calibration_images"
+        )
+    if not 0.0 <= min_label_agreement <= 1.0:
+        raise FCNError(
+            f"min_label_agreement must be in 0..1, got {min_label_agreement}",
+            param="min_label_agreement",
+        )
+    if not max_iu_drop >= 0.0:  # NaN too
+        raise FCNError(f"max_iu_drop must be ≥ 0, got {max_iu_drop}", param="max_iu_drop")
+    if held_out_images < 1:
+        raise FCNError(
+            f"held_out_images must be ≥ 1, got {held_out_images}", param="held_out_images"
+        )
+
+
+def _quantize(
+    proto: Any,
+    model: nn.Module,
+    meta: OnnxMetadata,
+    opset: int,
+    source: CalibrationSource,
+    batches: list[np.ndarray],
+    options: Int8Options,
+    scratch: Path,
+    progress: bool,
+) -> tuple[Any, list[str], OnnxMetadata]:
+    """The INT8 Q/DQ graph of the FP32 ``proto`` (saved at scratch/fp32.onnx), its FP32 layers
+    and the metadata that records how it was calibrated."""
+    import onnx
+
+    log.info(
+        f"quantizing to INT8 (Q/DQ; {options.method} ranges from {len(batches)} {source.kind} "
+        "image(s)) ..."
+    )
+    overrides: dict[str, float] | None = None
+    quantize_from = scratch / "fp32.onnx"
+    if options.finetune_iterations > 0:
+        log.info(f"quantization-aware fine-tuning, {options.finetune_iterations} steps ...")
+        tuned, overrides = quantization_aware_finetune(
+            model,
+            source,
+            batches,
+            options.finetune_iterations,
+            options.finetune_lr,
+            progress=progress,
+        )
+        quantize_from = scratch / "finetuned.onnx"
+        onnx.save(_trace(DeployModule(tuned), meta, opset), str(quantize_from))
+    quantized, fp32_layers = quantize_model(quantize_from, batches, options, progress, overrides)
+    meta = dataclasses.replace(
+        meta,
+        calibration={
+            "source": source.spec,
+            "method": options.method,
+            "target": options.target,
+            "finetune_iterations": options.finetune_iterations,
+            "images": len(batches),
+            "fp32_layers": fp32_layers,
+        },
+    )
+    return quantized, fp32_layers, meta
 
 
 def _calibration_batches(
@@ -371,12 +456,14 @@ def _calibration_batches(
     for k, image in enumerate(images):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise FCNError(
-                f"calibration image {k} is {image.dtype} {image.shape}; expected uint8 H×W×3 BGR"
+                f"calibration image {k} is {image.dtype} {image.shape}; expected uint8 H×W×3 BGR",
+                param="calibration",
             )
         problem = bounds.violation(1, image.shape[0], image.shape[1])
         if problem:
             raise FCNError(
-                f"calibration image {k}: {problem}; raise max_size or use smaller images"
+                f"calibration image {k}: {problem}; raise max_size or use smaller images",
+                param="calibration",
             )
         if same_size and image.shape != images[0].shape:
             image = cv2.resize(image, (images[0].shape[1], images[0].shape[0]))

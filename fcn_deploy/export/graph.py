@@ -33,7 +33,8 @@ FP16_SAFE_PEAK = FP16_MAX / 8
 
 
 class Float32Island(nn.Module):
-    """Runs one layer of a half net in FP32 (explicit casts around it) to keep it from overflowing."""
+    """Runs one layer of a half net in FP32 (explicit casts around it) to keep it from
+    overflowing."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
@@ -44,7 +45,8 @@ class Float32Island(nn.Module):
 
 
 class DeployModule(nn.Module):
-    """The net in ``precision`` with float32 I/O (float16 with ``fp16_io``): float N×3×H×W → logits."""
+    """The net in ``precision`` with float32 I/O (float16 with ``fp16_io``): float N×3×H×W →
+    logits."""
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions, shared by export verification, the engine accuracy gate and the runtime."""
+"""ONNX Runtime sessions, shared by export verification, the engine accuracy gate and the
+runtime."""
 
 from __future__ import annotations
 

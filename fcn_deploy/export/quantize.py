@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import Progress
 from ..errors import FCNError
+from ..imageio import DEFAULT_MAX_MEGAPIXELS
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -67,22 +69,28 @@ class CalibrationSource:
 
     kind: str  # "synthetic", "voc", "sbd" or "images"
     spec: str  # what the user wrote
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS  # per image read (None: no limit)
 
     @classmethod
-    def parse(cls, text: str) -> CalibrationSource:
+    def parse(
+        cls, text: str, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+    ) -> CalibrationSource:
         text = str(text).strip()
         if not text:
             raise FCNError(
-                "calibration is empty; use synthetic, voc:ROOT, sbd:ROOT or a folder/glob"
+                "calibration is empty; use synthetic, voc:ROOT, sbd:ROOT or a folder/glob",
+                param="calibration",
             )
         if text == "synthetic":
-            return cls("synthetic", text)
+            return cls("synthetic", text, max_megapixels)
         kind, sep, root = text.partition(":")
         if sep and kind in ("voc", "sbd"):
             if not root:
-                raise FCNError(f"calibration={text!r} names no folder; use {kind}:ROOT")
-            return cls(kind, text)
-        return cls("images", text)
+                raise FCNError(
+                    f"calibration={text!r} names no folder; use {kind}:ROOT", param="calibration"
+                )
+            return cls(kind, text, max_megapixels)
+        return cls("images", text, max_megapixels)
 
     @property
     def root(self) -> str:
@@ -108,23 +116,27 @@ class CalibrationSource:
             return SyntheticSegmentation(split, num_images=count)
         dataset = (VOCSegmentation if self.kind == "voc" else SBDSegmentation)(self.root, split)
         dataset.ids = dataset.ids[:count]
+        dataset.max_megapixels = self.max_megapixels
         return dataset
 
     def calibration_images(self, count: int) -> list[np.ndarray]:
         """``count`` uint8 BGR images (fewer if the source has fewer); an error if it has none."""
         if count < 1:
-            raise FCNError(f"calibration_images must be ≥ 1, got {count}")
+            raise FCNError(
+                f"calibration_images must be ≥ 1, got {count}", param="calibration_images"
+            )
         if self.kind == "images":
             from ..imageio import read_image
 
-            images = [read_image(p) for p in self._files()[:count]]
+            images = [read_image(p, self.max_megapixels) for p in self._files()[:count]]
         else:
             dataset = self._dataset("train", count)
             images = [dataset[i][0] for i in range(len(dataset))]
         if not images:
             raise FCNError(
                 f"calibration={self.spec!r} yields no images; give synthetic, voc:ROOT, sbd:ROOT, "
-                f"or a folder/glob of {', '.join(s[1:] for s in _IMAGE_SUFFIXES[:4])} files"
+                f"or a folder/glob of {', '.join(s[1:] for s in _IMAGE_SUFFIXES[:4])} files",
+                param="calibration",
             )
         if len(images) < count:
             log.warning(
@@ -138,7 +150,7 @@ class CalibrationSource:
             from ..imageio import read_image
 
             for p in self._files()[skip : skip + count]:
-                yield read_image(p), None
+                yield read_image(p, self.max_megapixels), None
             return
         dataset = self._dataset("val", count)
         for i in range(len(dataset)):
@@ -162,25 +174,23 @@ def conv_nodes(proto: Any, prefix: str = "net.") -> dict[str, str]:
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader over preprocessed batches, with a tqdm bar."""
+    """ONNX Runtime's CalibrationDataReader over preprocessed batches, with a progress bar."""
 
     def __init__(self, input_name: str, batches: Sequence[np.ndarray], progress: bool) -> None:
-        from tqdm.auto import tqdm
-
         self.input_name = input_name
         self.batches = batches
-        self.bar = tqdm(
-            total=len(batches), desc="calibrating", unit="image", disable=not progress, leave=False
-        )
+        self.bar = Progress(len(batches), "calibrating", unit="image") if progress else None
         self.index = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.index >= len(self.batches):
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
             return None
         batch = self.batches[self.index]
         self.index += 1
-        self.bar.update(len(batch))
+        if self.bar is not None:
+            self.bar.update(len(batch))
         return {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
 
     def rewind(self) -> None:
@@ -217,10 +227,14 @@ def quantize_qdq(
     )
 
     if target not in INT8_TARGETS:
-        raise FCNError(f"int8 target={target!r} is unknown; choose {', '.join(INT8_TARGETS)}")
+        raise FCNError(
+            f"int8_target={target!r} is unknown; choose {', '.join(INT8_TARGETS)}",
+            param="int8_target",
+        )
     if method not in CALIBRATION_METHODS:
         raise FCNError(
-            f"calibration_method={method!r} is unknown; choose {', '.join(CALIBRATION_METHODS)}"
+            f"calibration_method={method!r} is unknown; choose {', '.join(CALIBRATION_METHODS)}",
+            param="calibration_method",
         )
     proto = onnx.load(os.fspath(path), load_external_data=False)  # the structure is enough here
     nodes = conv_nodes(proto)
@@ -228,7 +242,8 @@ def quantize_qdq(
     if unknown:
         raise FCNError(
             f"layer(s) {', '.join(unknown)} are not convolutions of this net; "
-            f"it has {', '.join(nodes)}"
+            f"it has {', '.join(nodes)}",
+            param="fp32_layers",
         )
     by_node = {n.name: n for n in proto.graph.node}
     tensor_overrides = {
@@ -327,8 +342,6 @@ def int8_accuracy(
     progress: bool = True,
 ) -> Int8Accuracy:
     """Score the INT8 file against the FP32 tensor-mode graph ``fp32`` on held-out images."""
-    from tqdm.auto import tqdm
-
     from ..metrics import confusion_matrix, segmentation_scores
     from .ort import ort_run, ort_session
 
@@ -337,10 +350,10 @@ def int8_accuracy(
     matrices = [np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)]
     same = total = images = 0
     labelled = source.has_labels
-    for image, labels in tqdm(
-        source.held_out(count, skip), total=count, desc="scoring INT8", unit="image",
-        disable=not progress, leave=False,
-    ):  # fmt: skip
+    bar = Progress(count, "scoring INT8", unit="image") if progress else None
+    for image, labels in source.held_out(count, skip):
+        if bar is not None:
+            bar.update(1)
         x = info.preprocessing.apply(image[None])
         ref = ort_run(sessions[0], x).argmax(axis=1)[0]
         out = ort_run(sessions[1], image[None] if io == "image" else x)
@@ -353,10 +366,13 @@ def int8_accuracy(
                 matrices[k] += confusion_matrix(labels, pred, n)
         else:
             labelled = False
+    if bar is not None:
+        bar.close()
     if images == 0:
         raise FCNError(
             f"calibration={source.spec!r} has no held-out images to score INT8 on "
-            f"(all {skip} were used for calibration); add images or lower calibration_images"
+            f"(all {skip} were used for calibration); add images or lower calibration_images",
+            param="calibration",
         )
     ius = [segmentation_scores(m)["mean_iu"] if labelled else None for m in matrices]
     name = {"synthetic": "synthetic val", "voc": "VOC val", "sbd": "SBD val"}.get(
@@ -396,9 +412,15 @@ def quantize_model(
     fp32_layers = [name for name in options.fp32_layers if name in layers]
     overrides = {k: v for k, v in (overrides or {}).items() if k in layers and k not in fp32_layers}
     quantized = quantize_qdq(
-        path, batches, options.method, fp32_layers, overrides, progress, options.target,
+        path,
+        batches,
+        options.method,
+        fp32_layers,
+        overrides,
+        progress,
+        options.target,
         conv_inputs_only=bool(overrides),
-    )  # fmt: skip
+    )
     return quantized, fp32_layers
 
 
@@ -468,7 +490,6 @@ def quantization_aware_finetune(
     import torch.nn.functional as F
     from torch import nn
     from torch.nn.utils import parametrize
-    from tqdm.auto import tqdm
 
     from ..data import pad_batch
     from ..metrics import IGNORE_LABEL
@@ -476,7 +497,8 @@ def quantization_aware_finetune(
     if not source.has_labels:
         raise FCNError(
             f"quantization-aware fine-tuning needs labelled images; calibration={source.spec!r} "
-            "has none (use synthetic, voc:ROOT or sbd:ROOT)"
+            "has none (use synthetic, voc:ROOT or sbd:ROOT)",
+            param="calibration",
         )
     net = copy.deepcopy(model).float()
     amax = input_ranges(net, batches)
@@ -500,10 +522,8 @@ def quantization_aware_finetune(
     optimizer = torch.optim.Adam(trainable, lr=lr)
     info = model.info
     net.train()
-    bar = tqdm(
-        range(iterations), desc="INT8 fine-tuning", unit="step", disable=not progress, leave=False
-    )
-    for _ in bar:
+    bar = Progress(iterations, "INT8 fine-tuning", unit="step") if progress else None
+    for _ in range(iterations):
         picks = rng.integers(0, len(dataset), batch_size)
         images, labels = pad_batch([dataset[int(i)] for i in picks])
         x = torch.from_numpy(info.preprocessing.apply(images))
@@ -513,7 +533,10 @@ def quantization_aware_finetune(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        if bar is not None:
+            bar.update(1, loss=f"{float(loss.detach()):.4f}")
+    if bar is not None:
+        bar.close()
     for h in handles:
         h.remove()
     for _, module in convs:

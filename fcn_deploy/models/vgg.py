@@ -8,9 +8,7 @@ a map of class scores, one per 224×224 window at stride 32, computed in a singl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +19,11 @@ from ..meta import ModelInfo, Preprocessing
 __all__ = [
     "VGG16_BLOCKS",
     "ConvVGG16",
+    "StateDict",
     "VGG16Trunk",
     "convolutionalize",
     "torchvision_to_caffe_names",
+    "width_of",
 ]
 
 # The trunk as data: (layer names, output channels at width 1.0) per block; a 2×2/2 max pool
@@ -39,12 +39,29 @@ FC_CHANNELS = 4096
 FC6_KERNEL = 7  # pool5 of a 224×224 image is 7×7: fc6 sees exactly that window
 
 StateDict = Mapping[str, torch.Tensor]
-StateDictOrPath = Union[StateDict, str, "os.PathLike[str]"]
+WeightsSource = StateDict | nn.Module  # model files take weights, never paths
+
+
+def as_state_dict(source: WeightsSource, parameter: str) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict or module; a path gets a pointer to the loader instead."""
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict())
+    if isinstance(source, Mapping):
+        return dict(source)
+    raise TypeError(
+        f"{parameter} must be a state dict or nn.Module, got {type(source).__name__}; "
+        "read a file with fcn_deploy.checkpoint.read_state_dict(path)"
+    )
+
+
+def width_of(sd: StateDict) -> float:
+    """The width multiplier of a net's weights: conv1_1's output channels over VGG16's 64."""
+    return sd["conv1_1.weight"].shape[0] / VGG16_BLOCKS[0][1]
 
 
 def scaled(channels: int, width: float) -> int:
     """Channel count at a width multiplier (never below 1)."""
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 def conv_names() -> list[str]:
@@ -73,6 +90,8 @@ class VGG16Trunk(nn.Module):
 
     ``first_padding`` is 1 for the classifier and 100 for the FCNs (see ``fcn.py``).
     """
+
+    info: ModelInfo  # what deploying the net needs; each net below sets it
 
     def __init__(self, width: float = 1.0, first_padding: int = 1) -> None:
         super().__init__()
@@ -125,14 +144,6 @@ class ConvVGG16(VGG16Trunk):
         return self.fc8(h)  # N×1000×h×w
 
 
-def _as_state_dict(source: StateDictOrPath) -> dict[str, torch.Tensor]:
-    if isinstance(source, Mapping):
-        return dict(source)
-    from ..checkpoint import read_state_dict  # lazy: checkpoint imports this module
-
-    return read_state_dict(source)
-
-
 def torchvision_vgg16_to_caffe(sd: StateDict) -> dict[str, torch.Tensor]:
     """Rename a torchvision VGG16 state dict to Caffe names and reshape fc weights to conv kernels.
 
@@ -153,13 +164,13 @@ def torchvision_vgg16_to_caffe(sd: StateDict) -> dict[str, torch.Tensor]:
     return out
 
 
-def convolutionalize(vgg16: StateDictOrPath) -> ConvVGG16:
-    """A torchvision VGG16 classifier (state dict or file such as ``vgg16-397923af.pth``) → ``ConvVGG16``.
+def convolutionalize(vgg16: WeightsSource) -> ConvVGG16:
+    """A torchvision VGG16 classifier (its module or state dict) → ``ConvVGG16``.
 
-    The width (0.125 … 1.0) and class count are read from the weights' shapes.
+    The width (0.125 … 1.0) and class count are read from the weights' shapes. For a file such as
+    ``vgg16-397923af.pth``: ``convolutionalize(read_state_dict(path))`` or ``load_model(path)``.
     """
-    sd = torchvision_vgg16_to_caffe(_as_state_dict(vgg16))
-    width = sd["conv1_1.weight"].shape[0] / VGG16_BLOCKS[0][1]
-    model = ConvVGG16(num_classes=sd["fc8.weight"].shape[0], width=width)
+    sd = torchvision_vgg16_to_caffe(as_state_dict(vgg16, "vgg16"))
+    model = ConvVGG16(num_classes=sd["fc8.weight"].shape[0], width=width_of(sd))
     model.load_state_dict(sd, strict=True)
     return model.eval()

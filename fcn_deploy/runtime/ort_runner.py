@@ -61,8 +61,9 @@ class OnnxRuntimeRunner(Runner):
             if dev.type == "cuda":
                 if not _cuda_available():
                     raise FCNError(
-                        f"device {device} needs onnxruntime-gpu (the CUDA provider); this onnxruntime has "
-                        "only the CPU provider (pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu)"
+                        f"device {device} needs onnxruntime-gpu (the CUDA provider); this "
+                        "onnxruntime has only the CPU provider (pip uninstall onnxruntime && pip "
+                        "install onnxruntime-gpu, or use device='cpu')"
                     )
                 providers = [
                     ("CUDAExecutionProvider", {"device_id": dev.index or 0}),

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from fcn_deploy.checkpoint import read_checkpoint, save_checkpoint
 from fcn_deploy.errors import FCNError
+from fcn_deploy.models import FCN
 
 __all__ = [
     "BEST",
@@ -75,7 +75,7 @@ class TrainerState:
 
 def save_training_checkpoint(
     path: Path,
-    model: nn.Module,
+    model: FCN,
     state: TrainerState,
     config: dict[str, Any],
     optimizer: torch.optim.Optimizer,
@@ -102,18 +102,22 @@ def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
         path = path / LAST
     if not path.is_file():
         raise FCNError(
-            f"--resume {path}: no such checkpoint (give a training output folder holding {LAST}, or a .pt file)"
+            f"{path}: no such checkpoint to resume (give a training output folder holding "
+            f"{LAST}, or a .pt file)",
+            param="resume",
         )
     return path
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
-    """The ``trainer`` part of a checkpoint written by `save_training_checkpoint`, plus ``state_dict`` and ``info``."""
+    """The ``trainer`` part of a checkpoint written by `save_training_checkpoint`, plus
+    ``state_dict`` and ``info``."""
     payload = read_checkpoint(path)
     trainer = (payload.get("extra") or {}).get("trainer")
     if not isinstance(trainer, dict) or "optimizer" not in trainer:
         raise FCNError(
             f"{path} holds no trainer state (it is a model-only checkpoint such as {BEST}); "
-            f"resume from the run's {LAST}, or start a new run with --init checkpoint:{path}"
+            f"resume from the run's {LAST}, or start a new run with init='checkpoint:{path}'",
+            param="init",
         )
     return {**trainer, "state_dict": payload["state_dict"], "info": payload["info"]}

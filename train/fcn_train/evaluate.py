@@ -50,7 +50,8 @@ def evaluate(
         prediction = np.asarray(predict(image))
         if prediction.shape != labels.shape:
             raise FCNError(
-                f"the model returned {prediction.shape} labels for a {labels.shape} image (image {i})"
+                f"the model returned {prediction.shape} labels for a {labels.shape} image (image "
+                f"{i})"
             )
         confusion += confusion_matrix(labels, prediction, num_classes)
         if bar is not None:

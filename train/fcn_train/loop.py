@@ -7,12 +7,12 @@ matrices are summed over ranks, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import signal
-import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fcn_deploy._progress import Progress
+from fcn_deploy._progress import LOGGERS, Progress
 from fcn_deploy.checkpoint import save_checkpoint
 from fcn_deploy.errors import FCNError
 from fcn_deploy.meta import ModelInfo
@@ -49,6 +50,22 @@ __all__ = ["TrainResult", "Trainer", "train"]
 
 CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
 
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LossWindow:
+    """The steps since the loss was last logged: their summed loss, how many, and when they
+    began."""
+
+    total: float
+    steps: int
+    start: float
+
+    @classmethod
+    def starting_now(cls) -> LossWindow:
+        return cls(0.0, 0, time.perf_counter())
+
 
 @dataclass
 class TrainResult:
@@ -60,8 +77,12 @@ class TrainResult:
     best_mean_iu: float
 
 
-def train(config: TrainConfig, resume: Path | None = None) -> TrainResult:
-    """Run (or, given ``last.pt``, continue) one training run; see `Trainer`."""
+def train(config: TrainConfig, resume: Path | dict[str, Any] | None = None) -> TrainResult:
+    """Run (or, given ``last.pt``, continue) one training run; see `Trainer`.
+
+    ``resume`` is a ``last.pt`` path or what `load_training_state` read from it (so ``fcn-train
+    --resume``, which reads the file for its settings, does not read it twice).
+    """
     trainer = Trainer(config, resume)
     try:
         result = trainer.run()
@@ -75,7 +96,7 @@ def train(config: TrainConfig, resume: Path | None = None) -> TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, resume: Path | dict[str, Any] | None = None) -> None:
         self.config = config
         device = resolve_device(config.device)
         self.dist = dist = init_distributed(device)
@@ -99,7 +120,7 @@ class Trainer:
             config.crop,
         )
 
-        saved = load_training_state(resume) if resume is not None else None
+        saved = load_training_state(resume) if isinstance(resume, Path) else resume
         self.model = initial_model(
             config.variant,
             "scratch" if saved else config.init,
@@ -166,16 +187,21 @@ class Trainer:
         )  # not the global RNG
         prep = self.model.info.preprocessing
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        on_screen = ExitStack()  # the bar, and log lines printed above it rather than across it
         bar = (
-            Progress(config.iterations - start, f"training {config.variant}", stream=sys.stderr)
+            on_screen.enter_context(
+                Progress(config.iterations - start, f"training {config.variant}")
+            )
             if dist.is_main
             else None
         )
-        self._clock, self._elapsed0, window = (
-            time.perf_counter(),
-            state.elapsed,
-            [0.0, 0, time.perf_counter()],
-        )
+        # only loggers with handlers of their own (a CLI's, the user's root one): an added handler
+        # on a bare logger would print records the root logger prints too
+        printing = [g for g in map(logging.getLogger, ("", *LOGGERS)) if g.handlers]
+        if printing:
+            on_screen.enter_context(logging_redirect_tqdm(printing))
+        self._clock, self._elapsed0 = time.perf_counter(), state.elapsed
+        window = LossWindow.starting_now()
         scores: dict[str, float] = {}
         validated_at = checkpointed_at = -1
         try:
@@ -202,8 +228,8 @@ class Trainer:
                 )
                 if nonfinite:
                     self._diverged(value)
-                window[0] += value
-                window[1] += 1
+                window.total += value
+                window.steps += 1
                 if bar is not None:
                     bar.update(1, it=state.iteration, loss=f"{value:.4g}")
                 if (
@@ -211,15 +237,15 @@ class Trainer:
                     or stop
                     or state.iteration == config.iterations
                 ):
-                    self._log_loss(window)
+                    window = self._log_loss(window)
                 if state.iteration % config.val_every == 0:
                     scores, validated_at = self._validate(), state.iteration
                     if (
                         config.time_limit is not None
                     ):  # validation takes time too: stop now, not a step later
                         stop = self._agree(False, self._check_time() or stop)[1]
-                        if stop and window[1]:
-                            self._log_loss(window)
+                        if stop and window.steps:
+                            window = self._log_loss(window)
                 if state.iteration % config.checkpoint_every == 0:
                     self._checkpoint()
                     checkpointed_at = state.iteration
@@ -228,8 +254,7 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
+            on_screen.close()
         if validated_at != state.iteration:
             scores = self._validate()
         if checkpointed_at != state.iteration:
@@ -258,11 +283,13 @@ class Trainer:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_request in ("SIGINT", "SIGTERM"):
-            raise KeyboardInterrupt  # a second signal: stop now (last.pt is still whole: writes are atomic)
+            # a second signal: stop now (last.pt is still whole: writes are atomic)
+            raise KeyboardInterrupt
         self.stop_request = signal.Signals(signum).name  # finish this step, save, stop
 
     def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
-        """Stop decisions every rank takes together (one tiny all-reduce per step under torchrun)."""
+        """Stop decisions every rank takes together (one tiny all-reduce per step under
+        torchrun)."""
         if not self.dist.enabled:
             return nonfinite, stop
         votes = self.dist.sum(np.array([float(nonfinite), float(stop)]))
@@ -278,16 +305,18 @@ class Trainer:
             else "no checkpoint was written yet"
         )
         raise FCNError(
-            f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
-            f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume"
+            f"training loss became {value} at iteration {self.state.iteration}; stopped, and "
+            f"{kept}. Lower the learning rate (lr, now {self.recipe.lr:g}) and start again, or "
+            "resume",
+            param="lr",
         )
 
-    def _log_loss(self, window: list[Any]) -> None:
-        total, count = self.dist.sum(np.array([window[0], float(window[1])]))
+    def _log_loss(self, window: LossWindow) -> LossWindow:
+        """Log the window's mean loss (over all ranks) and its images/s; returns the next window."""
+        total, count = self.dist.sum(np.array([window.total, float(window.steps)]))
         now = time.perf_counter()
-        rate = (
-            window[1] * self.recipe.batch_size * self.dist.world_size / max(now - window[2], 1e-9)
-        )
+        images = window.steps * self.recipe.batch_size * self.dist.world_size
+        rate = images / max(now - window.start, 1e-9)
         if self.log is not None and count:
             self.log.add(
                 self.state.iteration,
@@ -296,7 +325,7 @@ class Trainer:
                 loss=total / count,
                 images_per_s=rate,
             )
-        window[:] = [0.0, 0, now]
+        return LossWindow(0.0, 0, now)
 
     def _validate(self) -> dict[str, float]:
         self.model.eval()
@@ -317,11 +346,10 @@ class Trainer:
                 elapsed_s=state.elapsed,
                 **{f"val_{k}": v for k, v in scores.items()},
             )
-            print(
-                f"\niteration {state.iteration}: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-                file=sys.stderr,
-                flush=True,
+            log.info(
+                "iteration %d: %s",
+                state.iteration,
+                ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
             )
             if scores["mean_iu"] > state.best_mean_iu:
                 save_checkpoint(
