@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["indexed_device", "same_device"]
+__all__ = ["cuda_index", "indexed_device", "same_device"]
 
 
 def indexed_device(device: torch.device) -> torch.device:
@@ -18,6 +18,15 @@ def indexed_device(device: torch.device) -> torch.device:
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def cuda_index(device: torch.device) -> int:
+    """The GPU a CUDA ``device`` means: its index, or the current GPU for a bare ``cuda`` (ONNX
+    Runtime and TensorRT need the number; ``index or 0`` would pick the wrong one)."""
+    index = indexed_device(device).index
+    if device.type != "cuda" or index is None:
+        raise ValueError(f"{device} is not a CUDA device")
+    return index
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:

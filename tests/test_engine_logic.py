@@ -376,6 +376,7 @@ def test_fused_conv_act_pool_is_counted_from_trex_published_example():
     assert len(fused) == 1 and fused[0]["Outputs"][0]["Dimensions"] == [32, 64, 56, 56]  # pooled
     s = summarize_layers(json.dumps(doc))
     assert s.convs == 21 and s.conv_precisions == {"int8": 21} and s.label == "int8"
+    assert s.int8_convs == 21 and s.int8_conv_flop_share == pytest.approx(1.0)
     assert s.flops_basis == "shape" and s.unknown_convs == 0
     cask = sum(
         _flops(layer, *layer["Outputs"][0]["Dimensions"][2:])

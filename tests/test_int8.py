@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import randomize
 
-from fcn_deploy.engine.layer_info import summarize_layers
+from fcn_deploy.engine.layer_info import precision_problem, summarize_layers
 from fcn_deploy.engine.versions import parse_trt_version, precision_route
 from fcn_deploy.errors import FCNError
 from fcn_deploy.export import export_onnx, read_onnx_metadata, synthetic_images
@@ -192,12 +192,29 @@ def test_cli_exits_nonzero_below_the_threshold(make_checkpoint, tmp_path: Path) 
     assert "INT8 vs FP32 (minmax ranges from 4 synthetic image(s)" in ok.stdout
     assert "synthetic val, 200 images" in ok.stdout
     strict = subprocess.run(
-        [*base, "-o", str(tmp_path / "strict.onnx"), "--max-iu-drop", "-100"],
+        [
+            *base,
+            "-o",
+            str(tmp_path / "strict.onnx"),
+            "--min-label-agreement",
+            "1",
+            "--max-iu-drop",
+            "0",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert strict.returncode not in (0, None) and "FAIL" in strict.stdout
+    negative = subprocess.run(  # refused by the parser, before any work
+        [*base, "-o", str(tmp_path / "neg.onnx"), "--max-iu-drop", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert negative.returncode == 2 and "--max-iu-drop" in negative.stderr
+    assert len(negative.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "neg.onnx").exists()
     bad = subprocess.run(
         [*base, "-o", str(tmp_path / "bad.onnx"), "--calibration", str(tmp_path / "none")],
         capture_output=True,
@@ -229,6 +246,15 @@ def test_engine_summary_labels_int8_and_needs_strongly_typed_tensorrt() -> None:
         json.dumps({"Layers": [conv("a", int8), conv("b", "Row major linear FP32")]})
     )
     assert half.label == "mixed" and half.int8_conv_flop_share == pytest.approx(0.5)
+    # the builder's gate: an int8 build with every conv identified and none in INT8 is refused;
+    # one with INT8 convs, or with convs of unknown precision (Myelin), is not
+    fp32 = "Row major linear FP32"
+    none = summarize_layers(json.dumps({"Layers": [conv("a", fp32), conv("b", fp32)]}))
+    assert "Q/DQ" in (precision_problem("int8", none) or "")
+    assert precision_problem("int8", all_int8) is None and precision_problem("int8", half) is None
+    myelin = {"Name": "{ForeignNode[/conv1/Conv...]}", "LayerType": "Myelin", "Outputs": []}
+    unknown = summarize_layers(json.dumps({"Layers": [myelin]}), {"/conv1/Conv": "Conv"})
+    assert unknown.label == "unknown" and precision_problem("int8", unknown) is None
     route = precision_route(parse_trt_version("10.13.0"), "int8", "int8", False)
     assert route.strongly_typed
     with pytest.raises(FCNError, match=r"10\.12\+"):

@@ -77,5 +77,5 @@ def test_openvino_refuses_cuda_and_foreign_files(tmp_path: Path) -> None:
         OpenVINORunner(tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
-    with pytest.raises(FCNError, match="not a readable ONNX"):
+    with pytest.raises(FCNError, match="is a text file, not an ONNX model"):
         load_runner(bad, backend="openvino")

@@ -27,6 +27,7 @@ from ..errors import FCNError
 from ..meta import ModelInfo
 from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
+from .machine import ORT_CUDA_OPTIONS
 from .results import Skipped, SkipStatus
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_BACKENDS",
     "Backend",
     "ModelSource",
+    "backend_precision",
     "onnx_for",
     "parse_backends",
     "prepare_backends",
@@ -117,18 +119,13 @@ class Backend:
     """One requested backend: how to open its runner, or why it is skipped."""
 
     name: str
+    precision: str = "fp32"  # what it is asked to run in: fp32, fp16, int8 (TensorRT: fp16)
     open: Callable[[], Runner] | None = None
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
     artifact: str | None = None
     skip_status: SkipStatus = "unavailable"  # "failed" when preparing it was tried and failed
     stats: dict[str, Any] = field(default_factory=dict)  # what the runner reports (torch-compile)
-
-    @property
-    def precision(self) -> str:
-        """fp32, fp16 or int8: the name's suffix (``torch-compile`` is FP32)."""
-        suffix = self.name.rpartition("-")[2]
-        return suffix if suffix in ("fp16", "int8") else "fp32"
 
     def skip(self) -> Skipped:
         """This backend as a row of the report's skipped list."""
@@ -173,12 +170,23 @@ def prepare_backends(
     prepared = []
     for name in names:
         try:
-            prepared.append(_prepare(name, source, device, threads, max_batch, cache, calibration))
+            backend = _prepare(name, source, device, threads, max_batch, cache, calibration)
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
             reason = f"failed to prepare: {type(e).__name__}: {e}"
-            prepared.append(Backend(name, skipped=reason, skip_status="failed"))
+            backend = Backend(name, skipped=reason, skip_status="failed")
+        backend.precision = backend_precision(name)
+        prepared.append(backend)
     return prepared
+
+
+def backend_precision(name: str) -> str:
+    """The precision a named backend is asked for: its suffix (fp16, int8), FP16 for TensorRT,
+    else FP32 (``torch-compile`` included)."""
+    backend, _, suffix = name.partition("-")
+    if suffix in ("fp16", "int8"):
+        return suffix
+    return "fp16" if backend == "tensorrt" else "fp32"
 
 
 def _prepare(
@@ -190,8 +198,7 @@ def _prepare(
     cache: Path,
     calibration: str = "synthetic",
 ) -> Backend:
-    backend, _, precision = name.partition("-")
-    precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
+    backend, precision = name.partition("-")[0], backend_precision(name)
     dev = str(device)
     if name == "torch-compile":
         return _torch_compile(name, source, dev)
@@ -232,10 +239,14 @@ def _prepare(
         else:
             from ..runtime.ort_runner import OnnxRuntimeRunner
 
-            opener = lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads)  # noqa: E731
+            opener = lambda: OnnxRuntimeRunner(  # noqa: E731
+                onnx_path, device=dev, threads=threads, cuda_options=ORT_CUDA_OPTIONS
+            )
         return Backend(name, open=opener, prepare_s=seconds, artifact=str(onnx_path))
     reason = tensorrt_unavailable(device)
-    return Backend(name, skipped=reason) if reason else _tensorrt(name, source, max_batch, cache)
+    if reason:
+        return Backend(name, skipped=reason)
+    return _tensorrt(name, source, max_batch, cache, device)
 
 
 def onnx_for(
@@ -304,13 +315,16 @@ def _torch_compile(name: str, source: ModelSource, dev: str) -> Backend:
     return backend
 
 
-def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Backend:
-    """An FP16 engine: the one given, or built now from an FP16 ONNX export."""
+def _tensorrt(
+    name: str, source: ModelSource, max_batch: int, cache: Path, device: torch.device
+) -> Backend:
+    """An FP16 engine on ``device``: the one given, or built there now from an FP16 ONNX export."""
     from ..runtime.trt_runner import TensorRTRunner
 
+    dev = str(device)
     if source.path is not None and backend_for_path(source.path) == "tensorrt":
         path = source.path
-        return Backend(name, open=lambda: TensorRTRunner(path, device="cuda"), artifact=str(path))
+        return Backend(name, open=lambda: TensorRTRunner(path, device=dev), artifact=str(path))
     onnx_path, export_s, why = onnx_for(source, "fp16", max_batch, cache)
     if onnx_path is None:
         return Backend(name, skipped=why)
@@ -318,13 +332,12 @@ def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Ba
 
     engine = cache / "model-fp16.engine"
     t0 = time.perf_counter()
-    build_engine(
-        onnx_path, engine, gate=False, progress=False
-    )  # the rows measure accuracy at every size
+    # no gate: the rows measure accuracy at every size
+    build_engine(onnx_path, engine, device=dev, gate=False, progress=False)
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
     return Backend(
         name,
-        open=lambda: TensorRTRunner(engine, device="cuda"),
+        open=lambda: TensorRTRunner(engine, device=dev),
         prepare_s=seconds,
         artifact=str(engine),
     )

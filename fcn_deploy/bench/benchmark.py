@@ -21,8 +21,8 @@ from .backends import (
     prepare_backends,
     tensorrt_unavailable,
 )
-from .machine import compute_precision, machine_info, matmul_peak
-from .results import SCENARIOS, SizeRow, Skipped, to_json
+from .machine import FP32_MATH, compute_precision, machine_info, matmul_peak
+from .results import SCENARIOS, CompileRow, SizeRow, Skipped, to_json
 from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
 from .sliding_window import run_sliding_window
 
@@ -76,6 +76,7 @@ def run_benchmark(
             "device": str(dev),
             "threads": torch.get_num_threads(),
             "backends": names,
+            "fp32_math": FP32_MATH,
         },
         "results": [],
         "skipped": [],
@@ -132,14 +133,19 @@ def run_benchmark(
         stream_rows, skipped = run_stream(prepared, source, dev, shapes, cfg.seed)
         doc["stream"] = to_json(stream_rows)
     doc["skipped"] = to_json(skipped)
-    for b in prepared:
-        if b.stats.get("compilations"):
-            doc["notes"].append(
-                f"{b.name}: inductor, dynamic shapes: {b.stats['compilations']} graph "
-                f"compilation(s) ({b.stats['compilations'] - 1} recompilation(s)) taking "
-                f"{b.stats['compile_s']:.1f} s over input shapes {', '.join(b.stats['shapes'])}"
-            )
-            doc.setdefault("compile", {})[b.name] = dict(b.stats)
+    compiles = [
+        CompileRow(b.name, b.stats["compilations"], b.stats["compile_s"], list(b.stats["shapes"]))
+        for b in prepared
+        if b.stats.get("compilations")
+    ]
+    for c in compiles:
+        doc["notes"].append(
+            f"{c.backend}: inductor, dynamic shapes: {c.compilations} graph compilation(s) "
+            f"({c.compilations - 1} recompilation(s)) taking {c.compile_s:.1f} s over input "
+            f"shapes {', '.join(c.shapes)}"
+        )
+    if compiles:
+        doc["compile"] = to_json(compiles)
     if dev.type == "cpu":
         doc["notes"].append(
             "CPU: FP32 and FP16 rows are measured against the FP32 matmul rate (no native FP16 "
@@ -206,4 +212,4 @@ def _static_vs_dynamic(
         from .static_dynamic import run_static_vs_dynamic
 
         cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
-        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache)
+        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache, dev)

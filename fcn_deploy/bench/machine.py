@@ -10,6 +10,11 @@ CPUs have no fast FP16 arithmetic (FP16 models run FP32 kernels between casts), 
 every FP16 row is measured against the FP32 rate. INT8 rows are measured against a large INT8
 matmul (int8 × int8 → int32, in GOP/s): ``torch._int_mm`` and, on a CPU, ONNX Runtime's
 ``MatMulInteger`` (the u8 × s8 VNNI kernels INT8 convolutions use), the faster of the two.
+
+FP32 means IEEE FP32 throughout (`FP32_MATH`): on GPUs cuDNN convolutions and ONNX Runtime's CUDA
+provider would use TF32 by default while ``torch.mm`` does not, which would make "FP32" rows and
+the FP32 reference TF32 and let their peak fraction exceed 1. The benchmark turns TF32 off
+(`ieee_fp32`, ``use_tf32=0`` for ONNX Runtime) and measures the FP32 peak the same way.
 """
 
 from __future__ import annotations
@@ -19,12 +24,25 @@ import os
 import platform
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["compute_precision", "machine_info", "machine_slug", "matmul_peak"]
+__all__ = [
+    "FP32_MATH",
+    "ORT_CUDA_OPTIONS",
+    "compute_precision",
+    "ieee_fp32",
+    "machine_info",
+    "machine_slug",
+    "matmul_peak",
+]
+
+FP32_MATH = "ieee: TF32 off in cuBLAS, cuDNN and ONNX Runtime CUDA, peak measured likewise"
+ORT_CUDA_OPTIONS = {"use_tf32": 0}  # the CUDA provider's TF32 switch (on by default)
 
 _PACKAGES = (
     "torch",
@@ -101,10 +119,26 @@ def machine_slug(info: dict[str, Any]) -> str:
 
 
 def compute_precision(device: torch.device, precision: str) -> str:
-    """The arithmetic ``precision`` really runs in on ``device`` (FP16 is FP32 on a CPU)."""
+    """The arithmetic a backend of ``precision`` really runs on ``device``: ``int8`` for INT8
+    everywhere; otherwise FP32 on a CPU (no native FP16); on a GPU ``fp16``, or ``fp16`` for a
+    ``mixed`` engine too (its bulk is FP16, so the FP16 peak is its limit), else ``fp32`` (IEEE:
+    see `ieee_fp32`)."""
     if precision == "int8":
         return "int8"
-    return precision if device.type == "cuda" else "fp32"
+    if device.type != "cuda":
+        return "fp32"
+    return "fp16" if precision in ("fp16", "mixed") else "fp32"
+
+
+@contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """TF32 off for cuBLAS matmuls and cuDNN convolutions inside the block, as it was after."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def matmul_peak(
@@ -121,7 +155,7 @@ def matmul_peak(
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)
     best = float("inf")
-    with torch.inference_mode():
+    with torch.inference_mode(), ieee_fp32():
         torch.mm(a, b)  # warm-up: thread pool, cuBLAS handle, clocks
         for _ in range(reps):
             if device.type == "cuda":
@@ -134,6 +168,8 @@ def matmul_peak(
     gflops = 2 * n**3 / best / 1e9
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
     method = f"torch.mm {n}x{n} {precision.upper()} on {device.type} ({where}), best of {reps}"
+    if device.type == "cuda" and precision == "fp32":
+        method += ", TF32 off"
     if device.type == "cpu":
         numpy_gflops = _numpy_matmul_gflops(a.numpy(), b.numpy(), reps)
         method += f"; numpy matmul {numpy_gflops:.1f} GFLOP/s"

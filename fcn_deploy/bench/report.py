@@ -38,6 +38,11 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "schema_version": {"type": "integer", "enum": [1]},
         "scenario": {"type": "string", "enum": list(SCENARIOS)},
+        "config": {
+            "type": "object",
+            # what "fp32" arithmetic means in this run (IEEE: TF32 off; see machine.FP32_MATH)
+            "properties": {"fp32_math": {"type": "string"}},
+        },
         "machine": {
             "type": "object",
             "required": ["cpu", "logical_cores", "versions", "peaks"],
@@ -72,7 +77,8 @@ SCHEMA: dict[str, Any] = {
                 ],
                 "properties": {
                     "backend": {"type": "string"},
-                    "precision": {"type": "string", "enum": ["fp32", "fp16", "int8"]},
+                    # mixed: a TensorRT engine with layers in more than one precision
+                    "precision": {"type": "string", "enum": ["fp32", "fp16", "int8", "mixed"]},
                     "height": {"type": "integer", "minimum": 1},
                     "width": {"type": "integer", "minimum": 1},
                     "batch": {"type": "integer", "minimum": 1},
@@ -102,6 +108,19 @@ SCHEMA: dict[str, Any] = {
                     "backend": {"type": "string"},
                     "reason": {"type": "string"},
                     "status": {"enum": list(get_args(SkipStatus))},
+                },
+            },
+        },
+        "compile": {  # torch-compile only: results.CompileRow
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["backend", "compilations", "compile_s", "shapes"],
+                "properties": {
+                    "backend": {"type": "string"},
+                    "compilations": {"type": "integer", "minimum": 1},
+                    "compile_s": {"type": "number", "minimum": 0},
+                    "shapes": {"type": "array", "items": {"type": "string"}},
                 },
             },
         },

@@ -20,7 +20,7 @@ from ..meta import ModelInfo
 from ..runtime import Runner
 from .backends import REFERENCE, Backend, ModelSource
 from .flops import flops_per_image
-from .machine import compute_precision
+from .machine import compute_precision, ieee_fp32
 from .results import EndToEnd, SizeRow, Skipped, StreamRow, StreamShape
 from .timing import PeakHostMemory, measure, peak_gpu_memory_mb
 
@@ -116,7 +116,6 @@ def _segment_timing(runner: Runner, image: np.ndarray, cfg: BenchConfig) -> EndT
         runner.synchronize,
         warmup=1,
         iters=cfg.e2e_iters,
-        cuda=runner.device.type == "cuda",
     )
     last = segmenter.last_timing
     return EndToEnd(
@@ -138,6 +137,7 @@ def _reference_runner(source: ModelSource, device: torch.device) -> Runner | Non
     return TorchRunner(source.module, device=str(device))
 
 
+@ieee_fp32()
 def run_sizes(
     backends: list[Backend],
     source: ModelSource,
@@ -160,11 +160,8 @@ def run_sizes(
     rows: list[SizeRow] = []
     with Progress(len(runnable) * len(cfg.sizes), "fcn-bench", unit="row") as progress:
         for backend in runnable:
-            try:
-                assert backend.open is not None
-                runner = backend.open()
-            except (FCNError, RuntimeError, OSError, ValueError) as e:
-                skipped.append(Skipped(backend.name, f"failed to open: {e}", "failed"))
+            runner = _open(backend, skipped)
+            if runner is None:
                 progress.update(len(cfg.sizes))
                 continue
             with runner:
@@ -183,6 +180,17 @@ def run_sizes(
                     progress.update(1)
     _add_speedups(rows)
     return rows, skipped
+
+
+def _open(backend: Backend, skipped: list[Skipped]) -> Runner | None:
+    """The backend's runner, or None with the reason added to ``skipped`` (no GPU memory, a
+    provider that did not load, ...): one backend that cannot open never aborts the others."""
+    assert backend.open is not None
+    try:
+        return backend.open()
+    except (FCNError, RuntimeError, OSError, ValueError) as e:
+        skipped.append(Skipped(backend.name, f"failed to open: {e}", "failed"))
+        return None
 
 
 def _untimed_references(
@@ -224,8 +232,8 @@ def _measure_row(
             warmup=cfg.warmup,
             iters=cfg.iters,
             min_time=cfg.min_time,
-            cuda=cuda,
         )
+    peak_gpu_mb = peak_gpu_memory_mb(runner.device)  # before the end-to-end calls allocate more
     outputs = _outputs(runner, last[0])
     if backend.name == REFERENCE:
         references[(h, w)] = outputs
@@ -257,7 +265,7 @@ def _measure_row(
         label_agreement=outputs.agreement(reference) if reference else None,
         peak_host_mb=memory.peak_mb,
         host_memory_method=memory.method,
-        peak_gpu_mb=peak_gpu_memory_mb(runner.device),
+        peak_gpu_mb=peak_gpu_mb,
         prepare_s=backend.prepare_s,
     )
     row.set_end_to_end(_segment_timing(runner, images[0], cfg))
@@ -288,6 +296,7 @@ def stream_shapes(count: int, low: int, high: int, seed: int) -> list[Size]:
     return [frames[i] for i in order]
 
 
+@ieee_fp32()
 def run_stream(
     backends: list[Backend],
     source: ModelSource,
@@ -309,8 +318,11 @@ def run_stream(
     rows = []
     with Progress(len(runnable) * len(shapes), "fcn-bench stream", unit="frame") as progress:
         for backend in runnable:
-            assert backend.open is not None
-            with backend.open() as runner:
+            runner = _open(backend, skipped)
+            if runner is None:  # skipped with its reason, like the sizes scenario
+                progress.update(len(shapes))
+                continue
+            with runner:
                 rows.append(_stream_row(runner, backend.name, images, references, progress))
     return rows, skipped
 
@@ -322,7 +334,6 @@ def _stream_row(
     references: list[Outputs],
     progress: Progress,
 ) -> StreamRow:
-    cuda = runner.device.type == "cuda"
     per_shape: dict[Size, list[float]] = {}
     agreement: list[float] = []
     total_ms, pixels = 0.0, 0
@@ -333,13 +344,7 @@ def _stream_row(
         def call(x: torch.Tensor = x, out: list[torch.Tensor] = out) -> None:
             out.append(runner.infer(x))
 
-        timing = measure(
-            call,
-            runner.synchronize,
-            warmup=0,
-            iters=1,
-            cuda=cuda,
-        )
+        timing = measure(call, runner.synchronize, warmup=0, iters=1)
         ms = timing.samples_ms[0]
         per_shape.setdefault((im.shape[1], im.shape[2]), []).append(ms)
         total_ms += ms

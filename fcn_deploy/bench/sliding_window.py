@@ -23,6 +23,7 @@ from ..meta import Preprocessing
 from ..models import convolutionalize
 from ..models.vgg import FC6_KERNEL, FC_CHANNELS, VGG16_BLOCKS, scaled
 from .flops import flops_per_image
+from .machine import ieee_fp32
 from .results import SlidingWindowRow
 from .scenarios import BenchConfig, random_images
 from .timing import measure
@@ -80,6 +81,7 @@ def _check_size(h: int, w: int) -> None:
         )
 
 
+@ieee_fp32()  # fc6 as a cuDNN convolution and as a Linear: both true FP32
 def run_sliding_window(
     cfg: BenchConfig, device: torch.device, width: float = 1.0, chunk: int = 16
 ) -> list[SlidingWindowRow]:
@@ -105,9 +107,9 @@ def run_sliding_window(
                 return torch.cat([fc_net(c) for c in crops.split(chunk)])
 
             conv_t = measure(
-                functools.partial(conv_net, x), sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda
+                functools.partial(conv_net, x), sync, warmup=cfg.warmup, iters=cfg.iters
             )
-            fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters, cuda=cuda)
+            fc_t = measure(fc_all, sync, warmup=cfg.warmup, iters=cfg.iters)
             dense = (
                 conv_net(x)[0].flatten(1).T.cpu().double()
             )  # windows×classes, row-major like crops

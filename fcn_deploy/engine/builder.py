@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._device import cuda_index
 from .._io import atomic_path, atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
@@ -100,22 +101,21 @@ def _node_ops(onnx_path: Path) -> dict[str, str]:
     return {node.name: node.op_type for node in graph.node if node.name}
 
 
-def _reference_session(onnx_path: Path) -> Any:
-    """ONNX Runtime on the GPU when onnxruntime-gpu is installed (large gate shapes), else the
-    CPU."""
-    from ..export.ort import ort_session
+def _reference_session(onnx_path: Path, device: torch.device) -> Any:
+    """ONNX Runtime on the engine's GPU when onnxruntime-gpu is installed (large gate shapes), else
+    the CPU. A CUDA session that fell back to the CPU is refused, not silently used."""
+    from ..export.ort import CUDA_PROVIDER, cuda_providers, ort_session, require_providers
 
     try:
         import onnxruntime as ort
 
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if "CUDAExecutionProvider" in ort.get_available_providers()
-            else None
-        )
+        cuda = CUDA_PROVIDER in ort.get_available_providers()
     except ImportError:
-        providers = None
-    return ort_session(onnx_path, providers=providers)
+        cuda = False
+    providers = cuda_providers(cuda_index(device)) if cuda else None
+    session = ort_session(onnx_path, providers=providers)
+    require_providers(session, providers)
+    return session
 
 
 def run_gate(
@@ -131,7 +131,7 @@ def run_gate(
     from ..export.graph import synthetic_images
     from ..export.ort import ort_run
 
-    session = _reference_session(onnx_path)
+    session = _reference_session(onnx_path, executor.device)
     rng = np.random.default_rng(seed)
     jobs = gate_jobs(profiles)
     bar = Progress(len(jobs), "accuracy gate", unit="size") if progress else None

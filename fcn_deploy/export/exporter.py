@@ -32,7 +32,7 @@ from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
-from .graph import DeployModule, activation_peaks, overflow_layers, synthetic_images
+from .graph import DeployModule, overflow_layers, probe_activation_peaks
 from .image_io import add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .quantize import (
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 
 Source = Union[str, "os.PathLike[str]", nn.Module]
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's hard limit for one self-contained file
-_PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
 
 
 @dataclass
@@ -268,8 +267,7 @@ def export_onnx(
     peak: float | None = None
     if precision == "fp16":
         log.info("measuring activation ranges for FP16 on image-like probes ...")
-        probe = info.preprocessing.apply(synthetic_images(*_PROBE_SHAPE, np.random.default_rng(0)))
-        peaks = activation_peaks(model, torch.from_numpy(probe))
+        peaks = probe_activation_peaks(model)
         peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
         if fp32_layers:
             log.info(

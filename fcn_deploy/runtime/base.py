@@ -19,11 +19,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._device import indexed_device, same_device
+from .._device import cuda_index, indexed_device, same_device
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
 
-__all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device", "same_device"]
+__all__ = [
+    "IO_MODES",
+    "ArrayLike",
+    "Runner",
+    "cuda_index",
+    "non_blocking_copy",
+    "resolve_device",
+    "same_device",
+]
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -54,6 +62,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif dev.type != "cpu":
         raise FCNError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
     return indexed_device(dev)
+
+
+def non_blocking_copy(destination: torch.device) -> bool:
+    """Whether a copy to ``destination`` may be ``non_blocking``: only to a GPU, where later work on
+    the stream is ordered after it. A copy *from* a GPU with ``non_blocking=True`` returns before
+    the data has arrived, and host code (``.numpy()``) would read it half-written."""
+    return destination.type == "cuda"
 
 
 class Runner(ABC):
@@ -127,7 +142,9 @@ class Runner(ABC):
                 f"{self.name}: input {problem}; resize or tile the input, or re-export with larger "
                 "bounds"
             )
-        return x.to(self.device, self.input_dtype, non_blocking=True).contiguous()
+        return x.to(
+            self.device, self.input_dtype, non_blocking=non_blocking_copy(self.device)
+        ).contiguous()
 
     @abstractmethod
     def _infer(self, x: torch.Tensor) -> torch.Tensor:

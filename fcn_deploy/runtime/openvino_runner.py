@@ -54,9 +54,11 @@ class OpenVINORunner(Runner):
         self.metadata: OnnxMetadata = read_onnx_metadata(path)
         dev = resolve_device(device or "cpu")
         if dev.type != "cpu":
-            raise FCNError(f"device={device!r}: the openvino backend runs on the CPU only")
+            raise FCNError(
+                f"device={device!r}: the openvino backend runs on the CPU only", param="device"
+            )
         if hint not in ("LATENCY", "THROUGHPUT"):
-            raise FCNError(f"hint={hint!r}: choose LATENCY or THROUGHPUT")
+            raise FCNError(f"hint={hint!r}: choose LATENCY or THROUGHPUT", param="hint")
         m = self.metadata
         super().__init__(
             m.info, m.io, m.precision, m.bounds, dev, torch.float16 if m.fp16_io else torch.float32

@@ -12,6 +12,7 @@ import math
 import random
 import signal
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fcn_deploy._progress import LOGGERS, Progress
 from fcn_deploy.checkpoint import save_checkpoint
 from fcn_deploy.errors import FCNError
+from fcn_deploy.export.graph import overflow_layers, probe_activation_peaks
 from fcn_deploy.meta import ModelInfo
 from fcn_deploy.runtime import resolve_device
 
@@ -39,18 +42,18 @@ from .checkpointing import (
 )
 from .config import TrainConfig
 from .datasets import StepBatches, training_sets
-from .distributed import init_distributed
+from .distributed import Dist, init_distributed, rank_device
 from .evaluate import evaluate, torch_predictor
 from .initialize import initial_model
 from .loss import segmentation_loss
 from .recipe import make_optimizer, resolve_recipe, select_trainable
 from .runlog import RunLog, plot_curves
 
-__all__ = ["TrainResult", "Trainer", "train"]
-
-CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
+__all__ = ["TrainResult", "Trainer", "backward_step", "keep_in_fp32", "train"]
 
 log = logging.getLogger(__name__)
+
+CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
 
 
 @dataclass
@@ -100,11 +103,8 @@ class Trainer:
         self.config = config
         device = resolve_device(config.device)
         self.dist = dist = init_distributed(device)
-        self.device = (
-            torch.device("cuda", dist.local_rank)
-            if device.type == "cuda" and dist.enabled
-            else device
-        )
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        self.device = rank_device(device, dist.local_rank, dist.world_size, gpus)
         self.out = Path(config.out)
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +136,13 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.recipe)
         amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        if amp:  # the FP16 export's decision: layers near FP16's range run in FP32 under autocast
+            kept = keep_in_fp32(
+                self.model, overflow_layers(probe_activation_peaks(self.model, self.device))
+            )
+            self.model.train()
+            if kept and dist.is_main:
+                log.info("mixed precision: %s run in FP32 (near FP16's range)", ", ".join(kept))
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
         )
@@ -212,22 +219,10 @@ class Trainer:
                     logits = self.net(x)
                 loss = segmentation_loss(logits, y, self.recipe.loss)
                 value = float(loss.item())
-                self.optimizer.zero_grad(set_to_none=True)
-                if math.isfinite(value):
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        loss.backward()
-                        self.optimizer.step()
+                if not backward_step(loss, self.dist, self.optimizer, self.scaler):
+                    self._diverged(value, state.iteration + 1)
                 state.iteration += 1
-                self._check_time()
-                nonfinite, stop = self._agree(
-                    not math.isfinite(value), self.stop_request is not None
-                )
-                if nonfinite:
-                    self._diverged(value)
+                stop = self._agree_stop(self._check_time())
                 window.total += value
                 window.steps += 1
                 if bar is not None:
@@ -243,7 +238,7 @@ class Trainer:
                     if (
                         config.time_limit is not None
                     ):  # validation takes time too: stop now, not a step later
-                        stop = self._agree(False, self._check_time() or stop)[1]
+                        stop = self._agree_stop(self._check_time() or stop)
                         if stop and window.steps:
                             window = self._log_loss(window)
                 if state.iteration % config.checkpoint_every == 0:
@@ -287,27 +282,26 @@ class Trainer:
             raise KeyboardInterrupt
         self.stop_request = signal.Signals(signum).name  # finish this step, save, stop
 
-    def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
-        """Stop decisions every rank takes together (one tiny all-reduce per step under
-        torchrun)."""
-        if not self.dist.enabled:
-            return nonfinite, stop
-        votes = self.dist.sum(np.array([float(nonfinite), float(stop)]))
-        if votes[1] and self.stop_request is None:
-            self.stop_request = "stop requested by another rank"
-        return bool(votes[0]), bool(votes[1])
+    def _agree_stop(self, stop: bool) -> bool:
+        """A stop every rank takes together (one tiny all-reduce per step under torchrun)."""
+        if not self.dist.any(stop):
+            return False
+        self.stop_request = self.stop_request or "stop requested by another rank"
+        return True
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float, iteration: int) -> None:
         last = self.out / LAST
         kept = (
             f"the last good checkpoint {last} is untouched"
             if last.exists()
             else "no checkpoint was written yet"
         )
+        what = (
+            f"became {value}" if not math.isfinite(value) else "became non-finite on another rank"
+        )
         raise FCNError(
-            f"training loss became {value} at iteration {self.state.iteration}; stopped, and "
-            f"{kept}. Lower the learning rate (lr, now {self.recipe.lr:g}) and start again, or "
-            "resume",
+            f"training loss {what} at iteration {iteration}; stopped, and {kept}. Lower the "
+            f"learning rate (lr, now {self.recipe.lr:g}) and start again, or resume",
             param="lr",
         )
 
@@ -361,7 +355,9 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            self._diverged(float("nan"))  # never overwrite a good checkpoint with broken weights
+            self._diverged(
+                float("nan"), self.state.iteration
+            )  # never overwrite a good checkpoint with broken weights
         rng = self.dist.gather(capture_rng())
         if self.dist.is_main:
             save_training_checkpoint(
@@ -373,6 +369,55 @@ class Trainer:
                 self.scaler,
                 rng,
             )
+
+
+class _Float32Forward:
+    """A layer's forward outside autocast, in FP32 (state-dict keys stay those of the layer)."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.forward = forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.forward(x.float())
+
+
+def keep_in_fp32(model: nn.Module, names: list[str]) -> list[str]:
+    """Make the named layers of ``model`` compute in FP32 under autocast; returns ``names``.
+
+    Autocast runs every convolution in FP16, where activations near FP16's range overflow to inf
+    and training would stop as diverged; the FP16 export keeps such layers in FP32 (see
+    `fcn_deploy.export.graph.overflow_layers`) and so does mixed-precision training.
+    """
+    for name in names:
+        layer = model.get_submodule(name)
+        layer.forward = _Float32Forward(layer.forward)  # type: ignore[method-assign]
+    return names
+
+
+def backward_step(
+    loss: torch.Tensor,
+    dist: Dist,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+) -> bool:
+    """One optimizer step on ``loss``, or False on every rank (no step taken anywhere) when the loss
+    is not finite on any rank.
+
+    The ranks vote before ``backward()``: a rank that skipped it alone would meet the others' DDP
+    gradient all-reduces with its next collective, and every rank would hang.
+    """
+    if dist.any(not math.isfinite(float(loss.item()))):
+        return False
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return True
 
 
 def _as_is(batch: Any) -> Any:
