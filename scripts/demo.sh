@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job end to end on the built-in synthetic data, no downloads:
-#   set up → train a small FCN-8s → evaluate → export ONNX (verified) → [GPU: FP16 TensorRT engine,
-#   gated] → evaluate every export → predict → benchmark.
+#   set up → train a small FCN-8s → evaluate → export ONNX (verified; FP32, FP16, calibrated INT8)
+#   → [GPU: FP16 TensorRT engine, gated] → evaluate every export → predict → benchmark.
 # With an NVIDIA GPU it sets up the gpu extra (CUDA torch, onnxruntime-gpu, TensorRT), builds an
 # FP16 engine from the FP16 export, scores it beside the checkpoint and the ONNX exports, and
 # benchmarks TensorRT, ONNX Runtime CUDA and eager FP16 against eager FP32. Without a GPU (or
@@ -63,7 +63,11 @@ step "export: FP32 tensor I/O and FP16 image I/O (preprocessing + argmax in the 
 fcn-export "$out/train/best.pt" -o "$out/fcn8s.onnx" --max-size 1024x1024
 fcn-export "$out/train/best.pt" -o "$out/fcn8s-image-fp16.onnx" --precision fp16 --io image --max-size 1024x1024
 
-evals=(checkpoint onnx-fp32 onnx-fp16)
+step "INT8: calibrated Q/DQ export, scored against FP32 on held-out synthetic scenes"
+fcn-export "$out/train/best.pt" -o "$out/fcn8s-int8.onnx" --precision int8 --max-size 1024x1024 \
+  || echo "note: the INT8 export missed its accuracy threshold (table above); scoring it anyway"
+
+evals=(checkpoint onnx-fp32 onnx-fp16 onnx-int8)
 if [ "$trt" = yes ]; then
   step "engine: FP16 TensorRT engine from the FP16 export, gated against ONNX Runtime"
   fcn-export "$out/fcn8s-image-fp16.onnx" --engine "$out/fcn8s-image-fp16.engine" \
@@ -74,6 +78,7 @@ fi
 step "evaluate the exports on the same images"
 fcn-eval --model "$out/fcn8s.onnx" --data synthetic --json "$out/eval-onnx-fp32.json"
 fcn-eval --model "$out/fcn8s-image-fp16.onnx" --data synthetic --json "$out/eval-onnx-fp16.json"
+fcn-eval --model "$out/fcn8s-int8.onnx" --data synthetic --json "$out/eval-onnx-int8.json"
 if [ "$trt" = yes ]; then
   fcn-eval --model "$out/fcn8s-image-fp16.engine" --data synthetic --json "$out/eval-engine.json"
 fi

@@ -154,6 +154,32 @@ def test_onnxruntime_rows_agree_with_eager(make_model: Any) -> None:
     assert all(r["speedup_vs_torch"] > 0 for r in ort) and doc["prepare_s"]["onnxruntime"] > 0
 
 
+@pytest.mark.slow
+def test_int8_openvino_and_compile_rows_are_typed_and_valid() -> None:
+    """The INT8 backends calibrate their own file; their rows are held to the INT8 matmul rate;
+    torch-compile's compilations are a typed list of the document."""
+    doc = run_benchmark(
+        "sizes",
+        backends="torch,onnxruntime-int8,openvino-int8,torch-compile",
+        width=0.0625,
+        matmul_size=256,
+        config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1),
+        device="cpu",
+    )
+    check_rows(doc)
+    assert doc["skipped"] == [], doc["skipped"]
+    assert doc["machine"]["peaks"]["int8"]["precision"] == "int8"
+    for name in ("onnxruntime-int8", "openvino-int8"):
+        rows = [r for r in doc["results"] if r["backend"] == name]
+        assert len(rows) == 2 and all(
+            r["precision"] == r["compute_precision"] == "int8" for r in rows
+        )
+        assert all(r["label_agreement"] > 0.5 for r in rows)
+    (compiled,) = doc["compile"]
+    assert compiled["backend"] == "torch-compile" and compiled["compilations"] >= 1
+    assert set(compiled["shapes"]) >= {"1x64x64", "1x48x80"}
+
+
 def test_bad_sizes_exit_2_with_one_line_and_no_file(tmp_path: Path) -> None:
     result = fcn_bench("--sizes", "64y64", "--json", str(tmp_path / "x.json"), cwd=tmp_path)
     assert result.returncode == 2

@@ -189,8 +189,8 @@ def test_route_uses_the_fp16_flag_only_before_10_12_and_never_falls_back_silentl
     assert not r.fp16_builder_flag and not r.strongly_typed
     with pytest.raises(FCNError, match="too old"):
         precision_route(parse_trt_version("8.6.1"), "fp16", "fp16", has_fp16_flag=True)
-    with pytest.raises(FCNError, match="fp16 or fp32"):
-        precision_route(parse_trt_version("10.13.0"), "int8", "fp32", has_fp16_flag=True)
+    with pytest.raises(FCNError, match="fp16, fp32 or int8"):
+        precision_route(parse_trt_version("10.13.0"), "bf16", "fp32", has_fp16_flag=True)
 
 
 # --- layer precision summary ------------------------------------------------------------------
@@ -376,6 +376,7 @@ def test_fused_conv_act_pool_is_counted_from_trex_published_example():
     assert len(fused) == 1 and fused[0]["Outputs"][0]["Dimensions"] == [32, 64, 56, 56]  # pooled
     s = summarize_layers(json.dumps(doc))
     assert s.convs == 21 and s.conv_precisions == {"int8": 21} and s.label == "int8"
+    assert s.int8_convs == 21 and s.int8_conv_flop_share == pytest.approx(1.0)
     assert s.flops_basis == "shape" and s.unknown_convs == 0
     cask = sum(
         _flops(layer, *layer["Outputs"][0]["Dimensions"][2:])

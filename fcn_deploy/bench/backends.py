@@ -1,8 +1,10 @@
 """What ``--model`` and ``--backends`` name, turned into runners (or the reason there is none).
 
 The benchmark only ever holds `Runner`s; this module is the one place that knows how each named
-backend is made from the model given: eager PyTorch from the weights, ONNX Runtime from an ONNX
-file exported on the fly (its export time reported), TensorRT from an engine built on the fly.
+backend is made from the model given: eager PyTorch from the weights (``torch-compile``: the same
+net through ``torch.compile``), ONNX Runtime and OpenVINO from an ONNX file exported on the fly
+(its export time reported; INT8 calibrated on synthetic images unless told otherwise), TensorRT
+from an engine built on the fly.
 A backend that cannot run here is kept, with its reason, so no result silently disappears.
 """
 
@@ -12,8 +14,9 @@ import importlib.util
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,8 +43,28 @@ __all__ = [
     "tensorrt_unavailable",
 ]
 
-BENCH_BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-fp16", "tensorrt")
-DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "torch-fp16", "tensorrt")
+BENCH_BACKENDS = (
+    "torch",
+    "torch-fp16",
+    "torch-compile",
+    "onnxruntime",
+    "onnxruntime-fp16",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-int8",
+    "tensorrt",
+)
+# torch-compile is opt-in: its compile time (tens of seconds per shape family) would dominate
+DEFAULT_BACKENDS = (
+    "torch",
+    "onnxruntime",
+    "onnxruntime-fp16",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-int8",
+    "torch-fp16",
+    "tensorrt",
+)
 REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measured against
 
 
@@ -96,12 +119,13 @@ class Backend:
     """One requested backend: how to open its runner, or why it is skipped."""
 
     name: str
-    precision: str = "fp32"  # what it is asked to run in: fp32, fp16 (a TensorRT engine: fp16)
+    precision: str = "fp32"  # what it is asked to run in: fp32, fp16, int8 (TensorRT: fp16)
     open: Callable[[], Runner] | None = None
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
     artifact: str | None = None
     skip_status: SkipStatus = "unavailable"  # "failed" when preparing it was tried and failed
+    stats: dict[str, Any] = field(default_factory=dict)  # what the runner reports (torch-compile)
 
     def skip(self) -> Skipped:
         """This backend as a row of the report's skipped list."""
@@ -136,13 +160,17 @@ def prepare_backends(
     threads: int | None = None,
     max_batch: int = 1,
     cache_dir: Path | None = None,
+    calibration: str = "synthetic",
 ) -> list[Backend]:
-    """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``."""
+    """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``.
+
+    INT8 files are calibrated on ``calibration`` (see `fcn_deploy.export.CalibrationSource`).
+    """
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
     prepared = []
     for name in names:
         try:
-            backend = _prepare(name, source, device, threads, max_batch, cache)
+            backend = _prepare(name, source, device, threads, max_batch, cache, calibration)
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
             reason = f"failed to prepare: {type(e).__name__}: {e}"
@@ -153,9 +181,12 @@ def prepare_backends(
 
 
 def backend_precision(name: str) -> str:
-    """The precision a named backend is asked for: its suffix, FP16 for TensorRT, else FP32."""
-    backend, _, precision = name.partition("-")
-    return precision or ("fp16" if backend == "tensorrt" else "fp32")
+    """The precision a named backend is asked for: its suffix (fp16, int8), FP16 for TensorRT,
+    else FP32 (``torch-compile`` included)."""
+    backend, _, suffix = name.partition("-")
+    if suffix in ("fp16", "int8"):
+        return suffix
+    return "fp16" if backend == "tensorrt" else "fp32"
 
 
 def _prepare(
@@ -165,9 +196,12 @@ def _prepare(
     threads: int | None,
     max_batch: int,
     cache: Path,
+    calibration: str = "synthetic",
 ) -> Backend:
     backend, precision = name.partition("-")[0], backend_precision(name)
     dev = str(device)
+    if name == "torch-compile":
+        return _torch_compile(name, source, dev)
     if backend == "torch":
         if source.module is None:
             return Backend(
@@ -183,24 +217,32 @@ def _prepare(
 
         module = source.module
         return Backend(name, open=lambda: TorchRunner(module, device=dev, precision=precision))
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "openvino"):
         if importlib.util.find_spec("onnxruntime") is None:
             return Backend(
                 name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')"
             )
-        onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache)
+        if backend == "openvino":
+            if importlib.util.find_spec("openvino") is None:
+                return Backend(
+                    name, skipped="OpenVINO is not installed (pip install 'fcn-deploy[openvino]')"
+                )
+            if device.type != "cpu":
+                return Backend(name, skipped="OpenVINO runs on the CPU here (use --device cpu)")
+        onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache, calibration)
         if onnx_path is None:
             return Backend(name, skipped=why)
-        from ..runtime.ort_runner import OnnxRuntimeRunner
+        if backend == "openvino":
+            from ..runtime.openvino_runner import OpenVINORunner
 
-        return Backend(
-            name,
-            open=lambda: OnnxRuntimeRunner(
+            opener: Callable[[], Runner] = lambda: OpenVINORunner(onnx_path, threads=threads)  # noqa: E731
+        else:
+            from ..runtime.ort_runner import OnnxRuntimeRunner
+
+            opener = lambda: OnnxRuntimeRunner(  # noqa: E731
                 onnx_path, device=dev, threads=threads, cuda_options=ORT_CUDA_OPTIONS
-            ),
-            prepare_s=seconds,
-            artifact=str(onnx_path),
-        )
+            )
+        return Backend(name, open=opener, prepare_s=seconds, artifact=str(onnx_path))
     reason = tensorrt_unavailable(device)
     if reason:
         return Backend(name, skipped=reason)
@@ -208,10 +250,17 @@ def _prepare(
 
 
 def onnx_for(
-    source: ModelSource, precision: str, max_batch: int, cache: Path
+    source: ModelSource,
+    precision: str,
+    max_batch: int,
+    cache: Path,
+    calibration: str = "synthetic",
 ) -> tuple[Path | None, float | None, str]:
-    """The ONNX file for ``precision``: the one given, or one exported now (with its export
-    time)."""
+    """The ONNX file for ``precision``: the one given, or one exported now (with its export time).
+
+    An exported file is reused by every backend that runs it (ONNX Runtime and OpenVINO INT8
+    run the same calibrated file).
+    """
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
             return None, None, f"--model {source.label} is not an ONNX file or checkpoint"
@@ -226,6 +275,9 @@ def onnx_for(
 
     assert source.module is not None  # a source is weights or a file
     out = cache / f"model-{precision}.onnx"
+    key = (out, id(source.module), calibration)
+    if key in _EXPORTED and out.exists():
+        return out, _EXPORTED[key], ""
     t0 = time.perf_counter()
     # verify=False: the benchmark's own accuracy columns compare every size against eager FP32
     export_onnx(
@@ -235,8 +287,32 @@ def onnx_for(
         max_batch=max(max_batch, 1),
         verify=False,
         progress=False,
+        calibration=calibration,
+        # the calibrator keeps every activation of every image (~0.3 GB per 128-pixel image
+        # for the full-size net): a few images bound its memory
+        calibration_images=8,
     )
-    return out, time.perf_counter() - t0, ""
+    _EXPORTED[key] = time.perf_counter() - t0
+    return out, _EXPORTED[key], ""
+
+
+_EXPORTED: dict[
+    tuple[Path, int, str], float
+] = {}  # files exported in this process, with their export time
+
+
+def _torch_compile(name: str, source: ModelSource, dev: str) -> Backend:
+    """Eager FP32 weights through torch.compile (inductor, dynamic shapes)."""
+    if source.module is None:
+        return Backend(
+            name, skipped=f"torch.compile needs weights; --model {source.label} is not a checkpoint"
+        )
+    from .compiled import CompiledTorchRunner
+
+    module = source.module
+    backend = Backend(name)
+    backend.open = lambda: CompiledTorchRunner(module, device=dev, stats=backend.stats)
+    return backend
 
 
 def _tensorrt(

@@ -22,7 +22,7 @@ from .backends import (
     tensorrt_unavailable,
 )
 from .machine import FP32_MATH, compute_precision, machine_info, matmul_peak
-from .results import SCENARIOS, SizeRow, Skipped, to_json
+from .results import SCENARIOS, CompileRow, SizeRow, Skipped, to_json
 from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
 from .sliding_window import run_sliding_window
 
@@ -44,10 +44,12 @@ def run_benchmark(
     cache_dir: Path | None = None,
     matmul_size: int | None = None,
     command: str = "",
+    calibration: str = "synthetic",
 ) -> dict[str, Any]:
     """Run ``scenario`` and return the result document (see ``report.SCHEMA``).
 
     ``matmul_size`` sets the side of the matmul whose rate is the peak (default 4096 CPU, 8192 GPU).
+    ``calibration`` is where INT8 backends made from weights take their calibration images.
     """
     if scenario not in SCENARIOS:
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -109,7 +111,13 @@ def run_benchmark(
         _static_vs_dynamic(doc, source, dev, cfg, cache_dir)
         return doc
     prepared = prepare_backends(
-        names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir
+        names,
+        source,
+        dev,
+        threads=threads,
+        max_batch=cfg.batch,
+        cache_dir=cache_dir,
+        calibration=calibration,
     )
     precisions = sorted({compute_precision(dev, b.precision) for b in prepared if not b.skipped})
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
@@ -125,9 +133,23 @@ def run_benchmark(
         stream_rows, skipped = run_stream(prepared, source, dev, shapes, cfg.seed)
         doc["stream"] = to_json(stream_rows)
     doc["skipped"] = to_json(skipped)
+    compiles = [
+        CompileRow(b.name, b.stats["compilations"], b.stats["compile_s"], list(b.stats["shapes"]))
+        for b in prepared
+        if b.stats.get("compilations")
+    ]
+    for c in compiles:
+        doc["notes"].append(
+            f"{c.backend}: inductor, dynamic shapes: {c.compilations} graph compilation(s) "
+            f"({c.compilations - 1} recompilation(s)) taking {c.compile_s:.1f} s over input "
+            f"shapes {', '.join(c.shapes)}"
+        )
+    if compiles:
+        doc["compile"] = to_json(compiles)
     if dev.type == "cpu":
         doc["notes"].append(
-            "CPU: every row is measured against the FP32 matmul rate (no native FP16 arithmetic)"
+            "CPU: FP32 and FP16 rows are measured against the FP32 matmul rate (no native FP16 "
+            "arithmetic), INT8 rows against the INT8 matmul rate"
         )
     doc["notes"].append(
         "host memory: peak resident set of the whole benchmark process during each row's warm-up "

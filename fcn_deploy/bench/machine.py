@@ -7,7 +7,9 @@ limit (here OpenBLAS beat torch's by ~9%): a fraction of the slower one would fl
 Convolutions are matmuls underneath, so a well-tuned backend can get close to it (tuned conv
 kernels can even beat it); the fraction tells how much headroom is left.
 CPUs have no fast FP16 arithmetic (FP16 models run FP32 kernels between casts), so on a CPU
-every row is measured against the FP32 rate.
+every FP16 row is measured against the FP32 rate. INT8 rows are measured against a large INT8
+matmul (int8 × int8 → int32, in GOP/s): ``torch._int_mm`` and, on a CPU, ONNX Runtime's
+``MatMulInteger`` (the u8 × s8 VNNI kernels INT8 convolutions use), the faster of the two.
 
 FP32 means IEEE FP32 throughout (`FP32_MATH`): on GPUs cuDNN convolutions and ONNX Runtime's CUDA
 provider would use TF32 by default while ``torch.mm`` does not, which would make "FP32" rows and
@@ -117,9 +119,12 @@ def machine_slug(info: dict[str, Any]) -> str:
 
 
 def compute_precision(device: torch.device, precision: str) -> str:
-    """The arithmetic a backend of ``precision`` really runs on ``device``: FP32 on a CPU (no
-    native FP16); on a GPU ``fp16``, or ``fp16`` for a ``mixed`` engine too (its bulk is FP16, so
-    the FP16 peak is its limit), else ``fp32`` (IEEE: see `ieee_fp32`)."""
+    """The arithmetic a backend of ``precision`` really runs on ``device``: ``int8`` for INT8
+    everywhere; otherwise FP32 on a CPU (no native FP16); on a GPU ``fp16``, or ``fp16`` for a
+    ``mixed`` engine too (its bulk is FP16, so the FP16 peak is its limit), else ``fp32`` (IEEE:
+    see `ieee_fp32`)."""
+    if precision == "int8":
+        return "int8"
     if device.type != "cuda":
         return "fp32"
     return "fp16" if precision in ("fp16", "mixed") else "fp32"
@@ -143,6 +148,8 @@ def matmul_peak(
     a CPU, 8192 on a GPU) is smaller only in tests: small matmuls do not reach the peak."""
     precision = compute_precision(device, precision)
     n = size or (8192 if device.type == "cuda" else 4096)
+    if precision == "int8":
+        return _int8_peak(device, n, reps)
     dtype = torch.float16 if precision == "fp16" else torch.float32
     g = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device, dtype)
@@ -181,3 +188,73 @@ def _numpy_matmul_gflops(a: np.ndarray, b: np.ndarray, reps: int) -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * a.shape[0] ** 3 / best / 1e9
+
+
+def _best_seconds(call: Any, reps: int, sync: Any = None) -> float:
+    call()  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        call()
+        if sync:
+            sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _int8_peak(device: torch.device, n: int, reps: int) -> dict[str, Any]:
+    """The INT8 matmul rate (GOP/s, int32 sums): torch._int_mm, and ONNX Runtime on a CPU."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8)
+    b = torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8)
+    rates: dict[str, float] = {}
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    try:
+        da, db = a.to(device), b.to(device)
+        with torch.inference_mode():
+            rates["torch._int_mm"] = (
+                2 * n**3 / _best_seconds(lambda: torch._int_mm(da, db), reps, sync) / 1e9
+            )
+    except (RuntimeError, NotImplementedError):  # no int8 matmul kernel for this device/build
+        pass
+    if device.type == "cpu":
+        ort = _ort_int8_rate(a.numpy().view(np.uint8), b.numpy(), reps)
+        if ort is not None:
+            rates["onnxruntime MatMulInteger u8s8"] = ort
+    if not rates:
+        return {"precision": "int8", "gflops_per_s": float("nan"), "method": "no INT8 matmul here"}
+    best = max(rates, key=lambda k: rates[k])
+    where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+    measured = "; ".join(f"{k} {v:.1f} GOP/s" for k, v in rates.items())
+    return {
+        "precision": "int8",
+        "gflops_per_s": rates[best],
+        "method": f"INT8 matmul {n}x{n} on {device.type} ({where}), best of {reps}: {measured} "
+        f"({best} used)",
+    }
+
+
+def _ort_int8_rate(a: np.ndarray, b: np.ndarray, reps: int) -> float | None:
+    """ONNX Runtime's MatMulInteger (uint8 activations × int8 constant weights), in GOP/s."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    n = a.shape[0]
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+        "int8_peak",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])],
+        [numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return 2 * n**3 / _best_seconds(lambda: session.run(None, {"A": a}), reps) / 1e9

@@ -77,8 +77,8 @@ SCHEMA: dict[str, Any] = {
                 ],
                 "properties": {
                     "backend": {"type": "string"},
-                    # mixed: a TensorRT engine with FP32 layers
-                    "precision": {"type": "string", "enum": ["fp32", "fp16", "mixed"]},
+                    # mixed: a TensorRT engine with layers in more than one precision
+                    "precision": {"type": "string", "enum": ["fp32", "fp16", "int8", "mixed"]},
                     "height": {"type": "integer", "minimum": 1},
                     "width": {"type": "integer", "minimum": 1},
                     "batch": {"type": "integer", "minimum": 1},
@@ -108,6 +108,19 @@ SCHEMA: dict[str, Any] = {
                     "backend": {"type": "string"},
                     "reason": {"type": "string"},
                     "status": {"enum": list(get_args(SkipStatus))},
+                },
+            },
+        },
+        "compile": {  # torch-compile only: results.CompileRow
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["backend", "compilations", "compile_s", "shapes"],
+                "properties": {
+                    "backend": {"type": "string"},
+                    "compilations": {"type": "integer", "minimum": 1},
+                    "compile_s": {"type": "number", "minimum": 0},
+                    "shapes": {"type": "array", "items": {"type": "string"}},
                 },
             },
         },

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 __all__ = [
     "SCENARIOS",
+    "CompileRow",
     "EndToEnd",
     "SizeRow",
     "SkipStatus",
@@ -38,6 +39,17 @@ class Skipped:
     backend: str
     reason: str
     status: SkipStatus = "unavailable"
+
+
+@dataclass
+class CompileRow:
+    """``torch-compile``: inductor's graph compilations over the run's input shapes (the ones
+    after the first are recompilations) and the time they took."""
+
+    backend: str
+    compilations: int
+    compile_s: float
+    shapes: list[str]
 
 
 @dataclass

@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="side of the matmul measured as the peak (default 4096 CPU, 8192 GPU)",
     )
+    p.add_argument(
+        "--calibration",
+        default="synthetic",
+        metavar="SOURCE",
+        help="INT8 backends made from a checkpoint calibrate on these images: synthetic, "
+        "voc:ROOT, sbd:ROOT or a folder/glob",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--cache-dir",
@@ -169,6 +176,7 @@ def _main(argv: Sequence[str] | None) -> int:
         stream=args.stream,
         cache_dir=args.cache_dir,
         matmul_size=args.matmul_size,
+        calibration=args.calibration,
         command=shlex.join(["fcn-bench", *(argv if argv is not None else sys.argv[1:])]),
     )
     problems = validate(doc)

@@ -85,9 +85,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--engine-precision",
-        choices=("fp16", "fp32"),
-        help="fp16 or fp32 engine (default: the precision of the ONNX graph; fp16 needs an "
-        "fp16 export on TensorRT 10.12+)",
+        choices=("fp16", "fp32", "int8"),
+        help="fp16, fp32 or int8 engine (default: the precision of the ONNX graph; fp16/int8 need "
+        "an fp16/int8 export on TensorRT 10.12+)",
     )
     g.add_argument(
         "--gate-threshold",

@@ -8,11 +8,15 @@ from pathlib import Path
 
 from .._io import check_output_file
 from ..errors import FCNError
+from ..export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, INT8_TARGETS
+from ..export.verify import INT8_LABEL_AGREEMENT
 from ..meta import IO_MODES, VARIANTS
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
     add_verbosity,
+    fraction,
+    non_negative_float,
     non_negative_int,
     parse_args,
     positive_int,
@@ -20,6 +24,7 @@ from ._common import (
     size_hw,
 )
 from .engine_args import add_engine_arguments, build_engine_from_args, check_engine_arguments
+from .predict import add_max_megapixels
 
 __all__ = ["build_parser", "main"]
 
@@ -52,10 +57,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "fp16"),
+        choices=("fp32", "fp16", "int8"),
         default="fp32",
-        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io "
-        "(default fp32)",
+        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io; "
+        "int8: Q/DQ around the convolutions, calibrated on --calibration images (default fp32)",
+    )
+    q = p.add_argument_group("INT8 (with --precision int8)")
+    q.add_argument(
+        "--calibration",
+        default="synthetic",
+        metavar="SOURCE",
+        help="calibration images: synthetic (built-in scenes), voc:ROOT, sbd:ROOT (train split; "
+        "scored on val), or a folder/glob of images (default synthetic)",
+    )
+    q.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        metavar="N",
+        help=f"how many images to calibrate on (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    q.add_argument(
+        "--calibration-method",
+        choices=CALIBRATION_METHODS,
+        default="minmax",
+        help="how activation ranges are chosen from the calibration images (default minmax)",
+    )
+    q.add_argument(
+        "--int8-target",
+        choices=INT8_TARGETS,
+        default="cpu",
+        help="cpu: uint8 activations (ONNX Runtime, OpenVINO; fastest and most accurate on x86); "
+        "tensorrt: int8 activations with zero point 0, the only form TensorRT takes (default cpu)",
+    )
+    q.add_argument(
+        "--min-label-agreement",
+        type=fraction,
+        default=INT8_LABEL_AGREEMENT,
+        metavar="F",
+        help="fail when INT8 labels agree with FP32 on fewer than this share of pixels "
+        f"(default {INT8_LABEL_AGREEMENT:g})",
+    )
+    q.add_argument(
+        "--max-iu-drop",
+        type=non_negative_float,
+        default=1.0,
+        metavar="POINTS",
+        help="fail when INT8 loses more mean IU than this against FP32 (labelled sources; "
+        "default 1.0)",
     )
     p.add_argument(
         "--fp16-io",
@@ -93,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_engine_arguments(p)
     add_verbosity(p)
+    add_max_megapixels(p)
     return p
 
 
@@ -127,6 +177,13 @@ def _main(argv: Sequence[str] | None) -> int:
         opset=args.opset,
         verify=not args.no_verify,
         seed=args.seed,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+        calibration_method=args.calibration_method,
+        int8_target=args.int8_target,
+        min_label_agreement=args.min_label_agreement,
+        max_iu_drop=args.max_iu_drop,
+        max_megapixels=args.max_megapixels,
     )
     m, g = report.metadata, report.graph
     print(
@@ -141,6 +198,14 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         print(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):")
         print(report.table())
+        if report.int8 is not None:
+            c = m.calibration or {}
+            kept = ", ".join(c.get("fp32_layers", [])) or "none"
+            print(
+                f"INT8 vs FP32 ({c.get('method')} ranges from {c.get('images')} "
+                f"{c.get('source')} image(s); layers kept in FP32: {kept}):"
+            )
+            print(report.int8.table())
         if report.fp16_label_agreement is not None:
             print(
                 f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest "

@@ -218,7 +218,7 @@ def build_engine(
             compiled.serialized, meta.input_name, plan.profile_shapes()[0][1], _node_ops(onnx_path)
         )
     problem = precision_problem(precision, layers)
-    if problem:  # the silent-FP32 trap: refuse, never mislabel
+    if problem:  # the silent-FP32 trap (or INT8 without Q/DQ fused): refuse, never mislabel
         raise FCNError(problem)
     if layers.label != precision:
         log.info(

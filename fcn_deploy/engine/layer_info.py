@@ -78,6 +78,8 @@ class LayerSummary:
     conv_precisions: dict[str, int] = field(default_factory=dict)  # convs per precision
     unknown_convs: int = 0  # convs whose precision the inspector's JSON does not show
     note: str = ""  # why the label is "unknown"
+    int8_convs: int = 0  # convolutions computing in INT8 (explicit Q/DQ quantization)
+    int8_conv_flops: float = 0.0
 
     @property
     def fp16_layer_share(self) -> float:
@@ -88,17 +90,24 @@ class LayerSummary:
         return self.fp16_conv_flops / self.conv_flops if self.conv_flops else 0.0
 
     @property
+    def int8_conv_flop_share(self) -> float:
+        return self.int8_conv_flops / self.conv_flops if self.conv_flops else 0.0
+
+    @property
     def label(self) -> str:
-        """What the conv layers actually run in: ``fp16``, ``fp32`` (or another single precision),
-        ``mixed``, or ``unknown`` when the convolutions cannot all be identified (see `note`)."""
+        """What the conv layers actually run in: ``int8``, ``fp16``, ``fp32`` (or another single
+        precision), ``mixed``, or ``unknown`` when the convolutions cannot all be identified (see
+        `note`). The int8 and fp16 labels need FP16_CONV_SHARE of the conv FLOPs."""
         if self.unknown_convs or not self.convs:
             return "unknown"
+        if self.int8_conv_flop_share >= FP16_CONV_SHARE:
+            return "int8"
         if self.fp16_conv_flop_share >= FP16_CONV_SHARE:
             return "fp16"
         if len(self.conv_precisions) == 1:
             return next(iter(self.conv_precisions))
         if not self.conv_precisions:  # a summary written before conv_precisions existed
-            return "mixed" if self.fp16_convs else "fp32"
+            return "mixed" if self.fp16_convs or self.int8_convs else "fp32"
         return "mixed"
 
     def describe(self) -> str:
@@ -109,6 +118,7 @@ class LayerSummary:
             f"{self.label}: {self.fp16_convs}/{self.convs} convs and "
             f"{self.fp16_conv_flop_share:.1%} of conv FLOPs in FP16 ({basis}), "
             f"{self.fp16_layers}/{self.layers} float layers in FP16"
+            + (f", {self.int8_convs}/{self.convs} convs in INT8" if self.int8_convs else "")
         )
         return f"{text}; {self.note}" if self.note else text
 
@@ -118,6 +128,7 @@ class LayerSummary:
             label=self.label,
             fp16_layer_share=self.fp16_layer_share,
             fp16_conv_flop_share=self.fp16_conv_flop_share,
+            int8_conv_flop_share=self.int8_conv_flop_share,
         )
         return d
 
@@ -182,12 +193,12 @@ def _layer_precision(layer: Mapping[str, Any]) -> str | None:
 
     A Myelin layer is read from its outputs instead: its inputs are often the network's FP32
     input, cast inside the node. FP32 outputs say nothing either (the cast back may be inside
-    too), so only a 16-bit output names its precision.
+    too), so only a 16- or 8-bit output names its precision (int8: a Q/DQ pair fused inside).
     """
     if _is_myelin(layer):
         for t in layer.get("Outputs") or []:
             p = tensor_precision(str(t.get("Format/Datatype", "")))
-            if p in ("fp16", "bf16", "fp8"):
+            if p in ("fp16", "bf16", "fp8", "int8"):
                 return p
         return None
     tensors = layer.get("Inputs") or layer.get("Outputs") or []
@@ -274,8 +285,8 @@ def summarize_layers(engine_json: str, onnx_ops: Mapping[str, str] | None = None
     conv_info = {id(layer): (n, f) for (layer, n), f in zip(conv_rows, flops_of, strict=True)}
     counts: dict[str, int] = {}
     conv_counts: dict[str, int] = {}
-    n_float = n_fp16 = convs = fp16_convs = unknown = 0
-    flops = fp16_flops = 0.0
+    n_float = n_fp16 = convs = fp16_convs = int8_convs = unknown = 0
+    flops = fp16_flops = int8_flops = 0.0
     for layer in rows:
         p = _layer_precision(layer)
         counts[p or "unknown"] = counts.get(p or "unknown", 0) + 1
@@ -293,6 +304,9 @@ def summarize_layers(engine_json: str, onnx_ops: Mapping[str, str] | None = None
             if p == "fp16":
                 fp16_convs += n
                 fp16_flops += f
+            elif p == "int8":
+                int8_convs += n
+                int8_flops += f
     if not math.isfinite(flops):
         raise FCNError("the engine inspector reported conv shapes too large to count")
     note = ""
@@ -316,18 +330,32 @@ def summarize_layers(engine_json: str, onnx_ops: Mapping[str, str] | None = None
         conv_counts,
         unknown,
         note,
+        int8_convs,
+        int8_flops,
     )
 
 
 def precision_problem(requested: str, summary: LayerSummary) -> str | None:
     """Why a build asked for ``requested`` must be refused, or None.
 
-    Only an FP16 request that measurably produced FP32 convolutions is refused (the silent-FP32
-    trap); ``unknown`` is not evidence of that and is written with its note.
+    Only a request that measurably missed its precision is refused: FP16 that produced FP32
+    convolutions (the silent-FP32 trap), or INT8 with every convolution identified and none in
+    INT8 (the Q/DQ pairs were not fused); ``unknown`` is not evidence of either and is written
+    with its note.
     """
     if requested == "fp16" and summary.label == "fp32":
         return (
             f"asked for an fp16 engine but TensorRT built {summary.describe()}; nothing was "
             "written. Check that the ONNX graph is fp16 (fcn-export --precision fp16)"
+        )
+    if (
+        requested == "int8"
+        and summary.convs
+        and not summary.int8_convs
+        and not summary.unknown_convs
+    ):
+        return (
+            f"asked for an int8 engine but TensorRT built {summary.describe()}; nothing was "
+            "written. Check that the ONNX graph has Q/DQ (fcn-export --precision int8)"
         )
     return None

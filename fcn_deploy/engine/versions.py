@@ -79,8 +79,16 @@ def precision_route(
     version says the flag path is the one to take, and its absence there is an error, never a
     silent FP32 build.
     """
-    if precision not in ("fp16", "fp32"):
-        raise FCNError(f"engine precision must be fp16 or fp32, got {precision!r}")
+    if precision not in ("fp16", "fp32", "int8"):
+        raise FCNError(
+            f"engine precision must be fp16, fp32 or int8, got {precision!r}", param="precision"
+        )
+    if precision == "int8" and not version.at_least(STRONGLY_TYPED_SINCE):
+        raise FCNError(
+            f"int8 engines are built from the Q/DQ graph as strongly typed networks, which needs "
+            f"TensorRT 10.12+; this is {version}",
+            param="precision",
+        )
     if not version.at_least(MIN_VERSION):
         raise FCNError(
             f"TensorRT {version} is too old: fcn-deploy needs TensorRT 10.0+ (10.12+ recommended)"

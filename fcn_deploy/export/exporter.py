@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import io as _io
 import logging
 import os
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -27,12 +29,22 @@ from torch import nn
 from .._io import atomic_path, check_output_file, sha256_file
 from ..checkpoint import load_model
 from ..errors import FCNError
+from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
 from .graph import DeployModule, overflow_layers, probe_activation_peaks
 from .image_io import add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
-from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
+from .quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    CalibrationSource,
+    Int8Accuracy,
+    Int8Options,
+    int8_accuracy,
+    quantization_aware_finetune,
+    quantize_model,
+)
+from .verify import INT8_LABEL_AGREEMENT, VerifyRow, choose_sizes, format_rows, verify_onnx
 
 __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
 
@@ -53,13 +65,15 @@ class ExportReport:
     graph: GraphSummary
     rows: list[VerifyRow] = field(default_factory=list)  # empty when verification was skipped
     seed: int | None = None
-    fp32_layers: list[str] = field(default_factory=list)  # FP16 export: layers kept in FP32
+    fp32_layers: list[str] = field(default_factory=list)  # FP16/INT8 export: layers kept in FP32
     activation_peak: float | None = None  # FP16 export: largest |activation| on the probes
+    int8: Int8Accuracy | None = None  # INT8 export: against FP32 on the source's held-out images
+    min_agreement: float | None = None  # INT8: the label agreement each row was held to
 
     @property
     def passed(self) -> bool:
         """Every verification row within tolerance (True when verification was skipped)."""
-        return all(r.passed for r in self.rows)
+        return all(r.passed for r in self.rows) and (self.int8 is None or self.int8.passed)
 
     @property
     def fp16_label_agreement(self) -> float | None:
@@ -69,7 +83,7 @@ class ExportReport:
         return min(r.label_agreement for r in self.rows)
 
     def table(self) -> str:
-        return format_rows(self.rows, self.metadata)
+        return format_rows(self.rows, self.metadata, self.min_agreement)
 
 
 def model_sha256(model: nn.Module) -> str:
@@ -87,7 +101,7 @@ def _check_options(
 ) -> None:
     if precision not in PRECISIONS:
         raise FCNError(
-            f"unknown precision={precision!r}; choose 'fp32' or 'fp16'", param="precision"
+            f"unknown precision={precision!r}; choose 'fp32', 'fp16' or 'int8'", param="precision"
         )
     if io not in IO_MODES:
         raise FCNError(f"unknown io={io!r}; choose 'tensor' or 'image'", param="io")
@@ -193,6 +207,15 @@ def export_onnx(
     verify_sizes: Sequence[tuple[int, int, int]] | None = None,
     seed: int | None = None,
     progress: bool = True,
+    calibration: str | CalibrationSource = "synthetic",
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
+    calibration_method: str = "minmax",
+    int8_target: str = "cpu",
+    int8_options: Int8Options | None = None,
+    min_label_agreement: float = INT8_LABEL_AGREEMENT,
+    max_iu_drop: float = 1.0,
+    held_out_images: int = 200,
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
 ) -> ExportReport:
     """Export ``source`` (any file `load_model` reads, or a net with ``.info``) to ``output``.
 
@@ -203,8 +226,26 @@ def export_onnx(
     (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
     whether every size was within tolerance. Each step is logged (``fcn_deploy`` logger, INFO);
     ``progress`` shows a bar during verification.
+
+    INT8 (``precision="int8"``) puts Q/DQ pairs around the convolutions, with activation ranges
+    calibrated on ``calibration_images`` images of ``calibration`` (``synthetic``, ``voc:ROOT``,
+    ``sbd:ROOT`` or a folder/glob; each image read refused above ``max_megapixels``) by
+    ``calibration_method`` (minmax, entropy, percentile), in the form ``int8_target`` runs
+    fastest and best (``cpu``: uint8 activations for ONNX Runtime/OpenVINO; ``tensorrt``:
+    symmetric int8, zero point 0); see `fcn_deploy.export.quantize`. Its verification adds label
+    agreement with FP32 (and mean IU when the source has labels) on ``held_out_images`` images
+    the calibration never saw; the report fails below ``min_label_agreement`` or past
+    ``max_iu_drop`` points of mean IU.
     """
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
+    source_int8 = None
+    if precision == "int8":
+        source_int8 = (
+            calibration
+            if isinstance(calibration, CalibrationSource)
+            else CalibrationSource.parse(calibration, max_megapixels)
+        )
+        _check_int8_options(calibration_images, min_label_agreement, max_iu_drop, held_out_images)
     output = check_output_file(output, (".onnx",))  # before the work, not after it
     start = time.perf_counter()
     model, info, sha = _load(source, variant)
@@ -214,7 +255,8 @@ def export_onnx(
         f"{time.perf_counter() - start:.1f}s"
     )
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
-    weight_bytes = sum(p.numel() * (2 if precision == "fp16" else 4) for p in model.parameters())
+    bytes_per_weight = {"fp16": 2, "int8": 1}.get(precision, 4)
+    weight_bytes = sum(p.numel() * bytes_per_weight for p in model.parameters())
     if weight_bytes >= MAX_PROTO_BYTES:
         raise FCNError(
             f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; "
@@ -235,6 +277,17 @@ def export_onnx(
 
     import onnx
 
+    calibration_batches: list[np.ndarray] = []
+    options = int8_options or Int8Options(method=calibration_method, target=int8_target)
+    if source_int8 is not None:
+        log.info(f"reading {calibration_images} calibration image(s) from {source_int8.spec} ...")
+        calibration_batches = _calibration_batches(
+            source_int8.calibration_images(calibration_images),
+            info,
+            bounds,
+            same_size=options.method != "minmax",
+        )
+
     meta = OnnxMetadata(
         info=info,
         io=io,
@@ -248,38 +301,169 @@ def export_onnx(
         onnx_version=onnx.__version__,
         opset=opset,
     )
-    with atomic_path(output) as tmp:  # entered first: an unwritable path fails before the slow part
-        log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
-        start = time.perf_counter()
-        proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
-        if io == "image":
-            add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
-        finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
-        log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
-        summary = check_graph(proto)
-        onnx.save(proto, str(tmp))
-    seconds = time.perf_counter() - start
-    report = ExportReport(
-        output,
-        meta,
-        output.stat().st_size,
-        seconds,
-        summary,
-        fp32_layers=fp32_layers,
-        activation_peak=peak,
+    with tempfile.TemporaryDirectory(prefix="fcn-export-") as scratch:
+        fp32_graph = Path(scratch) / "fp32.onnx"  # INT8: the FP32 graph, scored against
+        with atomic_path(output) as tmp:  # entered first: an unwritable path fails early
+            log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
+            start = time.perf_counter()
+            proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
+            if source_int8 is not None:
+                onnx.save(proto, str(fp32_graph))  # the reference for the INT8 accuracy check
+                proto, fp32_layers, meta = _quantize(
+                    proto,
+                    model,
+                    meta,
+                    opset,
+                    source_int8,
+                    calibration_batches,
+                    options,
+                    Path(scratch),
+                    progress,
+                )
+            if io == "image":
+                add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
+            finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
+            log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
+            summary = check_graph(proto)
+            onnx.save(proto, str(tmp))
+        seconds = time.perf_counter() - start
+        report = ExportReport(
+            output,
+            meta,
+            output.stat().st_size,
+            seconds,
+            summary,
+            fp32_layers=fp32_layers,
+            activation_peak=peak,
+        )
+        log.info(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
+        if verify:
+            if verify_sizes is None:
+                report.seed = (
+                    int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+                )
+                log.info(
+                    f"verification seed {report.seed} "
+                    f"(pass --seed {report.seed} to repeat these sizes)"
+                )
+                verify_sizes = choose_sizes(
+                    bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
+                )
+            rng = np.random.default_rng(report.seed if report.seed is not None else seed)
+            agreement = min_label_agreement if precision == "int8" else None
+            report.min_agreement = agreement
+            report.rows = verify_onnx(
+                output, model, meta, verify_sizes, rng, progress=progress, min_agreement=agreement
+            )
+            if source_int8 is not None:
+                log.info(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
+                report.int8 = int8_accuracy(
+                    fp32_graph,
+                    output,
+                    info,
+                    io,
+                    source_int8,
+                    held_out_images,
+                    skip=len(calibration_batches),
+                    min_agreement=min_label_agreement,
+                    max_iu_drop=max_iu_drop,
+                    progress=progress,
+                )
+        return report
+
+
+def _check_int8_options(
+    calibration_images: int, min_label_agreement: float, max_iu_drop: float, held_out_images: int
+) -> None:
+    if calibration_images < 1:
+        raise FCNError(
+            f"calibration_images must be ≥ 1, got {calibration_images}", param="calibration_images"
+        )
+    if not 0.0 <= min_label_agreement <= 1.0:
+        raise FCNError(
+            f"min_label_agreement must be in 0..1, got {min_label_agreement}",
+            param="min_label_agreement",
+        )
+    if not max_iu_drop >= 0.0:  # NaN too
+        raise FCNError(f"max_iu_drop must be ≥ 0, got {max_iu_drop}", param="max_iu_drop")
+    if held_out_images < 1:
+        raise FCNError(
+            f"held_out_images must be ≥ 1, got {held_out_images}", param="held_out_images"
+        )
+
+
+def _quantize(
+    proto: Any,
+    model: nn.Module,
+    meta: OnnxMetadata,
+    opset: int,
+    source: CalibrationSource,
+    batches: list[np.ndarray],
+    options: Int8Options,
+    scratch: Path,
+    progress: bool,
+) -> tuple[Any, list[str], OnnxMetadata]:
+    """The INT8 Q/DQ graph of the FP32 ``proto`` (saved at scratch/fp32.onnx), its FP32 layers
+    and the metadata that records how it was calibrated."""
+    import onnx
+
+    log.info(
+        f"quantizing to INT8 (Q/DQ; {options.method} ranges from {len(batches)} {source.kind} "
+        "image(s)) ..."
     )
-    log.info(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
-    if verify:
-        if verify_sizes is None:
-            report.seed = (
-                int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+    overrides: dict[str, float] | None = None
+    quantize_from = scratch / "fp32.onnx"
+    if options.finetune_iterations > 0:
+        log.info(f"quantization-aware fine-tuning, {options.finetune_iterations} steps ...")
+        tuned, overrides = quantization_aware_finetune(
+            model,
+            source,
+            batches,
+            options.finetune_iterations,
+            options.finetune_lr,
+            progress=progress,
+        )
+        quantize_from = scratch / "finetuned.onnx"
+        onnx.save(_trace(DeployModule(tuned), meta, opset), str(quantize_from))
+    quantized, fp32_layers = quantize_model(quantize_from, batches, options, progress, overrides)
+    meta = dataclasses.replace(
+        meta,
+        calibration={
+            "source": source.spec,
+            "method": options.method,
+            "target": options.target,
+            "finetune_iterations": options.finetune_iterations,
+            "images": len(batches),
+            "fp32_layers": fp32_layers,
+        },
+    )
+    return quantized, fp32_layers, meta
+
+
+def _calibration_batches(
+    images: Sequence[np.ndarray], info: ModelInfo, bounds: SizeBounds, same_size: bool = False
+) -> list[np.ndarray]:
+    """Preprocessed 1×3×H×W batches, one per image; a clear error for one the model cannot take.
+
+    ``same_size``: resize every image to the first one's size (ONNX Runtime's histogram
+    calibrators, entropy and percentile, stack all activations and need equal shapes).
+    """
+    import cv2
+
+    batches = []
+    for k, image in enumerate(images):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise FCNError(
+                f"calibration image {k} is {image.dtype} {image.shape}; expected uint8 H×W×3 BGR",
+                param="calibration",
             )
-            log.info(
-                f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)"
+        problem = bounds.violation(1, image.shape[0], image.shape[1])
+        if problem:
+            raise FCNError(
+                f"calibration image {k}: {problem}; raise max_size or use smaller images",
+                param="calibration",
             )
-            verify_sizes = choose_sizes(
-                bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
-            )
-        rng = np.random.default_rng(report.seed if report.seed is not None else seed)
-        report.rows = verify_onnx(output, model, meta, verify_sizes, rng, progress=progress)
-    return report
+        if same_size and image.shape != images[0].shape:
+            image = cv2.resize(image, (images[0].shape[1], images[0].shape[0]))
+        batches.append(info.preprocessing.apply(image[None]))
+    return batches

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .._io import describe_file, os_reason
 from ..errors import FCNError
@@ -23,7 +24,7 @@ __all__ = ["IO_MODES", "PRECISIONS", "PREFIX", "OnnxMetadata", "read_onnx_metada
 
 PREFIX = "fcn_deploy."
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class OnnxMetadata:
 
     info: ModelInfo
     io: str  # "tensor": float N×3×H×W → float logits; "image": uint8 N×H×W×3 BGR → uint8 labels
-    precision: str  # "fp32" or "fp16": the dtype the graph computes in
+    precision: str  # "fp32", "fp16" or "int8" (Q/DQ around the convolutions): how it computes
     fp16_io: bool  # tensor mode only: input and output are float16 instead of float32
     bounds: SizeBounds  # the shapes the graph was exported (and verified) for
     input_name: str
@@ -41,6 +42,9 @@ class OnnxMetadata:
     torch_version: str
     onnx_version: str
     opset: int
+    # int8 only: where the activation ranges came from, e.g. {"source": "synthetic", "method":
+    # "minmax", "images": 64, "fp32_layers": ["upscore8"]}
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
@@ -66,6 +70,8 @@ class OnnxMetadata:
             "onnx_version": self.onnx_version,
             "opset": str(self.opset),
         }
+        if self.calibration is not None:
+            values["calibration"] = json.dumps(self.calibration)
         return {PREFIX + k: v for k, v in values.items()}
 
     @classmethod
@@ -89,6 +95,7 @@ class OnnxMetadata:
             torch_version=p["torch_version"],
             onnx_version=p["onnx_version"],
             opset=int(p["opset"]),
+            calibration=json.loads(p["calibration"]) if "calibration" in p else None,
         )
 
 

@@ -1,7 +1,8 @@
 """Runners: one small class per backend behind one interface (`Runner`).
 
 ``load_runner`` picks the backend from the file: ``.engine``/``.plan`` → TensorRT, ``.onnx`` →
-ONNX Runtime, anything else → eager PyTorch (checkpoints and whatever ``load_model`` reads).
+ONNX Runtime (or OpenVINO when asked for), anything else → eager PyTorch (checkpoints and
+whatever ``load_model`` reads).
 Heavy optional libraries are imported only when their backend is asked for.
 """
 
@@ -26,7 +27,7 @@ __all__ = [
     "same_device",
 ]
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 def backend_for_path(path: str | os.PathLike[str]) -> str:
@@ -56,6 +57,10 @@ def load_runner(
         from .ort_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(path, device=device, **options)
+    if backend == "openvino":
+        from .openvino_runner import OpenVINORunner
+
+        return OpenVINORunner(path, device=device, **options)
     if backend == "tensorrt":
         from .trt_runner import TensorRTRunner
 
