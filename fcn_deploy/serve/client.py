@@ -104,7 +104,7 @@ class RemoteSegmenter:
         results: list[np.ndarray | None] = [None] * len(pixels)
         groups: dict[tuple[int, int], list[int]] = {}
         for k, p in enumerate(pixels):
-            groups.setdefault(p.shape[:2], []).append(k)
+            groups.setdefault((p.shape[0], p.shape[1]), []).append(k)
         for indices in groups.values():
             for i in range(0, len(indices), self.batch_size):
                 chunk = indices[i : i + self.batch_size]
