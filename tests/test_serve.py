@@ -367,3 +367,32 @@ def test_sigterm_during_load_exits_cleanly(models: dict[str, Path], tmp_path: Pa
     assert code == 0, server.output()[-3000:]
     assert outcomes.count("answered") >= 6
     assert "stopped" in server.output()
+
+
+def test_fcn_serve_bad_options_one_line(models: dict[str, Path], tmp_path: Path) -> None:
+    """A busy port, a missing model and a bad option: exit 2, one line, nothing started."""
+    import socket
+
+    from serve_helpers import FCN_SERVE, free_ports
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([FCN_SERVE, *map(str, args)], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+
+    http_port, grpc_port, metrics_port = free_ports(3)
+    ports = ("--http-port", http_port, "--grpc-port", grpc_port, "--metrics-port", metrics_port)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", grpc_port))
+        busy.listen()
+        result = run(models["onnx"], "--device", "cpu", *ports)
+    assert result.returncode == 2, result.stderr
+    assert f"grpc_port={grpc_port} cannot be used" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+
+    result = run(tmp_path / "missing.onnx", *ports)
+    assert result.returncode == 2 and result.stderr.strip() == (
+        f"error: {tmp_path / 'missing.onnx'}: no such model file"
+    )
+    result = run(models["onnx"], "--max-batch", "0", *ports)
+    assert result.returncode == 2 and "max_batch must be at least 1" in result.stderr

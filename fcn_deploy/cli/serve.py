@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="fcn-serve: %(message)s")
+    if args.log_verbose == 0:  # PyTriton's own notes; tritonserver's log is printed regardless
+        logging.getLogger("pytriton").setLevel(logging.WARNING)
     from ..serve.server import FCNServer, ServeConfig, serve
 
     config = ServeConfig(
