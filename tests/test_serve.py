@@ -94,6 +94,15 @@ def _infer(client, module, model: str, name: str, array: np.ndarray, dtype: str)
     return client.infer(model, [tensor]).as_numpy("labels")
 
 
+def _request(address: str, module, model: str, name: str, array: np.ndarray, dtype: str):
+    """One request on a connection of its own (tritonclient clients are not thread-safe)."""
+    client = module.InferenceServerClient(address)
+    try:
+        return _infer(client, module, model, name, array, dtype)
+    finally:
+        client.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pt", "onnx"])
 def test_server_labels_equal_local_predict(
@@ -130,6 +139,8 @@ def test_server_labels_equal_local_predict(
         images = list(pictures.values())
         for got, image in zip(remote.predict_batch(images), images, strict=True):
             np.testing.assert_array_equal(got, local.predict(image))
+    h.close()
+    g.close()
 
 
 def test_config_publishes_classes_palette_and_bounds(
@@ -180,14 +191,13 @@ def test_load_random_sizes_every_response_correct(
     deadline = time.monotonic() + 240
 
     def worker(t: int) -> None:
-        module = grpc if t % 2 else http
-        client = module.InferenceServerClient(onnx_server.grpc if t % 2 else onnx_server.http)
+        module, address = (grpc, onnx_server.grpc) if t % 2 else (http, onnx_server.http)
         chooser = random.Random(t)
         for i in range(12):
             if time.monotonic() > deadline:
                 return
             k = chooser.choice(list(pictures))
-            got = _infer(client, module, "fcn", "image", pictures[k][None], "UINT8")
+            got = _request(address, module, "fcn", "image", pictures[k][None], "UINT8")
             np.testing.assert_array_equal(got[0], expected[k], err_msg=f"thread {t} request {i}")
             with lock:
                 answers[(t, i)] = answers.get((t, i), 0) + 1
@@ -200,9 +210,8 @@ def test_load_random_sizes_every_response_correct(
 
     # a burst of equal-size requests is batched: fewer model executions than images
     with ThreadPoolExecutor(8) as pool:
-        clients = [http.InferenceServerClient(onnx_server.http) for _ in range(8)]
-        futures = [pool.submit(_infer, c, http, "fcn", "image", pictures[5][None], "UINT8")
-                   for c in clients]  # fmt: skip
+        futures = [pool.submit(_request, onnx_server.http, http, "fcn", "image",
+                               pictures[5][None], "UINT8") for _ in range(8)]  # fmt: skip
         for f in futures:
             np.testing.assert_array_equal(f.result()[0], expected[5])
     images = _metric(onnx_server, "nv_inference_count", "fcn") - inferences_before
@@ -228,8 +237,7 @@ BAD_REQUESTS = [
 
 def _send_raw(server: ServerProcess, model: str, name: str, array: np.ndarray, dtype: str):
     """One request as given, wrong dtype included (tritonclient checks only array vs dtype)."""
-    client = http.InferenceServerClient(server.http)
-    return _infer(client, http, model, name, array, dtype)
+    return _request(server.http, http, model, name, array, dtype)
 
 
 @pytest.mark.slow
@@ -343,19 +351,21 @@ def test_sigterm_during_load_exits_cleanly(models: dict[str, Path], tmp_path: Pa
 
     def client(t: int) -> None:
         c = http.InferenceServerClient(server.http)
-        for _ in range(200):
-            if time.monotonic() > stop_at:
-                return
-            try:
-                got = _infer(c, http, "fcn", "image", image[None], "UINT8")
-            except Exception:  # the server stopped accepting: go away, as a client would
+        try:
+            for _ in range(200):
+                if time.monotonic() > stop_at:
+                    return
+                try:
+                    got = _infer(c, http, "fcn", "image", image[None], "UINT8")
+                except Exception:  # the server stopped accepting: go away, as a client would
+                    with lock:
+                        outcomes.append("refused")
+                    return
+                np.testing.assert_array_equal(got[0], want)
                 with lock:
-                    outcomes.append("refused")
-                c.close()
-                return
-            np.testing.assert_array_equal(got[0], want)
-            with lock:
-                outcomes.append("answered")
+                    outcomes.append("answered")
+        finally:
+            c.close()
 
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(client, t) for t in range(3)]
