@@ -75,7 +75,7 @@ def onnx_server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def pt_server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    yield from _start(models["pt"], tmp_path_factory.mktemp("log") / "pt.log")
+    yield from _start(models["pt"], tmp_path_factory.mktemp("log") / "pt.log", "--instances", "2")
 
 
 def _pictures() -> dict[str, np.ndarray]:
@@ -141,6 +141,9 @@ def test_server_labels_equal_local_predict(
             np.testing.assert_array_equal(got, local.predict(image))
     h.close()
     g.close()
+    with urllib.request.urlopen(f"http://{server.http}/v2/models/fcn/config") as response:
+        groups = json.load(response)["instance_group"]
+    assert sum(group["count"] for group in groups) == (2 if kind == "pt" else 1)
 
 
 def test_config_publishes_classes_palette_and_bounds(
