@@ -409,3 +409,38 @@ def test_fcn_serve_bad_options_one_line(models: dict[str, Path], tmp_path: Path)
     )
     result = run(models["onnx"], "--max-batch", "0", *ports)
     assert result.returncode == 2 and "max_batch must be at least 1" in result.stderr
+
+
+def test_own_libpython_leads_the_library_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backend stub must load this interpreter's libpython (pyenv's), not the system's."""
+    import os
+    import sysconfig
+
+    from fcn_deploy.serve.server import _prefer_own_libpython
+
+    libdir = sysconfig.get_config_var("LIBDIR")
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"/opt/other:{libdir}:/usr/lib")
+    _prefer_own_libpython()
+    assert os.environ["LD_LIBRARY_PATH"] == f"{libdir}:/opt/other:/usr/lib"
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    _prefer_own_libpython()
+    assert os.environ["LD_LIBRARY_PATH"] == libdir
+
+
+def test_client_address_and_error_lines() -> None:
+    from fcn_deploy.serve.client import parse_server, server_error_line
+
+    assert parse_server("127.0.0.1:8000") == ("http", "127.0.0.1:8000")
+    assert parse_server("grpc://localhost:8001") == ("grpc", "localhost:8001")
+    for bad in ("localhost", "ftp://a:1", "a:b"):
+        with pytest.raises(FCNError, match="server="):
+            parse_server(bad)
+    wrapped = RuntimeError(
+        "[500] Failed: TritonModelException: Model execute error: Traceback (most recent call "
+        "last):\n  File \"x.py\", line 1\nfcn_deploy.errors.FCNError: input 'image_bytes': 3 "
+        "bytes that do not decode as an image\n\n\nAt:\n  model.py(501): execute\n"
+    )
+    assert (
+        server_error_line(wrapped) == "input 'image_bytes': 3 bytes that do not decode as an image"
+    )
+    assert server_error_line(RuntimeError("[400] unexpected shape")) == "[400] unexpected shape"

@@ -317,16 +317,29 @@ class FCNServer:
         self._triton = triton
         try:
             triton.run()
+            problem = self._not_ready()
         except Exception as e:  # tritonserver died or never became ready
+            problem = f"{type(e).__name__}: {e}"
+        if problem:
             self.stop()
-            raise FCNError(
-                f"Triton did not start ({type(e).__name__}: {e}); see its log above"
-            ) from None
+            raise FCNError(f"Triton did not start ({problem}); see its log above")
         log.info(
             "serving %s (%s on %s) as '%s' and '%s': HTTP %s, gRPC %s, metrics %s:%d",
             self.model.info.variant, self.model.backend, self.model.device, c.model_name,
             c.encoded_model_name, self.http_url, self.grpc_url, c.host, c.metrics_port,
         )  # fmt: skip
+
+    def _not_ready(self) -> str | None:
+        """Which model Triton failed to load (PyTriton only logs a warning), or None."""
+        import tritonclient.http as http
+
+        client = http.InferenceServerClient(self.http_url)
+        try:
+            names = (self.config.model_name, self.config.encoded_model_name)
+            missing = [n for n in names if not client.is_model_ready(n)]
+        finally:
+            client.close()
+        return f"model(s) {', '.join(missing)} not ready" if missing else None
 
     def _publish_metadata(self, triton: Any) -> None:
         """Class names, palette and size bounds as ``parameters`` of both model configs.
