@@ -226,6 +226,7 @@ def _running(pid: int) -> bool:
 
 def _check_port_free(host: str, port: int, name: str) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton does: TIME_WAIT is fine
         try:
             s.bind((host, port))
         except OSError as e:
@@ -263,6 +264,11 @@ class FCNServer:
             )
         self.config = config
         first = segmenters[0]
+        if first.info.num_classes > 256:
+            raise FCNError(
+                f"this model has {first.info.num_classes} classes; the served labels are UINT8 "
+                "(at most 256 classes)"
+            )
         self.bounds = served_bounds(first, config.max_batch)
         self.model = ServedModel(first.info, self.bounds, first.runner.name, str(first.device))
         self._instances = [_Instance(s, self.bounds) for s in segmenters]
