@@ -406,8 +406,8 @@ class FCNServer:
             client = http.InferenceServerClient(self.http_url)
             for name in (self.config.model_name, self.config.encoded_model_name):
                 client.unload_model(name, headers=headers)
-        except Exception as e:  # Triton already gone: nothing left to drain
-            log.warning("could not unload the models (%s)", e)
+        except Exception as e:  # Ctrl-C in a terminal reaches tritonserver too: it drains itself
+            log.info("Triton is already stopping (%s); it finishes in-flight requests itself", e)
             return
         deadline = time.monotonic() + self.config.exit_timeout
         while time.monotonic() < deadline:
