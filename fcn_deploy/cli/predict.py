@@ -252,10 +252,11 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(cv2.utils, "logging"):  # absent from opencv 4.x wheels
-        cv2.utils.logging.setLogLevel(
-            cv2.utils.logging.LOG_LEVEL_ERROR
-        )  # our one line names a corrupt file; not libpng too
+    # our one line names a corrupt file; not libpng too (cv2.utils.logging: opencv 5 only)
+    if hasattr(cv2.utils, "logging"):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    else:
+        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR in opencv 4.x
     if args.batch < 1:
         raise FCNError(f"--batch must be at least 1, got {args.batch}")
     if not 0.0 <= args.alpha <= 1.0:
