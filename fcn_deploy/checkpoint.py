@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from ._io import atomic_path
+from ._io import atomic_path, describe_file, os_reason
 from .errors import FCNError
 from .meta import VARIANTS, ModelInfo, Preprocessing
-from .models import convolutionalize, create_model
+from .models import Net, convolutionalize, create_model, width_of
 from .models.vgg import torchvision_to_caffe_names
 
 __all__ = ["infer_variant", "load_model", "read_checkpoint", "read_state_dict", "save_checkpoint"]
@@ -30,7 +29,7 @@ FORMAT_VERSION = 1
 
 
 def save_checkpoint(
-    model: nn.Module,
+    model: Net,
     path: str | os.PathLike[str],
     class_names: Sequence[str] | None = None,
     palette: Sequence[Sequence[int]] | None = None,
@@ -42,8 +41,7 @@ def save_checkpoint(
     Names, palette and preprocessing default to the model's own ``info`` (VOC's names and colour
     rule, Caffe preprocessing for FCNs). ``extra`` holds plain data such as a trainer's state.
     """
-    info: ModelInfo = model.info  # type: ignore[assignment]
-    info = info.replace(
+    info = model.info.replace(
         class_names=list(class_names) if class_names is not None else None,
         palette=[tuple(c) for c in palette] if palette is not None else None,
         preprocessing=preprocessing,
@@ -64,7 +62,8 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.exists():
         raise FCNError(
-            f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict or a torchvision VGG16 .pth)"
+            f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict "
+            "or a torchvision VGG16 .pth)"
         )
     if path.is_dir():
         raise FCNError(f"{path} is a folder; expected a checkpoint file (.pt/.pth)")
@@ -73,20 +72,29 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        what = describe_file(path)  # torch reads an ONNX or PNG file as an unsafe pickle
+        if what is not None and not what.startswith(("a ZIP", "a Python pickle")):
+            raise FCNError(f"{path} is {what}, not a PyTorch checkpoint") from None
         if "Weights only load failed" in str(e):
             raise FCNError(
-                f"{path} holds Python objects beyond tensors and plain data; it is not loaded because "
-                "that could run code from the file (re-save just its state_dict)"
+                f"{path} holds Python objects beyond tensors and plain data; it is not loaded "
+                "because that could run code from the file (re-save just its state_dict)"
             ) from None
-        raise FCNError(
-            f"{path} is not a readable PyTorch file ({_first_line(e)}); is it truncated?"
-        ) from None
+        raise _unreadable(path, e, "is it truncated?") from None
     except (
         Exception
     ) as e:  # torch.load raises many types for non-torch bytes (IndexError, KeyError, …)
-        raise FCNError(
-            f"{path} is not a readable PyTorch file ({_first_line(e)}); it may be truncated or of another format"
-        ) from None
+        raise _unreadable(path, e, "it may be truncated or of another format") from None
+
+
+def _unreadable(path: Path, error: Exception, hint: str) -> FCNError:
+    """One line for a file torch.load could not read: what the file really is, when that's clear."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return FCNError(f"{path}: cannot read ({os_reason(error)})")
+    what = describe_file(path)
+    if what is not None and not what.startswith(("a ZIP", "a Python pickle")):
+        return FCNError(f"{path} is {what}, not a PyTorch checkpoint")
+    return FCNError(f"{path} is not a readable PyTorch file ({_first_line(error)}); {hint}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -105,8 +113,15 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint or bare state dict (common wrappers such as ``{"model": sd}`` unwrapped)."""
-    payload = read_checkpoint(path)
+    """The tensors of a checkpoint or bare state dict, such as torchvision's VGG16 file.
+
+    Common wrappers such as ``{"model": sd}`` are unwrapped. This is how a file becomes what the
+    model factories take: ``FCN32s.from_vgg16(read_state_dict("vgg16-397923af.pth"))``.
+    """
+    return _tensors(read_checkpoint(path), path)
+
+
+def _tensors(payload: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(payload.get(key), Mapping):
             payload = dict(payload[key])
@@ -118,7 +133,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def infer_variant(sd: Mapping[str, Any]) -> str | None:
-    """The variant a state dict's keys name, or None. FCN-8s at-once has FCN-8s's keys: pass it explicitly."""
+    """The variant a state dict's keys name, or None. FCN-8s at-once has FCN-8s's keys: pass it
+    explicitly."""
     if "features.0.weight" in sd and "classifier.0.weight" in sd:
         return "torchvision-vgg16"
     if "conv1_1.weight" not in sd:
@@ -148,12 +164,15 @@ def _describe_foreign(sd: Mapping[str, Any], expected: str) -> str:
     for pattern, family in _FOREIGN:
         hits = [k for k in keys if pattern in k]
         if hits:
-            return f"looks like a {family} checkpoint: {len(keys)} unexpected keys such as {hits[0]}; expected {expected}"
+            return (
+                f"looks like a {family} checkpoint: {len(keys)} unexpected keys such as {hits[0]}; "
+                f"expected {expected}"
+            )
     sample = ", ".join(keys[:3])
     return f"has {len(keys)} keys such as {sample}, none of which is {expected}"
 
 
-def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any) -> nn.Module:
+def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any) -> Net:
     if variant == "torchvision-vgg16":
         try:
             torchvision_sd = {
@@ -166,10 +185,11 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
             ) from None
     try:
         num_classes = int(sd["score_fr.weight" if variant != "vgg16" else "fc8.weight"].shape[0])
-        width = sd["conv1_1.weight"].shape[0] / 64
+        width = width_of(sd)
     except KeyError as e:
         raise FCNError(
-            f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} (missing {e})"
+            f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} "
+            f"(missing {e})"
         ) from None
     model = create_model(variant, num_classes=num_classes, width=width)
     own = model.state_dict()
@@ -182,7 +202,7 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys such as {unexpected[0]}")
         hint = (
-            " (FCN-8s at-once has FCN-8s's keys; check --variant)"
+            " (FCN-8s at-once has FCN-8s's keys; check variant=)"
             if variant.startswith("fcn")
             else ""
         )
@@ -190,18 +210,36 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
     for key, value in sd.items():
         if own[key].shape != value.shape:
             raise FCNError(
-                f"{path}: {key} has shape {tuple(value.shape)} but {variant} at width {width:g} with "
-                f"{num_classes} classes expects {tuple(own[key].shape)}"
+                f"{path}: {key} has shape {tuple(value.shape)} but {variant} at width {width:g} "
+                f"with {num_classes} classes expects {tuple(own[key].shape)}"
             )
     model.load_state_dict(sd, strict=True)
     return model
 
 
-def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.Module:
+def _check_info_matches_weights(stored: ModelInfo, built: ModelInfo, path: Any) -> None:
+    """Refuse a checkpoint whose metadata describes another net than its weights hold.
+
+    Otherwise it would load and predict, and an export would carry the wrong class count.
+    """
+    for name, said, held in (
+        ("num_classes", stored.num_classes, built.num_classes),
+        ("width", stored.width, built.width),
+    ):
+        if said != held:
+            raise FCNError(
+                f"{path}: the checkpoint's metadata says {name}={said:g} but its weights hold "
+                f"{name}={held:g}; the file was edited or assembled by hand (re-save it with "
+                "save_checkpoint)"
+            )
+
+
+def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
     """Any weights file this package understands → an eval-mode net with its ``info`` attached.
 
     Accepts an fcn-deploy checkpoint, a bare state dict of the PyTorch FCN port (``variant`` given
-    or inferred from its keys: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``) and a torchvision
+    or inferred from its keys: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``) and a
+    torchvision
     VGG16 file (giving the convolutionalized classifier).
     """
     if variant is not None and variant not in VARIANTS:
@@ -211,7 +249,8 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.M
     if payload.get("format") == FORMAT:
         if int(payload.get("format_version", 0)) > FORMAT_VERSION:
             raise FCNError(
-                f"{path} is checkpoint format {payload['format_version']}, newer than this fcn-deploy "
+                f"{path} is checkpoint format {payload['format_version']}, newer than this "
+                "fcn-deploy "
                 f"reads ({FORMAT_VERSION}); upgrade fcn-deploy"
             )
         try:
@@ -221,7 +260,7 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.M
         sd = {k: v for k, v in payload["state_dict"].items()}
         variant = variant or info.variant
     else:
-        sd = read_state_dict(path)
+        sd = _tensors(payload, path)  # the file is read once, whatever it holds
     guessed = infer_variant(sd)
     if variant is None or guessed == "torchvision-vgg16":
         variant = guessed
@@ -231,5 +270,6 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> nn.M
         )
     model = _model_from_state_dict(sd, variant, path)
     if info is not None:
-        model.info = info.replace(variant=variant)  # type: ignore[assignment]
+        _check_info_matches_weights(info, model.info, path)
+        model.info = info.replace(variant=variant)
     return model.eval()

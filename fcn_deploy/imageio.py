@@ -7,18 +7,36 @@ write or read palette indices, so Pillow does that.
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from ._io import atomic_path
+from ._io import atomic_path, describe_file, os_reason
 from .errors import FCNError
 
-__all__ = ["read_image", "read_label_png", "to_bgr8", "write_label_png"]
+__all__ = [
+    "DEFAULT_MAX_MEGAPIXELS",
+    "check_encoded_megapixels",
+    "check_megapixels",
+    "quiet_opencv_logging",
+    "read_image",
+    "read_label_png",
+    "to_bgr8",
+    "write_label_png",
+]
+
+#: Largest image read or segmented by default (width × height / 10⁶). A 100 MP image is 300 MB
+#: of BGR pixels before the model's activations; larger ones are refused from the file's header,
+#: before decoding, unless the caller raises the limit (``max_megapixels=``, ``--max-megapixels``).
+DEFAULT_MAX_MEGAPIXELS = 100.0
 
 
 def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
@@ -53,15 +71,92 @@ def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to uint8 BGR (the rule of `to_bgr8`); a clear error if it can't be read."""
+def quiet_opencv_logging() -> None:
+    """Let OpenCV log errors only (libpng/libjpeg warnings would repeat our own one-line message).
+
+    opencv-python 5 has ``cv2.utils.logging.setLogLevel``; the 4.x wheels have ``cv2.setLogLevel``
+    instead (and no ``cv2.utils.logging``). Level 2 is ``LOG_LEVEL_ERROR`` in both.
+    """
+    logging_module = getattr(getattr(cv2, "utils", None), "logging", None)
+    set_level = getattr(logging_module, "setLogLevel", None) or getattr(cv2, "setLogLevel", None)
+    if set_level is not None:
+        set_level(getattr(logging_module, "LOG_LEVEL_ERROR", 2))
+
+
+def check_megapixels(
+    height: int, width: int, max_megapixels: float | None, what: str = "an image"
+) -> None:
+    """Refuse ``height×width`` above ``max_megapixels`` (None: no limit) before any work on it."""
+    _check_pixels(height * width, f"of {width}x{height} (WxH)", max_megapixels, what)
+
+
+def _check_pixels(pixels: int, size: str, max_megapixels: float | None, what: str) -> None:
+    if max_megapixels is not None and pixels > max_megapixels * 1e6:
+        raise FCNError(
+            f"{what} {size} is {pixels / 1e6:.1f} megapixels, over the limit "
+            f"max_megapixels={max_megapixels:g}; raise the limit if it is meant (it bounds the "
+            "memory one image may take)",
+            param="max_megapixels",
+        )
+
+
+def check_encoded_megapixels(
+    data: bytes, max_megapixels: float | None, what: str = "an encoded image"
+) -> None:
+    """Refuse encoded image bytes (a JPEG, PNG, ... file's content) whose header declares more
+    than ``max_megapixels``, before they are decoded (a tiny file can claim a huge image)."""
+    _check_header(io.BytesIO(data), max_megapixels, what)
+
+
+def _check_header(
+    source: Path | IO[bytes], max_megapixels: float | None, what: str | None = None
+) -> None:
+    """Check the size the file's header declares, without decoding its pixels.
+
+    Formats Pillow cannot identify (EXR, HDR, ...) pass here and are checked after decoding.
+    """
+    what = what or f"{source}: an image"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as e:  # Pillow's own refusal, above 2 × MAX_IMAGE_PIXELS
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        if found and max_megapixels is not None:
+            _check_pixels(int(found.group(1)), "(size from its header)", max_megapixels, what)
+        return  # a higher limit than Pillow's: OpenCV's own 1-gigapixel cap still applies
+    except UnidentifiedImageError:
+        return
+    check_megapixels(int(height), int(width), max_megapixels, what)
+
+
+def read_image(
+    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """Decode an image file to uint8 BGR (the rule of `to_bgr8`); a clear error if it can't be read.
+
+    The size is read from the file's header first and checked against ``max_megapixels`` (None:
+    no limit), so a small file that claims a huge image is refused before it is decoded. Formats
+    Pillow cannot parse (EXR, HDR) are checked after decoding, under OpenCV's own 1-gigapixel cap.
+    """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise FCNError(f"{path} is a folder, not an image file")
+    if not path.exists():
         raise FCNError(f"{path}: no such image file")
-    data = np.fromfile(path, np.uint8)
+    try:
+        _check_header(path, max_megapixels)
+        data = np.frombuffer(path.read_bytes(), np.uint8)
+    except OSError as e:
+        raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise FCNError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
+        what = describe_file(path) if data.size else "an empty file (0 bytes)"
+        raise FCNError(
+            f"{path}: not a readable image ({what or 'corrupt, truncated or unsupported format'})"
+        )
+    check_megapixels(image.shape[0], image.shape[1], max_megapixels, f"{path}: an image")
     return to_bgr8(image)
 
 
@@ -81,16 +176,25 @@ def write_label_png(
         image.save(tmp, format="PNG")
 
 
-def read_label_png(path: str | os.PathLike[str]) -> np.ndarray:
-    """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8; colours are not interpreted."""
+def read_label_png(
+    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8 (colours not interpreted).
+
+    The size in the header is checked against ``max_megapixels`` before the pixels are decoded.
+    """
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):
                 raise FCNError(
-                    f"{path}: label PNGs must be palette or grayscale images of class ids, got mode {image.mode}"
+                    f"{path}: label PNGs must be palette or grayscale images of class ids, "
+                    f"got mode {image.mode}"
                 )
+            check_megapixels(image.height, image.width, max_megapixels, f"{path}: a label map")
             return np.array(image, dtype=np.uint8)
     except FileNotFoundError:
         raise FCNError(f"{path}: no such label file") from None
+    except Image.DecompressionBombError as e:  # over Pillow's own limit (2 × 89 megapixels)
+        raise FCNError(f"{path}: {e}", param="max_megapixels") from None
     except OSError as e:
         raise FCNError(f"{path}: not a readable label PNG ({e})") from None

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
+    "ENGINE_SUFFIXES",
+    "IO_MODES",
     "VARIANTS",
     "VOC_CLASSES",
     "ModelInfo",
@@ -34,6 +37,13 @@ VOC_CLASSES: tuple[str, ...] = (
 # Every net this package builds. "vgg16" is the convolutionalized VGG16 classifier (1000 classes,
 # a coarse score map at 1/32 of the input instead of a full-size one).
 VARIANTS: tuple[str, ...] = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce", "vgg16")
+
+# What an exported model takes and returns: "tensor" (preprocessed float in, logits out) or
+# "image" (uint8 BGR in, labels out: preprocessing and argmax in the graph).
+IO_MODES: tuple[str, ...] = ("tensor", "image")
+
+# The file suffixes of TensorRT engines: what build_engine writes and load_runner opens.
+ENGINE_SUFFIXES: tuple[str, ...] = (".engine", ".plan", ".trt")
 
 
 def voc_palette(num_colors: int = 256) -> list[tuple[int, int, int]]:
@@ -61,7 +71,8 @@ def default_class_names(num_classes: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a decoded image becomes the network's input: ``(pixels[..., order] * scale - mean) / std``.
+    """How a decoded image becomes the network's input: ``(pixels[..., order] * scale - mean) /
+    std``.
 
     ``color`` is the channel order the network expects ("bgr" or "rgb"); images arrive as OpenCV
     decodes them (BGR) and are reordered if needed. ``mean``/``std`` are in that channel order.
@@ -88,14 +99,21 @@ class Preprocessing:
         """torchvision's VGG16: RGB, 0..1, ImageNet mean/std."""
         return cls("rgb", 1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
-    def apply(self, bgr: np.ndarray) -> np.ndarray:
-        """uint8 ``N×H×W×3`` (or ``H×W×3``) BGR pixels → float32 ``N×3×H×W`` (or ``3×H×W``)."""
-        x = bgr.astype(np.float32)
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``N×H×W×3`` (or ``H×W×3``) BGR pixels on any device → float32 ``N×3×H×W`` (or
+        ``3×H×W``) there. The one definition of the math; `apply` is this for NumPy arrays."""
+        x = pixels.float()
         if self.color == "rgb":
-            x = x[..., ::-1]
-        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        normalized = (x * np.float32(self.scale) - mean) / std
-        return np.ascontiguousarray(np.moveaxis(normalized, -1, -3))
+            x = x.flip(-1)
+        scale, mean, std = (
+            torch.tensor(v, dtype=torch.float32, device=x.device)
+            for v in (self.scale, self.mean, self.std)
+        )
+        return ((x * scale - mean) / std).movedim(-1, -3).contiguous()
+
+    def apply(self, bgr: np.ndarray) -> np.ndarray:
+        """`normalize` for NumPy: uint8 ``N×H×W×3`` (or ``H×W×3``) → float32 ``N×3×H×W``."""
+        return self.normalize(torch.from_numpy(np.ascontiguousarray(bgr))).numpy()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

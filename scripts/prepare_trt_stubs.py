@@ -54,7 +54,8 @@ def find_stubs() -> Path | None:
 
 
 def mend(relpath: str, text: str) -> tuple[str, int]:
-    """Apply the mends that concern ``relpath``; returns the text and how many replacements were made."""
+    """Apply the mends that concern ``relpath``; returns the text and how many replacements were
+    made."""
     total = 0
     for pattern, replacement, target in MENDS:
         if target in ("*", relpath):
@@ -64,7 +65,8 @@ def mend(relpath: str, text: str) -> tuple[str, int]:
 
 
 def prepare(out: Path) -> list[Path]:
-    """Write the mended stubs under ``out``; raises SystemExit with the reason if they are not installed."""
+    """Write the mended stubs under ``out``; raises SystemExit with the reason if they are not
+    installed."""
     base = find_stubs()
     if base is None:
         raise SystemExit(
@@ -82,7 +84,8 @@ def prepare(out: Path) -> list[Path]:
         written.append(target)
     if applied < 3:
         raise SystemExit(
-            f"only {applied} stub mends applied (expected at least 3): the tensorrt-stubs layout changed"
+            f"only {applied} stub mends applied (expected at least 3): the tensorrt-stubs layout "
+            "changed"
         )
     return written
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Set up (dev extra) and run every check: mypy over the package (TensorRT calls checked against
-# the 10.13 stubs) and the test suite. Extra arguments go to pytest.
+# Set up (dev extra) and run every check: ruff (lint and format, config in pyproject.toml), mypy
+# over the package (TensorRT calls checked against the 10.13 stubs) and the test suite. Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
 venv=${FCN_VENV:-.venv}
+"$venv/bin/ruff" check .
+"$venv/bin/ruff" format --check .
 "$venv/bin/python" scripts/prepare_trt_stubs.py typings >/dev/null
 "$venv/bin/python" -m mypy fcn_deploy train/fcn_train
 "$venv/bin/python" -m pytest -q "$@"

@@ -45,7 +45,8 @@ def make_model() -> Callable[..., nn.Module]:
 
 @pytest.fixture
 def make_checkpoint(tmp_path: Path, make_model: Callable[..., nn.Module]) -> Callable[..., Path]:
-    """``make_checkpoint("fcn8s", width=0.125)`` → path of an fcn-deploy checkpoint of a random net."""
+    """``make_checkpoint("fcn8s", width=0.125)`` → path of an fcn-deploy checkpoint of a random
+    net."""
 
     def make(
         variant: str = "fcn8s",

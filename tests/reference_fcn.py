@@ -14,7 +14,7 @@ from torch import nn
 class ReferenceFCN(nn.Module):
     def __init__(self, stride: int, at_once: bool = False, n_class: int = 21, width: float = 1.0):
         super().__init__()
-        c = lambda k: max(1, int(round(k * width)))  # noqa: E731
+        c = lambda k: max(1, round(k * width))  # noqa: E731
         self.stride, self.at_once = stride, at_once
         self.conv1_1 = nn.Conv2d(3, c(64), 3, padding=100)
         self.conv1_2 = nn.Conv2d(c(64), c(64), 3, padding=1)
@@ -82,7 +82,7 @@ class TorchvisionVGG16(nn.Module):
 
     def __init__(self, width: float = 1.0, num_classes: int = 1000):
         super().__init__()
-        c = lambda k: max(1, int(round(k * width)))  # noqa: E731
+        c = lambda k: max(1, round(k * width))  # noqa: E731
         layers: list[nn.Module] = []
         cin = 3
         for v in [

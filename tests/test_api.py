@@ -5,6 +5,7 @@ ONNX round trips (the same labels from a checkpoint and its export) are in test_
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import torch
 
 from fcn_deploy import FCNError, ModelInfo, Preprocessing, SizeBounds
 from fcn_deploy.api import Segmenter, TileGrid, tile_spans
-from fcn_deploy.api.segmenter import _normalize
 from fcn_deploy.runtime import Runner
 from fcn_deploy.runtime.torch_runner import TorchRunner
 
@@ -39,14 +39,16 @@ def segmenter(make_model: Callable[..., torch.nn.Module]) -> Segmenter:
 
 
 def reference_labels(seg: Segmenter, bgr: np.ndarray) -> np.ndarray:
-    """Labels straight from the eager net, preprocessed by `Preprocessing.apply` (not the API's path)."""
+    """Labels straight from the eager net, preprocessed by `Preprocessing.apply` (not the API's
+    path)."""
     x = torch.from_numpy(seg.info.preprocessing.apply(bgr[None]))
     with torch.inference_mode():
         return seg.runner.model(x).argmax(1)[0].numpy()  # type: ignore[attr-defined]
 
 
 class PixelRunner(Runner):
-    """A real runner whose scores depend on each pixel alone (a 1×1 conv): tiling must then be exact."""
+    """A real runner whose scores depend on each pixel alone (a 1×1 conv): tiling must then be
+    exact."""
 
     backend = "pixel"
 
@@ -56,7 +58,7 @@ class PixelRunner(Runner):
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.io == "image":  # preprocessing folded in, labels out
-            x = _normalize(x, self.info.preprocessing)
+            x = self.info.preprocessing.normalize(x)
         scores = torch.einsum("nchw,kc->nkhw", x, self.weight)
         return scores.argmax(1).to(torch.uint8) if self.io == "image" else scores
 
@@ -71,10 +73,16 @@ def test_predict_matches_the_eager_net_at_odd_sizes(segmenter: Segmenter) -> Non
 
 
 @pytest.mark.parametrize("prep", [Preprocessing.caffe(), Preprocessing.torchvision()])
-def test_device_preprocessing_equals_the_metadata_rule(prep: Preprocessing) -> None:
+def test_preprocessing_follows_its_rule(prep: Preprocessing) -> None:
+    """``(pixels[..., order] * scale - mean) / std``, channels first, batched or not."""
     img = scene(37, 53)
-    ours = _normalize(torch.from_numpy(img)[None], prep).numpy()
-    np.testing.assert_array_equal(ours, prep.apply(img[None]))
+    order = slice(None, None, -1) if prep.color == "rgb" else slice(None)
+    rule = (img[..., order].astype(np.float64) * prep.scale - prep.mean) / prep.std
+    expected = rule.transpose(2, 0, 1)
+    np.testing.assert_allclose(prep.apply(img), expected, rtol=1e-6, atol=1e-5)
+    batched = prep.normalize(torch.from_numpy(np.stack([img, img])))
+    assert batched.dtype == torch.float32 and batched.shape == (2, 3, 37, 53)
+    np.testing.assert_array_equal(batched[1].numpy(), prep.apply(img))
 
 
 def test_every_input_form_gives_the_same_labels(segmenter: Segmenter, tmp_path: Path) -> None:
@@ -124,7 +132,7 @@ def test_batch_equals_single_with_mixed_sizes(segmenter: Segmenter) -> None:
     timing = segmenter.last_timing
     assert (timing.images, timing.calls) == (5, 3)  # 48×64: 2 + 1 calls, 35×41: 1 call
     assert timing.pixels == 3 * 48 * 64 + 2 * 35 * 41
-    for image, labels in zip(images, batched):
+    for image, labels in zip(images, batched, strict=True):
         np.testing.assert_array_equal(labels, segmenter.predict(image))
     assert segmenter.predict_batch([]) == []
 
@@ -197,14 +205,15 @@ def test_tile_spans_cover_align_and_overlap() -> None:
         for tile, overlap in [(96, 32), (128, 0), (256, 96)]:
             spans = tile_spans(length, tile, overlap)
             assert spans[0][0] == 0 and spans[-1][1] == length
-            for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+            for (s0, e0), (s1, e1) in itertools.pairwise(spans):
                 assert s1 % 32 == 0 and s0 < s1 and e0 - s1 >= overlap and e1 - s1 <= tile
     assert len(TileGrid(500, 700, (256, 256), 64)) == 3 * 4
 
 
 @pytest.mark.parametrize("io", ["tensor", "image"])
 def test_tiling_is_exact_for_a_pixelwise_model(io: str) -> None:
-    """With no spatial context, blending and stitching must reproduce whole-image results exactly."""
+    """With no spatial context, blending and stitching must reproduce whole-image results
+    exactly."""
     bounds = SizeBounds(max_hw=(64, 96), max_batch=3)
     tiled = Segmenter(PixelRunner(io, bounds), tile=True, overlap=24)
     whole = Segmenter(PixelRunner(io, SizeBounds()))
@@ -214,7 +223,7 @@ def test_tiling_is_exact_for_a_pixelwise_model(io: str) -> None:
     if io == "tensor":
         np.testing.assert_allclose(tiled.logits(img), whole.logits(img), rtol=1e-5, atol=1e-4)
     else:
-        with pytest.raises(FCNError, match="--io tensor"):
+        with pytest.raises(FCNError, match=r"io=.tensor."):  # the parameter, not a CLI flag
             tiled.logits(img)
 
 

@@ -1,8 +1,8 @@
-"""fcn-bench: FLOPs against a hand count, the CLI as a real subprocess, the schema, the scenarios."""
+"""fcn-bench: FLOPs against a hand count, the CLI as a real subprocess, the schema, the
+scenarios."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -62,7 +62,7 @@ def test_flops_match_a_hand_count_of_fcn32s() -> None:
         + conv(s4, s4, c3, c4, 3) + 2 * conv(s4, s4, c4, c4, 3)
         + 3 * conv(s5, s5, c4, c5, 3)
         + conv(f, f, c5, fc, 7) + conv(f, f, fc, fc, 1) + conv(f, f, fc, n, 1)
-        + 2 * f * f * n * n * 64 * 64  # upscore: each input value scattered into a 64×64 patch per class
+        + 2 * f * f * n * n * 64 * 64  # upscore: each input value scattered over 64×64 per class
     )  # fmt: skip
     assert flops_per_image(ModelInfo("fcn32s", n, 0.0625), 64, 64) == expected
 
@@ -98,9 +98,24 @@ def check_rows(doc: dict[str, Any]) -> None:
 def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_checkpoint: Any) -> None:
     ckpt = make_checkpoint("fcn8s", width=0.0625)
     out = tmp_path / "out.json"
-    result = fcn_bench("--model", str(ckpt), "--backends", "torch,torch-fp16,tensorrt", "--sizes", "64x64,48x80",
-                       "--device", "cpu", *TINY, "--json", str(out), "--markdown", str(tmp_path / "out.md"),
-                       "--plot", str(tmp_path / "out.png"), cwd=tmp_path)  # fmt: skip
+    result = fcn_bench(
+        "--model",
+        str(ckpt),
+        "--backends",
+        "torch,torch-fp16,tensorrt",
+        "--sizes",
+        "64x64,48x80",
+        "--device",
+        "cpu",
+        *TINY,
+        "--json",
+        str(out),
+        "--markdown",
+        str(tmp_path / "out.md"),
+        "--plot",
+        str(tmp_path / "out.png"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     doc = json.loads(out.read_text())
     check_rows(doc)
@@ -122,13 +137,15 @@ def test_cli_sweep_writes_valid_json_markdown_and_png(tmp_path: Path, make_check
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("fcn_deploy.runtime.ort_runner") is None,
-    reason="ONNX Runtime runner not in this tree yet",
-)
 def test_onnxruntime_rows_agree_with_eager(make_model: Any) -> None:
-    doc = run_benchmark("sizes", backends="torch,onnxruntime", width=0.0625, matmul_size=256,
-                        config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1), device="cpu")  # fmt: skip
+    doc = run_benchmark(
+        "sizes",
+        backends="torch,onnxruntime",
+        width=0.0625,
+        matmul_size=256,
+        config=BenchConfig(sizes=[(64, 64), (48, 80)], iters=3, e2e_iters=1),
+        device="cpu",
+    )
     assert doc["skipped"] == []
     ort = [r for r in doc["results"] if r["backend"] == "onnxruntime"]
     assert len(ort) == 2 and all(
@@ -142,7 +159,7 @@ def test_bad_sizes_exit_2_with_one_line_and_no_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     err = result.stderr.strip()
     assert (
-        err.startswith("error: --sizes must look like HxW")
+        err.startswith("error: argument --sizes: expected HxW")
         and "'64y64'" in err
         and len(err.splitlines()) == 1
     )
@@ -158,12 +175,19 @@ def test_unknown_backend_is_an_error() -> None:
 
 
 def test_validate_reports_what_is_wrong() -> None:
-    doc = {"schema_version": 1, "scenario": "sizes", "machine": {"cpu": "x", "logical_cores": 2, "versions": {}, "peaks": {}},
-           "results": [{"backend": "torch", "height": 0}], "skipped": [{"backend": "tensorrt"}]}  # fmt: skip
+    doc = {
+        "schema_version": 1,
+        "scenario": "sizes",
+        "machine": {"cpu": "x", "logical_cores": 2, "versions": {}, "peaks": {}},
+        "results": [{"backend": "torch", "height": 0}],
+        "skipped": [{"backend": "tensorrt"}],
+    }
     problems = "\n".join(validate(doc))
     assert "$/results/0/height: 0 is less than the minimum" in problems
     assert "$/results/0: 'latency_ms' is a required property" in problems
     assert "$/skipped/0: 'reason' is a required property" in problems
+    doc["skipped"] = [{"backend": "tensorrt", "reason": "x", "status": "broken"}]
+    assert "$/skipped/0/status: 'broken' is not one of ['unavailable', 'failed']" in validate(doc)
 
 
 def test_sliding_window_equal_on_one_window_and_close_on_more() -> None:
@@ -204,8 +228,11 @@ def test_stream_one_runner_serves_every_shape() -> None:
     (row,) = doc["stream"]
     assert row["frames"] == 4 and row["distinct_shapes"] == 2 and row["runners_opened"] == 1
     assert all(s["first_call_ms"] > 0 and s["repeat_ms"] > 0 for s in row["shapes"])
-    ((skipped, reason),) = [(s["backend"], s["reason"]) for s in doc["skipped"]]
+    ((skipped, reason, status),) = [
+        (s["backend"], s["reason"], s["status"]) for s in doc["skipped"]
+    ]
     assert skipped == "tensorrt" and reason.startswith("TensorRT is not installed")
+    assert status == "unavailable"  # not a failure: fcn-bench still exits 0
 
 
 def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path: Path) -> None:
@@ -215,6 +242,6 @@ def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path:
         pytest.skip("TensorRT is installed here: the scenario runs instead (needs a GPU)")
     doc = run_benchmark("static-vs-dynamic", width=0.0625, device="cpu", matmul_size=256)
     assert validate(doc) == [] and doc["skipped"] == [
-        {"backend": "tensorrt", "reason": doc["skipped"][0]["reason"]}
+        {"backend": "tensorrt", "reason": doc["skipped"][0]["reason"], "status": "unavailable"}
     ]
     assert doc["skipped"][0]["reason"].startswith("TensorRT is not installed")

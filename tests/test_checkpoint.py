@@ -45,8 +45,14 @@ def test_round_trip(tmp_path: Path, make_model, variant: str) -> None:
 def test_custom_metadata_round_trip(tmp_path: Path, make_model) -> None:
     model = make_model("fcn16s", width=0.0625, num_classes=3)
     names, palette = ["bg", "cat", "dog"], [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
-    save_checkpoint(model, tmp_path / "m.pt", class_names=names, palette=palette,
-                    preprocessing=Preprocessing.torchvision(), extra={"iteration": 7})  # fmt: skip
+    save_checkpoint(
+        model,
+        tmp_path / "m.pt",
+        class_names=names,
+        palette=palette,
+        preprocessing=Preprocessing.torchvision(),
+        extra={"iteration": 7},
+    )
     loaded = load_model(tmp_path / "m.pt")
     assert loaded.info.class_names == names and loaded.info.palette == palette
     assert loaded.info.preprocessing == Preprocessing.torchvision()
@@ -64,6 +70,28 @@ def test_pytorch_port_state_dict_variant_inferred(tmp_path: Path, variant: str) 
     model = load_model(tmp_path / "port.pth")
     assert model.info.variant == variant
     assert _same_outputs(ref, model)
+
+
+def test_each_file_is_read_once(tmp_path: Path, make_checkpoint, monkeypatch) -> None:
+    """load_model reads a file with one torch.load, whatever it holds (files reach 513 MiB)."""
+    torch.manual_seed(0)
+    torch.save(ReferenceFCN(stride=8, width=0.0625).state_dict(), tmp_path / "port.pth")
+    torch.save(TorchvisionVGG16(width=0.0625).state_dict(), tmp_path / "vgg16.pth")
+    real_load, reads = torch.load, []
+
+    def counting_load(*args, **kwargs):
+        reads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    for path in (
+        make_checkpoint("fcn8s", width=0.0625),
+        tmp_path / "port.pth",
+        tmp_path / "vgg16.pth",
+    ):
+        reads.clear()
+        load_model(path)
+        assert reads == [path]
 
 
 def test_port_state_dict_at_once_needs_variant(tmp_path: Path) -> None:
@@ -134,7 +162,9 @@ def test_truncated_and_garbage(tmp_path: Path, make_checkpoint) -> None:
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     _expect_error(tmp_path / "trunc.pt", "truncated")
     (tmp_path / "text.pt").write_text("this is not a checkpoint\n")
-    _expect_error(tmp_path / "text.pt", "not a readable PyTorch file")
+    _expect_error(tmp_path / "text.pt", "is a text file, not a PyTorch checkpoint")
+    (tmp_path / "png.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    _expect_error(tmp_path / "png.pt", "is a PNG image, not a PyTorch checkpoint")
     (tmp_path / "list.pt").write_bytes(b"")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     _expect_error(tmp_path / "list.pt", "holds a list")
@@ -168,7 +198,9 @@ def test_no_partial_file_when_saving_fails(tmp_path: Path, make_model, monkeypat
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(
+        FCNError, match=r"cannot write .*m\.pt: disk full"
+    ):  # one line, no traceback
         save_checkpoint(model, tmp_path / "m.pt")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FCNError, match="does not exist"):
@@ -184,7 +216,10 @@ def test_checkpoint_is_plain_data(make_checkpoint) -> None:
 
 def test_package_import_stays_light() -> None:
     """``import fcn_deploy`` must not pull onnx, onnxruntime or tensorrt."""
-    code = "import sys, fcn_deploy; print(sorted(m for m in ('onnx', 'onnxruntime', 'tensorrt') if m in sys.modules))"
+    code = (
+        "import sys, fcn_deploy; print(sorted(m for m in ('onnx', 'onnxruntime', 'tensorrt') if m "
+        "in sys.modules))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
@@ -197,3 +232,20 @@ def test_outputs_get_normal_permissions(tmp_path: Path, make_model) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_metadata_that_disagrees_with_the_weights_is_refused(tmp_path: Path, make_model) -> None:
+    # metadata says 21 classes, the weights hold 5: it must not load (an export would claim 21)
+    path = tmp_path / "m.pt"
+    save_checkpoint(make_model("fcn32s", width=0.0625, num_classes=5), path)
+    payload = torch.load(path, weights_only=True)
+    payload["info"]["num_classes"] = 21
+    payload["info"]["class_names"] = [str(k) for k in range(21)]
+    payload["info"]["palette"] = voc_palette(21)
+    torch.save(payload, tmp_path / "edited.pt")
+    message = _expect_error(tmp_path / "edited.pt", "metadata says num_classes=21")
+    assert "weights hold num_classes=5" in message
+    payload = torch.load(path, weights_only=True)
+    payload["info"]["width"] = 1.0
+    torch.save(payload, tmp_path / "wide.pt")
+    _expect_error(tmp_path / "wide.pt", "metadata says width=1 but its weights hold width=0.0625")

@@ -55,7 +55,8 @@ def write_sbd(root: Path, splits: dict[str, list[str]]) -> Path:
         for i in ids:
             image, labels = _scene(i, 24, 18)
             cv2.imwrite(str(base / "img" / f"{i}.jpg"), image)
-            # SBD's layout: a 1×1 struct GTcls with Segmentation (uint8 H×W), Boundaries, CategoriesPresent
+            # SBD's layout: a 1×1 struct GTcls with Segmentation (uint8 H×W), Boundaries,
+            # CategoriesPresent
             gt = {
                 "Segmentation": labels,
                 "Boundaries": np.zeros(labels.shape, np.uint8),
@@ -106,7 +107,7 @@ def test_non_voc_paths_name_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(FCNError, match="img: no such folder"):
         SBDSegmentation(devkit)
     (devkit / "VOC2012" / "SegmentationClass" / "a.png").unlink()
-    with pytest.raises(FCNError, match="a.png: no such label file"):
+    with pytest.raises(FCNError, match=r"a.png: no such label file"):
         VOCSegmentation(devkit, "train")[0]
 
 
@@ -114,7 +115,7 @@ def test_synthetic_is_deterministic_per_seed_and_splits_differ() -> None:
     a, b = SyntheticSegmentation("train", 5, seed=3), SyntheticSegmentation("train", 50, seed=3)
     for i in range(5):
         assert all(
-            np.array_equal(x, y) for x, y in zip(a[i], b[i])
+            np.array_equal(x, y) for x, y in zip(a[i], b[i], strict=True)
         )  # image i does not depend on the set size
     other_seed, val = (
         SyntheticSegmentation("train", 5, seed=4),
@@ -151,3 +152,12 @@ def test_crop_and_pad_fill_with_ignore() -> None:
         and (batch_labels[1, 4:] == 255).all()
         and (images[1, 4:] == 0).all()
     )
+
+
+def test_dataset_images_over_the_size_limit_are_refused_from_the_header(tmp_path: Path) -> None:
+    devkit = write_voc(tmp_path, {"train": ["2008_000001"]})
+    ds = VOCSegmentation(devkit, "train")
+    assert ds[0][0].shape == (20, 30, 3)  # the default limit (100 MP) lets a normal image through
+    ds.max_megapixels = 0.0005  # 500 pixels; the image has 600
+    with pytest.raises(FCNError, match=r"2008_000001\.jpg: an image of 30x20 \(WxH\)"):
+        ds[0]

@@ -1,4 +1,5 @@
-"""The engine layer's plain logic, everywhere: profiles, version gates, layer summary, sidecar, gate.
+"""The engine layer's plain logic, everywhere: profiles, version gates, layer summary, sidecar,
+gate.
 
 None of this needs TensorRT; the inspector JSON below follows the documented format (NVIDIA's
 trex reads the same fields: Layers/Bindings, LayerType, ParameterType, Inputs/Outputs with
@@ -8,6 +9,7 @@ Dimensions and Format/Datatype, Kernel/OutMaps/Groups/Weights on convolutions).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +37,7 @@ from fcn_deploy.engine import (
     validate_profiles,
     write_sidecar,
 )
-from fcn_deploy.engine.layer_info import LayerSummary
+from fcn_deploy.engine.layer_info import LayerSummary, precision_problem
 from fcn_deploy.engine.plan import check_opt_level, workspace_bytes
 from fcn_deploy.errors import FCNError
 from fcn_deploy.export.metadata import OnnxMetadata
@@ -135,7 +137,7 @@ def test_select_profile_picks_the_fitting_one_or_names_every_range():
 
 
 def test_profile_layout_for_image_io_is_nhwc():
-    lo, opt, hi = LANDSCAPE.for_io("image")
+    lo, _opt, hi = LANDSCAPE.for_io("image")
     assert lo == (1, 64, 128, 3) and hi == (4, 720, 1280, 3)
     assert LANDSCAPE.for_io("tensor")[1] == (1, 3, 360, 640)
     assert Profile.from_dict(json.loads(json.dumps(LANDSCAPE.to_dict()))) == LANDSCAPE
@@ -174,14 +176,14 @@ def test_route_strongly_typed_on_10_12_plus_with_the_flag_and_on_11_without():
 
 def test_route_refuses_an_fp16_engine_from_an_fp32_graph_when_strongly_typed():
     for version in ("10.13.0", "11.1.0"):
-        with pytest.raises(FCNError, match="re-export with --precision fp16"):
+        with pytest.raises(FCNError, match="re-export with precision='fp16'"):
             precision_route(parse_trt_version(version), "fp16", "fp32", has_fp16_flag=True)
 
 
 def test_route_uses_the_fp16_flag_only_before_10_12_and_never_falls_back_silently():
     r = precision_route(parse_trt_version("10.8.0.43"), "fp16", "fp32", has_fp16_flag=True)
     assert r.fp16_builder_flag and not r.strongly_typed and not r.strongly_typed_flag
-    with pytest.raises(FCNError, match="no BuilderFlag.FP16"):
+    with pytest.raises(FCNError, match=r"no BuilderFlag.FP16"):
         precision_route(parse_trt_version("10.8.0.43"), "fp16", "fp32", has_fp16_flag=False)
     r = precision_route(parse_trt_version("10.8.0.43"), "fp32", "fp32", has_fp16_flag=True)
     assert not r.fp16_builder_flag and not r.strongly_typed
@@ -203,15 +205,29 @@ def _t(name, dims, fmt):
 
 def _conv(name, n, c, k, h, w, ho, wo, fmt, r=3, kind="CaskConvolution", ptype="Convolution"):
     return {
-        "Name": name, "LayerType": kind, "ParameterType": ptype,
-        "Inputs": [_t(f"{name}_in", [n, c, h, w], fmt)], "Outputs": [_t(f"{name}_out", [n, k, ho, wo], fmt)],
-        "Kernel": [r, r], "PaddingMode": "kEXPLICIT_ROUND_DOWN", "PrePadding": [1, 1], "PostPadding": [1, 1],
-        "Stride": [1, 1], "Dilation": [1, 1], "OutMaps": k, "Groups": 1,
+        "Name": name,
+        "LayerType": kind,
+        "ParameterType": ptype,
+        "Inputs": [_t(f"{name}_in", [n, c, h, w], fmt)],
+        "Outputs": [_t(f"{name}_out", [n, k, ho, wo], fmt)],
+        "Kernel": [r, r],
+        "PaddingMode": "kEXPLICIT_ROUND_DOWN",
+        "PrePadding": [1, 1],
+        "PostPadding": [1, 1],
+        "Stride": [1, 1],
+        "Dilation": [1, 1],
+        "OutMaps": k,
+        "Groups": 1,
         "Weights": {"Type": "Half" if "FP16" in fmt else "Float", "Count": k * c * r * r},
-        "Bias": {"Type": "Float", "Count": k}, "HasBias": 1, "HasReLU": 1, "Activation": "RELU",
-        "TacticName": "sm90_xmma_fprop_implicit_gemm_f16f16_f16f16_f16_nhwckrsc_nhwc", "TacticValue": "0x1f2e",
-        "StreamId": 0, "Metadata": f"[ONNX Layer: /{name}/Conv]\x1e[ONNX Layer: /{name}/Relu]",
-    }  # fmt: skip
+        "Bias": {"Type": "Float", "Count": k},
+        "HasBias": 1,
+        "HasReLU": 1,
+        "Activation": "RELU",
+        "TacticName": "sm90_xmma_fprop_implicit_gemm_f16f16_f16f16_f16_nhwckrsc_nhwc",
+        "TacticValue": "0x1f2e",
+        "StreamId": 0,
+        "Metadata": f"[ONNX Layer: /{name}/Conv]\x1e[ONNX Layer: /{name}/Relu]",
+    }
 
 
 def _engine_json(
@@ -220,22 +236,66 @@ def _engine_json(
     h = -1 if dynamic else 64
     score_fmt = FP16_NHWC if fp16_score else FP32_LINEAR
     layers = [
-        {"Name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv", "LayerType": "Reformat",
-         "Inputs": [_t("x", [1, 3, h, h], FP32_LINEAR)], "Outputs": [_t("x_f16", [1, 3, h, h], FP16_NHWC)],
-         "ParameterType": "Reformat", "Origin": "REFORMAT", "TacticValue": "0x0", "StreamId": 0},
+        {
+            "Name": "Reformatting CopyNode for Input Tensor 0 to /conv1/Conv",
+            "LayerType": "Reformat",
+            "Inputs": [_t("x", [1, 3, h, h], FP32_LINEAR)],
+            "Outputs": [_t("x_f16", [1, 3, h, h], FP16_NHWC)],
+            "ParameterType": "Reformat",
+            "Origin": "REFORMAT",
+            "TacticValue": "0x0",
+            "StreamId": 0,
+        },
         _conv("conv1", 1, 3, 16, h, h, h, h, FP16_NHWC),
         _conv("conv2", 1, 16, 16, h, h, h, h, FP16_NHWC),
-        {"Name": "/pool/MaxPool", "LayerType": "CaskPooling", "ParameterType": "Pooling", "PoolingType": "MAX",
-         "WindowSize": [2, 2], "Stride": [2, 2], "Inputs": [_t("c2", [1, 16, h, h], FP16_NHWC)],
-         "Outputs": [_t("p", [1, 16, h // 2 if h > 0 else -1, h // 2 if h > 0 else -1], FP16_NHWC)]},
-        _conv("score", 1, 16, 21, 32 if h > 0 else -1, 32 if h > 0 else -1, 32 if h > 0 else -1, 32 if h > 0 else -1, score_fmt, r=1),
-        _conv("upscore", 1, 21, 21, 32 if h > 0 else -1, 32 if h > 0 else -1, 64 if h > 0 else -1, 64 if h > 0 else -1,
-              FP16_NHWC, r=4, kind="CaskDeconvolutionV2", ptype="Deconvolution"),
-        {"Name": "/Cast", "LayerType": "Cast", "ParameterType": "Cast",
-         "Inputs": [_t("u", [1, 21, h, h], "Row major linear FP16 format")], "Outputs": [_t("logits", [1, 21, h, h], FP32_LINEAR)]},
-    ]  # fmt: skip
+        {
+            "Name": "/pool/MaxPool",
+            "LayerType": "CaskPooling",
+            "ParameterType": "Pooling",
+            "PoolingType": "MAX",
+            "WindowSize": [2, 2],
+            "Stride": [2, 2],
+            "Inputs": [_t("c2", [1, 16, h, h], FP16_NHWC)],
+            "Outputs": [
+                _t("p", [1, 16, h // 2 if h > 0 else -1, h // 2 if h > 0 else -1], FP16_NHWC)
+            ],
+        },
+        _conv(
+            "score",
+            1,
+            16,
+            21,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            score_fmt,
+            r=1,
+        ),
+        _conv(
+            "upscore",
+            1,
+            21,
+            21,
+            32 if h > 0 else -1,
+            32 if h > 0 else -1,
+            64 if h > 0 else -1,
+            64 if h > 0 else -1,
+            FP16_NHWC,
+            r=4,
+            kind="CaskDeconvolutionV2",
+            ptype="Deconvolution",
+        ),
+        {
+            "Name": "/Cast",
+            "LayerType": "Cast",
+            "ParameterType": "Cast",
+            "Inputs": [_t("u", [1, 21, h, h], "Row major linear FP16 format")],
+            "Outputs": [_t("logits", [1, 21, h, h], FP32_LINEAR)],
+        },
+    ]
     if second_profile:  # a second profile repeats every layer with a suffix; only profile 0 counts
-        layers += [dict(l, Name=l["Name"] + " [profile 1]") for l in layers]
+        layers += [dict(layer, Name=layer["Name"] + " [profile 1]") for layer in layers]
     return json.dumps(
         {
             "Layers": layers,
@@ -288,7 +348,95 @@ def test_summary_labels_an_all_fp32_engine_fp32_and_a_half_one_mixed():
         )
     )
     assert mixed.label == "mixed" and mixed.fp16_conv_flop_share == pytest.approx(0.5)
-    assert summarize_layers(json.dumps({"Layers": []})).label == "fp32"  # no convs: never fp16
+    none = summarize_layers(json.dumps({"Layers": []}))
+    assert none.label == "unknown" and "no convolution found" in none.note  # never fp16 nor fp32
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _fixture(name: str) -> dict:
+    doc = json.loads((FIXTURES / name).read_text())
+    assert "trt-engine-explorer" in doc["_source"]  # every fixture names where its format is from
+    return doc
+
+
+def _flops(layer: dict, p: int, q: int) -> float:
+    n, c = layer["Inputs"][0]["Dimensions"][:2]
+    k = layer.get("OutMaps", layer.get("ConvOutMaps"))
+    r, s = layer.get("Kernel", layer.get("ConvKernel"))
+    return 2.0 * n * k * p * q * c * r * s
+
+
+def test_fused_conv_act_pool_is_counted_from_trex_published_example():
+    """trt-engine-explorer's QAT ResNet-18 (A100): 20 CaskConvolution + 1 fused ConvActPool,
+    INT8."""
+    doc = _fixture("trex_resnet_qat_residual_convactpool.json")
+    fused = [layer for layer in doc["Layers"] if layer.get("ParameterType") == "ConvActPool"]
+    assert len(fused) == 1 and fused[0]["Outputs"][0]["Dimensions"] == [32, 64, 56, 56]  # pooled
+    s = summarize_layers(json.dumps(doc))
+    assert s.convs == 21 and s.conv_precisions == {"int8": 21} and s.label == "int8"
+    assert s.flops_basis == "shape" and s.unknown_convs == 0
+    cask = sum(
+        _flops(layer, *layer["Outputs"][0]["Dimensions"][2:])
+        for layer in doc["Layers"]
+        if layer.get("ParameterType") == "Convolution"
+    )
+    # the fused conv: 7×7 stride 2 pad 3 on 224×224 → 112×112 before the pool, not the 56×56 after
+    assert s.conv_flops == pytest.approx(cask + _flops(fused[0], 112, 112))
+
+
+def test_fp16_conv_act_pool_alone_is_fp16_not_fp32():
+    """Counting only "Convolution" saw no conv here and called a real FP16 engine fp32."""
+    doc = _fixture("trex_resnet_qat_residual_convactpool.json")
+    (fused,) = [layer for layer in doc["Layers"] if layer.get("ParameterType") == "ConvActPool"]
+    fp16 = json.loads(json.dumps(fused).replace("Row major Int8 format", FP16_NHWC))
+    fp16 = json.loads(
+        json.dumps(fp16).replace(
+            "Thirty-two wide channel vectorized row major Int8 format", FP16_NHWC
+        )
+    )
+    s = summarize_layers(json.dumps({"Layers": [fp16]}))
+    assert s.convs == 1 and s.fp16_convs == 1 and s.label == "fp16" and s.flops_basis == "shape"
+    assert precision_problem("fp16", s) is None
+
+
+def test_convs_inside_a_myelin_foreign_node_are_counted_and_unknown_when_hidden():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    s = summarize_layers(json.dumps(doc))
+    assert s.convs == 21 and s.unknown_convs == 21 and s.flops_basis == "count"
+    assert s.label == "unknown" and "Myelin" in s.note and s.note in s.describe()
+    assert precision_problem("fp16", s) is None  # unknown is not refused: written with its note
+    ops = {n: "Cast" for n in ("node__to_copy", "node__to_copy_1")}
+    ops |= {f"node_Conv_{i}": "Conv" for i in range(100, 124)} | {"node_Slice_9": "Slice"}
+    ops |= {f"node_convolution{x}": "ConvTranspose" for x in ("", "_1", "_2")}
+    assert summarize_layers(json.dumps(doc), ops).convs == 21  # exact, from the ONNX graph
+    assert summarize_layers(json.dumps(doc), {}).convs == 0  # a map without them: none found
+
+
+def test_a_myelin_node_with_16_bit_outputs_names_its_precision():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    doc["Layers"][0]["Outputs"][0]["Format/Datatype"] = "Row major linear FP16 format"
+    s = summarize_layers(json.dumps(doc))
+    assert s.label == "fp16" and s.fp16_convs == 21 and s.fp16_conv_flop_share == 1.0
+    mixed = {"Layers": [*doc["Layers"], _conv("c", 1, 8, 8, 16, 16, 16, 16, FP32_LINEAR)]}
+    assert summarize_layers(json.dumps(mixed)).flops_basis == "count"  # one basis for all convs
+
+
+def test_a_myelin_node_without_metadata_is_read_from_its_name():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    layer = dict(doc["Layers"][0], Name="{ForeignNode[node_Conv_100...node_convolution_2]}")
+    del layer["Metadata"]
+    s = summarize_layers(json.dumps({"Layers": [layer]}))
+    assert s.convs == 2 and s.label == "unknown"  # a lower bound, and still never fp32
+
+
+def test_only_measured_fp32_refuses_an_fp16_request():
+    fp32 = summarize_layers(
+        json.dumps({"Layers": [_conv("c", 1, 3, 8, 16, 16, 16, 16, FP32_LINEAR)]})
+    )
+    assert "asked for an fp16 engine" in precision_problem("fp16", fp32)
+    assert precision_problem("fp32", fp32) is None
 
 
 def test_summary_falls_back_to_weight_counts_for_dynamic_dims():
@@ -299,7 +447,7 @@ def test_summary_falls_back_to_weight_counts_for_dynamic_dims():
 
 
 def test_summary_needs_detailed_verbosity_and_json():
-    with pytest.raises(FCNError, match="ProfilingVerbosity.DETAILED"):
+    with pytest.raises(FCNError, match=r"ProfilingVerbosity.DETAILED"):
         summarize_layers(json.dumps({"Layers": ["conv1", "conv2"], "Bindings": []}))
     with pytest.raises(FCNError, match="unreadable JSON"):
         summarize_layers("{not json")
@@ -313,19 +461,40 @@ def test_summary_round_trips_through_dict():
     assert d["label"] == "fp16" and LayerSummary.from_dict(d) == s
 
 
-# --- sidecar and compatibility ---------------------------------------------------------------------
+# --- sidecar and compatibility
+# ---------------------------------------------------------------------
 
 
 def _meta(tmp_path) -> EngineMetadata:
     info = ModelInfo("fcn8s", 21, width=0.125, preprocessing=Preprocessing.caffe())
-    onnx_meta = OnnxMetadata(info, "tensor", "fp16", False, SizeBounds((1, 1), (1024, 1024), 1, 8), "x", "logits",
-                             "ab" * 32, "2.13.0", "1.23.0", 20)  # fmt: skip
+    onnx_meta = OnnxMetadata(
+        info,
+        "tensor",
+        "fp16",
+        False,
+        SizeBounds((1, 1), (1024, 1024), 1, 8),
+        "x",
+        "logits",
+        "ab" * 32,
+        "2.13.0",
+        "1.23.0",
+        20,
+    )
     return EngineMetadata(
-        tensorrt_version="10.13.3.9", gpu_name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0),
-        profiles=[LANDSCAPE, PORTRAIT], precision="fp16", requested_precision="fp16",
-        layers=summarize_layers(_engine_json()), onnx=onnx_meta, onnx_sha256="cd" * 32, engine_sha256="ef" * 32,
-        build_seconds=42.5, built_at="2025-01-01T00:00:00+00:00", builder={"opt_level": 3, "workspace_gib": 4.0},
-    )  # fmt: skip
+        tensorrt_version="10.13.3.9",
+        gpu_name="NVIDIA H100 80GB HBM3",
+        compute_capability=(9, 0),
+        profiles=[LANDSCAPE, PORTRAIT],
+        precision="fp16",
+        requested_precision="fp16",
+        layers=summarize_layers(_engine_json()),
+        onnx=onnx_meta,
+        onnx_sha256="cd" * 32,
+        engine_sha256="ef" * 32,
+        build_seconds=42.5,
+        built_at="2025-01-01T00:00:00+00:00",
+        builder={"opt_level": 3, "workspace_gib": 4.0},
+    )
 
 
 def test_sidecar_round_trip_is_atomic_and_readable(tmp_path):
@@ -361,10 +530,10 @@ def test_engine_report_summary_states_precision_profiles_and_gate(tmp_path):
 
 def test_sidecar_missing_or_damaged_is_one_clear_line(tmp_path):
     engine = tmp_path / "m.engine"
-    with pytest.raises(FCNError, match="m.engine.json is missing.*rebuild"):
+    with pytest.raises(FCNError, match=r"m.engine.json is missing.*rebuild"):
         read_sidecar(engine)
     sidecar_path(engine).write_text('{"tensorrt_version": "10.13"}')
-    with pytest.raises(FCNError, match="damaged or from an incompatible fcn-deploy.*rebuild"):
+    with pytest.raises(FCNError, match=r"damaged or from an incompatible fcn-deploy.*rebuild"):
         read_sidecar(engine)
 
 
@@ -383,7 +552,8 @@ def test_compatibility_check_refuses_other_versions_and_gpus(tmp_path):
         check_compatible(meta, "10.13.3.9", (8, 9), "NVIDIA L4")
 
 
-# --- accuracy gate arithmetic ----------------------------------------------------------------------
+# --- accuracy gate arithmetic
+# ----------------------------------------------------------------------
 
 
 def test_gate_shapes_cover_min_opt_max_and_an_odd_size_inside():
@@ -437,8 +607,12 @@ def test_compare_outputs_image_mode_compares_labels():
 
 
 def test_parser_errors_become_one_line_naming_the_node():
-    issues = [ParserIssue("UNSUPPORTED_NODE", "Cast: input types must match\n", 17, "/score/Conv", "Conv"),
-              ParserIssue("INVALID_NODE", "other", 18, "", "Add")]  # fmt: skip
+    issues = [
+        ParserIssue(
+            "UNSUPPORTED_NODE", "Cast: input types must match\n", 17, "/score/Conv", "Conv"
+        ),
+        ParserIssue("INVALID_NODE", "other", 18, "", "Add"),
+    ]
     msg = format_parser_errors("m.onnx", issues)
     assert "\n" not in msg and "node /score/Conv (Conv)" in msg and "(+1 more errors)" in msg
     assert "strongly typed" in msg  # a dtype problem gets the re-export hint
@@ -450,5 +624,5 @@ def test_workspace_and_opt_level_are_checked():
     with pytest.raises(FCNError, match="positive number of GiB"):
         workspace_bytes(0)
     assert check_opt_level(5) == 5
-    with pytest.raises(FCNError, match="0..5"):
+    with pytest.raises(FCNError, match=r"0..5"):
         check_opt_level(6)

@@ -101,7 +101,7 @@ def exports(out_dir: Path) -> dict[str, tuple[torch.nn.Module, fcn_deploy.export
     ],
 )
 def test_export_verifies_at_fresh_sizes(exports, name: str) -> None:
-    model, report = exports[name]
+    _model, report = exports[name]
     assert report.rows and report.passed, f"seed {SEED}\n{report.table()}"
     assert all(r.note == "" for r in report.rows)  # random score layers: outputs are not all zero
     assert {r.shape for r in report.rows} == set(fresh_sizes())
@@ -150,7 +150,7 @@ def test_image_graph_equals_preprocessing_and_argmax(exports, name: str) -> None
 
 @pytest.mark.slow
 def test_zero_reference_is_flagged_not_passed(exports) -> None:
-    model, report = exports["fcn8s-fp32-tensor"]
+    _model, report = exports["fcn8s-fp32-tensor"]
     zero = small("fcn8s")
     for layer in zero.score_layers():
         torch.nn.init.zeros_(layer.weight)
@@ -193,9 +193,12 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
 
 
 def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None:
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     foreign = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph), str(foreign))
     with pytest.raises(FCNError, match="without fcn-deploy metadata"):
@@ -209,10 +212,15 @@ def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None
 
 
 def test_check_graph_rejects_mixed_dtypes() -> None:
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["c"], name="bad_add")], "g",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT16, [2]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT16, [2])])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"], name="bad_add")],
+        "g",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT16, [2]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT16, [2])],
+    )
     with pytest.raises(FCNError):  # onnx's own type check or ours: either way, named and refused
         check_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
 
@@ -291,7 +299,7 @@ def test_bad_inputs_give_one_line_and_no_file(tmp_path: Path, make_checkpoint, c
     if not __import__("os").access(locked, __import__("os").W_OK):  # root can write anywhere
         cases["not writable"] = [str(ckpt), "-o", str(locked / "m.onnx")]
     for expected, argv in cases.items():
-        assert expected in _one_line_exit_2(argv + ["--no-verify"], capsys)
+        assert expected in _one_line_exit_2([*argv, "--no-verify"], capsys)
         assert (
             not out.exists()
             and not list(tmp_path.glob(".m.onnx.*"))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from fcn_deploy.errors import FCNError
 from fcn_deploy.metrics import confusion_matrix, per_class_iu, segmentation_scores
 
 
@@ -62,3 +63,21 @@ def test_perfect_and_empty() -> None:
     s = segmentation_scores(confusion_matrix(labels, np.where(labels == 255, 0, labels), 3))
     assert all(v == 1.0 for v in s.values())
     assert all(math.isnan(v) for v in segmentation_scores(np.zeros((3, 3), np.int64)).values())
+
+
+def test_out_of_range_predictions_never_score_as_right() -> None:
+    # the reference scorer's index n*label + prediction sends a prediction of 8 for class 0 (C=7)
+    # to row 1, column 1: a "hit" for class 1. That must never give a score.
+    labels = np.zeros((2, 2), np.uint8)
+    preds = np.full((2, 2), 8, np.uint8)
+    with pytest.raises(FCNError, match=r"class id 8, outside 0\.\.6 for num_classes=7"):
+        confusion_matrix(labels, preds, 7)
+    with pytest.raises(FCNError, match="class id -1"):
+        confusion_matrix(labels, np.full((2, 2), -1), 7)
+
+
+def test_out_of_range_predictions_on_ignored_pixels_are_not_counted() -> None:
+    # only pixels with a label in range are scored, so what the model says on 255 is irrelevant
+    labels = np.array([[0, 255], [1, 255]], np.uint8)
+    preds = np.array([[0, 30], [1, 30]], np.uint8)
+    assert np.array_equal(confusion_matrix(labels, preds, 2), np.eye(2, dtype=np.int64))

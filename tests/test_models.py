@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
 
+from fcn_deploy.checkpoint import read_state_dict
 from fcn_deploy.models import (
     FCN,
     FCN8s,
@@ -58,7 +62,12 @@ def test_output_size_equals_input_size(
 
 
 def test_reference_shape_check_at_500() -> None:
-    """REFERENCE.md's shape check: 500 → conv1 698, pool3 88, pool4 44, pool5 22, fc6 16, upscore8 568."""
+    """The reference net's sizes at 500×500, each from the layer arithmetic.
+
+    conv1_1 (3×3, pad 100): 500 + 200 − 2 = 698; ceil-mode 2×2 pools: 349, 175, pool3 88, pool4 44,
+    pool5 22; fc6 (7×7, no pad): 22 − 6 = 16; transposed convs give (n − 1)·s + k: upscore2 (k4 s2)
+    34, upscore_pool4 (k4 s2) 70, upscore8 (k16 s8) 568, which the crop at 31 cuts back to 500.
+    """
     model = FCN8s(width=0.03125).eval()
     seen = {}
     hooks = [
@@ -79,15 +88,22 @@ def test_reference_shape_check_at_500() -> None:
         model(torch.zeros(1, 3, 500, 500))
     for hook in hooks:
         hook.remove()
-    assert seen == {"conv1_1": 698, "score_pool3": 88, "score_pool4": 44, "fc6": 16,
-                    "upscore2": 34, "upscore_pool4": 70, "upscore8": 568}  # fmt: skip
+    assert seen == {
+        "conv1_1": 698,
+        "score_pool3": 88,
+        "score_pool4": 44,
+        "fc6": 16,
+        "upscore2": 34,
+        "upscore_pool4": 70,
+        "upscore8": 568,
+    }
 
 
 def _coord_offset(layers: list[tuple[str, int, int, int]]) -> float:
     """Caffe's coord_map composed over ``layers``: b in y_map = a·y_input + b."""
     b = 0.0
     for kind, k, s, pad in layers:
-        if kind == "conv":  # conv and pool: a /= s
+        if kind == "conv":  # conv and pool: a /= s  # noqa: SIM108 (one comment per branch)
             b = b / s + (pad - (k - 1) / 2) / s
         else:  # deconv: a *= s
             b = b * s + (k - 1) / 2 - pad
@@ -96,11 +112,11 @@ def _coord_offset(layers: list[tuple[str, int, int, int]]) -> float:
 
 def test_crop_offsets_follow_from_caffe_coordinate_mapping() -> None:
     trunk = [("conv", 3, 1, 100)] + [("conv", 2, 2, 0)] * 5 + [("conv", 7, 1, 0)]
-    assert _coord_offset(trunk + [("deconv", 64, 32, 0)]) == fcn_module.CROP_32S
-    up2 = trunk + [("deconv", 4, 2, 0)]
-    assert _coord_offset(up2 + [("deconv", 32, 16, 0)]) == fcn_module.CROP_16S
-    up4 = up2 + [("deconv", 4, 2, 0)]
-    assert _coord_offset(up4 + [("deconv", 16, 8, 0)]) == fcn_module.CROP_8S
+    assert _coord_offset([*trunk, ("deconv", 64, 32, 0)]) == fcn_module.CROP_32S
+    up2 = [*trunk, ("deconv", 4, 2, 0)]
+    assert _coord_offset([*up2, ("deconv", 32, 16, 0)]) == fcn_module.CROP_16S
+    up4 = [*up2, ("deconv", 4, 2, 0)]
+    assert _coord_offset([*up4, ("deconv", 16, 8, 0)]) == fcn_module.CROP_8S
     pool4 = [("conv", 3, 1, 100)] + [("conv", 2, 2, 0)] * 4
     pool3 = [("conv", 3, 1, 100)] + [("conv", 2, 2, 0)] * 3
     # same scale (1/16, 1/8): a skip is cropped at the difference of the two shifts
@@ -139,8 +155,12 @@ def test_init_score_zero_upsampling_bilinear_frozen(cls: type[FCN]) -> None:
 
 
 def test_state_dict_keys_are_caffe_layer_names() -> None:
-    convs = [f"conv{b}_{i}" for b, n in zip(range(1, 6), (2, 2, 3, 3, 3)) for i in range(1, n + 1)]
-    common = {f"{c}.{p}" for c in convs + ["fc6", "fc7", "score_fr"] for p in ("weight", "bias")}
+    convs = [
+        f"conv{b}_{i}"
+        for b, n in zip(range(1, 6), (2, 2, 3, 3, 3), strict=True)
+        for i in range(1, n + 1)
+    ]
+    common = {f"{c}.{p}" for c in [*convs, "fc6", "fc7", "score_fr"] for p in ("weight", "bias")}
     skips = lambda *names: {f"{n}.{p}" for n in names for p in ("weight", "bias")}  # noqa: E731
     assert set(FCN32s().state_dict()) == common | {"upscore.weight"}
     assert set(FCN16s(width=0.0625).state_dict()) == common | skips("score_pool4") | {
@@ -205,7 +225,7 @@ def test_convolutionalize_from_file(tmp_path) -> None:
     vgg = _random_torchvision_vgg16(0.0625)
     path = tmp_path / "vgg16-397923af.pth"
     torch.save(vgg.state_dict(), path)
-    conv = convolutionalize(path)
+    conv = convolutionalize(read_state_dict(path))
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(conv(x)[:, :, 0, 0], vgg(x), atol=1e-5)
@@ -245,7 +265,7 @@ def test_staged_init_starts_where_the_last_stage_ended(source_cls, target_cls) -
     x = torch.randn(1, 3, 150, 190) * 50
     with torch.no_grad():
         old, out = source(x), target(x)
-        pool3, pool4, pool5 = target.trunk(x)
+        _pool3, pool4, pool5 = target.trunk(x)
         coarse = target.score_fr(F.relu(target.fc7(F.relu(target.fc6(pool5)))))
         if target_cls is FCN16s:
             expected = target.upscore16(target.upscore2(coarse))[:, :, 27:177, 27:217]
@@ -272,3 +292,30 @@ def test_bad_arguments() -> None:
         FCN(output_stride=16, at_once=True)
     with pytest.raises(ValueError, match="unknown variant"):
         create_model("fcn4s")
+
+
+def test_factories_take_weights_not_paths(tmp_path) -> None:
+    """Model files never read paths: a path gets one line pointing at the loader."""
+    path = tmp_path / "vgg16.pth"
+    torch.save(_random_torchvision_vgg16(0.0625).state_dict(), path)
+    for call in (convolutionalize, FCN32s.from_vgg16, FCN16s.from_fcn):
+        with pytest.raises(TypeError, match=r"state dict or nn.Module.*read_state_dict"):
+            call(str(path))
+    # a module works as well as its state dict
+    vgg = _random_torchvision_vgg16(0.0625)
+    assert torch.equal(FCN32s.from_vgg16(vgg).fc6.weight, convolutionalize(vgg).fc6.weight)
+
+
+def test_models_import_nothing_above_them() -> None:
+    """The import graph points one way: ``fcn_deploy.models`` loads without the checkpoint layer."""
+    code = (
+        "import sys, fcn_deploy.models\n"
+        "above = sorted(m for m in sys.modules if m.startswith('fcn_deploy.') and m.split('.')[1]"
+        " not in ('models', 'meta', 'errors'))\n"
+        "print(','.join(above))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "fcn_deploy.checkpoint" not in result.stdout
+    assert result.stdout.strip() == ""

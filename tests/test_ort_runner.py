@@ -11,14 +11,23 @@ from conftest import randomize
 
 from fcn_deploy.errors import FCNError
 from fcn_deploy.export import export_onnx, synthetic_images
+from fcn_deploy.export.ort import (
+    CUDA_PROVIDER,
+    cuda_providers,
+    ort_session,
+    provider_problem,
+    require_providers,
+)
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
-from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner
+from fcn_deploy.runtime.base import cuda_index, non_blocking_copy
+from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner, output_shape
 
 
 @pytest.fixture(scope="module")
 def fp16_io_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner checks it)."""
+    """FCN-32s exported in FP16 with half I/O and tight bounds (no verification: the runner
+    checks it)."""
     torch.manual_seed(0)
     model = randomize(create_model("fcn32s", num_classes=4, width=0.125))
     path = tmp_path_factory.mktemp("ort") / "fcn32s-fp16.onnx"
@@ -70,9 +79,11 @@ def test_runner_applies_metadata_and_matches_pytorch(fp16_io_export) -> None:
     ],
 )
 def test_runner_rejects_bad_input(fp16_io_export, batch, message: str) -> None:
-    with OnnxRuntimeRunner(fp16_io_export[1]) as runner:
-        with pytest.raises(FCNError, match=message) as err:
-            runner.infer(batch)
+    with (
+        OnnxRuntimeRunner(fp16_io_export[1]) as runner,
+        pytest.raises(FCNError, match=message) as err,
+    ):
+        runner.infer(batch)
     assert "\n" not in str(err.value)
 
 
@@ -85,13 +96,62 @@ def test_runner_refuses_missing_or_foreign_file(tmp_path: Path) -> None:
         OnnxRuntimeRunner(bad)
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="needs a CUDA GPU and onnxruntime-gpu (CUDA provider with IO binding)",
-)
+def _ort_cuda_problem() -> str | None:
+    """Why ONNX Runtime's CUDA provider cannot be tested here (None: it can)."""
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU"
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return (
+            f"needs onnxruntime-gpu ({ort.__version__} here has only "
+            f"{', '.join(ort.get_available_providers())}): bash scripts/setup.sh gpu"
+        )
+    return None
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider")
+def test_provider_fallback_is_caught(fp16_io_export) -> None:
+    """A session asked for CUDA that came up on the CPU (what onnxruntime-gpu does when its CUDA
+    libraries fail to load, and what any build does for a provider it lacks) is refused."""
+    import onnxruntime as ort
+
+    if CUDA_PROVIDER in ort.get_available_providers():
+        pytest.skip("the CUDA provider is available here, so no fallback happens")
+    with pytest.raises(FCNError, match="did not activate CUDAExecutionProvider"):
+        OnnxRuntimeRunner(fp16_io_export[1], providers=cuda_providers(0))
+    session = ort_session(fp16_io_export[1])
+    require_providers(session, ["CPUExecutionProvider"])  # what it asked for: no error
+    assert provider_problem(session.get_providers(), "CPUExecutionProvider") is None
+    assert "runs on CPUExecutionProvider" in str(
+        provider_problem(session.get_providers(), CUDA_PROVIDER)
+    )
+
+
+def test_cuda_providers_carry_the_device_index() -> None:
+    assert cuda_providers(3) == [(CUDA_PROVIDER, {"device_id": 3}), "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("variant", ["vgg16", "fcn8s"])
+@pytest.mark.parametrize("io", ["tensor", "image"])
+def test_output_shape_matches_the_model(variant: str, io: str) -> None:
+    """The shape IO binding preallocates, the coarse VGG16 map included, against the real net."""
+    model = create_model(variant, num_classes=5, width=0.0625).eval()
+    for h, w in [(224, 224), (250, 301), (320, 480)]:
+        with torch.inference_mode():
+            ref = model(torch.zeros(2, 3, h, w))
+        shape = (2, h, w, 3) if io == "image" else (2, 3, h, w)
+        expected = (2, *ref.shape[2:]) if io == "image" else tuple(ref.shape)
+        assert output_shape(model.info, io, shape) == expected
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_ort_cuda_problem() is not None, reason=str(_ort_cuda_problem()))
 def test_runner_cuda_io_binding(fp16_io_export) -> None:
     model, path = fp16_io_export
     runner = OnnxRuntimeRunner(path, device="cuda")
+    assert runner.session.get_providers()[0] == CUDA_PROVIDER
+    assert runner.device.index is not None  # bare "cuda" resolved to the GPU ORT binds
     x = torch.from_numpy(
         model.info.preprocessing.apply(synthetic_images(1, 64, 80, np.random.default_rng(2)))
     ).cuda()
@@ -100,3 +160,27 @@ def test_runner_cuda_io_binding(fp16_io_export) -> None:
     with torch.inference_mode():
         ref = model(x.cpu())
     assert (out.cpu().argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+    # a CPU tensor in, a CUDA tensor out; and back to the CPU runner path through host memory
+    assert runner.infer(x.cpu()).is_cuda
+
+
+def test_cuda_tensor_to_cpu_runner_is_not_a_race(fp16_io_export) -> None:
+    """Copies to the host are blocking (``non_blocking`` only towards a GPU)."""
+    assert not non_blocking_copy(torch.device("cpu"))
+    assert non_blocking_copy(torch.device("cuda", 0))
+    if torch.cuda.is_available():
+        model, path = fp16_io_export
+        runner = OnnxRuntimeRunner(path, device="cpu")
+        x = torch.from_numpy(
+            model.info.preprocessing.apply(synthetic_images(2, 64, 80, np.random.default_rng(4)))
+        )
+        expected = runner.infer(x)
+        for _ in range(20):  # a large GPU tensor, copied to the host and used at once
+            assert torch.equal(runner.infer(x.cuda()), expected)
+
+
+def test_cuda_index() -> None:
+    """ONNX Runtime and TensorRT need a GPU number; torch's bare "cuda" means the current GPU."""
+    assert cuda_index(torch.device("cuda", 2)) == 2
+    if torch.cuda.is_available():
+        assert cuda_index(torch.device("cuda")) == torch.cuda.current_device()

@@ -133,9 +133,6 @@ def test_collect_inputs_and_output_names(photo_folder: Path) -> None:
 def test_onnx_model_with_an_image_too_large_for_it(
     make_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:
-    pytest.importorskip(
-        "fcn_deploy.runtime.ort_runner", reason="the ONNX Runtime runner has not landed yet"
-    )
     from fcn_deploy.export import export_onnx
 
     model = tmp_path / "fcn8s-image.onnx"

@@ -408,7 +408,7 @@ def test_fcn_serve_bad_options_one_line(models: dict[str, Path], tmp_path: Path)
         f"error: {tmp_path / 'missing.onnx'}: no such model file"
     )
     result = run(models["onnx"], "--max-batch", "0", *ports)
-    assert result.returncode == 2 and "max_batch must be at least 1" in result.stderr
+    assert result.returncode == 2 and "argument --max-batch" in result.stderr
 
 
 def test_own_libpython_leads_the_library_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -444,3 +444,20 @@ def test_client_address_and_error_lines() -> None:
         server_error_line(wrapped) == "input 'image_bytes': 3 bytes that do not decode as an image"
     )
     assert server_error_line(RuntimeError("[400] unexpected shape")) == "[400] unexpected shape"
+
+
+def test_encoded_images_over_the_megapixel_limit_are_refused_before_decoding() -> None:
+    """A tiny file claiming 400 megapixels is refused from its header; the limit is adjustable."""
+    from test_cli_errors import png_header
+
+    from fcn_deploy.meta import SizeBounds
+    from fcn_deploy.serve.server import decode_image
+
+    bounds = SizeBounds(min_hw=(1, 1), max_hw=None, max_batch=1)
+    with pytest.raises(FCNError, match=r"400\.0 megapixels") as info:
+        decode_image(png_header(20000, 20000), bounds)
+    assert info.value.param == "max_megapixels"
+    _, data = cv2.imencode(".png", np.zeros((30, 40, 3), np.uint8))
+    assert decode_image(data.tobytes(), bounds).shape == (30, 40, 3)
+    with pytest.raises(FCNError, match=r"max_megapixels=0\.001"):
+        decode_image(data.tobytes(), bounds, max_megapixels=0.001)

@@ -1,4 +1,5 @@
-"""fcn-train: exact resume, NaN stop, signals, two-process gloo, learning, and the CLI as a subprocess."""
+"""fcn-train: exact resume, NaN stop, signals, two-process gloo, learning, and the CLI as a
+subprocess."""
 
 from __future__ import annotations
 
@@ -131,6 +132,23 @@ def test_last_layer_trains_only_the_score_layers(tmp_path: Path) -> None:
 
 def _run(args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def test_cli_resume_reads_the_checkpoint_once(tmp_path: Path, monkeypatch) -> None:
+    """fcn-train --resume reads last.pt once: for the run's settings and the state together."""
+    from fcn_train.cli import train_main
+
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), iterations=1, val_every=100, **TINY))
+    real_load, reads = torch.load, []
+
+    def counting_load(*args, **kwargs):
+        reads.append(Path(args[0]))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    assert train_main(["--resume", str(out), "--iterations", "2", "-q"]) == 0
+    assert reads.count(out / LAST) == 1 and _trainer_state(out / LAST)["iteration"] == 2
 
 
 @pytest.mark.slow
@@ -286,7 +304,8 @@ def test_cli_train_then_eval(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_training_on_synthetic_scenes_beats_predicting_background(tmp_path: Path) -> None:
-    # ~200 steps is where a from-scratch net leaves the all-background plateau (benchmarks/training.md
+    # ~200 steps is where a from-scratch net leaves the all-background plateau
+    # (benchmarks/training.md
     # has the full curve); a higher lr than the recipe's gets there sooner
     import numpy as np
 

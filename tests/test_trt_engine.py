@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcn_deploy.engine import Profile, build_engine, read_sidecar, sidecar_path
+from fcn_deploy.engine import Profile, build_engine, gate_shapes, read_sidecar, sidecar_path
 from fcn_deploy.engine._trt import tensorrt_available
 from fcn_deploy.errors import FCNError
 
@@ -26,6 +26,7 @@ pytestmark = [
         reason="no CUDA GPU: TensorRT engines run only on NVIDIA GPUs",
     ),
     pytest.mark.slow,
+    pytest.mark.gpu,
 ]
 
 # Two profiles, as a user with landscape and portrait photos would build them.
@@ -47,12 +48,19 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trt")
     model = randomize(create_model("fcn8s", num_classes=21, width=0.125), seed=0)
     paths = {}
-    for precision in ("fp32", "fp16"):
-        path = folder / f"fcn8s-{precision}.onnx"
+    for precision, io in (("fp32", "tensor"), ("fp16", "tensor"), ("fp16", "image")):
+        name = precision if io == "tensor" else f"{precision}-{io}"
+        path = folder / f"fcn8s-{name}.onnx"
         export_onnx(
-            model, path, precision=precision, max_size=(512, 512), max_batch=4, progress=False
+            model,
+            path,
+            precision=precision,
+            io=io,
+            max_size=(512, 512),
+            max_batch=4,
+            progress=False,
         )
-        paths[precision] = path
+        paths[name] = path
     return folder, paths
 
 
@@ -83,6 +91,9 @@ def test_fp16_engine_builds_is_fp16_and_passes_the_gate(exported):
     )
     gate = json.loads(sidecar_path(engine).read_text())["gate"]
     assert len(gate["rows"]) >= 2 * 4 and all(r["passed"] for r in gate["rows"])
+    for index, profile in enumerate(PROFILES):  # each profile checked at its own sizes, named
+        rows = [tuple(r["shape"]) for r in gate["rows"] if r["profile"] == index]
+        assert rows == gate_shapes(profile)
     print(report.summary())
     again = build_engine(
         paths["fp16"],
@@ -135,12 +146,12 @@ def test_engine_for_another_tensorrt_version_is_refused(exported, tmp_path):
     doc = json.loads(sidecar_path(engine).read_text())
     doc["tensorrt_version"] = "9.9.9.9"
     sidecar_path(engine).write_text(json.dumps(doc))
-    with pytest.raises(FCNError, match="built with TensorRT 9.9.9.9.*rebuild"):
+    with pytest.raises(FCNError, match=r"built with TensorRT 9.9.9.9.*rebuild"):
         load_runner(engine)
     doc["tensorrt_version"] = read_sidecar(folder / "fcn8s-fp32.engine").tensorrt_version
     doc["compute_capability"] = [1, 0]
     sidecar_path(engine).write_text(json.dumps(doc))
-    with pytest.raises(FCNError, match="compute capability 1.0.*rebuild"):
+    with pytest.raises(FCNError, match=r"compute capability 1.0.*rebuild"):
         load_runner(engine)
 
 
@@ -152,6 +163,53 @@ def test_fp16_engine_from_fp32_graph_is_refused_on_strongly_typed_tensorrt(expor
     if not parse_trt_version(tensorrt.__version__).at_least(STRONGLY_TYPED_SINCE):
         pytest.skip(f"TensorRT {tensorrt.__version__} builds FP16 with the builder flag")
     _, paths = exported
-    with pytest.raises(FCNError, match="re-export with --precision fp16"):
+    with pytest.raises(FCNError, match="re-export with precision='fp16'"):
         build_engine(paths["fp32"], tmp_path / "m.engine", precision="fp16", progress=False)
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_image_mode_engine_returns_the_labels_onnxruntime_gives(exported):
+    """uint8 NHWC images in, uint8 labels out: ArgMax → Cast(FLOAT) → Cast(UINT8) in TensorRT."""
+    from fcn_deploy.runtime import load_runner
+
+    folder, paths = exported
+    engine = folder / "fcn8s-fp16-image.engine"
+    report = build_engine(paths["fp16-image"], engine, profiles=PROFILES, progress=False)
+    assert report.passed and all(r.max_abs_error is None for r in report.gate_rows)
+    assert read_sidecar(engine).precision != "fp32"
+    runner = load_runner(engine, device="cuda")
+    assert runner.io == "image" and runner.device.index is not None
+    rng = np.random.default_rng(3)
+    for n, _, h, w in SHAPES:
+        images = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+        labels = runner.infer(images)
+        assert labels.dtype == torch.uint8 and tuple(labels.shape) == (n, h, w)
+        ref = _reference(paths["fp16-image"], images)
+        assert (labels.cpu().numpy() == ref).mean() >= 0.99  # FP16 kernels differ a little
+    runner.close()
+
+
+def test_executor_runs_misaligned_views_on_its_own_stream(exported):
+    """batch[1:] starts 140 bytes past a 256-byte boundary; the caller's side stream is honoured."""
+    from fcn_deploy.runtime import load_runner
+
+    folder, paths = exported
+    engine = folder / "fcn8s-fp32-views.engine"
+    build_engine(paths["fp32"], engine, profiles=PROFILES, gate=False, progress=False)
+    runner = load_runner(engine)  # default device: cuda:N, which must equal the input's
+    executor = runner.executor
+    assert executor.stream.cuda_stream != 0  # never the legacy default stream
+    batch = torch.randn(3, 3, 33, 65, device=runner.device) * 50
+    view = batch[1:]
+    assert view.data_ptr() % 256 != 0 and view.is_contiguous()
+    expected = executor.run(view.clone()).clone()
+    side = torch.cuda.Stream(runner.device)
+    with torch.cuda.stream(side):
+        got = executor.run(view).clone()  # ordered on `side` by the executor's events
+    side.synchronize()
+    assert torch.equal(got, expected)
+    assert executor.run(view, profile=0).shape == (2, 21, 33, 65) and executor.profile == 0
+    with pytest.raises(FCNError, match="outside profile 1"):
+        executor.run(view, profile=1)  # height 33 is below profile 1's min of 64
+    runner.close()
+    assert runner.executor is None

@@ -23,9 +23,16 @@ TRT_MODULES = [
     "fcn_deploy/runtime/trt_runner.py",
     "fcn_deploy/cli/engine_args.py",
 ]
-# Names TensorRT 11 removed (TENSORRT.md): allowed only under `if <...>.fp16_builder_flag:`.
-REMOVED_IN_11 = {"FP16", "platform_has_fast_fp16", "EXPLICIT_BATCH", "device_memory_size", "int8_calibrator",
-                 "create_execution_context_without_device_memory", "supports_model"}  # fmt: skip
+# Names TensorRT 11 removed (docs/tensorrt.md): allowed only under `if <...>.fp16_builder_flag:`.
+REMOVED_IN_11 = {
+    "FP16",
+    "platform_has_fast_fp16",
+    "EXPLICIT_BATCH",
+    "device_memory_size",
+    "int8_calibrator",
+    "create_execution_context_without_device_memory",
+    "supports_model",
+}
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("mypy") is None, reason="mypy is not installed (pip install mypy)"
@@ -55,8 +62,18 @@ def stubs(tmp_path_factory):
 
 def _mypy(stubs: Path, *targets: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = dict(os.environ, MYPYPATH=str(stubs))
-    cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--follow-imports=silent",
-           "--no-incremental", "--disallow-untyped-defs", "--warn-unused-ignores", *targets]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--config-file",
+        str(ROOT / "pyproject.toml"),
+        "--follow-imports=silent",
+        "--no-incremental",
+        "--disallow-untyped-defs",
+        "--warn-unused-ignores",
+        *targets,
+    ]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -103,8 +120,9 @@ def _gated(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
 
 def test_names_removed_in_tensorrt_11_appear_only_behind_the_version_gate():
     uses = []
-    for path in sorted((ROOT / "fcn_deploy" / "engine").glob("*.py")) + [
-        ROOT / "fcn_deploy/runtime/trt_runner.py"
+    for path in [
+        *sorted((ROOT / "fcn_deploy" / "engine").glob("*.py")),
+        ROOT / "fcn_deploy/runtime/trt_runner.py",
     ]:
         tree = ast.parse(path.read_text())
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}

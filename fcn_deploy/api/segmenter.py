@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FCNError
-from ..imageio import read_image, to_bgr8
-from ..meta import ModelInfo, Preprocessing
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_megapixels, read_image, to_bgr8
+from ..meta import ModelInfo
 from ..runtime import Runner, load_runner
 from .tiling import ALIGN, TileGrid, run_tiled
 
@@ -36,8 +36,10 @@ DEFAULT_OVERLAP = 256  # at most a quarter of the tile; FCN's receptive field is
 DEFAULT_BATCH = 8  # images per call when the model sets no batch limit
 
 
-def as_bgr8(image: ImageLike, rgb: bool = False) -> np.ndarray:
-    """Any supported image → uint8 ``H×W×3`` BGR.
+def as_bgr8(
+    image: ImageLike, rgb: bool = False, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """Any supported image → uint8 ``H×W×3`` BGR, refused above ``max_megapixels`` (None: no limit).
 
     - a path (str or ``os.PathLike``): decoded by OpenCV (`read_image`); ``rgb`` is ignored;
     - a NumPy array: ``H×W``, ``H×W×1``, ``H×W×3`` or ``H×W×4``, uint8, uint16 or float 0..1,
@@ -45,13 +47,15 @@ def as_bgr8(image: ImageLike, rgb: bool = False) -> np.ndarray:
     - a torch tensor: the same rule as an array, so channels last (``H×W×C``), on any device.
     """
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, max_megapixels)  # checked from the header, before decoding
+    if isinstance(image, (torch.Tensor, np.ndarray)) and image.ndim >= 2:
+        check_megapixels(int(image.shape[0]), int(image.shape[1]), max_megapixels)
     if isinstance(image, torch.Tensor):
         t = image.detach()
         if t.dim() == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
             raise FCNError(
-                f"torch images are taken channels-last (H×W×C) like NumPy ones; got {tuple(t.shape)}, "
-                "which looks channels-first: pass image.permute(1, 2, 0)"
+                "torch images are taken channels-last (H×W×C) like NumPy ones; got "
+                f"{tuple(t.shape)}, which looks channels-first: pass image.permute(1, 2, 0)"
             )
         return to_bgr8(t.cpu().numpy(), rgb)
     if isinstance(image, np.ndarray):
@@ -84,17 +88,6 @@ def _label_dtype(num_classes: int) -> torch.dtype:
     return torch.uint8 if num_classes <= 256 else torch.int32
 
 
-def _normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 ``N×H×W×3`` BGR on any device → float32 ``N×3×H×W``, exactly `Preprocessing.apply`'s math."""
-    x = pixels.float()
-    if prep.color == "rgb":
-        x = x.flip(-1)
-    mean = torch.tensor(prep.mean, dtype=torch.float32, device=x.device)
-    std = torch.tensor(prep.std, dtype=torch.float32, device=x.device)
-    x = (x * torch.tensor(prep.scale, dtype=torch.float32) - mean) / std
-    return x.permute(0, 3, 1, 2).contiguous()  # N×H×W×3 → N×3×H×W
-
-
 class Segmenter:
     """Semantic segmentation with one model on one device, whatever the backend.
 
@@ -106,6 +99,8 @@ class Segmenter:
     or per call): overlapping tiles of ``tile_size`` (default: the model's largest input, at most
     1024) sharing ``overlap`` pixels, blended as described in `fcn_deploy.api.tiling`. Equal-size
     images share runner calls of up to ``batch_size`` (default: the model's max batch, or 8).
+    Images over ``max_megapixels`` (default 100; None: no limit) are refused before any work,
+    files from their header before decoding, on every backend.
     """
 
     def __init__(
@@ -115,8 +110,16 @@ class Segmenter:
         tile_size: int | tuple[int, int] | None = None,
         overlap: int | None = None,
         batch_size: int | None = None,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
     ) -> None:
+        if max_megapixels is not None and not max_megapixels > 0:
+            raise FCNError(
+                f"max_megapixels must be a positive number or None, got {max_megapixels}"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise FCNError(f"batch_size must be at least 1, got {batch_size}", param="batch_size")
         self.runner = runner
+        self.max_megapixels = max_megapixels
         self.tile = tile
         bounds = runner.bounds
         limit = bounds.max_hw or (DEFAULT_TILE, DEFAULT_TILE)
@@ -158,6 +161,7 @@ class Segmenter:
         tile_size: int | tuple[int, int] | None = None,
         overlap: int | None = None,
         batch_size: int | None = None,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
         **runner_options: Any,
     ) -> Segmenter:
         """Open a model file: ``.engine`` → TensorRT, ``.onnx`` → ONNX Runtime, else PyTorch.
@@ -168,10 +172,15 @@ class Segmenter:
         """
         if not Path(path).exists():
             raise FCNError(
-                f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a TensorRT .engine)"
+                f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a "
+                "TensorRT .engine)"
             )
         runner = load_runner(path, device=device, backend=backend, **runner_options)
-        return cls(runner, tile, tile_size, overlap, batch_size)
+        try:
+            return cls(runner, tile, tile_size, overlap, batch_size, max_megapixels)
+        except BaseException:
+            runner.close()
+            raise
 
     # -- what the model is -------------------------------------------------------------------
 
@@ -201,27 +210,30 @@ class Segmenter:
     def predict_batch(
         self, images: Sequence[ImageLike], rgb: bool = False, tile: bool | None = None
     ) -> list[np.ndarray]:
-        """`predict` for many images: equal sizes share runner calls (up to ``batch_size``), order kept."""
+        """`predict` for many images: equal sizes share runner calls (up to ``batch_size``),
+        order kept."""
         return self._run(list(images), rgb, tile, scores=False)
 
     def logits(self, image: ImageLike, rgb: bool = False, tile: bool | None = None) -> np.ndarray:
         """float32 ``C×H×W`` class scores; only tensor-I/O models have them."""
         if self.runner.io != "tensor":
             raise FCNError(
-                "this model was exported with preprocessing and argmax folded in (image I/O) and returns "
-                "only labels; re-export with --io tensor to get class scores"
+                "this model was exported with preprocessing and argmax folded in (image I/O) and "
+                "returns only labels; re-export with io='tensor' to get class scores"
             )
         return self._run([image], rgb, tile, scores=True)[0]
 
     def overlay(
         self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5, rgb: bool = False
     ) -> np.ndarray:
-        """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for cv2.imwrite."""
-        bgr = as_bgr8(image, rgb)
+        """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for
+        cv2.imwrite."""
+        bgr = as_bgr8(image, rgb, self.max_megapixels)
         labels = np.asarray(labels)
         if labels.shape != bgr.shape[:2]:
             raise FCNError(
-                f"labels of shape {labels.shape} do not match the image's {bgr.shape[0]}x{bgr.shape[1]} pixels"
+                f"labels of shape {labels.shape} do not match the image's "
+                f"{bgr.shape[0]}x{bgr.shape[1]} pixels"
             )
         colours = ModelInfo.palette_array(self.palette)[:, ::-1][
             np.clip(labels, 0, 255)
@@ -236,7 +248,7 @@ class Segmenter:
     ) -> list[np.ndarray]:
         timing = self.last_timing = Timing()
         start = time.perf_counter()
-        pixels = [as_bgr8(im, rgb) for im in images]
+        pixels = [as_bgr8(im, rgb, self.max_megapixels) for im in images]
         timing.images, timing.pixels = len(pixels), sum(p.shape[0] * p.shape[1] for p in pixels)
         timing.preprocess += time.perf_counter() - start
         tile = self.tile if tile is None else tile
@@ -250,8 +262,9 @@ class Segmenter:
                 groups.setdefault((h, w), []).append(k)
             else:
                 raise FCNError(
-                    f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
-                    "pass tile=True (fcn-predict --tile) to run it in overlapping tiles"
+                    f"an image of {h}x{w} (HxW) is larger than this model accepts "
+                    f"({top[0]}x{top[1]}); pass tile=True to run it in overlapping tiles",
+                    param="tile",
                 )
         for indices in groups.values():
             for i in range(0, len(indices), self.batch_size):
@@ -259,7 +272,7 @@ class Segmenter:
                 out = self._infer(np.stack([pixels[k] for k in chunk]), scores)
                 t = time.perf_counter()
                 arrays = out.cpu().numpy()
-                for k, a in zip(chunk, arrays):
+                for k, a in zip(chunk, arrays, strict=True):
                     results[k] = a
                 timing.postprocess += time.perf_counter() - t
         return results  # type: ignore[return-value]
@@ -268,7 +281,7 @@ class Segmenter:
         """uint8 ``N×H×W×3`` BGR → ``N×C×H×W`` float scores or ``N×H×W`` labels, on the device."""
         timing, runner = self.last_timing, self.runner
         t0 = time.perf_counter()
-        n, h, w = bgr.shape[:3]
+        _n, h, w = bgr.shape[:3]
         small = runner.bounds.min_hw
         pad_h, pad_w = max(0, small[0] - h), max(0, small[1] - w)
         if (
@@ -277,14 +290,10 @@ class Segmenter:
             bgr = np.stack(
                 [cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr]
             )
-        if runner.io == "image":  # preprocessing is in the graph
-            x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
-        elif runner.device.type == "cpu":
-            x = torch.from_numpy(self.info.preprocessing.apply(bgr))
-        else:  # copy uint8 (a quarter of float32's bytes), normalize on the device
-            x = _normalize(
-                torch.from_numpy(bgr).to(runner.device, non_blocking=True), self.info.preprocessing
-            )
+        # copy uint8 (a quarter of float32's bytes); normalize on the device unless the graph does
+        x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
+        if runner.io == "tensor":
+            x = self.info.preprocessing.normalize(x)
         runner.synchronize()
         t1 = time.perf_counter()
         out = runner.infer(x)
@@ -307,7 +316,8 @@ class Segmenter:
         return out
 
     def _tiled(self, bgr: np.ndarray, scores: bool) -> np.ndarray:
-        """One image through overlapping tiles; blended scores, or labels from the tiles' centres."""
+        """One image through overlapping tiles; blended scores, or labels from the tiles'
+        centres."""
         start, timing = time.perf_counter(), self.last_timing
         counted = timing.total
         grid = TileGrid(bgr.shape[0], bgr.shape[1], self.tile_size, self.overlap)
@@ -339,4 +349,5 @@ class Segmenter:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Segmenter {self.info.variant} {self.runner.name} io={self.runner.io} on {self.runner.device}>"
+        runner = self.runner
+        return f"<Segmenter {self.info.variant} {runner.name} io={runner.io} on {runner.device}>"

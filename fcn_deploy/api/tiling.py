@@ -34,7 +34,8 @@ Span = tuple[int, int]
 
 
 def tile_spans(length: int, tile: int, overlap: int, align: int = ALIGN) -> list[Span]:
-    """``(start, end)`` of tiles of at most ``tile`` pixels covering ``length``, sharing ≥ ``overlap``.
+    """``(start, end)`` of tiles of at most ``tile`` pixels covering ``length``, sharing ≥
+    ``overlap``.
 
     Starts are multiples of ``align``; the last tile ends at ``length`` and may be up to
     ``align - 1`` pixels shorter than the others. Needs ``tile ≥ overlap + align``.
@@ -47,7 +48,7 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = ALIGN) -> list
     last = (
         -(-(length - tile) // align) * align
     )  # the first aligned start whose tile reaches the end
-    starts = list(range(0, last, stride)) + [last]
+    starts = [*range(0, last, stride), last]
     return [(s, min(s + tile, length)) for s in starts]
 
 
@@ -57,7 +58,8 @@ def _cuts(spans: list[Span]) -> list[int]:
 
 
 def _ramp_weights(spans: list[Span], i: int) -> torch.Tensor:
-    """1-D blending weights of tile ``i``: 1 inside, sin²/cos² ramps across overlaps with neighbours."""
+    """1-D blending weights of tile ``i``: 1 inside, sin²/cos² ramps across overlaps with
+    neighbours."""
     start, end = spans[i]
     w = np.ones(end - start, np.float32)
     if i > 0:  # rising over the overlap with the previous tile
@@ -86,7 +88,8 @@ def _batches(spans: list[Span], batch: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Tiles of at most ``tile`` (h, w) pixels over an ``height×width`` image, overlapping ≥ ``overlap``."""
+    """Tiles of at most ``tile`` (h, w) pixels over an ``height×width`` image, overlapping ≥
+    ``overlap``."""
 
     height: int
     width: int
@@ -121,7 +124,7 @@ def run_tiled(
         outs: dict[int, torch.Tensor] = {}
         for run in _batches(cols, batch):
             out = infer(np.stack([image[y:y1, x:x1] for x, x1 in (cols[j] for j in run)]))
-            outs.update(zip(run, out))
+            outs.update(zip(run, out, strict=True))
         if not scores:  # labels: each tile owns the pixels nearest its centre
             row = outs[0].new_empty((y_cuts[i] - done, grid.width))
             x0 = 0

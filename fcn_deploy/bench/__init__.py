@@ -1,11 +1,13 @@
 """fcn-bench: backends against eager PyTorch across input sizes, relative to the machine's limit.
 
-``run_benchmark`` returns a result document (schema: ``report.SCHEMA``); ``report`` prints it as a
-table, writes JSON/Markdown and plots it. Everything here uses only the runner interface.
+``run_benchmark`` returns a result document (schema: ``report.SCHEMA``) whose rows are the typed
+dataclasses of ``results``, serialized by ``results.to_json``; ``report`` prints it as a table,
+writes JSON/Markdown and plots it. Everything here uses only the runner interface.
 """
 
+from ..models import FCVGG16  # the sliding-window scenario's classifier, public here as before
 from .backends import BENCH_BACKENDS, random_model
-from .benchmark import SCENARIOS, run_benchmark
+from .benchmark import run_benchmark
 from .flops import flops_per_image, model_flops
 from .report import (
     SCHEMA,
@@ -16,8 +18,17 @@ from .report import (
     write_markdown,
     write_plot,
 )
+from .results import (
+    SCENARIOS,
+    SizeRow,
+    Skipped,
+    SlidingWindowRow,
+    StaticDynamicRow,
+    StreamRow,
+    to_json,
+)
 from .scenarios import BenchConfig
-from .sliding_window import FCVGG16, run_sliding_window
+from .sliding_window import run_sliding_window
 
 __all__ = [
     "BENCH_BACKENDS",
@@ -25,6 +36,11 @@ __all__ = [
     "SCENARIOS",
     "SCHEMA",
     "BenchConfig",
+    "SizeRow",
+    "Skipped",
+    "SlidingWindowRow",
+    "StaticDynamicRow",
+    "StreamRow",
     "flops_per_image",
     "format_console",
     "format_markdown",
@@ -32,6 +48,7 @@ __all__ = [
     "random_model",
     "run_benchmark",
     "run_sliding_window",
+    "to_json",
     "validate",
     "write_json",
     "write_markdown",

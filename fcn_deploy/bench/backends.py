@@ -22,14 +22,17 @@ from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
 from ..errors import FCNError
 from ..meta import ModelInfo
-from ..models import create_model
+from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
+from .machine import ORT_CUDA_OPTIONS
+from .results import Skipped, SkipStatus
 
 __all__ = [
     "BENCH_BACKENDS",
     "DEFAULT_BACKENDS",
     "Backend",
     "ModelSource",
+    "backend_precision",
     "onnx_for",
     "parse_backends",
     "prepare_backends",
@@ -44,7 +47,7 @@ REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measur
 
 def random_model(
     variant: str = "fcn8s", width: float = 1.0, num_classes: int = 21, seed: int = 0
-) -> nn.Module:
+) -> Net:
     """A net with random weights, score layers included.
 
     An FCN's score layers start at zero by design, so its output would be all zeros and every
@@ -75,16 +78,16 @@ class ModelSource:
     ) -> ModelSource:
         if model is None:
             net = random_model(variant or "fcn8s", width, num_classes)
-            info: ModelInfo = net.info  # type: ignore[assignment]
-            return cls(f"random {info.variant} width {width:g}", module=net, info=info)
+            return cls(f"random {net.info.variant} width {width:g}", module=net, info=net.info)
         path = Path(model)
         if not path.exists():
             raise FCNError(
-                f"--model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)"
+                f"model {model}: no such file (give a checkpoint, state dict, .onnx or .engine)",
+                param="model",
             )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=net.info)  # type: ignore[arg-type]
+            return cls(str(path), module=net, info=net.info)
         return cls(str(path), path=path)
 
 
@@ -93,10 +96,16 @@ class Backend:
     """One requested backend: how to open its runner, or why it is skipped."""
 
     name: str
+    precision: str = "fp32"  # what it is asked to run in: fp32, fp16 (a TensorRT engine: fp16)
     open: Callable[[], Runner] | None = None
     skipped: str | None = None
     prepare_s: float | None = None  # export or engine build time, when done on the fly
     artifact: str | None = None
+    skip_status: SkipStatus = "unavailable"  # "failed" when preparing it was tried and failed
+
+    def skip(self) -> Skipped:
+        """This backend as a row of the report's skipped list."""
+        return Skipped(self.name, self.skipped or "", self.skip_status)
 
 
 def parse_backends(text: str) -> list[str]:
@@ -104,7 +113,8 @@ def parse_backends(text: str) -> list[str]:
     unknown = [n for n in names if n not in BENCH_BACKENDS]
     if unknown or not names:
         raise FCNError(
-            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCH_BACKENDS)}"
+            f"unknown backend(s) {', '.join(unknown) or '(none)'}; choose from "
+            f"{', '.join(BENCH_BACKENDS)}"
         )
     return list(dict.fromkeys(names))
 
@@ -114,7 +124,7 @@ def tensorrt_unavailable(device: torch.device) -> str | None:
     if not tensorrt_available():
         return MISSING_MESSAGE
     if device.type != "cuda":
-        return "TensorRT needs a CUDA GPU (run with --device cuda)"
+        return "TensorRT needs a CUDA GPU (device='cuda')"
     return None
 
 
@@ -132,11 +142,20 @@ def prepare_backends(
     prepared = []
     for name in names:
         try:
-            prepared.append(_prepare(name, source, device, threads, max_batch, cache))
+            backend = _prepare(name, source, device, threads, max_batch, cache)
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
-            prepared.append(Backend(name, skipped=f"failed to prepare: {type(e).__name__}: {e}"))
+            reason = f"failed to prepare: {type(e).__name__}: {e}"
+            backend = Backend(name, skipped=reason, skip_status="failed")
+        backend.precision = backend_precision(name)
+        prepared.append(backend)
     return prepared
+
+
+def backend_precision(name: str) -> str:
+    """The precision a named backend is asked for: its suffix, FP16 for TensorRT, else FP32."""
+    backend, _, precision = name.partition("-")
+    return precision or ("fp16" if backend == "tensorrt" else "fp32")
 
 
 def _prepare(
@@ -147,8 +166,7 @@ def _prepare(
     max_batch: int,
     cache: Path,
 ) -> Backend:
-    backend, _, precision = name.partition("-")
-    precision = precision or ("fp16" if backend == "tensorrt" else "fp32")
+    backend, precision = name.partition("-")[0], backend_precision(name)
     dev = str(device)
     if backend == "torch":
         if source.module is None:
@@ -177,18 +195,23 @@ def _prepare(
 
         return Backend(
             name,
-            open=lambda: OnnxRuntimeRunner(onnx_path, device=dev, threads=threads),
+            open=lambda: OnnxRuntimeRunner(
+                onnx_path, device=dev, threads=threads, cuda_options=ORT_CUDA_OPTIONS
+            ),
             prepare_s=seconds,
             artifact=str(onnx_path),
         )
     reason = tensorrt_unavailable(device)
-    return Backend(name, skipped=reason) if reason else _tensorrt(name, source, max_batch, cache)
+    if reason:
+        return Backend(name, skipped=reason)
+    return _tensorrt(name, source, max_batch, cache, device)
 
 
 def onnx_for(
     source: ModelSource, precision: str, max_batch: int, cache: Path
 ) -> tuple[Path | None, float | None, str]:
-    """The ONNX file for ``precision``: the one given, or one exported now (with its export time)."""
+    """The ONNX file for ``precision``: the one given, or one exported now (with its export
+    time)."""
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
             return None, None, f"--model {source.label} is not an ONNX file or checkpoint"
@@ -196,11 +219,8 @@ def onnx_for(
 
         given = read_onnx_metadata(source.path).precision
         if given != precision:
-            return (
-                None,
-                None,
-                f"--model {source.label} is {given}; pass a checkpoint to export {precision} on the fly",
-            )
+            why = f"--model {source.label} is {given}; pass a checkpoint to export {precision}"
+            return None, None, why + " on the fly"
         return source.path, None, ""
     from ..export import export_onnx
 
@@ -219,13 +239,16 @@ def onnx_for(
     return out, time.perf_counter() - t0, ""
 
 
-def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Backend:
-    """An FP16 engine: the one given, or built now from an FP16 ONNX export."""
+def _tensorrt(
+    name: str, source: ModelSource, max_batch: int, cache: Path, device: torch.device
+) -> Backend:
+    """An FP16 engine on ``device``: the one given, or built there now from an FP16 ONNX export."""
     from ..runtime.trt_runner import TensorRTRunner
 
+    dev = str(device)
     if source.path is not None and backend_for_path(source.path) == "tensorrt":
         path = source.path
-        return Backend(name, open=lambda: TensorRTRunner(path, device="cuda"), artifact=str(path))
+        return Backend(name, open=lambda: TensorRTRunner(path, device=dev), artifact=str(path))
     onnx_path, export_s, why = onnx_for(source, "fp16", max_batch, cache)
     if onnx_path is None:
         return Backend(name, skipped=why)
@@ -233,13 +256,12 @@ def _tensorrt(name: str, source: ModelSource, max_batch: int, cache: Path) -> Ba
 
     engine = cache / "model-fp16.engine"
     t0 = time.perf_counter()
-    build_engine(
-        onnx_path, engine, gate=False, progress=False
-    )  # the rows measure accuracy at every size
+    # no gate: the rows measure accuracy at every size
+    build_engine(onnx_path, engine, device=dev, gate=False, progress=False)
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
     return Backend(
         name,
-        open=lambda: TensorRTRunner(engine, device="cuda"),
+        open=lambda: TensorRTRunner(engine, device=dev),
         prepare_s=seconds,
         artifact=str(engine),
     )

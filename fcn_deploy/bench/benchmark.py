@@ -1,4 +1,5 @@
-"""``run_benchmark``: one call from options to the result document ``fcn-bench`` prints and saves."""
+"""``run_benchmark``: one call from options to the result document ``fcn-bench`` prints and
+saves."""
 
 from __future__ import annotations
 
@@ -20,13 +21,12 @@ from .backends import (
     prepare_backends,
     tensorrt_unavailable,
 )
-from .machine import compute_precision, machine_info, matmul_peak
+from .machine import FP32_MATH, compute_precision, machine_info, matmul_peak
+from .results import SCENARIOS, SizeRow, Skipped, to_json
 from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
 from .sliding_window import run_sliding_window
 
 __all__ = ["SCENARIOS", "run_benchmark"]
-
-SCENARIOS = ("sizes", "stream", "sliding-window", "static-vs-dynamic")
 
 
 def run_benchmark(
@@ -53,11 +53,14 @@ def run_benchmark(
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     cfg = config or BenchConfig()
     if cfg.batch < 1 or cfg.iters < 1 or cfg.warmup < 0:
-        raise FCNError("--batch and --iters must be at least 1 and --warmup at least 0")
+        raise FCNError(
+            f"config.batch and config.iters must be at least 1 and config.warmup at least 0, got "
+            f"batch={cfg.batch}, iters={cfg.iters}, warmup={cfg.warmup}"
+        )
     dev = resolve_device(device)
     if threads is not None:
         if threads < 1:
-            raise FCNError(f"--threads must be at least 1, got {threads}")
+            raise FCNError(f"threads must be at least 1, got {threads}", param="threads")
         torch.set_num_threads(threads)
     names = parse_backends(backends)
     doc: dict[str, Any] = {
@@ -71,6 +74,7 @@ def run_benchmark(
             "device": str(dev),
             "threads": torch.get_num_threads(),
             "backends": names,
+            "fp32_math": FP32_MATH,
         },
         "results": [],
         "skipped": [],
@@ -81,7 +85,7 @@ def run_benchmark(
             "label": f"random VGG16 classifier width {width:g} (FC vs convolutionalized)"
         }
         doc["machine"] = _machine(dev, matmul_size, ["fp32"])
-        doc["sliding_window"] = run_sliding_window(cfg, dev, width=width)
+        doc["sliding_window"] = to_json(run_sliding_window(cfg, dev, width=width))
         doc["notes"].append(
             "both nets eager PyTorch FP32 on the same weights; p50 of the timed calls"
         )
@@ -107,30 +111,27 @@ def run_benchmark(
     prepared = prepare_backends(
         names, source, dev, threads=threads, max_batch=cfg.batch, cache_dir=cache_dir
     )
-    precisions = sorted(
-        {
-            compute_precision(dev, b.name.partition("-")[2] or "fp32")
-            for b in prepared
-            if not b.skipped
-        }
-    )
+    precisions = sorted({compute_precision(dev, b.precision) for b in prepared if not b.skipped})
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
     doc["prepare_s"] = {b.name: b.prepare_s for b in prepared if b.prepare_s is not None}
+    skipped: list[Skipped]
     if scenario == "sizes":
-        doc["results"], doc["skipped"] = run_sizes(
-            prepared, source, dev, cfg, doc["machine"]["peaks"]
-        )
-        _remeasure_peaks(doc, dev, matmul_size)
+        rows, skipped = run_sizes(prepared, source, dev, cfg, doc["machine"]["peaks"])
+        _remeasure_peaks(doc["machine"]["peaks"], rows, dev, matmul_size)
+        doc["results"] = to_json(rows)
     else:
         count, low, high = stream
         shapes = stream_shapes(count, low, high, cfg.seed)
-        doc["stream"], doc["skipped"] = run_stream(prepared, source, dev, shapes, cfg.seed)
+        stream_rows, skipped = run_stream(prepared, source, dev, shapes, cfg.seed)
+        doc["stream"] = to_json(stream_rows)
+    doc["skipped"] = to_json(skipped)
     if dev.type == "cpu":
         doc["notes"].append(
             "CPU: every row is measured against the FP32 matmul rate (no native FP16 arithmetic)"
         )
     doc["notes"].append(
-        "host memory: peak resident set of the whole benchmark process during each row's warm-up and timed calls"
+        "host memory: peak resident set of the whole benchmark process during each row's warm-up "
+        "and timed calls"
     )
     return doc
 
@@ -148,13 +149,17 @@ def _machine(
     return info
 
 
-def _remeasure_peaks(doc: dict[str, Any], dev: torch.device, matmul_size: int | None) -> None:
+def _remeasure_peaks(
+    peaks: dict[str, dict[str, Any]],
+    rows: list[SizeRow],
+    dev: torch.device,
+    matmul_size: int | None,
+) -> None:
     """Measure the peak again after the sweep and keep the higher one for every row.
 
     On a machine shared with other work the rate available changes during a run; the higher of the
     two measurements is the conservative limit (it gives the lower fraction).
     """
-    peaks = doc["machine"]["peaks"]
     for precision, before in peaks.items():
         after = matmul_peak(dev, precision, matmul_size)
         peaks[precision] = {
@@ -163,11 +168,11 @@ def _remeasure_peaks(doc: dict[str, Any], dev: torch.device, matmul_size: int | 
             "end_gflops_per_s": after["gflops_per_s"],
         }
         peaks[precision]["method"] += ", higher of the measurements before and after the sweep"
-    for row in doc["results"]:
-        peak = peaks.get(row["compute_precision"])
+    for row in rows:
+        peak = peaks.get(row.compute_precision)
         if peak:
-            row["peak_gflops_per_s"] = peak["gflops_per_s"]
-            row["peak_fraction"] = row["achieved_gflops_per_s"] / peak["gflops_per_s"]
+            row.peak_gflops_per_s = peak["gflops_per_s"]
+            row.peak_fraction = row.achieved_gflops_per_s / peak["gflops_per_s"]
 
 
 def _static_vs_dynamic(
@@ -180,9 +185,9 @@ def _static_vs_dynamic(
     """One dynamic engine against per-shape static engines (TensorRT only)."""
     reason = tensorrt_unavailable(dev)
     if reason:
-        doc["skipped"] = [{"backend": "tensorrt", "reason": reason}]
+        doc["skipped"] = to_json([Skipped("tensorrt", reason)])
     else:
         from .static_dynamic import run_static_vs_dynamic
 
         cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
-        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache)
+        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache, dev)

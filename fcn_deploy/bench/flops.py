@@ -36,7 +36,8 @@ def conv_flops(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 
 
 def model_flops(model: nn.Module, batch: int, height: int, width: int) -> int:
-    """FLOPs of one forward of ``model`` (on the meta device) on a ``batch×3×height×width`` input."""
+    """FLOPs of one forward of ``model`` (on the meta device) on a ``batch×3×height×width``
+    input."""
     total = 0
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -58,7 +59,8 @@ def model_flops(model: nn.Module, batch: int, height: int, width: int) -> int:
 
 
 def flops_per_image(info: ModelInfo, height: int, width: int) -> int:
-    """FLOPs per image of the net ``info`` describes (variant, classes, width) at ``height×width``."""
+    """FLOPs per image of the net ``info`` describes (variant, classes, width) at
+    ``height×width``."""
     with torch.device("meta"):
         model = create_model(info.variant, num_classes=info.num_classes, width=info.width)
     return model_flops(model.eval(), 1, height, width)

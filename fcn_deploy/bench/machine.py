@@ -3,10 +3,16 @@
 The limit is not a datasheet number but the machine's own large-matmul rate, measured in the same
 run with the same threads: ``torch.mm`` of two 4096×4096 matrices on a CPU, 8192×8192 on a GPU,
 best of a few repetitions. On a CPU NumPy's BLAS is timed too and the faster of the two is the
-limit (here OpenBLAS beat torch's by ~9%): a fraction of the slower one would flatter every row. Convolutions are matmuls underneath, so a well-tuned backend can get
-close to it (tuned conv kernels can even beat it); the fraction tells how much headroom is left.
+limit (here OpenBLAS beat torch's by ~9%): a fraction of the slower one would flatter every row.
+Convolutions are matmuls underneath, so a well-tuned backend can get close to it (tuned conv
+kernels can even beat it); the fraction tells how much headroom is left.
 CPUs have no fast FP16 arithmetic (FP16 models run FP32 kernels between casts), so on a CPU
 every row is measured against the FP32 rate.
+
+FP32 means IEEE FP32 throughout (`FP32_MATH`): on GPUs cuDNN convolutions and ONNX Runtime's CUDA
+provider would use TF32 by default while ``torch.mm`` does not, which would make "FP32" rows and
+the FP32 reference TF32 and let their peak fraction exceed 1. The benchmark turns TF32 off
+(`ieee_fp32`, ``use_tf32=0`` for ONNX Runtime) and measures the FP32 peak the same way.
 """
 
 from __future__ import annotations
@@ -16,12 +22,25 @@ import os
 import platform
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["compute_precision", "machine_info", "machine_slug", "matmul_peak"]
+__all__ = [
+    "FP32_MATH",
+    "ORT_CUDA_OPTIONS",
+    "compute_precision",
+    "ieee_fp32",
+    "machine_info",
+    "machine_slug",
+    "matmul_peak",
+]
+
+FP32_MATH = "ieee: TF32 off in cuBLAS, cuDNN and ONNX Runtime CUDA, peak measured likewise"
+ORT_CUDA_OPTIONS = {"use_tf32": 0}  # the CUDA provider's TF32 switch (on by default)
 
 _PACKAGES = (
     "torch",
@@ -93,16 +112,28 @@ def _memory_gb() -> float | None:
 
 def machine_slug(info: dict[str, Any]) -> str:
     """A file-name-safe machine name: ``nvidia-h100-80gb-hbm3`` or ``amd-epyc-2c``."""
-    if info.get("gpu"):
-        name = info["gpu"]["name"]
-    else:
-        name = f"{info['cpu']}-{info['usable_cores']}c"
+    name = info["gpu"]["name"] if info.get("gpu") else f"{info['cpu']}-{info['usable_cores']}c"
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def compute_precision(device: torch.device, precision: str) -> str:
-    """The arithmetic a backend of ``precision`` really runs on ``device`` (FP32 on a CPU)."""
-    return precision if device.type == "cuda" else "fp32"
+    """The arithmetic a backend of ``precision`` really runs on ``device``: FP32 on a CPU (no
+    native FP16); on a GPU ``fp16``, or ``fp16`` for a ``mixed`` engine too (its bulk is FP16, so
+    the FP16 peak is its limit), else ``fp32`` (IEEE: see `ieee_fp32`)."""
+    if device.type != "cuda":
+        return "fp32"
+    return "fp16" if precision in ("fp16", "mixed") else "fp32"
+
+
+@contextmanager
+def ieee_fp32() -> Iterator[None]:
+    """TF32 off for cuBLAS matmuls and cuDNN convolutions inside the block, as it was after."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def matmul_peak(
@@ -117,7 +148,7 @@ def matmul_peak(
     a = torch.randn(n, n, generator=g).to(device, dtype)
     b = torch.randn(n, n, generator=g).to(device, dtype)
     best = float("inf")
-    with torch.inference_mode():
+    with torch.inference_mode(), ieee_fp32():
         torch.mm(a, b)  # warm-up: thread pool, cuBLAS handle, clocks
         for _ in range(reps):
             if device.type == "cuda":
@@ -130,6 +161,8 @@ def matmul_peak(
     gflops = 2 * n**3 / best / 1e9
     where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
     method = f"torch.mm {n}x{n} {precision.upper()} on {device.type} ({where}), best of {reps}"
+    if device.type == "cuda" and precision == "fp32":
+        method += ", TF32 off"
     if device.type == "cpu":
         numpy_gflops = _numpy_matmul_gflops(a.numpy(), b.numpy(), reps)
         method += f"; numpy matmul {numpy_gflops:.1f} GFLOP/s"
@@ -139,7 +172,8 @@ def matmul_peak(
 
 
 def _numpy_matmul_gflops(a: np.ndarray, b: np.ndarray, reps: int) -> float:
-    """NumPy's BLAS (its own thread count) on the same matrices: best of ``reps`` after a warm-up."""
+    """NumPy's BLAS (its own thread count) on the same matrices: best of ``reps`` after a
+    warm-up."""
     a @ b
     best = float("inf")
     for _ in range(reps):

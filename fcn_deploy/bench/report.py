@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, get_args
+
+import jsonschema
 
 from .._io import atomic_path, atomic_write_text
+from .results import SCENARIOS, SkipStatus
 
 __all__ = [
     "SCHEMA",
@@ -34,29 +37,56 @@ SCHEMA: dict[str, Any] = {
     "required": ["schema_version", "scenario", "machine", "results", "skipped"],
     "properties": {
         "schema_version": {"type": "integer", "enum": [1]},
-        "scenario": {"type": "string", "enum": ["sizes", "stream", "sliding-window", "static-vs-dynamic"]},
+        "scenario": {"type": "string", "enum": list(SCENARIOS)},
+        "config": {
+            "type": "object",
+            # what "fp32" arithmetic means in this run (IEEE: TF32 off; see machine.FP32_MATH)
+            "properties": {"fp32_math": {"type": "string"}},
+        },
         "machine": {
             "type": "object",
             "required": ["cpu", "logical_cores", "versions", "peaks"],
-            "properties": {"cpu": {"type": "string"}, "gpu": {"type": ["object", "null"]}, "versions": {"type": "object"}, "peaks": {"type": "object"}},
+            "properties": {
+                "cpu": {"type": "string"},
+                "gpu": {"type": ["object", "null"]},
+                "versions": {"type": "object"},
+                "peaks": {"type": "object"},
+            },
         },
         "results": {
             "type": "array",
             "items": {
                 "type": "object",
                 "required": [
-                    "backend", "height", "width", "batch", "precision", "latency_ms", "images_per_s",
-                    "megapixels_per_s", "gflops_per_image", "achieved_gflops_per_s", "peak_fraction",
-                    "max_abs_err", "label_agreement", "e2e_latency_ms", "peak_host_mb", "peak_gpu_mb",
+                    "backend",
+                    "height",
+                    "width",
+                    "batch",
+                    "precision",
+                    "latency_ms",
+                    "images_per_s",
+                    "megapixels_per_s",
+                    "gflops_per_image",
+                    "achieved_gflops_per_s",
+                    "peak_fraction",
+                    "max_abs_err",
+                    "label_agreement",
+                    "e2e_latency_ms",
+                    "peak_host_mb",
+                    "peak_gpu_mb",
                 ],
                 "properties": {
                     "backend": {"type": "string"},
-                    "precision": {"type": "string", "enum": ["fp32", "fp16"]},
+                    # mixed: a TensorRT engine with FP32 layers
+                    "precision": {"type": "string", "enum": ["fp32", "fp16", "mixed"]},
                     "height": {"type": "integer", "minimum": 1},
                     "width": {"type": "integer", "minimum": 1},
                     "batch": {"type": "integer", "minimum": 1},
                     "latency_ms": _LATENCY,
-                    "e2e_latency_ms": {"type": ["object", "null"], "required": ["mean", "p50", "p90", "p99"]},
+                    "e2e_latency_ms": {
+                        "type": ["object", "null"],
+                        "required": ["mean", "p50", "p90", "p99"],
+                    },
                     "images_per_s": _NUM,
                     "megapixels_per_s": _NUM,
                     "gflops_per_image": _NUM,
@@ -71,65 +101,26 @@ SCHEMA: dict[str, Any] = {
         },
         "skipped": {
             "type": "array",
-            "items": {"type": "object", "required": ["backend", "reason"], "properties": {"backend": {"type": "string"}, "reason": {"type": "string"}}},
+            "items": {
+                "type": "object",
+                "required": ["backend", "reason", "status"],
+                "properties": {
+                    "backend": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "status": {"enum": list(get_args(SkipStatus))},
+                },
+            },
         },
     },
-}  # fmt: skip
-
-_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+}
 
 
-def validate(doc: Any, schema: dict[str, Any] = SCHEMA, where: str = "$") -> list[str]:
-    """The schema violations in ``doc`` (empty when valid).
-
-    Uses ``jsonschema`` when it is installed; otherwise checks the subset of JSON Schema that
-    ``SCHEMA`` uses (type, required, properties, items, enum, minimum, maximum) itself.
-    """
-    try:
-        import jsonschema
-    except ImportError:
-        return _check(doc, schema, where)
+def validate(doc: Any, schema: dict[str, Any] = SCHEMA) -> list[str]:
+    """The schema violations in ``doc`` (empty when valid), one line each with its JSON path."""
     return [
-        f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+        "$" + "".join(f"/{part}" for part in e.absolute_path) + f": {e.message}"
         for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)
     ]
-
-
-def _is(value: Any, kind: str) -> bool:
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, _TYPES[kind])
-
-
-def _check(doc: Any, schema: dict[str, Any], where: str) -> list[str]:
-    kinds = schema.get("type")
-    if kinds is not None:
-        kinds = [kinds] if isinstance(kinds, str) else kinds
-        if not any(_is(doc, k) for k in kinds):
-            return [f"{where}: {doc!r:.60} is not of type {' or '.join(kinds)}"]
-    errors = []
-    if "enum" in schema and doc not in schema["enum"]:
-        errors.append(f"{where}: {doc!r} is not one of {schema['enum']}")
-    if _is(doc, "number"):
-        if "minimum" in schema and doc < schema["minimum"]:
-            errors.append(f"{where}: {doc} is less than the minimum of {schema['minimum']}")
-        if "maximum" in schema and doc > schema["maximum"]:
-            errors.append(f"{where}: {doc} is greater than the maximum of {schema['maximum']}")
-    if isinstance(doc, dict):
-        errors += [
-            f"{where}: {k!r} is a required property"
-            for k in schema.get("required", [])
-            if k not in doc
-        ]
-        for key, sub in schema.get("properties", {}).items():
-            if key in doc:
-                errors += _check(doc[key], sub, f"{where}/{key}")
-    if isinstance(doc, list) and "items" in schema:
-        for i, item in enumerate(doc):
-            errors += _check(item, schema["items"], f"{where}/{i}")
-    return errors
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -268,9 +259,11 @@ def _footer(doc: dict[str, Any]) -> list[str]:
 
 def format_console(doc: dict[str, Any]) -> str:
     header, rows = table(doc)
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *rows]]
-    return "\n".join(lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:] + _footer(doc))
+    widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in [header, *rows]
+    ]
+    return "\n".join([*lines[:1], "  ".join("-" * w for w in widths), *lines[1:], *_footer(doc)])
 
 
 def format_markdown(doc: dict[str, Any]) -> str:
@@ -306,7 +299,8 @@ def write_markdown(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
 def write_plot(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """PNG. Sizes: latency against megapixels per backend (log-log) and speedup over eager FP32
-    per size. Sliding window: both approaches' time per image size. Stream: throughput per backend."""
+    per size. Sliding window: both approaches' time per image size. Stream: throughput per
+    backend."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,7 +20,8 @@ from ..meta import ModelInfo
 from ..runtime import Runner
 from .backends import REFERENCE, Backend, ModelSource
 from .flops import flops_per_image
-from .machine import compute_precision
+from .machine import compute_precision, ieee_fp32
+from .results import EndToEnd, SizeRow, Skipped, StreamRow, StreamShape
 from .timing import PeakHostMemory, measure, peak_gpu_memory_mb
 
 __all__ = ["BenchConfig", "Outputs", "random_images", "run_sizes", "run_stream", "stream_shapes"]
@@ -52,11 +53,11 @@ class Outputs:
         """Share of pixels labelled the same."""
         return float((self.labels == reference.labels).mean())
 
-    def compare(self, reference: Outputs) -> dict[str, float | None]:
-        err = None
-        if self.logits is not None and reference.logits is not None:
-            err = float(np.abs(self.logits - reference.logits).max())
-        return {"max_abs_err": err, "label_agreement": self.agreement(reference)}
+    def max_abs_err(self, reference: Outputs) -> float | None:
+        """Largest logit difference (None when either side has labels only)."""
+        if self.logits is None or reference.logits is None:
+            return None
+        return float(np.abs(self.logits - reference.logits).max())
 
 
 def random_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -75,7 +76,8 @@ def random_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
 
 
 def _model_input(runner: Runner, images: np.ndarray) -> torch.Tensor:
-    """The batch in the runner's I/O mode, already on its device in its dtype (so no copy is timed)."""
+    """The batch in the runner's I/O mode, already on its device in its dtype (so no copy is
+    timed)."""
     if runner.io == "image":
         return runner.check_input(images)
     return runner.check_input(runner.info.preprocessing.apply(images))
@@ -101,33 +103,30 @@ class _Flops:
         return self.cache[key]
 
 
-def _segment_timing(runner: Runner, image: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
+def _segment_timing(runner: Runner, image: np.ndarray, cfg: BenchConfig) -> EndToEnd:
     """End-to-end: one decoded uint8 BGR image → uint8 labels through the Segmenter, with where
     the last call's time went (the Segmenter's own breakdown)."""
     if cfg.e2e_iters <= 0:
-        return {"e2e_note": "end-to-end timing off (--e2e-iters 0)"}
-    try:
-        from ..api import Segmenter
-    except ImportError as e:
-        return {"e2e_note": f"Segmenter unavailable ({e})"}
+        return EndToEnd(note="end-to-end timing off (--e2e-iters 0)")
+    from ..api import Segmenter
+
     segmenter = Segmenter(runner)  # not closed: it would close the runner still in use
     timing = measure(
         lambda: segmenter.predict(image),
         runner.synchronize,
         warmup=1,
         iters=cfg.e2e_iters,
-        cuda=runner.device.type == "cuda",
     )
     last = segmenter.last_timing
-    return {
-        "e2e_latency_ms": timing.summary(),
-        "e2e_images_per_s": 1e3 / timing.percentile(50),
-        "e2e_last_call_ms": {
+    return EndToEnd(
+        latency_ms=timing.summary(),
+        images_per_s=1e3 / timing.percentile(50),
+        last_call_ms={
             "preprocess": last.preprocess * 1e3,
             "model": last.model * 1e3,
             "postprocess": last.postprocess * 1e3,
         },
-    }
+    )
 
 
 def _reference_runner(source: ModelSource, device: torch.device) -> Runner | None:
@@ -138,15 +137,16 @@ def _reference_runner(source: ModelSource, device: torch.device) -> Runner | Non
     return TorchRunner(source.module, device=str(device))
 
 
+@ieee_fp32()
 def run_sizes(
     backends: list[Backend],
     source: ModelSource,
     device: torch.device,
     cfg: BenchConfig,
     peaks: dict[str, dict[str, Any]],
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+) -> tuple[list[SizeRow], list[Skipped]]:
     """The sweep: every runnable backend at every size. Returns (result rows, skipped backends)."""
-    skipped = [{"backend": b.name, "reason": b.skipped} for b in backends if b.skipped]
+    skipped = [b.skip() for b in backends if b.skipped]
     runnable = [b for b in backends if not b.skipped]
     # eager FP32 first: its outputs are the reference for every later row
     runnable.sort(key=lambda b: b.name != REFERENCE)
@@ -157,14 +157,11 @@ def run_sizes(
     if not any(b.name == REFERENCE for b in runnable):
         references = _untimed_references(source, device, inputs)
     flops = _Flops()
-    rows: list[dict[str, Any]] = []
+    rows: list[SizeRow] = []
     with Progress(len(runnable) * len(cfg.sizes), "fcn-bench", unit="row") as progress:
         for backend in runnable:
-            try:
-                assert backend.open is not None
-                runner = backend.open()
-            except (FCNError, RuntimeError, OSError, ValueError) as e:
-                skipped.append({"backend": backend.name, "reason": f"failed to open: {e}"})
+            runner = _open(backend, skipped)
+            if runner is None:
                 progress.update(len(cfg.sizes))
                 continue
             with runner:
@@ -175,18 +172,25 @@ def run_sizes(
                             runner, backend, inputs[size], cfg, references, flops, peaks
                         )
                     except (FCNError, RuntimeError, ValueError) as e:
-                        skipped.append(
-                            {
-                                "backend": backend.name,
-                                "reason": f"failed at {size[0]}x{size[1]}: {e}",
-                            }
-                        )
+                        failure = f"failed at {size[0]}x{size[1]}: {e}"
+                        skipped.append(Skipped(backend.name, failure, "failed"))
                         row = None
                     if row is not None:
                         rows.append(row)
                     progress.update(1)
     _add_speedups(rows)
     return rows, skipped
+
+
+def _open(backend: Backend, skipped: list[Skipped]) -> Runner | None:
+    """The backend's runner, or None with the reason added to ``skipped`` (no GPU memory, a
+    provider that did not load, ...): one backend that cannot open never aborts the others."""
+    assert backend.open is not None
+    try:
+        return backend.open()
+    except (FCNError, RuntimeError, OSError, ValueError) as e:
+        skipped.append(Skipped(backend.name, f"failed to open: {e}", "failed"))
+        return None
 
 
 def _untimed_references(
@@ -210,7 +214,7 @@ def _measure_row(
     references: dict[Size, Outputs],
     flops: _Flops,
     peaks: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
+) -> SizeRow:
     n, h, w = images.shape[:3]
     x = _model_input(runner, images)
     cuda = runner.device.type == "cuda"
@@ -228,64 +232,59 @@ def _measure_row(
             warmup=cfg.warmup,
             iters=cfg.iters,
             min_time=cfg.min_time,
-            cuda=cuda,
         )
+    peak_gpu_mb = peak_gpu_memory_mb(runner.device)  # before the end-to-end calls allocate more
     outputs = _outputs(runner, last[0])
     if backend.name == REFERENCE:
         references[(h, w)] = outputs
-    accuracy = (
-        outputs.compare(references[(h, w)])
-        if (h, w) in references
-        else {"max_abs_err": None, "label_agreement": None}
-    )
+    reference = references.get((h, w))
 
     per_image_s = timing.percentile(50) / 1e3 / n
     gflops = flops(runner.info, h, w) / 1e9
     achieved = gflops / per_image_s
     peak = peaks.get(compute_precision(runner.device, runner.precision))
-    return {
-        "backend": backend.name,
-        "precision": runner.precision,
-        "compute_precision": compute_precision(runner.device, runner.precision),
-        "io": runner.io,
-        "height": h,
-        "width": w,
-        "batch": n,
-        "warmup": cfg.warmup,
-        "iters": len(timing.samples_ms),
-        "latency_ms": timing.summary(),
-        "first_call_ms": timing.first_call_ms,
-        "images_per_s": 1.0 / per_image_s,
-        "megapixels_per_s": h * w / 1e6 / per_image_s,
-        "gflops_per_image": gflops,
-        "achieved_gflops_per_s": achieved,
-        "peak_gflops_per_s": peak["gflops_per_s"] if peak else None,
-        "peak_fraction": achieved / peak["gflops_per_s"] if peak else None,
-        "speedup_vs_torch": None,
-        "e2e_latency_ms": None,
-        **_segment_timing(runner, images[0], cfg),
-        **accuracy,
-        "peak_host_mb": memory.peak_mb,
-        "host_memory_method": memory.method,
-        "peak_gpu_mb": peak_gpu_memory_mb(runner.device),
-        "prepare_s": backend.prepare_s,
-    }
+    row = SizeRow(
+        backend=backend.name,
+        precision=runner.precision,
+        compute_precision=compute_precision(runner.device, runner.precision),
+        io=runner.io,
+        height=h,
+        width=w,
+        batch=n,
+        warmup=cfg.warmup,
+        iters=len(timing.samples_ms),
+        latency_ms=timing.summary(),
+        first_call_ms=timing.first_call_ms,
+        images_per_s=1.0 / per_image_s,
+        megapixels_per_s=h * w / 1e6 / per_image_s,
+        gflops_per_image=gflops,
+        achieved_gflops_per_s=achieved,
+        peak_gflops_per_s=peak["gflops_per_s"] if peak else None,
+        peak_fraction=achieved / peak["gflops_per_s"] if peak else None,
+        max_abs_err=outputs.max_abs_err(reference) if reference else None,
+        label_agreement=outputs.agreement(reference) if reference else None,
+        peak_host_mb=memory.peak_mb,
+        host_memory_method=memory.method,
+        peak_gpu_mb=peak_gpu_mb,
+        prepare_s=backend.prepare_s,
+    )
+    row.set_end_to_end(_segment_timing(runner, images[0], cfg))
+    return row
 
 
-def _add_speedups(rows: list[dict[str, Any]]) -> None:
+def _add_speedups(rows: list[SizeRow]) -> None:
     """Speed over eager FP32 at the same size and batch (p50 against p50)."""
     base = {
-        (r["height"], r["width"], r["batch"]): r["latency_ms"]["p50"]
-        for r in rows
-        if r["backend"] == REFERENCE
+        (r.height, r.width, r.batch): r.latency_ms["p50"] for r in rows if r.backend == REFERENCE
     }
     for r in rows:
-        ref = base.get((r["height"], r["width"], r["batch"]))
-        r["speedup_vs_torch"] = ref / r["latency_ms"]["p50"] if ref else None
+        ref = base.get((r.height, r.width, r.batch))
+        r.speedup_vs_torch = ref / r.latency_ms["p50"] if ref else None
 
 
 def stream_shapes(count: int, low: int, high: int, seed: int) -> list[Size]:
-    """``count`` frames over ``ceil(count/2)`` seeded random shapes, each seen about twice, shuffled,
+    """``count`` frames over ``ceil(count/2)`` seeded random shapes, each seen about twice,
+    shuffled,
     so every shape has a first call and (mostly) a repeat to compare it with."""
     rng = np.random.default_rng(seed)
     distinct = [
@@ -297,16 +296,17 @@ def stream_shapes(count: int, low: int, high: int, seed: int) -> list[Size]:
     return [frames[i] for i in order]
 
 
+@ieee_fp32()
 def run_stream(
     backends: list[Backend],
     source: ModelSource,
     device: torch.device,
     shapes: list[Size],
     seed: int = 0,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+) -> tuple[list[StreamRow], list[Skipped]]:
     """Every frame through one runner per backend: throughput, and the first call at each new shape
     against its repeats (a rebuild per shape would show as a first call far above the repeat)."""
-    skipped = [{"backend": b.name, "reason": b.skipped} for b in backends if b.skipped]
+    skipped = [b.skip() for b in backends if b.skipped]
     runnable = sorted((b for b in backends if not b.skipped), key=lambda b: b.name != REFERENCE)
     images = [random_images(1, h, w, seed + i) for i, (h, w) in enumerate(shapes)]
     references: list[Outputs] = []
@@ -318,8 +318,11 @@ def run_stream(
     rows = []
     with Progress(len(runnable) * len(shapes), "fcn-bench stream", unit="frame") as progress:
         for backend in runnable:
-            assert backend.open is not None
-            with backend.open() as runner:
+            runner = _open(backend, skipped)
+            if runner is None:  # skipped with its reason, like the sizes scenario
+                progress.update(len(shapes))
+                continue
+            with runner:
                 rows.append(_stream_row(runner, backend.name, images, references, progress))
     return rows, skipped
 
@@ -330,17 +333,18 @@ def _stream_row(
     images: list[np.ndarray],
     references: list[Outputs],
     progress: Progress,
-) -> dict[str, Any]:
-    cuda = runner.device.type == "cuda"
+) -> StreamRow:
     per_shape: dict[Size, list[float]] = {}
     agreement: list[float] = []
     total_ms, pixels = 0.0, 0
     for i, im in enumerate(images):
         x = _model_input(runner, im)
         out: list[torch.Tensor] = []
-        timing = measure(
-            lambda: out.append(runner.infer(x)), runner.synchronize, warmup=0, iters=1, cuda=cuda
-        )
+
+        def call(x: torch.Tensor = x, out: list[torch.Tensor] = out) -> None:
+            out.append(runner.infer(x))
+
+        timing = measure(call, runner.synchronize, warmup=0, iters=1)
         ms = timing.samples_ms[0]
         per_shape.setdefault((im.shape[1], im.shape[2]), []).append(ms)
         total_ms += ms
@@ -352,25 +356,19 @@ def _stream_row(
             agreement.append(outputs.agreement(references[i]))
         progress.update(1, backend=name)
     shapes = [
-        {
-            "height": h,
-            "width": w,
-            "first_call_ms": t[0],
-            "repeat_ms": float(np.mean(t[1:])) if len(t) > 1 else None,
-        }
+        StreamShape(h, w, t[0], float(np.mean(t[1:])) if len(t) > 1 else None)
         for (h, w), t in per_shape.items()
     ]
     ratios = [t[0] / float(np.mean(t[1:])) for t in per_shape.values() if len(t) > 1]
-    return {
-        "backend": name,
-        "precision": runner.precision,
-        "frames": len(images),
-        "distinct_shapes": len(per_shape),
-        "runners_opened": 1,  # one runner (one ONNX session / one engine) served every shape
-        "total_s": total_ms / 1e3,
-        "images_per_s": len(images) / (total_ms / 1e3),
-        "megapixels_per_s": pixels / 1e6 / (total_ms / 1e3),
-        "first_call_over_repeat": float(np.median(ratios)) if ratios else None,
-        "label_agreement": float(np.mean(agreement)) if agreement else None,
-        "shapes": shapes,
-    }
+    return StreamRow(
+        backend=name,
+        precision=runner.precision,
+        frames=len(images),
+        distinct_shapes=len(per_shape),
+        total_s=total_ms / 1e3,
+        images_per_s=len(images) / (total_ms / 1e3),
+        megapixels_per_s=pixels / 1e6 / (total_ms / 1e3),
+        first_call_over_repeat=float(np.median(ratios)) if ratios else None,
+        label_agreement=float(np.mean(agreement)) if agreement else None,
+        shapes=shapes,
+    )

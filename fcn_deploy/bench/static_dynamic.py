@@ -16,6 +16,7 @@ import torch
 
 from .._progress import Progress
 from .backends import ModelSource, onnx_for
+from .results import StaticDynamicRow, to_json
 from .scenarios import BenchConfig, random_images
 from .timing import measure
 
@@ -23,7 +24,11 @@ __all__ = ["run_static_vs_dynamic"]
 
 
 def _build(
-    onnx_path: Path, engine: Path, shapes: tuple[Any, Any, Any], cache: Path | None
+    onnx_path: Path,
+    engine: Path,
+    shapes: tuple[Any, Any, Any],
+    cache: Path | None,
+    device: torch.device,
 ) -> float:
     from ..engine import Profile, build_engine
 
@@ -33,16 +38,17 @@ def _build(
         engine,
         profiles=[Profile(*shapes)],
         timing_cache=cache,
+        device=str(device),
         gate=False,
         progress=False,
     )
     return time.perf_counter() - t0
 
 
-def _latency(engine: Path, images: Any, cfg: BenchConfig) -> float:
+def _latency(engine: Path, images: Any, cfg: BenchConfig, device: torch.device) -> float:
     from ..runtime.trt_runner import TensorRTRunner
 
-    with TensorRTRunner(engine, device="cuda") as runner:
+    with TensorRTRunner(engine, device=str(device)) as runner:
         x = runner.check_input(
             runner.info.preprocessing.apply(images) if runner.io == "tensor" else images
         )
@@ -51,12 +57,14 @@ def _latency(engine: Path, images: Any, cfg: BenchConfig) -> float:
             runner.synchronize,
             warmup=cfg.warmup,
             iters=cfg.iters,
-            cuda=True,
         ).percentile(50)
 
 
-def run_static_vs_dynamic(source: ModelSource, cfg: BenchConfig, cache_dir: Path) -> dict[str, Any]:
-    """Build times and per-size p50 latency of one dynamic engine and one static engine per size."""
+def run_static_vs_dynamic(
+    source: ModelSource, cfg: BenchConfig, cache_dir: Path, device: torch.device
+) -> dict[str, Any]:
+    """Build times and per-size p50 latency, on GPU ``device``, of one dynamic engine and one
+    static engine per size."""
     onnx_path, export_s, why = onnx_for(source, "fp16", cfg.batch, cache_dir)
     if onnx_path is None:
         raise RuntimeError(why)
@@ -69,20 +77,35 @@ def run_static_vs_dynamic(source: ModelSource, cfg: BenchConfig, cache_dir: Path
     rows = []
     with Progress(2 * len(cfg.sizes) + 1, "fcn-bench static-vs-dynamic", unit="build") as progress:
         dynamic_s = _build(
-            onnx_path, dynamic, (lo, (n, 3, *cfg.sizes[0]), hi), cache
+            onnx_path, dynamic, (lo, (n, 3, *cfg.sizes[0]), hi), cache, device
         )  # cold: writes the cache
         progress.update(1)
         for i, (h, w) in enumerate(cfg.sizes):
             shape = (n, 3, h, w)
             static = cache_dir / f"static-{h}x{w}.engine"
-            cold_s = _build(onnx_path, static, (shape, shape, shape), None)
-            warm_s = _build(onnx_path, static, (shape, shape, shape), cache)
+            cold_s = _build(onnx_path, static, (shape, shape, shape), None, device)
+            warm_s = _build(onnx_path, static, (shape, shape, shape), cache, device)
             images = random_images(n, h, w, cfg.seed + i)
-            dyn_ms, static_ms = _latency(dynamic, images, cfg), _latency(static, images, cfg)
-            rows.append({"height": h, "width": w, "batch": n, "dynamic_p50_ms": dyn_ms, "static_p50_ms": static_ms,
-                         "dynamic_over_static": dyn_ms / static_ms, "static_build_s": cold_s,
-                         "static_build_cached_s": warm_s})  # fmt: skip
+            dyn_ms = _latency(dynamic, images, cfg, device)
+            static_ms = _latency(static, images, cfg, device)
+            rows.append(
+                StaticDynamicRow(
+                    height=h,
+                    width=w,
+                    batch=n,
+                    dynamic_p50_ms=dyn_ms,
+                    static_p50_ms=static_ms,
+                    dynamic_over_static=dyn_ms / static_ms,
+                    static_build_s=cold_s,
+                    static_build_cached_s=warm_s,
+                )
+            )
             progress.update(2, size=f"{h}x{w}")
     torch.cuda.empty_cache()
-    return {"onnx_export_s": export_s, "dynamic_build_s": dynamic_s, "dynamic_profile": [list(lo), list(hi)],
-            "static_build_total_s": sum(r["static_build_s"] for r in rows), "rows": rows}  # fmt: skip
+    return {
+        "onnx_export_s": export_s,
+        "dynamic_build_s": dynamic_s,
+        "dynamic_profile": [list(lo), list(hi)],
+        "static_build_total_s": sum(r.static_build_s for r in rows),
+        "rows": to_json(rows),
+    }

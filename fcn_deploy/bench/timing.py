@@ -1,8 +1,9 @@
 """Timing done right: warm-up excluded, device work waited for, many repetitions, percentiles.
 
-Each call is bracketed by the runner's ``synchronize()``; on a GPU, CUDA events are recorded around
-the call as well (after the synchronize, so work a backend queues on its own stream is inside),
-which takes the host's clock jitter out of the sample. Peak host memory is the process's
+Each call is bracketed by the runner's ``synchronize()`` and timed on the host clock: latency to
+completion as a caller sees it, launch overhead included. (CUDA events would not do better here:
+ONNX Runtime and TensorRT queue work on streams of their own, so the events would have to bracket
+a host synchronize too, and then they measure host time as well.) Peak host memory is the process's
 high-water mark (``VmHWM``), reset before each measured run through ``/proc/self/clear_refs``;
 where that is not allowed a thread samples ``VmRSS`` every 5 ms instead (and can miss short spikes).
 Both are the whole process's resident memory: Python, the libraries and every loaded model.
@@ -19,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["PeakHostMemory", "Timing", "measure", "peak_gpu_memory_mb"]
+__all__ = ["LatencySamples", "PeakHostMemory", "measure", "peak_gpu_memory_mb"]
 
 
 @dataclass
-class Timing:
+class LatencySamples:
     """Per-call latencies of one measured run (warm-up excluded), in milliseconds."""
 
     samples_ms: list[float] = field(default_factory=list)
@@ -58,11 +59,10 @@ def measure(
     warmup: int = 1,
     iters: int = 10,
     min_time: float = 0.0,
-    cuda: bool = False,
-) -> Timing:
+) -> LatencySamples:
     """Call ``fn`` ``warmup`` times untimed, then at least ``iters`` times and for at least
     ``min_time`` seconds, timing each call to completion of its device work."""
-    timing = Timing(warmup=warmup)
+    timing = LatencySamples(warmup=warmup)
     for i in range(warmup):
         t0 = time.perf_counter()
         fn()
@@ -71,20 +71,11 @@ def measure(
             timing.first_call_ms = (time.perf_counter() - t0) * 1e3
     start = time.perf_counter()
     while len(timing.samples_ms) < max(1, iters) or time.perf_counter() - start < min_time:
-        timing.samples_ms.append(_timed_call(fn, synchronize, cuda))
+        timing.samples_ms.append(_timed_call(fn, synchronize))
     return timing
 
 
-def _timed_call(fn: Callable[[], Any], synchronize: Callable[[], None], cuda: bool) -> float:
-    if cuda:
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        synchronize()
-        begin.record()
-        fn()
-        synchronize()
-        end.record()
-        end.synchronize()
-        return float(begin.elapsed_time(end))
+def _timed_call(fn: Callable[[], Any], synchronize: Callable[[], None]) -> float:
     synchronize()
     t0 = time.perf_counter()
     fn()

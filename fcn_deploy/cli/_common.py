@@ -1,45 +1,214 @@
-"""What every CLI shares: one-line errors and exit codes."""
+"""What every CLI shares: one-line errors and exit codes, ``-v``/``-q``, argparse types that check
+ranges."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import logging
+import math
 import re
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
 
+from .._io import os_reason
+from .._progress import LOGGERS
 from ..errors import FCNError
 
-__all__ = ["EXIT_FAILED", "EXIT_USAGE", "parse_size", "parse_sizes", "run_cli"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "OneLineParser",
+    "add_verbosity",
+    "error_line",
+    "fraction",
+    "non_negative_float",
+    "non_negative_int",
+    "parse_args",
+    "positive_float",
+    "positive_int",
+    "run_cli",
+    "size_hw",
+    "size_list",
+]
 
 EXIT_USAGE = 2  # bad input: a wrong file, path or option
 EXIT_FAILED = 1  # the work ran but failed a check (verification, accuracy gate, some inputs failed)
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run ``main``; turn an `FCNError` into ``error: <message>`` on stderr and exit code 2."""
+def error_line(error: FCNError, parser: argparse.ArgumentParser | None = None) -> str:
+    """``error: <message>``, plus the option for the parameter it names where ``parser`` has one."""
+    line = f"error: {error}"
+    flag = f"--{error.param.replace('_', '-')}" if error.param else None
+    if flag is not None and parser is not None and flag in parser._option_string_actions:
+        line += f" (option {flag})"
+    return line
+
+
+def run_cli(
+    main: Callable[[Sequence[str] | None], int],
+    argv: Sequence[str] | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> int:
+    """Run ``main``; turn an `FCNError` into ``error: <message>`` on stderr and exit code 2.
+
+    With ``parser``, an error about a parameter the CLI has an option for names that option too.
+
+    SIGTERM is handled like Ctrl-C (KeyboardInterrupt), so ``kill`` also unwinds through every
+    ``finally`` and atomic write, leaving no temp files; an OSError that escaped the library's
+    own handling still becomes one line naming the path and the cause.
+    """
     try:
-        return main(argv)
+        with _sigterm_as_interrupt():
+            return main(argv)
+    except SystemExit as e:  # argparse's exit (a bad option, --help): a return code like the rest
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     except FCNError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(e, parser), file=sys.stderr)
         return EXIT_USAGE
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{os_reason(e)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
-def parse_size(text: str, flag: str) -> tuple[int, int]:
-    """``"512x768"`` (H×W; ``×`` or ``,`` also accepted) or ``"512"`` (square) → (512, 768)."""
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-v`` (debug messages) and ``-q`` (warnings and errors only, no progress bars)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true", help="also print debug messages")
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print only warnings and errors (no progress)"
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` and send the library's log messages to stderr at the chosen level.
+
+    Messages are plain lines (``message``, or ``warning: message``), so logs and pipes read well.
+    Only this package's loggers are set; other libraries keep Python's defaults.
+    """
+    args = parser.parse_args(argv)
+    level = (
+        logging.DEBUG
+        if getattr(args, "verbose", False)
+        else logging.WARNING
+        if getattr(args, "quiet", False)
+        else logging.INFO
+    )
+    handler = _CliHandler()
+    handler.setFormatter(_LineFormatter())
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        for old in [h for h in logger.handlers if isinstance(h, _CliHandler)]:
+            logger.removeHandler(old)  # a second CLI call in one process replaces the first's
+        logger.addHandler(handler)
+    return args
+
+
+class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler `parse_args` installs (a later call finds and replaces it).
+
+    It writes to whatever ``sys.stderr`` is at the time, so it outlives a redirected stream.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """KeyboardInterrupt raised by SIGTERM: unwinds the same way, exits 143."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (a CLI called from a worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, like every other error of these CLIs.
+
+    The stock parser prints the whole usage block before its message; a bad option is one line
+    (``error: argument --batch: expected a whole number ≥ 1, got '0'``) and exit code 2.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+# -- argparse types: a bad value is refused by the parser, before any work -----------------------
+
+
+def _number(kind: Callable[[str], Any], low: float, inclusive: bool, what: str) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    convert.__name__ = what  # argparse names the type in some messages
+    return convert
+
+
+positive_int = _number(int, 1, True, "a whole number ≥ 1")
+non_negative_int = _number(int, 0, True, "a whole number ≥ 0")
+positive_float = _number(float, 0.0, False, "a number > 0")
+non_negative_float = _number(float, 0.0, True, "a number ≥ 0")
+
+
+def fraction(text: str) -> float:
+    """A number in 0..1 (an opacity, a share of pixels)."""
+    value = non_negative_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return float(value)
+
+
+def size_hw(text: str) -> tuple[int, int]:
+    """``"512x768"`` (H×W; ``×`` also accepted) or ``"512"`` (square) → (512, 768)."""
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text)
     if not match:
-        raise FCNError(f"{flag} must look like HxW (e.g. 1024x2048), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected HxW such as 1024x2048, got {text!r}")
     h, w = int(match.group(1)), int(match.group(2) or match.group(1))
     if h < 1 or w < 1:
-        raise FCNError(f"{flag} {text}: height and width must be at least 1")
+        raise argparse.ArgumentTypeError(f"height and width must be at least 1, got {text!r}")
     return h, w
 
 
-def parse_sizes(text: str, flag: str) -> list[tuple[int, int]]:
+def size_list(text: str) -> list[tuple[int, int]]:
     """``"224x224,500x500"`` → ``[(224, 224), (500, 500)]``."""
-    sizes = [parse_size(part, flag) for part in text.split(",") if part.strip()]
+    sizes = [size_hw(part) for part in text.split(",") if part.strip()]
     if not sizes:
-        raise FCNError(f"{flag}: no sizes given (e.g. 224x224,500x500)")
+        raise argparse.ArgumentTypeError(f"expected a list such as 224x224,500x500, got {text!r}")
     return sizes

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._io import check_output_file
 from ..bench import (
     BENCH_BACKENDS,
     SCENARIOS,
@@ -26,8 +27,18 @@ from ..bench import (
     write_plot,
 )
 from ..bench.backends import DEFAULT_BACKENDS
-from ..errors import FCNError
-from ._common import EXIT_FAILED, parse_sizes, run_cli
+from ._common import (
+    EXIT_FAILED,
+    OneLineParser,
+    add_verbosity,
+    non_negative_float,
+    non_negative_int,
+    parse_args,
+    positive_float,
+    positive_int,
+    run_cli,
+    size_list,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -36,7 +47,7 @@ SLIDING_SIZES = "224x224,352x352,480x480"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-bench",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -51,10 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--variant", help="net of a bare state dict, or of the random default model (fcn8s)"
     )
     p.add_argument(
-        "--width", type=float, default=1.0, help="channel multiplier of the random default model"
+        "--width",
+        type=positive_float,
+        default=1.0,
+        help="channel multiplier of the random default model",
     )
     p.add_argument(
-        "--num-classes", type=int, default=21, help="classes of the random default model"
+        "--num-classes", type=positive_int, default=21, help="classes of the random default model"
     )
     p.add_argument(
         "--backends",
@@ -62,35 +76,41 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from {', '.join(BENCH_BACKENDS)}",
     )
     p.add_argument(
-        "--sizes", help=f"HxW list (default {DEFAULT_SIZES}; sliding-window: {SLIDING_SIZES})"
+        "--sizes",
+        type=size_list,
+        help=f"HxW list (default {DEFAULT_SIZES}; sliding-window: {SLIDING_SIZES})",
     )
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per size")
-    p.add_argument("--iters", type=int, default=5, help="timed calls per size (at least)")
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed calls per size")
+    p.add_argument("--iters", type=positive_int, default=5, help="timed calls per size (at least)")
     p.add_argument(
         "--min-time",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="keep timing each size for at least this many seconds",
     )
     p.add_argument(
         "--e2e-iters",
-        type=int,
+        type=non_negative_int,
         default=3,
         help="end-to-end calls (image → labels via Segmenter); 0 skips",
     )
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="intra-op threads for PyTorch and ONNX Runtime (default: all cores)",
     )
     p.add_argument(
-        "--stream", default="8:64-1024", help="stream scenario: FRAMES:MIN-MAX side lengths"
+        "--stream",
+        type=_stream,
+        default=(8, 64, 1024),
+        metavar="FRAMES:MIN-MAX",
+        help="stream scenario: frames and their side lengths (default 8:64-1024)",
     )
     p.add_argument(
         "--matmul-size",
-        type=int,
+        type=positive_int,
         help="side of the matmul measured as the peak (default 4096 CPU, 8192 GPU)",
     )
     p.add_argument("--seed", type=int, default=0)
@@ -102,40 +122,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the result document here")
     p.add_argument("--markdown", type=Path, help="write a Markdown table here")
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
+    add_verbosity(p)
     return p
 
 
-def _parse_stream(text: str) -> tuple[int, int, int]:
+def _stream(text: str) -> tuple[int, int, int]:
+    """``FRAMES:MIN-MAX`` → (frames, smallest side, largest side)."""
     try:
         frames, _, span = text.partition(":")
         low, _, high = span.partition("-")
         count, lo, hi = int(frames), int(low), int(high)
     except ValueError:
-        raise FCNError(f"--stream {text!r} is not FRAMES:MIN-MAX (e.g. 8:64-1024)") from None
+        raise argparse.ArgumentTypeError(
+            f"expected FRAMES:MIN-MAX such as 8:64-1024, got {text!r}"
+        ) from None
     if count < 1 or not 1 <= lo <= hi:
-        raise FCNError(f"--stream {text!r}: need FRAMES ≥ 1 and 1 ≤ MIN ≤ MAX")
+        raise argparse.ArgumentTypeError(f"need FRAMES ≥ 1 and 1 ≤ MIN ≤ MAX, got {text!r}")
     return count, lo, hi
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     for out in (args.json, args.markdown, args.plot):
-        if out is not None and not out.resolve().parent.is_dir():
-            raise FCNError(
-                f"cannot write {out}: folder {out.parent} does not exist (create it first)"
-            )
+        if out is not None:
+            check_output_file(out)  # before the benchmark, not after it
     sliding = args.scenario == "sliding-window"
     cfg = BenchConfig(
-        sizes=parse_sizes(args.sizes or (SLIDING_SIZES if sliding else DEFAULT_SIZES), "--sizes"),
-        batch=args.batch, warmup=args.warmup, iters=args.iters, min_time=args.min_time,
-        e2e_iters=args.e2e_iters, seed=args.seed,
-    )  # fmt: skip
+        sizes=args.sizes or size_list(SLIDING_SIZES if sliding else DEFAULT_SIZES),
+        batch=args.batch,
+        warmup=args.warmup,
+        iters=args.iters,
+        min_time=args.min_time,
+        e2e_iters=args.e2e_iters,
+        seed=args.seed,
+    )
     doc = run_benchmark(
-        args.scenario, model=args.model, variant=args.variant, width=args.width, num_classes=args.num_classes,
-        backends=args.backends, config=cfg, device=args.device, threads=args.threads,
-        stream=_parse_stream(args.stream), cache_dir=args.cache_dir, matmul_size=args.matmul_size,
+        args.scenario,
+        model=args.model,
+        variant=args.variant,
+        width=args.width,
+        num_classes=args.num_classes,
+        backends=args.backends,
+        config=cfg,
+        device=args.device,
+        threads=args.threads,
+        stream=args.stream,
+        cache_dir=args.cache_dir,
+        matmul_size=args.matmul_size,
         command=shlex.join(["fcn-bench", *(argv if argv is not None else sys.argv[1:])]),
-    )  # fmt: skip
+    )
     problems = validate(doc)
     if problems:  # a bug here, not bad input: say so loudly but still save what was measured
         print(
@@ -148,12 +183,12 @@ def _main(argv: Sequence[str] | None) -> int:
         write_markdown(doc, args.markdown)
     if args.plot:
         write_plot(doc, args.plot)
-    failed = [s for s in doc["skipped"] if s["reason"].startswith("failed")]
+    failed = [s for s in doc["skipped"] if s["status"] == "failed"]
     return EXIT_FAILED if failed or problems else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, build_parser())
 
 
 if __name__ == "__main__":

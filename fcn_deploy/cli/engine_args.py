@@ -11,9 +11,17 @@ import argparse
 from pathlib import Path
 
 from ..errors import FCNError
-from ._common import EXIT_FAILED
+from ._common import EXIT_FAILED, fraction, positive_float
 
-__all__ = ["add_engine_arguments", "build_engine_from_args"]
+__all__ = ["add_engine_arguments", "build_engine_from_args", "check_engine_arguments"]
+
+
+def _share(text: str) -> float:
+    """A share of pixels in (0, 1]."""
+    value = fraction(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +51,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NxCxHxW",
-        help="shape the profile is tuned for, e.g. 1x3x512x512 (repeatable; default: the min shape)",
+        help="shape the profile is tuned for, e.g. 1x3x512x512 "
+        "(repeatable; default: the min shape)",
     )
     g.add_argument(
         "--max-shape",
@@ -54,7 +63,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--workspace",
-        type=float,
+        type=positive_float,
         default=4.0,
         metavar="GIB",
         help="builder workspace limit in GiB (default 4)",
@@ -71,7 +80,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--timing-cache",
         type=Path,
         metavar="PATH",
-        help="load and save the builder timing cache here: rebuilds on the same GPU get much faster",
+        help="load and save the builder timing cache here: "
+        "rebuilds on the same GPU get much faster",
     )
     g.add_argument(
         "--engine-precision",
@@ -81,10 +91,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--gate-threshold",
-        type=float,
+        type=_share,
         default=0.99,
         metavar="AGREEMENT",
-        help="least share of pixels whose label must match ONNX Runtime at every checked size (default 0.99)",
+        help="least share of pixels whose label must match ONNX Runtime "
+        "at every checked size (default 0.99)",
     )
     g.add_argument(
         "--no-gate",
@@ -93,21 +104,30 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_engine_arguments(args: argparse.Namespace) -> None:
+    """Everything about the engine options that can be refused before the export runs."""
+    from .._io import check_output_file
+    from ..engine import ENGINE_SUFFIXES
+
+    check_output_file(args.engine, ENGINE_SUFFIXES)
+    _profiles(args)
+
+
+def _profiles(args: argparse.Namespace) -> list | None:
+    from ..engine import profiles_from_strings
+
+    if args.min_shape or args.max_shape or args.opt_shape:
+        return list(profiles_from_strings(args.min_shape, args.opt_shape, args.max_shape))
+    return None
+
+
 def build_engine_from_args(args: argparse.Namespace, onnx_path: Path) -> int:
     """Build ``args.engine`` from ``onnx_path`` with the parsed options; returns the exit code."""
-    from ..engine import EngineGateError, build_engine, profiles_from_strings
+    from ..engine import EngineGateError, build_engine
 
     if args.engine is None:
         raise FCNError("build_engine_from_args needs --engine PATH")
-    if not 0.0 < args.gate_threshold <= 1.0:
-        raise FCNError(f"--gate-threshold must be in (0, 1], got {args.gate_threshold}")
-    if args.workspace <= 0:
-        raise FCNError(f"--workspace must be a positive number of GiB, got {args.workspace}")
-    profiles = (
-        profiles_from_strings(args.min_shape, args.opt_shape, args.max_shape)
-        if args.min_shape or args.max_shape or args.opt_shape
-        else None
-    )
+    profiles = _profiles(args)
     try:
         report = build_engine(
             onnx_path,

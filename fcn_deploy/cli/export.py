@@ -6,33 +6,44 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._io import check_output_dir, check_output_file
 from ..errors import FCNError
-from ..meta import VARIANTS
-from ._common import EXIT_FAILED, parse_size, run_cli
-from .engine_args import add_engine_arguments, build_engine_from_args
+from ..meta import IO_MODES, VARIANTS
+from ._common import (
+    EXIT_FAILED,
+    OneLineParser,
+    add_verbosity,
+    non_negative_int,
+    parse_args,
+    positive_int,
+    run_cli,
+    size_hw,
+)
+from .engine_args import add_engine_arguments, build_engine_from_args, check_engine_arguments
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-export",
-        description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against PyTorch under "
-        "ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an .onnx file: then the "
-        "export is skipped and --engine builds a TensorRT engine from it.",
+        description="Export an FCN checkpoint to a dynamic-shape ONNX file, checked against "
+        "PyTorch under ONNX Runtime at input sizes drawn fresh each run. SOURCE may also be an "
+        ".onnx file: then the export is skipped and --engine builds a TensorRT engine from it.",
     )
     p.add_argument(
         "source",
         type=Path,
         metavar="SOURCE",
-        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, or an .onnx file",
+        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, "
+        "or an .onnx file",
     )
     p.add_argument(
         "-o",
         "--output",
         type=Path,
         metavar="ONNX",
-        help="where to write the ONNX file (e.g. model.onnx)",
+        help="where to write the ONNX file; the name must end in .onnx (e.g. model.onnx)",
     )
     p.add_argument(
         "--variant",
@@ -43,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("fp32", "fp16"),
         default="fp32",
-        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io (default fp32)",
+        help="fp16: the graph computes in half precision, with FP32 I/O unless --fp16-io "
+        "(default fp32)",
     )
     p.add_argument(
         "--fp16-io",
@@ -52,24 +64,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--io",
-        choices=("tensor", "image"),
+        choices=IO_MODES,
         default="tensor",
         help="tensor: float N×3×H×W preprocessed → float logits; image: uint8 N×H×W×3 BGR → uint8 "
         "labels N×H×W, preprocessing and argmax in the graph (default tensor)",
     )
     p.add_argument(
         "--max-size",
-        default="4096x4096",
+        type=size_hw,
+        default=(4096, 4096),
         metavar="HxW",
         help="largest input height×width (default 4096x4096)",
     )
-    p.add_argument("--max-batch", default="32", metavar="N", help="largest batch (default 32)")
-    p.add_argument("--opset", default="20", metavar="N", help="ONNX opset, 18..23 (default 20)")
+    p.add_argument(
+        "--max-batch", type=positive_int, default=32, metavar="N", help="largest batch (default 32)"
+    )
+    p.add_argument(
+        "--opset", type=int, default=20, metavar="N", help="ONNX opset, 18..23 (default 20)"
+    )
     p.add_argument(
         "--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check"
     )
     p.add_argument(
         "--seed",
+        type=non_negative_int,
         metavar="N",
         help="seed for the verification sizes and inputs (default: random, printed)",
     )
@@ -81,14 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--triton-repo", type=Path, metavar="DIR", help="model repository folder")
     t.add_argument("--triton-name", default="fcn", metavar="NAME", help="model name (default fcn)")
-    t.add_argument("--triton-instances", type=int, default=1, metavar="N",
+    t.add_argument("--triton-instances", type=positive_int, default=1, metavar="N",
                    help="instances of the model (default 1)")  # fmt: skip
     t.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu",
                    help="where the instances run (default gpu)")  # fmt: skip
-    t.add_argument("--triton-queue-delay", type=int, default=100, metavar="US",
+    t.add_argument("--triton-queue-delay", type=non_negative_int, default=100, metavar="US",
                    help="dynamic batcher's queue delay in microseconds (default 100)")  # fmt: skip
     t.add_argument("--triton-trt-fp16", action="store_true",
                    help="ONNX only: Triton's TensorRT accelerator in FP16")  # fmt: skip
+    add_verbosity(p)
     return p
 
 
@@ -111,19 +130,17 @@ def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
     print(report.summary())
 
 
-def _int(text: str, flag: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise FCNError(f"{flag} must be a whole number, got {text!r}") from None
-
-
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
+    if args.engine is not None:  # before the export: a bad engine option must not waste it
+        check_engine_arguments(args)
+    if args.triton_repo is not None:  # likewise the repository folder
+        check_output_dir(args.triton_repo)
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None and args.triton_repo is None:
             raise FCNError(
-                f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an engine from it)"
+                f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an "
+                "engine from it)"
             )
         from ..export import read_onnx_metadata
 
@@ -134,20 +151,28 @@ def _main(argv: Sequence[str] | None) -> int:
         return code
     if args.output is None:
         raise FCNError("no output: pass -o model.onnx")
-    max_batch = _int(args.max_batch, "--max-batch")
-    if max_batch < 1:
-        raise FCNError(f"--max-batch must be at least 1, got {max_batch}")
+    check_output_file(args.output, (".onnx",))  # before loading the checkpoint
     from ..export import export_onnx
 
     report = export_onnx(
-        args.source, args.output, variant=args.variant, precision=args.precision, io=args.io,
-        fp16_io=args.fp16_io, max_size=parse_size(args.max_size, "--max-size"), max_batch=max_batch,
-        opset=_int(args.opset, "--opset"), verify=not args.no_verify,
-        seed=_int(args.seed, "--seed") if args.seed is not None else None,
-    )  # fmt: skip
+        args.source,
+        args.output,
+        variant=args.variant,
+        precision=args.precision,
+        io=args.io,
+        fp16_io=args.fp16_io,
+        max_size=args.max_size,
+        max_batch=args.max_batch,
+        opset=args.opset,
+        verify=not args.no_verify,
+        seed=args.seed,
+    )
     m, g = report.metadata, report.graph
-    print(f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} MiB, "
-          f"exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} convs in FP16")  # fmt: skip
+    print(
+        f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} "
+        f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} "
+        "convs in FP16"
+    )
     if report.fp32_layers:
         print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
     if not report.rows:
@@ -156,8 +181,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):")
         print(report.table())
         if report.fp16_label_agreement is not None:
-            print(f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest activation "
-                  f"{report.activation_peak:.4g} (FP16 max 65504)")  # fmt: skip
+            print(
+                f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest "
+                f"activation {report.activation_peak:.4g} (FP16 max 65504)"
+            )
         if not report.passed:
             print(
                 f"verification FAILED: {report.path} was written for inspection; do not deploy it"
@@ -171,4 +198,4 @@ def _main(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``fcn-export SOURCE -o model.onnx [options]``."""
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, build_parser())

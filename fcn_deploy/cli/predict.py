@@ -12,6 +12,7 @@ others complete and the exit code is 1. A bad model or option exits 2.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import sys
 import time
@@ -21,13 +22,36 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .._io import atomic_write_bytes
+from .._io import (
+    atomic_write_bytes,
+    check_output_dir,
+    make_output_dir,
+    missing_folders,
+    os_reason,
+    remove_empty_folders,
+)
 from .._progress import Progress
 from ..api import Segmenter
 from ..errors import FCNError
-from ..imageio import read_image, write_label_png
+from ..imageio import (
+    DEFAULT_MAX_MEGAPIXELS,
+    quiet_opencv_logging,
+    read_image,
+    write_label_png,
+)
 from ..runtime import BACKENDS, backend_for_path
-from ._common import EXIT_FAILED, run_cli
+from ._common import (
+    EXIT_FAILED,
+    OneLineParser,
+    add_verbosity,
+    error_line,
+    fraction,
+    non_negative_int,
+    parse_args,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -55,7 +79,7 @@ GLOB_CHARS = frozenset("*?[")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-predict",
         description="Segment image files, folders and globs into palette-PNG label maps.",
         epilog=__doc__.split("\n\n", 1)[1].replace("``", ""),
@@ -100,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write NAME_overlay.jpg: the image tinted by class colour",
     )
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    p.add_argument(
+        "--alpha", type=fraction, default=0.5, help="overlay opacity of the class colours (0..1)"
+    )
     p.add_argument(
         "--batch",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="images per model call (equal sizes are batched)",
@@ -115,17 +141,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tile-size",
-        type=int,
+        type=positive_int,
         metavar="PX",
         help="tile side (default: the model's largest input, at most 1024)",
     )
     p.add_argument(
         "--overlap",
-        type=int,
+        type=non_negative_int,
         metavar="PX",
         help="pixels shared by neighbouring tiles (default: a quarter tile, at most 256)",
     )
+    add_verbosity(p)
+    add_max_megapixels(p)
     return p
+
+
+def add_max_megapixels(p: argparse.ArgumentParser) -> None:
+    """``--max-megapixels``, shared by fcn-predict and fcn-eval."""
+    p.add_argument(
+        "--max-megapixels",
+        type=positive_float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        metavar="MP",
+        help="refuse images larger than this many megapixels, read from the file header before "
+        f"decoding (default {DEFAULT_MAX_MEGAPIXELS:g})",
+    )
 
 
 def _is_image(path: Path) -> bool:
@@ -174,7 +214,8 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
 
 
 def output_names(files: Sequence[Path]) -> list[str]:
-    """One output name per file: its stem, or ``stem-2``, ``stem-3``, ... when an earlier file took it."""
+    """One output name per file: its stem, or ``stem-2``, ``stem-3``, ... when an earlier file
+    took it."""
     stems = {f.stem for f in files}
     taken: set[str] = set()
     names = []
@@ -189,22 +230,29 @@ def output_names(files: Sequence[Path]) -> list[str]:
 
 
 def _fail(path: Path, error: Exception) -> None:
-    message = str(error)
-    print(
-        f"error: {message if message.startswith(str(path)) else f'{path}: {message}'}",
-        file=sys.stderr,
-    )
+    """One line for one input that failed; the others go on."""
+    if isinstance(error, OSError):
+        error = FCNError(f"{error.filename or path}: {os_reason(error)}")
+    param = getattr(error, "param", None)
+    line = error if isinstance(error, FCNError) else FCNError(str(error))
+    if not str(error).startswith(str(path)):
+        line = FCNError(f"{path}: {error}", param=param)
+    print(error_line(line, _parser()), file=sys.stderr)
+
+
+_parser = functools.cache(build_parser)
 
 
 def _predict(
     segmenter: Segmenter, images: list[np.ndarray], paths: list[Path]
 ) -> list[np.ndarray | None]:
-    """Labels for a chunk in one batched call; if that fails, image by image so each failure is named."""
+    """Labels for a chunk in one batched call; if that fails, image by image so each failure is
+    named."""
     try:
         return list(segmenter.predict_batch(images))
     except FCNError:
         results: list[np.ndarray | None] = []
-        for image, path in zip(images, paths):
+        for image, path in zip(images, paths, strict=True):
             try:
                 results.append(segmenter.predict(image))
             except FCNError as e:
@@ -216,7 +264,8 @@ def _predict(
 def _write(
     args: argparse.Namespace, segmenter: Segmenter, name: str, image: np.ndarray, labels: np.ndarray
 ) -> None:
-    """``NAME.png`` (palette label map) and, with --overlay, ``NAME_overlay.jpg``, each atomically."""
+    """``NAME.png`` (palette label map) and, with --overlay, ``NAME_overlay.jpg``, each
+    atomically."""
     write_label_png(args.output / f"{name}.png", labels, segmenter.palette)
     if args.overlay:
         ok, data = cv2.imencode(
@@ -236,7 +285,8 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
     if args.server is None:
         return Segmenter.load(
             args.model, device=args.device, backend=args.backend, tile=args.tile,
-            tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch, **options,
+            tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch,
+            max_megapixels=args.max_megapixels, **options,
         )  # fmt: skip
     local = [f for f, v in (("--variant", args.variant), ("--backend", args.backend),
              ("--device", args.device), ("--tile", args.tile), ("--tile-size", args.tile_size),
@@ -247,29 +297,23 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
         )
     from ..serve.client import RemoteSegmenter
 
-    return RemoteSegmenter(args.server, model_name=args.model_name)  # type: ignore[return-value]
+    return RemoteSegmenter(  # type: ignore[return-value]
+        args.server, model_name=args.model_name, max_megapixels=args.max_megapixels
+    )
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    # our one line names a corrupt file; not libpng too (cv2.utils.logging: opencv 5 only)
-    if hasattr(cv2.utils, "logging"):
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    else:
-        cv2.setLogLevel(2)  # LOG_LEVEL_ERROR in opencv 4.x
-    if args.batch < 1:
-        raise FCNError(f"--batch must be at least 1, got {args.batch}")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise FCNError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    args = parse_args(_parser(), argv)
+    quiet_opencv_logging()  # our one line names a corrupt file; not libpng too
     options = {}
     if args.variant and args.server is None:
         if (args.backend or backend_for_path(args.model)) != "torch":
             raise FCNError(
-                "--variant applies to PyTorch checkpoints and state dicts only; ONNX files and engines know their net"
+                "--variant applies to PyTorch checkpoints and state dicts only; ONNX files and "
+                "engines know their net"
             )
         options["variant"] = args.variant
-    if args.output.exists() and not args.output.is_dir():
-        raise FCNError(f"{args.output} is a file; -o needs a folder")
+    check_output_dir(args.output)  # before the model loads; created only once it has
     files, problems, skipped = collect_inputs(args.inputs)
     if not files and not problems:
         raise FCNError("no inputs given")
@@ -278,18 +322,19 @@ def _main(argv: Sequence[str] | None) -> int:
         raise FCNError(
             f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256"
         )
-    args.output.mkdir(parents=True, exist_ok=True)
+    created = missing_folders(args.output)
+    make_output_dir(args.output)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     names = output_names(files)
-    for f, name in zip(files, names):
+    for f, name in zip(files, names, strict=True):
         if name != f.stem:
             print(
                 f"note: {f} is written as {name}.png (another input is also named {f.stem})",
                 file=sys.stderr,
             )
 
-    jobs = list(zip(files, names))
+    jobs = list(zip(files, names, strict=True))
     done = failed = pixels = 0
     start = time.perf_counter()
     with Progress(len(jobs), "predicting", unit="img") as progress:
@@ -297,14 +342,14 @@ def _main(argv: Sequence[str] | None) -> int:
             readable: list[tuple[Path, str, np.ndarray]] = []
             for path, name in jobs[i : i + args.batch]:
                 try:
-                    readable.append((path, name, read_image(path)))
+                    readable.append((path, name, read_image(path, args.max_megapixels)))
                 except FCNError as e:
                     _fail(path, e)
                     failed += 1
             predicted = _predict(
                 segmenter, [image for _, _, image in readable], [path for path, _, _ in readable]
             )
-            for (path, name, image), labels in zip(readable, predicted):
+            for (path, name, image), labels in zip(readable, predicted, strict=True):
                 try:
                     if labels is not None:
                         _write(args, segmenter, name, image, labels)
@@ -314,15 +359,17 @@ def _main(argv: Sequence[str] | None) -> int:
                     _fail(path, e)
                 failed += 1
             progress.update(len(jobs[i : i + args.batch]), MP=f"{pixels / 1e6:.1f}")
+    remove_empty_folders(created)  # nothing written (every input failed): no empty folder left
     elapsed = time.perf_counter() - start
     failed += len(problems)
-    summary = f"{done} image(s), {pixels / 1e6:.2f} MP in {elapsed:.1f} s ({pixels / 1e6 / max(elapsed, 1e-9):.2f} MP/s)"
+    rate = pixels / 1e6 / max(elapsed, 1e-9)
+    summary = f"{done} image(s), {pixels / 1e6:.2f} MP in {elapsed:.1f} s ({rate:.2f} MP/s)"
     summary += f", {failed} failed" if failed else ""
     summary += f", {skipped} non-image file(s) ignored" if skipped else ""
-    print(f"{summary}; results in {args.output}")
+    print(f"{summary}; results in {args.output}" if done else f"{summary}; nothing written")
     return EXIT_FAILED if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: ``fcn-predict INPUT... -o OUTDIR --model PATH``."""
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, _parser())

@@ -34,7 +34,8 @@ _BORDER = 2  # ignore band width in pixels along visible outlines (VOC's is ~5 a
 
 
 class SyntheticSegmentation(SegmentationDataset):
-    """``SyntheticSegmentation("train", num_images=2000, seed=0)``; items are (bgr, labels) like VOC's.
+    """``SyntheticSegmentation("train", num_images=2000, seed=0)``; items are (bgr, labels) like
+    VOC's.
 
     Images are ``min_size``…``max_size`` pixels per side (independently, so aspect ratios vary)
     and hold 1…``max_objects`` shapes.
@@ -156,7 +157,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
     else:  # star: five points
         angles = np.arange(10) * np.pi / 5 - np.pi / 2
         radii = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
-        unit = list(zip(radii * np.cos(angles), radii * np.sin(angles)))
+        unit = list(zip(radii * np.cos(angles), radii * np.sin(angles), strict=True))
     pts = np.asarray(unit, np.float64) * (rx, ry)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     pts = pts @ rot.T + (cx, cy)

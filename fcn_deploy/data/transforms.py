@@ -1,4 +1,5 @@
-"""Batching images of different sizes: random crops and padding, the ignore label filling the gaps."""
+"""Batching images of different sizes: random crops and padding, the ignore label filling the
+gaps."""
 
 from __future__ import annotations
 

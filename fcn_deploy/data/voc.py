@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FCNError
-from ..imageio import read_image, read_label_png
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, read_image, read_label_png
 from ..meta import VOC_CLASSES, voc_palette
 
 __all__ = [
@@ -36,6 +36,8 @@ class SegmentationDataset:
 
     class_names: tuple[str, ...] = VOC_CLASSES
     palette: list[tuple[int, int, int]] = voc_palette(len(VOC_CLASSES))
+    #: images (and label maps) larger than this are refused from their header, before decoding
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 
     def __init__(self, ids: Sequence[str], name: str) -> None:
         self.ids = list(ids)
@@ -73,7 +75,10 @@ class VOCSegmentation(SegmentationDataset):
     (the palette index is the class id), ids from ``ImageSets/Segmentation/<split>.txt``.
     """
 
-    HINT = "expected a PASCAL VOC tree: VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, ImageSets/Segmentation}"
+    HINT = (
+        "expected a PASCAL VOC tree: VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, "
+        "ImageSets/Segmentation}"
+    )
 
     def __init__(self, root: str | os.PathLike[str], split: str = "val") -> None:
         root = _need(Path(root), "folder", self.HINT)
@@ -91,8 +96,10 @@ class VOCSegmentation(SegmentationDataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         name = self.ids[index]
-        image = read_image(self.root / "JPEGImages" / f"{name}.jpg")
-        labels = read_label_png(self.root / "SegmentationClass" / f"{name}.png")
+        image = read_image(self.root / "JPEGImages" / f"{name}.jpg", self.max_megapixels)
+        labels = read_label_png(
+            self.root / "SegmentationClass" / f"{name}.png", self.max_megapixels
+        )
         return image, _check_sizes(image, labels, name)
 
 
@@ -120,7 +127,7 @@ class SBDSegmentation(SegmentationDataset):
         from scipy.io import loadmat  # scipy is slow to import and only SBD needs it
 
         name = self.ids[index]
-        image = read_image(self.root / "img" / f"{name}.jpg")
+        image = read_image(self.root / "img" / f"{name}.jpg", self.max_megapixels)
         path = _need(self.root / "cls" / f"{name}.mat", "label file", self.HINT)
         try:
             labels = loadmat(path)["GTcls"][0]["Segmentation"][0]

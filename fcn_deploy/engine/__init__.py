@@ -7,11 +7,12 @@ package imports on any machine; there, a missing TensorRT is one FCNError line.
 """
 
 from .builder import ENGINE_SUFFIXES, EngineGateError, EngineReport, build_engine
-from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
+from .gate import GateRow, compare_outputs, format_gate, gate_jobs, gate_passed, gate_shapes
 from .layer_info import LayerSummary, summarize_layers, tensor_precision
 from .plan import BuildPlan, ParserIssue, format_parser_errors
 from .profiles import (
     Profile,
+    choose_profile,
     default_profiles,
     format_shape,
     parse_shape,
@@ -36,11 +37,13 @@ __all__ = [
     "TrtVersion",
     "build_engine",
     "check_compatible",
+    "choose_profile",
     "compare_outputs",
     "default_profiles",
     "format_gate",
     "format_parser_errors",
     "format_shape",
+    "gate_jobs",
     "gate_passed",
     "gate_shapes",
     "parse_shape",
@@ -54,4 +57,4 @@ __all__ = [
     "tensor_precision",
     "validate_profiles",
     "write_sidecar",
-]  # fmt: skip
+]

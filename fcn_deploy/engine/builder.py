@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._device import cuda_index
 from .._io import atomic_path, atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
 from ..export.metadata import OnnxMetadata, read_onnx_metadata
-from .gate import GateRow, compare_outputs, format_gate, gate_passed, gate_shapes
+from ..meta import ENGINE_SUFFIXES
+from .gate import GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
+from .layer_info import precision_problem
 from .plan import BuildPlan, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
 from .sidecar import EngineMetadata, sidecar_path, write_sidecar
@@ -32,7 +35,7 @@ from .versions import parse_trt_version, precision_route
 
 __all__ = ["ENGINE_SUFFIXES", "EngineGateError", "EngineReport", "build_engine"]
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what load_runner opens with the TensorRT backend
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,8 +55,9 @@ class EngineReport:
         m = self.metadata
         lines = [
             f"engine: {self.path or '(not written)'}",
-            f"TensorRT {m.tensorrt_version} on {m.gpu_name} (sm_{m.compute_capability[0]}{m.compute_capability[1]}), "
-            f"built in {m.build_seconds:.1f} s, {m.builder.get('route', '')}",
+            f"TensorRT {m.tensorrt_version} on {m.gpu_name} "
+            f"(sm_{m.compute_capability[0]}{m.compute_capability[1]}), built in "
+            f"{m.build_seconds:.1f} s, {m.builder.get('route', '')}",
             f"precision: {m.layers.describe()}",
             "profiles (min / opt / max, NxCxHxW): " + "; ".join(str(p) for p in m.profiles),
         ]
@@ -66,7 +70,8 @@ class EngineReport:
 
 
 class EngineGateError(FCNError):
-    """The engine built but failed the accuracy gate; ``report`` holds the rows. Nothing was written."""
+    """The engine built but failed the accuracy gate; ``report`` holds the rows. Nothing was
+    written."""
 
     def __init__(self, message: str, report: EngineReport) -> None:
         super().__init__(message)
@@ -78,29 +83,39 @@ def _check_paths(onnx_path: Path, engine_path: Path) -> None:
         raise FCNError(f"{onnx_path}: no such ONNX file (export one with fcn-export first)")
     if engine_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise FCNError(
-            f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners recognize it"
+            f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners "
+            "recognize it"
         )
     if engine_path.parent and not engine_path.parent.is_dir():
         raise FCNError(
-            f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it first)"
+            f"cannot write {engine_path}: folder {engine_path.parent} does not exist (create it "
+            "first)"
         )
 
 
-def _reference_session(onnx_path: Path) -> Any:
-    """ONNX Runtime on the GPU when onnxruntime-gpu is installed (large gate shapes), else the CPU."""
-    from ..export.ort import ort_session
+def _node_ops(onnx_path: Path) -> dict[str, str]:
+    """ONNX node name → op type: identifies the convolutions inside Myelin layers exactly."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return {node.name: node.op_type for node in graph.node if node.name}
+
+
+def _reference_session(onnx_path: Path, device: torch.device) -> Any:
+    """ONNX Runtime on the engine's GPU when onnxruntime-gpu is installed (large gate shapes), else
+    the CPU. A CUDA session that fell back to the CPU is refused, not silently used."""
+    from ..export.ort import CUDA_PROVIDER, cuda_providers, ort_session, require_providers
 
     try:
         import onnxruntime as ort
 
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if "CUDAExecutionProvider" in ort.get_available_providers()
-            else None
-        )
+        cuda = CUDA_PROVIDER in ort.get_available_providers()
     except ImportError:
-        providers = None
-    return ort_session(onnx_path, providers=providers)
+        cuda = False
+    providers = cuda_providers(cuda_index(device)) if cuda else None
+    session = ort_session(onnx_path, providers=providers)
+    require_providers(session, providers)
+    return session
 
 
 def run_gate(
@@ -116,19 +131,24 @@ def run_gate(
     from ..export.graph import synthetic_images
     from ..export.ort import ort_run
 
-    session = _reference_session(onnx_path)
+    session = _reference_session(onnx_path, executor.device)
     rng = np.random.default_rng(seed)
-    jobs = [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
-    bar = Progress(len(jobs), "accuracy gate", unit="size", log_every=0.0) if progress else None
+    jobs = gate_jobs(profiles)
+    bar = Progress(len(jobs), "accuracy gate", unit="size") if progress else None
     rows = []
     for index, (n, _, h, w) in jobs:
         images = synthetic_images(n, h, w, rng)
         x = images if meta.io == "image" else meta.info.preprocessing.apply(images)
         x = x if meta.io == "image" else x.astype(np.float16 if meta.fp16_io else np.float32)
         reference = ort_run(session, x)
-        out = executor.run(torch.from_numpy(x).to(executor.device).contiguous()).cpu().numpy()
+        # forced: profiles overlap (the default two share their min shape), and a row must
+        # name the profile that really ran, which the executor reports back
+        x_dev = torch.from_numpy(x).to(executor.device).contiguous()
+        out = executor.run(x_dev, profile=index).cpu().numpy()
         rows.append(
-            compare_outputs(reference, out, meta.io, threshold, profile=index, shape=(n, 3, h, w))
+            compare_outputs(
+                reference, out, meta.io, threshold, profile=executor.profile, shape=(n, 3, h, w)
+            )
         )
         if bar is not None:
             bar.update(1, size=f"{n}x{h}x{w}", labels=f"{rows[-1].label_agreement:.4f}")
@@ -151,7 +171,8 @@ def build_engine(
     progress: bool = True,
     device: str | None = None,
 ) -> EngineReport:
-    """Build a dynamic-shape engine from an fcn-export ONNX file, verify it, write it and its sidecar.
+    """Build a dynamic-shape engine from an fcn-export ONNX file, verify it, write it and its
+    sidecar.
 
     ``profiles``: default `default_profiles` of the export bounds. ``precision``: default the ONNX
     graph's (FP16 comes from an FP16 export on TensorRT 10.12+). ``timing_cache``: loaded if it
@@ -165,7 +186,9 @@ def build_engine(
     validate_profiles(profiles, meta.bounds)
     precision = precision or meta.precision
     if not 0.0 < gate_threshold <= 1.0:
-        raise FCNError(f"gate threshold must be in (0, 1], got {gate_threshold}")
+        raise FCNError(
+            f"gate_threshold must be in (0, 1], got {gate_threshold}", param="gate_threshold"
+        )
     cache_path = Path(timing_cache) if timing_cache is not None else None
     cache_bytes = (
         cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
@@ -192,19 +215,17 @@ def build_engine(
     with torch.cuda.device(dev):
         compiled = trt_compile.compile_engine(onnx_path, plan, progress=progress)
         layers = trt_compile.inspect_layers(
-            compiled.serialized, meta.input_name, plan.profile_shapes()[0][1]
+            compiled.serialized, meta.input_name, plan.profile_shapes()[0][1], _node_ops(onnx_path)
         )
-    if (
-        precision == "fp16" and layers.label == "fp32"
-    ):  # the silent-FP32 trap: refuse, never mislabel
-        raise FCNError(
-            f"asked for an fp16 engine but TensorRT built {layers.describe()}; nothing was written. "
-            "Check that the ONNX graph is fp16 (fcn-export --precision fp16) and the GPU supports FP16"
-        )
-    if progress and layers.label != precision:
-        print(
-            f"note: the engine is labelled {layers.label!r}, not {precision!r}: {layers.describe()}",
-            file=sys.stderr,
+    problem = precision_problem(precision, layers)
+    if problem:  # the silent-FP32 trap: refuse, never mislabel
+        raise FCNError(problem)
+    if layers.label != precision:
+        log.info(
+            "note: the engine is labelled %r, not %r: %s",
+            layers.label,
+            precision,
+            layers.describe(),
         )
     gpu_name, capability = device_identity(dev)
     engine_meta = EngineMetadata(
@@ -225,7 +246,7 @@ def build_engine(
             "workspace_gib": workspace_gib,
             "opt_level": opt_level,
             "timing_cache": str(cache_path) if cache_path else None,
-            "timing_cache_loaded": cache_bytes is not None,
+            "timing_cache_loaded": compiled.timing_cache_used,
         },
     )
     report = EngineReport(None, engine_meta, gate_threshold=gate_threshold if gate else None)
@@ -245,8 +266,9 @@ def build_engine(
         if not report.passed:
             worst = min(report.gate_rows, key=lambda r: r.label_agreement)
             raise EngineGateError(
-                f"engine failed the accuracy gate: {worst.label_agreement:.2%} label agreement with ONNX Runtime at "
-                f"{'x'.join(map(str, worst.shape))} (profile {worst.profile}), below {gate_threshold:.2%}; nothing was written",
+                f"engine failed the accuracy gate: {worst.label_agreement:.2%} label agreement "
+                f"with ONNX Runtime at {'x'.join(map(str, worst.shape))} (profile "
+                f"{worst.profile}), below {gate_threshold:.2%}; nothing was written",
                 report,
             )
     with atomic_path(engine_path) as tmp:
@@ -257,9 +279,6 @@ def build_engine(
     if cache_path is not None:
         atomic_write_bytes(cache_path, compiled.timing_cache)
     report.path = engine_path
-    if progress:
-        print(
-            f"wrote {engine_path} ({len(compiled.serialized) / 1e6:.1f} MB) and {sidecar_path(engine_path).name}",
-            file=sys.stderr,
-        )
+    size_mb = len(compiled.serialized) / 1e6
+    log.info("wrote %s (%.1f MB) and %s", engine_path, size_mb, sidecar_path(engine_path).name)
     return report

@@ -9,10 +9,11 @@ version gate chose.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,13 +21,15 @@ from .._progress import Progress
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .layer_info import LayerSummary, summarize_layers
-from .plan import BuildPlan, ParserIssue, format_parser_errors
+from .plan import BuildPlan, ParserIssue, attach_timing_cache, format_parser_errors
 from .profiles import Shape
 
 if TYPE_CHECKING:
     import tensorrt as trt
 else:
     trt = import_tensorrt()
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CompiledEngine",
@@ -43,7 +46,8 @@ def tensorrt_version() -> str:
 
 
 def has_fp16_flag() -> bool:
-    """Whether ``BuilderFlag.FP16`` exists; consulted only on the < 10.12 route (`precision_route`)."""
+    """Whether ``BuilderFlag.FP16`` exists; consulted only on the < 10.12 route
+    (`precision_route`)."""
     return "FP16" in trt.BuilderFlag.__members__
 
 
@@ -57,6 +61,7 @@ class CompiledEngine:
     serialized: bytes
     timing_cache: bytes
     build_seconds: float
+    timing_cache_used: bool  # False: no cache given, or TensorRT could not use it
 
 
 class _BuildMonitor(trt.IProgressMonitor):
@@ -107,7 +112,8 @@ def compile_engine(
     """Parse, configure and build; FCNError with the reason when TensorRT cannot."""
     logger = make_logger()
     builder = trt.Builder(logger)
-    # STRONGLY_TYPED on 10.12-10.x only: on 11 every network is strongly typed (EXPLICIT_BATCH: never)
+    # STRONGLY_TYPED on 10.12-10.x only: on 11 every network is strongly typed (EXPLICIT_BATCH:
+    # never)
     flags = (
         1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         if plan.route.strongly_typed_flag
@@ -118,7 +124,8 @@ def compile_engine(
     _parse(parser, os.fspath(onnx_path))
     if network.num_inputs != 1 or network.get_input(0).name != plan.input_name:
         raise FCNError(
-            f"{onnx_path}: expected one input named {plan.input_name!r}; re-export the model with fcn-export"
+            f"{onnx_path}: expected one input named {plan.input_name!r}; re-export the model with "
+            "fcn-export"
         )
 
     config = builder.create_builder_config()
@@ -129,12 +136,13 @@ def compile_engine(
     )  # the inspector needs layer precisions
     if plan.route.fp16_builder_flag:
         config.set_flag(trt.BuilderFlag.FP16)  # only on < 10.12, where the version gate chose it
-    cache = config.create_timing_cache(plan.timing_cache or b"")
-    if not config.set_timing_cache(
-        cache, False
-    ):  # a cache from another GPU or release: start afresh
-        print("timing cache does not match this GPU/TensorRT; starting a new one", file=sys.stderr)
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+    cache, warning = attach_timing_cache(
+        plan.timing_cache,
+        config.create_timing_cache,
+        lambda c: config.set_timing_cache(c, False),
+    )
+    if warning:
+        log.warning(warning)
     for i, (lo, opt, hi) in enumerate(plan.profile_shapes()):
         profile = builder.create_optimization_profile()
         profile.set_shape(
@@ -142,7 +150,8 @@ def compile_engine(
         )
         if config.add_optimization_profile(profile) < 0:
             raise FCNError(
-                f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error above"
+                f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error "
+                "above"
             )
     monitor = _BuildMonitor() if progress else None
     if monitor is not None:
@@ -154,15 +163,21 @@ def compile_engine(
     if serialized is None:
         raise FCNError(
             f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT errors above); "
-            "try a larger --workspace or smaller --max-shape"
+            "try a larger workspace_gib or smaller profile max shapes"
         )
-    if progress:
-        print(f"built in {seconds:.1f} s", file=sys.stderr)
+    log.info("built in %.1f s", seconds)
     timing = config.get_timing_cache().serialize()
-    return CompiledEngine(bytes(serialized), bytes(timing), seconds)
+    del cache  # attached to the config until here: the build is done
+    used = bool(plan.timing_cache) and warning is None
+    return CompiledEngine(bytes(serialized), bytes(timing), seconds, used)
 
 
-def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSummary:
+def inspect_layers(
+    serialized: bytes,
+    input_name: str,
+    shape: Shape,
+    onnx_ops: Mapping[str, str] | None = None,
+) -> LayerSummary:
     """Layer precisions of a built engine, inspected at ``shape`` (profile 0's opt, network layout).
 
     An execution context with the input shape set gives the inspector concrete dimensions, so the
@@ -180,4 +195,4 @@ def inspect_layers(serialized: bytes, input_name: str, shape: Shape) -> LayerSum
         inspector.execution_context = context
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     del inspector, context, engine  # TensorRT objects go before their runtime
-    return summarize_layers(text)
+    return summarize_layers(text, onnx_ops)

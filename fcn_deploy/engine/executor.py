@@ -1,10 +1,23 @@
 """Running a deserialized engine on torch CUDA tensors: the core both the gate and the runner use.
 
-Per call: pick the profile that holds the input (plain `select_profile`, so an out-of-range
-shape gets a message, never a crash), set the input shape, read each output's concrete shape
-from the CONTEXT (an engine says -1 for dynamic dims, and sizing from the profile is a known
-source of wrong outputs), reuse the output buffer while the shape repeats, and enqueue on torch's
-current CUDA stream so the work orders with the caller's own kernels.
+Per call, on the executor's own device and CUDA stream:
+- pick the profile that holds the input (plain `choose_profile`: an out-of-range shape gets a
+  message, never a crash), or the one the caller forces (the accuracy gate checks each profile);
+- order the executor's stream after the caller's current stream with an event, so the input
+  written there is ready, and the caller's stream after the engine with a second event, so the
+  caller's next kernels see the output. A stream of our own, because ``enqueueV3`` on the
+  legacy default stream "may lead to performance issues due to additional cudaDeviceSynchronize()
+  calls" (include/NvInferRuntime.h, IExecutionContext::enqueueV3, NVIDIA/TensorRT 11.1);
+- switch profile on that same stream (``setOptimizationProfileAsync`` copies on the stream it is
+  given; the header warns that not synchronizing it with the enqueue stream is undefined);
+- set the input shape, read each output's concrete shape from the CONTEXT (an engine says -1
+  for dynamic dims, and sizing from the profile is a known source of wrong outputs), reuse the
+  output buffer while the shape repeats;
+- hand TensorRT 256-byte aligned addresses only (`buffers.aligned_input`).
+
+Calls checked against NVIDIA/TensorRT python/src/infer/pyCore.cpp (11.1 sources):
+``set_optimization_profile_async`` raises RuntimeError on failure (PY_ASSERT_RUNTIME_ERROR)
+rather than returning False; ``set_tensor_address``/``execute_async_v3`` return the C++ bool.
 """
 
 from __future__ import annotations
@@ -13,9 +26,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .._device import indexed_device, same_device
 from ..errors import FCNError
 from ._trt import import_tensorrt
-from .profiles import Profile, select_profile
+from .buffers import aligned_input
+from .profiles import Profile, choose_profile, profile_switch_message
 from .sidecar import EngineMetadata, check_compatible
 
 if TYPE_CHECKING:
@@ -39,14 +54,8 @@ _TORCH_DTYPES = {
 
 
 def cuda_device(device: str | torch.device | None = None) -> torch.device:
-    """The CUDA device to build or run on (default: the current one); FCNError without a GPU."""
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda", torch.cuda.current_device())
-        if torch.cuda.is_available()
-        else torch.device("cuda")
-    )
+    """The indexed CUDA device to build or run on (default: the current one); FCNError if none."""
+    dev = torch.device(device) if device is not None else torch.device("cuda")
     if dev.type != "cuda":
         raise FCNError(
             f"TensorRT engines run on an NVIDIA GPU, not {dev}; use device cuda or cuda:N"
@@ -59,7 +68,7 @@ def cuda_device(device: str | torch.device | None = None) -> torch.device:
         raise FCNError(
             f"device {dev} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
         )
-    return torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device())
+    return indexed_device(dev)
 
 
 def device_identity(device: torch.device) -> tuple[str, tuple[int, int]]:
@@ -73,16 +82,16 @@ def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
         return _TORCH_DTYPES[dtype.name]
     except KeyError:
         raise FCNError(
-            f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the engine"
+            f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the "
+            "engine"
         ) from None
 
 
 class EngineExecutor:
-    """One engine and one execution context on one CUDA device."""
+    """One engine, one execution context and one CUDA stream on one CUDA device."""
 
     def __init__(self, serialized: bytes, meta: EngineMetadata, device: torch.device) -> None:
-        if device.type != "cuda":
-            raise FCNError("TensorRT engines run on an NVIDIA GPU; pass device='cuda' (or cuda:N)")
+        device = cuda_device(device)
         gpu_name, capability = device_identity(device)
         check_compatible(meta, str(trt.__version__), capability, gpu_name)
         self.device = device
@@ -94,7 +103,8 @@ class EngineExecutor:
             engine = self._runtime.deserialize_cuda_engine(serialized)
             if engine is None:
                 raise FCNError(
-                    "TensorRT could not deserialize the engine (see its error above); rebuild the engine"
+                    "TensorRT could not deserialize the engine (see its error above); rebuild the "
+                    "engine"
                 )
             self.engine = engine
             self._check_io(meta)
@@ -104,9 +114,11 @@ class EngineExecutor:
                     "TensorRT could not create an execution context (out of GPU memory?)"
                 )
             self.context = context
+            self.stream = torch.cuda.Stream(device)  # never the legacy default stream
+            self._ready, self._done = torch.cuda.Event(), torch.cuda.Event()
         self.input_dtype = _torch_dtype(engine.get_tensor_dtype(self.input_name))
         self.output_dtype = _torch_dtype(engine.get_tensor_dtype(self.output_name))
-        self._profile = 0
+        self.profile = 0  # the profile the context is set to: a new context starts on profile 0
         self._shape: tuple[int, ...] | None = None
         self._out: torch.Tensor | None = None
 
@@ -116,13 +128,15 @@ class EngineExecutor:
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if inputs != [meta.onnx.input_name] or outputs != [meta.onnx.output_name]:
             raise FCNError(
-                f"engine I/O {inputs} → {outputs} does not match its sidecar ({meta.onnx.input_name} → "
-                f"{meta.onnx.output_name}); the .json beside it belongs to another engine: rebuild"
+                f"engine I/O {inputs} → {outputs} does not match its sidecar "
+                f"({meta.onnx.input_name} → {meta.onnx.output_name}); the .json beside it belongs "
+                "to another engine: rebuild"
             )
         if self.engine.num_optimization_profiles != len(meta.profiles):
             raise FCNError(
-                f"engine has {self.engine.num_optimization_profiles} optimization profiles but its sidecar lists "
-                f"{len(meta.profiles)}; the .json beside it belongs to another engine: rebuild"
+                f"engine has {self.engine.num_optimization_profiles} optimization profiles but its "
+                f"sidecar lists {len(meta.profiles)}; the .json beside it belongs to another "
+                "engine: rebuild"
             )
         self.input_name, self.output_name = meta.onnx.input_name, meta.onnx.output_name
 
@@ -131,28 +145,53 @@ class EngineExecutor:
         n, a, b, c = shape
         return (n, c, a, b) if self.io == "image" else (n, a, b, c)
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
-        """Run on a contiguous CUDA tensor of the engine's input dtype; returns the (reused) output buffer.
+    def run(self, x: torch.Tensor, profile: int | None = None) -> torch.Tensor:
+        """Run on a contiguous CUDA tensor of the engine's input dtype; returns the reused output.
 
-        The returned tensor is overwritten by the next call with the same shape: clone it to keep it.
+        ``profile`` forces an optimization profile (FCNError if it does not hold the shape);
+        ``None`` picks the fitting one nearest its opt shape. `profile` afterwards names the one
+        used. The output is ordered on the caller's current stream like any torch kernel's, and
+        overwritten by the next call with the same shape: clone it to keep it.
         """
-        if x.device != self.device or x.dtype != self.input_dtype or not x.is_contiguous():
+        if not same_device(x.device, self.device) or x.dtype != self.input_dtype:
             raise FCNError(
-                f"engine input must be a contiguous {self.input_dtype} tensor on {self.device}"
+                f"engine input must be a contiguous {self.input_dtype} tensor on {self.device}, "
+                f"got {x.dtype} on {x.device}"
             )
-        profile = select_profile(self.profiles, self.nchw(tuple(x.shape)))
-        stream = torch.cuda.current_stream(self.device)
-        if profile != self._profile:
-            if not self.context.set_optimization_profile_async(profile, stream.cuda_stream):
-                raise FCNError(f"TensorRT refused to switch to optimization profile {profile}")
-            self._profile, self._shape = profile, None
+        if not x.is_contiguous():
+            raise FCNError("engine input must be contiguous; call .contiguous() first")
+        chosen = choose_profile(self.profiles, self.nchw(tuple(x.shape)), profile)
+        with torch.cuda.device(self.device):
+            caller = torch.cuda.current_stream(self.device)
+            x = aligned_input(x)  # a view with an offset would fail set_tensor_address
+            self._ready.record(caller)  # the input is written on the caller's stream
+            self.stream.wait_event(self._ready)
+            self._enqueue(x, chosen)
+            self._done.record(self.stream)
+            caller.wait_event(self._done)  # the caller's next kernels see the output
+            assert self._out is not None
+            # both buffers were used on our stream: the allocator must not hand them out again
+            # (e.g. a temporary aligned copy freed now) before the engine is done with them
+            x.record_stream(self.stream)
+            self._out.record_stream(self.stream)
+        return self._out
+
+    def _enqueue(self, x: torch.Tensor, profile: int) -> None:
+        """The TensorRT calls of one run, all on ``self.stream``."""
+        handle = self.stream.cuda_stream
+        if profile != self.profile:
+            try:
+                ok = self.context.set_optimization_profile_async(profile, handle)
+            except RuntimeError as e:  # the binding raises instead of returning False
+                raise FCNError(profile_switch_message(profile, len(self.profiles), e)) from None
+            if not ok:
+                raise FCNError(profile_switch_message(profile, len(self.profiles), None))
+            self.profile, self._shape = profile, None
         shape = tuple(x.shape)
         if shape != self._shape:
             if not self.context.set_input_shape(self.input_name, trt.Dims(list(shape))):
                 raise FCNError(f"TensorRT rejected input shape {shape} for profile {profile}")
-            dims = self.context.get_tensor_shape(
-                self.output_name
-            )  # from the context, not the profile
+            dims = self.context.get_tensor_shape(self.output_name)  # not the profile's
             out_shape = tuple(dims[i] for i in range(len(dims)))
             if any(d < 0 for d in out_shape):
                 raise FCNError(f"TensorRT could not infer the output shape for input {shape}")
@@ -162,16 +201,22 @@ class EngineExecutor:
         for name, tensor in ((self.input_name, x), (self.output_name, self._out)):
             if not self.context.set_tensor_address(name, tensor.data_ptr()):
                 raise FCNError(
-                    f"TensorRT rejected the device buffer for {name!r} (misaligned or not on {self.device})"
+                    f"TensorRT rejected the device buffer for {name!r} (address "
+                    f"{tensor.data_ptr():#x} on {tensor.device}); pass a fresh contiguous tensor"
                 )
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        if not self.context.execute_async_v3(handle):
             raise FCNError(
                 f"TensorRT failed to run the engine at input shape {shape} (see its error above)"
             )
-        return self._out
+
+    def synchronize(self) -> None:
+        """Wait for everything queued on the executor's stream."""
+        self.stream.synchronize()
 
     def close(self) -> None:
-        """Drop the context before the engine before the runtime (TensorRT's required order)."""
+        """Wait for queued work, then drop the context before the engine before the runtime."""
+        if hasattr(self, "stream"):
+            self.stream.synchronize()  # the context must not go while its kernels still run
         for name in ("context", "engine", "_runtime"):
             if hasattr(self, name):
                 delattr(self, name)

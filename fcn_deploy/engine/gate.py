@@ -17,7 +17,7 @@ import numpy as np
 
 from .profiles import Profile, Shape, format_shape
 
-__all__ = ["GateRow", "compare_outputs", "format_gate", "gate_passed", "gate_shapes"]
+__all__ = ["GateRow", "compare_outputs", "format_gate", "gate_jobs", "gate_passed", "gate_shapes"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class GateRow:
 
 
 def _odd_between(lo: int, hi: int) -> int:
-    """An odd value strictly inside (lo, hi) when there is one, else the closest odd value in range."""
+    """An odd value strictly inside (lo, hi) when there is one, else the closest odd value in
+    range."""
     mid = (lo + hi) // 2 | 1
     return mid if lo <= mid <= hi else (lo + hi) // 2
 
@@ -50,6 +51,16 @@ def gate_shapes(profile: Profile) -> list[Shape]:
     return list(dict.fromkeys([profile.min, profile.opt, profile.max, odd]))
 
 
+def gate_jobs(profiles: Sequence[Profile]) -> list[tuple[int, Shape]]:
+    """(profile, shape) for each profile at its own `gate_shapes`; each run is forced to that
+    profile.
+
+    Shapes repeat across profiles on purpose (the default two share their min): each profile's
+    kernels are checked at each of its sizes.
+    """
+    return [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
+
+
 def compare_outputs(
     reference: np.ndarray,
     output: np.ndarray,
@@ -58,7 +69,8 @@ def compare_outputs(
     profile: int = 0,
     shape: Shape | None = None,
 ) -> GateRow:
-    """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the reference."""
+    """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the
+    reference."""
     shape = shape or cast(Shape, tuple(reference.shape))
     if output.shape != reference.shape:
         return GateRow(profile, shape, None, None, 0.0, bool(np.isfinite(output).all()), False)
@@ -82,13 +94,15 @@ def gate_passed(rows: Sequence[GateRow]) -> bool:
 def format_gate(rows: Sequence[GateRow], threshold: float) -> str:
     """The gate table: one line per profile and size, with the rule it was held to."""
     lines = [
-        f"{'profile':>7}  {'N×C×H×W':>16}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: labels >= {threshold:.2%}, finite)"
+        f"{'profile':>7}  {'N×C×H×W':>16}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  "
+        f"result   (pass: labels >= {threshold:.2%}, finite)"
     ]
     for r in rows:
         err = f"{r.max_abs_error:11.3g}" if r.max_abs_error is not None else f"{'-':>11}"
         rel = f"{r.rel_error:9.2e}" if r.rel_error is not None else f"{'-':>9}"
         note = "" if r.finite else "  NaN/inf in output"
         lines.append(
-            f"{r.profile:>7}  {format_shape(r.shape):>16}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}{note}"
+            f"{r.profile:>7}  {format_shape(r.shape):>16}  {err}  {rel}  {r.label_agreement:8.4%}  "
+            f"{'ok' if r.passed else 'FAIL'}{note}"
         )
     return "\n".join(lines)

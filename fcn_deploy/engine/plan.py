@@ -7,14 +7,24 @@ straight line of calls, and everything it depends on is checked and tested witho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import FCNError
 from .profiles import Profile, Shape
 from .versions import PrecisionRoute
 
-__all__ = ["BuildPlan", "ParserIssue", "check_opt_level", "format_parser_errors", "workspace_bytes"]
+__all__ = [
+    "BuildPlan",
+    "ParserIssue",
+    "attach_timing_cache",
+    "check_opt_level",
+    "format_parser_errors",
+    "workspace_bytes",
+]
+
+Cache = TypeVar("Cache")
 
 GIB = 1 << 30
 
@@ -50,7 +60,10 @@ class ParserIssue:
 def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     """One line for the user: the first error with its node, and how many more there were."""
     if not issues:
-        return f"TensorRT could not parse {path} (no parser error was reported; run with a verbose logger)"
+        return (
+            f"TensorRT could not parse {path} (no parser error was reported; run with a verbose "
+            "logger)"
+        )
     first = issues[0]
     where = f"node {first.node_name or '#' + str(first.node)}"
     if first.node_operator:
@@ -58,7 +71,10 @@ def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     more = f" (+{len(issues) - 1} more errors)" if len(issues) > 1 else ""
     hint = ""
     if "type" in first.desc.lower() or "cast" in first.desc.lower():
-        hint = "; a strongly typed network needs one float dtype per node: re-export the ONNX file with fcn-export"
+        hint = (
+            "; a strongly typed network needs one float dtype per node: re-export the ONNX file "
+            "with fcn-export"
+        )
     return f"TensorRT cannot parse {path}: {where}: {first.code}: {first.desc.strip()}{more}{hint}"
 
 
@@ -73,3 +89,35 @@ def check_opt_level(level: int) -> int:
     if not 0 <= level <= 5:
         raise FCNError(f"builder optimization level must be 0..5, got {level}")
     return level
+
+
+def attach_timing_cache(
+    blob: bytes | None,
+    create: Callable[[bytes], Cache | None],
+    attach: Callable[[Cache], bool],
+) -> tuple[Cache, str | None]:
+    """Attach the timing cache read from ``blob``, or a fresh one when TensorRT cannot use it.
+
+    ``create`` is ``config.create_timing_cache`` and ``attach`` is ``config.set_timing_cache(c,
+    False)``. A cache file from another GPU or TensorRT release, or a damaged one, makes
+    ``createTimingCache`` return nullptr (None in Python: include/NvInfer.h, pyCore.cpp's
+    ``netconfig_create_timing_cache``) or raise, and ``setTimingCache`` return false; passing None
+    on would raise TypeError (its C++ parameter is ``ITimingCache const&``). Returns the cache in
+    use (keep it alive until the build ends) and a warning to log, or None when the blob was used.
+    """
+    problem: str | None = None
+    if blob:
+        try:
+            cache = create(blob)
+        except (RuntimeError, TypeError, ValueError) as e:
+            cache, problem = None, f"TensorRT could not read it ({e})"
+        if cache is not None:
+            if attach(cache):
+                return cache, None
+            problem = "it was made on another GPU or TensorRT release"
+        problem = problem or "TensorRT could not read it (damaged, or from another release)"
+    fresh = create(b"")
+    if fresh is None or not attach(fresh):
+        raise FCNError("TensorRT could not create an empty timing cache (out of memory?)")
+    warning = f"timing cache not used: {problem}; starting a new one" if problem else None
+    return fresh, warning

@@ -23,9 +23,11 @@ from ..meta import SizeBounds
 __all__ = [
     "Profile",
     "Shape",
+    "choose_profile",
     "default_profiles",
     "format_shape",
     "parse_shape",
+    "profile_switch_message",
     "profiles_from_strings",
     "select_profile",
     "validate_profiles",
@@ -84,17 +86,20 @@ class Profile:
     def fits(self, shape: Sequence[int]) -> bool:
         """Whether an NCHW shape lies inside this profile."""
         return (
-            all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max)) and len(shape) == 4
+            all(lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max, strict=False))
+            and len(shape) == 4
         )
 
     def distance(self, shape: Sequence[int]) -> float:
-        """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is faster."""
-        return sum(abs(d - o) / max(o, 1) for d, o in zip(shape, self.opt))
+        """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is
+        faster."""
+        return sum(abs(d - o) / max(o, 1) for d, o in zip(shape, self.opt, strict=False))
 
     def range_text(self) -> str:
         """``1..8 x 3 x 64..1024 x 64..2048`` (NxCxHxW), for messages."""
         return " x ".join(
-            str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in zip(self.min, self.max)
+            str(lo) if lo == hi else f"{lo}..{hi}"
+            for lo, hi in zip(self.min, self.max, strict=True)
         )
 
     def for_io(self, io: str) -> tuple[Shape, Shape, Shape]:
@@ -125,14 +130,15 @@ def profiles_from_strings(
     """
     if len(mins) != len(maxs):
         raise FCNError(
-            f"got {len(mins)} --min-shape and {len(maxs)} --max-shape values; give one of each per profile"
+            f"got {len(mins)} --min-shape and {len(maxs)} --max-shape values; give one of each per "
+            "profile"
         )
     if opts and len(opts) != len(mins):
         raise FCNError(
             f"got {len(opts)} --opt-shape values for {len(mins)} profiles; give one per profile"
         )
     profiles = []
-    for i, (lo_text, hi_text) in enumerate(zip(mins, maxs)):
+    for i, (lo_text, hi_text) in enumerate(zip(mins, maxs, strict=False)):
         lo, hi = parse_shape(lo_text), parse_shape(hi_text)
         opt = parse_shape(opts[i]) if opts else _clamp((1, 3, TYPICAL_HW, TYPICAL_HW), lo, hi)
         profiles.append(Profile(lo, opt, hi))
@@ -140,7 +146,7 @@ def profiles_from_strings(
 
 
 def _clamp(shape: Shape, lo: Shape, hi: Shape) -> Shape:
-    return tuple(min(max(d, a), b) for d, a, b in zip(shape, lo, hi))  # type: ignore[return-value]
+    return tuple(min(max(d, a), b) for d, a, b in zip(shape, lo, hi, strict=False))  # type: ignore[return-value]
 
 
 def validate_profiles(profiles: Sequence[Profile], bounds: SizeBounds) -> None:
@@ -154,8 +160,9 @@ def validate_profiles(profiles: Sequence[Profile], bounds: SizeBounds) -> None:
             problem = bounds.violation(shape[0], shape[2], shape[3])
             if problem:
                 raise FCNError(
-                    f"profile {i} {label} shape {format_shape(shape)}: {problem}, the range the ONNX "
-                    "model was exported for; choose smaller shapes or re-export with larger bounds"
+                    f"profile {i} {label} shape {format_shape(shape)}: {problem}, the range the "
+                    "ONNX model was exported for; choose smaller shapes or re-export with larger "
+                    "bounds"
                 )
 
 
@@ -191,6 +198,43 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
         return min(fitting, key=lambda i: profiles[i].distance(shape))
     ranges = "; ".join(f"profile {i}: {p.range_text()}" for i, p in enumerate(profiles))
     raise FCNError(
-        f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of this "
-        f"engine ({ranges}); resize or tile the input, or rebuild the engine with --min-shape/--max-shape covering it"
+        f"input shape {format_shape(shape)} (NxCxHxW) is outside every optimization profile of "
+        f"this engine ({ranges}); resize or tile the input, or rebuild the engine with profiles "
+        "covering it"
+    )
+
+
+def choose_profile(profiles: Sequence[Profile], shape: Sequence[int], forced: int | None) -> int:
+    """`select_profile`, or the ``forced`` profile when one is given and it holds ``shape``.
+
+    The accuracy gate forces each profile in turn: profiles may overlap (the default two share
+    their min shape), so letting the executor choose would check one profile twice and label
+    the row with the other.
+    """
+    if forced is None:
+        return select_profile(profiles, shape)
+    if not 0 <= forced < len(profiles):
+        raise FCNError(
+            f"profile={forced} does not exist: this engine has profiles 0..{len(profiles) - 1}"
+        )
+    if not profiles[forced].fits(shape):
+        raise FCNError(
+            f"input shape {format_shape(shape)} (NxCxHxW) is outside profile {forced} "
+            f"({profiles[forced].range_text()}); pass profile=None to let the engine choose"
+        )
+    return forced
+
+
+def profile_switch_message(profile: int, count: int, error: Exception | None) -> str:
+    """The one line for a refused ``set_optimization_profile_async``: what failed, what to do.
+
+    The Python binding raises RuntimeError ("Error in set optimization profile async.") where
+    the C++ call returns false (NVIDIA/TensorRT python/src/infer/pyCore.cpp,
+    ``context_set_optimization_profile_async``, PY_ASSERT_RUNTIME_ERROR).
+    """
+    reason = f" ({str(error).strip()})" if error is not None and str(error).strip() else ""
+    return (
+        f"TensorRT could not switch the execution context to optimization profile {profile} of "
+        f"{count}{reason}; the engine may not match its sidecar (rebuild it with fcn-export "
+        "--engine), or another execution context is using that profile (use one runner per thread)"
     )

@@ -46,7 +46,7 @@ class EngineMetadata:
     gpu_name: str
     compute_capability: tuple[int, int]
     profiles: list[Profile]
-    precision: str  # what the inspector found: "fp16", "mixed" or "fp32"
+    precision: str  # what the inspector found: "fp16", "mixed", "fp32" or "unknown"
     requested_precision: str
     layers: LayerSummary
     onnx: OnnxMetadata
@@ -113,18 +113,21 @@ def write_sidecar(engine_path: str | os.PathLike[str], meta: EngineMetadata) -> 
 
 
 def read_sidecar(engine_path: str | os.PathLike[str]) -> EngineMetadata:
-    """The sidecar of ``engine_path``; FCNError naming the file and the fix when missing or damaged."""
+    """The sidecar of ``engine_path``; FCNError naming the file and the fix when missing or
+    damaged."""
     path = sidecar_path(engine_path)
     if not path.is_file():
         raise FCNError(
-            f"{path} is missing: fcn-deploy engines carry a JSON sidecar with their classes, profiles and "
-            "TensorRT version; rebuild the engine with fcn-export --engine (or build_engine)"
+            f"{path} is missing: fcn-deploy engines carry a JSON sidecar with their classes, "
+            "profiles and TensorRT version; rebuild the engine with fcn-export --engine (or "
+            "build_engine)"
         )
     try:
         return EngineMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as e:
         raise FCNError(
-            f"{path} is damaged or from an incompatible fcn-deploy ({type(e).__name__}: {e}); rebuild the engine"
+            f"{path} is damaged or from an incompatible fcn-deploy ({type(e).__name__}: {e}); "
+            "rebuild the engine"
         ) from None
 
 
@@ -142,14 +145,16 @@ def check_compatible(
     """
     if meta.tensorrt_version != tensorrt_version:
         raise FCNError(
-            f"this engine was built with TensorRT {meta.tensorrt_version} but TensorRT {tensorrt_version} is "
-            "installed; engines only load in the TensorRT release that built them: rebuild it from the ONNX file "
-            "(fcn-export MODEL.onnx --engine ...)"
+            f"this engine was built with TensorRT {meta.tensorrt_version} but TensorRT "
+            f"{tensorrt_version} is installed; engines only load in the TensorRT release that "
+            "built them: rebuild it from the ONNX file (fcn-export MODEL.onnx --engine ...)"
         )
     if tuple(meta.compute_capability) != tuple(compute_capability):
         here = f"{gpu_name} " if gpu_name else ""
         raise FCNError(
-            f"this engine was built for {meta.gpu_name} (compute capability {meta.compute_capability[0]}.{meta.compute_capability[1]}) "
-            f"but this GPU is {here}(compute capability {compute_capability[0]}.{compute_capability[1]}); "
-            "rebuild the engine on this machine (fcn-export MODEL.onnx --engine ...)"
+            f"this engine was built for {meta.gpu_name} (compute capability "
+            f"{meta.compute_capability[0]}.{meta.compute_capability[1]}) "
+            f"but this GPU is {here}(compute capability "
+            f"{compute_capability[0]}.{compute_capability[1]}); rebuild the engine on this machine "
+            "(fcn-export MODEL.onnx --engine ...)"
         )

@@ -60,7 +60,8 @@ class PrecisionRoute:
     ``strongly_typed_flag``: pass ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` to
     ``create_network`` (10.12–10.x; 11.x networks are strongly typed without it).
     ``fp16_builder_flag``: set ``BuilderFlag.FP16`` (weak typing, < 10.12 only).
-    ``strongly_typed``: the network's dtypes are the ONNX graph's, so the graph must already be FP16.
+    ``strongly_typed``: the network's dtypes are the ONNX graph's, so the graph must already be
+    FP16.
     """
 
     strongly_typed: bool
@@ -87,9 +88,10 @@ def precision_route(
     if version.at_least(STRONGLY_TYPED_SINCE):
         if precision != graph_precision:
             raise FCNError(
-                f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} (networks are "
-                f"strongly typed: the graph's dtypes are the engine's), but this graph is {graph_precision}; "
-                f"re-export with --precision {precision}"
+                f"a {precision} engine needs a {precision} ONNX graph on TensorRT {version} "
+                "(networks are strongly typed: the graph's dtypes are the engine's), but this "
+                f"graph is {graph_precision}; re-export with precision='{precision}'",
+                param="precision",
             )
         on_11 = version.at_least(STRONGLY_TYPED_DEFAULT_SINCE)
         note = (
@@ -101,12 +103,14 @@ def precision_route(
         if graph_precision == "fp16":
             raise FCNError(
                 f"an fp32 engine from an fp16 ONNX graph is not supported on TensorRT {version}; "
-                "export with --precision fp32"
+                "export with precision='fp32'",
+                param="precision",
             )
         return PrecisionRoute(False, False, False, "weakly typed, FP32 (TF32 allowed)")
     if not has_fp16_flag:
         raise FCNError(
-            f"TensorRT {version} reports no BuilderFlag.FP16, so it cannot build an fp16 engine by the "
+            f"TensorRT {version} reports no BuilderFlag.FP16, so it cannot build an fp16 engine by "
+            "the "
             "flag route; upgrade to TensorRT 10.12+ (strongly typed FP16)"
         )
     return PrecisionRoute(

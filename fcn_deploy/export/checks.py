@@ -36,7 +36,7 @@ def finish_graph(proto: Any, meta: OnnxMetadata, same_size_output: bool) -> None
     out = proto.graph.output[0].type.tensor_type.shape.dim
     names = ["batch"] + (["height", "width"] if same_size_output else [])
     spatial = [len(out) - 2, len(out) - 1] if meta.io == "tensor" else [1, 2]
-    for index, name in zip([0] + spatial, names):
+    for index, name in zip([0, *spatial], names, strict=False):
         out[index].ClearField("dim_value")
         out[index].dim_param = name
     del proto.metadata_props[:]
@@ -44,8 +44,8 @@ def finish_graph(proto: Any, meta: OnnxMetadata, same_size_output: bool) -> None
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = (
-        f"fcn-deploy {meta.info.variant} (width {meta.info.width:g}, {meta.info.num_classes} classes), "
-        f"{meta.precision}, {meta.io} I/O"
+        f"fcn-deploy {meta.info.variant} (width {meta.info.width:g}, {meta.info.num_classes} "
+        f"classes), {meta.precision}, {meta.io} I/O"
     )
 
 
@@ -58,7 +58,8 @@ def check_graph(proto: Any) -> GraphSummary:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise FCNError(
-            f"the exported graph fails ONNX's checks (a bug in fcn-deploy or torch.onnx): {_first(e)}"
+            "the exported graph fails ONNX's checks (a bug in fcn-deploy or torch.onnx): "
+            f"{_first(e)}"
         ) from None
     g = inferred.graph
     dtypes: dict[str, int] = {t.name: t.data_type for t in g.initializer}
@@ -70,7 +71,8 @@ def check_graph(proto: Any) -> GraphSummary:
             a.name == "output_shape" for a in node.attribute
         ):
             raise FCNError(
-                f"{node.name}: ConvTranspose with output_shape, which TensorRT's importer mishandles"
+                f"{node.name}: ConvTranspose with output_shape, which TensorRT's importer "
+                "mishandles"
             )
         floats = {
             name: _FLOAT_TYPES[dtypes[name]]
@@ -82,7 +84,8 @@ def check_graph(proto: Any) -> GraphSummary:
         if node.op_type not in _MIXED_OK and len(set(floats.values())) > 1:
             detail = ", ".join(f"{k}: {v}" for k, v in floats.items())
             raise FCNError(
-                f"{node.name} ({node.op_type}) mixes input dtypes ({detail}); TensorRT's strongly typed parser rejects it"
+                f"{node.name} ({node.op_type}) mixes input dtypes ({detail}); TensorRT's strongly "
+                "typed parser rejects it"
             )
         if node.op_type in ("Conv", "ConvTranspose"):
             convs += 1

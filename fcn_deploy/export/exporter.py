@@ -13,7 +13,6 @@ import hashlib
 import io as _io
 import logging
 import os
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,21 +24,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_path, sha256_file
+from .._io import atomic_path, check_output_file, sha256_file
 from ..checkpoint import load_model
 from ..errors import FCNError
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
-from .graph import DeployModule, activation_peaks, overflow_layers, synthetic_images
+from .graph import DeployModule, overflow_layers, probe_activation_peaks
 from .image_io import add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
 
 __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
 
+log = logging.getLogger(__name__)
+
 Source = Union[str, "os.PathLike[str]", nn.Module]
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's hard limit for one self-contained file
-_PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
 
 
 @dataclass
@@ -86,37 +86,43 @@ def _check_options(
     precision: str, io: str, fp16_io: bool, max_size: Sequence[int], max_batch: int, opset: int
 ) -> None:
     if precision not in PRECISIONS:
-        raise FCNError(f"unknown precision {precision!r}; choose fp32 or fp16")
+        raise FCNError(
+            f"unknown precision={precision!r}; choose 'fp32' or 'fp16'", param="precision"
+        )
     if io not in IO_MODES:
-        raise FCNError(f"unknown I/O mode {io!r}; choose tensor or image")
+        raise FCNError(f"unknown io={io!r}; choose 'tensor' or 'image'", param="io")
     if fp16_io and (precision != "fp16" or io != "tensor"):
         raise FCNError(
-            "--fp16-io needs --precision fp16 and --io tensor (image mode takes uint8 and returns uint8)"
+            "fp16_io=True needs precision='fp16' and io='tensor' (image I/O takes uint8 and "
+            "returns uint8)",
+            param="fp16_io",
         )
     if len(max_size) != 2 or any(int(v) < 1 for v in max_size):
         raise FCNError(
-            f"max size must be two positive numbers HxW, got {'x'.join(map(str, max_size))}"
+            f"max_size must be two positive numbers (H, W), got {'x'.join(map(str, max_size))}",
+            param="max_size",
         )
     if int(max_batch) < 1:
-        raise FCNError(f"max batch must be at least 1, got {max_batch}")
+        raise FCNError(f"max_batch must be at least 1, got {max_batch}", param="max_batch")
     if not 18 <= opset <= 23:
-        raise FCNError(f"opset {opset} is not supported; use 18..23 (default 20)")
+        raise FCNError(f"opset={opset} is not supported; use 18..23 (default 20)", param="opset")
 
 
-def _load(source: Source, variant: str | None) -> tuple[nn.Module, str]:
+def _load(source: Source, variant: str | None) -> tuple[nn.Module, ModelInfo, str]:
     if isinstance(source, nn.Module):
-        if not hasattr(source, "info"):
+        info = getattr(source, "info", None)
+        if not isinstance(info, ModelInfo):
             raise FCNError(
-                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models or load_model"
+                "the module to export has no .info (ModelInfo); build it with fcn_deploy.models "
+                "or load_model"
             )
-        return copy.deepcopy(source).float().eval(), model_sha256(
-            source
-        )  # never change the caller's net
+        # a copy: never change the caller's net
+        return copy.deepcopy(source).float().eval(), info, model_sha256(source)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
     model = load_model(path, variant=variant)
-    return model, sha256_file(path)
+    return model, model.info, sha256_file(path)
 
 
 @contextlib.contextmanager
@@ -147,11 +153,26 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
-                module, (example,), None, dynamo=True, opset_version=opset, external_data=False,
-                input_names=["x"], output_names=["logits"],
-                dynamic_shapes=(dims,), optimize=True, verbose=False,
-            )  # fmt: skip
+                module,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                external_data=False,
+                input_names=["x"],
+                output_names=["logits"],
+                dynamic_shapes=(dims,),
+                optimize=True,
+                verbose=False,
+            )
     except Exception as e:  # torch.export raises many types; all mean "this net did not export"
+        cause: BaseException | None = e
+        for _ in range(20):  # torch wraps even Ctrl-C/SIGTERM; that is a stop, not a failure
+            if cause is None:
+                break
+            if isinstance(cause, KeyboardInterrupt):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
     return program.model_proto  # type: ignore[union-attr]  # dynamo=True always returns a program
@@ -180,56 +201,61 @@ def export_onnx(
     ``io="image"`` folds the checkpoint's preprocessing and the argmax into the graph. With
     ``verify`` the written file runs under ONNX Runtime against PyTorch at ``verify_sizes``
     (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
-    whether every size was within tolerance.
+    whether every size was within tolerance. Each step is logged (``fcn_deploy`` logger, INFO);
+    ``progress`` shows a bar during verification.
     """
-
-    def say(message: str) -> None:
-        if progress:
-            print(message, file=sys.stderr, flush=True)
-
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
-    output = Path(output)
+    output = check_output_file(output, (".onnx",))  # before the work, not after it
     start = time.perf_counter()
-    model, sha = _load(source, variant)
-    info: ModelInfo = model.info  # type: ignore[assignment]
+    model, info, sha = _load(source, variant)
     params = sum(p.numel() for p in model.parameters())
-    say(
-        f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in {time.perf_counter() - start:.1f}s"
+    log.info(
+        f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in "
+        f"{time.perf_counter() - start:.1f}s"
     )
     bounds = SizeBounds((1, 1), (int(max_size[0]), int(max_size[1])), 1, int(max_batch))
     weight_bytes = sum(p.numel() * (2 if precision == "fp16" else 4) for p in model.parameters())
     if weight_bytes >= MAX_PROTO_BYTES:
         raise FCNError(
-            f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; export a smaller width or in fp16"
+            f"weights take {weight_bytes / 2**30:.1f} GiB, over ONNX's 2 GiB single-file limit; "
+            "export a smaller width or in fp16"
         )
 
     fp32_layers: list[str] = []
     peak: float | None = None
     if precision == "fp16":
-        say("measuring activation ranges for FP16 on image-like probes ...")
-        probe = info.preprocessing.apply(synthetic_images(*_PROBE_SHAPE, np.random.default_rng(0)))
-        peaks = activation_peaks(model, torch.from_numpy(probe))
+        log.info("measuring activation ranges for FP16 on image-like probes ...")
+        peaks = probe_activation_peaks(model)
         peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
         if fp32_layers:
-            say(
-                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): {', '.join(fp32_layers)}"
+            log.info(
+                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): "
+                f"{', '.join(fp32_layers)}"
             )
 
     import onnx
 
     meta = OnnxMetadata(
-        info=info, io=io, precision=precision, fp16_io=fp16_io, bounds=bounds,
-        input_name="image" if io == "image" else "x", output_name="labels" if io == "image" else "logits",
-        source_sha256=sha, torch_version=torch.__version__, onnx_version=onnx.__version__, opset=opset,
-    )  # fmt: skip
+        info=info,
+        io=io,
+        precision=precision,
+        fp16_io=fp16_io,
+        bounds=bounds,
+        input_name="image" if io == "image" else "x",
+        output_name="labels" if io == "image" else "logits",
+        source_sha256=sha,
+        torch_version=torch.__version__,
+        onnx_version=onnx.__version__,
+        opset=opset,
+    )
     with atomic_path(output) as tmp:  # entered first: an unwritable path fails before the slow part
-        say(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
+        log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
         start = time.perf_counter()
         proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
         if io == "image":
             add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
         finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
-        say("checking the graph (onnx.checker, shape inference, dtypes) ...")
+        log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
         summary = check_graph(proto)
         onnx.save(proto, str(tmp))
     seconds = time.perf_counter() - start
@@ -242,13 +268,13 @@ def export_onnx(
         fp32_layers=fp32_layers,
         activation_peak=peak,
     )
-    say(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
+    log.info(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
     if verify:
         if verify_sizes is None:
             report.seed = (
                 int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
             )
-            say(
+            log.info(
                 f"verification seed {report.seed} (pass --seed {report.seed} to repeat these sizes)"
             )
             verify_sizes = choose_sizes(

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..meta import ModelInfo
+
 __all__ = [
     "FP16_MAX",
     "FP16_SAFE_PEAK",
@@ -23,6 +25,7 @@ __all__ = [
     "Float32Island",
     "activation_peaks",
     "overflow_layers",
+    "probe_activation_peaks",
     "synthetic_images",
 ]
 
@@ -33,7 +36,8 @@ FP16_SAFE_PEAK = FP16_MAX / 8
 
 
 class Float32Island(nn.Module):
-    """Runs one layer of a half net in FP32 (explicit casts around it) to keep it from overflowing."""
+    """Runs one layer of a half net in FP32 (explicit casts around it) to keep it from
+    overflowing."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
@@ -44,7 +48,8 @@ class Float32Island(nn.Module):
 
 
 class DeployModule(nn.Module):
-    """The net in ``precision`` with float32 I/O (float16 with ``fp16_io``): float N×3×H×W → logits."""
+    """The net in ``precision`` with float32 I/O (float16 with ``fp16_io``): float N×3×H×W →
+    logits."""
 
     def __init__(
         self,
@@ -99,6 +104,20 @@ def activation_peaks(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
 def overflow_layers(peaks: dict[str, float], limit: float = FP16_SAFE_PEAK) -> list[str]:
     """The layers too close to FP16's range to compute in half precision."""
     return [name for name, peak in peaks.items() if peak > limit]
+
+
+PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
+
+
+def probe_activation_peaks(
+    model: nn.Module, device: torch.device | None = None
+) -> dict[str, float]:
+    """Peak |activation| of every conv/deconv of the FP32 ``model`` (on ``device``, default the
+    CPU) on seeded image-like probes; `overflow_layers` of it are the layers that must run in FP32.
+    The one decision the FP16 export, eager FP16 and mixed-precision training share."""
+    info: ModelInfo = model.info  # type: ignore[assignment]
+    probe = info.preprocessing.apply(synthetic_images(*PROBE_SHAPE, np.random.default_rng(0)))
+    return activation_peaks(model, torch.from_numpy(probe).to(device or "cpu"))
 
 
 def synthetic_images(

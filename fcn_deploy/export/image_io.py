@@ -7,7 +7,7 @@ for ``2*((h+a)//32)``: off by one row at half of all sizes), while the tensor-mo
 
     image  uint8 N×H×W×3 BGR → Cast float → [Gather 2,1,0 if the net wants RGB]
            → ×scale − mean ÷ std → Transpose N×3×H×W → net → logits N×C×H×W
-           → ArgMax(axis 1) → Cast uint8 → labels N×H×W
+           → ArgMax(axis 1) → Cast float → Cast uint8 → labels N×H×W
 
 The arithmetic and its order are `Preprocessing.apply`'s, so both give the same float32 input.
 """
@@ -88,9 +88,22 @@ def add_image_io(
             keepdims=0,
             name=_PREFIX + "argmax",
         ),
+        # INT64 → FLOAT → UINT8, never INT64/INT32 → UINT8 directly: TensorRT converts UINT8
+        # only to and from FLOAT and HALF (NvInferRuntimeBase.h, DataType::kUINT8: "kUINT8
+        # conversions are not supported for {kINT8, kINT32, kBOOL}"), and its ONNX parser turns
+        # ArgMax into TopK whose INT32 indices it casts to INT64 (onnx-tensorrt importerUtils.cpp,
+        # argMinMaxHelper). A strongly typed network keeps both Casts as written; class indices
+        # (< 256) are exact in FLOAT, and FLOAT → UINT8 truncates, which keeps integers as they are.
         helper.make_node(
             "Cast",
             [_PREFIX + "argmax"],
+            [_PREFIX + "label_float"],
+            to=TensorProto.FLOAT,
+            name=_PREFIX + "cast_label_float",
+        ),
+        helper.make_node(
+            "Cast",
+            [_PREFIX + "label_float"],
             [output_name],
             to=TensorProto.UINT8,
             name=_PREFIX + "cast_out",

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._io import describe_file, os_reason
 from ..errors import FCNError
-from ..meta import ModelInfo, SizeBounds
+from ..meta import IO_MODES, ModelInfo, SizeBounds
 
 __all__ = ["IO_MODES", "PRECISIONS", "PREFIX", "OnnxMetadata", "read_onnx_metadata"]
 
 PREFIX = "fcn_deploy."
 FORMAT_VERSION = 1
-IO_MODES = ("tensor", "image")
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -97,14 +97,23 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise FCNError(f"{path} is a folder, not an ONNX model")
     if not path.is_file():
         raise FCNError(f"{path}: no such file (expected an ONNX model written by fcn-export)")
+    what = describe_file(path)
+    if what is not None and not what.startswith("an ONNX"):  # protobuf parses much as "empty"
+        raise FCNError(f"{path} is {what}, not an ONNX model")
     try:
         model = onnx.load(str(path), load_external_data=False)
+    except OSError as e:
+        raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
     except Exception as e:  # protobuf raises its own DecodeError; any failure means "not ONNX"
         raise FCNError(
             f"{path} is not a readable ONNX file ({type(e).__name__}); is it truncated?"
         ) from None
+    if not model.graph.node:
+        raise FCNError(f"{path} is not an ONNX model (it parses, but holds no graph)")
     props = {p.key: p.value for p in model.metadata_props}
     if not any(k.startswith(PREFIX) for k in props):
         raise FCNError(

@@ -1,16 +1,17 @@
-"""ONNX Runtime sessions, shared by export verification, the engine accuracy gate and the runtime."""
+"""ONNX Runtime sessions, shared by export verification, the engine accuracy gate and the
+runtime."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import FCNError
 
-__all__ = ["ort_run", "ort_session"]
+__all__ = ["cuda_providers", "ort_run", "ort_session", "provider_problem", "require_providers"]
 
 
 def ort_session(
@@ -49,3 +50,60 @@ def ort_run(session: Any, x: np.ndarray) -> np.ndarray:
     """Run a one-input, one-output session on ``x``."""
     name = session.get_inputs()[0].name
     return session.run(None, {name: np.ascontiguousarray(x)})[0]
+
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def cuda_providers(device_id: int, options: Mapping[str, Any] | None = None) -> list[Any]:
+    """ONNX Runtime's CUDA provider on GPU ``device_id`` (plus provider ``options``, such as
+    ``use_tf32``), then the CPU for what it lacks."""
+    return [
+        (CUDA_PROVIDER, {**(options or {}), "device_id": int(device_id)}),
+        "CPUExecutionProvider",
+    ]
+
+
+def provider_problem(active: Sequence[str], wanted: str) -> str | None:
+    """Why a session whose ``get_providers()`` is ``active`` does not run on ``wanted``, or None.
+
+    ``onnxruntime-gpu`` lists the CUDA provider as available even when its CUDA/cuDNN libraries
+    fail to load; the session then quietly falls back to the CPU. Only the session can tell.
+    """
+    if wanted in active:
+        return None
+    return (
+        f"ONNX Runtime did not activate {wanted} "
+        f"(the session runs on {', '.join(active) or 'nothing'}); "
+        f"{_cuda_build_note()}"
+    )
+
+
+def require_providers(session: Any, providers: Sequence[Any] | None) -> None:
+    """Raise `FCNError` when ``session`` lacks the first provider asked for (CUDA fell back)."""
+    if not providers:
+        return
+    first = providers[0]
+    wanted = first[0] if isinstance(first, tuple) else str(first)
+    problem = provider_problem(session.get_providers(), wanted)
+    if problem:
+        raise FCNError(problem)
+
+
+def _cuda_build_note() -> str:
+    """Which CUDA this onnxruntime-gpu wheel was built for: torch's CUDA need not be the same."""
+    try:
+        from onnxruntime.capi import build_and_package_info as build
+    except ImportError:
+        return "onnxruntime is not installed"
+    cuda = getattr(build, "cuda_version", "") or ""
+    if not cuda:
+        name = f"{build.package_name} {build.__version__}"
+        return f"this {name} is a CPU build (install onnxruntime-gpu)"
+    cudnn = getattr(build, "cudnn_version", "") or ""
+    need = f"CUDA {cuda}" + (f" and cuDNN {cudnn}" if cudnn else " and its cuDNN")
+    return (
+        f"{build.package_name} {build.__version__} needs the {need} libraries on the loader path "
+        "(the NVIDIA pip packages torch brings must be the same CUDA major; ONNX Runtime's error "
+        "log above names the library that failed to load)"
+    )

@@ -52,7 +52,8 @@ class VerifyRow:
 def choose_sizes(
     bounds: SizeBounds, rng: np.random.Generator, large_side: int = 512
 ) -> list[tuple[int, int, int]]:
-    """Fresh (N, H, W) triples: tiny, odd non-square, batch > 1, and one large one, within bounds."""
+    """Fresh (N, H, W) triples: tiny, odd non-square, batch > 1, and one large one, within
+    bounds."""
     max_h, max_w = bounds.max_hw or (4096, 4096)
     max_n = bounds.max_batch or 4
 
@@ -87,7 +88,7 @@ def verify_onnx(
     """One row per size: the ONNX file under ONNX Runtime against the FP32 PyTorch ``model``."""
     session = ort_session(path, threads=threads)
     in_dtype = np.float16 if meta.fp16_io else np.float32
-    bar = Progress(len(sizes), "verifying", unit="size", log_every=5.0) if progress else None
+    bar = Progress(len(sizes), "verifying", unit="size") if progress else None
     rows = []
     for n, h, w in sizes:
         images = synthetic_images(n, h, w, rng)
@@ -138,13 +139,15 @@ def format_rows(rows: Sequence[VerifyRow], meta: OnnxMetadata) -> str:
     else:
         rule = f"relative error <= {FP32_REL_TOL:g}"
     lines = [
-        f"{'N×H×W':>14}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: {rule})"
+        f"{'N×H×W':>14}  {'max abs err':>11}  {'rel err':>9}  {'labels':>8}  result   (pass: "
+        f"{rule})"
     ]
     for r in rows:
         n, h, w = r.shape
         err = f"{r.max_abs_error:11.3g}" if r.max_abs_error is not None else f"{'-':>11}"
         rel = f"{r.rel_error:9.2e}" if r.rel_error is not None else f"{'-':>9}"
+        shape, result = f"{n}×{h}×{w}", "ok" if r.passed else "FAIL"
         lines.append(
-            f"{f'{n}×{h}×{w}':>14}  {err}  {rel}  {r.label_agreement:8.4%}  {'ok' if r.passed else 'FAIL'}  {r.note}".rstrip()
+            f"{shape:>14}  {err}  {rel}  {r.label_agreement:8.4%}  {result}  {r.note}".rstrip()
         )
     return "\n".join(lines)

@@ -32,11 +32,12 @@ from ..meta import ModelInfo, Preprocessing
 from .vgg import (
     FC6_KERNEL,
     FC_CHANNELS,
-    StateDictOrPath,
     VGG16Trunk,
-    _as_state_dict,
+    WeightsSource,
+    as_state_dict,
     scaled,
     torchvision_vgg16_to_caffe,
+    width_of,
 )
 
 __all__ = [
@@ -74,7 +75,8 @@ def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
 
 
 def _crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
-    """Rows/columns ``offset … offset+h−1`` of ``x``, where h×w is ``like``'s size (Caffe's Crop)."""
+    """Rows/columns ``offset … offset+h−1`` of ``x``, where h×w is ``like``'s size (Caffe's
+    Crop)."""
     h, w = like.shape[2], like.shape[3]
     return x[:, :, offset : offset + h, offset : offset + w]
 
@@ -131,7 +133,8 @@ class FCN(VGG16Trunk):
         self.reset_parameters(learn_upsampling)
 
     def reset_parameters(self, learn_upsampling: bool = False) -> None:
-        """Trunk and fc: He init (for training from scratch); score layers: zero; upsampling: bilinear."""
+        """Trunk and fc: He init (for training from scratch); score layers: zero; upsampling:
+        bilinear."""
         for module in self.modules():
             if isinstance(module, nn.ConvTranspose2d):
                 module.weight.data.copy_(bilinear_kernel(module.in_channels, module.kernel_size[0]))
@@ -170,22 +173,22 @@ class FCN(VGG16Trunk):
         return _crop(self.upscore8(h), CROP_8S, x)  # N×n×H×W
 
     @classmethod
-    def from_vgg16(cls, vgg16: StateDictOrPath, num_classes: int = 21, **kwargs: Any) -> FCN:
-        """An FCN initialized from a torchvision VGG16 classifier (state dict or file).
+    def from_vgg16(cls, vgg16: WeightsSource, num_classes: int = 21, **kwargs: Any) -> FCN:
+        """An FCN initialized from a torchvision VGG16 classifier (its module or state dict).
 
         conv1_1 … fc7 come from the classifier, convolutionalized (fc6 as 7×7, fc7 as 1×1); fc8 is
         dropped (its 1000 ImageNet classes are not ours) and the score layers start at zero. The
-        net keeps the classifier's preprocessing (torchvision's RGB mean/std).
+        net keeps the classifier's preprocessing (torchvision's RGB mean/std). For a file:
+        ``FCN32s.from_vgg16(read_state_dict("vgg16-397923af.pth"))``.
         """
-        sd = torchvision_vgg16_to_caffe(_as_state_dict(vgg16))
-        width = sd["conv1_1.weight"].shape[0] / 64
-        model = cls(num_classes=num_classes, width=width, **kwargs)
+        sd = torchvision_vgg16_to_caffe(as_state_dict(vgg16, "vgg16"))
+        model = cls(num_classes=num_classes, width=width_of(sd), **kwargs)
         model.info = model.info.replace(preprocessing=Preprocessing.torchvision())
         model.copy_matching(sd, require=[k for k in sd if not k.startswith("fc8.")])
         return model
 
     @classmethod
-    def from_fcn(cls, source: FCN | StateDictOrPath, **kwargs: Any) -> FCN:
+    def from_fcn(cls, source: FCN | WeightsSource, **kwargs: Any) -> FCN:
         """The next stage of the staged recipe: FCN-16s from FCN-32s, FCN-8s from FCN-16s.
 
         Every layer the two nets share is copied and the new score layer starts at zero, so the new
@@ -199,8 +202,8 @@ class FCN(VGG16Trunk):
             sd, info = source.state_dict(), source.info
             num_classes, width = source.num_classes, source.width
         else:
-            sd, info = _as_state_dict(source), None
-            num_classes, width = sd["score_fr.weight"].shape[0], sd["conv1_1.weight"].shape[0] / 64
+            sd, info = as_state_dict(source, "source"), None
+            num_classes, width = sd["score_fr.weight"].shape[0], width_of(sd)
         model = cls(num_classes=num_classes, width=width, **kwargs)
         if info is not None:
             model.info = model.info.replace(

@@ -8,9 +8,7 @@ a map of class scores, one per 224×224 window at stride 32, computed in a singl
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +17,15 @@ from torch import nn
 from ..meta import ModelInfo, Preprocessing
 
 __all__ = [
+    "FCVGG16",
+    "INPUT_SIZE",
     "VGG16_BLOCKS",
     "ConvVGG16",
+    "StateDict",
     "VGG16Trunk",
     "convolutionalize",
     "torchvision_to_caffe_names",
+    "width_of",
 ]
 
 # The trunk as data: (layer names, output channels at width 1.0) per block; a 2×2/2 max pool
@@ -37,14 +39,32 @@ VGG16_BLOCKS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 FC_CHANNELS = 4096
 FC6_KERNEL = 7  # pool5 of a 224×224 image is 7×7: fc6 sees exactly that window
+INPUT_SIZE = 224  # the classifier's input (height = width): 7×7 at pool5, stride 32
 
 StateDict = Mapping[str, torch.Tensor]
-StateDictOrPath = Union[StateDict, str, "os.PathLike[str]"]
+WeightsSource = StateDict | nn.Module  # model files take weights, never paths
+
+
+def as_state_dict(source: WeightsSource, parameter: str) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict or module; a path gets a pointer to the loader instead."""
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict())
+    if isinstance(source, Mapping):
+        return dict(source)
+    raise TypeError(
+        f"{parameter} must be a state dict or nn.Module, got {type(source).__name__}; "
+        "read a file with fcn_deploy.checkpoint.read_state_dict(path)"
+    )
+
+
+def width_of(sd: StateDict) -> float:
+    """The width multiplier of a net's weights: conv1_1's output channels over VGG16's 64."""
+    return sd["conv1_1.weight"].shape[0] / VGG16_BLOCKS[0][1]
 
 
 def scaled(channels: int, width: float) -> int:
     """Channel count at a width multiplier (never below 1)."""
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 def conv_names() -> list[str]:
@@ -73,6 +93,8 @@ class VGG16Trunk(nn.Module):
 
     ``first_padding`` is 1 for the classifier and 100 for the FCNs (see ``fcn.py``).
     """
+
+    info: ModelInfo  # what deploying the net needs; each net below sets it
 
     def __init__(self, width: float = 1.0, first_padding: int = 1) -> None:
         super().__init__()
@@ -125,12 +147,38 @@ class ConvVGG16(VGG16Trunk):
         return self.fc8(h)  # N×1000×h×w
 
 
-def _as_state_dict(source: StateDictOrPath) -> dict[str, torch.Tensor]:
-    if isinstance(source, Mapping):
-        return dict(source)
-    from ..checkpoint import read_state_dict  # lazy: checkpoint imports this module
+class FCVGG16(nn.Module):
+    """VGG16 in torchvision's layout (``features.N``, ``classifier.0/3/6``), fully connected head.
 
-    return read_state_dict(source)
+    The plain classifier: what ``fcn-pretrain`` trains, the reference the convolutionalized net is
+    checked against (``fcn-bench --scenario sliding-window``); its state dict is what
+    ``convolutionalize`` and ``FCN.from_vgg16`` read. Dropout is omitted: it is the identity at
+    inference (and the small synthetic task trains without it).
+    """
+
+    def __init__(self, num_classes: int = 1000, width: float = 1.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for names, out in VGG16_BLOCKS:
+            for _ in names:
+                layers += [
+                    nn.Conv2d(channels, scaled(out, width), 3, padding=1),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = scaled(out, width)
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        fc = scaled(FC_CHANNELS, width)
+        self.classifier = nn.Sequential(
+            nn.Linear(channels * FC6_KERNEL * FC6_KERNEL, fc), nn.ReLU(inplace=True), nn.Identity(),
+            nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Identity(),
+            nn.Linear(fc, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)  # N×512×7×7 for a 224×224 window
+        return self.classifier(torch.flatten(h, 1))  # N×classes
 
 
 def torchvision_vgg16_to_caffe(sd: StateDict) -> dict[str, torch.Tensor]:
@@ -153,13 +201,13 @@ def torchvision_vgg16_to_caffe(sd: StateDict) -> dict[str, torch.Tensor]:
     return out
 
 
-def convolutionalize(vgg16: StateDictOrPath) -> ConvVGG16:
-    """A torchvision VGG16 classifier (state dict or file such as ``vgg16-397923af.pth``) → ``ConvVGG16``.
+def convolutionalize(vgg16: WeightsSource) -> ConvVGG16:
+    """A torchvision VGG16 classifier (its module or state dict) → ``ConvVGG16``.
 
-    The width (0.125 … 1.0) and class count are read from the weights' shapes.
+    The width (0.125 … 1.0) and class count are read from the weights' shapes. For a file such as
+    ``vgg16-397923af.pth``: ``convolutionalize(read_state_dict(path))`` or ``load_model(path)``.
     """
-    sd = torchvision_vgg16_to_caffe(_as_state_dict(vgg16))
-    width = sd["conv1_1.weight"].shape[0] / VGG16_BLOCKS[0][1]
-    model = ConvVGG16(num_classes=sd["fc8.weight"].shape[0], width=width)
+    sd = torchvision_vgg16_to_caffe(as_state_dict(vgg16, "vgg16"))
+    model = ConvVGG16(num_classes=sd["fc8.weight"].shape[0], width=width_of(sd))
     model.load_state_dict(sd, strict=True)
     return model.eval()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import FCNError
-from .base import IO_MODES, ArrayLike, Runner, resolve_device
+from ..meta import ENGINE_SUFFIXES
+from .base import IO_MODES, ArrayLike, Runner, resolve_device, same_device
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +23,7 @@ __all__ = [
     "backend_for_path",
     "load_runner",
     "resolve_device",
+    "same_device",
 ]
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -30,7 +32,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 def backend_for_path(path: str | os.PathLike[str]) -> str:
     """The backend a file's suffix implies."""
     suffix = Path(path).suffix.lower()
-    if suffix in (".engine", ".plan", ".trt"):
+    if suffix in ENGINE_SUFFIXES:
         return "tensorrt"
     if suffix == ".onnx":
         return "onnxruntime"
@@ -43,7 +45,8 @@ def load_runner(
     backend: str | None = None,
     **options: Any,
 ) -> Runner:
-    """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda, cuda:N)."""
+    """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda,
+    cuda:N)."""
     backend = backend or backend_for_path(path)
     if backend == "torch":
         from .torch_runner import TorchRunner

@@ -14,24 +14,36 @@ Two I/O modes, fixed when a model is exported:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
+from .._device import cuda_index, indexed_device, same_device
 from ..errors import FCNError
-from ..meta import ModelInfo, SizeBounds
+from ..meta import IO_MODES, ModelInfo, SizeBounds
 
-__all__ = ["IO_MODES", "ArrayLike", "Runner", "resolve_device"]
+__all__ = [
+    "IO_MODES",
+    "ArrayLike",
+    "Runner",
+    "cuda_index",
+    "non_blocking_copy",
+    "resolve_device",
+    "same_device",
+]
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
-IO_MODES = ("tensor", "image")
+ArrayLike = np.ndarray | torch.Tensor
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` → cuda if available else cpu; ``cpu``, ``cuda``, ``cuda:N`` checked against the machine."""
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """An indexed device (``cpu`` or ``cuda:N``, never bare ``cuda``), checked against the machine.
+
+    ``None`` → the current CUDA device if there is one, else cpu; ``cuda`` → the current CUDA
+    device. Compare the result with `same_device`, not ``==`` (``cuda:0 != cuda`` in torch).
+    """
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return indexed_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
@@ -39,19 +51,29 @@ def resolve_device(device: str | None) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise FCNError(
-                f"device {device} requested but this machine has no CUDA GPU (use --device cpu)"
+                f"device={device!r} requested but this machine has no CUDA GPU (use device='cpu')",
+                param="device",
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise FCNError(
-                f"device {device} does not exist: this machine has {torch.cuda.device_count()} GPU(s)"
+                f"device {device} does not exist: this machine has {torch.cuda.device_count()} "
+                "GPU(s)"
             )
     elif dev.type != "cpu":
         raise FCNError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return dev
+    return indexed_device(dev)
+
+
+def non_blocking_copy(destination: torch.device) -> bool:
+    """Whether a copy to ``destination`` may be ``non_blocking``: only to a GPU, where later work on
+    the stream is ordered after it. A copy *from* a GPU with ``non_blocking=True`` returns before
+    the data has arrived, and host code (``.numpy()``) would read it half-written."""
+    return destination.type == "cuda"
 
 
 class Runner(ABC):
-    """One backend holding one model. Subclasses set the attributes below and implement ``_infer``."""
+    """One backend holding one model. Subclasses set the attributes below and implement
+    ``_infer``."""
 
     #: short backend name: "torch", "onnxruntime", "tensorrt"
     backend: str = ""
@@ -110,15 +132,19 @@ class Runner(ABC):
                 )
             if not x.is_floating_point():
                 raise FCNError(
-                    f"this model takes preprocessed float input; got {x.dtype} (see Segmenter for raw images)"
+                    f"this model takes preprocessed float input; got {x.dtype} (see Segmenter for "
+                    "raw images)"
                 )
             n, h, w = x.shape[0], x.shape[2], x.shape[3]
         problem = self.bounds.violation(n, h, w)
         if problem:
             raise FCNError(
-                f"{self.name}: input {problem}; resize or tile the input, or re-export with larger bounds"
+                f"{self.name}: input {problem}; resize or tile the input, or re-export with larger "
+                "bounds"
             )
-        return x.to(self.device, self.input_dtype, non_blocking=True).contiguous()
+        return x.to(
+            self.device, self.input_dtype, non_blocking=non_blocking_copy(self.device)
+        ).contiguous()
 
     @abstractmethod
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +155,7 @@ class Runner(ABC):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  # optional: backends that hold memory override it
         """Release the model and device memory; the runner is unusable afterwards."""
 
     def __enter__(self) -> Runner:

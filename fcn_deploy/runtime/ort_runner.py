@@ -8,8 +8,10 @@ pointer, so nothing round-trips through host memory.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,9 +19,13 @@ import torch
 
 from ..errors import FCNError
 from ..export import OnnxMetadata, ort_run, ort_session, read_onnx_metadata
-from .base import Runner, resolve_device
+from ..export.ort import CUDA_PROVIDER, cuda_providers, provider_problem, require_providers
+from ..meta import ModelInfo
+from .base import Runner, cuda_index, resolve_device
 
-__all__ = ["OnnxRuntimeRunner"]
+__all__ = ["OnnxRuntimeRunner", "output_shape"]
+
+log = logging.getLogger(__name__)
 
 _NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.uint8: np.uint8}
 
@@ -27,7 +33,19 @@ _NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.uint8: np.
 def _cuda_available() -> bool:
     import onnxruntime as ort
 
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def output_shape(info: ModelInfo, io: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """The output shape for an input of ``shape`` (N×3×H×W, or N×H×W×3 for image I/O).
+
+    FCNs answer at the input's size; the convolutionalized VGG16 answers with its coarse map,
+    ``ceil(H/32) - 6`` by ``ceil(W/32) - 6`` (five ceil-mode pools, then fc6's 7×7 window).
+    """
+    n, h, w = (shape[0], shape[1], shape[2]) if io == "image" else (shape[0], shape[2], shape[3])
+    if info.variant == "vgg16":
+        h, w = math.ceil(h / 32) - 6, math.ceil(w / 32) - 6
+    return (n, h, w) if io == "image" else (n, info.num_classes, h, w)
 
 
 class OnnxRuntimeRunner(Runner):
@@ -41,6 +59,7 @@ class OnnxRuntimeRunner(Runner):
         inter_threads: threads across independent nodes (the FCN is a chain: 1 is usually right).
         providers: explicit ONNX Runtime providers (e.g. with TensorRT provider options) instead
             of the ones ``device`` implies.
+        cuda_options: CUDA provider options besides the device (e.g. ``{"use_tf32": 0}``).
     """
 
     backend = "onnxruntime"
@@ -52,22 +71,22 @@ class OnnxRuntimeRunner(Runner):
         threads: int | None = None,
         inter_threads: int | None = None,
         providers: Sequence[Any] | None = None,
+        cuda_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.metadata: OnnxMetadata = read_onnx_metadata(path)
+        auto = device is None and providers is None
         if device is None:
             device = "cuda" if torch.cuda.is_available() and _cuda_available() else "cpu"
-        dev = resolve_device(device)
+        dev = resolve_device(device)  # indexed: ONNX Runtime binds a GPU by its number
         if providers is None:
             if dev.type == "cuda":
                 if not _cuda_available():
                     raise FCNError(
-                        f"device {device} needs onnxruntime-gpu (the CUDA provider); this onnxruntime has "
-                        "only the CPU provider (pip uninstall onnxruntime && pip install onnxruntime-gpu, or use --device cpu)"
+                        f"device {device} needs onnxruntime-gpu (the CUDA provider); this "
+                        "onnxruntime has only the CPU provider (bash scripts/setup.sh gpu, or "
+                        "swap onnxruntime for onnxruntime-gpu; or use device='cpu')"
                     )
-                providers = [
-                    ("CUDAExecutionProvider", {"device_id": dev.index or 0}),
-                    "CPUExecutionProvider",
-                ]
+                providers = cuda_providers(cuda_index(dev), cuda_options)
             else:
                 providers = ["CPUExecutionProvider"]
         m = self.metadata
@@ -77,6 +96,15 @@ class OnnxRuntimeRunner(Runner):
         self.session: Any = ort_session(
             path, threads=threads, inter_threads=inter_threads, providers=providers
         )
+        # CUDA listed is not CUDA loaded: a session that fell back to the CPU must not be handed
+        # CUDA pointers (IO binding) or be reported as a GPU result. Asked for CUDA: an error;
+        # picked automatically: say so and run on the CPU as a CPU runner.
+        problem = provider_problem(self.session.get_providers(), CUDA_PROVIDER)
+        if dev.type == "cuda" and problem and auto:
+            log.warning("%s; running on the CPU", problem)
+            self.device = torch.device("cpu")
+        else:
+            require_providers(self.session, providers)
         self.output_dtype = (
             torch.uint8 if m.io == "image" else (torch.float16 if m.fp16_io else torch.float32)
         )
@@ -91,32 +119,17 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer_cuda(self, x: torch.Tensor) -> torch.Tensor:
         """IO binding: ONNX Runtime reads ``x`` and writes a preallocated torch tensor in place."""
-        m, index = self.metadata, self.device.index or 0
+        m, index = self.metadata, cuda_index(self.device)
         binding = self.session.io_binding()
         binding.bind_input(
             m.input_name, "cuda", index, _NUMPY[x.dtype], tuple(x.shape), x.data_ptr()
         )
-        shape = self._output_shape(x)
-        out = torch.empty(shape, dtype=self.output_dtype, device=self.device) if shape else None
-        if out is not None:
-            binding.bind_output(
-                m.output_name, "cuda", index, _NUMPY[out.dtype], shape, out.data_ptr()
-            )
-        else:  # coarse maps (vgg16): size unknown up front, let ONNX Runtime allocate
-            binding.bind_output(m.output_name, "cuda", index)
+        shape = output_shape(self.info, self.io, tuple(x.shape))
+        out = torch.empty(shape, dtype=self.output_dtype, device=self.device)
+        binding.bind_output(m.output_name, "cuda", index, _NUMPY[out.dtype], shape, out.data_ptr())
         torch.cuda.current_stream(self.device).synchronize()  # x was written on torch's stream
         self.session.run_with_iobinding(binding)
-        if out is None:
-            out = torch.from_numpy(binding.copy_outputs_to_cpu()[0]).to(self.device)
         return out.float() if m.fp16_io else out
-
-    def _output_shape(self, x: torch.Tensor) -> tuple[int, ...] | None:
-        """Output shape for a same-size segmentation output; None for the coarse vgg16 map."""
-        if self.info.variant == "vgg16":
-            return None
-        if self.io == "image":
-            return tuple(x.shape[:3])
-        return (x.shape[0], self.info.num_classes, x.shape[2], x.shape[3])
 
     def close(self) -> None:
         self.session = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 
 import torch
@@ -9,13 +11,21 @@ from torch import nn
 
 from ..checkpoint import load_model
 from ..errors import FCNError
+from ..export.graph import DeployModule, overflow_layers, probe_activation_peaks
 from .base import Runner, resolve_device
 
 __all__ = ["TorchRunner"]
 
+log = logging.getLogger(__name__)
+
 
 class TorchRunner(Runner):
-    """Eager PyTorch in FP32, or FP16 with channels_last (GPU). Tensor I/O, no size bounds."""
+    """Eager PyTorch in FP32, or FP16 with channels_last (GPU). Tensor I/O, no size bounds.
+
+    A module passed in is copied, never changed: the runner owns its device copy (freed by
+    ``close``). FP16 keeps the layers whose activations come near FP16's range in FP32, the same
+    layers, by the same measurement, as the FP16 ONNX export (``fp32_layers``).
+    """
 
     backend = "torch"
 
@@ -28,14 +38,25 @@ class TorchRunner(Runner):
     ) -> None:
         if precision not in ("fp32", "fp16"):
             raise FCNError(f"torch backend precision must be fp32 or fp16, got {precision!r}")
-        module = model if isinstance(model, nn.Module) else load_model(model, variant=variant)
         dev = resolve_device(device)
+        if isinstance(model, nn.Module):
+            module = copy.deepcopy(model).to(dev)  # Module.to moves in place: copy first
+        else:
+            module = load_model(model, variant=variant).to(dev)
+        module = module.eval().float()
         dtype = torch.float16 if precision == "fp16" else torch.float32
         super().__init__(module.info, "tensor", precision, device=dev, input_dtype=dtype)  # type: ignore[arg-type]
-        module = module.eval().to(dev, dtype)
+        self.fp32_layers: list[str] = []
         if precision == "fp16":
+            self.fp32_layers = overflow_layers(probe_activation_peaks(module, dev))
+            if self.fp32_layers:
+                log.info(
+                    "FP16: keeping %s in FP32 (near FP16's range)", ", ".join(self.fp32_layers)
+                )
+            half = DeployModule(module, "fp16", fp16_io=True, fp32_layers=self.fp32_layers)
+            del module  # the FP32 copy: only the half one stays on the device
             # tensor cores want NHWC (Module.to takes memory_format; its type stubs don't say so)
-            module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            module = half.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model: nn.Module | None = module
 
     @torch.inference_mode()

@@ -1,4 +1,5 @@
-"""TensorRT: a built engine (``.engine`` + its ``.engine.json`` sidecar) behind the runner interface.
+"""TensorRT: a built engine (``.engine`` + its ``.engine.json`` sidecar) behind the runner
+interface.
 
 The sidecar supplies what the opaque engine cannot say (classes, preprocessing, I/O mode, the
 precision the inspector measured, profiles); the engine layer's `EngineExecutor` does the
@@ -40,7 +41,9 @@ class TensorRTRunner(Runner):
     ) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FCNError(f"{path}: no such engine file (build one with fcn-export --engine)")
+            raise FCNError(
+                f"{path}: no such engine file (build one with build_engine or fcn-export --engine)"
+            )
         from ..engine.executor import (
             EngineExecutor,
         )  # imports TensorRT: FCNError where it is missing
@@ -49,7 +52,8 @@ class TensorRTRunner(Runner):
         dev = resolve_device(device)
         if dev.type != "cuda":
             raise FCNError(
-                "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime backend on CPU)"
+                "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime "
+                "backend on CPU)"
             )
         self.executor: EngineExecutor | None = EngineExecutor(path.read_bytes(), meta, dev)
         self.profiles = list(meta.profiles)
@@ -77,8 +81,7 @@ class TensorRTRunner(Runner):
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.executor is None:
             raise FCNError("this runner was closed")
-        with torch.cuda.device(self.device):
-            out = self.executor.run(x)
+        out = self.executor.run(x)  # on the runner's device and the executor's own stream
         if self.io == "tensor" and out.dtype != torch.float32:
             return out.float()  # FP16 I/O engines: logits as float32, like the other runners
         return out if self.reuse_outputs else out.clone()

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..api import ImageLike, Segmenter, as_bgr8
 from ..errors import FCNError
+from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo
 from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
 
@@ -60,8 +61,11 @@ class RemoteSegmenter:
         url: str,
         model_name: str = "fcn",
         protocol: str | None = None,
+        max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
     ) -> None:
+        """``max_megapixels`` (None: no limit) refuses larger images here, before they are sent."""
         scheme, address = parse_server(url)
+        self.max_megapixels = max_megapixels
         self.protocol = protocol or scheme
         if self.protocol not in PROTOCOLS:
             raise FCNError(f"protocol must be http or grpc, got {self.protocol!r}")
@@ -100,7 +104,7 @@ class RemoteSegmenter:
 
     def predict_batch(self, images: Sequence[ImageLike], rgb: bool = False) -> list[np.ndarray]:
         """Equal-size images go together, up to the server's max batch per request; order kept."""
-        pixels = [as_bgr8(im, rgb) for im in images]
+        pixels = [as_bgr8(im, rgb, self.max_megapixels) for im in images]
         results: list[np.ndarray | None] = [None] * len(pixels)
         groups: dict[tuple[int, int], list[int]] = {}
         for k, p in enumerate(pixels):

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..api import Segmenter
 from ..errors import FCNError
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_encoded_megapixels, check_megapixels
 from ..meta import SizeBounds
 from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
 
@@ -64,13 +65,14 @@ class ServeConfig:
     instances: int = 1  # model instances, each with its own Segmenter (requests run in parallel)
     log_verbose: int = 0  # tritonserver's --log-verbose
     exit_timeout: int = 30  # seconds tritonserver waits for in-flight requests when stopping
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS  # largest image a request may carry
 
     def __post_init__(self) -> None:
         ports = {"http_port": self.http_port, "grpc_port": self.grpc_port,
                  "metrics_port": self.metrics_port}  # fmt: skip
         for name, port in ports.items():
             if not 0 < port < 65536:
-                raise FCNError(f"{name} must be 1..65535, got {port}")
+                raise FCNError(f"{name} must be 1..65535, got {port}", param=name)
         if len(set(ports.values())) != len(ports):
             raise FCNError(
                 f"http_port, grpc_port and metrics_port must differ, got {list(ports.values())}"
@@ -80,15 +82,25 @@ class ServeConfig:
                 f"model_name={self.model_name!r}: use letters, digits, '.', '_' and '-' only"
             )
         if self.max_batch < 1:
-            raise FCNError(f"max_batch must be at least 1, got {self.max_batch}")
+            raise FCNError(f"max_batch must be at least 1, got {self.max_batch}", param="max_batch")
         if self.queue_delay_us < 0:
-            raise FCNError(f"queue_delay_us must be ≥ 0, got {self.queue_delay_us}")
+            raise FCNError(
+                f"queue_delay_us must be ≥ 0, got {self.queue_delay_us}", param="queue_delay_us"
+            )
         if self.instances < 1:
-            raise FCNError(f"instances must be at least 1, got {self.instances}")
+            raise FCNError(f"instances must be at least 1, got {self.instances}", param="instances")
         if self.log_verbose < 0:
-            raise FCNError(f"log_verbose must be ≥ 0, got {self.log_verbose}")
+            raise FCNError(f"log_verbose must be ≥ 0, got {self.log_verbose}", param="log_verbose")
         if self.exit_timeout < 1:
-            raise FCNError(f"exit_timeout must be at least 1 second, got {self.exit_timeout}")
+            raise FCNError(
+                f"exit_timeout must be at least 1 second, got {self.exit_timeout}",
+                param="exit_timeout",
+            )
+        if self.max_megapixels is not None and not self.max_megapixels > 0:
+            raise FCNError(
+                f"max_megapixels must be > 0 (or None), got {self.max_megapixels}",
+                param="max_megapixels",
+            )
 
     @property
     def encoded_model_name(self) -> str:
@@ -125,8 +137,16 @@ def _size_problem(h: int, w: int, bounds: SizeBounds) -> str | None:
     return None
 
 
-def decode_image(data: bytes, bounds: SizeBounds) -> np.ndarray:
-    """An encoded image file (JPEG, PNG, ...) → decoded pixels; FCNError if it isn't one."""
+def decode_image(
+    data: bytes, bounds: SizeBounds, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """An encoded image file (JPEG, PNG, ...) → decoded pixels; FCNError if it isn't one.
+
+    The size its header declares is checked against ``max_megapixels`` before decoding, so a
+    small request that claims a huge image costs nothing.
+    """
+    what = f"input '{IMAGE_BYTES_INPUT}': an image"
+    check_encoded_megapixels(data, max_megapixels, what)
     array = np.frombuffer(data, np.uint8)
     image = cv2.imdecode(array, cv2.IMREAD_UNCHANGED) if array.size else None
     if image is None:
@@ -134,6 +154,7 @@ def decode_image(data: bytes, bounds: SizeBounds) -> np.ndarray:
             f"input '{IMAGE_BYTES_INPUT}': {len(data)} bytes that do not decode as an image "
             "(send a whole JPEG, PNG, BMP, TIFF or WebP file)"
         )
+    check_megapixels(image.shape[0], image.shape[1], max_megapixels, what)  # headerless formats
     problem = _size_problem(image.shape[0], image.shape[1], bounds)
     if problem:
         raise FCNError(f"input '{IMAGE_BYTES_INPUT}': {problem}")
@@ -147,8 +168,10 @@ class _Instance:
     runner call at a time per Segmenter (a TensorRT execution context is not thread-safe).
     """
 
-    def __init__(self, segmenter: Segmenter, bounds: SizeBounds) -> None:
-        self.segmenter, self.bounds = segmenter, bounds
+    def __init__(
+        self, segmenter: Segmenter, bounds: SizeBounds, max_megapixels: float | None
+    ) -> None:
+        self.segmenter, self.bounds, self.max_megapixels = segmenter, bounds, max_megapixels
         self.lock = threading.Lock()
 
     def infer_images(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
@@ -175,7 +198,7 @@ class _Instance:
         responses = []
         for r in requests:
             data = np.asarray(r[IMAGE_BYTES_INPUT]).reshape(-1)[0]
-            image = decode_image(bytes(data), self.bounds)
+            image = decode_image(bytes(data), self.bounds, self.max_megapixels)
             with self.lock:
                 labels = self.segmenter.predict(image)
             responses.append({LABELS_OUTPUT: labels.astype(np.uint8)})
@@ -271,7 +294,7 @@ class FCNServer:
             )
         self.bounds = served_bounds(first, config.max_batch)
         self.model = ServedModel(first.info, self.bounds, first.runner.name, str(first.device))
-        self._instances = [_Instance(s, self.bounds) for s in segmenters]
+        self._instances = [_Instance(s, self.bounds, config.max_megapixels) for s in segmenters]
         self._triton: Any = None
         self._stopped = threading.Event()
 
@@ -456,7 +479,7 @@ def serve(
         raise FCNError(f"{model}: no such model file")
     segmenters = [
         Segmenter.load(model, device=device, backend=backend, batch_size=config.max_batch,
-                       **runner_options)
+                       max_megapixels=config.max_megapixels, **runner_options)
         for _ in range(config.instances)
     ]  # fmt: skip
     server = FCNServer(segmenters, config)

@@ -1,1 +1,2 @@
-"""fcn_train: the FCN trainer and evaluator (``fcn-train``, ``fcn-eval``), installed from ``train/``."""
+"""fcn_train: the FCN trainer and evaluator (``fcn-train``, ``fcn-eval``), installed from
+``train/``."""

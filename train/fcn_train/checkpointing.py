@@ -9,6 +9,7 @@ written atomically: a crash or Ctrl-C while saving leaves the previous checkpoin
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -17,16 +18,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from fcn_deploy.checkpoint import read_checkpoint, save_checkpoint
 from fcn_deploy.errors import FCNError
+from fcn_deploy.models import FCN
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BEST",
     "LAST",
     "TrainerState",
     "capture_rng",
+    "cuda_states_to_restore",
     "load_training_state",
     "resolve_resume_path",
     "restore_rng",
@@ -54,10 +58,31 @@ def capture_rng() -> dict[str, Any]:
     }
 
 
+def cuda_states_to_restore(saved: list[Any], gpus: int) -> tuple[list[Any], int]:
+    """The saved per-GPU CUDA RNG states this machine has generators for, and how many are dropped.
+
+    A checkpoint holds one state per GPU the saving process could see; resuming on fewer GPUs
+    (8 → 1) keeps the first ``gpus`` of them (``set_rng_state_all`` would index GPUs that are not
+    there); on more GPUs, the extra generators keep their seeds.
+    """
+    return list(saved[:gpus]), max(0, len(saved) - gpus)
+
+
 def restore_rng(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cuda, dropped = cuda_states_to_restore(states["cuda"], gpus)
+    for index, state in enumerate(cuda):
+        torch.cuda.set_rng_state(state, index)
+    if dropped:
+        log.warning(
+            "the checkpoint holds CUDA RNG states for %d GPU(s), this machine has %d: restored %d, "
+            "dropped %d (random draws on the missing GPUs cannot continue exactly)",
+            len(states["cuda"]),
+            gpus,
+            len(cuda),
+            dropped,
+        )
     keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, state, gauss = states["python"]
@@ -75,7 +100,7 @@ class TrainerState:
 
 def save_training_checkpoint(
     path: Path,
-    model: nn.Module,
+    model: FCN,
     state: TrainerState,
     config: dict[str, Any],
     optimizer: torch.optim.Optimizer,
@@ -102,18 +127,22 @@ def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
         path = path / LAST
     if not path.is_file():
         raise FCNError(
-            f"--resume {path}: no such checkpoint (give a training output folder holding {LAST}, or a .pt file)"
+            f"{path}: no such checkpoint to resume (give a training output folder holding "
+            f"{LAST}, or a .pt file)",
+            param="resume",
         )
     return path
 
 
 def load_training_state(path: Path) -> dict[str, Any]:
-    """The ``trainer`` part of a checkpoint written by `save_training_checkpoint`, plus ``state_dict`` and ``info``."""
+    """The ``trainer`` part of a checkpoint written by `save_training_checkpoint`, plus
+    ``state_dict`` and ``info``."""
     payload = read_checkpoint(path)
     trainer = (payload.get("extra") or {}).get("trainer")
     if not isinstance(trainer, dict) or "optimizer" not in trainer:
         raise FCNError(
             f"{path} holds no trainer state (it is a model-only checkpoint such as {BEST}); "
-            f"resume from the run's {LAST}, or start a new run with --init checkpoint:{path}"
+            f"resume from the run's {LAST}, or start a new run with init='checkpoint:{path}'",
+            param="init",
         )
     return {**trainer, "state_dict": payload["state_dict"], "info": payload["info"]}

@@ -9,15 +9,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.cli._common import run_cli
+from fcn_deploy._io import (
+    check_output_dir,
+    check_output_file,
+    missing_folders,
+    remove_empty_folders,
+)
+from fcn_deploy.cli._common import (
+    OneLineParser,
+    add_verbosity,
+    non_negative_int,
+    parse_args,
+    positive_int,
+    run_cli,
+)
+from fcn_deploy.cli.predict import add_max_megapixels
 from fcn_deploy.errors import FCNError
 
-from .checkpointing import load_training_state, resolve_resume_path
+from .checkpointing import BEST, LAST, load_training_state, resolve_resume_path
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .datasets import DATASETS, open_dataset
 from .evaluate import evaluate, scores_table, write_results
 from .initialize import FCN_CLASSES
-from .loop import train
+from .loop import CSV_NAME, PLOT_NAME, train
 from .recipe import RECIPES
 
 __all__ = ["eval_main", "eval_parser", "train_main", "train_parser"]
@@ -30,29 +44,33 @@ recipes (--recipe):
   paper      the paper's text: minibatch 20 (padded), momentum 0.9, lr 1e-4 (100x lower per later
              stage), mean per-pixel loss (the paper does not say; lr 1e-4 implies it).
   synthetic  NOT from the paper: Adam lr 1e-3, mean loss, 4 native-size images per step (padded),
-             no weight decay. Nets from scratch on the synthetic scenes converge in minutes with it; the SGD
+             no weight decay. Nets from scratch on the synthetic scenes converge in minutes with it;
+             the SGD
              recipes' tiny rates assume pretrained VGG16 features. Default for --data synthetic.
 
 staged training (the paper's FCN-8s):
-  fcn-train --data sbd --root SBD --val-root VOC2011 --variant fcn32s --init vgg16:vgg16-397923af.pth --out r32
+  fcn-train --data sbd --root SBD --val-root VOC2011 --variant fcn32s --init
+  vgg16:vgg16-397923af.pth --out r32
   fcn-train ... --variant fcn16s --init checkpoint:r32/best.pt --out r16
   fcn-train ... --variant fcn8s  --init checkpoint:r16/best.pt --out r8
 
 outputs in --out: last.pt (every --checkpoint-every iterations, at the end and on Ctrl-C/SIGTERM;
 resume with --resume DIR), best.pt (best validation mean IU), log.csv, curves.png.
-multi-GPU / multi-node: torchrun --nproc_per_node N $(which fcn-train) ... (--batch-size is per process).
+multi-GPU / multi-node: torchrun --nproc_per_node N $(which fcn-train) ... (--batch-size is per
+process).
 """
 
 
 def train_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-train",
         description="Train an FCN (Long, Shelhamer, Darrell).",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    # every default is None here so that --resume can tell what was given; TrainConfig has the defaults
+    # every default is None here so that --resume can tell what was given; TrainConfig has the
+    # defaults
     p.add_argument("--data", choices=DATASETS, help=f"dataset (default {d.data})")
     p.add_argument("--root", help="VOCdevkit (voc) or benchmark_RELEASE (sbd)")
     p.add_argument(
@@ -97,7 +115,17 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, help=f"seeds init, data order, crops, dropout (default {d.seed})"
     )
-    p.add_argument("--out", help=f"output folder (default {d.out})")
+    p.add_argument(
+        "--out",
+        help=f"output folder (default {d.out}); one that already holds files is refused "
+        "unless --resume or --overwrite",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in a --out that holds an earlier run, replacing its "
+        f"{LAST}, {BEST}, {CSV_NAME} and {PLOT_NAME}",
+    )
     p.add_argument(
         "--resume",
         metavar="DIR_OR_PT",
@@ -131,33 +159,59 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-amp", dest="amp", action="store_const", const=False, help="train in FP32 on GPUs too"
     )
+    add_verbosity(p)
     return p
 
 
-def _config(args: argparse.Namespace) -> tuple[TrainConfig, Path | None]:
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
+def _config(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """The run's settings, and with ``--resume`` the training state (the file is read once)."""
+    run_settings = (k for k in vars(args) if k not in ("resume", "overwrite", "verbose", "quiet"))
+    given = {k: getattr(args, k) for k in run_settings if getattr(args, k) is not None}
     if args.resume is None:
         return TrainConfig(**given), None
     path = resolve_resume_path(args.resume)
-    stored = TrainConfig.from_dict(load_training_state(path)["config"])
+    saved = load_training_state(path)
+    stored = TrainConfig.from_dict(saved["config"])
     changed = sorted(
         k for k, v in given.items() if k not in RESUMABLE_CHANGES and v != getattr(stored, k)
     )
     if changed:
         flag = "--" + changed[0].replace("_", "-")
         raise FCNError(
-            f"{flag} cannot change on --resume (the run was started with {getattr(stored, changed[0])!r}); "
-            f"only {', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may"
+            f"{flag} cannot change on --resume (the run was started with "
+            f"{getattr(stored, changed[0])!r}); only "
+            f"{', '.join('--' + c.replace('_', '-') for c in sorted(RESUMABLE_CHANGES))} may"
         )
-    return dataclasses.replace(stored, **{"out": str(path.parent), **given}), path
+    return dataclasses.replace(stored, **{"out": str(path.parent), **given}), saved
+
+
+def _check_out(out: Path, resuming: bool, overwrite: bool) -> None:
+    """Refuse an --out that would lose an earlier run; with --overwrite, remove that run's files."""
+    check_output_dir(out)
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not held or resuming:
+        return
+    if not overwrite:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise FCNError(
+            f"--out {out} is not empty ({shown}); continue that run with --resume {out}, "
+            "replace it with --overwrite, or choose another --out"
+        )
+    for name in (LAST, BEST, CSV_NAME, PLOT_NAME):  # only the run's own files, nothing else
+        (out / name).unlink(missing_ok=True)
 
 
 def _train(argv: Sequence[str] | None) -> int:
-    config, resume = _config(train_parser().parse_args(argv))
-    for name in ("iterations", "checkpoint_every", "val_every", "log_every"):
-        if getattr(config, name) < 1:
-            raise FCNError(f"--{name.replace('_', '-')} must be at least 1")
-    result = train(config, resume)
+    args = parse_args(train_parser(), argv)
+    config, resume = _config(args)
+    out = Path(config.out)
+    _check_out(out, resume is not None, args.overwrite)
+    created = missing_folders(out)
+    try:
+        result = train(config, resume)
+    except BaseException:
+        remove_empty_folders(created)  # a start that failed leaves no empty run folder behind
+        raise
     where = f"{result.last}" + (
         f", best: {result.best} (mean IU {result.best_mean_iu:.4f})" if result.best else ""
     )
@@ -177,13 +231,13 @@ def _train(argv: Sequence[str] | None) -> int:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_train, argv)
+    return run_cli(_train, argv, train_parser())
 
 
 def eval_parser() -> argparse.ArgumentParser:
     from fcn_deploy.runtime import BACKENDS
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="fcn-eval",
         description="Score a model (.pt, .onnx, .engine) on a dataset: "
         "pixel accuracy, mean accuracy, mean IU, frequency weighted IU, per-class IU.",
@@ -203,11 +257,17 @@ def eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--num-images",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="score the first N images only (synthetic: how many to draw)",
     )
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    p.add_argument(
+        "--trimap",
+        type=non_negative_int,
+        metavar="PX",
+        help="also score only the pixels within PX of object boundaries (trimap band)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
     p.add_argument(
         "--backend", choices=BACKENDS, help="override the backend the model file's suffix implies"
@@ -217,25 +277,34 @@ def eval_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run images larger than the model accepts in overlapping tiles",
     )
+    add_verbosity(p)
+    add_max_megapixels(p)
     return p
 
 
 def _eval(argv: Sequence[str] | None) -> int:
     from fcn_deploy.api import Segmenter
 
-    args = eval_parser().parse_args(argv)
+    args = parse_args(eval_parser(), argv)
+    if args.json is not None:
+        check_output_file(args.json)  # before the scoring, not after it
     dataset = open_dataset(args.data, args.split, args.root, args.sbd_root, args.num_images)
+    dataset.max_megapixels = args.max_megapixels
     with Segmenter.load(
-        args.model, device=args.device, backend=args.backend, tile=args.tile
+        args.model,
+        device=args.device,
+        backend=args.backend,
+        tile=args.tile,
+        max_megapixels=args.max_megapixels,
     ) as seg:
         info = seg.info
-        if info.num_classes < dataset.num_classes:
+        if info.num_classes != dataset.num_classes:  # more would be scored as the next class
             raise FCNError(
                 f"{args.model} predicts {info.num_classes} classes but {dataset.name} has "
                 f"{dataset.num_classes}; was it trained on another dataset?"
             )
         results: dict[str, Any] = evaluate(
-            seg.predict, dataset, dataset.num_classes, dataset.class_names
+            seg.predict, dataset, dataset.num_classes, dataset.class_names, trimap=args.trimap
         )
         backend = seg.runner.backend
     results = {
@@ -246,7 +315,8 @@ def _eval(argv: Sequence[str] | None) -> int:
         **results,
     }
     print(
-        f"{args.model} ({info.variant}, {backend}) on {dataset.name}, {results['num_images']} images\n"
+        f"{args.model} ({info.variant}, {backend}) on {dataset.name}, {results['num_images']} "
+        "images\n"
     )
     print(scores_table(results))
     if args.json is not None:
@@ -255,4 +325,4 @@ def _eval(argv: Sequence[str] | None) -> int:
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_eval, argv)
+    return run_cli(_eval, argv, eval_parser())

@@ -46,7 +46,8 @@ def open_dataset(
     sbd_root: str | None = None,
     num_images: int | None = None,
 ) -> SegmentationDataset:
-    """``synthetic`` (no root), ``voc`` (root: VOCdevkit) or ``sbd`` (root: benchmark_RELEASE) at ``split``.
+    """``synthetic`` (no root), ``voc`` (root: VOCdevkit) or ``sbd`` (root: benchmark_RELEASE) at
+    ``split``.
 
     ``split="seg11valid"`` with ``voc`` needs ``sbd_root`` too (FCN's validation split).
     """
@@ -59,13 +60,14 @@ def open_dataset(
     if name not in DATASETS:
         raise FCNError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if root is None:
-        raise FCNError(
-            f"--data {name} needs --root (the {'VOCdevkit' if name == 'voc' else 'benchmark_RELEASE'} folder)"
-        )
+        folder = "VOCdevkit" if name == "voc" else "benchmark_RELEASE"
+        raise FCNError(f"data={name!r} needs root (the {folder} folder)", param="root")
     if split == "seg11valid":
         if name != "voc" or sbd_root is None:
             raise FCNError(
-                "split seg11valid needs --data voc --root VOCdevkit/VOC2011 and --sbd-root benchmark_RELEASE"
+                "split='seg11valid' needs data='voc', root=VOCdevkit/VOC2011 and "
+                "sbd_root=benchmark_RELEASE",
+                param="sbd_root",
             )
         return seg11valid(root, sbd_root)
     dataset: SegmentationDataset = (VOCSegmentation if name == "voc" else SBDSegmentation)(
@@ -79,7 +81,8 @@ def open_dataset(
 def training_sets(
     name: str, root: str | None, val_root: str | None
 ) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """(train, val): synthetic train/val; VOC train/val; SBD train with seg11valid (given VOC) or SBD val."""
+    """(train, val): synthetic train/val; VOC train/val; SBD train with seg11valid (given VOC) or
+    SBD val."""
     if name == "sbd" and val_root is not None:
         return open_dataset("sbd", "train", root), open_dataset(
             "voc", "seg11valid", val_root, sbd_root=root
@@ -88,7 +91,8 @@ def training_sets(
 
 
 class StepBatches(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """``batches[s]`` → (uint8 ``B×H×W×3`` BGR, uint8 ``B×H×W`` labels) of step ``s`` for one rank."""
+    """``batches[s]`` → (uint8 ``B×H×W×3`` BGR, uint8 ``B×H×W`` labels) of step ``s`` for one
+    rank."""
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fcn_deploy.checkpoint import load_model
+from fcn_deploy.checkpoint import load_model, read_state_dict
 from fcn_deploy.data import SegmentationDataset
 from fcn_deploy.errors import FCNError
 from fcn_deploy.meta import Preprocessing
@@ -41,21 +41,26 @@ def initial_model(
         model = cls(num_classes=n, width=width)
         model.info = model.info.replace(preprocessing=Preprocessing.torchvision())
     elif kind == "vgg16" and path:
-        model = cls.from_vgg16(path, num_classes=n)
+        model = cls.from_vgg16(read_state_dict(path), num_classes=n)
     elif kind == "checkpoint" and path:
         source = load_model(path)
         if not isinstance(source, FCN):
-            variant_held = source.info.variant  # type: ignore[union-attr]
             raise FCNError(
-                f"--init {init}: {path} holds a {variant_held}, not an FCN; use vgg16:{path}"
+                f"init={init!r}: {path} holds a {source.info.variant}, not an FCN; use "
+                f"'vgg16:{path}'",
+                param="init",
             )
         if source.num_classes != n:
             raise FCNError(
-                f"--init {init}: the checkpoint has {source.num_classes} classes but {dataset.name} has {n}"
+                f"init={init!r}: the checkpoint has {source.num_classes} classes but "
+                f"{dataset.name} has {n}",
+                param="init",
             )
         model = cls.from_fcn(source)
     else:
-        raise FCNError(f"--init {init!r}: expected vgg16:PATH, checkpoint:PATH or scratch")
+        raise FCNError(
+            f"init={init!r}: expected vgg16:PATH, checkpoint:PATH or scratch", param="init"
+        )
     model.info = model.info.replace(
         class_names=list(dataset.class_names), palette=list(dataset.palette)
     )

@@ -7,23 +7,27 @@ matrices are summed over ranks, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import signal
-import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from fcn_deploy._progress import Progress
+from fcn_deploy._progress import LOGGERS, Progress
 from fcn_deploy.checkpoint import save_checkpoint
 from fcn_deploy.errors import FCNError
+from fcn_deploy.export.graph import overflow_layers, probe_activation_peaks
 from fcn_deploy.meta import ModelInfo
 from fcn_deploy.runtime import resolve_device
 
@@ -38,16 +42,32 @@ from .checkpointing import (
 )
 from .config import TrainConfig
 from .datasets import StepBatches, training_sets
-from .distributed import init_distributed
+from .distributed import Dist, init_distributed, rank_device
 from .evaluate import evaluate, torch_predictor
 from .initialize import initial_model
 from .loss import segmentation_loss
 from .recipe import make_optimizer, resolve_recipe, select_trainable
 from .runlog import RunLog, plot_curves
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer", "backward_step", "keep_in_fp32", "train"]
+
+log = logging.getLogger(__name__)
 
 CSV_NAME, PLOT_NAME = "log.csv", "curves.png"
+
+
+@dataclass
+class LossWindow:
+    """The steps since the loss was last logged: their summed loss, how many, and when they
+    began."""
+
+    total: float
+    steps: int
+    start: float
+
+    @classmethod
+    def starting_now(cls) -> LossWindow:
+        return cls(0.0, 0, time.perf_counter())
 
 
 @dataclass
@@ -60,8 +80,12 @@ class TrainResult:
     best_mean_iu: float
 
 
-def train(config: TrainConfig, resume: Path | None = None) -> TrainResult:
-    """Run (or, given ``last.pt``, continue) one training run; see `Trainer`."""
+def train(config: TrainConfig, resume: Path | dict[str, Any] | None = None) -> TrainResult:
+    """Run (or, given ``last.pt``, continue) one training run; see `Trainer`.
+
+    ``resume`` is a ``last.pt`` path or what `load_training_state` read from it (so ``fcn-train
+    --resume``, which reads the file for its settings, does not read it twice).
+    """
     trainer = Trainer(config, resume)
     try:
         result = trainer.run()
@@ -75,15 +99,12 @@ def train(config: TrainConfig, resume: Path | None = None) -> TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, resume: Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, resume: Path | dict[str, Any] | None = None) -> None:
         self.config = config
         device = resolve_device(config.device)
         self.dist = dist = init_distributed(device)
-        self.device = (
-            torch.device("cuda", dist.local_rank)
-            if device.type == "cuda" and dist.enabled
-            else device
-        )
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        self.device = rank_device(device, dist.local_rank, dist.world_size, gpus)
         self.out = Path(config.out)
         if dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +120,7 @@ class Trainer:
             config.crop,
         )
 
-        saved = load_training_state(resume) if resume is not None else None
+        saved = load_training_state(resume) if isinstance(resume, Path) else resume
         self.model = initial_model(
             config.variant,
             "scratch" if saved else config.init,
@@ -115,6 +136,13 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.recipe)
         amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
+        if amp:  # the FP16 export's decision: layers near FP16's range run in FP32 under autocast
+            kept = keep_in_fp32(
+                self.model, overflow_layers(probe_activation_peaks(self.model, self.device))
+            )
+            self.model.train()
+            if kept and dist.is_main:
+                log.info("mixed precision: %s run in FP32 (near FP16's range)", ", ".join(kept))
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
         )
@@ -166,16 +194,21 @@ class Trainer:
         )  # not the global RNG
         prep = self.model.info.preprocessing
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        on_screen = ExitStack()  # the bar, and log lines printed above it rather than across it
         bar = (
-            Progress(config.iterations - start, f"training {config.variant}", stream=sys.stderr)
+            on_screen.enter_context(
+                Progress(config.iterations - start, f"training {config.variant}")
+            )
             if dist.is_main
             else None
         )
-        self._clock, self._elapsed0, window = (
-            time.perf_counter(),
-            state.elapsed,
-            [0.0, 0, time.perf_counter()],
-        )
+        # only loggers with handlers of their own (a CLI's, the user's root one): an added handler
+        # on a bare logger would print records the root logger prints too
+        printing = [g for g in map(logging.getLogger, ("", *LOGGERS)) if g.handlers]
+        if printing:
+            on_screen.enter_context(logging_redirect_tqdm(printing))
+        self._clock, self._elapsed0 = time.perf_counter(), state.elapsed
+        window = LossWindow.starting_now()
         scores: dict[str, float] = {}
         validated_at = checkpointed_at = -1
         try:
@@ -186,24 +219,12 @@ class Trainer:
                     logits = self.net(x)
                 loss = segmentation_loss(logits, y, self.recipe.loss)
                 value = float(loss.item())
-                self.optimizer.zero_grad(set_to_none=True)
-                if math.isfinite(value):
-                    if self.scaler is not None:
-                        self.scaler.scale(loss).backward()
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        loss.backward()
-                        self.optimizer.step()
+                if not backward_step(loss, self.dist, self.optimizer, self.scaler):
+                    self._diverged(value, state.iteration + 1)
                 state.iteration += 1
-                self._check_time()
-                nonfinite, stop = self._agree(
-                    not math.isfinite(value), self.stop_request is not None
-                )
-                if nonfinite:
-                    self._diverged(value)
-                window[0] += value
-                window[1] += 1
+                stop = self._agree_stop(self._check_time())
+                window.total += value
+                window.steps += 1
                 if bar is not None:
                     bar.update(1, it=state.iteration, loss=f"{value:.4g}")
                 if (
@@ -211,15 +232,15 @@ class Trainer:
                     or stop
                     or state.iteration == config.iterations
                 ):
-                    self._log_loss(window)
+                    window = self._log_loss(window)
                 if state.iteration % config.val_every == 0:
                     scores, validated_at = self._validate(), state.iteration
                     if (
                         config.time_limit is not None
                     ):  # validation takes time too: stop now, not a step later
-                        stop = self._agree(False, self._check_time() or stop)[1]
-                        if stop and window[1]:
-                            self._log_loss(window)
+                        stop = self._agree_stop(self._check_time() or stop)
+                        if stop and window.steps:
+                            window = self._log_loss(window)
                 if state.iteration % config.checkpoint_every == 0:
                     self._checkpoint()
                     checkpointed_at = state.iteration
@@ -228,8 +249,7 @@ class Trainer:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
+            on_screen.close()
         if validated_at != state.iteration:
             scores = self._validate()
         if checkpointed_at != state.iteration:
@@ -258,36 +278,39 @@ class Trainer:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stop_request in ("SIGINT", "SIGTERM"):
-            raise KeyboardInterrupt  # a second signal: stop now (last.pt is still whole: writes are atomic)
+            # a second signal: stop now (last.pt is still whole: writes are atomic)
+            raise KeyboardInterrupt
         self.stop_request = signal.Signals(signum).name  # finish this step, save, stop
 
-    def _agree(self, nonfinite: bool, stop: bool) -> tuple[bool, bool]:
-        """Stop decisions every rank takes together (one tiny all-reduce per step under torchrun)."""
-        if not self.dist.enabled:
-            return nonfinite, stop
-        votes = self.dist.sum(np.array([float(nonfinite), float(stop)]))
-        if votes[1] and self.stop_request is None:
-            self.stop_request = "stop requested by another rank"
-        return bool(votes[0]), bool(votes[1])
+    def _agree_stop(self, stop: bool) -> bool:
+        """A stop every rank takes together (one tiny all-reduce per step under torchrun)."""
+        if not self.dist.any(stop):
+            return False
+        self.stop_request = self.stop_request or "stop requested by another rank"
+        return True
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float, iteration: int) -> None:
         last = self.out / LAST
         kept = (
             f"the last good checkpoint {last} is untouched"
             if last.exists()
             else "no checkpoint was written yet"
         )
+        what = (
+            f"became {value}" if not math.isfinite(value) else "became non-finite on another rank"
+        )
         raise FCNError(
-            f"training loss became {value} at iteration {self.state.iteration}; stopped, and {kept}. "
-            f"Lower the learning rate (--lr, now {self.recipe.lr:g}) and start again or --resume"
+            f"training loss {what} at iteration {iteration}; stopped, and {kept}. Lower the "
+            f"learning rate (lr, now {self.recipe.lr:g}) and start again, or resume",
+            param="lr",
         )
 
-    def _log_loss(self, window: list[Any]) -> None:
-        total, count = self.dist.sum(np.array([window[0], float(window[1])]))
+    def _log_loss(self, window: LossWindow) -> LossWindow:
+        """Log the window's mean loss (over all ranks) and its images/s; returns the next window."""
+        total, count = self.dist.sum(np.array([window.total, float(window.steps)]))
         now = time.perf_counter()
-        rate = (
-            window[1] * self.recipe.batch_size * self.dist.world_size / max(now - window[2], 1e-9)
-        )
+        images = window.steps * self.recipe.batch_size * self.dist.world_size
+        rate = images / max(now - window.start, 1e-9)
         if self.log is not None and count:
             self.log.add(
                 self.state.iteration,
@@ -296,7 +319,7 @@ class Trainer:
                 loss=total / count,
                 images_per_s=rate,
             )
-        window[:] = [0.0, 0, now]
+        return LossWindow(0.0, 0, now)
 
     def _validate(self) -> dict[str, float]:
         self.model.eval()
@@ -317,11 +340,10 @@ class Trainer:
                 elapsed_s=state.elapsed,
                 **{f"val_{k}": v for k, v in scores.items()},
             )
-            print(
-                f"\niteration {state.iteration}: "
-                + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-                file=sys.stderr,
-                flush=True,
+            log.info(
+                "iteration %d: %s",
+                state.iteration,
+                ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
             )
             if scores["mean_iu"] > state.best_mean_iu:
                 save_checkpoint(
@@ -333,7 +355,9 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            self._diverged(float("nan"))  # never overwrite a good checkpoint with broken weights
+            self._diverged(
+                float("nan"), self.state.iteration
+            )  # never overwrite a good checkpoint with broken weights
         rng = self.dist.gather(capture_rng())
         if self.dist.is_main:
             save_training_checkpoint(
@@ -345,6 +369,55 @@ class Trainer:
                 self.scaler,
                 rng,
             )
+
+
+class _Float32Forward:
+    """A layer's forward outside autocast, in FP32 (state-dict keys stay those of the layer)."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.forward = forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.forward(x.float())
+
+
+def keep_in_fp32(model: nn.Module, names: list[str]) -> list[str]:
+    """Make the named layers of ``model`` compute in FP32 under autocast; returns ``names``.
+
+    Autocast runs every convolution in FP16, where activations near FP16's range overflow to inf
+    and training would stop as diverged; the FP16 export keeps such layers in FP32 (see
+    `fcn_deploy.export.graph.overflow_layers`) and so does mixed-precision training.
+    """
+    for name in names:
+        layer = model.get_submodule(name)
+        layer.forward = _Float32Forward(layer.forward)  # type: ignore[method-assign]
+    return names
+
+
+def backward_step(
+    loss: torch.Tensor,
+    dist: Dist,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+) -> bool:
+    """One optimizer step on ``loss``, or False on every rank (no step taken anywhere) when the loss
+    is not finite on any rank.
+
+    The ranks vote before ``backward()``: a rank that skipped it alone would meet the others' DDP
+    gradient all-reduces with its next collective, and every rank would hang.
+    """
+    if dist.any(not math.isfinite(float(loss.item()))):
+        return False
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return True
 
 
 def _as_is(batch: Any) -> Any:

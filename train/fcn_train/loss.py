@@ -16,7 +16,8 @@ def segmentation_loss(
     """Cross-entropy of ``N×C×H×W`` logits against ``N×H×W`` labels, in float32 even under autocast.
 
     ``reduction="sum"`` adds over labelled pixels, as the reference release does (its tiny learning
-    rates assume it); ``"mean"`` averages over them. A batch with no labelled pixel gives 0, not NaN.
+    rates assume it); ``"mean"`` averages over them. A batch with no labelled pixel gives 0, not
+    NaN.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")

@@ -8,7 +8,8 @@
   ignore pixels), momentum 0.9, lr 1e-4 for FCN-32s, 100× lower for each later stage. The paper
   does not say whether its loss is summed; with lr 1e-4 it must be the per-pixel MEAN, used here.
 - ``synthetic``: not from the paper. Adam, lr 1e-3, mean loss, batches of 4 native-size images
-  (padded with ignore pixels), no weight decay: nets trained from scratch (He init, no pretrained VGG16) on the small
+  (padded with ignore pixels), no weight decay: nets trained from scratch (He init, no pretrained
+  VGG16) on the small
   synthetic scenes converge in minutes on a CPU with it, where the SGD recipes, whose learning
   rates assume pretrained features, barely move. The default for ``--data synthetic``.
 """
@@ -72,11 +73,12 @@ def resolve_recipe(
 
 
 def select_trainable(model: nn.Module, which: str) -> None:
-    """``all``: every layer but the frozen upsampling; ``last-layer``: only the score layers (FCN-32s-fixed)."""
+    """``all``: every layer but the frozen upsampling; ``last-layer``: only the score layers
+    (FCN-32s-fixed)."""
     if which == "all":
         return
     if which != "last-layer":
-        raise ValueError(f"--train must be 'all' or 'last-layer', got {which!r}")
+        raise ValueError(f"train must be 'all' or 'last-layer', got {which!r}")
     keep = {id(p) for layer in model.score_layers() for p in layer.parameters()}  # type: ignore[operator]
     for p in model.parameters():
         if id(p) not in keep:
@@ -84,7 +86,8 @@ def select_trainable(model: nn.Module, which: str) -> None:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """Two parameter groups, as Caffe's ``lr_mult``/``decay_mult``: weights (decayed) and biases (×lr, no decay)."""
+    """Two parameter groups, as Caffe's ``lr_mult``/``decay_mult``: weights (decayed) and biases
+    (×lr, no decay)."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     weights = [p for n, p in params if not n.endswith("bias")]
     biases = [p for n, p in params if n.endswith("bias")]

@@ -17,8 +17,13 @@ from fcn_deploy._io import atomic_path, atomic_write_text
 __all__ = ["COLUMNS", "RunLog", "plot_curves"]
 
 SCORES = ("pixel_accuracy", "mean_accuracy", "mean_iu", "frequency_weighted_iu")
-COLUMNS = ("iteration", "elapsed_s", "lr", "loss", "images_per_s") + tuple(
-    f"val_{s}" for s in SCORES
+COLUMNS = (
+    "iteration",
+    "elapsed_s",
+    "lr",
+    "loss",
+    "images_per_s",
+    *(f"val_{s}" for s in SCORES),
 )
 
 

@@ -1,0 +1,75 @@
+"""What every CLI shares: -v/-q on each, and library messages through logging at that level."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fcn_deploy._progress import LOGGERS
+from fcn_deploy.cli import bench, export, predict
+from fcn_deploy.cli._common import add_verbosity, parse_args
+from fcn_train.cli import eval_parser, train_parser
+from fcn_train.pretrain_cli import pretrain_parser
+
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "fcn-export": export.build_parser,
+    "fcn-predict": predict.build_parser,
+    "fcn-bench": bench.build_parser,
+    "fcn-train": train_parser,
+    "fcn-eval": eval_parser,
+    "fcn-pretrain": pretrain_parser,
+}
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers() -> Iterator[None]:
+    """parse_args sets up the package loggers for the process; put them back for other tests."""
+    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in LOGGERS}
+    yield
+    for name, (level, handlers) in saved.items():
+        logging.getLogger(name).setLevel(level)
+        logging.getLogger(name).handlers[:] = handlers
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_every_cli_takes_verbose_and_quiet(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    text = PARSERS[name]().format_help()
+    assert "-v, --verbose" in text and "-q, --quiet" in text
+    with pytest.raises(SystemExit):  # one or the other
+        PARSERS[name]().parse_args(["-v", "-q"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_levels_reach_the_library_loggers(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_verbosity(parser)
+    library = logging.getLogger("fcn_deploy.export.exporter")
+    for flags, shown in (([], "info"), (["-q"], "warning"), (["-v"], "debug")):
+        parse_args(parser, flags)
+        library.debug("a debug line")
+        library.info("an info line")
+        library.warning("a warning line")
+        err = capsys.readouterr().err.splitlines()
+        expected = {
+            "debug": ["a debug line", "an info line", "warning: a warning line"],
+            "info": ["an info line", "warning: a warning line"],
+            "warning": ["warning: a warning line"],
+        }[shown]
+        assert err == expected, flags  # one handler (a second call replaced the first), plain lines
+
+
+def test_export_cli_logs_its_steps_unless_quiet(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("onnxruntime")
+    checkpoint = make_checkpoint("fcn32s", width=0.0625)
+    args = [str(checkpoint), "-o", str(tmp_path / "m.onnx"), "--max-size", "64x64", "--no-verify"]
+    assert export.main(args) == 0
+    err = capsys.readouterr().err
+    assert "loaded fcn32s" in err and "wrote" in err
+    assert export.main([*args, "-q"]) == 0
+    assert "loaded" not in capsys.readouterr().err

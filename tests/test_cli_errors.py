@@ -1,0 +1,385 @@
+"""Every CLI over bad options and bad files, as real subprocesses (issue 11).
+
+Each case must exit non-zero with one line naming the problem, no traceback, and leave nothing
+behind: no output file, no temp file, no empty folder. Then one test per reliability case that
+a matrix row cannot show (other images still processed, SIGTERM, stale temp files, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fcn_deploy import FCNError, save_checkpoint
+from fcn_deploy._io import atomic_write_bytes, check_output_file, describe_file
+from fcn_deploy.api import Segmenter
+from fcn_deploy.imageio import quiet_opencv_logging, read_image, read_label_png
+from fcn_deploy.models import create_model
+
+BIN = Path(sys.executable).parent
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width×height`` and (almost) no pixel data: a tiny 'bomb'."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Good and bad inputs, shared read-only by every case."""
+    root = tmp_path_factory.mktemp("inputs")
+    torch.manual_seed(0)
+    save_checkpoint(create_model("fcn32s", num_classes=7, width=0.0625), root / "m7.pt")
+    save_checkpoint(create_model("fcn32s", num_classes=21, width=0.0625), root / "m21.pt")
+    payload = torch.load(root / "m7.pt", weights_only=True)  # metadata: 21 classes; weights: 7
+    payload["info"].update(num_classes=21, class_names=[], palette=None)
+    torch.save(payload, root / "bad-meta.pt")
+    cv2.imwrite(str(root / "ok.png"), np.full((40, 56, 3), 90, np.uint8))
+    (root / "huge.png").write_bytes(png_header(20000, 20000))  # 74 bytes, 400 megapixels
+    (root / "text.pt").write_text("these are not weights\n")
+    (root / "empty.onnx").write_bytes(b"")
+    (root / "folder.onnx").mkdir()
+    (root / "a-file").write_text("x")
+    return root
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """The per-case output area; it must be empty again when the case is over."""
+    return tmp_path
+
+
+def run(cli: str, *args: object, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / cli), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # hidden files too
+
+
+# (cli, arguments with {f} = the inputs folder and {w} = the work folder, text the line must hold)
+CASES = [
+    # fcn-export
+    ("fcn-export", "{f}/missing.pt -o {w}/m.onnx", "no such file"),
+    ("fcn-export", "{f}/text.pt -o {w}/m.onnx", "is a text file, not a PyTorch checkpoint"),
+    ("fcn-export", "{f}/bad-meta.pt -o {w}/m.onnx", "metadata says num_classes=21"),
+    ("fcn-export", "{f}/m7.pt -o {f}/folder.onnx", "is a folder"),
+    ("fcn-export", "{f}/m7.pt -o {w}/name", "must end in .onnx"),
+    ("fcn-export", "{f}/m7.pt -o {w}/no/such/m.onnx", "does not exist"),
+    ("fcn-export", "{f}/m7.pt -o {f}/a-file/m.onnx", "is not a folder"),
+    ("fcn-export", "{f}/m7.pt -o /proc/m.onnx", "not writable"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --max-batch 0", "--max-batch"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --max-size 0x5", "--max-size"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --opset 5", "opset"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --seed x", "--seed"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --fp16-io", "--fp16-io"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.txt", "must end in .engine"),
+    ("fcn-export", "{f}/empty.onnx --engine {w}/m.engine", "empty file (0 bytes)"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.engine --gate-threshold 0", "--gate"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.engine --workspace -1", "--workspace"),
+    (
+        "fcn-export",
+        "{f}/m7.pt -o {w}/m.onnx --engine {w}/m.engine --min-shape 1x4x64x64 --max-shape 1x3x9x9",
+        "channel dim must be 3",
+    ),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --triton-repo {f}/a-file", "is a file"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --triton-repo {w}/r --triton-instances 0", "--triton"),
+    ("fcn-export", "{f}/m7.pt -o {w}/m.onnx --triton-repo {w}/r --triton-queue-delay -1", "delay"),
+    # fcn-predict
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/missing.pt", "no such model file"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/text.pt", "is a text file"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/empty.onnx", "empty file (0 bytes)"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/bad-meta.pt", "metadata says"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/folder.onnx", "is a folder"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --batch 0", "--batch"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --alpha 2", "--alpha"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --max-megapixels 0", "--max-mega"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --overlap -1", "--overlap"),
+    ("fcn-predict", "{f}/ok.png -o {f}/a-file --model {f}/m7.pt", "is a file"),
+    ("fcn-predict", "{f}/ok.png -o /proc/x --model {f}/m7.pt", "cannot create output folder"),
+    ("fcn-predict", "{f}/huge.png -o {w}/out --model {f}/m7.pt", "400.0 megapixels"),
+    ("fcn-predict", "{w}/nothing.png -o {w}/out --model {f}/m7.pt", "no such file"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out", "pass either --model PATH"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --server x:1", "pass either"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:1", "no Triton server answers"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:1 --tile", "the server decides"),
+    # fcn-serve (each fails before a server starts)
+    ("fcn-serve", "{f}/missing.pt", "no such model file"),
+    ("fcn-serve", "{f}/text.pt", "is a text file"),
+    ("fcn-serve", "{f}/m7.pt --http-port 70000", "--http-port"),
+    ("fcn-serve", "{f}/m7.pt --grpc-port 0", "--grpc-port"),
+    ("fcn-serve", "{f}/m7.pt --max-batch 0", "--max-batch"),
+    ("fcn-serve", "{f}/m7.pt --queue-delay -1", "--queue-delay"),
+    ("fcn-serve", "{f}/m7.pt --instances 0", "--instances"),
+    ("fcn-serve", "{f}/m7.pt --max-megapixels 0", "--max-megapixels"),
+    ("fcn-serve", "{f}/m7.pt --model-name a/b", "model_name='a/b'"),
+    # fcn-bench
+    ("fcn-bench", "--sizes 64y64", "--sizes"),
+    ("fcn-bench", "--batch 0", "--batch"),
+    ("fcn-bench", "--iters 0", "--iters"),
+    ("fcn-bench", "--threads 0", "--threads"),
+    ("fcn-bench", "--min-time nan", "--min-time"),
+    ("fcn-bench", "--stream 0:1-2", "--stream"),
+    ("fcn-bench", "--json {w}/no/such/r.json", "does not exist"),
+    ("fcn-bench", "--markdown {f}/folder.onnx", "is a folder"),
+    # fcn-train
+    ("fcn-train", "--out {w}/run --lr -1", "lr must be a number > 0"),
+    ("fcn-train", "--out {w}/run --lr nan", "lr must be a number > 0"),
+    ("fcn-train", "--out {w}/run --batch-size 0", "batch_size must be a whole number"),
+    ("fcn-train", "--out {w}/run --iterations 0", "iterations"),
+    ("fcn-train", "--out {w}/run --momentum 1.5", "momentum"),
+    ("fcn-train", "--out {w}/run --width 0", "width"),
+    ("fcn-train", "--out {w}/run --lr many", "--lr"),
+    ("fcn-train", "--out {f}/a-file", "is a file"),
+    ("fcn-train", "--out {w}/run --init checkpoint:{f}/text.pt", "is a text file"),
+    ("fcn-train", "--resume {w}/nowhere", "no such checkpoint"),
+    # fcn-eval
+    ("fcn-eval", "--model {f}/m21.pt --num-images 2", "predicts 21 classes but synthetic"),
+    ("fcn-eval", "--model {f}/text.pt", "is a text file"),
+    ("fcn-eval", "--model {f}/m7.pt --num-images 0", "--num-images"),
+    ("fcn-eval", "--model {f}/m7.pt --max-megapixels -1", "--max-megapixels"),
+    ("fcn-eval", "--model {f}/m7.pt --json {w}/no/such/r.json", "does not exist"),
+    ("fcn-eval", "--model {f}/m7.pt --trimap -1", "--trimap"),
+    # fcn-pretrain
+    ("fcn-pretrain", "--out {w}/c.pth --iterations 0", "--iterations"),
+    ("fcn-pretrain", "--out {w}/c.pth --width 1.5", "got 1.5 (option --width)"),
+    ("fcn-pretrain", "--out {w}/c.pth --lr nan", "--lr"),
+    ("fcn-pretrain", "--out {w}/c.pth --margin -1", "--margin"),
+    ("fcn-pretrain", "--out {f}/folder.onnx", "is a folder"),
+    ("fcn-pretrain", "--out /proc/x/c.pth", "cannot create output folder"),
+    ("fcn-pretrain", "--out {w}/c.pth --json {w}/no/such/r.json", "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("cli", "args", "expected"), CASES, ids=[f"{c}:{a}" for c, a, _ in CASES])
+def test_bad_option_or_file_is_one_line_and_leaves_nothing(
+    files: Path, work: Path, cli: str, args: str, expected: str
+) -> None:
+    before = listing(files)
+    argv = args.format(f=files, w=work).split()
+    if cli == "fcn-train":  # a small net; the case's own options come last and win
+        argv = ["--variant", "fcn32s", "--width", "0.0625", "--iterations", "1", *argv]
+    result = run(cli, *argv, cwd=work)
+    err = result.stderr
+    assert result.returncode in (1, 2), err
+    assert "Traceback" not in err, err
+    assert expected in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert listing(work) == [] and listing(files) == before  # no output, temp file or folder
+    if cli == "fcn-export":  # options and outputs are checked before the checkpoint loads
+        assert "loaded" not in err, err
+
+
+def test_predict_goes_on_after_an_unreadable_file(files: Path, work: Path) -> None:
+    """A file whose read fails with PermissionError (even for root) is named; the rest is done.
+
+    As root, ``chmod 000`` does not stop reading, so the unreadable file is ``/proc/1/mem``
+    (another process's memory: EACCES for root in a container) or, where it reads, a folder
+    named like an image; the file case is skipped where /proc/1/mem is readable.
+    """
+    unreadable = Path("/proc/1/mem")
+    try:
+        unreadable.open("rb").close()
+        pytest.skip("/proc/1/mem is readable here; no file to simulate PermissionError with")
+    except PermissionError:
+        pass
+    except OSError:
+        pytest.skip("/proc/1/mem is not available here")
+    result = run(
+        "fcn-predict", unreadable, files / "ok.png", "-o", work / "out", "--model", files / "m7.pt",
+        cwd=work,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "/proc/1/mem: cannot read (Permission denied)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert listing(work / "out") == ["ok.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod-000 files")
+def test_predict_goes_on_after_a_chmod_000_file(files: Path, work: Path) -> None:
+    locked = work / "locked.png"
+    cv2.imwrite(str(locked), np.zeros((8, 8, 3), np.uint8))
+    locked.chmod(0)
+    result = run(
+        "fcn-predict", locked, files / "ok.png", "-o", work / "out", "--model", files / "m7.pt",
+        cwd=work,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Permission denied" in result.stderr
+    assert listing(work / "out") == ["ok.png"]
+
+
+def test_unreadable_inputs_in_the_library_are_one_fcn_error(files: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    with pytest.raises(FCNError, match="is a folder, not an image file"):
+        read_image(folder)
+    seg = Segmenter.load(files / "m7.pt", device="cpu")
+    with pytest.raises(FCNError, match="is a folder"):
+        seg.predict(folder)
+    text = tmp_path / "notes.png"
+    text.write_text("hello\n")
+    with pytest.raises(FCNError, match="not a readable image \\(a text file\\)"):
+        read_image(text)
+
+
+def test_fcn_train_refuses_an_earlier_runs_folder_unless_resume_or_overwrite(
+    work: Path,
+) -> None:
+    small = ["--variant", "fcn32s", "--width", "0.0625", "--val-images", "2"]
+    first = run("fcn-train", "--out", "run", "--iterations", "1", *small, cwd=work)
+    assert first.returncode == 0, first.stderr
+    last = (work / "run" / "last.pt").read_bytes()
+    again = run("fcn-train", "--out", "run", "--iterations", "1", *small, cwd=work)
+    assert (
+        again.returncode == 2 and "is not empty" in again.stderr and "--overwrite" in again.stderr
+    )
+    assert (work / "run" / "last.pt").read_bytes() == last  # untouched
+    resumed = run("fcn-train", "--resume", "run", "--iterations", "2", cwd=work)
+    assert resumed.returncode == 0, resumed.stderr
+    replaced = run(
+        "fcn-train", "--out", "run", "--iterations", "1", "--overwrite", *small, cwd=work
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    log = (work / "run" / "log.csv").read_text().splitlines()
+    assert log[-1].startswith("1,")  # a new run from iteration 1, not the resumed run's 2
+
+
+def _export_until_killed(files: Path, work: Path, sig: int) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "fcn-export"), str(files / "m21.pt"), "-o", str(work / "m.onnx")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until the export is under way (it says so), then stop it
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("loaded"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "".join(seen) + err)
+
+
+def test_sigterm_during_export_is_like_ctrl_c(files: Path, work: Path) -> None:
+    result = _export_until_killed(files, work, signal.SIGTERM)
+    if result.returncode == 0:
+        pytest.skip("the export finished before SIGTERM arrived")
+    assert result.returncode == 143, result.stderr
+    assert "terminated" in result.stderr and "Traceback" not in result.stderr
+    assert listing(work) == []  # no .m.onnx.*.tmp.onnx
+
+
+def test_stale_temp_files_of_the_target_are_removed_at_the_next_write(tmp_path: Path) -> None:
+    target = tmp_path / "m.onnx"
+    dead = tmp_path / ".m.onnx.999999999.abcdefgh.tmp.onnx"  # a PID no process has
+    legacy = tmp_path / ".m.onnx.k2j4_x9z.tmp.onnx"  # written before temp names held a PID
+    live = tmp_path / f".m.onnx.{os.getppid()}.qwertyui.tmp.onnx"  # a writer still running
+    other = tmp_path / ".n.onnx.999999999.abcdefgh.tmp.onnx"  # another target's
+    for p in (dead, legacy, live, other):
+        p.write_bytes(b"half")
+    atomic_write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert not dead.exists() and not legacy.exists()
+    assert live.exists() and other.exists()
+
+
+def test_kill_9_leftover_is_cleaned_by_the_next_export(files: Path, work: Path) -> None:
+    result = _export_until_killed(files, work, signal.SIGKILL)
+    if result.returncode == 0:
+        pytest.skip("the export finished before SIGKILL arrived")
+    leftovers = [p for p in work.iterdir() if p.name.startswith(".m.onnx.")]
+    again = run("fcn-export", files / "m7.pt", "-o", work / "m.onnx", "--no-verify", cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert listing(work) == ["m.onnx"], leftovers
+
+
+def test_image_size_limit_is_read_from_the_header(files: Path, tmp_path: Path) -> None:
+    with pytest.raises(FCNError, match=r"400\.0 megapixels, over the limit max_megapixels=100"):
+        read_image(files / "huge.png")  # 74 bytes; decoding would take 1.2 GB
+    mid = tmp_path / "mid.png"
+    mid.write_bytes(png_header(12000, 10000))
+    with pytest.raises(FCNError, match=r"12000x10000 \(WxH\) is 120\.0 megapixels"):
+        read_image(mid)
+    with pytest.raises(FCNError, match=r"max_megapixels=0\.001"):
+        read_image(files / "ok.png", max_megapixels=0.001)
+    assert read_image(files / "ok.png", max_megapixels=None).shape == (40, 56, 3)
+    label = tmp_path / "label.png"
+    from PIL import Image
+
+    Image.new("P", (300, 200)).save(label)
+    with pytest.raises(FCNError, match="a label map of 300x200"):
+        read_label_png(label, max_megapixels=0.01)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_segmenter_applies_the_limit_on_every_backend(
+    files: Path, tmp_path: Path, backend: str
+) -> None:
+    model = files / "m7.pt"
+    if backend == "onnxruntime":
+        from fcn_deploy.export import export_onnx
+
+        model = tmp_path / "m7.onnx"
+        export_onnx(files / "m7.pt", model, verify=False, progress=False)
+    seg = Segmenter.load(model, device="cpu", max_megapixels=0.002)  # 2000 pixels
+    with pytest.raises(FCNError, match=r"max_megapixels=0\.002"):
+        seg.predict(np.zeros((40, 56, 3), np.uint8))  # an array: 2240 pixels
+    with pytest.raises(FCNError, match=r"max_megapixels=0\.002"):
+        seg.predict(files / "ok.png")
+    assert seg.predict(np.zeros((40, 50, 3), np.uint8)).shape == (40, 50)
+    with pytest.raises(FCNError, match=r"400\.0 megapixels"):
+        Segmenter.load(model, device="cpu").predict(files / "huge.png")
+    with pytest.raises(FCNError, match="max_megapixels must be a positive number"):
+        Segmenter.load(model, device="cpu", max_megapixels=0)
+
+
+def test_output_checks() -> None:
+    with pytest.raises(FCNError, match=r"must end in \.onnx"):
+        check_output_file("model", (".onnx",))
+    with pytest.raises(FCNError, match="is a folder"):
+        check_output_file("/tmp")
+
+
+def test_describe_file(tmp_path: Path) -> None:
+    cases = {
+        b"": "an empty file (0 bytes)",
+        b"hello\n": "a text file",
+        b"\x89PNG\r\n\x1a\n....": "a PNG image",
+        b"PK\x03\x04....": "a ZIP archive (PyTorch's torch.save format)",
+    }
+    for data, what in cases.items():
+        (tmp_path / "f").write_bytes(data)
+        assert describe_file(tmp_path / "f") == what
+
+
+def test_quiet_opencv_logging_works_on_this_opencv() -> None:
+    """opencv 4.x wheels lack cv2.utils.logging; both 4.x and 5.x must work (issue 11, case 11)."""
+    quiet_opencv_logging()
+    assert (
+        cv2.imdecode(np.frombuffer(b"\x89PNG\r\n\x1a\nbroken", np.uint8), cv2.IMREAD_COLOR) is None
+    )
