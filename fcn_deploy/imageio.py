@@ -7,11 +7,13 @@ write or read palette indices, so Pillow does that.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -22,6 +24,7 @@ from .errors import FCNError
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
+    "check_encoded_megapixels",
     "check_megapixels",
     "quiet_opencv_logging",
     "read_image",
@@ -97,16 +100,26 @@ def _check_pixels(pixels: int, size: str, max_megapixels: float | None, what: st
         )
 
 
-def _check_header(path: Path, max_megapixels: float | None) -> None:
+def check_encoded_megapixels(
+    data: bytes, max_megapixels: float | None, what: str = "an encoded image"
+) -> None:
+    """Refuse encoded image bytes (a JPEG, PNG, ... file's content) whose header declares more
+    than ``max_megapixels``, before they are decoded (a tiny file can claim a huge image)."""
+    _check_header(io.BytesIO(data), max_megapixels, what)
+
+
+def _check_header(
+    source: Path | IO[bytes], max_megapixels: float | None, what: str | None = None
+) -> None:
     """Check the size the file's header declares, without decoding its pixels.
 
     Formats Pillow cannot identify (EXR, HDR, ...) pass here and are checked after decoding.
     """
-    what = f"{path}: an image"
+    what = what or f"{source}: an image"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
     except Image.DecompressionBombError as e:  # Pillow's own refusal, above 2 × MAX_IMAGE_PIXELS
         found = re.search(r"\((\d+) pixels\)", str(e))

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._io import check_output_file
+from .._io import check_output_dir, check_output_file
 from ..errors import FCNError
 from ..export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, INT8_TARGETS
 from ..export.verify import INT8_LABEL_AGREEMENT
@@ -141,17 +141,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed for the verification sizes and inputs (default: random, printed)",
     )
     add_engine_arguments(p)
+    t = p.add_argument_group(
+        "Triton model repository",
+        "Write DIR/NAME/config.pbtxt and DIR/NAME/1/model.onnx (or model.plan with --engine) for "
+        "the official Triton Inference Server containers. SOURCE may be an .onnx file.",
+    )
+    t.add_argument("--triton-repo", type=Path, metavar="DIR", help="model repository folder")
+    t.add_argument("--triton-name", default="fcn", metavar="NAME", help="model name (default fcn)")
+    t.add_argument("--triton-instances", type=positive_int, default=1, metavar="N",
+                   help="instances of the model (default 1)")  # fmt: skip
+    t.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu",
+                   help="where the instances run (default gpu)")  # fmt: skip
+    t.add_argument("--triton-queue-delay", type=non_negative_int, default=100, metavar="US",
+                   help="dynamic batcher's queue delay in microseconds (default 100)")  # fmt: skip
+    t.add_argument("--triton-trt-fp16", action="store_true",
+                   help="ONNX only: Triton's TensorRT accelerator in FP16")  # fmt: skip
     add_verbosity(p)
     add_max_megapixels(p)
     return p
+
+
+def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
+    """``--triton-repo``: the repository for the ONNX file, or for the engine just built."""
+    from ..export.triton_repo import write_triton_repo
+
+    metadata = max_batch = None
+    if args.engine is not None:
+        from ..engine import read_sidecar
+
+        sidecar = read_sidecar(args.engine)
+        model, metadata = args.engine, sidecar.onnx
+        max_batch = max(profile.max[0] for profile in sidecar.profiles)
+    report = write_triton_repo(
+        args.triton_repo, model, name=args.triton_name, metadata=metadata, max_batch=max_batch,
+        instances=args.triton_instances, kind=args.triton_kind,
+        queue_delay_us=args.triton_queue_delay, tensorrt_fp16=args.triton_trt_fp16,
+    )  # fmt: skip
+    print(report.summary())
 
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(build_parser(), argv)
     if args.engine is not None:  # before the export: a bad engine option must not waste it
         check_engine_arguments(args)
+    if args.triton_repo is not None:  # likewise the repository folder
+        check_output_dir(args.triton_repo)
     if args.source.suffix.lower() == ".onnx":
-        if args.engine is None:
+        if args.engine is None and args.triton_repo is None:
             raise FCNError(
                 f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an "
                 "engine from it)"
@@ -159,7 +195,10 @@ def _main(argv: Sequence[str] | None) -> int:
         from ..export import read_onnx_metadata
 
         read_onnx_metadata(args.source)  # a clear error now for a foreign or damaged file
-        return build_engine_from_args(args, args.source)
+        code = build_engine_from_args(args, args.source) if args.engine is not None else 0
+        if code == 0 and args.triton_repo is not None:
+            _write_triton_repo(args, args.source)
+        return code
     if args.output is None:
         raise FCNError("no output: pass -o model.onnx")
     check_output_file(args.output, (".onnx",))  # before loading the checkpoint
@@ -216,9 +255,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"verification FAILED: {report.path} was written for inspection; do not deploy it"
             )
             return EXIT_FAILED
-    if args.engine is not None:
-        return build_engine_from_args(args, report.path)
-    return 0
+    code = build_engine_from_args(args, report.path) if args.engine is not None else 0
+    if code == 0 and args.triton_repo is not None:
+        _write_triton_repo(args, report.path)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -100,9 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        required=True,
         type=Path,
         help="checkpoint (.pt/.pth), ONNX export (.onnx) or TensorRT engine (.engine)",
+    )
+    p.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="instead of --model: send the images to a Triton server running fcn-serve "
+        "(HTTP; grpc://HOST:PORT for gRPC)",
+    )
+    p.add_argument(
+        "--model-name", default="fcn", help="with --server: the served model's name (default fcn)"
     )
     p.add_argument(
         "--variant", help="net of a bare PyTorch state dict (fcn32s, fcn16s, fcn8s, fcn8s-atonce)"
@@ -268,11 +276,37 @@ def _write(
         atomic_write_bytes(args.output / f"{name}_overlay.jpg", data.tobytes())
 
 
+def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
+    """The local Segmenter of --model, or with --server a client with the same interface."""
+    if (args.model is None) == (args.server is None):
+        raise FCNError(
+            "pass either --model PATH (run locally) or --server HOST:PORT (a Triton server)"
+        )
+    if args.server is None:
+        return Segmenter.load(
+            args.model, device=args.device, backend=args.backend, tile=args.tile,
+            tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch,
+            max_megapixels=args.max_megapixels, **options,
+        )  # fmt: skip
+    local = [f for f, v in (("--variant", args.variant), ("--backend", args.backend),
+             ("--device", args.device), ("--tile", args.tile), ("--tile-size", args.tile_size),
+             ("--overlap", args.overlap)) if v]  # fmt: skip
+    if local:
+        raise FCNError(
+            f"{', '.join(local)} set how a local model runs; with --server the server decides"
+        )
+    from ..serve.client import RemoteSegmenter
+
+    return RemoteSegmenter(  # type: ignore[return-value]
+        args.server, model_name=args.model_name, max_megapixels=args.max_megapixels
+    )
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
     quiet_opencv_logging()  # our one line names a corrupt file; not libpng too
     options = {}
-    if args.variant:
+    if args.variant and args.server is None:
         if (args.backend or backend_for_path(args.model)) != "torch":
             raise FCNError(
                 "--variant applies to PyTorch checkpoints and state dicts only; ONNX files and "
@@ -283,17 +317,7 @@ def _main(argv: Sequence[str] | None) -> int:
     files, problems, skipped = collect_inputs(args.inputs)
     if not files and not problems:
         raise FCNError("no inputs given")
-    segmenter = Segmenter.load(
-        args.model,
-        device=args.device,
-        backend=args.backend,
-        tile=args.tile,
-        tile_size=args.tile_size,
-        overlap=args.overlap,
-        batch_size=args.batch,
-        max_megapixels=args.max_megapixels,
-        **options,
-    )
+    segmenter = _open_model(args, options)
     if segmenter.info.num_classes > 256:
         raise FCNError(
             f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256"

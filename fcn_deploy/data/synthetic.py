@@ -128,10 +128,10 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
     mask = np.zeros((h, w), np.uint8)
     if cls in (1, 4):  # disc, ring: ellipses
         center, axes = (int(cx), int(cy)), (max(1, int(rx)), max(1, int(ry)))
-        cv2.ellipse(mask, center, axes, float(np.degrees(theta)), 0, 360, 1, -1)
+        cv2.ellipse(mask, center, axes, float(np.degrees(theta)), 0, 360, (1,), -1)
         if cls == 4:
             inner = (max(1, int(rx * 0.5)), max(1, int(ry * 0.5)))
-            cv2.ellipse(mask, center, inner, float(np.degrees(theta)), 0, 360, 0, -1)
+            cv2.ellipse(mask, center, inner, float(np.degrees(theta)), 0, 360, (0,), -1)
         return mask.astype(bool)
     unit: list[tuple[float, float]]
     if cls == 2:  # box
@@ -161,5 +161,5 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
     pts = np.asarray(unit, np.float64) * (rx, ry)
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     pts = pts @ rot.T + (cx, cy)
-    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], (1,))
     return mask.astype(bool)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def compare_outputs(
 ) -> GateRow:
     """One gate row: logits (tensor mode, N×C×H×W) or labels (image mode, N×H×W) against the
     reference."""
-    shape = shape or tuple(reference.shape)
+    shape = shape or cast(Shape, tuple(reference.shape))
     if output.shape != reference.shape:
         return GateRow(profile, shape, None, None, 0.0, bool(np.isfinite(output).all()), False)
     if io == "image":

@@ -1,0 +1,78 @@
+"""What a client and `fcn-serve` agree on: model names, tensor names and the published metadata.
+
+Two Triton models are served from one `Segmenter`:
+
+- ``<name>`` takes ``image`` (UINT8 ``[-1, -1, 3]`` BGR, batch dimension first) and returns
+  ``labels`` (UINT8 ``[-1, -1]``); Triton's dynamic batcher merges requests of equal size.
+- ``<name>_encoded`` takes ``image_bytes`` (BYTES ``[1]``: a JPEG/PNG file as it is) and returns
+  ``labels``. It is not batched: Triton reports an error for a whole batch, so a batched
+  undecodable file would fail the good files it was batched with.
+
+Both publish the model's class names, palette, preprocessing and size bounds as ``parameters``
+in their Triton model config (``GET /v2/models/<name>/config``), one JSON string per key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..meta import ModelInfo, SizeBounds
+
+__all__ = [
+    "ENCODED_SUFFIX",
+    "IMAGE_BYTES_INPUT",
+    "IMAGE_INPUT",
+    "LABELS_OUTPUT",
+    "PARAMETER_PREFIX",
+    "ServedModel",
+]
+
+IMAGE_INPUT = "image"
+IMAGE_BYTES_INPUT = "image_bytes"
+LABELS_OUTPUT = "labels"
+ENCODED_SUFFIX = "_encoded"
+PARAMETER_PREFIX = "fcn_deploy."
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What a served model is: its `ModelInfo`, the sizes it accepts and how it runs."""
+
+    info: ModelInfo
+    bounds: SizeBounds  # H×W bounds of one image; max_batch is the server's, not the runner's
+    backend: str  # the Segmenter's runner, e.g. "onnxruntime" or "torch-fp16"
+    device: str
+
+    def to_parameters(self) -> dict[str, str]:
+        """Triton model-config ``parameters``: one string per key (JSON where structured)."""
+        values: dict[str, Any] = {
+            "class_names": self.info.class_names,
+            "palette": [list(c) for c in self.info.palette],
+            "min_hw": list(self.bounds.min_hw),
+            "max_hw": list(self.bounds.max_hw) if self.bounds.max_hw else None,
+            "max_batch": self.bounds.max_batch,
+            "info": self.info.to_dict(),
+            "backend": self.backend,
+            "device": self.device,
+        }
+        return {PARAMETER_PREFIX + k: json.dumps(v) for k, v in values.items()}
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> ServedModel:
+        """Parse `to_parameters` output; KeyError/ValueError when a key is missing or damaged."""
+        p = {k[len(PARAMETER_PREFIX) :]: json.loads(v) for k, v in params.items()
+             if k.startswith(PARAMETER_PREFIX)}  # fmt: skip
+        max_hw = p["max_hw"]
+        return cls(
+            info=ModelInfo.from_dict(p["info"]),
+            bounds=SizeBounds(
+                min_hw=(int(p["min_hw"][0]), int(p["min_hw"][1])),
+                max_hw=(int(max_hw[0]), int(max_hw[1])) if max_hw else None,
+                max_batch=p["max_batch"],
+            ),
+            backend=str(p["backend"]),
+            device=str(p["device"]),
+        )

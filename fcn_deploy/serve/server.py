@@ -1,0 +1,495 @@
+"""`fcn-serve`: a `Segmenter` behind a real Triton Inference Server, through PyTriton.
+
+PyTriton's wheel bundles ``tritonserver`` with its Python backend: Triton owns HTTP, gRPC,
+metrics, health and the dynamic batcher; each model instance's backend stub hands the requests
+to an inference callable in this process, which runs them through a `Segmenter`. See
+`fcn_deploy.serve.protocol` for the models and tensors a client sees.
+
+Shutdown is explicit because a naive ``Triton.serve()`` killed by SIGTERM leaves ``tritonserver``
+and its stubs running: `serve` turns SIGTERM/SIGINT into a stop request; stopping sends
+``tritonserver`` SIGINT, which refuses new requests, finishes the in-flight ones (up to
+``exit_timeout`` seconds) and unloads the models (the stubs exit), and only then are the
+callables here torn down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import sysconfig
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..api import Segmenter
+from ..errors import FCNError
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_encoded_megapixels, check_megapixels
+from ..meta import SizeBounds
+from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
+
+__all__ = [
+    "FCNServer",
+    "ServeConfig",
+    "check_images",
+    "decode_image",
+    "process_tree",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton accepts as a model name
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server listens and batches (Triton's defaults for the ports)."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    model_name: str = "fcn"
+    max_batch: int = 8  # images per model call the dynamic batcher may form
+    queue_delay_us: int = 2000  # how long the batcher may hold a request to fill a batch
+    instances: int = 1  # model instances, each with its own Segmenter (requests run in parallel)
+    log_verbose: int = 0  # tritonserver's --log-verbose
+    exit_timeout: int = 30  # seconds tritonserver waits for in-flight requests when stopping
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS  # largest image a request may carry
+
+    def __post_init__(self) -> None:
+        ports = {"http_port": self.http_port, "grpc_port": self.grpc_port,
+                 "metrics_port": self.metrics_port}  # fmt: skip
+        for name, port in ports.items():
+            if not 0 < port < 65536:
+                raise FCNError(f"{name} must be 1..65535, got {port}", param=name)
+        if len(set(ports.values())) != len(ports):
+            raise FCNError(
+                f"http_port, grpc_port and metrics_port must differ, got {list(ports.values())}"
+            )
+        if not _NAME_RE.match(self.model_name):
+            raise FCNError(
+                f"model_name={self.model_name!r}: use letters, digits, '.', '_' and '-' only"
+            )
+        if self.max_batch < 1:
+            raise FCNError(f"max_batch must be at least 1, got {self.max_batch}", param="max_batch")
+        if self.queue_delay_us < 0:
+            raise FCNError(
+                f"queue_delay_us must be ≥ 0, got {self.queue_delay_us}", param="queue_delay_us"
+            )
+        if self.instances < 1:
+            raise FCNError(f"instances must be at least 1, got {self.instances}", param="instances")
+        if self.log_verbose < 0:
+            raise FCNError(f"log_verbose must be ≥ 0, got {self.log_verbose}", param="log_verbose")
+        if self.exit_timeout < 1:
+            raise FCNError(
+                f"exit_timeout must be at least 1 second, got {self.exit_timeout}",
+                param="exit_timeout",
+            )
+        if self.max_megapixels is not None and not self.max_megapixels > 0:
+            raise FCNError(
+                f"max_megapixels must be > 0 (or None), got {self.max_megapixels}",
+                param="max_megapixels",
+            )
+
+    @property
+    def encoded_model_name(self) -> str:
+        return self.model_name + ENCODED_SUFFIX
+
+
+def served_bounds(segmenter: Segmenter, max_batch: int) -> SizeBounds:
+    """The image sizes the server takes: the Segmenter pads images below the model's minimum, so
+    1×1 up to the model's largest input (any size for eager PyTorch)."""
+    return SizeBounds(min_hw=(1, 1), max_hw=segmenter.runner.bounds.max_hw, max_batch=max_batch)
+
+
+def check_images(shape: Sequence[int], bounds: SizeBounds) -> str | None:
+    """Why a request's ``N×H×W×3`` image tensor cannot be served, or None.
+
+    Triton itself rejects a wrong dtype, rank or channel count against the model config before
+    the request gets here; what is left depends on the values of the dimensions.
+    """
+    n, h, w = int(shape[0]), int(shape[1]), int(shape[2])
+    if n < 1:
+        return f"input '{IMAGE_INPUT}' holds no images (batch dimension 0)"
+    if h < 1 or w < 1:
+        return f"input '{IMAGE_INPUT}' has an image of {h}x{w} (HxW) pixels; both must be ≥ 1"
+    return _size_problem(h, w, bounds)
+
+
+def _size_problem(h: int, w: int, bounds: SizeBounds) -> str | None:
+    top = bounds.max_hw
+    if top is not None and (h > top[0] or w > top[1]):
+        return (
+            f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
+            "resize it, or serve a model exported with a larger --max-size"
+        )
+    return None
+
+
+def decode_image(
+    data: bytes, bounds: SizeBounds, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """An encoded image file (JPEG, PNG, ...) → decoded pixels; FCNError if it isn't one.
+
+    The size its header declares is checked against ``max_megapixels`` before decoding, so a
+    small request that claims a huge image costs nothing.
+    """
+    what = f"input '{IMAGE_BYTES_INPUT}': an image"
+    check_encoded_megapixels(data, max_megapixels, what)
+    array = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(array, cv2.IMREAD_UNCHANGED) if array.size else None
+    if image is None:
+        raise FCNError(
+            f"input '{IMAGE_BYTES_INPUT}': {len(data)} bytes that do not decode as an image "
+            "(send a whole JPEG, PNG, BMP, TIFF or WebP file)"
+        )
+    check_megapixels(image.shape[0], image.shape[1], max_megapixels, what)  # headerless formats
+    problem = _size_problem(image.shape[0], image.shape[1], bounds)
+    if problem:
+        raise FCNError(f"input '{IMAGE_BYTES_INPUT}': {problem}")
+    return image
+
+
+class _Instance:
+    """One model instance: a Segmenter and the two inference callables that share it.
+
+    The image and encoded models run in separate threads of this process; the lock keeps one
+    runner call at a time per Segmenter (a TensorRT execution context is not thread-safe).
+    """
+
+    def __init__(
+        self, segmenter: Segmenter, bounds: SizeBounds, max_megapixels: float | None
+    ) -> None:
+        self.segmenter, self.bounds, self.max_megapixels = segmenter, bounds, max_megapixels
+        self.lock = threading.Lock()
+
+    def infer_images(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        """The ``image`` model: each request is ``N×H×W×3``; Triton batches equal sizes only.
+
+        An error fails every request of the call (PyTriton answers a call as a whole), which is
+        right here: requests batched together have the same shape, so they are all equally bad.
+        """
+        arrays = [np.asarray(r[IMAGE_INPUT]) for r in requests]
+        problems = {p for p in (check_images(a.shape, self.bounds) for a in arrays) if p}
+        if problems:
+            raise FCNError("; ".join(sorted(problems)))
+        images = [image for a in arrays for image in a]
+        with self.lock:
+            labels = self.segmenter.predict_batch(images)
+        responses, k = [], 0
+        for a in arrays:
+            responses.append({LABELS_OUTPUT: np.stack(labels[k : k + len(a)]).astype(np.uint8)})
+            k += len(a)
+        return responses
+
+    def infer_encoded(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        """The ``image_bytes`` model: one file per request, never batched (see the protocol)."""
+        responses = []
+        for r in requests:
+            data = np.asarray(r[IMAGE_BYTES_INPUT]).reshape(-1)[0]
+            image = decode_image(bytes(data), self.bounds, self.max_megapixels)
+            with self.lock:
+                labels = self.segmenter.predict(image)
+            responses.append({LABELS_OUTPUT: labels.astype(np.uint8)})
+        return responses
+
+
+TRITON_PROCESSES = ("tritonserver", "triton_python_backend_stub")
+
+
+def process_tree(pid: int, names: Sequence[str] | None = None) -> list[int]:
+    """Process ids below ``pid`` (read from /proc), optionally only those running ``names``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    if names is None:
+        return found
+    return [p for p in found if _executable(p) in names]
+
+
+def _executable(pid: int) -> str:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/exe")).name
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _check_port_free(host: str, port: int, name: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton does: TIME_WAIT is fine
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise FCNError(
+                f"{name}={port} cannot be used on {host} ({e.strerror}); choose another port"
+            ) from None
+
+
+def _prefer_own_libpython() -> None:
+    """Put this interpreter's LIBDIR first on LD_LIBRARY_PATH (inherited by tritonserver).
+
+    The Python-backend stub links ``libpython3.X.so``; on a Python not installed by the system
+    (pyenv, conda, a custom build) the loader otherwise finds the system's library of the same
+    name, and model load fails with ``'_thread.RLock' object has no attribute
+    '_recursion_count'``.
+    """
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if not libdir:
+        return
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *[p for p in paths if p != libdir]])
+
+
+class FCNServer:
+    """A running Triton server for one or more Segmenters of the same model (one per instance).
+
+    >>> with FCNServer([Segmenter.load("fcn8s.onnx")], ServeConfig(http_port=8000)) as server:
+    ...     server.wait()        # until stop() is called or Triton dies
+    """
+
+    def __init__(self, segmenters: Sequence[Segmenter], config: ServeConfig) -> None:
+        if len(segmenters) != config.instances:
+            raise FCNError(
+                f"instances={config.instances} needs as many Segmenters, got {len(segmenters)}"
+            )
+        self.config = config
+        first = segmenters[0]
+        if first.info.num_classes > 256:
+            raise FCNError(
+                f"this model has {first.info.num_classes} classes; the served labels are UINT8 "
+                "(at most 256 classes)"
+            )
+        self.bounds = served_bounds(first, config.max_batch)
+        self.model = ServedModel(first.info, self.bounds, first.runner.name, str(first.device))
+        self._instances = [_Instance(s, self.bounds, config.max_megapixels) for s in segmenters]
+        self._triton: Any = None
+        self._stopped = threading.Event()
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.config.host}:{self.config.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.config.host}:{self.config.grpc_port}"
+
+    def start(self) -> None:
+        """Start tritonserver, load both models and return once they are ready."""
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+
+        c = self.config
+        for name in ("http_port", "grpc_port", "metrics_port"):
+            _check_port_free(c.host, getattr(c, name), name)
+        _prefer_own_libpython()
+        triton = Triton(
+            config=TritonConfig(
+                http_address=c.host, http_port=c.http_port, grpc_address=c.host,
+                grpc_port=c.grpc_port, metrics_address=c.host, metrics_port=c.metrics_port,
+                log_verbose=c.log_verbose, exit_timeout_secs=c.exit_timeout,
+            )
+        )  # fmt: skip
+        labels = Tensor(name=LABELS_OUTPUT, dtype=np.uint8, shape=(-1, -1))
+        triton.bind(
+            model_name=c.model_name,
+            infer_func=[i.infer_images for i in self._instances],
+            inputs=[Tensor(name=IMAGE_INPUT, dtype=np.uint8, shape=(-1, -1, 3))],
+            outputs=[labels],
+            config=ModelConfig(
+                max_batch_size=c.max_batch,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=c.queue_delay_us),
+            ),
+            strict=True,
+        )
+        triton.bind(
+            model_name=c.encoded_model_name,
+            infer_func=[i.infer_encoded for i in self._instances],
+            inputs=[Tensor(name=IMAGE_BYTES_INPUT, dtype=np.bytes_, shape=(1,))],
+            outputs=[labels],
+            config=ModelConfig(batching=False),
+            strict=True,
+        )
+        self._publish_metadata(triton)
+        self._triton = triton
+        try:
+            triton.run()
+            problem = self._not_ready()
+        except Exception as e:  # tritonserver died or never became ready
+            problem = f"{type(e).__name__}: {e}"
+        if problem:
+            self.stop()
+            raise FCNError(f"Triton did not start ({problem}); see its log above")
+        log.info(
+            "serving %s (%s on %s) as '%s' and '%s': HTTP %s, gRPC %s, metrics %s:%d",
+            self.model.info.variant, self.model.backend, self.model.device, c.model_name,
+            c.encoded_model_name, self.http_url, self.grpc_url, c.host, c.metrics_port,
+        )  # fmt: skip
+
+    def _not_ready(self) -> str | None:
+        """Which model Triton failed to load (PyTriton only logs a warning), or None."""
+        import tritonclient.http as http
+
+        client = http.InferenceServerClient(self.http_url)
+        try:
+            names = (self.config.model_name, self.config.encoded_model_name)
+            missing = [n for n in names if not client.is_model_ready(n)]
+        finally:
+            client.close()
+        return f"model(s) {', '.join(missing)} not ready" if missing else None
+
+    def _publish_metadata(self, triton: Any) -> None:
+        """Class names, palette and size bounds as ``parameters`` of both model configs.
+
+        PyTriton 0.7 has no public way to add config parameters; its per-model config object is
+        created once and cached, so entries added to its ``backend_parameters`` before the
+        server starts are written to the config Triton loads (pinned by the ``serve`` extra,
+        and checked by the tests through ``GET /v2/models/<name>/config``).
+        """
+        params = self.model.to_parameters()
+        for model in triton._model_manager.models:
+            model._get_triton_model_config().backend_parameters.update(params)
+
+    def wait(self, poll: float = 0.5) -> None:
+        """Block until `stop` is called (from another thread or a signal handler) or Triton dies."""
+        while not self._stopped.wait(poll):
+            if self._triton is None or not self._triton.is_alive():
+                log.error("tritonserver or a model backend exited; stopping")
+                break
+
+    def request_stop(self) -> None:
+        """Make `wait` return (safe from a signal handler); `stop` does the shutting down."""
+        self._stopped.set()
+
+    def stop(self) -> None:
+        """Stop accepting requests, finish the in-flight ones, stop tritonserver and its stubs.
+
+        1. Unload both models through Triton's repository API: new requests get an error at
+           once, and Triton finalizes a model (its stub exits) only after its in-flight
+           requests are answered. 2. SIGINT tritonserver (PyTriton's ``stop``). 3. Kill any
+           tritonserver or stub still running, so nothing outlives this process.
+        """
+        self._stopped.set()
+        triton, self._triton = self._triton, None
+        if triton is None:
+            return
+        started = process_tree(os.getpid(), TRITON_PROCESSES)
+        log.info("stopping: finishing in-flight requests (up to %d s)", self.config.exit_timeout)
+        try:
+            self._unload(triton)
+        finally:
+            triton.stop()
+            left = [p for p in started if _running(p)]
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if left:
+                log.warning("killed %d Triton process(es) that outlived the shutdown", len(left))
+            log.info("stopped")
+
+    def _unload(self, triton: Any) -> None:
+        """Unload both models and wait (up to ``exit_timeout``) until their stubs have exited."""
+        import tritonclient.http as http
+        from pytriton.triton import TRITON_ACCESS_HEADER
+
+        headers = {TRITON_ACCESS_HEADER: triton.get_access_token()}
+        try:
+            client = http.InferenceServerClient(self.http_url)
+            for name in (self.config.model_name, self.config.encoded_model_name):
+                client.unload_model(name, headers=headers)
+        except Exception as e:  # Ctrl-C in a terminal reaches tritonserver too: it drains itself
+            log.info("Triton is already stopping (%s); it finishes in-flight requests itself", e)
+            return
+        deadline = time.monotonic() + self.config.exit_timeout
+        while time.monotonic() < deadline:
+            if not process_tree(os.getpid(), ("triton_python_backend_stub",)):
+                return
+            time.sleep(0.1)
+        log.warning("in-flight requests still running after %d s", self.config.exit_timeout)
+
+    def __enter__(self) -> FCNServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(callback: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``callback`` instead of killing the process (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: callback())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve(
+    model: str | os.PathLike[str],
+    config: ServeConfig = ServeConfig(),
+    device: str | None = None,
+    backend: str | None = None,
+    ready: Callable[[FCNServer], None] | None = None,
+    **runner_options: Any,
+) -> None:
+    """Load ``model`` (a Segmenter per instance), serve it until SIGTERM/SIGINT, then shut down.
+
+    ``ready`` is called once both models are loaded (the CLI prints its banner there).
+    """
+    if not Path(model).exists():
+        raise FCNError(f"{model}: no such model file")
+    segmenters = [
+        Segmenter.load(model, device=device, backend=backend, batch_size=config.max_batch,
+                       max_megapixels=config.max_megapixels, **runner_options)
+        for _ in range(config.instances)
+    ]  # fmt: skip
+    server = FCNServer(segmenters, config)
+    try:
+        with _stop_on_signals(server.request_stop):
+            server.start()
+            if ready is not None:
+                ready(server)
+            server.wait()
+    finally:
+        server.stop()
+        for s in segmenters:
+            s.close()
