@@ -111,6 +111,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
         for old in [h for h in logger.handlers if isinstance(h, _CliHandler)]:
             logger.removeHandler(old)  # a second CLI call in one process replaces the first's
         logger.addHandler(handler)
+        # a library that calls logging.warning() (ONNX Runtime's quantizer does) gives the root
+        # logger a handler; propagating to it would print every line twice
+        logger.propagate = False
     return args
 
 
