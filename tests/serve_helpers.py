@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fcn_deploy.serve.server import process_tree
+
 FCN_SERVE = str(Path(sys.executable).with_name("fcn-serve"))
 START_TIMEOUT = 240.0  # seconds: model load plus tritonserver start on a busy 2-core machine
 
@@ -29,24 +31,8 @@ def free_ports(n: int) -> list[int]:
 
 
 def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, their children, ...), read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
+    """Every process below ``pid`` (children, their children, ...): the server's own walk."""
+    return set(process_tree(pid))
 
 
 def alive(pid: int) -> bool:
