@@ -18,6 +18,7 @@ from fcn_deploy.engine.versions import parse_trt_version, precision_route
 from fcn_deploy.errors import FCNError
 from fcn_deploy.export import export_onnx, read_onnx_metadata, synthetic_images
 from fcn_deploy.export.quantize import CalibrationSource
+from fcn_deploy.metrics import agreement_passes
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
 
@@ -39,6 +40,7 @@ def _export(net, path: Path, **kw):
         calibration_images=6,
         held_out_images=6,
         verify_sizes=SIZES,
+        seed=0,  # the probe images: one set on every run
         progress=False,
     )
     options.update(kw)
@@ -76,7 +78,8 @@ def test_int8_export_is_qdq_dynamic_and_scored(net, tmp_path: Path) -> None:
     }
     assert _zero_points(path).keys() == {"uint8"}  # cpu target: uint8 activations
     assert [r.shape for r in report.rows] == SIZES  # dynamic batch, height and width
-    assert all(r.label_agreement > 0.9 for r in report.rows)
+    # a random net's near-tied logits flip a few pixels (the 1x3 probe may differ in one)
+    assert all(agreement_passes(r.label_agreement, int(np.prod(r.shape)), 0.9) for r in report.rows)
     acc = report.int8
     assert acc is not None and acc.images == 6 and acc.data == "synthetic val, 6 images"
     assert acc.fp32_mean_iu is not None and acc.int8_mean_iu is not None

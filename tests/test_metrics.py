@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from fcn_deploy.errors import FCNError
-from fcn_deploy.metrics import confusion_matrix, per_class_iu, segmentation_scores
+from fcn_deploy.metrics import (
+    agreement_passes,
+    confusion_matrix,
+    per_class_iu,
+    segmentation_scores,
+)
 
 
 def test_confusion_counts_pairs_and_skips_ignore_and_out_of_range() -> None:
@@ -81,3 +86,10 @@ def test_out_of_range_predictions_on_ignored_pixels_are_not_counted() -> None:
     labels = np.array([[0, 255], [1, 255]], np.uint8)
     preds = np.array([[0, 30], [1, 30]], np.uint8)
     assert np.array_equal(confusion_matrix(labels, preds, 2), np.eye(2, dtype=np.int64))
+
+
+def test_a_row_may_differ_in_one_pixel() -> None:
+    """One flipped pixel of a tiny probe passes; the same share of a large one does not."""
+    assert agreement_passes(2 / 3, 3, 0.98) and agreement_passes(0.99, 10_000, 0.98)
+    assert not agreement_passes(1 / 3, 3, 0.98) and not agreement_passes(2 / 3, 30_000, 0.98)
+    assert agreement_passes(1.0, 1, 0.999) and not agreement_passes(0.0, 2, 0.5)

@@ -461,3 +461,61 @@ def test_encoded_images_over_the_megapixel_limit_are_refused_before_decoding() -
     assert decode_image(data.tobytes(), bounds).shape == (30, 40, 3)
     with pytest.raises(FCNError, match=r"max_megapixels=0\.001"):
         decode_image(data.tobytes(), bounds, max_megapixels=0.001)
+
+
+def test_instance_handshake_race_is_recognised() -> None:
+    """The load errors PyTriton 0.7 gives when an instance loses the start-up race (this one
+    failed a CI run with --instances 2) restart Triton; other load errors do not."""
+    from fcn_deploy.serve.server import instance_race
+
+    refused = (
+        "InferenceServerException: [400] load failed for model 'fcn_encoded': version 1 is at "
+        "UNAVAILABLE state: Internal: TritonModelException: Model initialize error: Traceback "
+        '(most recent call last):\n  File "/tmp/foldern71264/1/model.py", line 425, in '
+        "initialize\n    inference_handler_config = get_config_from_handshake_server("
+        'handshake_socket)\n  File "/tmp/foldern71264/1/communication.py", line 550, in '
+        "get_config_from_handshake_server\n    sock.connect(socket_path.as_posix())\n"
+        "ConnectionRefusedError: [Errno 111] Connection refused\n"
+    )
+    timeout = (
+        "TritonModelException: Model initialize error: TimeoutError: Timeout occurred while "
+        "waiting for config file /tmp/pytriton_workspace_x/fcn-config.sock"
+    )
+    assert instance_race(refused) and instance_race(timeout)
+    assert not instance_race("model(s) fcn not ready")
+    assert not instance_race("InferenceServerException: [400] load failed for model 'fcn'")
+
+
+@pytest.mark.slow
+def test_start_restarts_triton_after_an_instance_race(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The restart path on a real tritonserver: the first (healthy) start is reported as a lost
+    race, so `start` stops it and starts a second one, which then serves correct labels."""
+    from serve_helpers import free_ports
+
+    from fcn_deploy.serve.server import FCNServer, ServeConfig
+
+    real_launch = FCNServer._launch
+    launches: list[str | None] = []
+
+    def first_loses_the_race(self: FCNServer) -> str | None:
+        problem = real_launch(self)
+        launches.append(problem)
+        return problem if len(launches) > 1 else "... in get_config_from_handshake_server ..."
+
+    monkeypatch.setattr(FCNServer, "_launch", first_loses_the_race)
+    http_port, grpc_port, metrics_port = free_ports(3)
+    config = ServeConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+    segmenter = Segmenter.load(models["pt"], device="cpu", batch_size=config.max_batch)
+    image = scene(48, 64)
+    with (
+        caplog.at_level("WARNING", "fcn_deploy.serve.server"),
+        FCNServer([segmenter], config),
+        RemoteSegmenter(f"127.0.0.1:{http_port}") as remote,
+    ):
+        labels = remote.predict(image)
+    assert launches == [None, None]
+    assert "restarting Triton (attempt 2 of 3)" in caplog.text
+    np.testing.assert_array_equal(labels, segmenter.predict(image))
+    segmenter.close()

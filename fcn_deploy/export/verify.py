@@ -18,6 +18,7 @@ from torch import nn
 
 from .._progress import Progress
 from ..meta import SizeBounds
+from ..metrics import agreement_passes
 from .graph import synthetic_images
 from .metadata import OnnxMetadata
 from .ort import ort_run, ort_session
@@ -138,7 +139,8 @@ def _compare(
         threshold = min_agreement
     if meta.io == "image":
         agreement = float((out == ref_labels).mean())
-        return VerifyRow(shape, None, None, agreement, agreement >= (threshold or 0.0), note)
+        ok = agreement_passes(agreement, ref_labels.size, threshold or 0.0)
+        return VerifyRow(shape, None, None, agreement, ok, note)
     out = out.astype(np.float32)
     err = float(np.abs(out - reference).max()) if out.shape == reference.shape else float("inf")
     rel = err / peak if peak > 0 else (0.0 if err == 0 else float("inf"))
@@ -147,7 +149,11 @@ def _compare(
     )
     if not np.isfinite(out).all():
         note = "output has NaN/inf (FP16 overflow?)"
-    ok = agreement >= threshold if threshold is not None else rel <= FP32_REL_TOL
+    ok = (
+        agreement_passes(agreement, ref_labels.size, threshold)
+        if threshold is not None
+        else rel <= FP32_REL_TOL
+    )
     return VerifyRow(shape, err, rel, agreement, bool(ok and np.isfinite(out).all()), note)
 
 

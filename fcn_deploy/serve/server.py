@@ -38,10 +38,12 @@ from ..meta import SizeBounds
 from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
 
 __all__ = [
+    "START_ATTEMPTS",
     "FCNServer",
     "ServeConfig",
     "check_images",
     "decode_image",
+    "instance_race",
     "process_tree",
     "serve",
 ]
@@ -273,6 +275,21 @@ def _prefer_own_libpython() -> None:
     os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *[p for p in paths if p != libdir]])
 
 
+START_ATTEMPTS = 3  # tritonserver starts when a model instance loses the handshake race
+
+
+def instance_race(problem: str) -> bool:
+    """Whether a failed start is PyTriton 0.7's start-up race between model instances.
+
+    Every instance but the first reads its configuration from the first one's handshake
+    socket, waiting at most 1 s for the file and connecting as soon as it exists, which may be
+    before the first instance listens on it (``get_config_from_handshake_server`` in
+    ``pytriton/proxy/communication.py``). On a busy machine that load fails with "Connection
+    refused" or a timeout on the ``-config.sock`` file; a fresh start usually wins the race.
+    """
+    return "get_config_from_handshake_server" in problem or "-config.sock" in problem
+
+
 class FCNServer:
     """A running Triton server for one or more Segmenters of the same model (one per instance).
 
@@ -307,14 +324,40 @@ class FCNServer:
         return f"{self.config.host}:{self.config.grpc_port}"
 
     def start(self) -> None:
-        """Start tritonserver, load both models and return once they are ready."""
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
+        """Start tritonserver, load both models and return once they are ready.
 
+        A start that loses PyTriton's race between model instances (`instance_race`) is
+        retried with a fresh tritonserver, up to ``START_ATTEMPTS`` times in all.
+        """
         c = self.config
         for name in ("http_port", "grpc_port", "metrics_port"):
             _check_port_free(c.host, getattr(c, name), name)
         _prefer_own_libpython()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            problem = self._launch()
+            if not problem:
+                break
+            stop_requested = self._stopped.is_set()  # SIGTERM while starting: no retry
+            self.stop()
+            if attempt == START_ATTEMPTS or stop_requested or not instance_race(problem):
+                raise FCNError(f"Triton did not start ({problem}); see its log above")
+            log.warning(
+                "a model instance lost PyTriton's start-up handshake race; restarting Triton "
+                "(attempt %d of %d)", attempt + 1, START_ATTEMPTS,
+            )  # fmt: skip
+            self._stopped.clear()
+        log.info(
+            "serving %s (%s on %s) as '%s' and '%s': HTTP %s, gRPC %s, metrics %s:%d",
+            self.model.info.variant, self.model.backend, self.model.device, c.model_name,
+            c.encoded_model_name, self.http_url, self.grpc_url, c.host, c.metrics_port,
+        )  # fmt: skip
+
+    def _launch(self) -> str | None:
+        """Start a fresh tritonserver with both models bound; what went wrong, or None."""
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+
+        c = self.config
         triton = Triton(
             config=TritonConfig(
                 http_address=c.host, http_port=c.http_port, grpc_address=c.host,
@@ -346,17 +389,9 @@ class FCNServer:
         self._triton = triton
         try:
             triton.run()
-            problem = self._not_ready()
+            return self._not_ready()
         except Exception as e:  # tritonserver died or never became ready
-            problem = f"{type(e).__name__}: {e}"
-        if problem:
-            self.stop()
-            raise FCNError(f"Triton did not start ({problem}); see its log above")
-        log.info(
-            "serving %s (%s on %s) as '%s' and '%s': HTTP %s, gRPC %s, metrics %s:%d",
-            self.model.info.variant, self.model.backend, self.model.device, c.model_name,
-            c.encoded_model_name, self.http_url, self.grpc_url, c.host, c.metrics_port,
-        )  # fmt: skip
+            return f"{type(e).__name__}: {e}"
 
     def _not_ready(self) -> str | None:
         """Which model Triton failed to load (PyTriton only logs a warning), or None."""
