@@ -174,6 +174,8 @@ def test_cli_exits_nonzero_below_the_threshold(make_checkpoint, tmp_path: Path) 
         "200x200",
         "--calibration-images",
         "4",
+        "--held-out-images",
+        "20",
         "--seed",
         "1",
     ]
@@ -193,7 +195,7 @@ def test_cli_exits_nonzero_below_the_threshold(make_checkpoint, tmp_path: Path) 
     )
     assert ok.returncode == 0, ok.stderr
     assert "INT8 vs FP32 (minmax ranges from 4 synthetic image(s)" in ok.stdout
-    assert "synthetic val, 200 images" in ok.stdout
+    assert "synthetic val, 20 images" in ok.stdout
     strict = subprocess.run(
         [
             *base,

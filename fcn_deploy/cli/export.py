@@ -8,7 +8,12 @@ from pathlib import Path
 
 from .._io import check_output_dir, check_output_file
 from ..errors import FCNError
-from ..export.quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_IMAGES, INT8_TARGETS
+from ..export.quantize import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_HELD_OUT_IMAGES,
+    INT8_TARGETS,
+)
 from ..export.verify import INT8_LABEL_AGREEMENT
 from ..meta import IO_MODES, VARIANTS
 from ._common import (
@@ -76,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CALIBRATION_IMAGES,
         metavar="N",
         help=f"how many images to calibrate on (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    q.add_argument(
+        "--held-out-images",
+        type=positive_int,
+        default=DEFAULT_HELD_OUT_IMAGES,
+        metavar="N",
+        help="how many images the INT8 model is scored on against FP32, none of them calibration "
+        f"images (default {DEFAULT_HELD_OUT_IMAGES})",
     )
     q.add_argument(
         "--calibration-method",
@@ -218,6 +231,7 @@ def _main(argv: Sequence[str] | None) -> int:
         seed=args.seed,
         calibration=args.calibration,
         calibration_images=args.calibration_images,
+        held_out_images=args.held_out_images,
         calibration_method=args.calibration_method,
         int8_target=args.int8_target,
         min_label_agreement=args.min_label_agreement,

@@ -37,6 +37,7 @@ from .image_io import add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .quantize import (
     DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_HELD_OUT_IMAGES,
     CalibrationSource,
     Int8Accuracy,
     Int8Options,
@@ -214,7 +215,7 @@ def export_onnx(
     int8_options: Int8Options | None = None,
     min_label_agreement: float = INT8_LABEL_AGREEMENT,
     max_iu_drop: float = 1.0,
-    held_out_images: int = 200,
+    held_out_images: int = DEFAULT_HELD_OUT_IMAGES,
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
 ) -> ExportReport:
     """Export ``source`` (any file `load_model` reads, or a net with ``.info``) to ``output``.

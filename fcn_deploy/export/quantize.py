@@ -34,6 +34,7 @@ from ..imageio import DEFAULT_MAX_MEGAPIXELS
 __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_CALIBRATION_IMAGES",
+    "DEFAULT_HELD_OUT_IMAGES",
     "INT8_TARGETS",
     "CalibrationSource",
     "Int8Accuracy",
@@ -55,6 +56,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # run it too).
 INT8_TARGETS = ("cpu", "tensorrt")
 DEFAULT_CALIBRATION_IMAGES = 64
+DEFAULT_HELD_OUT_IMAGES = 200  # images INT8 is scored on against FP32 (never calibration images)
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
