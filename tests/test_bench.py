@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from fcn_deploy.bench import BenchConfig, flops_per_image, run_benchmark, validate
@@ -168,6 +169,7 @@ def test_int8_openvino_and_compile_rows_are_typed_and_valid() -> None:
     )
     check_rows(doc)
     assert doc["skipped"] == [], doc["skipped"]
+    assert doc["config"]["calibration"] == "bench"  # the default: images like the inputs
     assert doc["machine"]["peaks"]["int8"]["precision"] == "int8"
     for name in ("onnxruntime-int8", "openvino-int8"):
         rows = [r for r in doc["results"] if r["backend"] == name]
@@ -271,3 +273,17 @@ def test_static_vs_dynamic_is_skipped_with_its_reason_without_tensorrt(tmp_path:
         {"backend": "tensorrt", "reason": doc["skipped"][0]["reason"], "status": "unavailable"}
     ]
     assert doc["skipped"][0]["reason"].startswith("TensorRT is not installed")
+
+
+def test_bench_calibration_images_are_like_the_inputs_but_never_them() -> None:
+    """Drawn by the measured inputs' recipe at the sweep's sizes (capped at 500 per side), from
+    seeds the sweep does not use; the same on every run."""
+    from fcn_deploy.bench.scenarios import calibration_images, random_images
+
+    cfg = BenchConfig(sizes=[(64, 96), (1024, 2048)], seed=3)
+    images = calibration_images(cfg)
+    assert [im.shape for im in images] == [(64, 96, 3), (500, 500, 3)] * 2
+    assert all(im.dtype == np.uint8 for im in images)
+    measured = [random_images(1, *size, seed=cfg.seed + i)[0] for i, size in enumerate(cfg.sizes)]
+    assert not any(np.array_equal(a, b) for a in images for b in measured)
+    assert all(np.array_equal(a, b) for a, b in zip(images, calibration_images(cfg), strict=True))

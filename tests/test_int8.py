@@ -302,3 +302,16 @@ def test_quantization_aware_finetuning_exports_conv_input_qdq(net, tmp_path: Pat
             calibration_images=1,
             int8_options=options,
         )
+
+
+def test_in_memory_calibration_images_work_as_a_folder_would() -> None:
+    images = [np.full((8, 10, 3), k, np.uint8) for k in range(5)]
+    source = CalibrationSource.from_arrays(images, "my frames")
+    assert source.spec == "my frames" and not source.has_labels
+    assert [int(im[0, 0, 0]) for im in source.calibration_images(2)] == [0, 1]
+    assert [(int(im[0, 0, 0]), lab) for im, lab in source.held_out(2, skip=2)] == [
+        (2, None),
+        (3, None),
+    ]
+    with pytest.raises(FCNError, match="yields no images"):
+        CalibrationSource.from_arrays([], "nothing").calibration_images(1)

@@ -24,6 +24,7 @@ from torch import nn
 from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
 from ..errors import FCNError
+from ..export.quantize import CalibrationSource
 from ..meta import ModelInfo
 from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
@@ -65,6 +66,9 @@ DEFAULT_BACKENDS = (
     "torch-fp16",
     "tensorrt",
 )
+# INT8 calibration images: ONNX Runtime's calibrator keeps every activation of every image
+# (~1.4 GB per 500×500 image for the full-size net), so a few images bound its memory
+CALIBRATION_IMAGES = 4
 REFERENCE = "torch"  # eager FP32: what every other backend's accuracy is measured against
 
 
@@ -160,7 +164,7 @@ def prepare_backends(
     threads: int | None = None,
     max_batch: int = 1,
     cache_dir: Path | None = None,
-    calibration: str = "synthetic",
+    calibration: str | CalibrationSource = "synthetic",
 ) -> list[Backend]:
     """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``.
 
@@ -196,7 +200,7 @@ def _prepare(
     threads: int | None,
     max_batch: int,
     cache: Path,
-    calibration: str = "synthetic",
+    calibration: str | CalibrationSource = "synthetic",
 ) -> Backend:
     backend, precision = name.partition("-")[0], backend_precision(name)
     dev = str(device)
@@ -254,7 +258,7 @@ def onnx_for(
     precision: str,
     max_batch: int,
     cache: Path,
-    calibration: str = "synthetic",
+    calibration: str | CalibrationSource = "synthetic",
 ) -> tuple[Path | None, float | None, str]:
     """The ONNX file for ``precision``: the one given, or one exported now (with its export time).
 
@@ -275,7 +279,8 @@ def onnx_for(
 
     assert source.module is not None  # a source is weights or a file
     out = cache / f"model-{precision}.onnx"
-    key = (out, id(source.module), calibration)
+    spec = calibration.spec if isinstance(calibration, CalibrationSource) else calibration
+    key = (out, id(source.module), spec)
     if key in _EXPORTED and out.exists():
         return out, _EXPORTED[key], ""
     t0 = time.perf_counter()
@@ -288,9 +293,7 @@ def onnx_for(
         verify=False,
         progress=False,
         calibration=calibration,
-        # the calibrator keeps every activation of every image (~0.3 GB per 128-pixel image
-        # for the full-size net): a few images bound its memory
-        calibration_images=8,
+        calibration_images=CALIBRATION_IMAGES,
     )
     _EXPORTED[key] = time.perf_counter() - t0
     return out, _EXPORTED[key], ""

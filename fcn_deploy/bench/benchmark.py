@@ -23,7 +23,14 @@ from .backends import (
 )
 from .machine import FP32_MATH, compute_precision, machine_info, matmul_peak
 from .results import SCENARIOS, CompileRow, SizeRow, Skipped, to_json
-from .scenarios import BenchConfig, run_sizes, run_stream, stream_shapes
+from .scenarios import (
+    BENCH_CALIBRATION,
+    BenchConfig,
+    calibration_images,
+    run_sizes,
+    run_stream,
+    stream_shapes,
+)
 from .sliding_window import run_sliding_window
 
 __all__ = ["SCENARIOS", "run_benchmark"]
@@ -44,12 +51,14 @@ def run_benchmark(
     cache_dir: Path | None = None,
     matmul_size: int | None = None,
     command: str = "",
-    calibration: str = "synthetic",
+    calibration: str = BENCH_CALIBRATION,
 ) -> dict[str, Any]:
     """Run ``scenario`` and return the result document (see ``report.SCHEMA``).
 
     ``matmul_size`` sets the side of the matmul whose rate is the peak (default 4096 CPU, 8192 GPU).
-    ``calibration`` is where INT8 backends made from weights take their calibration images.
+    ``calibration`` is where INT8 backends made from weights take their calibration images:
+    ``bench`` (images drawn like the measured inputs, `calibration_images`) or any
+    `fcn_deploy.export.CalibrationSource` spec.
     """
     if scenario not in SCENARIOS:
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
@@ -77,6 +86,7 @@ def run_benchmark(
             "threads": torch.get_num_threads(),
             "backends": names,
             "fp32_math": FP32_MATH,
+            "calibration": calibration,
         },
         "results": [],
         "skipped": [],
@@ -110,6 +120,8 @@ def run_benchmark(
         doc["machine"] = _machine(dev, matmul_size, ["fp16" if dev.type == "cuda" else "fp32"])
         _static_vs_dynamic(doc, source, dev, cfg, cache_dir)
         return doc
+    from ..export.quantize import CalibrationSource
+
     prepared = prepare_backends(
         names,
         source,
@@ -117,7 +129,11 @@ def run_benchmark(
         threads=threads,
         max_batch=cfg.batch,
         cache_dir=cache_dir,
-        calibration=calibration,
+        calibration=(
+            CalibrationSource.from_arrays(calibration_images(cfg), "fcn-bench inputs")
+            if calibration == BENCH_CALIBRATION
+            else calibration
+        ),
     )
     precisions = sorted({compute_precision(dev, b.precision) for b in prepared if not b.skipped})
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])

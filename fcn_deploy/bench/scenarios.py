@@ -18,13 +18,22 @@ from .._progress import Progress
 from ..errors import FCNError
 from ..meta import ModelInfo
 from ..runtime import Runner
-from .backends import REFERENCE, Backend, ModelSource
+from .backends import CALIBRATION_IMAGES, REFERENCE, Backend, ModelSource
 from .flops import flops_per_image
 from .machine import compute_precision, ieee_fp32
 from .results import EndToEnd, SizeRow, Skipped, StreamRow, StreamShape
 from .timing import PeakHostMemory, measure, peak_gpu_memory_mb
 
-__all__ = ["BenchConfig", "Outputs", "random_images", "run_sizes", "run_stream", "stream_shapes"]
+__all__ = [
+    "BENCH_CALIBRATION",
+    "BenchConfig",
+    "Outputs",
+    "calibration_images",
+    "random_images",
+    "run_sizes",
+    "run_stream",
+    "stream_shapes",
+]
 
 Size = tuple[int, int]
 
@@ -73,6 +82,22 @@ def random_images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
     )
     noisy = smooth.reshape(batch, height, width, 3) + rng.normal(0, 12, (batch, height, width, 3))
     return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+BENCH_CALIBRATION = "bench"  # fcn-bench's default INT8 calibration: images like its inputs
+CALIBRATION_MAX_SIDE = 500  # calibration images are at most 500×500 (calibrator memory)
+
+
+def calibration_images(cfg: BenchConfig, count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
+    """``count`` images drawn as the measured ones are (`random_images` at the sweep's sizes)
+    from seeds the sweep never uses: INT8 is calibrated on the distribution it is scored on,
+    never on the scored images themselves. Sides are capped at ``CALIBRATION_MAX_SIDE`` to bound
+    the calibrator's memory (see `CALIBRATION_IMAGES`)."""
+    sizes = [(min(h, CALIBRATION_MAX_SIDE), min(w, CALIBRATION_MAX_SIDE)) for h, w in cfg.sizes]
+    return [
+        random_images(1, *sizes[i % len(sizes)], seed=cfg.seed + 1_000_000 + i)[0]
+        for i in range(count)
+    ]
 
 
 def _model_input(runner: Runner, images: np.ndarray) -> torch.Tensor:

@@ -27,6 +27,7 @@ from ..bench import (
     write_plot,
 )
 from ..bench.backends import DEFAULT_BACKENDS
+from ..bench.scenarios import BENCH_CALIBRATION
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
@@ -115,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--calibration",
-        default="synthetic",
+        default=BENCH_CALIBRATION,
         metavar="SOURCE",
-        help="INT8 backends made from a checkpoint calibrate on these images: synthetic, "
+        help="INT8 backends made from a checkpoint calibrate on these images: bench (drawn like "
+        "the measured inputs, never the same ones; default), synthetic (the built-in scenes), "
         "voc:ROOT, sbd:ROOT or a folder/glob",
     )
     p.add_argument("--seed", type=int, default=0)

@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,13 @@ class CalibrationSource:
     kind: str  # "synthetic", "voc", "sbd" or "images"
     spec: str  # what the user wrote
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS  # per image read (None: no limit)
+    arrays: tuple[np.ndarray, ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def from_arrays(cls, images: Sequence[np.ndarray], spec: str) -> CalibrationSource:
+        """uint8 BGR images in memory (e.g. drawn like a benchmark's inputs), used as a folder of
+        them would be: calibrate on the first N, check label agreement on the ones after."""
+        return cls("images", spec, None, tuple(images))
 
     @classmethod
     def parse(
@@ -111,6 +118,13 @@ class CalibrationSource:
             files = [p for p in files if p.is_file()]
         return files
 
+    def _images(self, start: int, stop: int) -> list[np.ndarray]:
+        if self.arrays:
+            return list(self.arrays[start:stop])
+        from ..imageio import read_image
+
+        return [read_image(p, self.max_megapixels) for p in self._files()[start:stop]]
+
     def _dataset(self, split: str, count: int) -> Any:
         from ..data import SBDSegmentation, SyntheticSegmentation, VOCSegmentation
 
@@ -128,9 +142,7 @@ class CalibrationSource:
                 f"calibration_images must be ≥ 1, got {count}", param="calibration_images"
             )
         if self.kind == "images":
-            from ..imageio import read_image
-
-            images = [read_image(p, self.max_megapixels) for p in self._files()[:count]]
+            images = self._images(0, count)
         else:
             dataset = self._dataset("train", count)
             images = [dataset[i][0] for i in range(len(dataset))]
@@ -149,10 +161,8 @@ class CalibrationSource:
     def held_out(self, count: int, skip: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Up to ``count`` (image, labels or None) pairs never used for calibration."""
         if self.kind == "images":
-            from ..imageio import read_image
-
-            for p in self._files()[skip : skip + count]:
-                yield read_image(p, self.max_megapixels), None
+            for image in self._images(skip, skip + count):
+                yield image, None
             return
         dataset = self._dataset("val", count)
         for i in range(len(dataset)):
