@@ -121,6 +121,20 @@ def test_default_profiles_fit_the_bounds_and_tune_for_512():
     assert only == Profile((1, 3, 32, 32), (1, 3, 256, 384), (2, 3, 256, 384))
 
 
+def test_covering_profiles_add_one_for_the_shapes_the_defaults_miss():
+    """gpu-check's batch 8 at 1024x2048 fits neither default profile: one more holds it."""
+    from fcn_deploy.engine.profiles import covering_profiles
+
+    ps = default_profiles(BOUNDS)
+    sweep = [(8, 3, 500, 500), (8, 3, 1024, 2048), (4, 3, 2048, 1024), (1, 3, 4000, 4000)]
+    covered = covering_profiles(ps, sweep)
+    assert covered[:2] == ps and len(covered) == 3
+    assert covered[2] == Profile((4, 3, 1024, 1024), (8, 3, 1024, 2048), (8, 3, 2048, 2048))
+    validate_profiles(covered, BOUNDS)
+    assert all(any(p.fits(s) for p in covered) for s in sweep)
+    assert covering_profiles(ps, [(1, 3, 500, 500)]) == ps  # nothing missing: nothing added
+
+
 def test_select_profile_picks_the_fitting_one_or_names_every_range():
     ps = [LANDSCAPE, PORTRAIT]
     assert select_profile(ps, (1, 3, 360, 640)) == 0

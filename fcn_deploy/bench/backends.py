@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from torch import nn
 
 from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
+from ..engine.profiles import Shape
 from ..errors import FCNError
 from ..export.quantize import CalibrationSource
 from ..meta import ModelInfo
@@ -165,16 +166,18 @@ def prepare_backends(
     max_batch: int = 1,
     cache_dir: Path | None = None,
     calibration: str | CalibrationSource = "synthetic",
+    shapes: Sequence[Shape] = (),
 ) -> list[Backend]:
     """A `Backend` per name, exporting ONNX files (and building engines) into ``cache_dir``.
 
     INT8 files are calibrated on ``calibration`` (see `fcn_deploy.export.CalibrationSource`).
+    Engines built here get profiles holding every NCHW shape in ``shapes`` (the sweep's).
     """
     cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
     prepared = []
     for name in names:
         try:
-            backend = _prepare(name, source, device, threads, max_batch, cache, calibration)
+            backend = _prepare(name, source, device, threads, max_batch, cache, calibration, shapes)
         except (FCNError, ImportError, NotImplementedError, RuntimeError, OSError, ValueError) as e:
             # listed, not dropped: a backend whose export or build fails is a result too
             reason = f"failed to prepare: {type(e).__name__}: {e}"
@@ -201,6 +204,7 @@ def _prepare(
     max_batch: int,
     cache: Path,
     calibration: str | CalibrationSource = "synthetic",
+    shapes: Sequence[Shape] = (),
 ) -> Backend:
     backend, precision = name.partition("-")[0], backend_precision(name)
     dev = str(device)
@@ -250,7 +254,7 @@ def _prepare(
     reason = tensorrt_unavailable(device)
     if reason:
         return Backend(name, skipped=reason)
-    return _tensorrt(name, source, max_batch, cache, device)
+    return _tensorrt(name, source, max_batch, cache, device, shapes)
 
 
 def onnx_for(
@@ -319,9 +323,15 @@ def _torch_compile(name: str, source: ModelSource, dev: str) -> Backend:
 
 
 def _tensorrt(
-    name: str, source: ModelSource, max_batch: int, cache: Path, device: torch.device
+    name: str,
+    source: ModelSource,
+    max_batch: int,
+    cache: Path,
+    device: torch.device,
+    shapes: Sequence[Shape] = (),
 ) -> Backend:
-    """An FP16 engine on ``device``: the one given, or built there now from an FP16 ONNX export."""
+    """An FP16 engine on ``device``: the one given, or built there now from an FP16 ONNX export
+    with the default profiles plus one for any of ``shapes`` they do not hold."""
     from ..runtime.trt_runner import TensorRTRunner
 
     dev = str(device)
@@ -332,11 +342,14 @@ def _tensorrt(
     if onnx_path is None:
         return Backend(name, skipped=why)
     from ..engine import build_engine
+    from ..engine.profiles import covering_profiles, default_profiles
+    from ..export import read_onnx_metadata
 
     engine = cache / "model-fp16.engine"
+    profiles = covering_profiles(default_profiles(read_onnx_metadata(onnx_path).bounds), shapes)
     t0 = time.perf_counter()
     # no gate: the rows measure accuracy at every size
-    build_engine(onnx_path, engine, device=dev, gate=False, progress=False)
+    build_engine(onnx_path, engine, profiles=profiles, device=dev, gate=False, progress=False)
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
     return Backend(
         name,

@@ -122,6 +122,9 @@ def run_benchmark(
         return doc
     from ..export.quantize import CalibrationSource
 
+    # the shapes the backends will run: engines get profiles and INT8 files calibration for them
+    sizes = stream_shapes(*stream, cfg.seed) if scenario == "stream" else cfg.sizes
+    batch = 1 if scenario == "stream" else cfg.batch  # a stream runs one image at a time
     prepared = prepare_backends(
         names,
         source,
@@ -130,10 +133,11 @@ def run_benchmark(
         max_batch=cfg.batch,
         cache_dir=cache_dir,
         calibration=(
-            CalibrationSource.from_arrays(calibration_images(cfg), "fcn-bench inputs")
+            CalibrationSource.from_arrays(calibration_images(sizes, cfg.seed), "fcn-bench inputs")
             if calibration == BENCH_CALIBRATION
             else calibration
         ),
+        shapes=[(batch, 3, h, w) for h, w in sizes],
     )
     precisions = sorted({compute_precision(dev, b.precision) for b in prepared if not b.skipped})
     doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
@@ -144,9 +148,7 @@ def run_benchmark(
         _remeasure_peaks(doc["machine"]["peaks"], rows, dev, matmul_size)
         doc["results"] = to_json(rows)
     else:
-        count, low, high = stream
-        shapes = stream_shapes(count, low, high, cfg.seed)
-        stream_rows, skipped = run_stream(prepared, source, dev, shapes, cfg.seed)
+        stream_rows, skipped = run_stream(prepared, source, dev, sizes, cfg.seed)
         doc["stream"] = to_json(stream_rows)
     doc["skipped"] = to_json(skipped)
     compiles = [

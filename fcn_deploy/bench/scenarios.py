@@ -8,6 +8,7 @@ runner interface is used here, never "which backend is this".
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,14 +89,16 @@ BENCH_CALIBRATION = "bench"  # fcn-bench's default INT8 calibration: images like
 CALIBRATION_MAX_SIDE = 500  # calibration images are at most 500×500 (calibrator memory)
 
 
-def calibration_images(cfg: BenchConfig, count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
-    """``count`` images drawn as the measured ones are (`random_images` at the sweep's sizes)
-    from seeds the sweep never uses: INT8 is calibrated on the distribution it is scored on,
-    never on the scored images themselves. Sides are capped at ``CALIBRATION_MAX_SIDE`` to bound
-    the calibrator's memory (see `CALIBRATION_IMAGES`)."""
-    sizes = [(min(h, CALIBRATION_MAX_SIDE), min(w, CALIBRATION_MAX_SIDE)) for h, w in cfg.sizes]
+def calibration_images(
+    sizes: Sequence[Size], seed: int, count: int = CALIBRATION_IMAGES
+) -> list[np.ndarray]:
+    """``count`` images drawn as the measured ones are (`random_images` at the run's ``sizes``)
+    from seeds a run with ``seed`` never uses: INT8 is calibrated on the distribution it is
+    scored on, never on the scored images themselves. Sides are capped at
+    ``CALIBRATION_MAX_SIDE`` to bound the calibrator's memory (see `CALIBRATION_IMAGES`)."""
+    capped = [(min(h, CALIBRATION_MAX_SIDE), min(w, CALIBRATION_MAX_SIDE)) for h, w in sizes]
     return [
-        random_images(1, *sizes[i % len(sizes)], seed=cfg.seed + 1_000_000 + i)[0]
+        random_images(1, *capped[i % len(capped)], seed=seed + 1_000_000 + i)[0]
         for i in range(count)
     ]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..errors import FCNError
 from ..meta import SizeBounds
@@ -24,6 +24,7 @@ __all__ = [
     "Profile",
     "Shape",
     "choose_profile",
+    "covering_profiles",
     "default_profiles",
     "format_shape",
     "parse_shape",
@@ -186,6 +187,22 @@ def default_profiles(bounds: SizeBounds) -> list[Profile]:
         large_opt = (n0, 3, max(h0, min(2 * BATCH_MAX_HW, h1)), max(w0, min(2 * BATCH_MAX_HW, w1)))
         profiles.append(Profile((n0, 3, h0, w0), large_opt, (n0, 3, h1, w1)))
     return profiles
+
+
+def covering_profiles(profiles: Sequence[Profile], shapes: Sequence[Shape]) -> list[Profile]:
+    """``profiles``, plus one more holding every shape in ``shapes`` that none of them holds.
+
+    The defaults serve ordinary use; a benchmark sweep (batch 8 at 1024×2048, say) must run
+    every shape it names. The extra profile spans exactly those shapes and is tuned (opt) for
+    the largest of them, the one that dominates the time.
+    """
+    missing = [s for s in shapes if not any(p.fits(s) for p in profiles)]
+    if not missing:
+        return list(profiles)
+    lo = cast(Shape, tuple(min(s[d] for s in missing) for d in range(4)))
+    hi = cast(Shape, tuple(max(s[d] for s in missing) for d in range(4)))
+    opt = max(missing, key=lambda s: s[0] * s[2] * s[3])
+    return [*profiles, Profile(lo, opt, hi)]
 
 
 def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
