@@ -290,3 +290,22 @@ def test_bench_calibration_images_are_like_the_inputs_but_never_them() -> None:
         np.array_equal(a, b)
         for a, b in zip(images, calibration_images(cfg.sizes, cfg.seed), strict=True)
     )
+
+
+def test_files_exported_for_a_run_are_removed_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without cache_dir the ONNX files a run exports (670 MB for the full net) do not stay."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    doc = run_benchmark(
+        "sizes",
+        backends="torch,onnxruntime",
+        width=0.0625,
+        matmul_size=128,
+        config=BenchConfig(sizes=[(48, 48)], iters=1, e2e_iters=0),
+        device="cpu",
+    )
+    assert [r["backend"] for r in doc["results"]] == ["torch", "onnxruntime"]
+    assert list(tmp_path.glob("fcn-bench-*")) == []  # (torch keeps its own inductor cache)

@@ -60,6 +60,14 @@ def run_benchmark(
     ``bench`` (images drawn like the measured inputs, `calibration_images`) or any
     `fcn_deploy.export.CalibrationSource` spec.
     """
+    if cache_dir is None:  # files exported and engines built for this run go with it
+        with tempfile.TemporaryDirectory(prefix="fcn-bench-") as tmp:
+            return run_benchmark(
+                scenario, model=model, variant=variant, width=width, num_classes=num_classes,
+                backends=backends, config=config, device=device, threads=threads, stream=stream,
+                cache_dir=Path(tmp), matmul_size=matmul_size, command=command,
+                calibration=calibration,
+            )  # fmt: skip
     if scenario not in SCENARIOS:
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     cfg = config or BenchConfig()
@@ -220,7 +228,7 @@ def _static_vs_dynamic(
     source: ModelSource,
     dev: torch.device,
     cfg: BenchConfig,
-    cache_dir: Path | None,
+    cache_dir: Path,
 ) -> None:
     """One dynamic engine against per-shape static engines (TensorRT only)."""
     reason = tensorrt_unavailable(dev)
@@ -229,5 +237,4 @@ def _static_vs_dynamic(
     else:
         from .static_dynamic import run_static_vs_dynamic
 
-        cache = cache_dir or Path(tempfile.mkdtemp(prefix="fcn-bench-"))
-        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache, dev)
+        doc["static_vs_dynamic"] = run_static_vs_dynamic(source, cfg, cache_dir, dev)

@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache-dir",
         type=Path,
-        help="where on-the-fly ONNX files/engines go (default: a temp dir)",
+        help="where on-the-fly ONNX files/engines go and stay (default: a temp dir, removed at "
+        "the end)",
     )
     p.add_argument("--json", type=Path, help="write the result document here")
     p.add_argument("--markdown", type=Path, help="write a Markdown table here")
