@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from fcn_deploy.bench import BenchConfig, flops_per_image, run_benchmark, validate
+from fcn_deploy.errors import FCNError
 from fcn_deploy.meta import ModelInfo
 
 TINY = [
@@ -196,7 +197,6 @@ def test_bad_sizes_exit_2_with_one_line_and_no_file(tmp_path: Path) -> None:
 
 def test_unknown_backend_is_an_error() -> None:
     from fcn_deploy.bench.backends import parse_backends
-    from fcn_deploy.errors import FCNError
 
     with pytest.raises(FCNError, match="unknown backend"):
         parse_backends("torch,tvm")
@@ -232,7 +232,6 @@ def test_sliding_window_equal_on_one_window_and_close_on_more() -> None:
 
 
 def test_sliding_window_rejects_sizes_that_do_not_tile() -> None:
-    from fcn_deploy.errors import FCNError
 
     with pytest.raises(FCNError, match="224 \\+ 32"):
         run_benchmark(
@@ -309,3 +308,18 @@ def test_files_exported_for_a_run_are_removed_after_it(
     )
     assert [r["backend"] for r in doc["results"]] == ["torch", "onnxruntime"]
     assert list(tmp_path.glob("fcn-bench-*")) == []  # (torch keeps its own inductor cache)
+    kept = tmp_path / "new" / "cache"  # a cache_dir is created, and its files stay
+    run_benchmark(
+        "sizes",
+        backends="onnxruntime",
+        width=0.0625,
+        matmul_size=128,
+        config=BenchConfig(sizes=[(48, 48)], iters=1, e2e_iters=0),
+        device="cpu",
+        cache_dir=kept,
+    )
+    assert (kept / "model-fp32.onnx").is_file()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FCNError, match="cache_dir") as info:
+        run_benchmark("sizes", backends="torch", cache_dir=tmp_path / "file" / "cache")
+    assert info.value.param == "cache_dir"

@@ -6,6 +6,7 @@ and shared. Verification sizes are drawn from a fresh seed every run (printed on
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,12 @@ from fcn_deploy.export import (
     verify_onnx,
 )
 from fcn_deploy.export.checks import check_graph
-from fcn_deploy.export.graph import DeployModule, Float32Island, overflow_layers
+from fcn_deploy.export.graph import (
+    DeployModule,
+    Float32Island,
+    group_diagonal_deconvs,
+    overflow_layers,
+)
 from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
@@ -223,6 +229,26 @@ def test_check_graph_rejects_mixed_dtypes() -> None:
     )
     with pytest.raises(FCNError):  # onnx's own type check or ours: either way, named and refused
         check_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
+
+
+def test_bilinear_upsampling_is_exported_depthwise_with_the_same_output(make_model) -> None:
+    """FCN's frozen bilinear deconvs become groups=C (1/21 of the work) with equal logits; a
+    trained (non-diagonal) one is left alone; the caller's model is never changed."""
+    net = make_model("fcn8s", width=0.125, num_classes=21)
+    x = torch.randn(2, 3, 61, 83)
+    deploy = DeployModule(net)
+    assert [n for n, m in deploy.net.named_modules() if getattr(m, "groups", 1) == 21] == [
+        "upscore2",
+        "upscore_pool4",
+        "upscore8",
+    ]
+    assert net.upscore8.groups == 1 and net.upscore8.weight.shape == (21, 21, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), net(x), rtol=0, atol=1e-5)
+        trained = copy.deepcopy(net)
+        trained.upscore2.weight[0, 1, 0, 0] = 0.5  # an off-diagonal weight: trained upsampling
+    assert group_diagonal_deconvs(trained) == ["upscore_pool4", "upscore8"]
+    assert trained.upscore2.groups == 1
 
 
 def test_float32_island_keeps_a_layer_in_fp32() -> None:

@@ -70,6 +70,10 @@ def run_benchmark(
             )  # fmt: skip
     if scenario not in SCENARIOS:
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FCNError(f"cache_dir {cache_dir}: {e.strerror}", param="cache_dir") from None
     cfg = config or BenchConfig()
     if cfg.batch < 1 or cfg.iters < 1 or cfg.warmup < 0:
         raise FCNError(

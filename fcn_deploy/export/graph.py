@@ -24,6 +24,7 @@ __all__ = [
     "DeployModule",
     "Float32Island",
     "activation_peaks",
+    "group_diagonal_deconvs",
     "overflow_layers",
     "probe_activation_peaks",
     "synthetic_images",
@@ -47,6 +48,42 @@ class Float32Island(nn.Module):
         return self.layer(x.float()).to(x.dtype)
 
 
+def group_diagonal_deconvs(net: nn.Module) -> list[str]:
+    """Make, in place, every transposed conv that maps channel c only to channel c depthwise.
+
+    FCN's upsampling layers are ``C×C×k×k`` bilinear kernels that are zero off the diagonal
+    (frozen in the reference nets): as written, upscore8 multiplies 21 channels by 21 kernels
+    and throws 20 of every 21 products away. The depthwise form (``groups=C``, weight
+    ``C×1×k×k``) gives the same output from 1/C of the arithmetic, which matters once the rest
+    of the net runs in INT8. A layer with any off-diagonal weight (trained upsampling) is kept.
+    Returns the names of the layers changed.
+    """
+    changed = []
+    for name, m in list(net.named_modules()):
+        if not isinstance(m, nn.ConvTranspose2d) or m.groups != 1:
+            continue
+        c = m.in_channels
+        w = m.weight.detach()
+        if c < 2 or m.out_channels != c or bool(w[~torch.eye(c, dtype=torch.bool)].any()):
+            continue
+        depthwise = nn.ConvTranspose2d(
+            c, c, _hw(m.kernel_size), _hw(m.stride), _hw(m.padding), _hw(m.output_padding),
+            groups=c, bias=m.bias is not None, dilation=_hw(m.dilation),
+        ).to(device=w.device, dtype=w.dtype)  # fmt: skip
+        with torch.no_grad():
+            depthwise.weight.copy_(w.diagonal(dim1=0, dim2=1).permute(2, 0, 1).unsqueeze(1))
+            if m.bias is not None and depthwise.bias is not None:
+                depthwise.bias.copy_(m.bias)
+        parent, _, leaf = name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, leaf, depthwise)
+        changed.append(name)
+    return changed
+
+
+def _hw(pair: tuple[int, ...] | str) -> tuple[int, int]:
+    return (int(pair[0]), int(pair[1]))
+
+
 class DeployModule(nn.Module):
     """The net in ``precision`` with float32 I/O (float16 with ``fp16_io``): float N×3×H×W →
     logits."""
@@ -62,6 +99,7 @@ class DeployModule(nn.Module):
         self.fp16_io = fp16_io
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         net = copy.deepcopy(model).eval()
+        group_diagonal_deconvs(net)
         if precision == "fp16":
             net = net.half()
             for name in fp32_layers:
