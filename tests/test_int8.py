@@ -73,7 +73,7 @@ def test_int8_export_is_qdq_dynamic_and_scored(net, tmp_path: Path) -> None:
         "method": "minmax",
         "target": "cpu",
         "images": 6,
-        "fp32_layers": [],
+        "fp32_layers": ["upscore8"],  # the logits upsampling always stays FP32
         "finetune_iterations": 0,
     }
     assert _zero_points(path).keys() == {"uint8"}  # cpu target: uint8 activations
@@ -272,18 +272,22 @@ def test_engine_summary_labels_int8_and_needs_strongly_typed_tensorrt() -> None:
 def test_quantization_aware_finetuning_exports_conv_input_qdq(net, tmp_path: Path) -> None:
     import onnx
 
-    from fcn_deploy.export.quantize import Int8Options
+    from fcn_deploy.export.quantize import Int8Options, conv_nodes
 
     options = Int8Options(target="tensorrt", finetune_iterations=2)
     path = tmp_path / "qat.onnx"
     report = _export(net, path, int8_options=options, verify_sizes=[(1, 40, 50)])
     assert report.metadata.calibration["finetune_iterations"] == 2
-    graph = onnx.load(str(path)).graph
+    model = onnx.load(str(path))
+    graph = model.graph
     made = {o for n in graph.node if n.op_type == "QuantizeLinear" for o in n.output}
     producers = {o: n for n in graph.node for o in n.output}
-    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert report.metadata.calibration["fp32_layers"] == ["upscore8"]
+    fp32 = {conv_nodes(model)["upscore8"]}  # the logits upsampling reads FP32 ...
+    assert producers[next(n for n in graph.node if n.name in fp32).input[0]].op_type == "Add"
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose") and n.name not in fp32]
     fed = set()
-    for conv in convs:  # every conv reads a dequantized input ...
+    for conv in convs:  # ... every other conv a dequantized input ...
         dq = producers[conv.input[0]]
         assert dq.op_type == "DequantizeLinear" and dq.input[0] in made
         fed.add(producers[dq.input[0]].input[0])
