@@ -488,13 +488,20 @@ def test_instance_handshake_race_is_recognised() -> None:
 
 @pytest.mark.slow
 def test_start_restarts_triton_after_an_instance_race(
-    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    models: dict[str, Path],
+    pt_server: ServerProcess,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The restart path: a first start that lost the race (simulated, so that the test starts
-    one tritonserver, not two) is stopped, and a real second start then serves correct labels."""
-    from serve_helpers import free_ports
+    one tritonserver, not two) is stopped, and a real second start then serves correct labels.
+    Stopping it leaves alone another server's Triton below this process (it once killed it)."""
+    from serve_helpers import alive, free_ports
 
-    from fcn_deploy.serve.server import FCNServer, ServeConfig
+    from fcn_deploy.serve.server import TRITON_PROCESSES, FCNServer, ServeConfig, process_tree
+
+    others = process_tree(pt_server.proc.pid, TRITON_PROCESSES)
+    assert others  # pt_server's tritonserver and stubs, grandchildren of this process
 
     real_launch = FCNServer._launch
     launches: list[str | None] = []
@@ -518,3 +525,6 @@ def test_start_restarts_triton_after_an_instance_race(
     assert "restarting Triton (attempt 2 of 3)" in caplog.text
     np.testing.assert_array_equal(labels, segmenter.predict(image))
     segmenter.close()
+    assert all(alive(pid) for pid in others)
+    with RemoteSegmenter(pt_server.http) as remote:
+        np.testing.assert_array_equal(remote.predict(image), labels)

@@ -210,6 +210,17 @@ class _Instance:
 TRITON_PROCESSES = ("tritonserver", "triton_python_backend_stub")
 
 
+def _tritonserver_pid(triton: Any) -> int | None:
+    """The pid of the tritonserver PyTriton started for ``triton`` (None if it never started).
+
+    PyTriton 0.7 keeps it privately (``Triton._triton_server._tritonserver_running_cmd``,
+    pinned by the ``serve`` extra); the model stubs are that process's children.
+    """
+    server = getattr(triton, "_triton_server", None)
+    pid = getattr(getattr(server, "_tritonserver_running_cmd", None), "pid", None)
+    return int(pid) if pid else None
+
+
 def process_tree(pid: int, names: Sequence[str] | None = None) -> list[int]:
     """Process ids below ``pid`` (read from /proc), optionally only those running ``names``."""
     children: dict[int, list[int]] = {}
@@ -433,17 +444,19 @@ class FCNServer:
 
         1. Unload both models through Triton's repository API: new requests get an error at
            once, and Triton finalizes a model (its stub exits) only after its in-flight
-           requests are answered. 2. SIGINT tritonserver (PyTriton's ``stop``). 3. Kill any
-           tritonserver or stub still running, so nothing outlives this process.
+           requests are answered. 2. SIGINT tritonserver (PyTriton's ``stop``). 3. Kill this
+           server's tritonserver and stubs if still running, so nothing outlives it (only its
+           own: one process may run several servers, as the tests do).
         """
         self._stopped.set()
         triton, self._triton = self._triton, None
         if triton is None:
             return
-        started = process_tree(os.getpid(), TRITON_PROCESSES)
+        root = _tritonserver_pid(triton)
+        started = [root, *process_tree(root, TRITON_PROCESSES)] if root else []
         log.info("stopping: finishing in-flight requests (up to %d s)", self.config.exit_timeout)
         try:
-            self._unload(triton)
+            self._unload(triton, root)
         finally:
             triton.stop()
             left = [p for p in started if _running(p)]
@@ -454,8 +467,9 @@ class FCNServer:
                 log.warning("killed %d Triton process(es) that outlived the shutdown", len(left))
             log.info("stopped")
 
-    def _unload(self, triton: Any) -> None:
-        """Unload both models and wait (up to ``exit_timeout``) until their stubs have exited."""
+    def _unload(self, triton: Any, root: int | None) -> None:
+        """Unload both models and wait (up to ``exit_timeout``) until their stubs (below the
+        tritonserver ``root``) have exited."""
         import tritonclient.http as http
         from pytriton.triton import TRITON_ACCESS_HEADER
 
@@ -469,7 +483,7 @@ class FCNServer:
             return
         deadline = time.monotonic() + self.config.exit_timeout
         while time.monotonic() < deadline:
-            if not process_tree(os.getpid(), ("triton_python_backend_stub",)):
+            if not root or not process_tree(root, ("triton_python_backend_stub",)):
                 return
             time.sleep(0.1)
         log.warning("in-flight requests still running after %d s", self.config.exit_timeout)
