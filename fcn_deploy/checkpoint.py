@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ._io import atomic_path, describe_file, os_reason
+from .caffemodel import CAFFE_VGG16_PREPROCESSING, is_caffe_file, read_caffemodel
 from .errors import FCNError
 from .meta import VARIANTS, ModelInfo, Preprocessing
 from .models import Net, convolutionalize, create_model, width_of
@@ -191,7 +192,8 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
             f"{path}: {_describe_foreign(sd, f'a {variant} state dict (conv1_1 … score_fr)')} "
             f"(missing {e})"
         ) from None
-    model = create_model(variant, num_classes=num_classes, width=width)
+    with torch.device("meta"):  # no memory or init time for weights about to be replaced
+        model = create_model(variant, num_classes=num_classes, width=width)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -213,7 +215,10 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
                 f"{path}: {key} has shape {tuple(value.shape)} but {variant} at width {width:g} "
                 f"with {num_classes} classes expects {tuple(own[key].shape)}"
             )
-    model.load_state_dict(sd, strict=True)
+    # the file's tensors become the parameters: a 540 MB net is held once, not twice
+    model.load_state_dict(
+        {k: v.to(torch.float32).contiguous() for k, v in sd.items()}, strict=True, assign=True
+    )
     return model
 
 
@@ -238,12 +243,14 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
     """Any weights file this package understands → an eval-mode net with its ``info`` attached.
 
     Accepts an fcn-deploy checkpoint, a bare state dict of the PyTorch FCN port (``variant`` given
-    or inferred from its keys: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``) and a
-    torchvision
-    VGG16 file (giving the convolutionalized classifier).
+    or inferred from its keys: ``fcn32s``, ``fcn16s``, ``fcn8s``, ``fcn8s-atonce``), a
+    torchvision VGG16 file (giving the convolutionalized classifier) and a Caffe ``.caffemodel``
+    (the FCN authors' released nets or the VGG team's VGG16), recognised by what the file is.
     """
     if variant is not None and variant not in VARIANTS:
         raise FCNError(f"{path}: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if is_caffe_file(path):
+        return _load_caffemodel(path, variant)
     payload = read_checkpoint(path)
     info: ModelInfo | None = None
     if payload.get("format") == FORMAT:
@@ -272,4 +279,30 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
     if info is not None:
         _check_info_matches_weights(info, model.info, path)
         model.info = info.replace(variant=variant)
+    return model.eval()
+
+
+def _load_caffemodel(path: str | os.PathLike[str], variant: str | None) -> Net:
+    """A ``.caffemodel`` → its net, with Caffe's preprocessing (BGR 0..255 minus the mean)."""
+    weights = read_caffemodel(path)
+    guessed = infer_variant(weights.state_dict)
+    if guessed is None:
+        expected = ("conv1_1", "fc6", "score_fr")
+        missing = [n for n in expected if n not in weights.layers]
+        raise FCNError(
+            f"{path} is a Caffe net of {len(weights.layers)} layers with weights such as "
+            f"{', '.join(weights.layers[:3])}, not a VGG16 FCN or VGG16 (missing "
+            f"{', '.join(missing) or 'the upsampling layers'})"
+        )
+    if weights.at_once:
+        if variant not in (None, "fcn8s-atonce"):
+            raise FCNError(
+                f"{path} holds FCN-8s at-once's scale_pool4/scale_pool3 layers; it is "
+                f"fcn8s-atonce, not {variant}",
+                param="variant",
+            )
+        variant = "fcn8s-atonce"
+    model = _model_from_state_dict(weights.state_dict, variant or guessed, path)
+    if model.info.variant == "vgg16":
+        model.info = model.info.replace(preprocessing=CAFFE_VGG16_PREPROCESSING)
     return model.eval()

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .errors import FCNError
 
 __all__ = [
     "ENGINE_SUFFIXES",
@@ -25,6 +29,7 @@ __all__ = [
     "Preprocessing",
     "SizeBounds",
     "default_class_names",
+    "read_classes",
     "voc_palette",
 ]
 
@@ -67,6 +72,42 @@ def default_class_names(num_classes: int) -> list[str]:
     if num_classes == len(VOC_CLASSES):
         return list(VOC_CLASSES)
     return [f"class_{k}" for k in range(num_classes)]
+
+
+def read_classes(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """A class file: one class per line in label order, ``name`` or ``name R G B`` (0..255);
+    blank lines and ``#`` comments are skipped. → (names, palette); classes without a colour get
+    VOC's colour for their label.
+
+    For nets trained on other label sets than VOC's 21 (PASCAL-Context, NYUDv2, SIFT Flow), whose
+    weight files carry no names.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        raise FCNError(f"{path}: cannot read the class names ({why})", param="classes") from None
+    names: list[str] = []
+    palette: list[tuple[int, int, int]] = []
+    for number, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        colour = words[-3:] if len(words) > 3 else []
+        if colour and all(w.isdigit() and int(w) <= 255 for w in colour):
+            words = words[:-3]
+        else:
+            colour = []
+        label = len(names)
+        names.append(" ".join(words))
+        rgb = [int(w) for w in colour] or voc_palette(label + 1)[label]
+        palette.append((rgb[0], rgb[1], rgb[2]))
+        if not names[-1]:
+            raise FCNError(f"{path}, line {number}: a colour without a class name", param="classes")
+    if not names:
+        raise FCNError(f"{path} names no classes (one name per line)", param="classes")
+    return names, palette
 
 
 @dataclass(frozen=True)
@@ -153,6 +194,16 @@ class ModelInfo:
             raise ValueError(
                 f"palette has {len(self.palette)} colours for {self.num_classes} classes"
             )
+
+    def with_classes(self, path: str | os.PathLike[str]) -> ModelInfo:
+        """A copy with the class names and colours of a class file (`read_classes`)."""
+        names, palette = read_classes(path)
+        if len(names) != self.num_classes:
+            raise FCNError(
+                f"{path} names {len(names)} classes but the model has {self.num_classes}",
+                param="classes",
+            )
+        return self.replace(class_names=names, palette=palette)
 
     def replace(self, **changes: Any) -> ModelInfo:
         """A copy with some fields changed (None values are ignored)."""

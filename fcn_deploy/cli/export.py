@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._io import check_output_dir, check_output_file
+from ..checkpoint import load_model
 from ..errors import FCNError
 from ..export.quantize import (
     CALIBRATION_METHODS,
@@ -16,6 +17,7 @@ from ..export.quantize import (
 )
 from ..export.verify import INT8_LABEL_AGREEMENT
 from ..meta import IO_MODES, VARIANTS
+from ..models import Net
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
@@ -29,7 +31,7 @@ from ._common import (
     size_hw,
 )
 from .engine_args import add_engine_arguments, build_engine_from_args, check_engine_arguments
-from .predict import add_max_megapixels
+from .predict import add_classes, add_max_megapixels
 
 __all__ = ["build_parser", "main"]
 
@@ -45,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         "source",
         type=Path,
         metavar="SOURCE",
-        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, "
-        "or an .onnx file",
+        help="fcn-deploy checkpoint, PyTorch-port state dict, torchvision VGG16 .pth, Caffe "
+        ".caffemodel (the FCN authors' release), or an .onnx file",
     )
     p.add_argument(
         "-o",
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic batcher's queue delay in microseconds (default 100)")  # fmt: skip
     t.add_argument("--triton-trt-fp16", action="store_true",
                    help="ONNX only: Triton's TensorRT accelerator in FP16")  # fmt: skip
+    add_classes(p)
     add_verbosity(p)
     add_max_megapixels(p)
     return p
@@ -217,8 +220,12 @@ def _main(argv: Sequence[str] | None) -> int:
     check_output_file(args.output, (".onnx",))  # before loading the checkpoint
     from ..export import export_onnx
 
+    source: Path | Net = args.source
+    if args.classes is not None:  # the names and colours travel in the ONNX file's metadata
+        source = load_model(args.source, variant=args.variant)
+        source.info = source.info.with_classes(args.classes)
     report = export_onnx(
-        args.source,
+        source,
         args.output,
         variant=args.variant,
         precision=args.precision,

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         type=Path,
-        help="checkpoint (.pt/.pth), ONNX export (.onnx) or TensorRT engine (.engine)",
+        help="checkpoint (.pt/.pth), Caffe .caffemodel, ONNX export (.onnx) or TensorRT engine "
+        "(.engine)",
     )
     p.add_argument(
         "--server",
@@ -151,9 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="pixels shared by neighbouring tiles (default: a quarter tile, at most 256)",
     )
+    add_classes(p)
     add_verbosity(p)
     add_max_megapixels(p)
     return p
+
+
+def add_classes(p: argparse.ArgumentParser) -> None:
+    """``--classes FILE``, shared by fcn-predict and fcn-export."""
+    p.add_argument(
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="class names (and colours) in label order: one per line, 'name' or 'name R G B'; "
+        "for nets of other label sets than PASCAL VOC's 21 classes, such as the Caffe releases "
+        "for PASCAL-Context, NYUDv2 and SIFT Flow (default: the model's own names)",
+    )
 
 
 def add_max_megapixels(p: argparse.ArgumentParser) -> None:
@@ -283,14 +297,17 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
             "pass either --model PATH (run locally) or --server HOST:PORT (a Triton server)"
         )
     if args.server is None:
-        return Segmenter.load(
+        segmenter = Segmenter.load(
             args.model, device=args.device, backend=args.backend, tile=args.tile,
             tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch,
             max_megapixels=args.max_megapixels, **options,
         )  # fmt: skip
+        if args.classes is not None:
+            segmenter.runner.info = segmenter.info.with_classes(args.classes)
+        return segmenter
     local = [f for f, v in (("--variant", args.variant), ("--backend", args.backend),
              ("--device", args.device), ("--tile", args.tile), ("--tile-size", args.tile_size),
-             ("--overlap", args.overlap)) if v]  # fmt: skip
+             ("--overlap", args.overlap), ("--classes", args.classes)) if v]  # fmt: skip
     if local:
         raise FCNError(
             f"{', '.join(local)} set how a local model runs; with --server the server decides"

@@ -174,16 +174,23 @@ class FCN(VGG16Trunk):
 
     @classmethod
     def from_vgg16(cls, vgg16: WeightsSource, num_classes: int = 21, **kwargs: Any) -> FCN:
-        """An FCN initialized from a torchvision VGG16 classifier (its module or state dict).
+        """An FCN initialized from a VGG16 classifier: torchvision's (its module or state dict)
+        or Caffe's (a state dict with Caffe names, fc6/fc7 already convolutions, as
+        ``read_caffemodel`` gives).
 
         conv1_1 … fc7 come from the classifier, convolutionalized (fc6 as 7×7, fc7 as 1×1); fc8 is
         dropped (its 1000 ImageNet classes are not ours) and the score layers start at zero. The
-        net keeps the classifier's preprocessing (torchvision's RGB mean/std). For a file:
-        ``FCN32s.from_vgg16(read_state_dict("vgg16-397923af.pth"))``.
+        net keeps the classifier's kind of preprocessing: torchvision's RGB mean/std, or for Caffe
+        weights BGR 0..255 minus the mean (the release's, as its FCNs trained from this VGG16
+        used). For a file: ``FCN32s.from_vgg16(read_state_dict("vgg16-397923af.pth"))``.
         """
-        sd = torchvision_vgg16_to_caffe(as_state_dict(vgg16, "vgg16"))
+        sd = as_state_dict(vgg16, "vgg16")
+        caffe = "conv1_1.weight" in sd
+        if not caffe:
+            sd = torchvision_vgg16_to_caffe(sd)
         model = cls(num_classes=num_classes, width=width_of(sd), **kwargs)
-        model.info = model.info.replace(preprocessing=Preprocessing.torchvision())
+        if not caffe:
+            model.info = model.info.replace(preprocessing=Preprocessing.torchvision())
         model.copy_matching(sd, require=[k for k in sd if not k.startswith("fc8.")])
         return model
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from fcn_deploy.caffemodel import is_caffe_file, read_caffemodel
 from fcn_deploy.checkpoint import load_model, read_state_dict
 from fcn_deploy.data import SegmentationDataset
 from fcn_deploy.errors import FCNError
@@ -25,8 +26,9 @@ def initial_model(
 ) -> FCN:
     """The net a run starts from, labelled with ``dataset``'s classes and palette.
 
-    - ``vgg16:PATH``: the staged recipe's first step (torchvision VGG16 file; its width and
-      preprocessing come from the file);
+    - ``vgg16:PATH``: the staged recipe's first step (torchvision's VGG16 ``.pth`` or the VGG
+      team's Caffe ``VGG_ILSVRC_16_layers.caffemodel``; width and preprocessing come from the
+      file);
     - ``checkpoint:PATH``: the next stage (FCN-16s from FCN-32s, FCN-8s from FCN-16s) via
       `FCN.from_fcn`: shared layers copied, the new skip's score layer at zero;
     - ``scratch``: He init, torchvision-style input normalization (inputs of unit scale suit a net
@@ -41,7 +43,14 @@ def initial_model(
         model = cls(num_classes=n, width=width)
         model.info = model.info.replace(preprocessing=Preprocessing.torchvision())
     elif kind == "vgg16" and path:
-        model = cls.from_vgg16(read_state_dict(path), num_classes=n)
+        vgg16 = read_caffemodel(path).state_dict if is_caffe_file(path) else read_state_dict(path)
+        if "conv1_1.weight" in vgg16 and "fc8.weight" not in vgg16:
+            raise FCNError(
+                f"init={init!r}: {path} holds an FCN, not the VGG16 classifier; use "
+                f"'checkpoint:{path}'",
+                param="init",
+            )
+        model = cls.from_vgg16(vgg16, num_classes=n)
     elif kind == "checkpoint" and path:
         source = load_model(path)
         if not isinstance(source, FCN):

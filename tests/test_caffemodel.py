@@ -1,0 +1,396 @@
+"""Caffe .caffemodel files: read without Caffe, checked against the PyTorch nets holding the same
+weights and against OpenCV's own Caffe reader and engine (``cv2.dnn.readNetFromCaffe``).
+
+No real caffemodel can be downloaded here: `caffe_writer` writes them from random weights, in
+every form the reader takes (``shape`` or old 4-D dims, float or double data, V1 or V2 layers).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from caffe_writer import (
+    Layer,
+    at_once_scales,
+    layers_of,
+    length_delimited,
+    random_weights,
+    write_caffemodel,
+)
+from PIL import Image
+from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
+
+from fcn_deploy import FCNError, Preprocessing, load_model
+from fcn_deploy.caffemodel import CAFFE_VGG16_PREPROCESSING, read_caffemodel
+from fcn_deploy.cli.export import main as export_main
+from fcn_deploy.cli.predict import main as predict_main
+from fcn_deploy.export import read_onnx_metadata
+from fcn_deploy.meta import VOC_CLASSES, voc_palette
+from fcn_deploy.models import convolutionalize
+from fcn_deploy.models.vgg import scaled
+
+BIN = Path(sys.executable).parent
+WIDTH = 0.0625
+X = torch.randn(1, 3, 45, 61, generator=torch.Generator().manual_seed(1)) * 40
+
+
+def reference(variant: str, seed: int = 0, n_class: int = 21) -> ReferenceFCN:
+    return random_weights(
+        ReferenceFCN(**REFERENCE_ARGS[variant], width=WIDTH, n_class=n_class), seed
+    )
+
+
+def fcn_layers(model: torch.nn.Module, variant: str) -> list[Layer]:
+    layers = layers_of(model)
+    if variant == "fcn8s-atonce":
+        layers += at_once_scales(model.conv4_3.out_channels, model.conv3_3.out_channels)
+    return layers
+
+
+# (variant, V1 layer list, old 4-D blob dims, double data): every form at least once
+FORMS = [
+    ("fcn32s", False, False, False),
+    ("fcn16s", True, True, False),
+    ("fcn8s", False, True, True),
+    ("fcn8s-atonce", False, False, True),  # Scale came after V1: at-once files are V2
+]
+
+
+@pytest.mark.parametrize(("variant", "v1", "legacy", "double"), FORMS)
+def test_each_form_loads_the_same_net(
+    tmp_path: Path, variant: str, v1: bool, legacy: bool, double: bool
+) -> None:
+    ref = reference(variant)
+    path = write_caffemodel(
+        tmp_path / "net.caffemodel", fcn_layers(ref, variant), v1=v1, legacy=legacy, double=double
+    )
+    model = load_model(path)
+    assert model.info.variant == variant and model.info.num_classes == 21
+    assert model.info.class_names == list(VOC_CLASSES) and model.info.palette[:21] == voc_palette(
+        21
+    )
+    assert model.info.preprocessing == Preprocessing.caffe()
+    for key, value in ref.state_dict().items():  # the very values, not merely close ones
+        assert torch.equal(model.state_dict()[key], value), key
+    with torch.no_grad():
+        assert torch.allclose(model(X), ref(X), rtol=1e-5, atol=1e-5)
+
+
+def test_suffix_is_not_needed_and_variant_is_checked(tmp_path: Path) -> None:
+    ref = reference("fcn16s")
+    path = write_caffemodel(tmp_path / "weights.bin", layers_of(ref))
+    assert load_model(path).info.variant == "fcn16s"  # recognised by its bytes
+    with pytest.raises(
+        FCNError, match=r"does not match fcn8s: 4 missing keys such as upscore_pool4"
+    ):
+        load_model(path, variant="fcn8s")
+    atonce = write_caffemodel(
+        tmp_path / "a.caffemodel", fcn_layers(reference("fcn8s"), "fcn8s-atonce")
+    )
+    with pytest.raises(FCNError, match="it is fcn8s-atonce, not fcn8s"):
+        load_model(atonce, variant="fcn8s")
+
+
+# -- OpenCV: an independent Caffe reader and engine -----------------------------------------------
+
+
+class Prototxt:
+    """A Caffe net description written layer by layer (BVLC Caffe's ``Input``, ``Convolution``,
+    ``ReLU``, ``Pooling``, ``InnerProduct``, ``Deconvolution``, ``Crop``, ``Eltwise``,
+    ``Scale``)."""
+
+    def __init__(self, size: int) -> None:
+        self.lines = [
+            'layer { name: "input" type: "Input" top: "data"',
+            f"  input_param {{ shape {{ dim: 1 dim: 3 dim: {size} dim: {size} }} }} }}",
+        ]
+
+    def layer(self, name: str, kind: str, bottoms: list[str], params: str = "") -> None:
+        inputs = " ".join(f'bottom: "{b}"' for b in bottoms)
+        self.lines.append(
+            f'layer {{ name: "{name}" type: "{kind}" {inputs} top: "{name}" {params} }}'
+        )
+
+    def conv(self, name: str, bottom: str, n: int, kernel: int, pad: int, relu: str = "") -> None:
+        params = f"num_output: {n} pad: {pad} kernel_size: {kernel} stride: 1"
+        self.layer(name, "Convolution", [bottom], f"convolution_param {{ {params} }}")
+        if relu:
+            self.relu(relu, name)
+
+    def relu(self, name: str, blob: str) -> None:
+        """An in-place ReLU, as Caffe nets write them."""
+        self.lines.append(f'layer {{ name: "{name}" type: "ReLU" bottom: "{blob}" top: "{blob}" }}')
+
+    def vgg16_trunk(self, width: float, first_pad: int) -> None:
+        """conv1_1 … pool5, channels scaled by ``width``."""
+        bottom = "data"
+        for block, (n, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], 1):
+            for i in range(1, convs + 1):
+                pad = first_pad if bottom == "data" else 1
+                self.conv(f"conv{block}_{i}", bottom, scaled(n, width), 3, pad, f"relu{block}_{i}")
+                bottom = f"conv{block}_{i}"
+            pool = "pooling_param { pool: MAX kernel_size: 2 stride: 2 }"
+            self.layer(f"pool{block}", "Pooling", [bottom], pool)
+            bottom = f"pool{block}"
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def deploy_prototxt(variant: str, width: float, n_class: int) -> str:
+    """The authors' deploy net: the layers, order, names and parameters of
+    ``voc-fcn8s/deploy.prototxt`` in github.com/shelhamer/fcn.berkeleyvision.org (its
+    training-only ``param`` blocks left out), with channel counts scaled by ``width`` so the test
+    stays small, and built the same way for FCN-32s/16s (the release's voc-fcn32s/16s ``net.py``)
+    and at-once's fixed ``Scale`` layers (voc-fcn8s-atonce ``net.py``)."""
+    net = Prototxt(500)
+    net.vgg16_trunk(width, first_pad=100)
+    net.conv("fc6", "pool5", scaled(4096, width), 7, 0, "relu6")
+    net.conv("fc7", "fc6", scaled(4096, width), 1, 0, "relu7")
+    net.conv("score_fr", "fc7", n_class, 1, 0)
+
+    def deconv(name: str, bottom: str, kernel: int, stride: int) -> None:
+        params = f"num_output: {n_class} bias_term: false kernel_size: {kernel} stride: {stride}"
+        net.layer(name, "Deconvolution", [bottom], f"convolution_param {{ {params} }}")
+
+    def crop(name: str, bottoms: list[str], offset: int) -> None:
+        net.layer(name, "Crop", bottoms, f"crop_param {{ axis: 2 offset: {offset} }}")
+
+    def fuse(name: str, bottoms: list[str]) -> None:
+        net.layer(name, "Eltwise", bottoms, "eltwise_param { operation: SUM }")
+
+    if variant == "fcn32s":
+        deconv("upscore", "score_fr", 64, 32)
+        crop("score", ["upscore", "data"], 19)
+        return net.text()
+    pool4, pool3 = "pool4", "pool3"
+    if variant == "fcn8s-atonce":
+        net.layer("scale_pool4", "Scale", ["pool4"])
+        net.layer("scale_pool3", "Scale", ["pool3"])
+        pool4, pool3 = "scale_pool4", "scale_pool3"
+    deconv("upscore2", "score_fr", 4, 2)
+    net.conv("score_pool4", pool4, n_class, 1, 0)
+    crop("score_pool4c", ["score_pool4", "upscore2"], 5)
+    fuse("fuse_pool4", ["upscore2", "score_pool4c"])
+    if variant == "fcn16s":
+        deconv("upscore16", "fuse_pool4", 32, 16)
+        crop("score", ["upscore16", "data"], 27)
+        return net.text()
+    deconv("upscore_pool4", "fuse_pool4", 4, 2)
+    net.conv("score_pool3", pool3, n_class, 1, 0)
+    crop("score_pool3c", ["score_pool3", "upscore_pool4"], 9)
+    fuse("fuse_pool3", ["upscore_pool4", "score_pool3c"])
+    deconv("upscore8", "fuse_pool3", 16, 8)
+    crop("score", ["upscore8", "data"], 31)
+    return net.text()
+
+
+def opencv_forward(prototxt: Path, caffemodel: Path, x: torch.Tensor) -> torch.Tensor:
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setInput(np.ascontiguousarray(x.numpy()))
+    return torch.from_numpy(net.forward().copy())
+
+
+@pytest.mark.parametrize("variant", ["fcn32s", "fcn8s", "fcn8s-atonce"])
+def test_logits_equal_opencvs_on_the_same_caffemodel(tmp_path: Path, variant: str) -> None:
+    """Conv blobs as they stand, Deconvolution blobs as PyTorch's transposed-conv layout (random,
+    asymmetric upsampling weights would show a transposition), crops, skips and at-once's scales:
+    OpenCV reads the same file with the release's net description and must agree."""
+    ref = reference(variant, n_class=5)
+    path = write_caffemodel(tmp_path / "net.caffemodel", fcn_layers(ref, variant))
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(deploy_prototxt(variant, WIDTH, 5))
+    ours = load_model(path)
+    with torch.no_grad():
+        logits = ours(X)
+    theirs = opencv_forward(prototxt, path, X)
+    assert theirs.shape == logits.shape == (1, 5, 45, 61)
+    scale = logits.abs().max()
+    assert (theirs - logits).abs().max() <= 1e-4 * scale, float((theirs - logits).abs().max())
+
+
+def vgg16_prototxt(width: float) -> str:
+    """VGG_ILSVRC_16_layers_deploy.prototxt's structure (the VGG team's Caffe model-zoo release):
+    13 convs, 5 max pools, then fc6/fc7/fc8 as InnerProduct (the paper's starting point)."""
+    net = Prototxt(224)
+    net.vgg16_trunk(width, first_pad=1)
+    bottom = "pool5"
+    for name, n in (("fc6", scaled(4096, width)), ("fc7", scaled(4096, width)), ("fc8", 1000)):
+        net.layer(name, "InnerProduct", [bottom], f"inner_product_param {{ num_output: {n} }}")
+        if name != "fc8":
+            net.relu(f"relu{name[2:]}", name)
+        bottom = name
+    return net.text()
+
+
+def caffe_vgg16(tmp_path: Path) -> tuple[TorchvisionVGG16, Path]:
+    """A VGG16 classifier and its caffemodel as the VGG team's file is: V1 layers, 4-D dims,
+    fc6/fc7/fc8 InnerProduct."""
+    vgg = random_weights(TorchvisionVGG16(width=WIDTH), seed=3)
+    conv = convolutionalize(vgg.state_dict())  # Caffe names; fc6 viewed as 7×7 (the test's side)
+    layers = layers_of(conv, inner_product=("fc6", "fc7", "fc8"))
+    return vgg, write_caffemodel(
+        tmp_path / "VGG_ILSVRC_16_layers.caffemodel", layers, v1=True, legacy=True
+    )
+
+
+def test_caffe_vgg16_innerproduct_becomes_convolutions(tmp_path: Path) -> None:
+    vgg, path = caffe_vgg16(tmp_path)
+    model = load_model(path)
+    assert model.info.variant == "vgg16" and model.info.num_classes == 1000
+    assert model.info.preprocessing == CAFFE_VGG16_PREPROCESSING
+    assert model.fc6.weight.shape[-2:] == (7, 7) and model.fc7.weight.shape[-2:] == (1, 1)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2)) * 40
+    prototxt = tmp_path / "vgg16.prototxt"
+    prototxt.write_text(vgg16_prototxt(WIDTH))
+    with torch.no_grad():
+        ours, classifier = model(x)[:, :, 0, 0], vgg(x)
+    theirs = opencv_forward(prototxt, path, x)
+    scale = classifier.abs().max()
+    assert (ours - classifier).abs().max() <= 1e-4 * scale
+    assert (theirs - classifier).abs().max() <= 1e-4 * scale
+
+
+def test_train_init_from_the_caffe_vgg16(tmp_path: Path) -> None:
+    from fcn_deploy.data import SyntheticSegmentation
+    from fcn_train.initialize import initial_model
+
+    vgg, path = caffe_vgg16(tmp_path)
+    data = SyntheticSegmentation("train", 2)
+    fcn = initial_model("fcn32s", f"vgg16:{path}", 1.0, data, seed=0)
+    caffe = read_caffemodel(path).state_dict
+    assert fcn.width == WIDTH and fcn.info.preprocessing == Preprocessing.caffe()
+    for key in ("conv1_1.weight", "conv5_3.bias", "fc6.weight", "fc7.weight", "fc7.bias"):
+        assert torch.equal(fcn.state_dict()[key], caffe[key]), key
+    assert torch.equal(fcn.fc6.weight.flatten(1), vgg.classifier[0].weight)
+    assert not fcn.score_fr.weight.any()
+    fcn8 = write_caffemodel(tmp_path / "fcn8s.caffemodel", layers_of(reference("fcn8s")))
+    with pytest.raises(FCNError, match="holds an FCN, not the VGG16 classifier"):
+        initial_model("fcn32s", f"vgg16:{fcn8}", 1.0, data, seed=0)
+
+
+# -- fcn-export and fcn-predict on a caffemodel --------------------------------------------------
+
+
+def test_export_labels_equal_the_pytorch_ports(tmp_path: Path, capsys) -> None:
+    ref = reference("fcn8s", seed=4)
+    path = write_caffemodel(tmp_path / "fcn8s-heavy-pascal.caffemodel", layers_of(ref), legacy=True)
+    onnx_path = tmp_path / "fcn8s.onnx"
+    argv = [str(path), "-o", str(onnx_path), "--seed", "0", "--max-size", "160x160"]
+    assert export_main([*argv, "--max-batch", "2"]) == 0, capsys.readouterr().err
+    meta = read_onnx_metadata(onnx_path)
+    assert meta.info.variant == "fcn8s" and meta.info.preprocessing == Preprocessing.caffe()
+    rng = np.random.default_rng(5)
+    bgr = rng.integers(0, 256, (2, 67, 93, 3), dtype=np.uint8)
+    x = Preprocessing.caffe().apply(bgr)  # BGR minus the release's mean, as the release's infer.py
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    labels = session.run(None, {meta.input_name: x})[0].argmax(1)
+    with torch.no_grad():
+        port = ref(torch.from_numpy(x)).argmax(1).numpy()
+    assert (labels == port).mean() >= 0.999 and labels.std() > 0
+
+
+def test_classes_file_names_and_colours_the_classes(tmp_path: Path, capsys) -> None:
+    ref = reference("fcn32s", n_class=3)
+    path = write_caffemodel(tmp_path / "context.caffemodel", layers_of(ref))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# three classes\nwall 120 120 120\nfloor mat\nsky 0 0 255\n")
+    out = tmp_path / "m.onnx"
+    argv = [str(path), "-o", str(out), "--no-verify", "--classes", str(classes)]
+    assert export_main(argv) == 0, capsys.readouterr().err
+    info = read_onnx_metadata(out).info
+    assert info.class_names == ["wall", "floor mat", "sky"]
+    assert info.palette == [(120, 120, 120), voc_palette(2)[1], (0, 0, 255)]
+
+    image = tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8))
+    predict = [str(image), "-o", str(tmp_path / "out"), "--model", str(path), "-q"]
+    assert predict_main([*predict, "--classes", str(classes)]) == 0, capsys.readouterr().err
+    written = Image.open(tmp_path / "out" / "photo.png").getpalette()[:9]  # type: ignore[index]
+    assert written == [120, 120, 120, *voc_palette(2)[1], 0, 0, 255]
+
+    classes.write_text("wall\nfloor\n")
+    capsys.readouterr()
+    assert export_main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {classes} names 2 classes but the model has 3 (option --classes)"
+    )
+    assert read_onnx_metadata(out).info.class_names == ["wall", "floor mat", "sky"]  # untouched
+
+
+# -- bad files: one line each --------------------------------------------------------------------
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(FCNError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "\n" not in message and path.name in message
+    return message
+
+
+def test_bad_files_are_one_line_each(tmp_path: Path) -> None:
+    good = write_caffemodel(tmp_path / "good.caffemodel", layers_of(reference("fcn32s")))
+    data = good.read_bytes()
+
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(deploy_prototxt("fcn8s", 1.0, 21))
+    assert "is a Caffe prototxt" in _error(prototxt) and "pass the .caffemodel" in _error(prototxt)
+
+    truncated = tmp_path / "truncated.caffemodel"
+    truncated.write_bytes(data[: len(data) * 2 // 3])
+    assert "truncated" in _error(truncated)
+
+    alexnet = write_caffemodel(
+        tmp_path / "bvlc_alexnet.caffemodel",
+        [
+            Layer(n, "Convolution", [np.zeros((2, 2, 3, 3), np.float32), np.zeros(2, np.float32)])
+            for n in ("conv1", "conv2", "fc6", "fc7", "fc8")
+        ],
+    )
+    message = _error(alexnet)
+    assert "5 layers with weights such as conv1, conv2, fc6" in message
+    assert "missing conv1_1, score_fr" in message
+
+    bad_shape = tmp_path / "shape.caffemodel"
+    blob = np.zeros((4, 3, 3, 3), np.float32)
+    write_caffemodel(bad_shape, [Layer("conv1_1", "Convolution", [blob])])
+    raw = bytearray(bad_shape.read_bytes())
+    dims = length_delimited(7, length_delimited(1, bytes([4, 3, 3, 3])))
+    at = raw.rindex(dims)
+    raw[at : at + len(dims)] = length_delimited(7, length_delimited(1, bytes([4, 3, 3, 2])))
+    bad_shape.write_bytes(bytes(raw))
+    assert "declares shape (4, 3, 3, 2) (72 values) but holds 108" in _error(bad_shape)
+
+    absurd = tmp_path / "absurd.caffemodel"  # a layer that says it is 2**60 bytes long
+    absurd.write_bytes(length_delimited(1, b"FCN") + b"\xa2\x06" + bytes([0x80] * 8 + [0x10]))
+    message = _error(absurd)
+    assert f"declares {2**60:,} bytes but only 0 follow" in message
+
+    for name in ("garbage.caffemodel", "image.caffemodel"):
+        path = tmp_path / name
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100) if "image" in name else b"\x0f" * 64)
+        assert "not" in _error(path)
+
+
+def test_cli_bad_caffemodel_is_one_line(tmp_path: Path) -> None:
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(deploy_prototxt("fcn32s", 1.0, 21))
+    out = tmp_path / "m.onnx"
+    run = subprocess.run(
+        [str(BIN / "fcn-export"), str(prototxt), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: {prototxt} is a Caffe prototxt")
+    assert not out.exists()
