@@ -41,6 +41,8 @@ from .models.vgg import FC6_KERNEL
 
 __all__ = [
     "CAFFE_VGG16_PREPROCESSING",
+    "NYUD_PREPROCESSING",
+    "SIFT_FLOW_PREPROCESSING",
     "CaffeWeights",
     "is_caffe_file",
     "read_caffemodel",
@@ -50,9 +52,14 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = (".caffemodel", ".prototxt")
 
-# VGG16's Caffe release (the VGG team's ILSVRC-2014 model): BGR, 0..255, minus its mean pixel.
-# The FCNs trained from it use the release's own mean (`Preprocessing.caffe`).
+# The mean pixel (BGR, 0..255) each release subtracts; nothing in a .caffemodel says which, so it
+# is told by the net: VGG16's classifier (the VGG team's ILSVRC-2014 model), the two-headed SIFT
+# Flow nets (siftflow_layers.py of the FCN release), the 40-class NYUDv2 colour net
+# (nyud_layers.py), and otherwise PASCAL VOC's and PASCAL-Context's (infer.py, voc_layers.py).
 CAFFE_VGG16_PREPROCESSING = Preprocessing("bgr", 1.0, (103.939, 116.779, 123.68))
+SIFT_FLOW_PREPROCESSING = Preprocessing("bgr", 1.0, (114.578, 115.294, 108.353))
+NYUD_PREPROCESSING = Preprocessing("bgr", 1.0, (116.190, 97.203, 92.318))
+NYUD_CLASSES = 40
 
 # protobuf wire types
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
@@ -74,12 +81,14 @@ class CaffeWeights:
     weights are already the convolutions they are equivalent to (fc6: ``out×C×7×7``, the others
     ``out×in×1×1``), Deconvolution blobs are PyTorch's transposed-convolution layout as they stand.
     ``at_once`` says the file had FCN-8s at-once's fixed ``scale_pool4``/``scale_pool3`` layers.
-    ``layers`` names every layer with weights, in file order (for messages).
+    ``layers`` names every layer with weights, in file order (for messages). ``preprocessing`` is
+    the release's: BGR 0..255 minus the mean of the data the net was trained on.
     """
 
     state_dict: dict[str, torch.Tensor]
     at_once: bool = False
     layers: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing.caffe)
 
 
 def is_caffe_file(path: str | os.PathLike[str]) -> bool:
@@ -242,10 +251,10 @@ class _Wire:
         return out
 
     def _fill(self, array: np.ndarray) -> None:
-        view = memoryview(array).cast("B")
+        view = memoryview(array).cast("B")  # type: ignore[arg-type]  # ndarray is a buffer
         got = 0
         while got < len(view):
-            n = self.f.readinto(view[got:])  # type: ignore[attr-defined]  # a buffered file
+            n = self.f.readinto(view[got:])  # type: ignore[attr-defined]  # an open() file
             if not n:
                 raise self.truncated(self.pos + len(view))
             got += n
@@ -267,7 +276,8 @@ def _read_layers(wire: _Wire, size: int) -> list[_RawLayer]:
 
 def _read_layer(wire: _Wire, end: int, v1: bool) -> _RawLayer:
     name_field, type_field, blobs_field = _LAYER_FIELDS[v1]
-    name, kind, blobs = "", "", []
+    name, kind = "", ""
+    blobs: list[np.ndarray] = []
     for number, wire_type in wire.fields(end):
         if number == name_field and wire_type == _LEN:
             name = wire.string(end)
@@ -364,7 +374,19 @@ def _to_state_dict(raw: list[_RawLayer], path: Path) -> CaffeWeights:
         sd[f"{name}.weight"] = torch.from_numpy(weight)
         if len(layer.blobs) == 2:
             sd[f"{name}.bias"] = torch.from_numpy(layer.blobs[1].reshape(-1))
-    return CaffeWeights(sd, _at_once(scales, path), names)
+    return CaffeWeights(sd, _at_once(scales, path), names, _release_mean(sd, two_headed, path))
+
+
+def _release_mean(sd: dict[str, torch.Tensor], sift_flow: bool, path: Path) -> Preprocessing:
+    if "fc8.weight" in sd:
+        return CAFFE_VGG16_PREPROCESSING
+    if sift_flow:
+        return SIFT_FLOW_PREPROCESSING
+    score = sd.get("score_fr.weight")
+    if score is not None and score.shape[0] == NYUD_CLASSES:
+        log.info("%s: 40 classes, NYUDv2's colour net: its mean pixel is subtracted", path)
+        return NYUD_PREPROCESSING
+    return Preprocessing.caffe()
 
 
 def _as_conv_weight(layer: _RawLayer, name: str, path: Path) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ._io import atomic_path, describe_file, os_reason
-from .caffemodel import CAFFE_VGG16_PREPROCESSING, is_caffe_file, read_caffemodel
+from .caffemodel import is_caffe_file, read_caffemodel
 from .errors import FCNError
 from .meta import VARIANTS, ModelInfo, Preprocessing
 from .models import Net, convolutionalize, create_model, width_of
@@ -283,7 +283,8 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
 
 
 def _load_caffemodel(path: str | os.PathLike[str], variant: str | None) -> Net:
-    """A ``.caffemodel`` → its net, with Caffe's preprocessing (BGR 0..255 minus the mean)."""
+    """A ``.caffemodel`` → its net, with its release's preprocessing (BGR 0..255 minus the mean
+    pixel of the data it was trained on)."""
     weights = read_caffemodel(path)
     guessed = infer_variant(weights.state_dict)
     if guessed is None:
@@ -303,6 +304,5 @@ def _load_caffemodel(path: str | os.PathLike[str], variant: str | None) -> Net:
             )
         variant = "fcn8s-atonce"
     model = _model_from_state_dict(weights.state_dict, variant or guessed, path)
-    if model.info.variant == "vgg16":
-        model.info = model.info.replace(preprocessing=CAFFE_VGG16_PREPROCESSING)
+    model.info = model.info.replace(preprocessing=weights.preprocessing)
     return model.eval()

@@ -28,7 +28,12 @@ from PIL import Image
 from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
 
 from fcn_deploy import FCNError, Preprocessing, load_model
-from fcn_deploy.caffemodel import CAFFE_VGG16_PREPROCESSING, read_caffemodel
+from fcn_deploy.caffemodel import (
+    CAFFE_VGG16_PREPROCESSING,
+    NYUD_PREPROCESSING,
+    SIFT_FLOW_PREPROCESSING,
+    read_caffemodel,
+)
 from fcn_deploy.cli.export import main as export_main
 from fcn_deploy.cli.predict import main as predict_main
 from fcn_deploy.export import read_onnx_metadata
@@ -96,6 +101,30 @@ def test_suffix_is_not_needed_and_variant_is_checked(tmp_path: Path) -> None:
     )
     with pytest.raises(FCNError, match="it is fcn8s-atonce, not fcn8s"):
         load_model(atonce, variant="fcn8s")
+
+
+def test_sift_flow_semantic_head_and_each_releases_mean(tmp_path: Path) -> None:
+    """SIFT Flow's nets have a semantic (``*_sem``, 33 classes) and a geometric (``*_geo``, 3)
+    head; NYUDv2's colour net has 40 classes. Each release subtracts its own data's mean pixel."""
+    sem, geo = reference("fcn16s", n_class=33), reference("fcn16s", seed=1, n_class=3)
+    heads = ("score_fr", "upscore2", "score_pool4", "upscore16")
+    layers = [
+        Layer(
+            f"{layer.name}_{head}" if layer.name in heads else layer.name, layer.type, layer.blobs
+        )
+        for head, net in (("sem", sem), ("geo", geo))
+        for layer in layers_of(net)
+        if head == "sem" or layer.name in heads
+    ]
+    model = load_model(write_caffemodel(tmp_path / "siftflow-fcn16s.caffemodel", layers))
+    assert model.info.variant == "fcn16s" and model.info.num_classes == 33
+    assert model.info.preprocessing == SIFT_FLOW_PREPROCESSING
+    with torch.no_grad():
+        assert torch.allclose(model(X), sem(X), rtol=1e-5, atol=1e-5)
+    nyud = write_caffemodel(
+        tmp_path / "nyud.caffemodel", layers_of(reference("fcn32s", n_class=40))
+    )
+    assert load_model(nyud).info.preprocessing == NYUD_PREPROCESSING
 
 
 # -- OpenCV: an independent Caffe reader and engine -----------------------------------------------
