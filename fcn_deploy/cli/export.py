@@ -208,6 +208,11 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an "
                 "engine from it)"
             )
+        if args.classes is not None:
+            raise FCNError(
+                f"--classes names the classes of a model being exported; {args.source} is already "
+                "ONNX and keeps the names it was exported with"
+            )
         from ..export import read_onnx_metadata
 
         read_onnx_metadata(args.source)  # a clear error now for a foreign or damaged file
