@@ -82,7 +82,9 @@ def train_parser() -> argparse.ArgumentParser:
         "--width", type=float, help=f"channel multiplier for --init scratch (default {d.width:g})"
     )
     p.add_argument(
-        "--init", help="vgg16:PATH | checkpoint:PATH (previous stage) | scratch (default)"
+        "--init",
+        help="vgg16:PATH (torchvision .pth or Caffe VGG_ILSVRC_16_layers.caffemodel) | "
+        "checkpoint:PATH (previous stage; also an FCN .caffemodel) | scratch (default)",
     )
     p.add_argument(
         "--train",
@@ -239,11 +241,14 @@ def eval_parser() -> argparse.ArgumentParser:
 
     p = OneLineParser(
         prog="fcn-eval",
-        description="Score a model (.pt, .onnx, .engine) on a dataset: "
+        description="Score a model (.pt, .caffemodel, .onnx, .engine) on a dataset: "
         "pixel accuracy, mean accuracy, mean IU, frequency weighted IU, per-class IU.",
     )
     p.add_argument(
-        "--model", required=True, type=Path, help="checkpoint, ONNX export or TensorRT engine"
+        "--model",
+        required=True,
+        type=Path,
+        help="checkpoint, Caffe .caffemodel, ONNX export or TensorRT engine",
     )
     p.add_argument(
         "--data", choices=DATASETS, default="synthetic", help="dataset (default synthetic)"
