@@ -28,7 +28,7 @@ from ..export.metadata import OnnxMetadata, read_onnx_metadata
 from ..meta import ENGINE_SUFFIXES
 from .gate import GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
 from .layer_info import precision_problem
-from .plan import BuildPlan, check_opt_level, workspace_bytes
+from .plan import BuildPlan, check_int8_target, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
 from .sidecar import EngineMetadata, sidecar_path, write_sidecar
 from .versions import parse_trt_version, precision_route
@@ -185,6 +185,7 @@ def build_engine(
     profiles = list(profiles) if profiles else default_profiles(meta.bounds)
     validate_profiles(profiles, meta.bounds)
     precision = precision or meta.precision
+    check_int8_target(meta, precision)
     if not 0.0 < gate_threshold <= 1.0:
         raise FCNError(
             f"gate_threshold must be in (0, 1], got {gate_threshold}", param="gate_threshold"
@@ -196,13 +197,14 @@ def build_engine(
 
     from . import compile as trt_compile  # imports TensorRT: FCNError where it is missing
     from .executor import EngineExecutor, cuda_device, device_identity
-
-    dev = cuda_device(device)
+    from .trt_base import create_builder
 
     version = trt_compile.tensorrt_version()
     route = precision_route(
         parse_trt_version(version), precision, meta.precision, trt_compile.has_fp16_flag()
     )
+    create_builder()  # TensorRT's own CUDA initialisation first: its failure names the driver
+    dev = cuda_device(device)
     plan = BuildPlan(
         meta.input_name,
         meta.io,

@@ -247,11 +247,13 @@ def profile_switch_message(profile: int, count: int, error: Exception | None) ->
 
     The Python binding raises RuntimeError ("Error in set optimization profile async.") where
     the C++ call returns false (NVIDIA/TensorRT python/src/infer/pyCore.cpp,
-    ``context_set_optimization_profile_async``, PY_ASSERT_RUNTIME_ERROR).
+    ``context_set_optimization_profile_async``, PY_ASSERT_RUNTIME_ERROR). The 10.13/11.x headers
+    give one cause (``IExecutionContext::setOptimizationProfileAsync``: "false (e.g. input out of
+    range)"), an index the engine does not have: it does not match its sidecar.
     """
     reason = f" ({str(error).strip()})" if error is not None and str(error).strip() else ""
     return (
-        f"TensorRT could not switch the execution context to optimization profile {profile} of "
-        f"{count}{reason}; the engine may not match its sidecar (rebuild it with fcn-export "
-        "--engine), or another execution context is using that profile (use one runner per thread)"
+        f"TensorRT could not set the execution context to optimization profile {profile} of "
+        f"{count}{reason}; the engine does not match its sidecar: rebuild it with fcn-export "
+        "--engine"
     )
