@@ -251,9 +251,7 @@ def tiny_onnx(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_fcn_export_answers_a_failed_cuda_initialisation_in_one_line(
-    binding, tiny_onnx, tmp_path
-):
+def test_fcn_export_answers_a_failed_cuda_initialisation_in_one_line(binding, tiny_onnx, tmp_path):
     engine = tmp_path / "tiny.engine"
     result = subprocess.run(
         [str(BIN / "fcn-export"), str(tiny_onnx), "--engine", str(engine)],
