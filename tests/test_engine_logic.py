@@ -567,6 +567,23 @@ def test_compatibility_check_refuses_other_versions_and_gpus(tmp_path):
         check_compatible(meta, "10.13.3.9", (8, 9), "NVIDIA L4")
 
 
+def test_a_repackaged_wheel_is_the_same_release_and_another_gpu_model_only_warns(
+    tmp_path, caplog
+):
+    from fcn_deploy.engine.versions import release_key
+
+    assert release_key("10.14.1.48.post1") == release_key("10.14.1.48") == (10, 14, 1, 48)
+    assert release_key("11.0") == (11, 0, 0, 0) and release_key("10.14.1.49") > (10, 14, 1, 48)
+    meta = _meta(tmp_path)
+    check_compatible(meta, "10.13.3.9.post1", (9, 0), "NVIDIA H100 80GB HBM3")
+    assert not caplog.records
+    with pytest.raises(FCNError, match=r"10\.13\.3\.9 but TensorRT 10\.13\.3\.10 is installed"):
+        check_compatible(meta, "10.13.3.10", (9, 0))
+    check_compatible(meta, "10.13.3.9", (9, 0), "NVIDIA H100 PCIe")  # same compute capability
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "built on NVIDIA H100 80GB HBM3 and runs on NVIDIA H100 PCIe" in caplog.text
+
+
 # --- accuracy gate arithmetic
 # ----------------------------------------------------------------------
 
@@ -632,6 +649,20 @@ def test_parser_errors_become_one_line_naming_the_node():
     assert "\n" not in msg and "node /score/Conv (Conv)" in msg and "(+1 more errors)" in msg
     assert "strongly typed" in msg  # a dtype problem gets the re-export hint
     assert "node #18 (Add)" in format_parser_errors("m.onnx", issues[1:])
+
+
+def test_the_qdq_zero_point_parser_error_gets_the_int8_target_hint_not_the_dtype_one():
+    zero_point = ParserIssue(
+        "INVALID_NODE",
+        "Assertion failed: shiftIsAllZeros(zeroPoint): Non-zero zero point is not supported.",
+        0,
+        "x_QuantizeLinear",
+        "QuantizeLinear",
+    )
+    msg = format_parser_errors("m.onnx", [zero_point])
+    assert "--int8-target tensorrt" in msg and "strongly typed" not in msg
+    dq_type = ParserIssue("INVALID_NODE", "input has type Int32", 1, "b_DQ", "DequantizeLinear")
+    assert "strongly typed" not in format_parser_errors("m.onnx", [dq_type])
 
 
 def test_workspace_and_opt_level_are_checked():
