@@ -672,3 +672,15 @@ def test_workspace_and_opt_level_are_checked():
     assert check_opt_level(5) == 5
     with pytest.raises(FCNError, match=r"0..5"):
         check_opt_level(6)
+
+
+def test_an_engine_is_reused_only_for_the_same_onnx_profiles_release_and_gpu(tmp_path):
+    from fcn_deploy.engine.sidecar import same_build
+
+    meta = _meta(tmp_path)
+    here = (meta.onnx_sha256, list(meta.profiles), "10.13.3.9.post1", meta.gpu_name, (9, 0))
+    assert same_build(meta, *here)
+    for i, other in enumerate(
+        ["f" * 64, list(meta.profiles)[:1], "10.13.3.10", "NVIDIA H100 PCIe", (8, 9)]
+    ):
+        assert not same_build(meta, *here[:i], other, *here[i + 1 :]), other

@@ -27,6 +27,7 @@ __all__ = [
     "EngineMetadata",
     "check_compatible",
     "read_sidecar",
+    "same_build",
     "sidecar_path",
     "write_sidecar",
 ]
@@ -171,3 +172,23 @@ def check_compatible(
             meta.gpu_name,
             gpu_name,
         )
+
+
+def same_build(
+    meta: EngineMetadata,
+    onnx_sha256: str,
+    profiles: list[Profile],
+    tensorrt_version: str,
+    gpu_name: str,
+    compute_capability: tuple[int, int],
+) -> bool:
+    """Whether the engine ``meta`` describes is what a build now would make: the same ONNX file,
+    profiles, TensorRT release and GPU model (the kernels were timed on it). Then a benchmark or
+    check reuses it instead of building again."""
+    return (
+        meta.onnx_sha256 == onnx_sha256
+        and list(meta.profiles) == list(profiles)
+        and release_key(meta.tensorrt_version) == release_key(tensorrt_version)
+        and meta.gpu_name == gpu_name
+        and tuple(meta.compute_capability) == tuple(compute_capability)
+    )
