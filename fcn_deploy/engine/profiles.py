@@ -27,6 +27,7 @@ __all__ = [
     "covering_profiles",
     "default_profiles",
     "format_shape",
+    "largest_batch",
     "parse_shape",
     "profile_switch_message",
     "profiles_from_strings",
@@ -219,6 +220,16 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
         f"this engine ({ranges}); resize or tile the input, or rebuild the engine with profiles "
         "covering it"
     )
+
+
+def largest_batch(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
+    """The largest batch some profile holds at ``shape``'s C×H×W (0: none holds it at all).
+
+    Profiles trade batch for size (the default ones hold batch > 1 only up to 1024²), so a batch
+    no profile holds at its size runs in chunks of this many images.
+    """
+    _, c, h, w = shape
+    return max((p.max[0] for p in profiles if p.fits((p.min[0], c, h, w))), default=0)
 
 
 def choose_profile(profiles: Sequence[Profile], shape: Sequence[int], forced: int | None) -> int:
