@@ -438,6 +438,19 @@ def test_a_myelin_node_with_16_bit_outputs_names_its_precision():
     assert summarize_layers(json.dumps(mixed)).flops_basis == "count"  # one basis for all convs
 
 
+def test_a_myelin_node_ending_in_the_fp32_output_cast_is_read_from_its_inputs_or_weights():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    body, tail = json.loads(json.dumps(doc["Layers"][0])), json.loads(json.dumps(doc["Layers"][0]))
+    body["Outputs"][0]["Format/Datatype"] = "Row major linear FP16 format"
+    tail["Inputs"][0]["Format/Datatype"] = "Row major linear FP16 format"  # FP32 output cast
+    s = summarize_layers(json.dumps({"Layers": [body, tail]}))
+    assert s.label == "fp16" and s.unknown_convs == 0 and s.fp16_convs == 42
+    weights_only = dict(doc["Layers"][0], Weights={"Type": "Half", "Count": 9})
+    assert summarize_layers(json.dumps({"Layers": [body, weights_only]})).label == "fp16"
+    fp32 = summarize_layers(json.dumps({"Layers": [body, doc["Layers"][0]]}))
+    assert fp32.label == "unknown" and fp32.unknown_convs == 21  # still never called fp16 blind
+
+
 def test_a_myelin_node_without_metadata_is_read_from_its_name():
     doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
     layer = dict(doc["Layers"][0], Name="{ForeignNode[node_Conv_100...node_convolution_2]}")
@@ -567,9 +580,7 @@ def test_compatibility_check_refuses_other_versions_and_gpus(tmp_path):
         check_compatible(meta, "10.13.3.9", (8, 9), "NVIDIA L4")
 
 
-def test_a_repackaged_wheel_is_the_same_release_and_another_gpu_model_only_warns(
-    tmp_path, caplog
-):
+def test_a_repackaged_wheel_is_the_same_release_and_another_gpu_model_only_warns(tmp_path, caplog):
     from fcn_deploy.engine.versions import release_key
 
     assert release_key("10.14.1.48.post1") == release_key("10.14.1.48") == (10, 14, 1, 48)
