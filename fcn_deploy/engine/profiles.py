@@ -194,13 +194,15 @@ def covering_profiles(profiles: Sequence[Profile], shapes: Sequence[Shape]) -> l
     """``profiles``, plus one more holding every shape in ``shapes`` that none of them holds.
 
     The defaults serve ordinary use; a benchmark sweep (batch 8 at 1024×2048, say) must run
-    every shape it names. The extra profile spans exactly those shapes and is tuned (opt) for
-    the largest of them, the one that dominates the time.
+    every shape it names. The extra profile spans those shapes, from the profiles' smallest batch
+    up (so smaller batches at those sizes run too), and is tuned (opt) for the largest of them,
+    the one that dominates the time.
     """
     missing = [s for s in shapes if not any(p.fits(s) for p in profiles)]
     if not missing:
         return list(profiles)
     lo = cast(Shape, tuple(min(s[d] for s in missing) for d in range(4)))
+    lo = (min([lo[0], *(p.min[0] for p in profiles)]), *lo[1:])
     hi = cast(Shape, tuple(max(s[d] for s in missing) for d in range(4)))
     opt = max(missing, key=lambda s: s[0] * s[2] * s[3])
     return [*profiles, Profile(lo, opt, hi)]
