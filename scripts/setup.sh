@@ -51,7 +51,11 @@ fi
 
 if [ "$extra" = gpu ]; then
   "${pip[@]}" uninstall -q -y onnxruntime 2>/dev/null || true
-  "${pip[@]}" install -q -e ".[gpu,test]"
+  # TensorRT's CUDA variant follows torch's CUDA major (pyproject.toml: gpu, gpu-cu12)
+  cuda_major=$("$venv/bin/python" -c 'import torch; print((torch.version.cuda or "13").split(".")[0])')
+  gpu_extra=gpu
+  [ "$cuda_major" = 12 ] && gpu_extra=gpu-cu12
+  "${pip[@]}" install -q -e ".[$gpu_extra,test]"
   # onnxruntime-gpu lists its CUDA provider even when it cannot load it: ask a real session
   "$venv/bin/python" - <<'PY' || true
 import onnx, onnx.helper as h, onnxruntime as ort

@@ -696,3 +696,15 @@ def test_an_engine_is_reused_only_for_the_same_onnx_profiles_release_and_gpu(tmp
         ["f" * 64, list(meta.profiles)[:1], "10.13.3.10", "NVIDIA H100 PCIe", (8, 9)]
     ):
         assert not same_build(meta, *here[:i], other, *here[i + 1 :]), other
+
+
+def test_a_failed_cuda_initialisation_names_the_driver_the_cuda_variant_needs():
+    from fcn_deploy.engine.versions import cuda_init_message
+
+    said = ["CUDA initialization failure with error: 35"]
+    msg = cuda_init_message("Builder", "11.4.0.106", "cu13", said)
+    assert msg.startswith("TensorRT 11.4.0.106 could not create its Builder")
+    assert "tensorrt-cu13 needs driver 580.65.06" in msg and "error: 35" in msg
+    assert "\n" not in msg
+    unknown = cuda_init_message("Runtime", "10.12.0.36", None, [])
+    assert "tensorrt-cu12 needs driver 525+" in unknown and "said" not in unknown

@@ -168,5 +168,6 @@ def cuda_init_message(what: str, version: str, variant: str | None, errors: list
     return (
         f"TensorRT {version} could not create its {what}: CUDA did not initialise{said}. Either "
         f"no NVIDIA GPU/driver is visible (check nvidia-smi) or the driver is too old ({need}); "
-        "install the tensorrt-cuNN matching the driver (pip install fcn-deploy[gpu])"
+        "install the TensorRT matching the driver (pip install fcn-deploy[gpu] for CUDA 13, "
+        "[gpu-cu12] for CUDA 12)"
     )
