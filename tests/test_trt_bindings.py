@@ -115,6 +115,9 @@ found["severities"] = sorted(trt.ILogger.Severity.__members__)
 found["levels"] = sorted(trt_base.LEVELS)
 found["data_types"] = sorted(trt.DataType.__members__)
 found["dtype_map"] = sorted(executor._TORCH_DTYPES)
+found["torch_dtypes"] = {
+    n: str(executor._torch_dtype(getattr(trt.DataType, n))) for n in ("FLOAT", "HALF", "UINT8")
+}
 found["raw_name_type"] = type(trt.ErrorCode.INVALID_NODE.name).__name__
 found["parser_errors"] = {
     int(code): format_parser_errors(
@@ -209,6 +212,11 @@ def test_parser_errors_read_right_with_every_real_error_code(binding, probed):
 def test_the_dtype_map_and_logger_levels_are_the_release_names(probed):
     assert set(probed["dtype_map"]) <= set(probed["data_types"])
     assert {"FLOAT", "HALF", "UINT8", "INT64"} <= set(probed["dtype_map"])
+    assert probed["torch_dtypes"] == {
+        "FLOAT": "torch.float32",
+        "HALF": "torch.float16",
+        "UINT8": "torch.uint8",
+    }
     assert probed["levels"] == probed["severities"]
 
 

@@ -36,6 +36,7 @@ from .._device import cuda_index, indexed_device, same_device
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .buffers import aligned_input
+from .plan import enum_name
 from .profiles import Profile, choose_profile, profile_switch_message
 from .sidecar import EngineMetadata, check_compatible
 from .trt_base import create_runtime, process_logger, reported
@@ -85,12 +86,12 @@ def device_identity(device: torch.device) -> tuple[str, tuple[int, int]]:
 
 
 def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
+    name = enum_name(dtype)  # not .name: a method on some 10.x enums (plan.enum_name)
     try:
-        return _TORCH_DTYPES[dtype.name]
+        return _TORCH_DTYPES[name]
     except KeyError:
         raise FCNError(
-            f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the "
-            "engine"
+            f"engine tensor type {name} is not one an fcn-deploy engine uses; rebuild the engine"
         ) from None
 
 
