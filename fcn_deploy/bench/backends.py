@@ -24,7 +24,7 @@ from torch import nn
 
 from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
-from ..engine.profiles import Shape
+from ..engine.profiles import DEFAULT_MAX_BATCH, Shape
 from ..errors import FCNError
 from ..export.quantize import CalibrationSource
 from ..meta import ModelInfo
@@ -270,7 +270,8 @@ def onnx_for(
     """The ONNX file for ``precision``: the one given, or one exported now (with its export time).
 
     An exported file is reused by every backend that runs it (ONNX Runtime and OpenVINO INT8
-    run the same calibrated file).
+    run the same calibrated file). Its batch bound is at least 8 whatever the run's batch, so
+    runs at batch 1 and 8 export the same file and build one TensorRT engine from it.
     """
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
@@ -285,12 +286,7 @@ def onnx_for(
     from ..export import export_onnx
 
     assert source.module is not None  # a source is weights or a file
-    # the batch bound is in the name: a TensorRT row exports for more (one engine for every batch)
-    out = (
-        cache / f"model-{precision}.onnx"
-        if max_batch <= 1
-        else cache / f"model-{precision}-b{max_batch}.onnx"
-    )
+    out = cache / f"model-{precision}.onnx"
     spec = calibration.spec if isinstance(calibration, CalibrationSource) else calibration
     key = (out, id(source.module), spec)
     if key in _EXPORTED and out.exists():
@@ -301,7 +297,7 @@ def onnx_for(
         source.module,
         out,
         precision=precision,
-        max_batch=max(max_batch, 1),
+        max_batch=max(max_batch, DEFAULT_MAX_BATCH),
         verify=False,
         progress=False,
         calibration=calibration,
@@ -345,7 +341,6 @@ def _tensorrt(
     runs at batch 1 and 8 into one ``cache`` (scripts/gpu-check.sh) build one engine, reused by
     the second run along with the per-GPU timing cache.
     """
-    from ..engine.profiles import DEFAULT_MAX_BATCH
     from ..runtime.trt_runner import TensorRTRunner
 
     dev = str(device)
