@@ -247,15 +247,9 @@ def test_a_failed_cuda_initialisation_is_one_line(binding, probed):
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory) -> Path:
-    from conftest import randomize
+    from test_engine_build import _tiny_onnx  # a real fcn-deploy ONNX file, no export needed
 
-    from fcn_deploy.export import export_onnx
-    from fcn_deploy.models import create_model
-
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    model = randomize(create_model("fcn32s", num_classes=3, width=0.0625), seed=0)
-    export_onnx(model, path, max_size=(64, 64), max_batch=1, verify=False, progress=False)
-    return path
+    return _tiny_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
 
 
 @pytest.mark.slow
