@@ -172,6 +172,9 @@ for create in (trt_base.create_builder, trt_base.create_runtime):
         found[create.__name__] = None
     except FCNError as e:
         found[create.__name__] = str(e)
+from fcn_deploy.bench.machine import machine_info
+import torch
+found["recorded_version"] = machine_info(torch.device("cpu"))["versions"].get("tensorrt")
 print(json.dumps(found))
 """
 
@@ -191,6 +194,9 @@ def probed(binding) -> dict:
 
 def test_the_release_takes_the_route_the_version_gate_chose(binding, probed):
     assert probed["version"] == binding.version
+    # benchmarks record the module's version: tensorrt-cu12/-cu13 installs have no `tensorrt`
+    # distribution metadata (nor does this one)
+    assert probed["recorded_version"] == binding.version
     on_11 = binding.version.startswith("11.")
     # strongly typed everywhere (>= 10.12); the STRONGLY_TYPED flag on 10.x only; never FP16
     assert probed["routes"] == {p: [True, not on_11, False] for p in ("fp16", "fp32", "int8")}
