@@ -5,9 +5,9 @@
 # `import torch` works): without an NVIDIA GPU the CPU build 2.13.0 — PyPI's Linux torch is the
 # CUDA build with several GB of NVIDIA packages, so PyTorch's CPU index is tried first (one quick
 # attempt), then the default index; with a GPU, or for the `gpu` extra, a CUDA build. Then the
-# package with one extra: `cpu` (onnxruntime, the default), `dev` (cpu plus pytest, mypy and the
-# TensorRT stubs for type-checking) or `gpu` (onnxruntime-gpu, TensorRT and pytest, so
-# `pytest -m gpu` runs the GPU tests). onnxruntime and onnxruntime-gpu must never be installed
+# package with one extra: `cpu` (onnxruntime, the default), `dev` (cpu plus pytest, mypy and
+# pybind11-stubgen, which makes TensorRT stubs for type-checking) or `gpu` (onnxruntime-gpu,
+# TensorRT and pytest, so `pytest -m gpu` runs the GPU tests). onnxruntime and onnxruntime-gpu must never be installed
 # together, so each extra removes the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +51,11 @@ fi
 
 if [ "$extra" = gpu ]; then
   "${pip[@]}" uninstall -q -y onnxruntime 2>/dev/null || true
-  "${pip[@]}" install -q -e ".[gpu,test]"
+  # TensorRT's CUDA variant follows torch's CUDA major (pyproject.toml: gpu, gpu-cu12)
+  cuda_major=$("$venv/bin/python" -c 'import torch; print((torch.version.cuda or "13").split(".")[0])')
+  gpu_extra=gpu
+  [ "$cuda_major" = 12 ] && gpu_extra=gpu-cu12
+  "${pip[@]}" install -q -e ".[$gpu_extra,test]"
   # onnxruntime-gpu lists its CUDA provider even when it cannot load it: ask a real session
   "$venv/bin/python" - <<'PY' || true
 import onnx, onnx.helper as h, onnxruntime as ort
@@ -66,9 +70,5 @@ PY
 else
   "${pip[@]}" uninstall -q -y onnxruntime-gpu 2>/dev/null || true
   "${pip[@]}" install -q -e ".[$extra]"
-fi
-if [ "$extra" = dev ]; then
-  # The stubs' own `tensorrt` dependency downloads from NVIDIA's index: install them alone.
-  "${pip[@]}" install -q --no-deps "tensorrt-stubs==10.13.*"
 fi
 echo "setup: ready in $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'))"

@@ -33,6 +33,10 @@ needs_no_tensorrt = pytest.mark.skipif(
 
 @pytest.fixture
 def tiny_onnx(tmp_path: Path) -> Path:
+    return _tiny_onnx(tmp_path / "tiny.onnx")
+
+
+def _tiny_onnx(path: Path, precision: str = "fp32", calibration: dict | None = None) -> Path:
     """A real fcn-deploy ONNX file (1×1 conv to 21 classes, dynamic N/H/W, metadata props)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -55,7 +59,7 @@ def tiny_onnx(tmp_path: Path) -> Path:
     meta = OnnxMetadata(
         ModelInfo("fcn8s", 21, width=0.125),
         "tensor",
-        "fp32",
+        precision,
         False,
         SizeBounds((1, 1), (512, 512), 1, 4),
         "x",
@@ -64,11 +68,11 @@ def tiny_onnx(tmp_path: Path) -> Path:
         "2.13.0",
         onnx.__version__,
         20,
+        calibration=calibration,
     )
     for k, v in meta.to_props().items():
         model.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(model)
-    path = tmp_path / "tiny.onnx"
     onnx.save(model, path)
     return path
 
@@ -99,6 +103,31 @@ def test_bad_paths_and_options_fail_before_tensorrt(tiny_onnx, tmp_path):
     with pytest.raises(FCNError, match=r"gate_threshold must be in \(0, 1\]"):
         build_engine(tiny_onnx, tmp_path / "m.engine", gate_threshold=1.5)
     assert _files(tmp_path) == ["tiny.onnx"]
+
+
+def test_an_int8_graph_for_the_cpu_target_is_refused_before_tensorrt(tmp_path):
+    for target in ("cpu", None):  # None: an export older than the target field (cpu)
+        calibration = {"source": "synthetic"} | ({"target": target} if target else {})
+        onnx_path = _tiny_onnx(tmp_path / "int8.onnx", "int8", calibration)
+        with pytest.raises(FCNError, match=r"made for the 'cpu' target.*--int8-target tensorrt"):
+            build_engine(onnx_path, tmp_path / "m.engine")
+    assert _files(tmp_path) == ["int8.onnx"]
+
+
+def test_fcn_export_int8_with_an_engine_calibrates_for_tensorrt():
+    from fcn_deploy.cli.engine_args import check_engine_arguments
+    from fcn_deploy.cli.export import build_parser
+
+    args = build_parser().parse_args(["m.pt", "-o", "m.onnx", "--precision", "int8"])
+    assert args.int8_target is None  # export_onnx gets "cpu"
+    argv = ["m.pt", "-o", "m.onnx", "--precision", "int8", "--engine", "m.engine"]
+    args = build_parser().parse_args(argv)
+    check_engine_arguments(args)
+    assert args.int8_target == "tensorrt"
+    args = build_parser().parse_args([*argv, "--int8-target", "cpu"])
+    with pytest.raises(FCNError, match="TensorRT cannot parse") as e:
+        check_engine_arguments(args)
+    assert e.value.param == "int8_target"
 
 
 @needs_no_tensorrt

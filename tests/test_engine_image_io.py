@@ -70,3 +70,14 @@ def test_every_cast_to_uint8_reads_float_or_half():
     assert types[to_uint8[0].input[0]] in (TensorProto.FLOAT, TensorProto.FLOAT16)
     (argmax,) = [n for n in proto.graph.node if n.op_type == "ArgMax"]
     assert types[argmax.output[0]] == TensorProto.INT64  # what the Cast to FLOAT reads
+
+
+def test_image_io_refuses_more_classes_than_uint8_labels_hold(tmp_path):
+    from fcn_deploy.errors import FCNError
+    from fcn_deploy.export import export_onnx
+    from fcn_deploy.models import create_model
+
+    model = create_model("fcn32s", num_classes=257, width=0.0625)
+    with pytest.raises(FCNError, match=r"at most 256 classes; this model has 257") as e:
+        export_onnx(model, tmp_path / "m.onnx", io="image", verify=False, progress=False)
+    assert e.value.param == "io" and list(tmp_path.iterdir()) == []

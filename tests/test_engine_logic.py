@@ -129,7 +129,8 @@ def test_covering_profiles_add_one_for_the_shapes_the_defaults_miss():
     sweep = [(8, 3, 500, 500), (8, 3, 1024, 2048), (4, 3, 2048, 1024), (1, 3, 4000, 4000)]
     covered = covering_profiles(ps, sweep)
     assert covered[:2] == ps and len(covered) == 3
-    assert covered[2] == Profile((4, 3, 1024, 1024), (8, 3, 1024, 2048), (8, 3, 2048, 2048))
+    # from batch 1 up: a smaller batch at those sizes (a chunk, a partial batch) runs too
+    assert covered[2] == Profile((1, 3, 1024, 1024), (8, 3, 1024, 2048), (8, 3, 2048, 2048))
     validate_profiles(covered, BOUNDS)
     assert all(any(p.fits(s) for p in covered) for s in sweep)
     assert covering_profiles(ps, [(1, 3, 500, 500)]) == ps  # nothing missing: nothing added
@@ -438,6 +439,19 @@ def test_a_myelin_node_with_16_bit_outputs_names_its_precision():
     assert summarize_layers(json.dumps(mixed)).flops_basis == "count"  # one basis for all convs
 
 
+def test_a_myelin_node_ending_in_the_fp32_output_cast_is_read_from_its_inputs_or_weights():
+    doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
+    body, tail = json.loads(json.dumps(doc["Layers"][0])), json.loads(json.dumps(doc["Layers"][0]))
+    body["Outputs"][0]["Format/Datatype"] = "Row major linear FP16 format"
+    tail["Inputs"][0]["Format/Datatype"] = "Row major linear FP16 format"  # FP32 output cast
+    s = summarize_layers(json.dumps({"Layers": [body, tail]}))
+    assert s.label == "fp16" and s.unknown_convs == 0 and s.fp16_convs == 42
+    weights_only = dict(doc["Layers"][0], Weights={"Type": "Half", "Count": 9})
+    assert summarize_layers(json.dumps({"Layers": [body, weights_only]})).label == "fp16"
+    fp32 = summarize_layers(json.dumps({"Layers": [body, doc["Layers"][0]]}))
+    assert fp32.label == "unknown" and fp32.unknown_convs == 21  # still never called fp16 blind
+
+
 def test_a_myelin_node_without_metadata_is_read_from_its_name():
     doc = _fixture("myelin_foreignnode_fcn8s_fp16.json")
     layer = dict(doc["Layers"][0], Name="{ForeignNode[node_Conv_100...node_convolution_2]}")
@@ -567,6 +581,21 @@ def test_compatibility_check_refuses_other_versions_and_gpus(tmp_path):
         check_compatible(meta, "10.13.3.9", (8, 9), "NVIDIA L4")
 
 
+def test_a_repackaged_wheel_is_the_same_release_and_another_gpu_model_only_warns(tmp_path, caplog):
+    from fcn_deploy.engine.versions import release_key
+
+    assert release_key("10.14.1.48.post1") == release_key("10.14.1.48") == (10, 14, 1, 48)
+    assert release_key("11.0") == (11, 0, 0, 0) and release_key("10.14.1.49") > (10, 14, 1, 48)
+    meta = _meta(tmp_path)
+    check_compatible(meta, "10.13.3.9.post1", (9, 0), "NVIDIA H100 80GB HBM3")
+    assert not caplog.records
+    with pytest.raises(FCNError, match=r"10\.13\.3\.9 but TensorRT 10\.13\.3\.10 is installed"):
+        check_compatible(meta, "10.13.3.10", (9, 0))
+    check_compatible(meta, "10.13.3.9", (9, 0), "NVIDIA H100 PCIe")  # same compute capability
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "built on NVIDIA H100 80GB HBM3 and runs on NVIDIA H100 PCIe" in caplog.text
+
+
 # --- accuracy gate arithmetic
 # ----------------------------------------------------------------------
 
@@ -634,6 +663,20 @@ def test_parser_errors_become_one_line_naming_the_node():
     assert "node #18 (Add)" in format_parser_errors("m.onnx", issues[1:])
 
 
+def test_the_qdq_zero_point_parser_error_gets_the_int8_target_hint_not_the_dtype_one():
+    zero_point = ParserIssue(
+        "INVALID_NODE",
+        "Assertion failed: shiftIsAllZeros(zeroPoint): Non-zero zero point is not supported.",
+        0,
+        "x_QuantizeLinear",
+        "QuantizeLinear",
+    )
+    msg = format_parser_errors("m.onnx", [zero_point])
+    assert "--int8-target tensorrt" in msg and "strongly typed" not in msg
+    dq_type = ParserIssue("INVALID_NODE", "input has type Int32", 1, "b_DQ", "DequantizeLinear")
+    assert "strongly typed" not in format_parser_errors("m.onnx", [dq_type])
+
+
 def test_workspace_and_opt_level_are_checked():
     assert workspace_bytes(4) == 4 << 30 and workspace_bytes(0.5) == 1 << 29
     with pytest.raises(FCNError, match="positive number of GiB"):
@@ -641,3 +684,27 @@ def test_workspace_and_opt_level_are_checked():
     assert check_opt_level(5) == 5
     with pytest.raises(FCNError, match=r"0..5"):
         check_opt_level(6)
+
+
+def test_an_engine_is_reused_only_for_the_same_onnx_profiles_release_and_gpu(tmp_path):
+    from fcn_deploy.engine.sidecar import same_build
+
+    meta = _meta(tmp_path)
+    here = (meta.onnx_sha256, list(meta.profiles), "10.13.3.9.post1", meta.gpu_name, (9, 0))
+    assert same_build(meta, *here)
+    for i, other in enumerate(
+        ["f" * 64, list(meta.profiles)[:1], "10.13.3.10", "NVIDIA H100 PCIe", (8, 9)]
+    ):
+        assert not same_build(meta, *here[:i], other, *here[i + 1 :]), other
+
+
+def test_a_failed_cuda_initialisation_names_the_driver_the_cuda_variant_needs():
+    from fcn_deploy.engine.versions import cuda_init_message
+
+    said = ["CUDA initialization failure with error: 35"]
+    msg = cuda_init_message("Builder", "11.4.0.106", "cu13", said)
+    assert msg.startswith("TensorRT 11.4.0.106 could not create its Builder")
+    assert "tensorrt-cu13 needs driver 580.65.06" in msg and "error: 35" in msg
+    assert "\n" not in msg
+    unknown = cuda_init_message("Runtime", "10.12.0.36", None, [])
+    assert "tensorrt-cu12 needs driver 525+" in unknown and "said" not in unknown

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fcn_deploy._device import indexed_device, same_device
-from fcn_deploy.engine import Profile, choose_profile
+from fcn_deploy.engine import Profile, choose_profile, default_profiles
 from fcn_deploy.engine.buffers import TENSOR_ALIGNMENT, aligned_input, is_aligned
 from fcn_deploy.errors import FCNError
 from fcn_deploy.runtime import resolve_device
@@ -181,4 +181,16 @@ def test_a_refused_profile_switch_says_what_to_do():
     msg = profile_switch_message(1, 2, RuntimeError("Error in set optimization profile async."))
     assert "profile 1 of 2 (Error in set optimization profile async.)" in msg
     assert "rebuild it with fcn-export --engine" in msg and "\n" not in msg
+    assert "another execution context" not in msg  # no such rule in the 10.13/11.x headers
     assert "()" not in profile_switch_message(0, 1, None)
+
+
+def test_a_batch_no_profile_holds_at_its_size_runs_in_chunks_of_the_largest_that_does():
+    from fcn_deploy.engine.profiles import largest_batch
+    from fcn_deploy.meta import SizeBounds
+
+    profiles = default_profiles(SizeBounds((1, 1), (4096, 4096), 1, 8))
+    assert largest_batch(profiles, (2, 3, 1500, 1500)) == 1  # only the batch-1 profile
+    assert largest_batch(profiles, (2, 3, 512, 512)) == 8
+    assert largest_batch(profiles, (1, 3, 5000, 5000)) == 0
+    assert largest_batch(profiles, (1, 4, 512, 512)) == 0  # channels are fixed

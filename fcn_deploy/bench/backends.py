@@ -11,6 +11,7 @@ A backend that cannot run here is kept, with its reason, so no result silently d
 from __future__ import annotations
 
 import importlib.util
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
-from ..engine.profiles import Shape
+from ..engine.profiles import DEFAULT_MAX_BATCH, Shape
 from ..errors import FCNError
 from ..export.quantize import CalibrationSource
 from ..meta import ModelInfo
@@ -31,6 +32,8 @@ from ..models import Net, create_model
 from ..runtime import Runner, backend_for_path
 from .machine import ORT_CUDA_OPTIONS
 from .results import Skipped, SkipStatus
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BENCH_BACKENDS",
@@ -267,7 +270,8 @@ def onnx_for(
     """The ONNX file for ``precision``: the one given, or one exported now (with its export time).
 
     An exported file is reused by every backend that runs it (ONNX Runtime and OpenVINO INT8
-    run the same calibrated file).
+    run the same calibrated file). Its batch bound is at least 8 whatever the run's batch, so
+    runs at batch 1 and 8 export the same file and build one TensorRT engine from it.
     """
     if source.path is not None:
         if source.path.suffix.lower() != ".onnx":
@@ -293,7 +297,7 @@ def onnx_for(
         source.module,
         out,
         precision=precision,
-        max_batch=max(max_batch, 1),
+        max_batch=max(max_batch, DEFAULT_MAX_BATCH),
         verify=False,
         progress=False,
         calibration=calibration,
@@ -331,29 +335,54 @@ def _tensorrt(
     shapes: Sequence[Shape] = (),
 ) -> Backend:
     """An FP16 engine on ``device``: the one given, or built there now from an FP16 ONNX export
-    with the default profiles plus one for any of ``shapes`` they do not hold."""
+    with the default profiles plus one for any of ``shapes`` they do not hold.
+
+    The export and profiles hold batches up to max(``max_batch``, 8) whatever the run's batch, so
+    runs at batch 1 and 8 into one ``cache`` (scripts/gpu-check.sh) build one engine, reused by
+    the second run along with the per-GPU timing cache.
+    """
     from ..runtime.trt_runner import TensorRTRunner
 
     dev = str(device)
     if source.path is not None and backend_for_path(source.path) == "tensorrt":
         path = source.path
-        return Backend(name, open=lambda: TensorRTRunner(path, device=dev), artifact=str(path))
-    onnx_path, export_s, why = onnx_for(source, "fp16", max_batch, cache)
+        return Backend(
+            name,
+            open=lambda: TensorRTRunner(path, device=dev, reuse_outputs=True),
+            artifact=str(path),
+        )
+    batch = max(max_batch, DEFAULT_MAX_BATCH)
+    onnx_path, export_s, why = onnx_for(source, "fp16", batch, cache)
     if onnx_path is None:
         return Backend(name, skipped=why)
     from ..engine import build_engine
+    from ..engine.builder import reusable_engine, timing_cache_path
     from ..engine.profiles import covering_profiles, default_profiles
     from ..export import read_onnx_metadata
 
-    engine = cache / "model-fp16.engine"
-    profiles = covering_profiles(default_profiles(read_onnx_metadata(onnx_path).bounds), shapes)
+    engine = cache / f"{onnx_path.stem}.engine"  # never beside a --model file
+    bounds = read_onnx_metadata(onnx_path).bounds
+    batch = min(batch, bounds.max_batch or batch)  # a given ONNX file has its own bound
+    wanted = [(batch, *s[1:]) for s in shapes]  # every batch up to it at the sweep's sizes
+    profiles = covering_profiles(default_profiles(bounds), wanted)
     t0 = time.perf_counter()
-    # no gate: the rows measure accuracy at every size
-    build_engine(onnx_path, engine, profiles=profiles, device=dev, gate=False, progress=False)
+    if reusable_engine(engine, onnx_path, profiles, dev):  # same ONNX, profiles, GPU, release
+        log.info("reusing %s (built from this ONNX file on this GPU and TensorRT)", engine)
+    else:  # no gate: the rows measure accuracy at every size
+        build_engine(
+            onnx_path,
+            engine,
+            profiles=profiles,
+            device=dev,
+            gate=False,
+            progress=False,
+            timing_cache=timing_cache_path(cache, dev),
+        )
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
+    # the engine's own output buffer: no copy inside the timed call (the rows copy what they keep)
     return Backend(
         name,
-        open=lambda: TensorRTRunner(engine, device=dev),
+        open=lambda: TensorRTRunner(engine, device=dev, reuse_outputs=True),
         prepare_s=seconds,
         artifact=str(engine),
     )

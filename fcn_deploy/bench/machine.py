@@ -49,7 +49,6 @@ _PACKAGES = (
     "onnxruntime",
     "onnxruntime-gpu",
     "onnx",
-    "tensorrt",
     "numpy",
     "opencv-python-headless",
     "fcn-deploy",
@@ -74,6 +73,11 @@ def _versions() -> dict[str, str]:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+    # TensorRT from the module: tensorrt-cu12/-cu13 installs have no `tensorrt` distribution
+    from ..engine._trt import import_tensorrt, tensorrt_available
+
+    if tensorrt_available():
+        found["tensorrt"] = str(import_tensorrt().__version__)
     return found
 
 

@@ -48,7 +48,7 @@ def _build(
 def _latency(engine: Path, images: Any, cfg: BenchConfig, device: torch.device) -> float:
     from ..runtime.trt_runner import TensorRTRunner
 
-    with TensorRTRunner(engine, device=str(device)) as runner:
+    with TensorRTRunner(engine, device=str(device), reuse_outputs=True) as runner:
         x = runner.check_input(
             runner.info.preprocessing.apply(images) if runner.io == "tensor" else images
         )

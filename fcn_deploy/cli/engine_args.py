@@ -52,7 +52,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NxCxHxW",
         help="shape the profile is tuned for, e.g. 1x3x512x512 "
-        "(repeatable; default: the min shape)",
+        "(repeatable; default: the shape within the profile nearest 1x3x512x512)",
     )
     g.add_argument(
         "--max-shape",
@@ -111,6 +111,14 @@ def check_engine_arguments(args: argparse.Namespace) -> None:
 
     check_output_file(args.engine, ENGINE_SUFFIXES)
     _profiles(args)
+    if getattr(args, "precision", None) == "int8":  # fcn-export of a checkpoint to INT8
+        if args.int8_target == "cpu":
+            raise FCNError(
+                "--int8-target cpu makes UINT8 activations with non-zero zero points, which "
+                "TensorRT cannot parse: drop it (with --engine the target is tensorrt)",
+                param="int8_target",
+            )
+        args.int8_target = "tensorrt"
 
 
 def _profiles(args: argparse.Namespace) -> list | None:

@@ -101,9 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--int8-target",
         choices=INT8_TARGETS,
-        default="cpu",
         help="cpu: uint8 activations (ONNX Runtime, OpenVINO; fastest and most accurate on x86); "
-        "tensorrt: int8 activations with zero point 0, the only form TensorRT takes (default cpu)",
+        "tensorrt: int8 activations with zero point 0, the only form TensorRT takes (default "
+        "cpu, or tensorrt with --engine)",
     )
     q.add_argument(
         "--min-label-agreement",
@@ -245,7 +245,7 @@ def _main(argv: Sequence[str] | None) -> int:
         calibration_images=args.calibration_images,
         held_out_images=args.held_out_images,
         calibration_method=args.calibration_method,
-        int8_target=args.int8_target,
+        int8_target=args.int8_target or "cpu",
         min_label_agreement=args.min_label_agreement,
         max_iu_drop=args.max_iu_drop,
         max_megapixels=args.max_megapixels,

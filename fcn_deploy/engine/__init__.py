@@ -2,8 +2,10 @@
 
 Plain logic (profiles, version gates, the layer-precision summary, the sidecar, the accuracy
 gate's arithmetic) imports without TensorRT and is tested everywhere. The TensorRT calls live in
-`compile` (build) and `executor` (run), imported only when an engine is built or run, so this
-package imports on any machine; there, a missing TensorRT is one FCNError line.
+`compile` (build), `executor` (run) and `trt_base` (the process's logger, Builder and Runtime),
+imported only when an engine is built or run, so this package imports on any machine; there, a
+missing TensorRT is one FCNError line. They are checked against the real bindings of every
+supported release (scripts/trt_bindings.py, docs/tensorrt.md).
 """
 
 from .builder import ENGINE_SUFFIXES, EngineGateError, EngineReport, build_engine

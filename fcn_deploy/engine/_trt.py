@@ -11,15 +11,16 @@ __all__ = ["MISSING_MESSAGE", "import_tensorrt", "tensorrt_available"]
 
 MISSING_MESSAGE = (
     "TensorRT is not installed: engines are built on a machine with an NVIDIA GPU and "
-    "TensorRT 10.12+ (pip install fcn-deploy[gpu])"
+    "TensorRT 10.12+ (pip install fcn-deploy[gpu] for CUDA 13 builds of torch, [gpu-cu12] for "
+    "CUDA 12)"
 )
 
 
 def import_tensorrt() -> ModuleType:
     """``tensorrt``, or one FCNError line saying where engines can be built.
 
-    With only ``tensorrt-stubs`` installed, ``import tensorrt`` succeeds and yields an empty
-    namespace package (a folder of .pyi files): that is not TensorRT either.
+    With only type stubs installed, ``import tensorrt`` succeeds and yields an empty namespace
+    package (a folder of .pyi files): that is not TensorRT either.
     """
     try:
         module = importlib.import_module("tensorrt")

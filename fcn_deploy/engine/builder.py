@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,19 @@ from ..export.metadata import OnnxMetadata, read_onnx_metadata
 from ..meta import ENGINE_SUFFIXES
 from .gate import GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
 from .layer_info import precision_problem
-from .plan import BuildPlan, check_opt_level, workspace_bytes
+from .plan import BuildPlan, check_int8_target, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
-from .sidecar import EngineMetadata, sidecar_path, write_sidecar
+from .sidecar import EngineMetadata, read_sidecar, same_build, sidecar_path, write_sidecar
 from .versions import parse_trt_version, precision_route
 
-__all__ = ["ENGINE_SUFFIXES", "EngineGateError", "EngineReport", "build_engine"]
+__all__ = [
+    "ENGINE_SUFFIXES",
+    "EngineGateError",
+    "EngineReport",
+    "build_engine",
+    "reusable_engine",
+    "timing_cache_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +193,7 @@ def build_engine(
     profiles = list(profiles) if profiles else default_profiles(meta.bounds)
     validate_profiles(profiles, meta.bounds)
     precision = precision or meta.precision
+    check_int8_target(meta, precision)
     if not 0.0 < gate_threshold <= 1.0:
         raise FCNError(
             f"gate_threshold must be in (0, 1], got {gate_threshold}", param="gate_threshold"
@@ -196,13 +205,14 @@ def build_engine(
 
     from . import compile as trt_compile  # imports TensorRT: FCNError where it is missing
     from .executor import EngineExecutor, cuda_device, device_identity
-
-    dev = cuda_device(device)
+    from .trt_base import create_builder
 
     version = trt_compile.tensorrt_version()
     route = precision_route(
         parse_trt_version(version), precision, meta.precision, trt_compile.has_fp16_flag()
     )
+    create_builder()  # TensorRT's own CUDA initialisation first: its failure names the driver
+    dev = cuda_device(device)
     plan = BuildPlan(
         meta.input_name,
         meta.io,
@@ -282,3 +292,42 @@ def build_engine(
     size_mb = len(compiled.serialized) / 1e6
     log.info("wrote %s (%.1f MB) and %s", engine_path, size_mb, sidecar_path(engine_path).name)
     return report
+
+
+def _gpu_here(device: str | None) -> tuple[str, str, tuple[int, int]]:
+    """TensorRT release, GPU name and compute capability of ``device`` (imports TensorRT)."""
+    from . import compile as trt_compile
+    from .executor import cuda_device, device_identity
+
+    gpu_name, capability = device_identity(cuda_device(device))
+    return trt_compile.tensorrt_version(), gpu_name, capability
+
+
+def reusable_engine(
+    engine_path: str | os.PathLike[str],
+    onnx_path: str | os.PathLike[str],
+    profiles: Sequence[Profile],
+    device: str | None = None,
+) -> bool:
+    """Whether ``engine_path`` already holds the engine a build from ``onnx_path`` with
+    ``profiles`` would make on ``device`` with this TensorRT (its sidecar and bytes say so)."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        return False
+    try:
+        meta = read_sidecar(engine_path)
+    except FCNError:
+        return False
+    version, gpu_name, capability = _gpu_here(device)
+    onnx_sha = sha256_file(onnx_path)
+    return same_build(
+        meta, onnx_sha, list(profiles), version, gpu_name, capability
+    ) and meta.engine_sha256 == sha256_file(engine_path)
+
+
+def timing_cache_path(folder: str | os.PathLike[str], device: str | None = None) -> Path:
+    """``folder/timing-<gpu>-trt<release>.cache``: one timing cache per GPU model and TensorRT
+    release, so a folder shared between machines never hands one GPU's timings to another."""
+    version, gpu_name, _ = _gpu_here(device)
+    slug = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
+    return Path(folder) / f"timing-{slug}-trt{version}.cache"

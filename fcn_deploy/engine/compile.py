@@ -2,27 +2,36 @@
 
 Importing this module imports TensorRT (an FCNError saying where engines can be built if it is
 missing), so `builder.build_engine` imports it only when asked to build. Every decision (route,
-flags, shapes, sizes) was made in plain code before; this is a straight line of API calls
-written against the 10.13 stubs, where names that 11.x removed appear only behind the route the
-version gate chose.
+flags, shapes, sizes) was made in plain code before; this is a straight line of API calls,
+type-checked against the real bindings of 10.12, 10.16, 11.0 and 11.4 (scripts/trt_bindings.py),
+where the one name 11.x removed (``BuilderFlag.FP16``) is looked up only on the route the version
+gate chose for < 10.12.
+
+Ctrl-C/SIGTERM during a build: an exception raised inside ``IProgressMonitor.step_complete`` is
+swallowed by the binding (the build then just "fails"), so the signal only sets a flag that
+``step_complete`` returns (False: "stop the build", the binding's docstring), and once TensorRT
+has returned the signal is raised again for its own handler (KeyboardInterrupt, exit 130/143).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, SupportsInt, cast
 
 from .._progress import Progress
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .layer_info import LayerSummary, summarize_layers
-from .plan import BuildPlan, ParserIssue, attach_timing_cache, format_parser_errors
+from .plan import BuildPlan, ParserIssue, attach_timing_cache, enum_name, format_parser_errors
 from .profiles import Shape
+from .trt_base import create_builder, create_runtime, process_logger, reported
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -36,7 +45,6 @@ __all__ = [
     "compile_engine",
     "has_fp16_flag",
     "inspect_layers",
-    "make_logger",
     "tensorrt_version",
 ]
 
@@ -51,11 +59,6 @@ def has_fp16_flag() -> bool:
     return "FP16" in trt.BuilderFlag.__members__
 
 
-def make_logger(verbose: bool = False) -> trt.Logger:
-    """Warnings and errors only: TensorRT's INFO output is hundreds of lines per build."""
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
-
-
 @dataclass
 class CompiledEngine:
     serialized: bytes
@@ -64,28 +67,37 @@ class CompiledEngine:
     timing_cache_used: bool  # False: no cache given, or TensorRT could not use it
 
 
-class _BuildMonitor(trt.IProgressMonitor):
-    """Build progress: a Progress bar per top-level builder phase (called from builder threads)."""
+class BuildMonitor(trt.IProgressMonitor):
+    """Build progress (a Progress bar per top-level phase) and the build's cancel switch.
 
-    def __init__(self) -> None:
-        trt.IProgressMonitor.__init__(self)
+    TensorRT calls it from builder threads. The step arguments are typed ``SupportsInt`` as the
+    11.x bindings declare them (``int`` on 10.x): an override may not narrow them.
+    """
+
+    def __init__(self, progress: bool = True) -> None:
+        trt.IProgressMonitor.__init__(self)  # the binding needs the base initialised explicitly
         self._lock = threading.Lock()
         self._bars: dict[str, Progress] = {}
+        self._progress = progress
+        self.cancelled = threading.Event()
 
-    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-        if parent_phase:  # nested phases would flood the log; the top-level ones tell the story
+    def phase_start(
+        self, phase_name: str, parent_phase: str | None, num_steps: SupportsInt
+    ) -> None:
+        # nested phases would flood the log; the top-level ones tell the story
+        if parent_phase or not self._progress:
             return
         with self._lock:
             self._bars[phase_name] = Progress(
-                num_steps or None, f"building: {phase_name}", unit="step"
+                int(num_steps) or None, f"building: {phase_name}", unit="step"
             )
 
-    def step_complete(self, phase_name: str, step: int) -> bool:
+    def step_complete(self, phase_name: str, step: SupportsInt) -> bool:
         with self._lock:
             bar = self._bars.get(phase_name)
             if bar is not None:
                 bar.update(1)
-        return True  # False would cancel the build
+        return not self.cancelled.is_set()  # False stops the build
 
     def phase_finish(self, phase_name: str) -> None:
         with self._lock:
@@ -101,17 +113,50 @@ def _parse(parser: trt.OnnxParser, onnx_path: str) -> None:
     for i in range(parser.num_errors):
         e = parser.get_error(i)
         issues.append(
-            ParserIssue(e.code().name, e.desc(), e.node(), e.node_name(), e.node_operator())
+            ParserIssue(enum_name(e.code()), e.desc(), e.node(), e.node_name(), e.node_operator())
         )
     raise FCNError(format_parser_errors(onnx_path, issues))
+
+
+@contextlib.contextmanager
+def cancel_on_signals(monitor: BuildMonitor) -> Iterator[None]:
+    """SIGINT/SIGTERM inside the block cancel the build through ``monitor``; after the block the
+    signal is raised again, so its usual handler runs (KeyboardInterrupt: exit 130/143).
+
+    Only the main thread can set signal handlers; elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        monitor.cancelled.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        signal.raise_signal(received[0])
+
+
+def _host_bytes(memory: trt.IHostMemory) -> bytes:
+    """IHostMemory exposes Python's buffer protocol (pyCore.cpp: ``py::buffer_protocol()``),
+    which the generated stubs cannot express."""
+    return bytes(cast(Any, memory))
 
 
 def compile_engine(
     onnx_path: str | os.PathLike[str], plan: BuildPlan, progress: bool = True
 ) -> CompiledEngine:
-    """Parse, configure and build; FCNError with the reason when TensorRT cannot."""
-    logger = make_logger()
-    builder = trt.Builder(logger)
+    """Parse, configure and build; FCNError with the reason (TensorRT's own errors included) when
+    TensorRT cannot."""
+    logger = process_logger()
+    builder = create_builder()
     # STRONGLY_TYPED on 10.12-10.x only: on 11 every network is strongly typed (EXPLICIT_BATCH:
     # never)
     flags = (
@@ -121,7 +166,8 @@ def compile_engine(
     )
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    _parse(parser, os.fspath(onnx_path))
+    with logger.capture():  # the parser's own records hold the same errors: keep them at DEBUG
+        _parse(parser, os.fspath(onnx_path))
     if network.num_inputs != 1 or network.get_input(0).name != plan.input_name:
         raise FCNError(
             f"{onnx_path}: expected one input named {plan.input_name!r}; re-export the model with "
@@ -134,8 +180,8 @@ def compile_engine(
     config.profiling_verbosity = (
         trt.ProfilingVerbosity.DETAILED
     )  # the inspector needs layer precisions
-    if plan.route.fp16_builder_flag:
-        config.set_flag(trt.BuilderFlag.FP16)  # only on < 10.12, where the version gate chose it
+    if plan.route.fp16_builder_flag:  # only on < 10.12, where the version gate chose it
+        config.set_flag(trt.BuilderFlag.__members__["FP16"])  # removed in 11: not an attribute
     cache, warning = attach_timing_cache(
         plan.timing_cache,
         config.create_timing_cache,
@@ -148,28 +194,29 @@ def compile_engine(
         profile.set_shape(
             plan.input_name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi))
         )
-        if config.add_optimization_profile(profile) < 0:
+        with logger.capture() as errors:
+            index = config.add_optimization_profile(profile)
+        if index < 0:
             raise FCNError(
-                f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}); see its error "
-                "above"
+                f"TensorRT rejected optimization profile {i} ({plan.profiles[i]}){reported(errors)}"
             )
-    monitor = _BuildMonitor() if progress else None
-    if monitor is not None:
-        config.progress_monitor = monitor
+    monitor = BuildMonitor(progress)
+    config.progress_monitor = monitor
 
     start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    with cancel_on_signals(monitor), logger.capture() as errors:
+        serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
     if serialized is None:
         raise FCNError(
-            f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT errors above); "
-            "try a larger workspace_gib or smaller profile max shapes"
+            f"TensorRT failed to build an engine from {onnx_path}{reported(errors)}; try a larger "
+            "workspace_gib or smaller profile max shapes"
         )
     log.info("built in %.1f s", seconds)
     timing = config.get_timing_cache().serialize()
     del cache  # attached to the config until here: the build is done
     used = bool(plan.timing_cache) and warning is None
-    return CompiledEngine(bytes(serialized), bytes(timing), seconds, used)
+    return CompiledEngine(_host_bytes(serialized), _host_bytes(timing), seconds, used)
 
 
 def inspect_layers(
@@ -183,12 +230,11 @@ def inspect_layers(
     An execution context with the input shape set gives the inspector concrete dimensions, so the
     conv FLOP shares are real FLOPs rather than weight counts.
     """
-    runtime = trt.Runtime(make_logger())
-    engine = runtime.deserialize_cuda_engine(serialized)
+    runtime = create_runtime()
+    with process_logger().capture() as errors:
+        engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
-        raise FCNError(
-            "TensorRT could not deserialize the engine it just built (see its error above)"
-        )
+        raise FCNError(f"TensorRT could not deserialize the engine it just built{reported(errors)}")
     inspector = engine.create_engine_inspector()
     context = engine.create_execution_context()
     if context is not None and context.set_input_shape(input_name, trt.Dims(list(shape))):

@@ -8,8 +8,9 @@ Per call, on the executor's own device and CUDA stream:
   caller's next kernels see the output. A stream of our own, because ``enqueueV3`` on the
   legacy default stream "may lead to performance issues due to additional cudaDeviceSynchronize()
   calls" (include/NvInferRuntime.h, IExecutionContext::enqueueV3, NVIDIA/TensorRT 11.1);
-- switch profile on that same stream (``setOptimizationProfileAsync`` copies on the stream it is
-  given; the header warns that not synchronizing it with the enqueue stream is undefined);
+- run it in that profile's own execution context, set to the profile once, on that same stream
+  (``setOptimizationProfileAsync`` copies on the stream it is given; the header warns that not
+  synchronizing it with the enqueue stream is undefined);
 - set the input shape, read each output's concrete shape from the CONTEXT (an engine says -1
   for dynamic dims, and sizing from the profile is a known source of wrong outputs), reuse the
   output buffer while the shape repeats;
@@ -22,16 +23,23 @@ rather than returning False; ``set_tensor_address``/``execute_async_v3`` return 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import threading
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
-from .._device import indexed_device, same_device
+from .._device import cuda_index, indexed_device, same_device
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .buffers import aligned_input
+from .plan import enum_name
 from .profiles import Profile, choose_profile, profile_switch_message
 from .sidecar import EngineMetadata, check_compatible
+from .trt_base import create_runtime, process_logger, reported
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -78,48 +86,87 @@ def device_identity(device: torch.device) -> tuple[str, tuple[int, int]]:
 
 
 def _torch_dtype(dtype: trt.DataType) -> torch.dtype:
+    name = enum_name(dtype)  # not .name: a method on some 10.x enums (plan.enum_name)
     try:
-        return _TORCH_DTYPES[dtype.name]
+        return _TORCH_DTYPES[name]
     except KeyError:
         raise FCNError(
-            f"engine tensor type {dtype.name} is not one an fcn-deploy engine uses; rebuild the "
-            "engine"
+            f"engine tensor type {name} is not one an fcn-deploy engine uses; rebuild the engine"
         ) from None
 
 
+class _SharedEngine:
+    """One deserialized engine and its runtime, shared by every executor of the same engine bytes
+    on one device (the instances of an ``fcn-serve`` model): the weights are on the GPU once.
+    Destroyed on its own device, engine before runtime, when the last executor lets go."""
+
+    def __init__(self, serialized: bytes, device: torch.device) -> None:
+        self.device = device
+        self.runtime = create_runtime()
+        with torch.cuda.device(device), process_logger().capture() as errors:
+            engine = self.runtime.deserialize_cuda_engine(serialized)
+        if engine is None:
+            raise FCNError(
+                f"TensorRT could not deserialize the engine{reported(errors)}; rebuild the engine"
+            )
+        self.engine = engine
+
+    def __del__(self) -> None:
+        # at interpreter exit torch may be gone already
+        with contextlib.suppress(Exception), torch.cuda.device(self.device):
+            del self.engine, self.runtime
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[str, int], _SharedEngine] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_engine(serialized: bytes, device: torch.device) -> _SharedEngine:
+    key = (hashlib.sha256(serialized).hexdigest(), cuda_index(device))
+    with _SHARED_LOCK:
+        shared = _SHARED.get(key)
+        if shared is None:
+            shared = _SHARED[key] = _SharedEngine(serialized, device)
+        return shared
+
+
+@dataclass
+class _Context:
+    """One execution context, set to one profile for its whole life, and its output buffer."""
+
+    context: trt.IExecutionContext
+    shape: tuple[int, ...] | None = None
+    out: torch.Tensor | None = None
+
+
 class EngineExecutor:
-    """One engine, one execution context and one CUDA stream on one CUDA device."""
+    """One engine on one CUDA device and one CUDA stream; an execution context per profile.
+
+    A context per profile instead of one switching between them: no profile switch (whose
+    "layer resource updates" the header warns about) between differently shaped calls. Each is
+    created with ``ON_PROFILE_CHANGE`` (``ExecutionContextAllocationStrategy``, 10.12+): it
+    allocates device memory for its own profile when the profile is set, where the default
+    ``STATIC`` reserves the largest profile's memory in every context.
+    """
 
     def __init__(self, serialized: bytes, meta: EngineMetadata, device: torch.device) -> None:
+        create_runtime()  # TensorRT's own CUDA initialisation first: its failure names the driver
         device = cuda_device(device)
         gpu_name, capability = device_identity(device)
         check_compatible(meta, str(trt.__version__), capability, gpu_name)
         self.device = device
         self.profiles: list[Profile] = list(meta.profiles)
         self.io = meta.onnx.io
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._shared: _SharedEngine | None = _shared_engine(serialized, device)
+        self.engine = self._shared.engine
+        self._check_io(meta)
         with torch.cuda.device(device):
-            engine = self._runtime.deserialize_cuda_engine(serialized)
-            if engine is None:
-                raise FCNError(
-                    "TensorRT could not deserialize the engine (see its error above); rebuild the "
-                    "engine"
-                )
-            self.engine = engine
-            self._check_io(meta)
-            context = engine.create_execution_context()
-            if context is None:
-                raise FCNError(
-                    "TensorRT could not create an execution context (out of GPU memory?)"
-                )
-            self.context = context
             self.stream = torch.cuda.Stream(device)  # never the legacy default stream
             self._ready, self._done = torch.cuda.Event(), torch.cuda.Event()
-        self.input_dtype = _torch_dtype(engine.get_tensor_dtype(self.input_name))
-        self.output_dtype = _torch_dtype(engine.get_tensor_dtype(self.output_name))
-        self.profile = 0  # the profile the context is set to: a new context starts on profile 0
-        self._shape: tuple[int, ...] | None = None
+        self._contexts: dict[int, _Context] = {}
+        self.input_dtype = _torch_dtype(self.engine.get_tensor_dtype(self.input_name))
+        self.output_dtype = _torch_dtype(self.engine.get_tensor_dtype(self.output_name))
+        self.profile = 0  # the profile the last run used
         self._out: torch.Tensor | None = None
 
     def _check_io(self, meta: EngineMetadata) -> None:
@@ -176,37 +223,56 @@ class EngineExecutor:
             self._out.record_stream(self.stream)
         return self._out
 
+    def _context(self, profile: int) -> _Context:
+        """The context of ``profile``, created (and set to it, on our stream) on first use."""
+        state = self._contexts.get(profile)
+        if state is not None:
+            return state
+        strategy = trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
+        with process_logger().capture() as errors:
+            context = self.engine.create_execution_context(strategy)
+        if context is None:
+            raise FCNError(
+                f"TensorRT could not create an execution context{reported(errors)} (out of GPU "
+                "memory?)"
+            )
+        try:
+            ok = context.set_optimization_profile_async(profile, self.stream.cuda_stream)
+        except RuntimeError as e:  # the binding raises instead of returning False
+            raise FCNError(profile_switch_message(profile, len(self.profiles), e)) from None
+        if not ok:
+            raise FCNError(profile_switch_message(profile, len(self.profiles), None))
+        state = self._contexts[profile] = _Context(context)
+        return state
+
     def _enqueue(self, x: torch.Tensor, profile: int) -> None:
         """The TensorRT calls of one run, all on ``self.stream``."""
         handle = self.stream.cuda_stream
-        if profile != self.profile:
-            try:
-                ok = self.context.set_optimization_profile_async(profile, handle)
-            except RuntimeError as e:  # the binding raises instead of returning False
-                raise FCNError(profile_switch_message(profile, len(self.profiles), e)) from None
-            if not ok:
-                raise FCNError(profile_switch_message(profile, len(self.profiles), None))
-            self.profile, self._shape = profile, None
+        state = self._context(profile)
+        self.profile, context = profile, state.context
         shape = tuple(x.shape)
-        if shape != self._shape:
-            if not self.context.set_input_shape(self.input_name, trt.Dims(list(shape))):
+        if shape != state.shape:
+            if not context.set_input_shape(self.input_name, trt.Dims(list(shape))):
                 raise FCNError(f"TensorRT rejected input shape {shape} for profile {profile}")
-            dims = self.context.get_tensor_shape(self.output_name)  # not the profile's
+            dims = context.get_tensor_shape(self.output_name)  # not the profile's
             out_shape = tuple(dims[i] for i in range(len(dims)))
             if any(d < 0 for d in out_shape):
                 raise FCNError(f"TensorRT could not infer the output shape for input {shape}")
-            self._out = torch.empty(out_shape, dtype=self.output_dtype, device=self.device)
-            self._shape = shape
-        assert self._out is not None
-        for name, tensor in ((self.input_name, x), (self.output_name, self._out)):
-            if not self.context.set_tensor_address(name, tensor.data_ptr()):
+            state.out = torch.empty(out_shape, dtype=self.output_dtype, device=self.device)
+            state.shape = shape
+        assert state.out is not None
+        self._out = state.out
+        for name, tensor in ((self.input_name, x), (self.output_name, state.out)):
+            if not context.set_tensor_address(name, tensor.data_ptr()):
                 raise FCNError(
                     f"TensorRT rejected the device buffer for {name!r} (address "
                     f"{tensor.data_ptr():#x} on {tensor.device}); pass a fresh contiguous tensor"
                 )
-        if not self.context.execute_async_v3(handle):
+        with process_logger().capture() as errors:
+            ok = context.execute_async_v3(handle)
+        if not ok:
             raise FCNError(
-                f"TensorRT failed to run the engine at input shape {shape} (see its error above)"
+                f"TensorRT failed to run the engine at input shape {shape}{reported(errors)}"
             )
 
     def synchronize(self) -> None:
@@ -214,10 +280,17 @@ class EngineExecutor:
         self.stream.synchronize()
 
     def close(self) -> None:
-        """Wait for queued work, then drop the context before the engine before the runtime."""
-        if hasattr(self, "stream"):
-            self.stream.synchronize()  # the context must not go while its kernels still run
-        for name in ("context", "engine", "_runtime"):
-            if hasattr(self, name):
-                delattr(self, name)
-        self._out = None
+        """Wait for queued work, then destroy the contexts (and, with the last executor, the
+        engine and runtime) on the executor's device, whatever device is current."""
+        if getattr(self, "_shared", None) is None:
+            return
+        self.stream.synchronize()  # a context must not go while its kernels still run
+        with torch.cuda.device(self.device):
+            self._contexts.clear()
+            self._out = None
+            del self.engine
+            self._shared = None  # the last reference: the engine goes, on its device
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit torch may be gone already
+            self.close()

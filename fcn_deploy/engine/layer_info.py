@@ -191,13 +191,19 @@ def _absorbed_ops(layer: Mapping[str, Any], onnx_ops: Mapping[str, str] | None) 
 def _layer_precision(layer: Mapping[str, Any]) -> str | None:
     """The precision a layer computes in: its first input's datatype (as trex reads it).
 
-    A Myelin layer is read from its outputs instead: its inputs are often the network's FP32
-    input, cast inside the node. FP32 outputs say nothing either (the cast back may be inside
-    too), so only a 16- or 8-bit output names its precision (int8: a Q/DQ pair fused inside).
+    A Myelin layer is read from every tensor it shows instead: its outputs, inputs and weights.
+    Its boundary tensors are often FP32 with the casts inside (the network's FP32 input; the last
+    upsampling with the FP32 output cast, or image mode's ArgMax/Cast), so FP32 says nothing and
+    the first 16- or 8-bit tensor names its precision (int8: a Q/DQ pair fused inside).
     """
     if _is_myelin(layer):
-        for t in layer.get("Outputs") or []:
-            p = tensor_precision(str(t.get("Format/Datatype", "")))
+        types = [str(t.get("Format/Datatype", "")) for t in layer.get("Outputs") or []]
+        types += [str(t.get("Format/Datatype", "")) for t in layer.get("Inputs") or []]
+        types += [
+            str(v.get("Type", "")) for v in layer.values() if isinstance(v, dict) and "Type" in v
+        ]
+        for text in types:
+            p = tensor_precision(text)
             if p in ("fp16", "bf16", "fp8", "int8"):
                 return p
         return None
@@ -313,8 +319,8 @@ def summarize_layers(engine_json: str, onnx_ops: Mapping[str, str] | None = None
     if unknown:
         note = (
             f"the precision of {unknown} of {convs} convolutions is unknown: they run inside "
-            "Myelin ForeignNode layers whose outputs are not 16-bit, so the inspector does not "
-            "show it"
+            "Myelin ForeignNode layers with no 16- or 8-bit input, output or weights, so the "
+            "inspector does not show it"
         )
     elif not convs:
         note = "no convolution found among the inspector's layers, so their precision is unknown"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import FCNError
+from ..export.metadata import OnnxMetadata
 from .profiles import Profile, Shape
 from .versions import PrecisionRoute
 
@@ -19,7 +20,9 @@ __all__ = [
     "BuildPlan",
     "ParserIssue",
     "attach_timing_cache",
+    "check_int8_target",
     "check_opt_level",
+    "enum_name",
     "format_parser_errors",
     "workspace_bytes",
 ]
@@ -57,6 +60,37 @@ class ParserIssue:
     node_operator: str
 
 
+def enum_name(value: object) -> str:
+    """The member name of a TensorRT enum value (``ErrorCode.INVALID_NODE`` → ``INVALID_NODE``).
+
+    Not ``value.name``: on TensorRT 10.12–10.15 the bindings' ``name`` is a method (a property
+    from 10.16 on), so it reads ``<bound method PyCapsule.name ...>``; ``str()`` is
+    ``Type.MEMBER`` on every release (checked against each release's real binding in
+    tests/test_trt_bindings.py).
+    """
+    return str(value).rpartition(".")[2]
+
+
+def _parser_hint(issue: ParserIssue) -> str:
+    """What to do about the first parser error, where the fix is known."""
+    desc = issue.desc.lower()
+    if "zero point" in desc or "asymmetric" in desc:
+        # onnx-tensorrt's QuantDequantLinearHelper: non-zero zero points (UINT8 activations) are
+        # accepted only with the DLA parser flag kENABLE_UINT8_AND_ASYMMETRIC_QUANTIZATION_DLA
+        return (
+            "; TensorRT takes only symmetric INT8 Q/DQ (zero point 0): re-export with "
+            "--precision int8 --int8-target tensorrt"
+        )
+    if "quantizelinear" in issue.node_operator.lower():
+        return ""
+    if "strongly typed" in desc or "type" in desc or "cast" in desc:
+        return (
+            "; a strongly typed network needs one float dtype per node: re-export the ONNX file "
+            "with fcn-export"
+        )
+    return ""
+
+
 def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     """One line for the user: the first error with its node, and how many more there were."""
     if not issues:
@@ -69,13 +103,28 @@ def format_parser_errors(path: str, issues: Sequence[ParserIssue]) -> str:
     if first.node_operator:
         where += f" ({first.node_operator})"
     more = f" (+{len(issues) - 1} more errors)" if len(issues) > 1 else ""
-    hint = ""
-    if "type" in first.desc.lower() or "cast" in first.desc.lower():
-        hint = (
-            "; a strongly typed network needs one float dtype per node: re-export the ONNX file "
-            "with fcn-export"
+    desc = first.desc.strip()
+    return f"TensorRT cannot parse {path}: {where}: {first.code}: {desc}{more}{_parser_hint(first)}"
+
+
+def check_int8_target(meta: OnnxMetadata, precision: str) -> None:
+    """Refuse an INT8 graph calibrated for another target before any TensorRT work.
+
+    The ``cpu`` target's UINT8 activations have non-zero zero points, which onnx-tensorrt's
+    Q/DQ importer refuses ("Non-zero zero point is not supported", QuantDequantLinearHelper:
+    only the DLA parser flag kENABLE_UINT8_AND_ASYMMETRIC_QUANTIZATION_DLA admits them). Exports
+    older than the target field were ``cpu``.
+    """
+    if "int8" not in (precision, meta.precision):
+        return
+    target = (meta.calibration or {}).get("target", "cpu")
+    if target != "tensorrt":
+        raise FCNError(
+            f"this INT8 ONNX graph was made for the {target!r} target (UINT8 activations with "
+            "non-zero zero points), which TensorRT cannot parse; export it with --precision int8 "
+            "--int8-target tensorrt (fcn-export chooses it when --engine is given)",
+            param="precision",
         )
-    return f"TensorRT cannot parse {path}: {where}: {first.code}: {first.desc.strip()}{more}{hint}"
 
 
 def workspace_bytes(gib: float) -> int:

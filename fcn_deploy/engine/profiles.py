@@ -27,6 +27,7 @@ __all__ = [
     "covering_profiles",
     "default_profiles",
     "format_shape",
+    "largest_batch",
     "parse_shape",
     "profile_switch_message",
     "profiles_from_strings",
@@ -193,13 +194,15 @@ def covering_profiles(profiles: Sequence[Profile], shapes: Sequence[Shape]) -> l
     """``profiles``, plus one more holding every shape in ``shapes`` that none of them holds.
 
     The defaults serve ordinary use; a benchmark sweep (batch 8 at 1024×2048, say) must run
-    every shape it names. The extra profile spans exactly those shapes and is tuned (opt) for
-    the largest of them, the one that dominates the time.
+    every shape it names. The extra profile spans those shapes, from the profiles' smallest batch
+    up (so smaller batches at those sizes run too), and is tuned (opt) for the largest of them,
+    the one that dominates the time.
     """
     missing = [s for s in shapes if not any(p.fits(s) for p in profiles)]
     if not missing:
         return list(profiles)
     lo = cast(Shape, tuple(min(s[d] for s in missing) for d in range(4)))
+    lo = (min([lo[0], *(p.min[0] for p in profiles)]), *lo[1:])
     hi = cast(Shape, tuple(max(s[d] for s in missing) for d in range(4)))
     opt = max(missing, key=lambda s: s[0] * s[2] * s[3])
     return [*profiles, Profile(lo, opt, hi)]
@@ -219,6 +222,16 @@ def select_profile(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
         f"this engine ({ranges}); resize or tile the input, or rebuild the engine with profiles "
         "covering it"
     )
+
+
+def largest_batch(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
+    """The largest batch some profile holds at ``shape``'s C×H×W (0: none holds it at all).
+
+    Profiles trade batch for size (the default ones hold batch > 1 only up to 1024²), so a batch
+    no profile holds at its size runs in chunks of this many images.
+    """
+    _, c, h, w = shape
+    return max((p.max[0] for p in profiles if p.fits((p.min[0], c, h, w))), default=0)
 
 
 def choose_profile(profiles: Sequence[Profile], shape: Sequence[int], forced: int | None) -> int:
@@ -247,11 +260,13 @@ def profile_switch_message(profile: int, count: int, error: Exception | None) ->
 
     The Python binding raises RuntimeError ("Error in set optimization profile async.") where
     the C++ call returns false (NVIDIA/TensorRT python/src/infer/pyCore.cpp,
-    ``context_set_optimization_profile_async``, PY_ASSERT_RUNTIME_ERROR).
+    ``context_set_optimization_profile_async``, PY_ASSERT_RUNTIME_ERROR). The 10.13/11.x headers
+    give one cause (``IExecutionContext::setOptimizationProfileAsync``: "false (e.g. input out of
+    range)"), an index the engine does not have: it does not match its sidecar.
     """
     reason = f" ({str(error).strip()})" if error is not None and str(error).strip() else ""
     return (
-        f"TensorRT could not switch the execution context to optimization profile {profile} of "
-        f"{count}{reason}; the engine may not match its sidecar (rebuild it with fcn-export "
-        "--engine), or another execution context is using that profile (use one runner per thread)"
+        f"TensorRT could not set the execution context to optimization profile {profile} of "
+        f"{count}{reason}; the engine does not match its sidecar: rebuild it with fcn-export "
+        "--engine"
     )

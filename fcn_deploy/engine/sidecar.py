@@ -9,6 +9,7 @@ engine is, and a runtime refuses a mismatched engine with a message instead of a
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +20,21 @@ from ..errors import FCNError
 from ..export.metadata import PREFIX, OnnxMetadata
 from .layer_info import LayerSummary
 from .profiles import Profile
+from .versions import release_key
 
 __all__ = [
     "SIDECAR_FORMAT",
     "EngineMetadata",
     "check_compatible",
     "read_sidecar",
+    "same_build",
     "sidecar_path",
     "write_sidecar",
 ]
 
 SIDECAR_FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
@@ -139,11 +144,13 @@ def check_compatible(
 ) -> None:
     """Refuse an engine built for another TensorRT release or GPU architecture.
 
-    TensorRT deserializes only engines of its own exact release, and kernels are compiled for one
-    compute capability; catching both here gives a message saying to rebuild, instead of a
-    deserialization error or a crash deep in the runtime.
+    TensorRT deserializes only engines of its own exact release (major.minor.patch.build: a
+    repackaged wheel's ``.post1`` is the same release), and kernels are compiled for one compute
+    capability; catching both here gives a message saying to rebuild, instead of a
+    deserialization error or a crash deep in the runtime. Another GPU model of the same compute
+    capability loads the engine but its kernels were timed elsewhere: a warning, not a refusal.
     """
-    if meta.tensorrt_version != tensorrt_version:
+    if release_key(meta.tensorrt_version) != release_key(tensorrt_version):
         raise FCNError(
             f"this engine was built with TensorRT {meta.tensorrt_version} but TensorRT "
             f"{tensorrt_version} is installed; engines only load in the TensorRT release that "
@@ -158,3 +165,30 @@ def check_compatible(
             f"{compute_capability[0]}.{compute_capability[1]}); rebuild the engine on this machine "
             "(fcn-export MODEL.onnx --engine ...)"
         )
+    if gpu_name and meta.gpu_name and gpu_name != meta.gpu_name:
+        log.warning(
+            "this engine was built on %s and runs on %s (same compute capability): it works, but "
+            "its kernels were chosen on the other GPU; rebuild it here for the best speed",
+            meta.gpu_name,
+            gpu_name,
+        )
+
+
+def same_build(
+    meta: EngineMetadata,
+    onnx_sha256: str,
+    profiles: list[Profile],
+    tensorrt_version: str,
+    gpu_name: str,
+    compute_capability: tuple[int, int],
+) -> bool:
+    """Whether the engine ``meta`` describes is what a build now would make: the same ONNX file,
+    profiles, TensorRT release and GPU model (the kernels were timed on it). Then a benchmark or
+    check reuses it instead of building again."""
+    return (
+        meta.onnx_sha256 == onnx_sha256
+        and list(meta.profiles) == list(profiles)
+        and release_key(meta.tensorrt_version) == release_key(tensorrt_version)
+        and meta.gpu_name == gpu_name
+        and tuple(meta.compute_capability) == tuple(compute_capability)
+    )

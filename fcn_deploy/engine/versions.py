@@ -19,13 +19,19 @@ __all__ = [
     "STRONGLY_TYPED_SINCE",
     "PrecisionRoute",
     "TrtVersion",
+    "cuda_init_message",
+    "cuda_variant",
     "parse_trt_version",
     "precision_route",
+    "release_key",
 ]
 
 MIN_VERSION = (10, 0)  # execute_async_v3, set_input_shape and named I/O tensors are the 10.x API
 STRONGLY_TYPED_SINCE = (10, 12)  # weak typing deprecated: the strongly typed route from here on
 STRONGLY_TYPED_DEFAULT_SINCE = (11, 0)  # every network strongly typed, BuilderFlag.FP16 removed
+# The least Linux driver of each TensorRT CUDA variant: its CUDA major's first release (CUDA 12.0
+# and 13.0 release notes, "Minimum Required Driver Version for CUDA Minor Version Compatibility").
+DRIVER_MINIMUM = {"cu12": "525.60.13 (CUDA 12)", "cu13": "580.65.06 (CUDA 13)"}
 
 
 @dataclass(frozen=True, order=True)
@@ -123,4 +129,45 @@ def precision_route(
         )
     return PrecisionRoute(
         False, False, True, "weakly typed with BuilderFlag.FP16 (TensorRT < 10.12)"
+    )
+
+
+def release_key(text: str) -> tuple[int, ...]:
+    """``major.minor.patch.build`` of a TensorRT version: what an engine is tied to.
+
+    ``"10.14.1.48.post1"`` (a repackaged wheel) and ``"10.14.1.48"`` are one release; anything
+    after the build number is packaging, not TensorRT.
+    """
+    m = re.match(r"^\s*(\d+(?:\.\d+){0,3})", text)
+    if not m:
+        raise FCNError(f"cannot read the TensorRT version {text!r}")
+    parts = [int(p) for p in m.group(1).split(".")]
+    return tuple(parts + [0] * (4 - len(parts)))
+
+
+def cuda_variant() -> str | None:
+    """``cu12`` or ``cu13``: the CUDA major of the installed TensorRT wheels, None if unknown."""
+    from importlib import metadata
+
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        m = re.fullmatch(r"tensorrt-(cu\d+)(?:-bindings|-libs)?", name)
+        if m:
+            return m.group(1)
+    return None
+
+
+def cuda_init_message(what: str, version: str, variant: str | None, errors: list[str]) -> str:
+    """One line for a Builder/Runtime TensorRT could not create: CUDA did not initialise."""
+    need = (
+        f"tensorrt-{variant} needs driver {DRIVER_MINIMUM[variant]} or newer"
+        if variant in DRIVER_MINIMUM
+        else "tensorrt-cu12 needs driver 525+, tensorrt-cu13 driver 580+"
+    )
+    said = f" (TensorRT said: {errors[-1]})" if errors else ""
+    return (
+        f"TensorRT {version} could not create its {what}: CUDA did not initialise{said}. Either "
+        f"no NVIDIA GPU/driver is visible (check nvidia-smi) or the driver is too old ({need}); "
+        "install the TensorRT matching the driver (pip install fcn-deploy[gpu] for CUDA 13, "
+        "[gpu-cu12] for CUDA 12)"
     )

@@ -33,7 +33,7 @@ from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
 from .graph import DeployModule, overflow_layers, probe_activation_peaks
-from .image_io import add_image_io
+from .image_io import MAX_IMAGE_CLASSES, add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .quantize import (
     DEFAULT_CALIBRATION_IMAGES,
@@ -250,6 +250,12 @@ def export_onnx(
     output = check_output_file(output, (".onnx",))  # before the work, not after it
     start = time.perf_counter()
     model, info, sha = _load(source, variant)
+    if io == "image" and info.num_classes > MAX_IMAGE_CLASSES:
+        raise FCNError(
+            f"image I/O returns uint8 labels, so at most {MAX_IMAGE_CLASSES} classes; this model "
+            f"has {info.num_classes}: export with io='tensor' (float logits)",
+            param="io",
+        )
     params = sum(p.numel() for p in model.parameters())
     log.info(
         f"loaded {info.variant} (width {info.width:g}, {params / 1e6:.1f}M parameters) in "

@@ -20,7 +20,11 @@ import numpy as np
 
 from ..meta import Preprocessing
 
-__all__ = ["add_image_io"]
+__all__ = ["MAX_IMAGE_CLASSES", "add_image_io"]
+
+# Labels leave as UINT8 through FLOAT (the one UINT8 conversion TensorRT has): a class index of
+# 256 or more is outside UINT8, and FLOAT → UINT8 of it is undefined (ONNX Cast, TensorRT alike).
+MAX_IMAGE_CLASSES = 256
 
 _PREFIX = "image_io/"
 

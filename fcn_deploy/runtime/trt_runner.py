@@ -5,7 +5,9 @@ The sidecar supplies what the opaque engine cannot say (classes, preprocessing, 
 precision the inspector measured, profiles); the engine layer's `EngineExecutor` does the
 TensorRT calls. Inputs arrive as numpy or torch (any device), are checked against the engine's
 profiles (a clear message for a shape no profile holds, never a crash) and come back as torch
-tensors on the GPU, as from every other runner.
+tensors on the GPU, as from every other runner. A batch larger than any profile holds at its
+H×W (the default profiles take batch > 1 only up to 1024²) runs in chunks of the largest batch
+one does, so every batch within the runner's bounds is answered.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.profiles import select_profile
+from ..engine.profiles import largest_batch, select_profile
 from ..engine.sidecar import read_sidecar
 from ..errors import FCNError
 from ..meta import SizeBounds
@@ -69,22 +71,33 @@ class TensorRTRunner(Runner):
             meta.onnx.info, meta.onnx.io, meta.precision, bounds, dev, self.executor.input_dtype
         )
 
+    def _nchw(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        n, a, b, c = x.shape
+        return (n, c, a, b) if self.io == "image" else (n, a, b, c)
+
     def check_input(self, batch: ArrayLike) -> torch.Tensor:
-        """The base checks (rank, dtype, bounds), then: does a profile hold this shape?"""
+        """The base checks (rank, dtype, bounds), then: does a profile hold this shape, in
+        chunks if not at once?"""
         x = super().check_input(batch)
-        shape = tuple(x.shape)
-        select_profile(
-            self.profiles, (shape[0], shape[3], shape[1], shape[2]) if self.io == "image" else shape
-        )
+        n, c, h, w = self._nchw(x)
+        select_profile(self.profiles, (min(n, largest_batch(self.profiles, (n, c, h, w))), c, h, w))
         return x
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.executor is None:
             raise FCNError("this runner was closed")
+        chunk = largest_batch(self.profiles, self._nchw(x))
+        if x.shape[0] > chunk:  # each chunk's output must outlive the next chunk's call
+            return torch.cat([self._run(part, keep=True) for part in x.split(chunk)])
+        return self._run(x, keep=not self.reuse_outputs)
+
+    def _run(self, x: torch.Tensor, keep: bool) -> torch.Tensor:
+        """One engine call; ``keep``: a tensor of the caller's own, not the engine's buffer."""
+        assert self.executor is not None
         out = self.executor.run(x)  # on the runner's device and the executor's own stream
         if self.io == "tensor" and out.dtype != torch.float32:
             return out.float()  # FP16 I/O engines: logits as float32, like the other runners
-        return out if self.reuse_outputs else out.clone()
+        return out.clone() if keep else out
 
     def close(self) -> None:
         if self.executor is not None:
