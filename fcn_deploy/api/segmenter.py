@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -222,7 +222,7 @@ class Segmenter:
         start: float = 0.0,
         end: float | None = None,
         tile: bool | None = None,
-    ) -> Iterator[VideoFrame]:
+    ) -> Generator[VideoFrame, None, None]:
         """Segment a video file (or an open ``cv2.VideoCapture``) frame by frame, lazily.
 
         Yields a `VideoFrame` (``index``, ``time``, decoded BGR ``image``, ``labels``) for every

@@ -15,7 +15,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -252,7 +252,7 @@ def predict_video(
     selection: FrameSelection = FrameSelection(),
     tile: bool | None = None,
     queue_frames: int | None = None,
-) -> Iterator[VideoFrame]:
+) -> Generator[VideoFrame, None, None]:
     """`VideoFrame` of each selected frame, in order; see `Segmenter.predict_video`."""
     capture, info = open_video(source)
     try:
@@ -269,7 +269,7 @@ def predict_frames(
     selection: FrameSelection = FrameSelection(),
     tile: bool | None = None,
     queue_frames: int | None = None,
-) -> Iterator[VideoFrame]:
+) -> Generator[VideoFrame, None, None]:
     """`predict_video` on a capture already opened by `open_video` (which gave ``info``)."""
     size = queue_frames or 2 * segmenter.batch_size
     frames: queue.Queue[object] = queue.Queue(maxsize=size)

@@ -217,6 +217,7 @@ def segment_dataset(
             compute=ray.data.ActorPoolStrategy(size=replicas),
             num_cpus=cpus_per_replica,
             num_gpus=gpus_per_replica,
+            udf_modifying_row_count=False,  # one report row per image
         )  # Ray Data's actor pools restart dead actors and retry their batches (max_restarts=-1)
         report = BatchReport()
         for batch in results.iter_batches(batch_format="numpy", batch_size=None):
