@@ -82,7 +82,7 @@ def main() -> None:
         "ray_overhead_without_start": (mean["ray"] - ray_start) / mean["plain"] - 1,
     }
     document = {
-        "config": {**vars(args), "json": str(args.json), "variant": "fcn8s"},
+        "config": {**vars(args), "json": args.json.name, "variant": "fcn8s"},
         "machine": machine_info(torch.device("cpu")),
         "rows": rows,
         "summary": summary,

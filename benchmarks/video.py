@@ -106,7 +106,7 @@ def main() -> None:
         if "frames_per_s" in row:
             row["vs_bench"] = row["frames_per_s"] / reference
     document = {
-        "config": {**vars(args), "json": str(args.json), "fps": FPS, "variant": "fcn8s"},
+        "config": {**vars(args), "json": args.json.name, "fps": FPS, "variant": "fcn8s"},
         "machine": machine_info(torch.device("cpu")),
         "rows": rows,
     }

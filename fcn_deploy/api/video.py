@@ -291,7 +291,13 @@ def predict_frames(
                     raise item
                 batch.append(item)  # type: ignore[arg-type]
             if batch:
-                labels = segmenter.predict_batch([image for _, image in batch], tile=tile)
+                images = [image for _, image in batch]
+                # tile only when asked: fcn-predict --server's RemoteSegmenter has no tiling
+                labels = (
+                    segmenter.predict_batch(images)
+                    if tile is None
+                    else segmenter.predict_batch(images, tile=tile)
+                )
                 for (index, image), lab in zip(batch, labels, strict=True):
                     yield VideoFrame(index, index / info.fps, image, lab)
     finally:
