@@ -1,25 +1,24 @@
 """Video throughput: fcn-predict's video path (frames/s end to end) against fcn-bench's images/s
 for the same model at the same size and batch, measured in the same run.
 
-    python benchmarks/video.py [--size 240x320] [--batch 4] [--frames 64] [--width 0.125]
+    python benchmarks/video.py [--size 240x320] [--batch 4] [--frames 48] [--rounds 3]
 
-A random FCN-8s of channel width ``--width`` (small, so the run takes a couple of minutes on a
+A random FCN-8s of channel width ``--width`` (small, so the run takes a few minutes on a
 CPU; weights do not change speed) and a clip of ``--frames`` frames written by OpenCV (mp4v at
-25 fps). Rows, in this order, so a machine busy with other work drifts into both sides alike:
-
-1. fcn-bench ``--backends torch`` (the runner alone, input already on the device, p50 per call);
-2. `segment_video` labels only: decoding, preprocessing, the model, argmax, per-frame PNGs;
-3. `segment_video` with the overlay video too (tinting and MPEG-4 encoding);
-4. fcn-bench again.
-
-Frames/s is frames over the wall time of the whole `segment_video` call (opening the file to the
-last rename), after one untimed warm-up batch; the ratio is against the mean of rows 1 and 4.
-Writes ``benchmarks/results/video-<host>.json``; ``benchmarks/video.md`` holds the table.
+25 fps). fcn-bench ``--backends torch`` (the runner alone, input already on the device, p50 per
+call of ``--batch`` images) runs first and after each round; a round is `segment_video` with
+labels only (decoding, preprocessing, the model, argmax, per-frame PNGs) and with the overlay
+video too (tinting and MPEG-4 encoding). Each video row is compared with the mean of the two
+fcn-bench rows around it, so a machine busy with other work drifts into both sides alike; the
+summary is the median over the rounds. Frames/s is frames over the wall time of the whole
+`segment_video` call (opening the file to the last rename), after one untimed warm-up batch.
+Writes ``benchmarks/results/video-<host>.json``; ``benchmarks/bulk.md`` holds the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import subprocess
@@ -67,7 +66,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="240x320", help="HxW of the frames")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--frames", type=int, default=48)
+    p.add_argument("--rounds", type=int, default=3, help="video rows, each between two fcn-bench")
     p.add_argument("--width", type=float, default=0.125, help="channel width of the random FCN-8s")
     p.add_argument("--json", type=Path, default=ROOT / "results" / f"video-{platform.node()}.json")
     args = p.parse_args()
@@ -88,36 +88,46 @@ def main() -> None:
         make_clip(clip, args.frames, h, w)
         seg = Segmenter.load(model, device="cpu", batch_size=args.batch)
         seg.predict_batch([np.zeros((h, w, 3), np.uint8)] * args.batch)  # warm-up
-        bench = [bench_images_per_s(model, args.size, args.batch, tmp / "bench1.json")]
-        rows.append({"row": "fcn-bench (runner alone)", "images_per_s": bench[0]})
-        for alpha, what in ((None, "video: labels"), (0.5, "video: labels + overlay video")):
-            out = tmp / f"out-{alpha}"
-            out.mkdir()
-            start = time.perf_counter()
-            result = segment_video(seg, clip, out, "clip", overlay_alpha=alpha)
-            seconds = time.perf_counter() - start
-            assert result.frames == args.frames
-            rows.append({"row": what, "frames": result.frames, "seconds": seconds,
-                         "frames_per_s": result.frames / seconds})  # fmt: skip
-        bench.append(bench_images_per_s(model, args.size, args.batch, tmp / "bench2.json"))
-        rows.append({"row": "fcn-bench again", "images_per_s": bench[1]})
-    reference = sum(bench) / 2
-    for row in rows:
-        if "frames_per_s" in row:
+
+        def bench() -> None:
+            rate = bench_images_per_s(model, args.size, args.batch, tmp / "bench.json")
+            rows.append({"row": "fcn-bench", "images_per_s": rate})
+
+        bench()
+        for _ in range(args.rounds):
+            for alpha, what in ((None, "video: labels"), (0.5, "video: labels + overlay")):
+                out = Path(tempfile.mkdtemp(dir=tmp))
+                start = time.perf_counter()
+                result = segment_video(seg, clip, out, "clip", overlay_alpha=alpha)
+                seconds = time.perf_counter() - start
+                assert result.frames == args.frames
+                rows.append({"row": what, "frames": result.frames, "seconds": seconds,
+                             "frames_per_s": result.frames / seconds})  # fmt: skip
+            bench()
+    # each video row against the mean of the fcn-bench rows just before and after its round
+    benches = [k for k, row in enumerate(rows) if row["row"] == "fcn-bench"]
+    for before, after in itertools.pairwise(benches):
+        reference = (rows[before]["images_per_s"] + rows[after]["images_per_s"]) / 2
+        for row in rows[before + 1 : after]:
             row["vs_bench"] = row["frames_per_s"] / reference
+    summary = {
+        what: float(np.median([r["vs_bench"] for r in rows if r["row"] == what]))
+        for what in ("video: labels", "video: labels + overlay")
+    }
     document = {
         "config": {**vars(args), "json": args.json.name, "fps": FPS, "variant": "fcn8s"},
         "machine": machine_info(torch.device("cpu")),
         "rows": rows,
+        "median_vs_bench": summary,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(f"| row | frames/s or images/s | vs fcn-bench (mean {reference:.2f} img/s) |")
-    print("|---|---|---|")
+    print("| row | frames/s or images/s | vs fcn-bench around it |\n|---|---|---|")
     for row in rows:
         rate = row.get("frames_per_s", row.get("images_per_s"))
         ratio = f"{row['vs_bench']:.1%}" if "vs_bench" in row else ""
         print(f"| {row['row']} | {rate:.2f} | {ratio} |")
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
