@@ -58,6 +58,8 @@ class OutputFolder:
         self.remote = bool(_URI.match(self.where)) and not self.where.startswith("file:")
         if self.where.startswith("file:"):
             self.where = re.sub(r"^file:/*", "/", self.where)
+        elif self.remote:  # s3://b/x that went through pathlib (fcn-predict -o) is s3:/b/x
+            self.where = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)", r"\1://", self.where)
         self._fs: Any = None
         self._root = ""
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..api import Segmenter
+from ..api import Segmenter, is_video
 from ..api.video import FrameSelection
 from ..errors import FCNError
 from ._common import EXIT_FAILED, non_negative_float, positive_float, positive_int
@@ -72,10 +72,18 @@ def run_ray(
     args: argparse.Namespace, files: Sequence[Path], names: Sequence[str], problems: Sequence[str]
 ) -> int:
     """fcn-predict --ray: the images through `fcn_deploy.bulk.batch.segment_dataset`."""
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
     if args.model is None or args.server is not None:
         raise FCNError("--ray runs a model file on Ray: pass --model PATH (not --server)")
+    videos = {f for f in files if is_video(f)}
+    problems = [*problems, *(f"{f}: a video; --ray runs images (run videos without it)"
+                             for f in sorted(videos))]  # fmt: skip
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    names = [n for f, n in zip(files, names, strict=True) if f not in videos]
+    files = [f for f in files if f not in videos]
+    if not files:
+        print("0 images; nothing written")
+        return EXIT_FAILED
     from ..bulk.batch import segment_dataset
 
     report = segment_dataset(
