@@ -34,7 +34,7 @@ from pathlib import Path
 
 import cv2
 
-from .._io import _alive, atomic_path, os_reason
+from .._io import _alive, atomic_path, make_output_dir, os_reason
 from .._progress import Progress
 from ..api import Segmenter
 from ..api.video import FrameSelection, VideoFrame, VideoSource, open_video, predict_frames
@@ -135,8 +135,8 @@ def segment_video(
     frames the model cannot take; nothing of it is left behind then.
     """
     start = time.perf_counter()
-    output = Path(output)
     capture, info = open_video(source)
+    output = make_output_dir(output)
     _remove_stale(output, name)
     tmp = output / f".{name}.{os.getpid()}.tmp"
     overlay_path = output / f"{name}_overlay.mp4" if overlay_alpha is not None else None
