@@ -47,17 +47,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--json", type=Path, default=ROOT / "results" / f"batch-{platform.node()}.json")
     args = p.parse_args()
-    import fcn_deploy
+    from video import random_checkpoint  # benchmarks/video.py, beside this script
+
     from fcn_deploy.bench.machine import machine_info
-    from fcn_deploy.models import create_model
 
     h, w = (int(v) for v in args.size.split("x"))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        torch.manual_seed(0)
-        model = tmp / "fcn8s.pt"
-        fcn_deploy.save_checkpoint(create_model("fcn8s", width=args.width).eval(), model)
+        model = random_checkpoint(tmp, args.width)
         folder = tmp / "images"
         folder.mkdir()
         rng = np.random.default_rng(0)

@@ -50,6 +50,17 @@ def make_clip(path: Path, frames: int, h: int, w: int) -> None:
     writer.release()
 
 
+def random_checkpoint(folder: Path, width: float) -> Path:
+    """A random FCN-8s of channel ``width`` in ``folder`` (speed does not depend on weights)."""
+    import fcn_deploy
+    from fcn_deploy.models import create_model
+
+    torch.manual_seed(0)
+    path = folder / "fcn8s.pt"
+    fcn_deploy.save_checkpoint(create_model("fcn8s", width=width).eval(), path)
+    return path
+
+
 def bench_images_per_s(model: Path, size: str, batch: int, out: Path) -> float:
     """fcn-bench's images/s for the torch runner on ``model`` (a subprocess, as users run it)."""
     command = [
@@ -71,19 +82,15 @@ def main() -> None:
     p.add_argument("--width", type=float, default=0.125, help="channel width of the random FCN-8s")
     p.add_argument("--json", type=Path, default=ROOT / "results" / f"video-{platform.node()}.json")
     args = p.parse_args()
-    import fcn_deploy
     from fcn_deploy.api import Segmenter
     from fcn_deploy.bench.machine import machine_info
     from fcn_deploy.bulk.video import segment_video
-    from fcn_deploy.models import create_model
 
     h, w = (int(v) for v in args.size.split("x"))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        torch.manual_seed(0)
-        model = tmp / "fcn8s.pt"
-        fcn_deploy.save_checkpoint(create_model("fcn8s", width=args.width).eval(), model)
+        model = random_checkpoint(tmp, args.width)
         clip = tmp / "clip.mp4"
         make_clip(clip, args.frames, h, w)
         seg = Segmenter.load(model, device="cpu", batch_size=args.batch)
