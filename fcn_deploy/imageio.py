@@ -19,13 +19,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ._io import atomic_path, describe_file, os_reason
+from ._io import atomic_write_bytes, describe_file, os_reason
 from .errors import FCNError
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
     "check_encoded_megapixels",
     "check_megapixels",
+    "encode_label_png",
     "quiet_opencv_logging",
     "read_image",
     "read_label_png",
@@ -164,6 +165,11 @@ def write_label_png(
     path: str | os.PathLike[str], labels: np.ndarray, palette: Sequence[Sequence[int]]
 ) -> None:
     """Write an ``H×W`` label map (values < 256) as a palette PNG, atomically."""
+    atomic_write_bytes(path, encode_label_png(labels, palette))
+
+
+def encode_label_png(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> bytes:
+    """An ``H×W`` label map (values < 256) as the bytes of a palette PNG (for any file system)."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise FCNError(f"a label map must be H×W, got shape {labels.shape}")
@@ -172,8 +178,9 @@ def write_label_png(
     image = Image.fromarray(labels.astype(np.uint8), mode="P")
     flat = [int(v) for colour in list(palette)[:256] for v in colour]
     image.putpalette(flat + [0] * (768 - len(flat)))
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def read_label_png(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -26,6 +26,7 @@ from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_megapixels, read_image, to_b
 from ..meta import ModelInfo
 from ..runtime import Runner, load_runner
 from .tiling import ALIGN, TileGrid, run_tiled
+from .video import FrameSelection, VideoFrame, VideoSource, predict_video
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "ImageLike", "Segmenter", "Timing", "as_bgr8"]
 
@@ -213,6 +214,26 @@ class Segmenter:
         """`predict` for many images: equal sizes share runner calls (up to ``batch_size``),
         order kept."""
         return self._run(list(images), rgb, tile, scores=False)
+
+    def predict_video(
+        self,
+        source: VideoSource,
+        every: int = 1,
+        start: float = 0.0,
+        end: float | None = None,
+        tile: bool | None = None,
+    ) -> Generator[VideoFrame, None, None]:
+        """Segment a video file (or an open ``cv2.VideoCapture``) frame by frame, lazily.
+
+        Yields a `VideoFrame` (``index``, ``time``, decoded BGR ``image``, ``labels``) for every
+        ``every``-th frame from ``start`` to ``end`` seconds; frames are decoded on a background
+        thread and run ``batch_size`` at a time, so memory stays flat on long videos. ``labels``
+        equal `predict` on ``image``.
+
+        >>> for frame in seg.predict_video("clip.mp4", every=5):
+        ...     counts = np.bincount(frame.labels.ravel(), minlength=seg.info.num_classes)
+        """
+        return predict_video(self, source, FrameSelection(every, start, end), tile)
 
     def logits(self, image: ImageLike, rgb: bool = False, tile: bool | None = None) -> np.ndarray:
         """float32 ``C×H×W`` class scores; only tensor-I/O models have them."""

@@ -19,11 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .._io import (
-    atomic_write_bytes,
     check_output_dir,
     make_output_dir,
     missing_folders,
@@ -31,13 +29,13 @@ from .._io import (
     remove_empty_folders,
 )
 from .._progress import Progress
-from ..api import Segmenter
+from ..api import Segmenter, is_video
+from ..bulk.outputs import OutputFolder
 from ..errors import FCNError
 from ..imageio import (
     DEFAULT_MAX_MEGAPIXELS,
     quiet_opencv_logging,
     read_image,
-    write_label_png,
 )
 from ..runtime import BACKENDS, backend_for_path
 from ._common import (
@@ -52,6 +50,7 @@ from ._common import (
     positive_int,
     run_cli,
 )
+from .bulk import add_bulk_args, predict_videos, run_ray
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -155,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_classes(p)
     add_verbosity(p)
     add_max_megapixels(p)
+    add_bulk_args(p)
     return p
 
 
@@ -213,7 +213,7 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
                 for f in (sorted(r.rglob("*")) if r.is_dir() else [r])
                 if f.is_file()
             ]
-            found = [f for f in candidates if _is_image(f)]
+            found = [f for f in candidates if _is_image(f) or is_video(f)]
             skipped += len(candidates) - len(found)
             if not found:
                 problems.append(
@@ -280,14 +280,9 @@ def _write(
 ) -> None:
     """``NAME.png`` (palette label map) and, with --overlay, ``NAME_overlay.jpg``, each
     atomically."""
-    write_label_png(args.output / f"{name}.png", labels, segmenter.palette)
-    if args.overlay:
-        ok, data = cv2.imencode(
-            ".jpg", segmenter.overlay(image, labels, args.alpha), [cv2.IMWRITE_JPEG_QUALITY, 92]
-        )
-        if not ok:
-            raise FCNError("could not encode the overlay as JPEG")
-        atomic_write_bytes(args.output / f"{name}_overlay.jpg", data.tobytes())
+    OutputFolder(args.output).write_image(
+        segmenter, name, image, labels, args.alpha if args.overlay else None
+    )
 
 
 def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
@@ -334,6 +329,8 @@ def _main(argv: Sequence[str] | None) -> int:
     files, problems, skipped = collect_inputs(args.inputs)
     if not files and not problems:
         raise FCNError("no inputs given")
+    if args.ray is not None:
+        return run_ray(args, files, output_names(files), problems)
     segmenter = _open_model(args, options)
     if segmenter.info.num_classes > 256:
         raise FCNError(
@@ -347,11 +344,13 @@ def _main(argv: Sequence[str] | None) -> int:
     for f, name in zip(files, names, strict=True):
         if name != f.stem:
             print(
-                f"note: {f} is written as {name}.png (another input is also named {f.stem})",
+                f"note: {f} is written as {name}{'/' if is_video(f) else '.png'} (another input "
+                f"is also named {f.stem})",
                 file=sys.stderr,
             )
 
-    jobs = list(zip(files, names, strict=True))
+    jobs = [(f, n) for f, n in zip(files, names, strict=True) if not is_video(f)]
+    videos = [(f, n) for f, n in zip(files, names, strict=True) if is_video(f)]
     done = failed = pixels = 0
     start = time.perf_counter()
     with Progress(len(jobs), "predicting", unit="img") as progress:
@@ -376,14 +375,21 @@ def _main(argv: Sequence[str] | None) -> int:
                     _fail(path, e)
                 failed += 1
             progress.update(len(jobs[i : i + args.batch]), MP=f"{pixels / 1e6:.1f}")
+    videos_done, videos_failed, frames = predict_videos(args, segmenter, videos, _fail)
     remove_empty_folders(created)  # nothing written (every input failed): no empty folder left
     elapsed = time.perf_counter() - start
     failed += len(problems)
     rate = pixels / 1e6 / max(elapsed, 1e-9)
     summary = f"{done} image(s), {pixels / 1e6:.2f} MP in {elapsed:.1f} s ({rate:.2f} MP/s)"
+    summary += f", {videos_done} video(s), {frames} frame(s)" if videos else ""
+    failed += videos_failed
     summary += f", {failed} failed" if failed else ""
     summary += f", {skipped} non-image file(s) ignored" if skipped else ""
-    print(f"{summary}; results in {args.output}" if done else f"{summary}; nothing written")
+    print(
+        f"{summary}; results in {args.output}"
+        if done or videos_done
+        else f"{summary}; nothing written"
+    )
     return EXIT_FAILED if failed else 0
 
 

@@ -1,0 +1,167 @@
+"""fcn-predict on Ray Data: a real local Ray (2 CPUs, no dashboard, shut down at the end), outputs
+pixel-equal to plain fcn-predict, re-runs that skip, and a replica killed with SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import ray
+import torch
+from test_api import scene
+
+from fcn_deploy.api import Segmenter
+from fcn_deploy.bulk.batch import BatchReport, segment_dataset
+from fcn_deploy.cli.predict import collect_inputs, output_names
+from fcn_deploy.imageio import read_label_png
+
+FCN_PREDICT = str(Path(sys.executable).with_name("fcn-predict"))
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One Ray for the module: starting one costs ~10 s on 2 busy cores."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def fcn_predict(*args: object) -> subprocess.CompletedProcess[str]:
+    """With one thread, as each 1-CPU replica runs (Ray sets OMP_NUM_THREADS to its CPUs): sums
+    reduced in another order can flip a near-tie pixel's argmax."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [FCN_PREDICT, *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def same_outputs(a: Path, b: Path) -> None:
+    """The same files, label maps and overlays pixel for pixel."""
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        if name.endswith("_overlay.jpg"):
+            np.testing.assert_array_equal(cv2.imread(str(a / name)), cv2.imread(str(b / name)))
+        else:
+            np.testing.assert_array_equal(read_label_png(a / name), read_label_png(b / name))
+
+
+def test_ray_writes_what_plain_fcn_predict_writes(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, local_ray: None
+) -> None:
+    model, src = make_checkpoint("fcn8s"), tmp_path / "photos"
+    (src / "day").mkdir(parents=True)
+    for i, (h, w) in enumerate([(40, 52), (40, 52), (33, 47), (64, 48)]):
+        cv2.imwrite(str(src / f"p{i}.png"), scene(h, w, i))
+    cv2.imwrite(str(src / "day" / "p0.jpg"), scene(45, 61, 7))  # same stem: p0-2
+    (src / "day" / "broken.png").write_bytes(b"not a PNG")
+    common = ["-o", None, "--model", model, "--overlay", "--batch", "2", "--device", "cpu"]
+
+    plain = fcn_predict(src, *[tmp_path / "plain" if a is None else a for a in common])
+    on_ray = fcn_predict(src, *[tmp_path / "ray" if a is None else a for a in common], "--ray",
+                         "--replicas", "2")  # fmt: skip  # a local Ray of its own, stopped after
+    assert plain.returncode == on_ray.returncode == 1, on_ray.stderr
+    assert "error: " + str(src / "day" / "broken.png") in on_ray.stderr
+    assert "5 image(s) written, 0 already done" in on_ray.stdout and "1 failed" in on_ray.stdout
+    same_outputs(tmp_path / "plain", tmp_path / "ray")
+
+    # the Python entry point on the running Ray: a re-run finds every output complete
+    files, _, _ = collect_inputs([str(src)])
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+    report = segment_dataset(
+        files, model, tmp_path / "ray", names=output_names(files), replicas=1, batch_size=2,
+        overlay_alpha=0.5, load_options={"device": "cpu"},
+    )  # fmt: skip
+    assert (report.written, report.skipped) == (0, 5)
+    assert report.failed == [(str(src / "day" / "broken.png"), report.failed[0][1])]
+    assert "not a readable image" in report.failed[0][1]
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+
+
+def _replica_pids() -> set[int]:
+    """PIDs of Ray Data's actor-pool workers (process title ``ray::MapWorker(...)``)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                title = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"ray::MapWorker"):
+                pids.add(int(entry))
+    return pids
+
+
+def test_a_killed_replica_is_restarted_and_every_output_written_once(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, local_ray: None
+) -> None:
+    model, src, out = make_checkpoint("fcn8s"), tmp_path / "many", tmp_path / "out"
+    src.mkdir()
+    for i in range(32):
+        cv2.imwrite(str(src / f"f{i:02d}.png"), scene(128, 160, i))
+    files = sorted(src.iterdir())
+    result: dict[str, BatchReport] = {}
+
+    def run() -> None:
+        result["report"] = segment_dataset(
+            files, model, out, replicas=2, batch_size=1, load_options={"device": "cpu"}
+        )
+
+    job = threading.Thread(target=run, daemon=True)
+    job.start()
+    killed, seen = None, set()
+    deadline = time.monotonic() + 240
+    while job.is_alive() and time.monotonic() < deadline:
+        seen |= _replica_pids()
+        if killed is None and out.is_dir() and len(list(out.glob("*.png"))) >= 2:
+            killed = min(_replica_pids())
+            os.kill(killed, signal.SIGKILL)  # a replica mid-run, as the OOM killer would
+        time.sleep(0.02)
+    job.join(timeout=max(1.0, deadline - time.monotonic()))
+    assert not job.is_alive(), "the Ray job did not finish in 240 s"
+    assert killed is not None, "the job finished before a replica could be killed"
+    assert len(seen - {killed}) >= 2, "Ray did not start a replica in place of the killed one"
+
+    report = result["report"]
+    assert report.failed == [] and report.written + report.skipped == len(files)
+    assert sorted(p.name for p in out.iterdir()) == [f"{f.stem}.png" for f in files]  # no temps
+    seg, threads = Segmenter.load(model, device="cpu"), torch.get_num_threads()
+    torch.set_num_threads(1)  # as the replicas ran (see fcn_predict)
+    try:
+        for f in files:
+            np.testing.assert_array_equal(read_label_png(out / f"{f.stem}.png"), seg.predict(f))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_without_ray_one_line_says_how_to_install(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    shadow = tmp_path / "no-ray"
+    shadow.mkdir()
+    (shadow / "ray.py").write_text("raise ImportError('No module named ray')\n")
+    cv2.imwrite(str(tmp_path / "a.png"), scene(20, 20))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), *sys.path])}
+    result = subprocess.run(
+        [FCN_PREDICT, tmp_path / "a.png", "-o", tmp_path / "out", "--model",
+         make_checkpoint("fcn8s"), "--ray"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: Ray Data is not installed; install it with: pip install 'fcn-deploy[ray]' "
+        "(option --ray)"
+    )
+    assert not (tmp_path / "out").exists()
