@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -28,6 +29,8 @@ import cv2
 import numpy as np
 import torch
 
+from fcn_deploy.bulk.batch import LOCAL_RAY_ENV
+
 ROOT = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 RAY_START = "import ray; ray.init(num_cpus=2, include_dashboard=False); ray.shutdown()"
@@ -35,7 +38,8 @@ RAY_START = "import ray; ray.init(num_cpus=2, include_dashboard=False); ray.shut
 
 def timed(command: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, timeout=900, capture_output=True)
+    env = {**os.environ, **LOCAL_RAY_ENV}  # the local Ray listens on 127.0.0.1 only
+    subprocess.run(command, check=True, timeout=900, capture_output=True, env=env)
     return time.perf_counter() - start
 
 

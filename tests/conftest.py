@@ -15,9 +15,12 @@ import torch
 from torch import nn
 
 import fcn_deploy
+from fcn_deploy.bulk.batch import LOCAL_RAY_ENV
 from fcn_deploy.models import create_model
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# a Ray the tests start (in-process or through fcn-predict --ray) listens on 127.0.0.1 only
+os.environ.update(LOCAL_RAY_ENV)
 
 
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -138,7 +139,15 @@ class _Replica:
                 "error": np.array(errors)}  # fmt: skip
 
 
-def _import_ray() -> Any:
+# Ray binds its servers to the address it reaches the network by, even for a local instance; with
+# this (read when ray is imported) a Ray that fcn-deploy starts itself listens on 127.0.0.1 only
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def _import_ray(local: bool = False) -> Any:
+    if local and "ray" not in sys.modules:
+        for key, value in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(key, value)
     try:
         import ray
         import ray.data
@@ -172,7 +181,7 @@ def segment_dataset(
     ``batch_size`` images a call; ``load_options`` go to `Segmenter.load` (device, backend,
     tile, max_megapixels, ...). ``overlay_alpha`` also writes ``NAME_overlay.jpg``.
     """
-    ray = _import_ray()
+    ray = _import_ray(local=address is None)
     if replicas < 1:
         raise FCNError(f"replicas must be at least 1, got {replicas}", param="replicas")
     model = Path(model)
