@@ -20,7 +20,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("FCN_GPU_MACHINE_VENV", ROOT / ".venv-gpu-machine"))
 # not on the GPU machine: a module-level import of any of these must fail the check
-ABSENT = ("jsonschema", "openvino", "nvidia-pytriton", "tritonclient", "onnxruntime-gpu", "tensorrt")
+ABSENT = (
+    "jsonschema",
+    "openvino",
+    "nvidia-pytriton",
+    "tritonclient",
+    "onnxruntime-gpu",
+    "tensorrt",
+)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fcn_deploy._progress import LOGGERS, Progress
 from fcn_deploy.checkpoint import save_checkpoint
 from fcn_deploy.errors import FCNError
-from fcn_deploy.export.graph import overflow_layers, probe_activation_peaks
+from fcn_deploy.export.graph import probe_fp16_plan
 from fcn_deploy.meta import ModelInfo
 from fcn_deploy.runtime import resolve_device
 
@@ -136,9 +136,9 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.recipe)
         amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
-        if amp:  # the FP16 export's decision: layers near FP16's range run in FP32 under autocast
+        if amp:  # the FP16 export's decision: values past FP16's range stay FP32 under autocast
             kept = keep_in_fp32(
-                self.model, overflow_layers(probe_activation_peaks(self.model, self.device))
+                self.model, list(probe_fp16_plan(self.model, self.device).fp32_layers)
             )
             self.model.train()
             if kept and dist.is_main:
@@ -386,8 +386,9 @@ def keep_in_fp32(model: nn.Module, names: list[str]) -> list[str]:
     """Make the named layers of ``model`` compute in FP32 under autocast; returns ``names``.
 
     Autocast runs every convolution in FP16, where activations near FP16's range overflow to inf
-    and training would stop as diverged; the FP16 export keeps such layers in FP32 (see
-    `fcn_deploy.export.graph.overflow_layers`) and so does mixed-precision training.
+    and training would stop as diverged. ``names`` are `Fp16Plan.fp32_layers`: every layer whose
+    input or output passes the range, so a kept layer's FP32 output is never cast back to FP16 by
+    the next convolution (the FP16 export and eager FP16 run the same layers in FP32).
     """
     for name in names:
         layer = model.get_submodule(name)
