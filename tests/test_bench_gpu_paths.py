@@ -16,7 +16,7 @@ from fcn_deploy.bench import run_benchmark, validate
 from fcn_deploy.bench.backends import Backend, ModelSource, backend_precision, prepare_backends
 from fcn_deploy.bench.machine import FP32_MATH, compute_precision, ieee_fp32
 from fcn_deploy.bench.scenarios import run_stream
-from fcn_deploy.export.ort import cuda_providers
+from fcn_deploy.export.ort import cuda_provider_problem, cuda_providers
 from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
@@ -46,6 +46,17 @@ def test_prepared_backends_carry_their_precision(make_model: Any, tmp_path: Path
         ("tensorrt", "fp16"),
     ]
     assert prepared[1].skipped and prepared[2].skipped  # no GPU / no TensorRT: with reasons
+
+
+def test_onnxruntime_on_cuda_is_checked_before_any_export(make_model: Any, tmp_path: Path) -> None:
+    problem = cuda_provider_problem(0)
+    if problem is None:
+        pytest.skip("ONNX Runtime's CUDA provider runs here")
+    source = ModelSource("tiny", module=make_model("fcn32s", width=0.0625))
+    names = ["onnxruntime", "onnxruntime-fp16", "onnxruntime-int8"]
+    prepared = prepare_backends(names, source, GPU, cache_dir=tmp_path)
+    assert [(b.skipped, b.skip_status) for b in prepared] == [(problem, "unavailable")] * 3
+    assert list(tmp_path.iterdir()) == []  # nothing exported or calibrated first
 
 
 def test_ieee_fp32_turns_tf32_off_and_restores_it() -> None:

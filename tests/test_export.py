@@ -285,11 +285,13 @@ def test_fp16_export_stays_finite_past_fp16s_range(make_model, tmp_path: Path) -
                          max_batch=2, verify=False, progress=False)  # fmt: skip
     assert report.fp32_layers == list(plan.fp32_layers)
     x = model.info.preprocessing.apply(synthetic_images(2, 160, 224, np.random.default_rng(1)))
-    logits = ort_run(ort_session(report.path), x)
     with torch.inference_mode():
         ref = model(torch.from_numpy(x)).numpy()
-    assert np.isfinite(logits).all()
-    assert (logits.argmax(1) == ref.argmax(1)).mean() >= 0.99
+        eager = deploy(torch.from_numpy(x)).numpy()  # what TorchRunner's FP16 runs
+    # fc7's output here passes 65504: cast back to FP16 it would be inf (labels ~30% agreed)
+    for logits in (ort_run(ort_session(report.path), x), eager):
+        assert np.isfinite(logits).all()
+        assert (logits.argmax(1) == ref.argmax(1)).mean() >= 0.99
 
 
 @pytest.mark.slow

@@ -237,6 +237,12 @@ def _prepare(
                 )
             if device.type != "cpu":
                 return Backend(name, skipped="OpenVINO runs on the CPU here (use --device cpu)")
+        elif device.type == "cuda":  # before exporting anything: a real session decides
+            from ..export.ort import cuda_provider_problem
+
+            problem = cuda_provider_problem(device.index or 0)
+            if problem:
+                return Backend(name, skipped=problem)
         onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache, calibration)
         if onnx_path is None:
             return Backend(name, skipped=why)
