@@ -237,6 +237,13 @@ def _prepare(
                 )
             if device.type != "cpu":
                 return Backend(name, skipped="OpenVINO runs on the CPU here (use --device cpu)")
+        elif device.type == "cuda" and precision == "int8":
+            return Backend(
+                name,
+                skipped="INT8 under ONNX Runtime's CUDA provider is not measured: it runs the "
+                "Q/DQ graph's convolutions largely as FP32, so the INT8 peak would misjudge it "
+                "(INT8 on the GPU: TensorRT)",
+            )
         elif device.type == "cuda":  # before exporting anything: a real session decides
             from ..export.ort import cuda_provider_problem
 

@@ -39,6 +39,7 @@ from .checkpointing import (
     load_training_state,
     restore_rng,
     save_training_checkpoint,
+    saved_rng_for,
 )
 from .config import TrainConfig
 from .datasets import StepBatches, training_sets
@@ -152,8 +153,18 @@ class Trainer:
             if self.scaler is not None and saved["scaler"]:
                 self.scaler.load_state_dict(saved["scaler"])
             self.state = TrainerState(saved["iteration"], saved["best_mean_iu"], saved["elapsed"])
-            rng = saved["rng"]
-            restore_rng(rng[dist.rank] if len(rng) == dist.world_size else rng[0])
+            mine = saved_rng_for(saved["rng"], dist.rank, dist.world_size)
+            if mine is not None:
+                restore_rng(mine)
+            else:
+                if dist.is_main:
+                    log.warning(
+                        "resuming on %d process(es), saved on %d: each reseeds its RNGs with "
+                        "seed + rank (the random draws do not continue exactly)",
+                        dist.world_size,
+                        len(saved["rng"]),
+                    )
+                _seed_everything(config.seed + dist.rank)
         else:
             _seed_everything(config.seed + dist.rank)
         self.net = (
