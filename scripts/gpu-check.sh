@@ -14,18 +14,22 @@
 #    FP16 (channels_last, cudnn.benchmark), ONNX Runtime FP32/FP16 and TensorRT where a real
 #    session/engine can run on the GPU (else one line each), every row against the matmul peak
 #    measured in the same run;
-# 3. a one-page summary of both runs.
+# 3. fcn-train (FCN-8s, synthetic scenes, 40 steps) with and without AMP: images/s;
+# 4. torch.compile of the FP16 net against eager FP16, batch 1 and 8 (compile time in the notes);
+# 5. a one-page summary of all of it.
 # Everything a person needs to read the run lands in DIR (default benchmarks/results), 8 files,
-# named <gpu>-<date>-*: b1 and b8 .json/.md/.png, gpu-check.log (all this prints, the test log
-# included) and summary.md. Exit status: 0 when every step passed, 1 otherwise.
+# named <gpu>-<date>-*: the sweeps' b1 and b8 .json/.md/.png, gpu-check.log (all this prints, the
+# test log included) and summary.md (the sweeps' rows, the torch.compile rows, the training
+# rates). Exit status: 0 when every step passed, 1 otherwise.
 #
 # Time: the whole check is one command under a 10-minute limit. GPU_CHECK_BUDGET (default 540 s)
 # bounds the steps; each step gets what is left of it less RESERVE (30 s), kept for the summary.
 # Estimate for an H200: the GPU tests ~1-2 min (two short AMP trainings, a 2-process NCCL group);
-# each fcn-bench run ~1-2 min: the full FCN-8s is ~0.36 TFLOP per image at 500x500 and ~2 TFLOP
-# at 1024x2048 (pad 100 included), so a timed batch-8 1024x2048 call in IEEE FP32 (~50 TFLOP/s)
-# is ~0.3 s and its 3 + 20 + 3 calls ~10 s; FP16 is faster; model set-up, peaks and cuDNN's
-# search add ~30 s per run. About 5 minutes in all, half the limit.
+# each sweep ~1-2 min: the full FCN-8s is ~0.36 TFLOP per image at 500x500 and ~2 TFLOP at
+# 1024x2048 (pad 100 included), so a timed batch-8 1024x2048 call in IEEE FP32 (~50 TFLOP/s) is
+# ~0.3 s and its 3 + 20 + 3 calls ~10 s; FP16 is faster; model set-up, peaks and cuDNN's search
+# add ~30 s per run. About 5 minutes for steps 1-2, ~1 minute for the training rates; inductor's
+# compile time (step 4) is the least known, so it runs last: the budget cuts it, never the sweeps.
 #
 # --setup: `bash scripts/setup.sh gpu` first (needs the network; not counted in the budget).
 # --rehearse: every step as on the GPU machine, on the CPU with a tiny net (gpu tests collected,
@@ -94,10 +98,12 @@ if [ $rehearse = 1 ]; then
   slug=rehearsal
   bench=(--device cpu --width 0.0625 --sizes 64x64 --warmup 0 --iters 2 --e2e-iters 1
          --matmul-size 256)
+  train=(--device cpu --width 0.0625 --iterations 2 --log-every 1 --val-images 2)
   test_mode=(--collect-only)  # what a GPU would run, collected: imports and fixtures
 else
   slug=$(echo "$gpu" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
   bench=(--device cuda --sizes 500x500,1024x2048 --warmup 3 --iters 20 --e2e-iters 3)
+  train=(--device cuda --iterations 40 --log-every 10 --val-images 4)
   test_mode=()
 fi
 stem="$out/${slug}-$(date -u +%Y-%m-%d)"
@@ -141,8 +147,27 @@ EOF
       --plot "${stem}-b${batch}.png" || status=1
   done
 
+  # the rows below go into the summary and the log only (8 files come back); they run last, so
+  # the budget cuts them, never the sweeps above
+  local scratch amp
+  scratch=$(mktemp -d)
+  for amp in amp fp32; do
+    echo "== fcn-train on synthetic scenes, $amp (images/s in the summary)"
+    # shellcheck disable=SC2046
+    timeout "$(left)" "$python" -c 'import sys; from fcn_train.cli import train_main; sys.exit(train_main())' \
+      --data synthetic --variant fcn8s "${train[@]}" --val-every 1000 --checkpoint-every 1000 \
+      --out "$scratch/train-$amp" $([ $amp = fp32 ] && echo --no-amp) || status=1
+  done
+  for batch in 1 8; do
+    echo "== torch.compile in FP16 against eager FP16, batch $batch"
+    timeout "$(left)" "$python" -m fcn_deploy.cli.bench "${bench[@]}" --batch "$batch" \
+      --backends torch-fp16,torch-compile-fp16 --json "$scratch/compile-b${batch}.json" || status=1
+  done
+
   echo "== summary: ${stem}-summary.md"
-  "$python" - "${stem}-summary.md" "${stem}-b1.json" "${stem}-b8.json" "$status" <<'EOF' || status=1
+  "$python" - "${stem}-summary.md" "$scratch" "$status" "${stem}-b1.json" "${stem}-b8.json" \
+    "$scratch/compile-b1.json" "$scratch/compile-b8.json" <<'EOF' || status=1
+import csv
 import json
 import sys
 from pathlib import Path
@@ -150,17 +175,25 @@ from pathlib import Path
 from fcn_deploy._io import atomic_write_text
 from fcn_deploy.bench import format_summary
 
-summary, *runs, status = sys.argv[1:]
+summary, scratch, status, *runs = sys.argv[1:]
 docs, notes = [], [f"tests and runs: {'passed' if status == '0' else 'FAILED (see gpu-check.log)'}"]
 for path in map(Path, runs):
     if path.is_file():
         docs.append(json.loads(path.read_text()))
     else:
-        notes.append(f"no {path.name}: that run failed (see gpu-check.log)")
+        notes.append(f"no {path.name}: that run failed or ran out of time (see gpu-check.log)")
+rates = {}
+for amp in ("amp", "fp32"):
+    log = Path(scratch, f"train-{amp}", "log.csv")
+    rows = [r for r in csv.DictReader(log.open()) if r["images_per_s"]] if log.is_file() else []
+    rates[amp] = rows[-1]["images_per_s"] if rows else "-"
+notes.append(f"fcn-train fcn8s on synthetic scenes: {rates['amp']} images/s with AMP, "
+             f"{rates['fp32']} without (last logged window)")
 text = format_summary(docs, notes)
 atomic_write_text(summary, text)
 print(text)
 EOF
+  rm -rf "$scratch"
   echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED) in ${SECONDS}s"
   return $status
 }

@@ -24,12 +24,9 @@ CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
 
 
 def test_the_precision_a_row_ran_in() -> None:
-    assert [backend_precision(n) for n in ("torch", "torch-fp16", "onnxruntime", "tensorrt")] == [
-        "fp32",
-        "fp16",
-        "fp32",
-        "fp16",
-    ]
+    names = ["torch", "torch-fp16", "torch-compile", "torch-compile-fp16", "onnxruntime"]
+    names.append("tensorrt")
+    assert [backend_precision(n) for n in names] == ["fp32", "fp16", "fp32", "fp16", "fp32", "fp16"]
     # a TensorRT engine the inspector calls "mixed" is held to the FP16 peak, as its name implies
     assert compute_precision(GPU, "mixed") == compute_precision(GPU, backend_precision("tensorrt"))
     assert compute_precision(GPU, "fp16") == "fp16" and compute_precision(GPU, "fp32") == "fp32"

@@ -121,3 +121,4 @@ def test_gpu_check_rehearsal_runs_every_step_and_hands_back_its_files(
         assert test in log
     summary = next(out.glob("*-summary.md")).read_text()
     assert "| torch | 64x64 | 8 |" in summary and "tests and runs: passed" in summary
+    assert re.search(r"fcn-train fcn8s .*: [0-9.]+ images/s with AMP, [0-9.]+ without", summary)
