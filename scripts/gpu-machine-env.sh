@@ -13,7 +13,11 @@ want=$(sha256sum "$list" | cut -d' ' -f1)
 if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi
-rm -rf "$venv"
+if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+  echo "gpu-machine-env: error: $venv exists and is not a virtual environment; pick another folder" >&2
+  exit 2
+fi
+rm -rf "$venv"  # built from another list: start clean, so nothing unlisted stays
 python3 -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check install -q)
 # PyPI's Linux torch is the CUDA build (several GB): PyTorch's CPU index first, as setup.sh does
