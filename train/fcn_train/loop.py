@@ -143,7 +143,9 @@ class Trainer:
             )
             self.model.train()
             if kept and dist.is_main:
-                log.info("mixed precision: %s run in FP32 (near or past FP16's range)", ", ".join(kept))
+                log.info(
+                    "mixed precision: %s run in FP32 (near or past FP16's range)", ", ".join(kept)
+                )
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
         )
