@@ -95,6 +95,7 @@ def test_every_module_imports_there(gpu_python: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.slow  # every step of gpu-check in a fresh process: 1-2 minutes on 2 cores
 def test_gpu_check_rehearsal_runs_every_step_and_hands_back_its_files(
     gpu_python: Path, tmp_path: Path
 ) -> None:
