@@ -26,15 +26,16 @@ seconds=${FCN_DEMO_TRAIN_SECONDS:-240}
 mkdir -p "$out"
 
 # What this machine can run: "gpu trt" / "gpu" / "" (one line says what is skipped and why).
-read -r gpu trt skip < <(python - <<'PY'
+read -r gpu trt ort_cuda skip < <(python - <<'PY'
 import importlib.util
 import torch
 from fcn_deploy.engine._trt import tensorrt_available
 gpu = torch.cuda.is_available()
 ort_cuda = False
 if gpu and importlib.util.find_spec("onnxruntime"):
-    import onnxruntime as ort
-    ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    from fcn_deploy.export.ort import cuda_provider_problem
+
+    ort_cuda = cuda_provider_problem() is None  # a real session: the provider list cannot tell
 trt = gpu and tensorrt_available()
 if not gpu:
     why = "no CUDA GPU" + ("" if torch.version.cuda else f" (torch {torch.__version__} is a CPU build)")
@@ -44,8 +45,8 @@ elif not trt:
 else:
     skip = ""
 if gpu and not ort_cuda:
-    skip += ("; " if skip else "") + "ONNX Runtime runs on the CPU: onnxruntime-gpu is not installed"
-print("yes" if gpu else "no", "yes" if trt else "no", skip or "-")
+    skip += ("; " if skip else "") + f"skipping ONNX Runtime on the GPU: {cuda_provider_problem()}"
+print("yes" if gpu else "no", "yes" if trt else "no", "yes" if ort_cuda else "no", skip or "-")
 PY
 )
 [ "$skip" != "-" ] && echo "demo: $skip"
@@ -108,7 +109,8 @@ fcn-predict "$out/images" -o "$out/predictions" --model "$model" --overlay
 
 if [ "$gpu" = yes ]; then
   step "benchmark on the GPU: TensorRT, ONNX Runtime CUDA and eager FP16 against eager FP32"
-  backends=torch,torch-fp16,onnxruntime,onnxruntime-fp16
+  backends=torch,torch-fp16
+  [ "$ort_cuda" = yes ] && backends+=,onnxruntime,onnxruntime-fp16
   [ "$trt" = yes ] && backends+=,tensorrt
   fcn-bench --model "$out/train/best.pt" --device cuda --backends "$backends" \
     --sizes 224x224,500x500 --iters 20 --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench.png"

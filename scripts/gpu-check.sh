@@ -1,48 +1,91 @@
 #!/usr/bin/env bash
-# One command for a machine with an NVIDIA GPU: bash scripts/gpu-check.sh [--setup]
+# One command for a machine with an NVIDIA GPU: bash scripts/gpu-check.sh --out DIR [--setup]
 #
-# 0. with --setup: `bash scripts/setup.sh gpu` first (needs the network): a CUDA build of torch,
-#    onnxruntime-gpu, TensorRT and pytest in .venv (or $FCN_VENV), the set-up under which every
-#    gpu test runs instead of skipping;
+# It needs only the packages in scripts/gpu-machine-requirements.txt (no install, no network):
+# the model is made in memory with random weights, and what is optional (jsonschema, OpenVINO,
+# ONNX Runtime's CUDA provider, TensorRT, Triton) is a one-line skip. It runs with the project's
+# virtual environment when there is one, else with python3, and PYTHONPATH=$PWD:$PWD/train (the
+# library and the trainer; no install needed).
+#
 # 1. the GPU tests (`pytest -m gpu`): eager PyTorch FP16, the default device, the trainer's
-#    cpu:gloo,cuda:nccl group and AMP training always, ONNX Runtime's CUDA provider with IO
-#    binding where onnxruntime-gpu is installed, TensorRT engines where tensorrt imports (each
-#    skips with its reason otherwise);
-# 2. fcn-bench with every GPU backend present (torch and torch-fp16 always, onnxruntime and
-#    onnxruntime-fp16 with the CUDA provider, tensorrt where it imports) on the full FCN-8s at
-#    500x500 and 1024x2048, batch 1 and 8, writing JSON/Markdown/PNG to
-#    benchmarks/results/<gpu-name>-<date>-b1.* and -b8.*;
-# 3. one summary table of both runs.
-# Without --setup it needs no network: the model is made in memory with random weights. It runs
-# with the project's virtual environment when there is one, else with python3 and
-# PYTHONPATH=$PWD (no install needed). Each step gets what is left of a 10-minute budget
-# (GPU_CHECK_BUDGET seconds; the set-up is not counted).
+#    cpu:gloo,cuda:nccl group and AMP training always, ONNX Runtime's CUDA provider and TensorRT
+#    where they load (each skips with its reason otherwise);
+# 2. fcn-bench on the full FCN-8s at 500x500 and 1024x2048, batch 1 and batch 8: eager FP32 and
+#    FP16 (channels_last, cudnn.benchmark), ONNX Runtime FP32/FP16 and TensorRT where a real
+#    session/engine can run on the GPU (else one line each), every row against the matmul peak
+#    measured in the same run;
+# 3. fcn-train (FCN-8s, synthetic scenes, 40 steps) with and without AMP: images/s;
+# 4. torch.compile of the FP16 net against eager FP16, batch 1 and 8 (compile time in the notes);
+# 5. a one-page summary of all of it.
+# Everything a person needs to read the run lands in DIR (default benchmarks/results), 8 files,
+# named <gpu>-<date>-*: the sweeps' b1 and b8 .json/.md/.png, gpu-check.log (all this prints, the
+# test log included) and summary.md (the sweeps' rows, the torch.compile rows, the training
+# rates). Exit status: 0 when every step passed, 1 otherwise.
 #
-# Without a GPU it says so in one line, runs the plain-logic tests of the GPU paths (the CPU part
-# of this check) and exits 0. Exit status: 0 when every step passed, 1 otherwise.
+# Time: the whole check is one command under a 10-minute limit. GPU_CHECK_BUDGET (default 540 s)
+# bounds the steps; each step gets what is left of it less RESERVE (30 s), kept for the summary.
+# Estimate for an H200: the GPU tests ~1-2 min (two short AMP trainings, a 2-process NCCL group);
+# each sweep ~1-2 min: the full FCN-8s is ~0.36 TFLOP per image at 500x500 and ~2 TFLOP at
+# 1024x2048 (pad 100 included), so a timed batch-8 1024x2048 call in IEEE FP32 (~50 TFLOP/s) is
+# ~0.3 s and its 3 + 20 + 3 calls ~10 s; FP16 is faster; model set-up, peaks and cuDNN's search
+# add ~30 s per run. About 5 minutes for steps 1-2, ~1 minute for the training rates; inductor's
+# compile time (step 4) is the least known, so it runs last: the budget cuts it, never the sweeps.
+#
+# --setup: `bash scripts/setup.sh gpu` first (needs the network; not counted in the budget).
+# --rehearse: every step as on the GPU machine, on the CPU with a tiny net (gpu tests collected,
+#   not run); tests/test_gpu_machine_env.py runs it in a copy of the GPU machine's environment.
+# Without a GPU (and without --rehearse) it says so in one line, runs the plain-logic tests of the
+# GPU paths (the CPU part of this check) and exits 0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 venv=${FCN_VENV:-.venv}
-case "${1:-}" in
-  --setup) bash scripts/setup.sh gpu || exit 1 ;;
-  "") ;;
-  *) echo "gpu-check: unknown option '$1' (use --setup, or nothing)" >&2; exit 2 ;;
-esac
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+out=benchmarks/results
+setup=0
+rehearse=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --setup) setup=1 ;;
+    --rehearse) rehearse=1 ;;
+    --out)
+      [ $# -ge 2 ] || { echo "gpu-check: error: --out needs a folder" >&2; exit 2; }
+      out=$2
+      shift ;;
+    --out=*) out=${1#--out=} ;;
+    *) echo "gpu-check: error: unknown option '$1' (use --out DIR, --setup or --rehearse)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ $setup = 1 ] && { bash scripts/setup.sh gpu || exit 1; }
+export PYTHONPATH="$PWD:$PWD/train${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-$([ -x "$venv/bin/python" ] && echo "$venv/bin/python" || echo python3)}
-budget=${GPU_CHECK_BUDGET:-570}
+budget=${GPU_CHECK_BUDGET:-540}
+RESERVE=30
 SECONDS=0
-status=0
 
-left() { echo $((budget - SECONDS > 10 ? budget - SECONDS : 10)); }
+left() { echo $((budget - RESERVE - SECONDS > 10 ? budget - RESERVE - SECONDS : 10)); }
+
+mkdir -p "$out" || { echo "gpu-check: error: cannot create --out $out" >&2; exit 2; }
+
+# torch's own error, not a guess: a missing torch, a CPU build and a driver that cannot run this
+# CUDA build are three different fixes
+if ! probe=$("$python" -c 'import torch
+print(torch.__version__, torch.version.cuda or "-", sep="|", end="|")
+print(torch.cuda.get_device_name() if torch.cuda.is_available() else "")' 2>&1); then
+  echo "gpu-check: error: $python cannot import torch: $(echo "$probe" | tail -n 1)" >&2
+  exit 1
+fi
+probe=$(echo "$probe" | tail -n 1)  # torch may warn (an old driver) before the line
+IFS='|' read -r torch_version torch_cuda gpu <<< "$probe"
 
 cpu_tests=(tests/test_engine_logic.py tests/test_engine_runtime_logic.py tests/test_engine_image_io.py
            tests/test_setup_torch_build.py tests/test_bench_gpu_paths.py)
-
-gpu=$("$python" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "")' 2>/dev/null)
-if [ -z "$gpu" ]; then
+if [ -z "$gpu" ] && [ $rehearse = 0 ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    echo "gpu-check: an NVIDIA GPU is present but this torch has no CUDA; install its CUDA build (bash scripts/gpu-check.sh --setup)" >&2
+    if [ "$torch_cuda" = - ]; then
+      echo "gpu-check: error: an NVIDIA GPU is present but torch $torch_version is a CPU build; install its CUDA build (bash scripts/gpu-check.sh --setup)" >&2
+    else
+      echo "gpu-check: error: torch $torch_version (CUDA $torch_cuda) cannot use the GPU here: the driver is older than CUDA $torch_cuda needs, or the GPU is busy (see nvidia-smi)" >&2
+    fi
     exit 1
   fi
   echo "gpu-check: no NVIDIA GPU here (torch sees none); ran only the CPU part: the plain-logic tests of the GPU paths"
@@ -50,84 +93,110 @@ if [ -z "$gpu" ]; then
   exit 0
 fi
 
-slug=$(echo "$gpu" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
-stem="benchmarks/results/${slug}-$(date -u +%Y-%m-%d)"
-mkdir -p benchmarks/results
-echo "gpu-check: $gpu; results go to ${stem}-b1.* and ${stem}-b8.*"
-
-missing=$("$python" - <<'EOF'
-import importlib.util
-
-wanted = ["onnx", "onnxruntime", "onnxscript", "cv2", "PIL", "matplotlib", "scipy", "pytest"]
-print(" ".join(m for m in wanted if importlib.util.find_spec(m) is None))
-EOF
-)
-[ -n "$missing" ] && echo "gpu-check: not installed here: $missing (steps that need them fail or skip)"
-if ! "$python" -c 'import onnxruntime as o, sys; sys.exit("CUDAExecutionProvider" not in o.get_available_providers())' 2>/dev/null; then
-  echo "gpu-check: no onnxruntime-gpu here: the ONNX Runtime CUDA tests and rows skip (bash scripts/gpu-check.sh --setup installs it)"
+if [ $rehearse = 1 ]; then
+  gpu="rehearsal on the CPU"
+  slug=rehearsal
+  bench=(--device cpu --width 0.0625 --sizes 64x64 --warmup 0 --iters 2 --e2e-iters 1
+         --matmul-size 256)
+  train=(--device cpu --width 0.0625 --iterations 2 --log-every 1 --val-images 2)
+  test_mode=(--collect-only)  # what a GPU would run, collected: imports and fixtures
+else
+  slug=$(echo "$gpu" | tr '[:upper:]' '[:lower:]' | tr -cs 'a-z0-9' '-' | sed 's/^-//; s/-$//')
+  bench=(--device cuda --sizes 500x500,1024x2048 --warmup 3 --iters 20 --e2e-iters 3)
+  train=(--device cuda --iterations 40 --log-every 10 --val-images 4)
+  test_mode=()
 fi
+stem="$out/${slug}-$(date -u +%Y-%m-%d)"
 
-# only the files holding gpu tests: one that imports what this machine lacks cannot stop the
-# others (it still counts as a failure)
-gpu_files=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
-echo "== GPU tests (pytest -m gpu: $gpu_files)"
-timeout "$(left)" "$python" -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors \
-  -m gpu $gpu_files || status=1
+run() {
+  local status=0
+  echo "gpu-check: $gpu (torch $torch_version, CUDA $torch_cuda); results go to ${stem}-*"
+  "$python" - scripts/gpu-machine-requirements.txt <<'EOF'
+import re
+import sys
+from importlib.metadata import PackageNotFoundError, version
 
-backends=$("$python" - <<'EOF'
-from fcn_deploy.engine._trt import tensorrt_available
-
-names = ["torch", "torch-fp16"]
-try:
-    import onnxruntime
-
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        names += ["onnxruntime", "onnxruntime-fp16"]
-except ImportError:
-    pass
-if tensorrt_available():
-    names.append("tensorrt")
-print(",".join(names))
+missing = []
+for line in open(sys.argv[1]):
+    name = re.split(r"[\s<>=!~;#\[]", line.strip(), maxsplit=1)[0]
+    try:
+        name and version(name)
+    except PackageNotFoundError:
+        missing.append(name)
+if missing:
+    print(f"gpu-check: not installed here: {' '.join(missing)} (steps that need them fail or skip)")
 EOF
-)
-echo "== fcn-bench on $gpu: $backends at 500x500 and 1024x2048"
-cache=$(mktemp -d)
-trap 'rm -rf "$cache"' EXIT
-for batch in 1 8; do
-  out="${stem}-b${batch}"
-  plot=(--plot "$out.png")
-  case " $missing " in *" matplotlib "*) plot=() ;; esac  # no PNG without matplotlib
-  timeout "$(left)" "$python" -m fcn_deploy.cli.bench --device cuda --backends "$backends" \
-    --sizes 500x500,1024x2048 --batch "$batch" --warmup 3 --iters 20 --e2e-iters 3 \
-    --cache-dir "$cache" --json "$out.json" --markdown "$out.md" "${plot[@]}" >/dev/null \
-    || status=1
-done
 
-echo "== summary"
-"$python" - "${stem}-b1.json" "${stem}-b8.json" <<'EOF' || status=1
+  # only the files holding gpu tests: one that cannot import still counts as a failure, but
+  # does not stop the others
+  local gpu_files
+  gpu_files=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
+  echo "== GPU tests (pytest -m gpu ${test_mode[*]}: $gpu_files)"
+  # shellcheck disable=SC2086
+  timeout "$(left)" "$python" -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors \
+    "${test_mode[@]}" -m gpu $gpu_files || status=1
+
+  # every backend the GPU could run: fcn-bench asks a real session/engine and skips with one line
+  # what cannot run here (ONNX Runtime's CUDA provider, TensorRT)
+  local backends=torch,torch-fp16,onnxruntime,onnxruntime-fp16,tensorrt
+  local batch
+  for batch in 1 8; do
+    echo "== fcn-bench, batch $batch: $backends"
+    timeout "$(left)" "$python" -m fcn_deploy.cli.bench "${bench[@]}" --backends "$backends" \
+      --batch "$batch" --json "${stem}-b${batch}.json" --markdown "${stem}-b${batch}.md" \
+      --plot "${stem}-b${batch}.png" || status=1
+  done
+
+  # the rows below go into the summary and the log only (8 files come back); they run last, so
+  # the budget cuts them, never the sweeps above
+  local scratch amp
+  scratch=$(mktemp -d)
+  for amp in amp fp32; do
+    echo "== fcn-train on synthetic scenes, $amp (images/s in the summary)"
+    # shellcheck disable=SC2046
+    timeout "$(left)" "$python" -c 'import sys; from fcn_train.cli import train_main; sys.exit(train_main())' \
+      --data synthetic --variant fcn8s "${train[@]}" --val-every 1000 --checkpoint-every 1000 \
+      --out "$scratch/train-$amp" $([ $amp = fp32 ] && echo --no-amp) || status=1
+  done
+  for batch in 1 8; do
+    echo "== torch.compile in FP16 against eager FP16, batch $batch"
+    timeout "$(left)" "$python" -m fcn_deploy.cli.bench "${bench[@]}" --batch "$batch" \
+      --backends torch-fp16,torch-compile-fp16 --json "$scratch/compile-b${batch}.json" || status=1
+  done
+
+  echo "== summary: ${stem}-summary.md"
+  "$python" - "${stem}-summary.md" "$scratch" "$status" "${stem}-b1.json" "${stem}-b8.json" \
+    "$scratch/compile-b1.json" "$scratch/compile-b8.json" <<'EOF' || status=1
+import csv
 import json
 import sys
 from pathlib import Path
 
-from fcn_deploy.bench.report import table
+from fcn_deploy._io import atomic_write_text
+from fcn_deploy.bench import format_summary
 
-header, rows, skipped = None, [], []
-for path in map(Path, sys.argv[1:]):
-    if not path.is_file():
-        print(f"(no {path}: that run failed, see above)")
-        continue
-    doc = json.loads(path.read_text())
-    header, body = table(doc)  # it has a batch column: the two runs' rows stack
-    rows += body
-    skipped += [f"batch {doc['config']['batch']}: {s['backend']}: {s['reason']}" for s in doc["skipped"]]
-if header:
-    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
-    for i, line in enumerate([header, *rows]):
-        print("  ".join(c.rjust(w) for c, w in zip(line, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-for line in skipped:
-    print("skipped", line)
+summary, scratch, status, *runs = sys.argv[1:]
+docs, notes = [], [f"tests and runs: {'passed' if status == '0' else 'FAILED (see gpu-check.log)'}"]
+for path in map(Path, runs):
+    if path.is_file():
+        docs.append(json.loads(path.read_text()))
+    else:
+        notes.append(f"no {path.name}: that run failed or ran out of time (see gpu-check.log)")
+rates = {}
+for amp in ("amp", "fp32"):
+    log = Path(scratch, f"train-{amp}", "log.csv")
+    rows = [r for r in csv.DictReader(log.open()) if r["images_per_s"]] if log.is_file() else []
+    rates[amp] = rows[-1]["images_per_s"] if rows else "-"
+notes.append(f"fcn-train fcn8s on synthetic scenes: {rates['amp']} images/s with AMP, "
+             f"{rates['fp32']} without (last logged window)")
+text = format_summary(docs, notes)
+atomic_write_text(summary, text)
+print(text)
 EOF
-echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED) in ${SECONDS}s"
-exit $status
+  rm -rf "$scratch"
+  echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED) in ${SECONDS}s"
+  return $status
+}
+
+run 2>&1 | tee "${stem}-gpu-check.log"
+exit "${PIPESTATUS[0]}"

@@ -14,21 +14,19 @@ import torch
 
 from fcn_deploy.bench import run_benchmark, validate
 from fcn_deploy.bench.backends import Backend, ModelSource, backend_precision, prepare_backends
-from fcn_deploy.bench.machine import FP32_MATH, compute_precision, ieee_fp32
+from fcn_deploy.bench.machine import FP32_MATH, compute_precision, cudnn_autotune, ieee_fp32
 from fcn_deploy.bench.scenarios import run_stream
-from fcn_deploy.export.ort import cuda_providers
+from fcn_deploy.export import export_onnx
+from fcn_deploy.export.ort import cuda_provider_problem, cuda_providers
 from fcn_deploy.runtime.ort_runner import OnnxRuntimeRunner
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
 
 
 def test_the_precision_a_row_ran_in() -> None:
-    assert [backend_precision(n) for n in ("torch", "torch-fp16", "onnxruntime", "tensorrt")] == [
-        "fp32",
-        "fp16",
-        "fp32",
-        "fp16",
-    ]
+    names = ["torch", "torch-fp16", "torch-compile", "torch-compile-fp16", "onnxruntime"]
+    names.append("tensorrt")
+    assert [backend_precision(n) for n in names] == ["fp32", "fp16", "fp32", "fp16", "fp32", "fp16"]
     # a TensorRT engine the inspector calls "mixed" is held to the FP16 peak, as its name implies
     assert compute_precision(GPU, "mixed") == compute_precision(GPU, backend_precision("tensorrt"))
     assert compute_precision(GPU, "fp16") == "fp16" and compute_precision(GPU, "fp32") == "fp32"
@@ -46,6 +44,38 @@ def test_prepared_backends_carry_their_precision(make_model: Any, tmp_path: Path
         ("tensorrt", "fp16"),
     ]
     assert prepared[1].skipped and prepared[2].skipped  # no GPU / no TensorRT: with reasons
+
+
+def test_onnxruntime_on_cuda_is_checked_before_any_export(make_model: Any, tmp_path: Path) -> None:
+    problem = cuda_provider_problem(0)
+    if problem is None:
+        pytest.skip("ONNX Runtime's CUDA provider runs here")
+    source = ModelSource("tiny", module=make_model("fcn32s", width=0.0625))
+    prepared = prepare_backends(
+        ["onnxruntime", "onnxruntime-fp16"], source, GPU, cache_dir=tmp_path
+    )
+    assert [(b.skipped, b.skip_status) for b in prepared] == [(problem, "unavailable")] * 2
+    assert list(tmp_path.iterdir()) == []  # nothing exported first
+
+
+def test_int8_under_onnxruntime_cuda_is_not_held_to_the_int8_peak(
+    make_model: Any, tmp_path: Path
+) -> None:
+    source = ModelSource("tiny", module=make_model("fcn32s", width=0.0625))
+    (int8,) = prepare_backends(["onnxruntime-int8"], source, GPU, cache_dir=tmp_path)
+    assert int8.skip_status == "unavailable" and "largely as FP32" in str(int8.skipped)
+    assert list(tmp_path.iterdir()) == []  # nothing calibrated first
+
+
+def test_eager_rows_search_cudnn_algorithms_and_restore_the_setting() -> None:
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with cudnn_autotune():
+            assert torch.backends.cudnn.benchmark
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def test_ieee_fp32_turns_tf32_off_and_restores_it() -> None:
@@ -84,6 +114,27 @@ def test_stream_skips_a_backend_that_cannot_open(make_model: Any, tmp_path: Path
     assert entry.status == "failed"
 
 
+def test_stream_goes_on_past_a_backend_that_fails_mid_stream(
+    make_model: Any, tmp_path: Path
+) -> None:
+    model = make_model("fcn32s", width=0.0625)
+    small = tmp_path / "small.onnx"  # takes at most 64x64: the second frame is refused
+    export_onnx(model, small, max_size=(64, 64), max_batch=1, verify=False, progress=False)
+    from fcn_deploy.runtime.torch_runner import TorchRunner
+
+    backends = [
+        Backend("onnxruntime", open=lambda: OnnxRuntimeRunner(small, device="cpu")),
+        Backend("torch", open=lambda: TorchRunner(model, device="cpu")),
+    ]
+    rows, skipped = run_stream(
+        backends, ModelSource("tiny", module=model), CPU, [(64, 64), (96, 96)]
+    )
+    assert [r.backend for r in rows] == ["torch"]
+    (entry,) = skipped
+    assert entry.backend == "onnxruntime" and entry.status == "failed"
+    assert entry.reason.startswith("failed during the stream")
+
+
 def test_the_json_states_the_fp32_policy() -> None:
     doc = run_benchmark(
         "sizes",
@@ -94,6 +145,7 @@ def test_the_json_states_the_fp32_policy() -> None:
         config=_tiny_config(),
     )
     assert doc["config"]["fp32_math"] == FP32_MATH and validate(doc) == []
+    assert doc["config"]["cudnn_benchmark"] == "off: no CUDA device"
 
 
 def _tiny_config() -> Any:

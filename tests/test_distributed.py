@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fcn_deploy.errors import FCNError
-from fcn_train.checkpointing import cuda_states_to_restore
+from fcn_train.checkpointing import cuda_states_to_restore, saved_rng_for
 from fcn_train.distributed import process_group_backend, rank_device
 
 BIN = Path(sys.executable).parent
@@ -92,6 +92,14 @@ def test_cuda_rng_states_fit_the_gpus_present() -> None:
     kept, dropped = cuda_states_to_restore(saved[:2], 4)
     assert len(kept) == 2 and dropped == 0
     assert cuda_states_to_restore(saved, 0) == ([], 8)
+
+
+def test_resume_at_another_world_size_reseeds_every_rank() -> None:
+    saved = [{"rank": 0}, {"rank": 1}]
+    assert saved_rng_for(saved, 1, 2) == {"rank": 1}  # same world size: each rank its own
+    # 2 ranks saved, 4 resume (or 1 saved, 2 resume): no rank takes another's stream
+    assert [saved_rng_for(saved, r, 4) for r in range(4)] == [None] * 4
+    assert saved_rng_for(saved[:1], 1, 2) is None
 
 
 @pytest.mark.slow

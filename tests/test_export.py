@@ -33,9 +33,12 @@ from fcn_deploy.export.checks import check_graph
 from fcn_deploy.export.graph import (
     DeployModule,
     Float32Island,
+    Fp16Plan,
+    LayerPeaks,
     group_diagonal_deconvs,
-    overflow_layers,
+    probe_fp16_plan,
 )
+from fcn_deploy.export.ort import ort_run, ort_session
 from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
 from fcn_deploy.models import create_model
 from fcn_deploy.runtime import load_runner
@@ -251,21 +254,44 @@ def test_bilinear_upsampling_is_exported_depthwise_with_the_same_output(make_mod
     assert trained.upscore2.groups == 1
 
 
-def test_float32_island_keeps_a_layer_in_fp32() -> None:
-    model = small("fcn32s")
-    assert overflow_layers({"conv1_1": 10.0, "fc6": 60000.0}) == ["fc6"]
-    wrapped = DeployModule(model, "fp16", fp32_layers=["fc6"])
-    assert (
-        isinstance(wrapped.net.fc6, Float32Island)
-        and wrapped.net.fc6.layer.weight.dtype == torch.float32
-    )
-    assert wrapped.net.conv1_1.weight.dtype == torch.float16
-    x = torch.from_numpy(
-        model.info.preprocessing.apply(synthetic_images(1, 24, 24, np.random.default_rng(0)))
-    )
+def test_fp16_plan_keeps_values_fp32_until_a_layer_brings_them_back() -> None:
+    peaks = {
+        "conv1_1": LayerPeaks(150.0, 900.0),
+        "fc7": LayerPeaks(900.0, 2e6),  # leaves the range
+        "score_fr": LayerPeaks(2e6, 3e5),  # FP32 in, still past it
+        "upscore2": LayerPeaks(3e5, 500.0),  # back inside: hands FP16 on
+        "score_pool4": LayerPeaks(40.0, 60.0),
+    }
+    plan = Fp16Plan.from_peaks(peaks)
+    assert plan.fp32_layers == ("fc7", "score_fr", "upscore2")
+    assert plan.fp32_outputs == ("fc7", "score_fr") and plan.peak == 2e6
+
+
+def test_fp16_export_stays_finite_past_fp16s_range(make_model, tmp_path: Path) -> None:
+    """fc7 ×1000 on a width-0.125 FCN-8s: activations far past 65504 from fc7 to the logits."""
+    model = make_model("fcn8s", width=0.125)
+    with torch.no_grad():
+        model.fc7.weight.mul_(1000.0)
+    plan = probe_fp16_plan(model)
+    assert plan.peak > 65504 and {"fc7", "score_fr", "upscore8"} <= set(plan.fp32_layers)
+    assert "conv1_1" not in plan.fp32_layers
+    deploy = DeployModule(model, "fp16", plan=plan)
+    island = deploy.net.fc7
+    assert isinstance(island, Float32Island) and island.fp32_output
+    assert torch.equal(island.layer.weight, model.fc7.weight)  # FP32 weights, never rounded
+    assert deploy.net.conv1_1.weight.dtype == torch.float16
+
+    report = export_onnx(model, tmp_path / "big.onnx", precision="fp16", max_size=(256, 256),
+                         max_batch=2, verify=False, progress=False)  # fmt: skip
+    assert report.fp32_layers == list(plan.fp32_layers)
+    x = model.info.preprocessing.apply(synthetic_images(2, 160, 224, np.random.default_rng(1)))
     with torch.inference_mode():
-        ref, out = model(x), wrapped(x)
-    assert out.dtype == torch.float32 and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.99
+        ref = model(torch.from_numpy(x)).numpy()
+        eager = deploy(torch.from_numpy(x)).numpy()  # what TorchRunner's FP16 runs
+    # fc7's output here passes 65504: cast back to FP16 it would be inf (labels ~30% agreed)
+    for logits in (ort_run(ort_session(report.path), x), eager):
+        assert np.isfinite(logits).all()
+        assert (logits.argmax(1) == ref.argmax(1)).mean() >= 0.99
 
 
 @pytest.mark.slow

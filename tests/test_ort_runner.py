@@ -13,6 +13,7 @@ from fcn_deploy.errors import FCNError
 from fcn_deploy.export import export_onnx, synthetic_images
 from fcn_deploy.export.ort import (
     CUDA_PROVIDER,
+    cuda_provider_problem,
     cuda_providers,
     ort_session,
     provider_problem,
@@ -100,24 +101,15 @@ def _ort_cuda_problem() -> str | None:
     """Why ONNX Runtime's CUDA provider cannot be tested here (None: it can)."""
     if not torch.cuda.is_available():
         return "needs a CUDA GPU"
-    import onnxruntime as ort
-
-    if CUDA_PROVIDER not in ort.get_available_providers():
-        return (
-            f"needs onnxruntime-gpu ({ort.__version__} here has only "
-            f"{', '.join(ort.get_available_providers())}): bash scripts/setup.sh gpu"
-        )
-    return None
+    return cuda_provider_problem()
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider")
 def test_provider_fallback_is_caught(fp16_io_export) -> None:
     """A session asked for CUDA that came up on the CPU (what onnxruntime-gpu does when its CUDA
     libraries fail to load, and what any build does for a provider it lacks) is refused."""
-    import onnxruntime as ort
-
-    if CUDA_PROVIDER in ort.get_available_providers():
-        pytest.skip("the CUDA provider is available here, so no fallback happens")
+    if cuda_provider_problem() is None:
+        pytest.skip("the CUDA provider runs here, so no fallback happens")
     with pytest.raises(FCNError, match="did not activate CUDAExecutionProvider"):
         OnnxRuntimeRunner(fp16_io_export[1], providers=cuda_providers(0))
     session = ort_session(fp16_io_export[1])

@@ -29,6 +29,12 @@ def test_a_cuda_build_does_not_fit_a_machine_without_a_gpu() -> None:
     assert torch_build.torch_build_problem("cpu", "2.13.0+cpu", None) is None
 
 
+def test_a_cuda_build_the_driver_cannot_run_does_not_fit() -> None:
+    problem = torch_build.torch_build_problem("cuda", "2.11.0+cu130", "13.0", gpu_usable=False)
+    assert problem is not None and "cannot use the GPU here" in problem and "driver" in problem
+    assert torch_build.torch_build_problem("cuda", "2.11.0+cu130", "13.0", True) is None
+
+
 def test_missing_torch_and_bad_arguments() -> None:
     assert torch_build.torch_build_problem("cpu", None, None) == "torch is not installed"
     with pytest.raises(ValueError, match="want must be"):
@@ -36,7 +42,7 @@ def test_missing_torch_and_bad_arguments() -> None:
 
 
 def test_the_script_reads_the_installed_torch() -> None:
-    version, cuda = torch_build.installed_torch()
+    version, cuda, _ = torch_build.installed_torch()
     assert version == torch.__version__ and cuda == torch.version.cuda
     fits = "cuda" if torch.version.cuda else "cpu"
     other = "cpu" if fits == "cuda" else "cuda"

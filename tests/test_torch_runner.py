@@ -64,6 +64,10 @@ def test_fp16_on_the_gpu_agrees_and_frees_its_memory(make_model: Any) -> None:
     )
     with torch.inference_mode():
         ref = model(x)
+    warm = TorchRunner(model, device="cuda", precision="fp16")  # cuBLAS/cuDNN workspaces: once
+    warm.infer(x.cuda())
+    warm.close()
+    del warm
     torch.cuda.synchronize()
     baseline = torch.cuda.memory_allocated()
     runner = TorchRunner(model, device="cuda", precision="fp16")
@@ -71,6 +75,10 @@ def test_fp16_on_the_gpu_agrees_and_frees_its_memory(make_model: Any) -> None:
     assert out.is_cuda and bool(torch.isfinite(out).all())
     assert (out.cpu().argmax(1) == ref.argmax(1)).float().mean() >= 0.98
     assert next(model.parameters()).device.type == "cpu"  # the caller's net stayed where it was
+    held = sum(p.numel() * p.element_size() for p in runner.model.parameters())
     runner.close()
     del out
-    assert torch.cuda.memory_allocated() == baseline
+    # freed, give or take a workspace the library allocates on its own: far less than the net
+    tolerance = 1 << 20
+    assert held > 2 * tolerance
+    assert torch.cuda.memory_allocated() - baseline <= tolerance

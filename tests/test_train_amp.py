@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from fcn_deploy.export.graph import overflow_layers, probe_activation_peaks
+from fcn_deploy.export.graph import probe_fp16_plan
 from fcn_train.loop import keep_in_fp32
 
 
@@ -46,10 +46,30 @@ def test_kept_layers_run_in_fp32_under_autocast(make_model: Any) -> None:
 
 
 def test_the_decision_is_the_exporters(make_model: Any) -> None:
-    model = make_model("fcn32s", width=0.0625)
+    model = make_model("fcn8s", width=0.125)
     with torch.no_grad():
-        model.fc7.weight.mul_(300.0)
-    assert "fc7" in overflow_layers(probe_activation_peaks(model))
+        model.fc7.weight.mul_(1000.0)
+    plan = probe_fp16_plan(model)
+    # past FP16's range from fc7 to the logits: every layer on the way stays FP32, so autocast
+    # never casts fc7's FP32 output back to FP16 for the next convolution
+    assert {"fc7", "score_fr", "upscore2", "upscore_pool4", "upscore8"} <= set(plan.fp32_layers)
+    keep_in_fp32(model, list(plan.fp32_layers))
+    seen: dict[str, torch.dtype] = {}
+    hooks = [
+        model.get_submodule(n).register_forward_hook(
+            lambda _m, args, _o, n=n: seen.__setitem__(n, args[0].dtype)
+        )
+        for n in plan.fp32_layers
+    ]
+    with _half_autocast("cpu"), torch.no_grad():
+        out = model.eval()(torch.randn(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    assert torch.isfinite(out).all() and out.dtype == torch.float32
+    # every kept layer after fc7 is handed FP32, not an autocast copy in half precision
+    assert {n: seen[n] for n in plan.fp32_layers if n != "fc7"} == {
+        n: torch.float32 for n in plan.fp32_layers if n != "fc7"
+    }
 
 
 @pytest.mark.gpu

@@ -52,6 +52,7 @@ BENCH_BACKENDS = (
     "torch",
     "torch-fp16",
     "torch-compile",
+    "torch-compile-fp16",
     "onnxruntime",
     "onnxruntime-fp16",
     "onnxruntime-int8",
@@ -193,7 +194,7 @@ def prepare_backends(
 def backend_precision(name: str) -> str:
     """The precision a named backend is asked for: its suffix (fp16, int8), FP16 for TensorRT,
     else FP32 (``torch-compile`` included)."""
-    backend, _, suffix = name.partition("-")
+    backend, suffix = name.partition("-")[0], name.rpartition("-")[2]
     if suffix in ("fp16", "int8"):
         return suffix
     return "fp16" if backend == "tensorrt" else "fp32"
@@ -211,8 +212,6 @@ def _prepare(
 ) -> Backend:
     backend, precision = name.partition("-")[0], backend_precision(name)
     dev = str(device)
-    if name == "torch-compile":
-        return _torch_compile(name, source, dev)
     if backend == "torch":
         if source.module is None:
             return Backend(
@@ -224,6 +223,8 @@ def _prepare(
                 name,
                 skipped="FP16 eager PyTorch needs a CUDA GPU (CPU FP16 convolutions are emulated)",
             )
+        if name.startswith("torch-compile"):
+            return _torch_compile(name, source.module, dev, precision)
         from ..runtime.torch_runner import TorchRunner
 
         module = source.module
@@ -240,6 +241,19 @@ def _prepare(
                 )
             if device.type != "cpu":
                 return Backend(name, skipped="OpenVINO runs on the CPU here (use --device cpu)")
+        elif device.type == "cuda" and precision == "int8":
+            return Backend(
+                name,
+                skipped="INT8 under ONNX Runtime's CUDA provider is not measured: it runs the "
+                "Q/DQ graph's convolutions largely as FP32, so the INT8 peak would misjudge it "
+                "(INT8 on the GPU: TensorRT)",
+            )
+        elif device.type == "cuda":  # before exporting anything: a real session decides
+            from ..export.ort import cuda_provider_problem
+
+            problem = cuda_provider_problem(device.index or 0)
+            if problem:
+                return Backend(name, skipped=problem)
         onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache, calibration)
         if onnx_path is None:
             return Backend(name, skipped=why)
@@ -312,17 +326,14 @@ _EXPORTED: dict[
 ] = {}  # files exported in this process, with their export time
 
 
-def _torch_compile(name: str, source: ModelSource, dev: str) -> Backend:
-    """Eager FP32 weights through torch.compile (inductor, dynamic shapes)."""
-    if source.module is None:
-        return Backend(
-            name, skipped=f"torch.compile needs weights; --model {source.label} is not a checkpoint"
-        )
+def _torch_compile(name: str, module: nn.Module, dev: str, precision: str) -> Backend:
+    """The eager net in ``precision`` through torch.compile (inductor, dynamic shapes)."""
     from .compiled import CompiledTorchRunner
 
-    module = source.module
     backend = Backend(name)
-    backend.open = lambda: CompiledTorchRunner(module, device=dev, stats=backend.stats)
+    backend.open = lambda: CompiledTorchRunner(
+        module, device=dev, stats=backend.stats, precision=precision
+    )
     return backend
 
 

@@ -21,7 +21,7 @@ from .backends import (
     prepare_backends,
     tensorrt_unavailable,
 )
-from .machine import FP32_MATH, compute_precision, machine_info, matmul_peak
+from .machine import CUDNN_BENCHMARK, FP32_MATH, compute_precision, machine_info, matmul_peak
 from .results import SCENARIOS, CompileRow, SizeRow, Skipped, to_json
 from .scenarios import (
     BENCH_CALIBRATION,
@@ -98,6 +98,7 @@ def run_benchmark(
             "threads": torch.get_num_threads(),
             "backends": names,
             "fp32_math": FP32_MATH,
+            "cudnn_benchmark": CUDNN_BENCHMARK if dev.type == "cuda" else "off: no CUDA device",
             "calibration": calibration,
         },
         "results": [],

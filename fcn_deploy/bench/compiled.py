@@ -1,6 +1,7 @@
 """``torch-compile``: what a PyTorch user would try instead of exporting.
 
-The FP32 net through ``torch.compile`` with the inductor backend and dynamic shapes. Compiling is
+The eager net (FP32; ``torch-compile-fp16``: the FP16 one of ``torch-fp16``) through
+``torch.compile`` with the inductor backend and dynamic shapes. Compiling is
 the cost a user pays before the first answer and again whenever a new input shape makes dynamo
 recompile, so both are recorded: every graph compilation is timed through a counting backend
 around inductor, and the totals go to the benchmark's notes.
@@ -20,14 +21,19 @@ __all__ = ["CompiledTorchRunner"]
 
 
 class CompiledTorchRunner(TorchRunner):
-    """Eager FP32 weights compiled by inductor (``dynamic=True``); ``stats`` records compiles."""
+    """The eager net (FP32, or FP16 as `TorchRunner` runs it) compiled by inductor
+    (``dynamic=True``); ``stats`` records compiles."""
 
     backend = "torch-compile"
 
     def __init__(
-        self, model: nn.Module, device: str | None = None, stats: dict[str, Any] | None = None
+        self,
+        model: nn.Module,
+        device: str | None = None,
+        stats: dict[str, Any] | None = None,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(model, device=device)
+        super().__init__(model, device=device, precision=precision)
         self.stats: dict[str, Any] = stats if stats is not None else {}
         self.stats.update(compilations=0, compile_s=0.0, shapes=[])
         from torch._inductor.compile_fx import compile_fx

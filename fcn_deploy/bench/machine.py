@@ -32,9 +32,11 @@ import numpy as np
 import torch
 
 __all__ = [
+    "CUDNN_BENCHMARK",
     "FP32_MATH",
     "ORT_CUDA_OPTIONS",
     "compute_precision",
+    "cudnn_autotune",
     "ieee_fp32",
     "machine_info",
     "machine_slug",
@@ -43,6 +45,9 @@ __all__ = [
 
 FP32_MATH = "ieee: TF32 off in cuBLAS, cuDNN and ONNX Runtime CUDA, peak measured likewise"
 ORT_CUDA_OPTIONS = {"use_tf32": 0}  # the CUDA provider's TF32 switch (on by default)
+# ONNX Runtime's CUDA provider searches cuDNN's convolution algorithms exhaustively and TensorRT
+# times its tactics: eager PyTorch rows get the same chance (torch.backends.cudnn.benchmark)
+CUDNN_BENCHMARK = "on: eager PyTorch rows use cuDNN's per-shape algorithm search (first calls pay)"
 
 _PACKAGES = (
     "torch",
@@ -132,6 +137,17 @@ def compute_precision(device: torch.device, precision: str) -> str:
     if device.type != "cuda":
         return "fp32"
     return "fp16" if precision in ("fp16", "mixed") else "fp32"
+
+
+@contextmanager
+def cudnn_autotune() -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` on inside the block, as it was after."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 @contextmanager

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Sequence
 from typing import Any, get_args
-
-import jsonschema
 
 from .._io import atomic_path, atomic_write_text
 from .results import SCENARIOS, SkipStatus
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SCHEMA",
     "format_console",
     "format_markdown",
+    "format_summary",
     "table",
     "validate",
     "write_json",
@@ -129,7 +132,17 @@ SCHEMA: dict[str, Any] = {
 
 
 def validate(doc: Any, schema: dict[str, Any] = SCHEMA) -> list[str]:
-    """The schema violations in ``doc`` (empty when valid), one line each with its JSON path."""
+    """The schema violations in ``doc`` (empty when valid), one line each with its JSON path.
+
+    The check needs ``jsonschema`` (a development dependency, not a run-time one): without it this
+    logs one warning and finds nothing, so a benchmark still runs where only the run-time
+    packages are installed.
+    """
+    try:
+        import jsonschema
+    except ImportError:
+        log.warning("jsonschema is not installed: the result was not checked against its schema")
+        return []
     return [
         "$" + "".join(f"/{part}" for part in e.absolute_path) + f": {e.message}"
         for e in jsonschema.Draft202012Validator(schema).iter_errors(doc)
@@ -280,8 +293,6 @@ def format_console(doc: dict[str, Any]) -> str:
 
 
 def format_markdown(doc: dict[str, Any]) -> str:
-    header, rows = table(doc)
-    header, rows = _md_escape(header), [_md_escape(r) for r in rows]
     m = doc["machine"]
     gpu = m["gpu"]["name"] if m.get("gpu") else "no GPU"
     lines = [
@@ -289,17 +300,36 @@ def format_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Model: {doc['model']['label']}. Command: `{doc['command']}`",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *_md_table(*table(doc)),
         "",
         *(f"- {line}" for line in _footer(doc)),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _md_escape(cells: list[str]) -> list[str]:
-    return [c.replace("|", "\\|") for c in cells]
+def format_summary(docs: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> str:
+    """One Markdown page over several ``sizes`` runs (batch 1 and 8, say): the machine once, their
+    rows in one table (it has a batch column), every skipped backend, then ``notes``."""
+    lines = ["# fcn-bench summary", ""]
+    if docs:
+        m = docs[0]["machine"]
+        gpu = m["gpu"]["name"] if m.get("gpu") else "no GPU"
+        lines += [f"Machine: {gpu}; {m['cpu']} ({m['usable_cores']} cores).", ""]
+        lines += [f"Model: {docs[0]['model']['label']}.", ""]
+        rows = [row for doc in docs for row in table(doc)[1]]
+        lines += [*_md_table(table(docs[0])[0], rows), ""]
+        for doc in docs:
+            batch = doc.get("config", {}).get("batch")
+            lines += [f"- batch {batch}: {line}" for line in _footer(doc)]
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)]
 
 
 def write_json(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:

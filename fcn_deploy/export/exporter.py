@@ -32,7 +32,7 @@ from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
-from .graph import DeployModule, overflow_layers, probe_activation_peaks
+from .graph import DeployModule, Fp16Plan, probe_fp16_plan
 from .image_io import MAX_IMAGE_CLASSES, add_image_io
 from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
 from .quantize import (
@@ -272,13 +272,14 @@ def export_onnx(
 
     fp32_layers: list[str] = []
     peak: float | None = None
+    plan = Fp16Plan()
     if precision == "fp16":
         log.info("measuring activation ranges for FP16 on image-like probes ...")
-        peaks = probe_activation_peaks(model)
-        peak, fp32_layers = max(peaks.values()), overflow_layers(peaks)
+        plan = probe_fp16_plan(model)
+        peak, fp32_layers = plan.peak, list(plan.fp32_layers)
         if fp32_layers:
             log.info(
-                f"keeping {len(fp32_layers)} layer(s) in FP32 (near FP16's range): "
+                f"keeping {len(fp32_layers)} layer(s) in FP32 (near or past FP16's range): "
                 f"{', '.join(fp32_layers)}"
             )
 
@@ -313,7 +314,7 @@ def export_onnx(
         with atomic_path(output) as tmp:  # entered first: an unwritable path fails early
             log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
             start = time.perf_counter()
-            proto = _trace(DeployModule(model, precision, fp16_io, fp32_layers), meta, opset)
+            proto = _trace(DeployModule(model, precision, fp16_io, plan), meta, opset)
             if source_int8 is not None:
                 onnx.save(proto, str(fp32_graph))  # the reference for the INT8 accuracy check
                 proto, fp32_layers, meta = _quantize(

@@ -2,15 +2,19 @@
 
 FP16 is done by a wrapper module rather than by rewriting the ONNX graph afterwards, so the graph
 is consistently typed by construction: a half copy of the net between one Cast in and one Cast out
-(never an FP32 tensor fed to an FP16 op, which TensorRT's strongly typed parser rejects). Layers
-measured to come near FP16's range run as FP32 islands with explicit casts around them. Image I/O
-is added afterwards, in ONNX (see ``image_io.py``).
+(never an FP32 tensor fed to an FP16 op, which TensorRT's strongly typed parser rejects). Where
+the FP32 net's activations, measured on image-like probes, come near FP16's range, the values stay
+FP32 from the first layer that leaves the range to the layer that brings them back (`Fp16Plan`):
+those layers compute in FP32 with the FP32 weights, with explicit casts around them. Image I/O is
+added afterwards, in ONNX (see ``image_io.py``).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,10 +27,12 @@ __all__ = [
     "FP16_SAFE_PEAK",
     "DeployModule",
     "Float32Island",
+    "Fp16Plan",
+    "LayerPeaks",
     "activation_peaks",
     "group_diagonal_deconvs",
-    "overflow_layers",
     "probe_activation_peaks",
+    "probe_fp16_plan",
     "synthetic_images",
 ]
 
@@ -36,16 +42,52 @@ FP16_MAX = 65504.0
 FP16_SAFE_PEAK = FP16_MAX / 8
 
 
-class Float32Island(nn.Module):
-    """Runs one layer of a half net in FP32 (explicit casts around it) to keep it from
-    overflowing."""
+class LayerPeaks(NamedTuple):
+    """Peak |input| and |output| of one layer of the FP32 net on the probes."""
 
-    def __init__(self, layer: nn.Module) -> None:
+    input: float
+    output: float
+
+
+@dataclass(frozen=True)
+class Fp16Plan:
+    """Which layers of a half net compute in FP32, and which of them hand FP32 on.
+
+    Casting a layer's output back to FP16 cannot hold a value past 65504 (it becomes inf, and so
+    does everything after it), and computing that layer in FP32 alone buys nothing (cuDNN
+    accumulates FP16 convolutions in FP32 anyway). So a layer whose input or output passes
+    ``limit`` computes in FP32, and one whose output passes it keeps its output FP32: values stay
+    FP32 until a layer brings them back inside the range. The one decision the FP16 export, eager
+    FP16 (`TorchRunner`) and mixed-precision training share.
+    """
+
+    fp32_layers: tuple[str, ...] = ()  # compute in FP32 (input or output past the limit)
+    fp32_outputs: tuple[str, ...] = ()  # of those, the ones whose output stays FP32
+    peak: float = 0.0  # largest |activation| measured
+
+    @classmethod
+    def from_peaks(cls, peaks: Mapping[str, LayerPeaks], limit: float = FP16_SAFE_PEAK) -> Fp16Plan:
+        return cls(
+            tuple(n for n, p in peaks.items() if max(p) > limit),
+            tuple(n for n, p in peaks.items() if p.output > limit),
+            max((max(p) for p in peaks.values()), default=0.0),
+        )
+
+
+class Float32Island(nn.Module):
+    """One layer of a half net computed in FP32 from its FP32 weights (explicit casts around it).
+
+    ``fp32_output``: hand the output on in FP32 (it is past FP16's range); else cast it back.
+    """
+
+    def __init__(self, layer: nn.Module, fp32_output: bool = False) -> None:
         super().__init__()
         self.layer = layer.float()
+        self.fp32_output = fp32_output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x.float()).to(x.dtype)
+        y = self.layer(x.float())
+        return y if self.fp32_output else y.half()
 
 
 def group_diagonal_deconvs(net: nn.Module) -> list[str]:
@@ -93,7 +135,7 @@ class DeployModule(nn.Module):
         model: nn.Module,
         precision: str = "fp32",
         fp16_io: bool = False,
-        fp32_layers: Iterable[str] = (),
+        plan: Fp16Plan = Fp16Plan(),
     ) -> None:
         super().__init__()
         self.fp16_io = fp16_io
@@ -101,11 +143,12 @@ class DeployModule(nn.Module):
         net = copy.deepcopy(model).eval()
         group_diagonal_deconvs(net)
         if precision == "fp16":
+            fp32 = {name: copy.deepcopy(net.get_submodule(name)) for name in plan.fp32_layers}
             net = net.half()
-            for name in fp32_layers:
+            for name, layer in fp32.items():  # the FP32 weights, never rounded to FP16 first
                 parent, _, leaf = name.rpartition(".")
                 owner = net.get_submodule(parent) if parent else net
-                setattr(owner, leaf, Float32Island(getattr(owner, leaf)))
+                setattr(owner, leaf, Float32Island(layer, name in plan.fp32_outputs))
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,13 +163,15 @@ def _scored_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 @torch.inference_mode()
-def activation_peaks(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
-    """Peak |output| of every conv/deconv of the FP32 ``model`` on ``batch`` (for FP16 safety)."""
-    peaks: dict[str, float] = {}
+def activation_peaks(model: nn.Module, batch: torch.Tensor) -> dict[str, LayerPeaks]:
+    """Peak |input| and |output| of every conv/deconv of the FP32 ``model`` on ``batch``."""
+    peaks: dict[str, LayerPeaks] = {}
 
     def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
-            peaks[name] = max(peaks.get(name, 0.0), float(out.detach().abs().max()))
+        def record(_m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            seen = LayerPeaks(float(args[0].abs().max()), float(out.detach().abs().max()))
+            old = peaks.get(name, LayerPeaks(0.0, 0.0))
+            peaks[name] = LayerPeaks(max(old.input, seen.input), max(old.output, seen.output))
 
         return record
 
@@ -139,23 +184,22 @@ def activation_peaks(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
     return peaks
 
 
-def overflow_layers(peaks: dict[str, float], limit: float = FP16_SAFE_PEAK) -> list[str]:
-    """The layers too close to FP16's range to compute in half precision."""
-    return [name for name, peak in peaks.items() if peak > limit]
-
-
 PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
 
 
 def probe_activation_peaks(
     model: nn.Module, device: torch.device | None = None
-) -> dict[str, float]:
-    """Peak |activation| of every conv/deconv of the FP32 ``model`` (on ``device``, default the
-    CPU) on seeded image-like probes; `overflow_layers` of it are the layers that must run in FP32.
-    The one decision the FP16 export, eager FP16 and mixed-precision training share."""
+) -> dict[str, LayerPeaks]:
+    """Peak |input| and |output| of every conv/deconv of the FP32 ``model`` (on ``device``,
+    default the CPU) on seeded image-like probes."""
     info: ModelInfo = model.info  # type: ignore[assignment]
     probe = info.preprocessing.apply(synthetic_images(*PROBE_SHAPE, np.random.default_rng(0)))
     return activation_peaks(model, torch.from_numpy(probe).to(device or "cpu"))
+
+
+def probe_fp16_plan(model: nn.Module, device: torch.device | None = None) -> Fp16Plan:
+    """The `Fp16Plan` of the FP32 ``model``, measured on the probes (on ``device``)."""
+    return Fp16Plan.from_peaks(probe_activation_peaks(model, device))
 
 
 def synthetic_images(

@@ -3,6 +3,7 @@ runtime."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,7 +12,14 @@ import numpy as np
 
 from ..errors import FCNError
 
-__all__ = ["cuda_providers", "ort_run", "ort_session", "provider_problem", "require_providers"]
+__all__ = [
+    "cuda_provider_problem",
+    "cuda_providers",
+    "ort_run",
+    "ort_session",
+    "provider_problem",
+    "require_providers",
+]
 
 
 def ort_session(
@@ -77,6 +85,35 @@ def provider_problem(active: Sequence[str], wanted: str) -> str | None:
         f"(the session runs on {', '.join(active) or 'nothing'}); "
         f"{_cuda_build_note()}"
     )
+
+
+@functools.cache
+def cuda_provider_problem(device_id: int = 0) -> str | None:
+    """Why ONNX Runtime cannot run on GPU ``device_id`` here, or None: a real one-node session is
+    asked which providers it activated. ``get_available_providers()`` cannot tell: onnxruntime-gpu
+    lists CUDA there even when its CUDA/cuDNN libraries fail to load."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return "onnxruntime is not installed (pip install onnxruntime-gpu for its CUDA provider)"
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return f"ONNX Runtime has no CUDA provider here ({_cuda_build_note()})"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=cuda_providers(device_id)
+        )
+    except Exception as e:  # ORT's own error types
+        return f"ONNX Runtime cannot open a CUDA session: {str(e).strip()[:200]}"
+    return provider_problem(session.get_providers(), CUDA_PROVIDER)
 
 
 def require_providers(session: Any, providers: Sequence[Any] | None) -> None:

@@ -19,7 +19,13 @@ import torch
 
 from ..errors import FCNError
 from ..export import OnnxMetadata, ort_run, ort_session, read_onnx_metadata
-from ..export.ort import CUDA_PROVIDER, cuda_providers, provider_problem, require_providers
+from ..export.ort import (
+    CUDA_PROVIDER,
+    cuda_provider_problem,
+    cuda_providers,
+    provider_problem,
+    require_providers,
+)
 from ..meta import ModelInfo
 from .base import Runner, cuda_index, resolve_device
 
@@ -31,9 +37,7 @@ _NUMPY = {torch.float32: np.float32, torch.float16: np.float16, torch.uint8: np.
 
 
 def _cuda_available() -> bool:
-    import onnxruntime as ort
-
-    return CUDA_PROVIDER in ort.get_available_providers()
+    return cuda_provider_problem() is None
 
 
 def output_shape(info: ModelInfo, io: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -80,11 +84,11 @@ class OnnxRuntimeRunner(Runner):
         dev = resolve_device(device)  # indexed: ONNX Runtime binds a GPU by its number
         if providers is None:
             if dev.type == "cuda":
-                if not _cuda_available():
+                problem = cuda_provider_problem(cuda_index(dev))
+                if problem:
                     raise FCNError(
-                        f"device {device} needs onnxruntime-gpu (the CUDA provider); this "
-                        "onnxruntime has only the CPU provider (bash scripts/setup.sh gpu, or "
-                        "swap onnxruntime for onnxruntime-gpu; or use device='cpu')"
+                        f"device {device}: {problem} (bash scripts/setup.sh gpu, or use "
+                        "device='cpu')"
                     )
                 providers = cuda_providers(cuda_index(dev), cuda_options)
             else:

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..checkpoint import load_model
 from ..errors import FCNError
-from ..export.graph import DeployModule, overflow_layers, probe_activation_peaks
+from ..export.graph import DeployModule, probe_fp16_plan
 from .base import Runner, resolve_device
 
 __all__ = ["TorchRunner"]
@@ -48,12 +48,14 @@ class TorchRunner(Runner):
         super().__init__(module.info, "tensor", precision, device=dev, input_dtype=dtype)  # type: ignore[arg-type]
         self.fp32_layers: list[str] = []
         if precision == "fp16":
-            self.fp32_layers = overflow_layers(probe_activation_peaks(module, dev))
+            plan = probe_fp16_plan(module, dev)
+            self.fp32_layers = list(plan.fp32_layers)
             if self.fp32_layers:
                 log.info(
-                    "FP16: keeping %s in FP32 (near FP16's range)", ", ".join(self.fp32_layers)
+                    "FP16: keeping %s in FP32 (near or past FP16's range)",
+                    ", ".join(self.fp32_layers),
                 )
-            half = DeployModule(module, "fp16", fp16_io=True, fp32_layers=self.fp32_layers)
+            half = DeployModule(module, "fp16", fp16_io=True, plan=plan)
             del module  # the FP32 copy: only the half one stays on the device
             # tensor cores want NHWC (Module.to takes memory_format; its type stubs don't say so)
             module = half.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

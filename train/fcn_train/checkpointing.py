@@ -35,6 +35,7 @@ __all__ = [
     "resolve_resume_path",
     "restore_rng",
     "save_training_checkpoint",
+    "saved_rng_for",
 ]
 
 LAST = "last.pt"  # rolling: every --checkpoint-every iterations, at the end and on interrupt
@@ -66,6 +67,13 @@ def cuda_states_to_restore(saved: list[Any], gpus: int) -> tuple[list[Any], int]
     there); on more GPUs, the extra generators keep their seeds.
     """
     return list(saved[:gpus]), max(0, len(saved) - gpus)
+
+
+def saved_rng_for(saved: list[dict[str, Any]], rank: int, world_size: int) -> dict[str, Any] | None:
+    """This rank's RNG states from a checkpoint saved by ``len(saved)`` ranks, or None when it
+    was saved at another world size: one rank's states restored on every rank would make them
+    all draw the same stream, so each rank reseeds instead (``seed + rank``)."""
+    return saved[rank] if len(saved) == world_size else None
 
 
 def restore_rng(states: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fcn_deploy._progress import LOGGERS, Progress
 from fcn_deploy.checkpoint import save_checkpoint
 from fcn_deploy.errors import FCNError
-from fcn_deploy.export.graph import overflow_layers, probe_activation_peaks
+from fcn_deploy.export.graph import probe_fp16_plan
 from fcn_deploy.meta import ModelInfo
 from fcn_deploy.runtime import resolve_device
 
@@ -39,6 +39,7 @@ from .checkpointing import (
     load_training_state,
     restore_rng,
     save_training_checkpoint,
+    saved_rng_for,
 )
 from .config import TrainConfig
 from .datasets import StepBatches, training_sets
@@ -136,13 +137,15 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.recipe)
         amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
-        if amp:  # the FP16 export's decision: layers near FP16's range run in FP32 under autocast
+        if amp:  # the FP16 export's decision: values past FP16's range stay FP32 under autocast
             kept = keep_in_fp32(
-                self.model, overflow_layers(probe_activation_peaks(self.model, self.device))
+                self.model, list(probe_fp16_plan(self.model, self.device).fp32_layers)
             )
             self.model.train()
             if kept and dist.is_main:
-                log.info("mixed precision: %s run in FP32 (near FP16's range)", ", ".join(kept))
+                log.info(
+                    "mixed precision: %s run in FP32 (near or past FP16's range)", ", ".join(kept)
+                )
         self.autocast = (
             (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
         )
@@ -152,8 +155,18 @@ class Trainer:
             if self.scaler is not None and saved["scaler"]:
                 self.scaler.load_state_dict(saved["scaler"])
             self.state = TrainerState(saved["iteration"], saved["best_mean_iu"], saved["elapsed"])
-            rng = saved["rng"]
-            restore_rng(rng[dist.rank] if len(rng) == dist.world_size else rng[0])
+            mine = saved_rng_for(saved["rng"], dist.rank, dist.world_size)
+            if mine is not None:
+                restore_rng(mine)
+            else:
+                if dist.is_main:
+                    log.warning(
+                        "resuming on %d process(es), saved on %d: each reseeds its RNGs with "
+                        "seed + rank (the random draws do not continue exactly)",
+                        dist.world_size,
+                        len(saved["rng"]),
+                    )
+                _seed_everything(config.seed + dist.rank)
         else:
             _seed_everything(config.seed + dist.rank)
         self.net = (
@@ -386,8 +399,9 @@ def keep_in_fp32(model: nn.Module, names: list[str]) -> list[str]:
     """Make the named layers of ``model`` compute in FP32 under autocast; returns ``names``.
 
     Autocast runs every convolution in FP16, where activations near FP16's range overflow to inf
-    and training would stop as diverged; the FP16 export keeps such layers in FP32 (see
-    `fcn_deploy.export.graph.overflow_layers`) and so does mixed-precision training.
+    and training would stop as diverged. ``names`` are `Fp16Plan.fp32_layers`: every layer whose
+    input or output passes the range, so a kept layer's FP32 output is never cast back to FP16 by
+    the next convolution (the FP16 export and eager FP16 run the same layers in FP32).
     """
     for name in names:
         layer = model.get_submodule(name)
