@@ -112,14 +112,9 @@ def _node_ops(onnx_path: Path) -> dict[str, str]:
 def _reference_session(onnx_path: Path, device: torch.device) -> Any:
     """ONNX Runtime on the engine's GPU when onnxruntime-gpu is installed (large gate shapes), else
     the CPU. A CUDA session that fell back to the CPU is refused, not silently used."""
-    from ..export.ort import CUDA_PROVIDER, cuda_providers, ort_session, require_providers
+    from ..export.ort import cuda_provider_problem, cuda_providers, ort_session, require_providers
 
-    try:
-        import onnxruntime as ort
-
-        cuda = CUDA_PROVIDER in ort.get_available_providers()
-    except ImportError:
-        cuda = False
+    cuda = cuda_provider_problem(cuda_index(device)) is None
     providers = cuda_providers(cuda_index(device)) if cuda else None
     session = ort_session(onnx_path, providers=providers)
     require_providers(session, providers)
