@@ -162,20 +162,25 @@ class Segmenter:
         overlap: int | None = None,
         batch_size: int | None = None,
         max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+        allow_unverified: bool = False,
         **runner_options: Any,
     ) -> Segmenter:
         """Open a model file: ``.engine`` → TensorRT, ``.onnx`` → ONNX Runtime, else PyTorch.
 
         ``backend`` overrides the suffix; ``device`` is cpu, cuda or cuda:N (default: cuda when
         present); the tiling and batching options are the constructor's; ``runner_options`` go to
-        the runner (``variant=`` for PyTorch files, ``threads=`` for ONNX Runtime, ...).
+        the runner (``variant=`` for PyTorch files, ``threads=`` for ONNX Runtime, ...). An ONNX
+        file whose export failed verification is refused unless ``allow_unverified``.
         """
         if not Path(path).exists():
             raise FCNError(
                 f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a "
                 "TensorRT .engine)"
             )
-        runner = load_runner(path, device=device, backend=backend, **runner_options)
+        runner = load_runner(
+            path, device=device, backend=backend, allow_unverified=allow_unverified,
+            **runner_options,
+        )  # fmt: skip
         try:
             return cls(runner, tile, tile_size, overlap, batch_size, max_megapixels)
         except BaseException:

@@ -31,6 +31,8 @@ from ..bench.scenarios import BENCH_CALIBRATION
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
+    add_allow_unverified,
+    add_model_argument,
     add_verbosity,
     non_negative_float,
     non_negative_int,
@@ -54,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--scenario", choices=SCENARIOS, default="sizes")
-    p.add_argument(
-        "--model",
-        help="checkpoint, PyTorch-port state dict (with --variant), .onnx or .engine; "
+    add_model_argument(
+        p,
+        "checkpoint, PyTorch-port state dict (with --variant), .onnx or .engine; "
         "default: a full-size net with random weights, made in memory",
     )
     p.add_argument(
@@ -132,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the result document here")
     p.add_argument("--markdown", type=Path, help="write a Markdown table here")
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
+    add_allow_unverified(p)
     add_verbosity(p)
     return p
 
@@ -156,6 +159,10 @@ def _main(argv: Sequence[str] | None) -> int:
     for out in (args.json, args.markdown, args.plot):
         if out is not None:
             check_output_file(out)  # before the benchmark, not after it
+    if args.model is not None and args.model.suffix.lower() == ".onnx":
+        from ..export import check_verified, read_onnx_metadata
+
+        check_verified(read_onnx_metadata(args.model), args.model, args.allow_unverified)
     sliding = args.scenario == "sliding-window"
     cfg = BenchConfig(
         sizes=args.sizes or size_list(SLIDING_SIZES if sliding else DEFAULT_SIZES),
@@ -168,7 +175,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     doc = run_benchmark(
         args.scenario,
-        model=args.model,
+        model=None if args.model is None else str(args.model),
         variant=args.variant,
         width=args.width,
         num_classes=args.num_classes,

@@ -239,12 +239,12 @@ def _main(argv: Sequence[str] | None) -> int:
         max_megapixels=args.max_megapixels,
     )
     m, g = report.metadata, report.graph
+    fp16 = f", {g.fp16_convs}/{g.convs} convs in FP16" if m.precision == "fp16" else ""
     print(
         f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} "
-        f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} "
-        "convs in FP16"
+        f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes{fp16}"
     )
-    if report.fp32_layers:
+    if report.fp32_layers and m.precision == "fp16":
         print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
     if not report.rows:
         print("verification skipped (--no-verify)")
@@ -256,7 +256,8 @@ def _main(argv: Sequence[str] | None) -> int:
             kept = ", ".join(c.get("fp32_layers", [])) or "none"
             print(
                 f"INT8 vs FP32 ({c.get('method')} ranges from {c.get('images')} "
-                f"{c.get('source')} image(s); layers kept in FP32: {kept}):"
+                f"{c.get('source')} image(s); kept in FP32: {kept}; the logits' upsampling always "
+                "is):"
             )
             print(report.int8.table())
         if report.fp16_label_agreement is not None:
@@ -266,7 +267,9 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         if not report.passed:
             print(
-                f"verification FAILED: {report.path} was written for inspection; do not deploy it"
+                f"verification FAILED: {report.path} is kept for inspection and marked unverified "
+                "(fcn-predict, fcn-serve, fcn-bench and Segmenter.load refuse it without "
+                "--allow-unverified)"
             )
             return EXIT_FAILED
     code = build_engine_from_args(args, report.path) if args.engine is not None else 0

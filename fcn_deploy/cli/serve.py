@@ -18,6 +18,7 @@ from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..runtime import BACKENDS
 from ._common import (
     OneLineParser,
+    add_allow_unverified,
     add_verbosity,
     non_negative_int,
     parse_args,
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse requests with larger images; encoded files are checked from their header, "
         f"before decoding (default {DEFAULT_MAX_MEGAPIXELS:g})",
     )  # fmt: skip
+    add_allow_unverified(p)
     add_verbosity(p)
     return p
 
@@ -102,7 +104,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"ready: {c.model_name} and {c.encoded_model_name} on http://{server.http_url} "
               f"and grpc://{server.grpc_url}", flush=True)  # fmt: skip
 
-    options = {"variant": args.variant} if args.variant else {}
+    options: dict[str, object] = {"variant": args.variant} if args.variant else {}
+    options["allow_unverified"] = args.allow_unverified
     serve(args.model, config, device=args.device, backend=args.backend, ready=ready, **options)
     return 0
 
