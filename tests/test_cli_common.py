@@ -69,7 +69,8 @@ def test_export_cli_logs_its_steps_unless_quiet(
     checkpoint = make_checkpoint("fcn32s", width=0.0625)
     args = [str(checkpoint), "-o", str(tmp_path / "m.onnx"), "--max-size", "64x64", "--no-verify"]
     assert export.main(args) == 0
-    err = capsys.readouterr().err
-    assert "loaded fcn32s" in err and "wrote" in err
+    out, err = capsys.readouterr()
+    assert "loaded fcn32s" in err and "checking the graph" in err
+    assert "MiB" in out and "MiB" not in err  # size and time said once, in the summary line
     assert export.main([*args, "-q"]) == 0
     assert "loaded" not in capsys.readouterr().err
