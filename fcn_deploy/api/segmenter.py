@@ -88,6 +88,27 @@ def _label_dtype(num_classes: int) -> torch.dtype:
     return torch.uint8 if num_classes <= 256 else torch.int32
 
 
+def _labels(scores: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class ids of ``N×C×H×W`` scores (the first of equal maxima, as ``argmax``).
+
+    On the CPU a running maximum over the C channel planes: each step is a contiguous pass over
+    H×W, where ``argmax(dim=1)`` strides across the planes at every pixel (13 vs 60-80 ms at
+    500×500 with 21 classes on a 2-core CPU; NumPy's own argmax takes ~20).
+    """
+    dtype = _label_dtype(num_classes)
+    if scores.device.type != "cpu":
+        return scores.argmax(1).to(dtype)
+    x = scores.detach().numpy()
+    best = x[:, 0].copy()
+    labels = np.zeros(best.shape, np.uint8 if dtype == torch.uint8 else np.int32)
+    higher = np.empty(best.shape, bool)
+    for c in range(1, x.shape[1]):
+        np.greater(x[:, c], best, out=higher)
+        np.maximum(best, x[:, c], out=best)
+        np.putmask(labels, higher, c)
+    return torch.from_numpy(labels)
+
+
 class Segmenter:
     """Semantic segmentation with one model on one device, whatever the backend.
 
@@ -296,6 +317,7 @@ class Segmenter:
                 [cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr]
             )
         # copy uint8 (a quarter of float32's bytes); normalize on the device unless the graph does
+        # (on the CPU: NumPy, channel by channel, see Preprocessing.apply)
         x = torch.from_numpy(bgr).to(runner.device, non_blocking=True)
         if runner.io == "tensor":
             x = self.info.preprocessing.normalize(x)
@@ -310,7 +332,7 @@ class Segmenter:
                 out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
             out = out[:, :, :h, :w]
             if not scores:
-                out = out.argmax(1).to(_label_dtype(self.info.num_classes))
+                out = _labels(out, self.info.num_classes)
         else:
             out = out[:, :h, :w]
         runner.synchronize()
@@ -333,7 +355,7 @@ class Segmenter:
         rows = []
         for block in blocks:
             if blend and not scores:
-                block = block.argmax(0).to(_label_dtype(self.info.num_classes))
+                block = _labels(block[None], self.info.num_classes)[0]
             rows.append(block.cpu().numpy())
         result = np.concatenate(rows, axis=-2)
         timing.postprocess += (
