@@ -228,12 +228,15 @@ def _prepare(
     if backend in ("onnxruntime", "openvino"):
         if importlib.util.find_spec("onnxruntime") is None:
             return Backend(
-                name, skipped="ONNX Runtime is not installed (pip install 'fcn-deploy[cpu]')"
+                name,
+                skipped="ONNX Runtime is not installed (from a clone: pip install -e '.[cpu]')",
             )
         if backend == "openvino":
             if importlib.util.find_spec("openvino") is None:
                 return Backend(
-                    name, skipped="OpenVINO is not installed (pip install 'fcn-deploy[openvino]')"
+                    name,
+                    skipped="OpenVINO is not installed (from a clone: pip install -e "
+                    "'.[openvino]')",
                 )
             if device.type != "cpu":
                 return Backend(name, skipped="OpenVINO runs on the CPU here (use --device cpu)")

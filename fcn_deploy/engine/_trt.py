@@ -11,7 +11,7 @@ __all__ = ["MISSING_MESSAGE", "import_tensorrt", "tensorrt_available"]
 
 MISSING_MESSAGE = (
     "TensorRT is not installed: engines are built on a machine with an NVIDIA GPU and "
-    "TensorRT 10.12+ (pip install fcn-deploy[gpu])"
+    "TensorRT 10.12+ (from a clone: bash scripts/setup.sh gpu)"
 )
 
 
