@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def _main(argv: Sequence[str] | None) -> int:
         metrics_port=args.metrics_port, model_name=args.model_name, max_batch=args.max_batch,
         queue_delay_us=args.queue_delay, instances=args.instances, log_verbose=args.log_verbose,
         exit_timeout=args.exit_timeout, max_megapixels=args.max_megapixels,
+        triton_log=os.devnull if args.quiet else None,  # -q: fcn-serve's own warnings and errors
     )  # fmt: skip
 
     def ready(server: FCNServer) -> None:
