@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triton-name", default="fcn", metavar="NAME", help="model name (default fcn)")
     t.add_argument("--triton-instances", type=positive_int, default=1, metavar="N",
                    help="instances of the model (default 1)")  # fmt: skip
-    t.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu",
-                   help="where the instances run (default gpu)")  # fmt: skip
+    t.add_argument("--triton-kind", choices=("gpu", "cpu"),
+                   help="where the instances run (default: gpu for an engine or where this "
+                   "machine has a CUDA GPU, else cpu)")  # fmt: skip
     t.add_argument("--triton-queue-delay", type=non_negative_int, default=100, metavar="US",
                    help="dynamic batcher's queue delay in microseconds (default 100)")  # fmt: skip
     t.add_argument("--triton-trt-fp16", action="store_true",
@@ -172,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_verbosity(p)
     add_max_megapixels(p)
     return p
+
+
+def _default_kind(args: argparse.Namespace) -> str:
+    """gpu for a TensorRT plan or where this machine has a CUDA GPU, else cpu."""
+    import torch
+
+    return "gpu" if args.engine is not None or torch.cuda.is_available() else "cpu"
 
 
 def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
@@ -187,7 +195,7 @@ def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
         max_batch = max(profile.max[0] for profile in sidecar.profiles)
     report = write_triton_repo(
         args.triton_repo, model, name=args.triton_name, metadata=metadata, max_batch=max_batch,
-        instances=args.triton_instances, kind=args.triton_kind,
+        instances=args.triton_instances, kind=args.triton_kind or _default_kind(args),
         queue_delay_us=args.triton_queue_delay, tensorrt_fp16=args.triton_trt_fp16,
     )  # fmt: skip
     print(report.summary())

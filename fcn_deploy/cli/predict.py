@@ -313,7 +313,10 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.model is None and args.server is None:  # fcn-predict MODEL INPUT...
         args.model = Path(args.inputs.pop(0))
         if not args.inputs:
-            raise FCNError(f"no inputs after the model {args.model}: fcn-predict MODEL INPUT...")
+            raise FCNError(
+                f"no inputs after the model {args.model}: give the model first, then the images "
+                "(fcn-predict MODEL INPUT... -o OUTDIR), or pass --model PATH or --server HOST:PORT"
+            )
     quiet_opencv_logging()  # our one line names a corrupt file; not libpng too
     options = {}
     if args.variant and args.server is None:

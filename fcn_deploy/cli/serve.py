@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest batch the dynamic batcher forms from equal-size requests (default 8)",
     )  # fmt: skip
     p.add_argument(
-        "--queue-delay", type=non_negative_int, default=2000, metavar="US",
-        help="microseconds a request may wait for others to batch with (default 2000)",
+        "--queue-delay", type=non_negative_int, default=100, metavar="US",
+        help="microseconds a request may wait for others to batch with (default 100)",
     )  # fmt: skip
     p.add_argument(
         "--instances", type=positive_int, default=1, metavar="N",

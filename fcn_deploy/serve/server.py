@@ -63,7 +63,7 @@ class ServeConfig:
     metrics_port: int = 8002
     model_name: str = "fcn"
     max_batch: int = 8  # images per model call the dynamic batcher may form
-    queue_delay_us: int = 2000  # how long the batcher may hold a request to fill a batch
+    queue_delay_us: int = 100  # how long the batcher may hold a request (fcn-export's default too)
     instances: int = 1  # model instances, each with its own Segmenter (requests run in parallel)
     log_verbose: int = 0  # tritonserver's --log-verbose
     triton_log: str | None = None  # where tritonserver's own log goes (None: this process's stdout)
