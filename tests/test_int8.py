@@ -249,6 +249,8 @@ def _failed_export_is_refused_unless_allowed(path: Path, tmp_path: Path) -> None
     for tool, args in (
         ("fcn-predict", [str(path), str(image), "-o", str(tmp_path / "out")]),
         ("fcn-bench", [str(path), "--backends", "onnxruntime-int8", "--sizes", "32x32"]),
+        ("fcn-eval", [str(path), "--data", "synthetic", "--num-images", "1"]),
+        ("fcn-export", [str(path), "--triton-repo", str(tmp_path / "repo")]),
     ):
         run = subprocess.run(
             [str(bin_dir / tool), *args], capture_output=True, text=True, timeout=300

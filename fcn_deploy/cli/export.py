@@ -19,6 +19,7 @@ from ..meta import IO_MODES, VARIANTS
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
+    add_allow_unverified,
     add_verbosity,
     fraction,
     non_negative_float,
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dynamic batcher's queue delay in microseconds (default 100)")  # fmt: skip
     t.add_argument("--triton-trt-fp16", action="store_true",
                    help="ONNX only: Triton's TensorRT accelerator in FP16")  # fmt: skip
+    add_allow_unverified(p)
     add_verbosity(p)
     add_max_megapixels(p)
     return p
@@ -213,9 +215,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an "
                 "engine from it)"
             )
-        from ..export import read_onnx_metadata
+        from ..export import check_verified, read_onnx_metadata
 
-        read_onnx_metadata(args.source)  # a clear error now for a foreign or damaged file
+        # a clear error now for a foreign or damaged file, or one whose export failed
+        check_verified(read_onnx_metadata(args.source), args.source, args.allow_unverified)
         code = build_engine_from_args(args, args.source) if args.engine is not None else 0
         if code == 0 and args.triton_repo is not None:
             _write_triton_repo(args, args.source)
