@@ -87,11 +87,8 @@ class ExportReport:
 
     def failures(self) -> str:
         """What failed, in a few words ("" when everything passed)."""
-        parts = (
-            [f"{sum(not r.passed for r in self.rows)} probe size(s)"]
-            if not all(r.passed for r in self.rows)
-            else []
-        )
+        failed = sum(not r.passed for r in self.rows)
+        parts = [f"{failed} of {len(self.rows)} probe sizes"] if failed else []
         if self.int8 is not None and not self.int8.passed:
             parts.append(f"INT8 on {self.int8.data}")
         return " and ".join(parts)
