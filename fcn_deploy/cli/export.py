@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triton-instances", type=positive_int, default=1, metavar="N",
                    help="instances of the model (default 1)")  # fmt: skip
     t.add_argument("--triton-kind", choices=("gpu", "cpu"),
-                   help="where the instances run (default: gpu for an engine or where this "
-                   "machine has a CUDA GPU, else cpu)")  # fmt: skip
+                   help="where the instances run (default: gpu for an engine, with "
+                   "--triton-trt-fp16 or where this machine has a CUDA GPU; else cpu)")  # fmt: skip
     t.add_argument("--triton-queue-delay", type=non_negative_int, default=100, metavar="US",
                    help="dynamic batcher's queue delay in microseconds (default 100)")  # fmt: skip
     t.add_argument("--triton-trt-fp16", action="store_true",
@@ -178,10 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_kind(args: argparse.Namespace) -> str:
-    """gpu for a TensorRT plan or where this machine has a CUDA GPU, else cpu."""
+    """gpu for a TensorRT plan, for Triton's TensorRT accelerator or where this machine has a CUDA
+    GPU; else cpu."""
     import torch
 
-    return "gpu" if args.engine is not None or torch.cuda.is_available() else "cpu"
+    gpu = args.engine is not None or args.triton_trt_fp16 or torch.cuda.is_available()
+    return "gpu" if gpu else "cpu"
 
 
 def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
