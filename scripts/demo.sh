@@ -64,14 +64,16 @@ for name in ("checkpoint", "onnx-fp32", "onnx-fp16", "onnx-int8", "engine"):
 PY
   fi
   [ "$code" -ne 0 ] && echo "the demo stopped early (exit $code); the lines above say where"
+  local model="$out/fcn8s-int8.onnx"  # the fastest on a CPU, unless it failed its verification
+  [ -n "${int8_flags[*]-}" ] && model="$out/fcn8s.onnx"
   cat <<EOF
 
 next: the fcn-* tools are installed in $venv; activate it in each new shell:
   source $venv/bin/activate
-  fcn-predict $out/fcn8s-int8.onnx $out/images -o predictions --overlay
+  fcn-predict $model $out/images -o predictions --overlay
   fcn-serve $out/fcn8s.onnx      # then, in another shell: fcn-predict --server 127.0.0.1:8000 $out/images -o served
   fcn-bench $out/train/best.pt --backends torch,onnxruntime,onnxruntime-int8 --sizes 500x500
-more: README.md ("Next steps") and docs/
+more: README.md and docs/
 EOF
 }
 trap summary EXIT
