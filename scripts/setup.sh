@@ -28,7 +28,9 @@ if [ "$extra" = gpu ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -
 else
   want=cpu
 fi
-build() { "$venv/bin/python" scripts/torch_build.py "$want"; }
+# torch warns "Failed to initialize NumPy" when imported before numpy is installed (it comes
+# with the package, next): noise at this step, so that one warning is silenced
+build() { PYTHONWARNINGS="ignore:Failed to initialize NumPy" "$venv/bin/python" scripts/torch_build.py "$want"; }
 if ! problem=$(build); then
   echo "setup: $problem: installing the $want build of torch"
   # a build of the same version counts as installed: remove it first

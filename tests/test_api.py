@@ -16,6 +16,7 @@ import torch
 
 from fcn_deploy import FCNError, ModelInfo, Preprocessing, SizeBounds
 from fcn_deploy.api import Segmenter, TileGrid, tile_spans
+from fcn_deploy.api.segmenter import _labels
 from fcn_deploy.runtime import Runner
 from fcn_deploy.runtime.torch_runner import TorchRunner
 
@@ -83,6 +84,18 @@ def test_preprocessing_follows_its_rule(prep: Preprocessing) -> None:
     batched = prep.normalize(torch.from_numpy(np.stack([img, img])))
     assert batched.dtype == torch.float32 and batched.shape == (2, 3, 37, 53)
     np.testing.assert_array_equal(batched[1].numpy(), prep.apply(img))
+    # the tensor ops a GPU runs give the same bits as the CPU's channel-by-channel NumPy
+    tensor_path = prep._normalize_tensor(torch.from_numpy(np.stack([img, img])))
+    np.testing.assert_array_equal(tensor_path.numpy(), batched.numpy())
+
+
+@pytest.mark.parametrize("classes", [2, 21, 300])
+def test_cpu_labels_equal_argmax_ties_included(classes: int) -> None:
+    rng = np.random.default_rng(classes)
+    scores = torch.from_numpy(rng.integers(0, 4, (2, classes, 9, 13)).astype(np.float32))
+    labels = _labels(scores, classes)  # integer scores: many ties, the first maximum wins
+    assert labels.dtype == (torch.uint8 if classes <= 256 else torch.int32)
+    np.testing.assert_array_equal(labels.numpy(), scores.argmax(1).numpy())
 
 
 def test_every_input_form_gives_the_same_labels(segmenter: Segmenter, tmp_path: Path) -> None:

@@ -323,3 +323,32 @@ def test_files_exported_for_a_run_are_removed_after_it(
     with pytest.raises(FCNError, match="cache_dir") as info:
         run_benchmark("sizes", backends="torch", cache_dir=tmp_path / "file" / "cache")
     assert info.value.param == "cache_dir"
+
+
+def test_noisy_rows_and_a_drifting_peak_are_marked(tmp_path: Path) -> None:
+    from fcn_deploy.bench.report import format_console, format_markdown, noise_notes, write_plot
+
+    doc = run_benchmark(
+        "sizes",
+        backends="torch",
+        width=0.0625,
+        matmul_size=256,
+        config=BenchConfig(sizes=[(32, 32), (40, 48)], iters=3, e2e_iters=0),
+        device="cpu",
+    )
+    steady, noisy = doc["results"]
+    steady["latency_ms"].update(p50=100.0, p90=110.0)
+    noisy["latency_ms"].update(p50=100.0, p90=400.0)  # as seen on a busy machine: p90 = 4x p50
+    peak = doc["machine"]["peaks"]["fp32"]
+    peak.update(start_gflops_per_s=200.0, end_gflops_per_s=99.0)
+    notes = noise_notes(doc)
+    assert notes[0].startswith("unstable (marked !, p90 over 1.25x p50): torch 40x48;")
+    assert notes[1].startswith("peak fp32 drifted from 200.0 to 99.0 GFLOP/s")
+    console = format_console(doc)
+    assert " 1.10 " in console and " 4.00 !" in console and all(n in console for n in notes)
+    assert "| 4.00 ! |" in format_markdown(doc)
+    write_plot(doc, tmp_path / "noisy.png")  # the spread as error bars, the drift as a note
+    assert cv2.imread(str(tmp_path / "noisy.png")).shape[2] == 3
+    peak.update(end_gflops_per_s=195.0)
+    noisy["latency_ms"].update(p90=120.0)
+    assert noise_notes(doc) == []

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from fcn_deploy import __version__
 from fcn_deploy._progress import LOGGERS
-from fcn_deploy.cli import bench, export, predict
+from fcn_deploy.cli import bench, export, predict, serve
 from fcn_deploy.cli._common import add_verbosity, parse_args
 from fcn_train.cli import eval_parser, train_parser
 from fcn_train.pretrain_cli import pretrain_parser
@@ -22,6 +23,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "fcn-train": train_parser,
     "fcn-eval": eval_parser,
     "fcn-pretrain": pretrain_parser,
+    "fcn-serve": serve.build_parser,
 }
 
 
@@ -69,7 +71,45 @@ def test_export_cli_logs_its_steps_unless_quiet(
     checkpoint = make_checkpoint("fcn32s", width=0.0625)
     args = [str(checkpoint), "-o", str(tmp_path / "m.onnx"), "--max-size", "64x64", "--no-verify"]
     assert export.main(args) == 0
-    err = capsys.readouterr().err
-    assert "loaded fcn32s" in err and "wrote" in err
+    out, err = capsys.readouterr()
+    assert "loaded fcn32s" in err and "checking the graph" in err
+    assert "MiB" in out and "MiB" not in err  # size and time said once, in the summary line
     assert export.main([*args, "-q"]) == 0
     assert "loaded" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_every_cli_says_its_version(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        PARSERS[name]().parse_args(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"{name} {__version__}\n"
+
+
+@pytest.mark.parametrize("name", ["fcn-eval", "fcn-bench"])
+def test_the_model_comes_first_and_model_still_works(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = PARSERS[name]
+    assert parse_args(parser(), ["m.onnx"]).model == Path("m.onnx")
+    assert parse_args(parser(), ["--model", "m.onnx"]).model == Path("m.onnx")
+    assert parse_args(parser(), ["m.onnx", "--model", "m.onnx"]).model == Path("m.onnx")
+    with pytest.raises(SystemExit) as refused:
+        parse_args(parser(), ["a.onnx", "--model", "b.onnx"])
+    assert refused.value.code == 2
+    assert "the model is given twice (a.onnx and --model b.onnx)" in capsys.readouterr().err
+
+
+def test_predict_takes_the_model_first(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+    import numpy as np
+
+    model, image = make_checkpoint("fcn32s", width=0.0625), tmp_path / "a.png"
+    cv2.imwrite(str(image), np.full((24, 32, 3), 90, np.uint8))
+    assert predict.main([str(model), str(image), "-o", str(tmp_path / "first"), "-q"]) == 0
+    assert (tmp_path / "first" / "a.png").is_file()
+    assert predict.main(["--model", str(model), str(image), "-o", str(tmp_path / "opt")]) == 0
+    assert (tmp_path / "opt" / "a.png").is_file()  # with --model, every argument is an input
+    assert predict.main([str(model), "-o", str(tmp_path / "none")]) == 2
+    assert "no inputs after the model" in capsys.readouterr().err

@@ -123,7 +123,7 @@ CASES = [
     ("fcn-predict", "{f}/ok.png -o /proc/x --model {f}/m7.pt", "cannot create output folder"),
     ("fcn-predict", "{f}/huge.png -o {w}/out --model {f}/m7.pt", "400.0 megapixels"),
     ("fcn-predict", "{w}/nothing.png -o {w}/out --model {f}/m7.pt", "no such file"),
-    ("fcn-predict", "{f}/ok.png -o {w}/out", "pass either --model PATH"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out", "no inputs after the model"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --server x:1", "pass either"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:1", "no Triton server answers"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:1 --tile", "the server decides"),

@@ -211,6 +211,7 @@ def test_cli_exits_nonzero_below_the_threshold(make_checkpoint, tmp_path: Path) 
         timeout=600,
     )
     assert strict.returncode not in (0, None) and "FAIL" in strict.stdout
+    _failed_export_is_refused_unless_allowed(tmp_path / "strict.onnx", tmp_path)
     negative = subprocess.run(  # refused by the parser, before any work
         [*base, "-o", str(tmp_path / "neg.onnx"), "--max-iu-drop", "-1"],
         capture_output=True,
@@ -228,6 +229,42 @@ def test_cli_exits_nonzero_below_the_threshold(make_checkpoint, tmp_path: Path) 
     )
     assert bad.returncode != 0 and "yields no images" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad.onnx").exists()
+
+
+def _failed_export_is_refused_unless_allowed(path: Path, tmp_path: Path) -> None:
+    """A file whose verification failed says so in its metadata; every loader refuses it unless
+    told, and then runs it."""
+    from fcn_deploy.api import Segmenter
+
+    assert (read_onnx_metadata(path).unverified or "").startswith("failed: INT8 on synthetic val")
+    with pytest.raises(FCNError, match="failed verification") as refused:
+        Segmenter.load(path)
+    assert refused.value.param == "allow_unverified"
+    with Segmenter.load(path, allow_unverified=True) as seg:
+        assert seg.predict(np.zeros((40, 50, 3), np.uint8)).shape == (40, 50)
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), synthetic_images(1, 48, 64, np.random.default_rng(0))[0])
+    bin_dir = Path(sys.executable).parent
+    for tool, args in (
+        ("fcn-predict", [str(path), str(image), "-o", str(tmp_path / "out")]),
+        ("fcn-bench", [str(path), "--backends", "onnxruntime-int8", "--sizes", "32x32"]),
+        ("fcn-eval", [str(path), "--data", "synthetic", "--num-images", "1"]),
+        ("fcn-export", [str(path), "--triton-repo", str(tmp_path / "repo")]),
+    ):
+        run = subprocess.run(
+            [str(bin_dir / tool), *args], capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 2, run.stderr
+        assert "failed verification" in run.stderr and "--allow-unverified" in run.stderr
+        assert "Traceback" not in run.stderr
+    allowed = subprocess.run(
+        [str(bin_dir / "fcn-predict"), str(path), str(image), "-o", str(tmp_path / "out"),
+         "--allow-unverified", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "out" / "a.png").is_file()
 
 
 def test_engine_summary_labels_int8_and_needs_strongly_typed_tensorrt() -> None:

@@ -75,7 +75,16 @@ def onnx_server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture(scope="module")
 def pt_server(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
-    yield from _start(models["pt"], tmp_path_factory.mktemp("log") / "pt.log", "--instances", "2")
+    yield from _start(
+        models["pt"], tmp_path_factory.mktemp("log") / "pt.log", "--instances", "2", "-q"
+    )
+
+
+def test_quiet_server_prints_no_triton_log(pt_server: ServerProcess) -> None:
+    """-q: tritonserver's own log (start-up tables, CUDA notes on a CPU machine) is not shown."""
+    output = pt_server.output()  # read once both models are ready: start-up is over
+    assert not re.search(r"(?m)^[IWE]\d{4} ", output) and "+-----" not in output, output
+    assert len(output.splitlines()) <= 5, output
 
 
 def _pictures() -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ __all__ = [
     "format_console",
     "format_markdown",
     "format_summary",
+    "noise_notes",
     "table",
     "validate",
     "write_json",
@@ -149,6 +150,40 @@ def validate(doc: Any, schema: dict[str, Any] = SCHEMA) -> list[str]:
     ]
 
 
+# a row whose p90 exceeds its p50 by more than this is marked unstable: its p50 is not a rate
+UNSTABLE_SPREAD = 1.25
+# a matmul peak that moved by more than this between the start and the end of the sweep
+PEAK_DRIFT = 0.10
+
+
+def spread(row: dict[str, Any]) -> float:
+    """p90 / p50 of a row's latency: how far its calls scatter."""
+    latency = row["latency_ms"]
+    return latency["p90"] / latency["p50"] if latency["p50"] > 0 else float("inf")
+
+
+def noise_notes(doc: dict[str, Any]) -> list[str]:
+    """Lines that say which rows and peaks of a ``sizes`` run are too noisy to read as rates."""
+    lines = []
+    rows = doc["results"] if doc["scenario"] == "sizes" else []
+    unstable = [r for r in rows if spread(r) > UNSTABLE_SPREAD]
+    if unstable:
+        names = ", ".join(f"{r['backend']} {r['height']}x{r['width']}" for r in unstable)
+        lines.append(
+            f"unstable (marked !, p90 over {UNSTABLE_SPREAD:g}x p50): {names}; the machine was "
+            "busy or the calls too few (--iters, --min-time)"
+        )
+    for name, peak in doc["machine"]["peaks"].items():
+        start, end = peak.get("start_gflops_per_s"), peak.get("end_gflops_per_s")
+        if start and end and abs(start - end) > PEAK_DRIFT * max(start, end):
+            lines.append(
+                f"peak {name} drifted from {start:.1f} to {end:.1f} GFLOP/s during the run: the "
+                "machine's rate changed, so ratios between rows measured at different times are "
+                "unreliable"
+            )
+    return lines
+
+
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -241,6 +276,7 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "p50 ms",
         "p90 ms",
         "p99 ms",
+        "p90/p50",
         "img/s",
         "MP/s",
         "e2e p50 ms",
@@ -260,6 +296,7 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             f"{r['latency_ms']['p50']:.1f}",
             f"{r['latency_ms']['p90']:.1f}",
             f"{r['latency_ms']['p99']:.1f}",
+            f"{spread(r):.2f}" + (" !" if spread(r) > UNSTABLE_SPREAD else ""),
             f"{r['images_per_s']:.2f}",
             f"{r['megapixels_per_s']:.3f}",
             _fmt((r["e2e_latency_ms"] or {}).get("p50"), ".1f"),
@@ -280,7 +317,7 @@ def _footer(doc: dict[str, Any]) -> list[str]:
     lines = [f"skipped {s['backend']}: {s['reason']}" for s in doc["skipped"]]
     for name, peak in doc["machine"]["peaks"].items():
         lines.append(f"peak {name}: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['method']})")
-    return lines + list(doc.get("notes", []))
+    return lines + noise_notes(doc) + list(doc.get("notes", []))
 
 
 def format_console(doc: dict[str, Any]) -> str:
@@ -382,6 +419,9 @@ def write_plot(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
         right.set(ylabel="first call / repeat (median)", title="cost of a new shape")
     machine = doc["machine"]["gpu"]["name"] if doc["machine"].get("gpu") else doc["machine"]["cpu"]
     fig.suptitle(f"fcn-bench {doc['scenario']}: {doc['model']['label']} on {machine}")
+    drift = [line for line in noise_notes(doc) if line.startswith("peak ")]
+    if drift:
+        fig.text(0.5, 0.005, drift[0], ha="center", fontsize=7, color="firebrick")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -397,7 +437,15 @@ def _plot_sizes(rows: list[dict[str, Any]], left: Any, right: Any) -> None:
             (r for r in rows if r["backend"] == name), key=lambda r: r["height"] * r["width"]
         )
         mp = [r["height"] * r["width"] / 1e6 for r in mine]
-        left.loglog(mp, [r["latency_ms"]["p50"] / r["batch"] for r in mine], "o-", label=name)
+        p50 = [r["latency_ms"]["p50"] / r["batch"] for r in mine]
+        p90 = [r["latency_ms"]["p90"] / r["batch"] for r in mine]
+        line = left.errorbar(  # the bar reaches p90: the spread, not only the median
+            mp, p50, yerr=[[0.0] * len(p50), [b - a for a, b in zip(p50, p90, strict=True)]],
+            fmt="o-", capsize=3, label=name,
+        )  # fmt: skip
+        for x, y, r in zip(mp, p50, mine, strict=True):
+            if spread(r) > UNSTABLE_SPREAD:
+                left.annotate("unstable", (x, y), fontsize=7, color=line[0].get_color())
         speed = {f"{r['height']}x{r['width']}": r["speedup_vs_torch"] or 0 for r in mine}
         right.bar(
             [j + i * bar for j in range(len(sizes))],

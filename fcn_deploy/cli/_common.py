@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .._io import os_reason
@@ -21,6 +22,8 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_USAGE",
     "OneLineParser",
+    "add_allow_unverified",
+    "add_model_argument",
     "add_verbosity",
     "error_line",
     "fraction",
@@ -81,11 +84,33 @@ def run_cli(
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
-    """``-v`` (debug messages) and ``-q`` (warnings and errors only, no progress bars)."""
+    """``-v`` (debug messages), ``-q`` (warnings and errors only, no progress bars) and
+    ``--version``: what every CLI takes."""
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-v", "--verbose", action="store_true", help="also print debug messages")
     group.add_argument(
         "-q", "--quiet", action="store_true", help="print only warnings and errors (no progress)"
+    )
+
+
+def add_model_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """The model as the first positional argument, as every CLI takes it, with ``--model`` kept
+    as the same thing's older spelling; `parse_args` merges the two into ``args.model``."""
+    parser.add_argument("model", nargs="?", type=Path, metavar="MODEL", help=help)
+    parser.add_argument(
+        "--model", dest="model_option", type=Path, metavar="MODEL", help="the same as MODEL"
+    )
+
+
+def add_allow_unverified(parser: argparse.ArgumentParser) -> None:
+    """``--allow-unverified``: use an ONNX file whose export failed verification."""
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="use an ONNX file even though its export failed verification (marked in the file)",
     )
 
 
@@ -96,6 +121,11 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     Only this package's loggers are set; other libraries keep Python's defaults.
     """
     args = parser.parse_args(argv)
+    option = getattr(args, "model_option", None)
+    if option is not None:
+        if args.model is not None and args.model != option:
+            parser.error(f"the model is given twice ({args.model} and --model {option})")
+        args.model = option
     level = (
         logging.DEBUG
         if getattr(args, "verbose", False)

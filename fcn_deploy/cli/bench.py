@@ -1,8 +1,9 @@
 """``fcn-bench``: backends against eager PyTorch across input sizes, with the machine's limit.
 
-Defaults finish in a few minutes on a 2-core CPU: the full FCN-8s (random weights) at 224×224 and
-500×500 (126 and 363 GFLOPs per image, about 1 and 2-3 s per call there), 1 warm-up call and 5
-timed calls per size, 3 end-to-end calls. On a GPU, ask for more: ``--iters 50 --sizes
+Defaults finish in a few minutes on a 2-core CPU: eager PyTorch against ONNX Runtime (plus the
+GPU backends where there is a GPU) on the full FCN-8s with random weights at 224×224 and 500×500
+(126 and 363 GFLOPs per image, about 1 and 2-3 s per call there), 1 warm-up call and 5 timed
+calls per size, 3 end-to-end calls. On a GPU, ask for more: ``--iters 50 --sizes
 224x224,500x500,512x1024,1024x2048``.
 """
 
@@ -31,6 +32,8 @@ from ..bench.scenarios import BENCH_CALIBRATION
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
+    add_allow_unverified,
+    add_model_argument,
     add_verbosity,
     non_negative_float,
     non_negative_int,
@@ -43,6 +46,12 @@ from ._common import (
 
 __all__ = ["build_parser", "main"]
 
+DESCRIPTION = (
+    "Time backends against eager PyTorch FP32 on the same inputs, across input sizes, with each "
+    "rate next to the machine's measured matmul peak. Rows whose calls scatter (p90 over 1.25x "
+    "p50) and a peak that drifted during the run are marked."
+)
+
 DEFAULT_SIZES = "224x224,500x500"
 SLIDING_SIZES = "224x224,352x352,480x480"
 
@@ -50,13 +59,19 @@ SLIDING_SIZES = "224x224,352x352,480x480"
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="fcn-bench",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=DESCRIPTION,
     )
-    p.add_argument("--scenario", choices=SCENARIOS, default="sizes")
     p.add_argument(
-        "--model",
-        help="checkpoint, PyTorch-port state dict (with --variant), .onnx or .engine; "
+        "--scenario",
+        choices=SCENARIOS,
+        default="sizes",
+        help="sizes: every backend at every size (default); stream: random sizes through one "
+        "model; sliding-window: one convolutional pass against the FC classifier per window; "
+        "static-vs-dynamic: TensorRT engines",
+    )
+    add_model_argument(
+        p,
+        "checkpoint, PyTorch-port state dict (with --variant), .onnx or .engine; "
         "default: a full-size net with random weights, made in memory",
     )
     p.add_argument(
@@ -66,35 +81,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--width",
         type=positive_float,
         default=1.0,
-        help="channel multiplier of the random default model",
+        help="channel multiplier of the random default model (default 1)",
     )
     p.add_argument(
-        "--num-classes", type=positive_int, default=21, help="classes of the random default model"
+        "--num-classes",
+        type=positive_int,
+        default=21,
+        help="classes of the random default model (default 21)",
     )
     p.add_argument(
         "--backends",
         default=",".join(DEFAULT_BACKENDS),
-        help=f"comma-separated, from {', '.join(BENCH_BACKENDS)}",
+        help=f"comma-separated, from {', '.join(BENCH_BACKENDS)} (default "
+        f"{','.join(DEFAULT_BACKENDS)})",
     )
     p.add_argument(
         "--sizes",
         type=size_list,
         help=f"HxW list (default {DEFAULT_SIZES}; sliding-window: {SLIDING_SIZES})",
     )
-    p.add_argument("--batch", type=positive_int, default=1)
-    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed calls per size")
-    p.add_argument("--iters", type=positive_int, default=5, help="timed calls per size (at least)")
+    p.add_argument("--batch", type=positive_int, default=1, help="images per call (default 1)")
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=1, help="untimed calls per size (default 1)"
+    )
+    p.add_argument(
+        "--iters", type=positive_int, default=5, help="timed calls per size, at least (default 5)"
+    )
     p.add_argument(
         "--min-time",
         type=non_negative_float,
         default=0.0,
-        help="keep timing each size for at least this many seconds",
+        help="keep timing each size for at least this many seconds (default 0)",
     )
     p.add_argument(
         "--e2e-iters",
         type=non_negative_int,
         default=3,
-        help="end-to-end calls (image → labels via Segmenter); 0 skips",
+        help="end-to-end calls (image → labels via Segmenter); 0 skips (default 3)",
     )
     p.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     p.add_argument(
@@ -122,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the measured inputs, never the same ones; default), synthetic (the built-in scenes), "
         "voc:ROOT, sbd:ROOT or a folder/glob",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
     p.add_argument(
         "--cache-dir",
         type=Path,
@@ -132,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the result document here")
     p.add_argument("--markdown", type=Path, help="write a Markdown table here")
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
+    add_allow_unverified(p)
     add_verbosity(p)
     return p
 
@@ -156,6 +180,10 @@ def _main(argv: Sequence[str] | None) -> int:
     for out in (args.json, args.markdown, args.plot):
         if out is not None:
             check_output_file(out)  # before the benchmark, not after it
+    if args.model is not None and args.model.suffix.lower() == ".onnx":
+        from ..export import check_verified, read_onnx_metadata
+
+        check_verified(read_onnx_metadata(args.model), args.model, args.allow_unverified)
     sliding = args.scenario == "sliding-window"
     cfg = BenchConfig(
         sizes=args.sizes or size_list(SLIDING_SIZES if sliding else DEFAULT_SIZES),
@@ -168,7 +196,7 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     doc = run_benchmark(
         args.scenario,
-        model=args.model,
+        model=None if args.model is None else str(args.model),
         variant=args.variant,
         width=args.width,
         num_classes=args.num_classes,

@@ -21,6 +21,7 @@ from ..models import Net
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
+    add_allow_unverified,
     add_verbosity,
     fraction,
     non_negative_float,
@@ -165,16 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--triton-name", default="fcn", metavar="NAME", help="model name (default fcn)")
     t.add_argument("--triton-instances", type=positive_int, default=1, metavar="N",
                    help="instances of the model (default 1)")  # fmt: skip
-    t.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu",
-                   help="where the instances run (default gpu)")  # fmt: skip
+    t.add_argument("--triton-kind", choices=("gpu", "cpu"),
+                   help="where the instances run (default: gpu for an engine, with "
+                   "--triton-trt-fp16 or where this machine has a CUDA GPU; else cpu)")  # fmt: skip
     t.add_argument("--triton-queue-delay", type=non_negative_int, default=100, metavar="US",
                    help="dynamic batcher's queue delay in microseconds (default 100)")  # fmt: skip
     t.add_argument("--triton-trt-fp16", action="store_true",
                    help="ONNX only: Triton's TensorRT accelerator in FP16")  # fmt: skip
     add_classes(p)
+    add_allow_unverified(p)
     add_verbosity(p)
     add_max_megapixels(p)
     return p
+
+
+def _default_kind(args: argparse.Namespace) -> str:
+    """gpu for a TensorRT plan, for Triton's TensorRT accelerator or where this machine has a CUDA
+    GPU; else cpu."""
+    import torch
+
+    gpu = args.engine is not None or args.triton_trt_fp16 or torch.cuda.is_available()
+    return "gpu" if gpu else "cpu"
 
 
 def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
@@ -190,7 +202,7 @@ def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
         max_batch = max(profile.max[0] for profile in sidecar.profiles)
     report = write_triton_repo(
         args.triton_repo, model, name=args.triton_name, metadata=metadata, max_batch=max_batch,
-        instances=args.triton_instances, kind=args.triton_kind,
+        instances=args.triton_instances, kind=args.triton_kind or _default_kind(args),
         queue_delay_us=args.triton_queue_delay, tensorrt_fp16=args.triton_trt_fp16,
     )  # fmt: skip
     print(report.summary())
@@ -213,9 +225,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"--classes names the classes of a model being exported; {args.source} is already "
                 "ONNX and keeps the names it was exported with"
             )
-        from ..export import read_onnx_metadata
+        from ..export import check_verified, read_onnx_metadata
 
-        read_onnx_metadata(args.source)  # a clear error now for a foreign or damaged file
+        # a clear error now for a foreign or damaged file, or one whose export failed
+        check_verified(read_onnx_metadata(args.source), args.source, args.allow_unverified)
         code = build_engine_from_args(args, args.source) if args.engine is not None else 0
         if code == 0 and args.triton_repo is not None:
             _write_triton_repo(args, args.source)
@@ -251,12 +264,12 @@ def _main(argv: Sequence[str] | None) -> int:
         max_megapixels=args.max_megapixels,
     )
     m, g = report.metadata, report.graph
+    fp16 = f", {g.fp16_convs}/{g.convs} convs in FP16" if m.precision == "fp16" else ""
     print(
         f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} "
-        f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes, {g.fp16_convs}/{g.convs} "
-        "convs in FP16"
+        f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes{fp16}"
     )
-    if report.fp32_layers:
+    if report.fp32_layers and m.precision == "fp16":
         print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
     if not report.rows:
         print("verification skipped (--no-verify)")
@@ -268,7 +281,8 @@ def _main(argv: Sequence[str] | None) -> int:
             kept = ", ".join(c.get("fp32_layers", [])) or "none"
             print(
                 f"INT8 vs FP32 ({c.get('method')} ranges from {c.get('images')} "
-                f"{c.get('source')} image(s); layers kept in FP32: {kept}):"
+                f"{c.get('source')} image(s); kept in FP32: {kept}; the logits' upsampling always "
+                "is):"
             )
             print(report.int8.table())
         if report.fp16_label_agreement is not None:
@@ -278,7 +292,9 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         if not report.passed:
             print(
-                f"verification FAILED: {report.path} was written for inspection; do not deploy it"
+                f"verification FAILED: {report.path} is kept for inspection and marked unverified "
+                "(fcn-predict, fcn-serve, fcn-bench and Segmenter.load refuse it without "
+                "--allow-unverified)"
             )
             return EXIT_FAILED
     code = build_engine_from_args(args, report.path) if args.engine is not None else 0

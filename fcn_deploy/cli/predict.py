@@ -41,6 +41,7 @@ from ..runtime import BACKENDS, backend_for_path
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
+    add_allow_unverified,
     add_verbosity,
     error_line,
     fraction,
@@ -80,6 +81,8 @@ GLOB_CHARS = frozenset("*?[")
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="fcn-predict",
+        usage="fcn-predict MODEL INPUT... -o OUTDIR [options]  (or --model MODEL / --server ADDR "
+        "with INPUT... alone)",
         description="Segment image files, folders and globs into palette-PNG label maps.",
         epilog=__doc__.split("\n\n", 1)[1].replace("``", ""),
     )
@@ -87,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image files, folders (searched recursively) or globs",
+        help="the model first (unless --model or --server is given), then image files, folders "
+        "(searched recursively) or globs",
     )
     p.add_argument(
         "-o",
@@ -101,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         type=Path,
         help="checkpoint (.pt/.pth), Caffe .caffemodel, ONNX export (.onnx) or TensorRT engine "
-        "(.engine)",
+        "(.engine); the same as giving it first",
     )
     p.add_argument(
         "--server",
@@ -152,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pixels shared by neighbouring tiles (default: a quarter tile, at most 256)",
     )
     add_classes(p)
+    add_allow_unverified(p)
     add_verbosity(p)
     add_max_megapixels(p)
     add_bulk_args(p)
@@ -295,7 +300,7 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
         segmenter = Segmenter.load(
             args.model, device=args.device, backend=args.backend, tile=args.tile,
             tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch,
-            max_megapixels=args.max_megapixels, **options,
+            max_megapixels=args.max_megapixels, allow_unverified=args.allow_unverified, **options,
         )  # fmt: skip
         if args.classes is not None:
             segmenter.runner.info = segmenter.info.with_classes(args.classes)
@@ -316,6 +321,13 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
+    if args.model is None and args.server is None:  # fcn-predict MODEL INPUT...
+        args.model = Path(args.inputs.pop(0))
+        if not args.inputs:
+            raise FCNError(
+                f"no inputs after the model {args.model}: give the model first, then the images "
+                "(fcn-predict MODEL INPUT... -o OUTDIR), or pass --model PATH or --server HOST:PORT"
+            )
     quiet_opencv_logging()  # our one line names a corrupt file; not libpng too
     options = {}
     if args.variant and args.server is None:
@@ -394,5 +406,5 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: ``fcn-predict INPUT... -o OUTDIR --model PATH``."""
+    """Console entry point: ``fcn-predict MODEL INPUT... -o OUTDIR``."""
     return run_cli(_main, argv, _parser())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..runtime import BACKENDS
 from ._common import (
     OneLineParser,
+    add_allow_unverified,
     add_verbosity,
     non_negative_int,
     parse_args,
@@ -54,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest batch the dynamic batcher forms from equal-size requests (default 8)",
     )  # fmt: skip
     p.add_argument(
-        "--queue-delay", type=non_negative_int, default=2000, metavar="US",
-        help="microseconds a request may wait for others to batch with (default 2000)",
+        "--queue-delay", type=non_negative_int, default=100, metavar="US",
+        help="microseconds a request may wait for others to batch with (default 100)",
     )  # fmt: skip
     p.add_argument(
         "--instances", type=positive_int, default=1, metavar="N",
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse requests with larger images; encoded files are checked from their header, "
         f"before decoding (default {DEFAULT_MAX_MEGAPIXELS:g})",
     )  # fmt: skip
+    add_allow_unverified(p)
     add_verbosity(p)
     return p
 
@@ -95,6 +98,7 @@ def _main(argv: Sequence[str] | None) -> int:
         metrics_port=args.metrics_port, model_name=args.model_name, max_batch=args.max_batch,
         queue_delay_us=args.queue_delay, instances=args.instances, log_verbose=args.log_verbose,
         exit_timeout=args.exit_timeout, max_megapixels=args.max_megapixels,
+        triton_log=os.devnull if args.quiet else None,  # -q: fcn-serve's own warnings and errors
     )  # fmt: skip
 
     def ready(server: FCNServer) -> None:
@@ -102,7 +106,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"ready: {c.model_name} and {c.encoded_model_name} on http://{server.http_url} "
               f"and grpc://{server.grpc_url}", flush=True)  # fmt: skip
 
-    options = {"variant": args.variant} if args.variant else {}
+    options: dict[str, object] = {"variant": args.variant} if args.variant else {}
+    options["allow_unverified"] = args.allow_unverified
     serve(args.model, config, device=args.device, backend=args.backend, ready=ready, **options)
     return 0
 

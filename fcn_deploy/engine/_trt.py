@@ -11,8 +11,8 @@ __all__ = ["MISSING_MESSAGE", "import_tensorrt", "tensorrt_available"]
 
 MISSING_MESSAGE = (
     "TensorRT is not installed: engines are built on a machine with an NVIDIA GPU and "
-    "TensorRT 10.12+ (pip install fcn-deploy[gpu] for CUDA 13 builds of torch, [gpu-cu12] for "
-    "CUDA 12)"
+    "TensorRT 10.12+ (from a clone: bash scripts/setup.sh gpu, which picks TensorRT's CUDA 13 or "
+    "CUDA 12 variant by torch's CUDA)"
 )
 
 

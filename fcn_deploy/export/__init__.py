@@ -7,7 +7,7 @@
 from .checks import GraphSummary
 from .exporter import ExportReport, export_onnx, model_sha256
 from .graph import synthetic_images
-from .metadata import OnnxMetadata, read_onnx_metadata
+from .metadata import OnnxMetadata, check_verified, read_onnx_metadata
 from .ort import ort_run, ort_session
 from .verify import VerifyRow, choose_sizes, format_rows, verify_onnx
 
@@ -16,6 +16,7 @@ __all__ = [
     "GraphSummary",
     "OnnxMetadata",
     "VerifyRow",
+    "check_verified",
     "choose_sizes",
     "export_onnx",
     "format_rows",

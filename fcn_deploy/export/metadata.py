@@ -20,7 +20,14 @@ from .._io import describe_file, os_reason
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
 
-__all__ = ["IO_MODES", "PRECISIONS", "PREFIX", "OnnxMetadata", "read_onnx_metadata"]
+__all__ = [
+    "IO_MODES",
+    "PRECISIONS",
+    "PREFIX",
+    "OnnxMetadata",
+    "check_verified",
+    "read_onnx_metadata",
+]
 
 PREFIX = "fcn_deploy."
 FORMAT_VERSION = 1
@@ -45,6 +52,9 @@ class OnnxMetadata:
     # int8 only: where the activation ranges came from, e.g. {"source": "synthetic", "method":
     # "minmax", "images": 64, "fp32_layers": ["upscore8"]}
     calibration: dict[str, Any] | None = None
+    # set when the export's verification failed: what failed. Loaders refuse such a file unless
+    # told otherwise (`check_verified`), so a model kept for inspection is not deployed by mistake
+    unverified: str | None = None
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
@@ -72,6 +82,8 @@ class OnnxMetadata:
         }
         if self.calibration is not None:
             values["calibration"] = json.dumps(self.calibration)
+        if self.unverified is not None:
+            values["unverified"] = self.unverified
         return {PREFIX + k: v for k, v in values.items()}
 
     @classmethod
@@ -96,6 +108,7 @@ class OnnxMetadata:
             onnx_version=p["onnx_version"],
             opset=int(p["opset"]),
             calibration=json.loads(p["calibration"]) if "calibration" in p else None,
+            unverified=p.get("unverified"),
         )
 
 
@@ -131,3 +144,15 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
         return OnnxMetadata.from_props(props)
     except (KeyError, ValueError, TypeError) as e:
         raise FCNError(f"{path}: fcn-deploy metadata is damaged or incompatible ({e})") from None
+
+
+def check_verified(
+    meta: OnnxMetadata, path: str | os.PathLike[str], allow_unverified: bool = False
+) -> None:
+    """Refuse a file whose export failed verification, unless ``allow_unverified``."""
+    if meta.unverified is not None and not allow_unverified:
+        raise FCNError(
+            f"{path} failed verification when it was exported ({meta.unverified}); re-export it, "
+            "or pass allow_unverified=True to use it anyway",
+            param="allow_unverified",
+        )

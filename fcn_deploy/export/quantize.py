@@ -16,7 +16,9 @@ each layer, from Caffe's coordinate maps) — see `calibrate_ranges`.
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io as _io
 import logging
 import os
 import tempfile
@@ -216,6 +218,28 @@ class _Reader:
         self.index = 0
 
 
+class _ToDebugLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("onnxruntime quantizer: %s", record.getMessage())
+
+
+@contextlib.contextmanager
+def _quantizer_to_debug_log() -> Iterator[None]:
+    """ONNX Runtime's quantizer warns through the root logger (``logging.warning``, which also
+    installs a stderr handler on first use) and prints calibration progress to stdout; both are
+    advice for its own API, so they go to this module's debug log instead."""
+    root, handler, stdout = logging.getLogger(), _ToDebugLog(), _io.StringIO()
+    root.addHandler(handler)  # a root with a handler: logging.warning adds none of its own
+    try:
+        with contextlib.redirect_stdout(stdout):
+            yield
+    finally:
+        root.removeHandler(handler)
+        for line in stdout.getvalue().splitlines():
+            if line.strip():
+                log.debug("onnxruntime quantizer: %s", line.strip())
+
+
 def quantize_qdq(
     path: str | os.PathLike[str],
     batches: Sequence[np.ndarray],
@@ -278,7 +302,7 @@ def quantize_qdq(
     }[method]
     symmetric = target == "tensorrt"
     reader = _Reader(proto.graph.input[0].name, batches, progress)
-    with tempfile.TemporaryDirectory(prefix="fcn-int8-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fcn-int8-") as tmp, _quantizer_to_debug_log():
         out = os.path.join(tmp, "int8.onnx")
         quantize_static(
             os.fspath(path),  # a path: given a ModelProto, the quantizer rewrites it in place

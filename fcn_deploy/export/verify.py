@@ -37,7 +37,11 @@ __all__ = [
 FP32_REL_TOL = 1e-4  # max abs error / max abs reference, FP32 logits
 FP32_LABEL_AGREEMENT = 0.999  # FP32 image mode (labels only; near-ties may flip a pixel)
 FP16_LABEL_AGREEMENT = 0.99
-INT8_LABEL_AGREEMENT = 0.98  # INT8 against FP32 PyTorch on the image-like probes (default)
+# INT8 against FP32 on held-out images like the ones it was calibrated for (default). The
+# random-size probes are not held to it: they test shapes and values, not accuracy, because a
+# net calibrated for scenes need not be accurate on random pixels (91-97% on a trained net whose
+# held-out scenes agree on 99%+).
+INT8_LABEL_AGREEMENT = 0.98
 
 
 @dataclass
@@ -87,11 +91,11 @@ def verify_onnx(
     rng: np.random.Generator,
     threads: int | None = None,
     progress: bool = True,
-    min_agreement: float | None = None,
 ) -> list[VerifyRow]:
     """One row per size: the ONNX file under ONNX Runtime against the FP32 PyTorch ``model``.
 
-    ``min_agreement`` overrides the label agreement an FP16/INT8 row must reach.
+    INT8 rows pass on the right shape with finite values; their label agreement is shown, and
+    INT8 accuracy is judged on held-out images (`fcn_deploy.export.quantize.int8_accuracy`).
     """
     session = ort_session(path, threads=threads)
     in_dtype = np.float16 if meta.fp16_io else np.float32
@@ -103,7 +107,7 @@ def verify_onnx(
         with torch.inference_mode():
             reference = model.eval()(torch.from_numpy(x)).numpy()
         out = ort_run(session, images if meta.io == "image" else x.astype(in_dtype))
-        rows.append(_compare(reference, out, meta, (n, h, w), min_agreement))
+        rows.append(_compare(reference, out, meta, (n, h, w)))
         if bar is not None:
             bar.update(1, size=f"{n}x{h}x{w}")
     if bar is not None:
@@ -112,11 +116,12 @@ def verify_onnx(
 
 
 def label_threshold(precision: str, io: str) -> float | None:
-    """The label agreement a row must reach (None: FP32 tensor mode, held to relative error)."""
+    """The label agreement a row must reach (None: FP32 tensor mode, held to relative error;
+    INT8, held to shape and finite values)."""
     if precision == "fp16":
         return FP16_LABEL_AGREEMENT
     if precision == "int8":
-        return INT8_LABEL_AGREEMENT
+        return None
     return FP32_LABEL_AGREEMENT if io == "image" else None
 
 
@@ -125,7 +130,6 @@ def _compare(
     out: np.ndarray,
     meta: OnnxMetadata,
     shape: tuple[int, int, int],
-    min_agreement: float | None = None,
 ) -> VerifyRow:
     ref_labels = reference.argmax(axis=1)
     peak = float(np.abs(reference).max())
@@ -135,11 +139,10 @@ def _compare(
         else "reference is all zeros (untrained score layers?): agreement says nothing"
     )
     threshold = label_threshold(meta.precision, meta.io)
-    if min_agreement is not None and meta.precision != "fp32":
-        threshold = min_agreement
     if meta.io == "image":
-        agreement = float((out == ref_labels).mean())
-        ok = agreement_passes(agreement, ref_labels.size, threshold or 0.0)
+        same_shape = out.shape == ref_labels.shape
+        agreement = float((out == ref_labels).mean()) if same_shape else 0.0
+        ok = same_shape and agreement_passes(agreement, ref_labels.size, threshold or 0.0)
         return VerifyRow(shape, None, None, agreement, ok, note)
     out = out.astype(np.float32)
     err = float(np.abs(out - reference).max()) if out.shape == reference.shape else float("inf")
@@ -149,22 +152,21 @@ def _compare(
     )
     if not np.isfinite(out).all():
         note = "output has NaN/inf (FP16 overflow?)"
-    ok = (
-        agreement_passes(agreement, ref_labels.size, threshold)
-        if threshold is not None
-        else rel <= FP32_REL_TOL
-    )
+    if meta.precision == "int8":
+        ok = out.shape == reference.shape
+    elif threshold is not None:
+        ok = agreement_passes(agreement, ref_labels.size, threshold)
+    else:
+        ok = rel <= FP32_REL_TOL
     return VerifyRow(shape, err, rel, agreement, bool(ok and np.isfinite(out).all()), note)
 
 
-def format_rows(
-    rows: Sequence[VerifyRow], meta: OnnxMetadata, min_agreement: float | None = None
-) -> str:
+def format_rows(rows: Sequence[VerifyRow], meta: OnnxMetadata) -> str:
     """The verification table, with the tolerance each row was held to."""
     threshold = label_threshold(meta.precision, meta.io)
-    if min_agreement is not None and meta.precision != "fp32":
-        threshold = min_agreement
-    if threshold is not None:
+    if meta.precision == "int8":
+        rule = "right shape, finite values; accuracy is judged on held-out images"
+    elif threshold is not None:
         rule = f"label agreement >= {threshold:.1%}"
     else:
         rule = f"relative error <= {FP32_REL_TOL:g}"

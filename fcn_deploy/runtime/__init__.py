@@ -44,11 +44,17 @@ def load_runner(
     path: str | os.PathLike[str],
     device: str | None = None,
     backend: str | None = None,
+    allow_unverified: bool = False,
     **options: Any,
 ) -> Runner:
     """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda,
-    cuda:N)."""
+    cuda:N). An ONNX file whose export failed verification is refused unless
+    ``allow_unverified``."""
     backend = backend or backend_for_path(path)
+    if backend in ("onnxruntime", "openvino"):
+        from ..export import check_verified, read_onnx_metadata
+
+        check_verified(read_onnx_metadata(path), path, allow_unverified)
     if backend == "torch":
         from .torch_runner import TorchRunner
 

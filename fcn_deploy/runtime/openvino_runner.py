@@ -26,7 +26,8 @@ def _openvino() -> Any:
         import openvino
     except ImportError:
         raise FCNError(
-            "openvino is not installed (pip install openvino, or 'fcn-deploy[openvino]')"
+            "openvino is not installed (pip install openvino; from a clone: "
+            "pip install -e '.[openvino]')"
         ) from None
     return openvino
 

@@ -1,9 +1,10 @@
 """Serving: a `Segmenter` behind NVIDIA Triton Inference Server (through PyTriton), and a client.
 
-Needs the ``serve`` extra (``pip install "fcn-deploy[serve]"``: nvidia-pytriton, tritonclient,
-numpy<2). `fcn_deploy.serve.server` runs the server (``fcn-serve``), `fcn_deploy.serve.client`
-talks to one (``fcn-predict --server``), `fcn_deploy.serve.protocol` is what both agree on.
-Imports of PyTriton and tritonclient are deferred to the call that needs them.
+Needs the ``serve`` extra (from a clone, ``pip install -e ".[serve]"``: nvidia-pytriton,
+tritonclient, numpy<2). `fcn_deploy.serve.server` runs the server (``fcn-serve``),
+`fcn_deploy.serve.client` talks to one (``fcn-predict --server``), `fcn_deploy.serve.protocol`
+is what both agree on. Imports of PyTriton and tritonclient are deferred to the call that needs
+them.
 """
 
 from .protocol import (

@@ -63,9 +63,10 @@ class ServeConfig:
     metrics_port: int = 8002
     model_name: str = "fcn"
     max_batch: int = 8  # images per model call the dynamic batcher may form
-    queue_delay_us: int = 2000  # how long the batcher may hold a request to fill a batch
+    queue_delay_us: int = 100  # how long the batcher may hold a request (fcn-export's default too)
     instances: int = 1  # model instances, each with its own Segmenter (requests run in parallel)
     log_verbose: int = 0  # tritonserver's --log-verbose
+    triton_log: str | None = None  # where tritonserver's own log goes (None: this process's stdout)
     exit_timeout: int = 30  # seconds tritonserver waits for in-flight requests when stopping
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS  # largest image a request may carry
 
@@ -374,6 +375,7 @@ class FCNServer:
                 http_address=c.host, http_port=c.http_port, grpc_address=c.host,
                 grpc_port=c.grpc_port, metrics_address=c.host, metrics_port=c.metrics_port,
                 log_verbose=c.log_verbose, exit_timeout_secs=c.exit_timeout,
+                log_file=None if c.triton_log is None else Path(c.triton_log),
             )
         )  # fmt: skip
         labels = Tensor(name=LABELS_OUTPUT, dtype=np.uint8, shape=(-1, -1))

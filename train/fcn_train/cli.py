@@ -17,6 +17,8 @@ from fcn_deploy._io import (
 )
 from fcn_deploy.cli._common import (
     OneLineParser,
+    add_allow_unverified,
+    add_model_argument,
     add_verbosity,
     non_negative_int,
     parse_args,
@@ -244,12 +246,7 @@ def eval_parser() -> argparse.ArgumentParser:
         description="Score a model (.pt, .caffemodel, .onnx, .engine) on a dataset: "
         "pixel accuracy, mean accuracy, mean IU, frequency weighted IU, per-class IU.",
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        type=Path,
-        help="checkpoint, Caffe .caffemodel, ONNX export or TensorRT engine",
-    )
+    add_model_argument(p, "checkpoint, Caffe .caffemodel, ONNX export or TensorRT engine")
     p.add_argument(
         "--data", choices=DATASETS, default="synthetic", help="dataset (default synthetic)"
     )
@@ -282,6 +279,7 @@ def eval_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run images larger than the model accepts in overlapping tiles",
     )
+    add_allow_unverified(p)
     add_verbosity(p)
     add_max_megapixels(p)
     return p
@@ -291,6 +289,8 @@ def _eval(argv: Sequence[str] | None) -> int:
     from fcn_deploy.api import Segmenter
 
     args = parse_args(eval_parser(), argv)
+    if args.model is None:
+        raise FCNError("no model: fcn-eval MODEL [options]")
     if args.json is not None:
         check_output_file(args.json)  # before the scoring, not after it
     dataset = open_dataset(args.data, args.split, args.root, args.sbd_root, args.num_images)
@@ -301,6 +301,7 @@ def _eval(argv: Sequence[str] | None) -> int:
         backend=args.backend,
         tile=args.tile,
         max_megapixels=args.max_megapixels,
+        allow_unverified=args.allow_unverified,
     ) as seg:
         info = seg.info
         if info.num_classes != dataset.num_classes:  # more would be scored as the next class

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class PretrainConfig:
     out: str = "runs/vgg16-synthetic.pth"
-    width: float = 0.125
+    width: float = 1.0  # the paper's VGG16, as fcn-train's default; 0.125 for a quick CPU run
     iterations: int = 1000
     batch_size: int = 16
     lr: float = 1e-3  # Adam, as fcn-train's synthetic recipe
