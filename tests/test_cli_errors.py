@@ -7,7 +7,9 @@ a matrix row cannot show (other images still processed, SIGTERM, stale temp file
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import struct
 import subprocess
@@ -62,6 +64,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "empty.onnx").write_bytes(b"")
     (root / "folder.onnx").mkdir()
     (root / "a-file").write_text("x")
+    # ONNX files naming external data outside their folder (a secret beside the folder)
+    from conftest import with_external_data
+
+    from fcn_deploy.export import export_onnx
+
+    export_onnx(root / "m7.pt", root / "m7.onnx", max_size=(64, 64), max_batch=2, verify=False,
+                progress=False)  # fmt: skip
+    (root / "picture.onnx").write_bytes((root / "ok.png").read_bytes())
+    (root / "secret.txt").write_text("root:secret\n")
+    evil = root / "evil"
+    with_external_data(root / "m7.onnx", evil / "up.onnx", "../secret.txt", write=False)
+    with_external_data(root / "m7.onnx", evil / "abs.onnx", str(root / "secret.txt"), write=False)
+    (evil / "link.bin").symlink_to(root / "secret.txt")
+    with_external_data(root / "m7.onnx", evil / "link.onnx", "link.bin", write=False)
     return root
 
 
@@ -193,6 +209,71 @@ def test_bad_option_or_file_is_one_line_and_leaves_nothing(
     assert listing(work) == [] and listing(files) == before  # no output, temp file or folder
     if cli == "fcn-export":  # options and outputs are checked before the checkpoint loads
         assert "loaded" not in err, err
+
+
+# Cases run in one Python process (one torch import for all): each CLI's main() in turn.
+BATCH = r"""
+import contextlib, io, json, sys, traceback
+from importlib.metadata import entry_points
+
+results = []
+for cli, argv in json.loads(sys.argv[1]):
+    main = entry_points(group="console_scripts")[cli].load()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except BaseException:
+            traceback.print_exc()
+            code = -1
+    results.append([code, err.getvalue()])
+print("\nRESULTS " + json.dumps(results))
+"""
+
+BATCHED = [
+    # ONNX external data outside the model's folder: never copied, never read
+    ("fcn-export", "{f}/evil/up.onnx --triton-repo {w}/r", "outside the model's folder"),
+    ("fcn-export", "{f}/evil/abs.onnx --triton-repo {w}/r", "outside the model's folder"),
+    ("fcn-export", "{f}/evil/link.onnx --triton-repo {w}/r", "outside the model's folder"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/evil/up.onnx", "outside the model's"),
+    (
+        "fcn-predict",
+        "{f}/ok.png -o {w}/out --model {f}/evil/link.onnx --backend openvino",
+        "outside the model's",
+    ),
+    ("fcn-serve", "{f}/evil/abs.onnx", "outside the model's folder"),
+    ("fcn-bench", "--model {f}/evil/up.onnx --sizes 32x32 --iters 1", "outside the model's"),
+    ("fcn-bench", "--model {f}/picture.onnx --sizes 32x32 --iters 1", "is a PNG image"),
+    ("fcn-export", "{f}/m7.onnx --triton-repo {w}/r --triton-name 'a b'", "--triton-name"),
+]
+
+
+def test_batched_bad_inputs_are_one_line_and_leave_nothing(files: Path, work: Path) -> None:
+    """More rows of the matrix above, run by one interpreter (see BATCH)."""
+    before = listing(files)
+    cases = [(cli, shlex.split(args.format(f=files, w=work))) for cli, args, _ in BATCHED]
+    result = subprocess.run(
+        [sys.executable, "-c", BATCH, json.dumps(cases)],
+        capture_output=True, text=True, timeout=600, cwd=work,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout.split("\nRESULTS ", 1)[1])
+    for (cli, args, expected), (code, err) in zip(BATCHED, results, strict=True):
+        case = f"{cli} {args}: {err}"
+        assert code in (1, 2) and "Traceback" not in err and expected in err, case
+        assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, case
+    assert listing(work) == [] and listing(files) == before
+
+
+def test_external_data_outside_the_folder_is_refused_by_every_reader(files: Path) -> None:
+    from fcn_deploy.export import ort_session
+
+    for name in ("up", "abs", "link"):
+        model = files / "evil" / f"{name}.onnx"
+        with pytest.raises(FCNError, match="outside the model's folder"):
+            ort_session(model)
+        with pytest.raises(FCNError, match="outside the model's folder"):
+            Segmenter.load(model, device="cpu")
 
 
 def test_predict_goes_on_after_an_unreadable_file(files: Path, work: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from .._io import describe_file, os_reason
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
+from .external_data import external_data_files
 
 __all__ = ["IO_MODES", "PRECISIONS", "PREFIX", "OnnxMetadata", "read_onnx_metadata"]
 
@@ -100,7 +101,10 @@ class OnnxMetadata:
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
-    """The `OnnxMetadata` of an exported file, read without loading its weights."""
+    """The `OnnxMetadata` of an exported file, read without loading its weights.
+
+    Also refuses a file naming external data outside its folder (`external_data_files`).
+    """
     import onnx
 
     path = Path(path)
@@ -121,6 +125,7 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
         ) from None
     if not model.graph.node:
         raise FCNError(f"{path} is not an ONNX model (it parses, but holds no graph)")
+    external_data_files(path, model)  # every reader of a user's ONNX file comes through here
     props = {p.key: p.value for p in model.metadata_props}
     if not any(k.startswith(PREFIX) for k in props):
         raise FCNError(

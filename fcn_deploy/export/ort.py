@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FCNError
+from .external_data import external_data_files
 
 __all__ = ["cuda_providers", "ort_run", "ort_session", "provider_problem", "require_providers"]
 
@@ -23,7 +24,9 @@ def ort_session(
     """An `onnxruntime.InferenceSession` with explicit thread settings (CPU provider by default).
 
     ``threads``: intra-op threads (None: ONNX Runtime's default, one per core); ``inter_threads``:
-    threads across independent nodes (this graph is a chain, so 1 is usually right).
+    threads across independent nodes (this graph is a chain, so 1 is usually right). External
+    data outside the model's folder is refused first (`external_data_files`), whatever ONNX
+    Runtime release would do with it.
     """
     try:
         import onnxruntime as ort
@@ -31,6 +34,7 @@ def ort_session(
         raise FCNError(
             "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
         ) from None
+    external_data_files(path)
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
 import sysconfig
@@ -33,6 +32,7 @@ import numpy as np
 
 from ..api import Segmenter
 from ..errors import FCNError
+from ..export.triton_repo import MODEL_NAME
 from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_encoded_megapixels, check_megapixels
 from ..meta import SizeBounds
 from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
@@ -49,8 +49,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton accepts as a model name
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,7 @@ class ServeConfig:
             raise FCNError(
                 f"http_port, grpc_port and metrics_port must differ, got {list(ports.values())}"
             )
-        if not _NAME_RE.match(self.model_name):
+        if not MODEL_NAME.match(self.model_name):
             raise FCNError(
                 f"model_name={self.model_name!r}: use letters, digits, '.', '_' and '-' only"
             )
