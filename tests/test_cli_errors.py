@@ -71,6 +71,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     export_onnx(root / "m7.pt", root / "m7.onnx", max_size=(64, 64), max_batch=2, verify=False,
                 progress=False)  # fmt: skip
+    (root / "m7-link.onnx").symlink_to(root / "m7.onnx")
+    (root / "run").mkdir()  # an earlier training run whose weights start the next one
+    (root / "run" / "best.pt").write_bytes((root / "m7.pt").read_bytes())
     (root / "picture.onnx").write_bytes((root / "ok.png").read_bytes())
     (root / "secret.txt").write_text("root:secret\n")
     evil = root / "evil"
@@ -95,6 +98,11 @@ def run(cli: str, *args: object, cwd: Path, timeout: float = 240) -> subprocess.
 
 def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # hidden files too
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (nothing replaced, not just nothing added)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 # (cli, arguments with {f} = the inputs folder and {w} = the work folder, text the line must hold)
@@ -245,12 +253,25 @@ BATCHED = [
     ("fcn-bench", "--model {f}/evil/up.onnx --sizes 32x32 --iters 1", "outside the model's"),
     ("fcn-bench", "--model {f}/picture.onnx --sizes 32x32 --iters 1", "is a PNG image"),
     ("fcn-export", "{f}/m7.onnx --triton-repo {w}/r --triton-name 'a b'", "--triton-name"),
+    # an output that is an input (or another output) would replace it
+    ("fcn-bench", "--model {f}/m7.onnx --json {f}/evil/../m7.onnx", "same file as the input"),
+    ("fcn-bench", "--model {f}/m7.onnx --plot {f}/m7-link.onnx", "same file as the input"),
+    ("fcn-bench", "--json {w}/r.json --markdown {w}/r.json", "same file as the output --json"),
+    ("fcn-eval", "--model {f}/m7.pt --json {f}/m7.pt", "same file as the input --model"),
+    ("fcn-export", "{f}/m7.onnx --engine {f}/m7.onnx", "same file as the input SOURCE"),
+    ("fcn-pretrain", "--out {w}/c.pth --json {w}/c.pth", "same file as the output --out"),
+    (
+        "fcn-train",
+        "--variant fcn32s --width 0.0625 --iterations 1 --out {f}/run --overwrite "
+        "--init checkpoint:{f}/run/best.pt",
+        "same file as the input --init",
+    ),
 ]
 
 
 def test_batched_bad_inputs_are_one_line_and_leave_nothing(files: Path, work: Path) -> None:
     """More rows of the matrix above, run by one interpreter (see BATCH)."""
-    before = listing(files)
+    before = contents(files)
     cases = [(cli, shlex.split(args.format(f=files, w=work))) for cli, args, _ in BATCHED]
     result = subprocess.run(
         [sys.executable, "-c", BATCH, json.dumps(cases)],
@@ -262,7 +283,7 @@ def test_batched_bad_inputs_are_one_line_and_leave_nothing(files: Path, work: Pa
         case = f"{cli} {args}: {err}"
         assert code in (1, 2) and "Traceback" not in err and expected in err, case
         assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, case
-    assert listing(work) == [] and listing(files) == before
+    assert listing(work) == [] and contents(files) == before
 
 
 def test_external_data_outside_the_folder_is_refused_by_every_reader(files: Path) -> None:

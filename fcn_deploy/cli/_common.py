@@ -7,10 +7,12 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from .._io import os_reason
@@ -29,6 +31,7 @@ __all__ = [
     "parse_args",
     "positive_float",
     "positive_int",
+    "refuse_overwrites",
     "run_cli",
     "size_hw",
     "size_list",
@@ -78,6 +81,40 @@ def run_cli(
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{os_reason(e)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def refuse_overwrites(
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
+) -> None:
+    """Refuse an output file that is one of the inputs, or another output, before any work.
+
+    Keys name the option (``--json``), values the path (None: not given). Paths are compared as
+    files (symlinks, ``..`` and hard links resolved), so ``--json model.onnx`` cannot replace the
+    model being measured, nor ``--json`` the weights that ``--out`` writes.
+    """
+    seen: dict[object, tuple[str, str]] = {}
+    for role, group in (("input", inputs or {}), ("output", outputs)):
+        for flag, path in group.items():
+            if path is None:
+                continue
+            key = _file_key(Path(path))
+            if key in seen:
+                other_flag, other_role = seen[key]
+                raise FCNError(
+                    f"{flag} {path} is the same file as the {other_role} {other_flag}; writing it "
+                    f"would replace that {other_role}: choose another name"
+                )
+            seen[key] = (flag, role)
+
+
+def _file_key(path: Path) -> object:
+    """What identifies a file: device and inode when it exists (hard links), else its real path."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return path.resolve()
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:

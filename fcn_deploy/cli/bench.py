@@ -37,6 +37,7 @@ from ._common import (
     parse_args,
     positive_float,
     positive_int,
+    refuse_overwrites,
     run_cli,
     size_list,
 )
@@ -153,7 +154,9 @@ def _stream(text: str) -> tuple[int, int, int]:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(build_parser(), argv)
-    for out in (args.json, args.markdown, args.plot):
+    outputs = {"--json": args.json, "--markdown": args.markdown, "--plot": args.plot}
+    refuse_overwrites(outputs, {"--model": args.model})
+    for out in outputs.values():
         if out is not None:
             check_output_file(out)  # before the benchmark, not after it
     sliding = args.scenario == "sliding-window"

@@ -25,6 +25,7 @@ from ._common import (
     non_negative_int,
     parse_args,
     positive_int,
+    refuse_overwrites,
     run_cli,
     size_hw,
 )
@@ -195,6 +196,7 @@ def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(build_parser(), argv)
+    refuse_overwrites({"-o": args.output, "--engine": args.engine}, {"SOURCE": args.source})
     if args.engine is not None:  # before the export: a bad engine option must not waste it
         check_engine_arguments(args)
     if args.triton_repo is not None:  # likewise the repository folder and the model's name
