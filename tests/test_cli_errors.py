@@ -71,6 +71,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     export_onnx(root / "m7.pt", root / "m7.onnx", max_size=(64, 64), max_batch=2, verify=False,
                 progress=False)  # fmt: skip
+    (root / "photos" / "a").mkdir(parents=True)  # pictures of which results would replace some
+    for name in ("holiday.png", "cat.jpg", "cat_overlay.jpg", "a/b.png"):
+        cv2.imwrite(str(root / "photos" / name), np.full((16, 16, 3), 60, np.uint8))
     (root / "m7-link.onnx").symlink_to(root / "m7.onnx")
     (root / "run").mkdir()  # an earlier training run whose weights start the next one
     (root / "run" / "best.pt").write_bytes((root / "m7.pt").read_bytes())
@@ -253,6 +256,19 @@ BATCHED = [
     ("fcn-bench", "--model {f}/evil/up.onnx --sizes 32x32 --iters 1", "outside the model's"),
     ("fcn-bench", "--model {f}/picture.onnx --sizes 32x32 --iters 1", "is a PNG image"),
     ("fcn-export", "{f}/m7.onnx --triton-repo {w}/r --triton-name 'a b'", "--triton-name"),
+    # fcn-predict: results never mix with (or replace) the images
+    ("fcn-predict", "{f}/photos -o {f}/photos --model {f}/m7.pt", "is the input folder"),
+    ("fcn-predict", "{f}/photos/a -o {f} --model {f}/m7.pt", "holds the input folder"),
+    (
+        "fcn-predict",
+        "{f}/photos/cat.jpg {f}/photos/cat_overlay.jpg -o {f}/photos --overlay --model {f}/m7.pt",
+        "cat_overlay.jpg would be replaced by the result",
+    ),
+    (
+        "fcn-predict",
+        "{f}/photos/holiday.png -o {f}/photos --model {f}/m7.pt",
+        "holiday.png would be replaced",
+    ),
     # an output that is an input (or another output) would replace it
     ("fcn-bench", "--model {f}/m7.onnx --json {f}/evil/../m7.onnx", "same file as the input"),
     ("fcn-bench", "--model {f}/m7.onnx --plot {f}/m7-link.onnx", "same file as the input"),
