@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ._io import atomic_path, describe_file, os_reason
+from ._io import atomic_path, describe_bytes, describe_file, os_reason
 from .errors import FCNError
 
 __all__ = [
@@ -113,22 +114,79 @@ def _check_header(
 ) -> None:
     """Check the size the file's header declares, without decoding its pixels.
 
-    Formats Pillow cannot identify (EXR, HDR, ...) pass here and are checked after decoding.
+    Pillow reads most headers; Radiance HDR and the TIFF variants Pillow cannot open (float32
+    RGB) are read here. A file whose size no header reader finds is refused before decoding
+    (OpenCV would decode it whole first), worded by what the file is.
     """
     what = what or f"{source}: an image"
+    name = str(source) if isinstance(source, Path) else what
+    size = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as image:
-                width, height = image.size
+                size = image.size
+                if image.format == "GIF":
+                    raise FCNError(f"{name}: a GIF image; GIFs are not supported (convert to PNG)")
     except Image.DecompressionBombError as e:  # Pillow's own refusal, above 2 × MAX_IMAGE_PIXELS
         found = re.search(r"\((\d+) pixels\)", str(e))
         if found and max_megapixels is not None:
             _check_pixels(int(found.group(1)), "(size from its header)", max_megapixels, what)
         return  # a higher limit than Pillow's: OpenCV's own 1-gigapixel cap still applies
     except UnidentifiedImageError:
-        return
+        head = _head(source)
+        size = _hdr_size(head) or _tiff_size(head)
+        if size is None:
+            kind = describe_bytes(head)
+            raise FCNError(
+                f"{name}: not a readable image "
+                f"({kind or 'no image size in its header: corrupt or unsupported format'})"
+            ) from None
+    width, height = size
     check_megapixels(int(height), int(width), max_megapixels, what)
+
+
+HEADER_BYTES = 1 << 16  # what the header readers look at
+
+
+def _head(source: Path | IO[bytes]) -> bytes:
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            return f.read(HEADER_BYTES)
+    source.seek(0)
+    return source.read(HEADER_BYTES)
+
+
+def _hdr_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) of a Radiance HDR file: text header, blank line, ``-Y H +X W``."""
+    if not head.startswith((b"#?RADIANCE", b"#?RGBE")):
+        return None
+    found = re.search(rb"\n\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\n", head)
+    if found is None:
+        return None
+    first, second = int(found.group(3)), int(found.group(6))
+    return (second, first) if found.group(2) == b"Y" else (first, second)
+
+
+def _tiff_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a classic TIFF's first IFD (tags 256 and 257)."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head[:4])
+    if order is None or len(head) < 8:
+        return None
+    (offset,) = struct.unpack(order + "I", head[4:8])
+    if offset + 2 > len(head):
+        return None
+    (count,) = struct.unpack(order + "H", head[offset : offset + 2])
+    tags = {}
+    for i in range(count):
+        entry = head[offset + 2 + 12 * i : offset + 14 + 12 * i]
+        if len(entry) < 12:
+            break
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag in (256, 257):
+            fmt = "H" if kind == 3 else "I"
+            tags[tag] = struct.unpack(order + fmt, entry[8 : 8 + struct.calcsize(fmt)])[0]
+    return (tags[256], tags[257]) if len(tags) == 2 else None
 
 
 def read_image(
@@ -137,8 +195,8 @@ def read_image(
     """Decode an image file to uint8 BGR (the rule of `to_bgr8`); a clear error if it can't be read.
 
     The size is read from the file's header first and checked against ``max_megapixels`` (None:
-    no limit), so a small file that claims a huge image is refused before it is decoded. Formats
-    Pillow cannot parse (EXR, HDR) are checked after decoding, under OpenCV's own 1-gigapixel cap.
+    no limit), so a small file that claims a huge image is refused before it is decoded; a file
+    whose header gives no size is refused undecoded.
     """
     path = Path(path)
     if path.is_dir():

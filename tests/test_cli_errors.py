@@ -26,7 +26,12 @@ import torch
 from fcn_deploy import FCNError, save_checkpoint
 from fcn_deploy._io import atomic_write_bytes, check_output_file, describe_file
 from fcn_deploy.api import Segmenter
-from fcn_deploy.imageio import quiet_opencv_logging, read_image, read_label_png
+from fcn_deploy.imageio import (
+    check_encoded_megapixels,
+    quiet_opencv_logging,
+    read_image,
+    read_label_png,
+)
 from fcn_deploy.models import create_model
 
 BIN = Path(sys.executable).parent
@@ -256,6 +261,8 @@ BATCHED = [
     ("fcn-bench", "--model {f}/evil/up.onnx --sizes 32x32 --iters 1", "outside the model's"),
     ("fcn-bench", "--model {f}/picture.onnx --sizes 32x32 --iters 1", "is a PNG image"),
     ("fcn-export", "{f}/m7.onnx --triton-repo {w}/r --triton-name 'a b'", "--triton-name"),
+    ("fcn-bench", "--sizes 64x64,99999x99999", "99999x99999 (WxH) is 9999.8 megapixels"),
+    ("fcn-bench", "--stream 2:64-20000", "20000x20000 (WxH) is 400.0 megapixels"),
     # fcn-predict: results never mix with (or replace) the images
     ("fcn-predict", "{f}/photos -o {f}/photos --model {f}/m7.pt", "is the input folder"),
     ("fcn-predict", "{f}/photos/a -o {f} --model {f}/m7.pt", "holds the input folder"),
@@ -436,6 +443,22 @@ def test_kill_9_leftover_is_cleaned_by_the_next_export(files: Path, work: Path) 
     assert listing(work) == ["m.onnx"], leftovers
 
 
+def tiff_claiming(path: Path, width: int, height: int) -> bytes:
+    """A little-endian TIFF file whose first IFD's width and height tags are replaced."""
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\x00"
+    (offset,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[offset : offset + 2])
+    for i in range(count):
+        at = offset + 2 + 12 * i
+        tag, kind = struct.unpack("<HH", data[at : at + 4])
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+            data[at + 8 : at + 12] = packed
+    return bytes(data)
+
+
 def test_image_size_limit_is_read_from_the_header(files: Path, tmp_path: Path) -> None:
     with pytest.raises(FCNError, match=r"400\.0 megapixels, over the limit max_megapixels=100"):
         read_image(files / "huge.png")  # 74 bytes; decoding would take 1.2 GB
@@ -446,8 +469,28 @@ def test_image_size_limit_is_read_from_the_header(files: Path, tmp_path: Path) -
     with pytest.raises(FCNError, match=r"max_megapixels=0\.001"):
         read_image(files / "ok.png", max_megapixels=0.001)
     assert read_image(files / "ok.png", max_megapixels=None).shape == (40, 56, 3)
+    # formats Pillow cannot open: the size comes from their own headers, never from decoding
+    floats = np.random.default_rng(0).random((30, 40, 3)).astype(np.float32)
+    cv2.imwrite(str(tmp_path / "small.hdr"), floats)
+    hdr = (tmp_path / "small.hdr").read_bytes().replace(b"-Y 30 +X 40", b"-Y 10000 +X 12000")
+    (tmp_path / "big.hdr").write_bytes(hdr)
+    cv2.imwrite(str(tmp_path / "small.tif"), floats)  # float32 RGB: Pillow cannot identify it
+    (tmp_path / "big.tif").write_bytes(tiff_claiming(tmp_path / "small.tif", 12000, 10000))
+    for big in ("big.hdr", "big.tif"):
+        with pytest.raises(FCNError, match=r"12000x10000 \(WxH\) is 120\.0 megapixels"):
+            read_image(tmp_path / big)
+    with pytest.raises(FCNError, match=r"12000x10000 \(WxH\)"):  # fcn-serve's encoded model
+        check_encoded_megapixels(hdr, 100)
+    assert read_image(tmp_path / "small.tif").shape == read_image(tmp_path / "small.hdr").shape
+    (tmp_path / "odd.bin").write_bytes(b"\x00\x01binary of no known format" * 8)
+    with pytest.raises(FCNError, match="no image size in its header"):
+        read_image(tmp_path / "odd.bin")
     label = tmp_path / "label.png"
     from PIL import Image
+
+    Image.new("P", (8, 8)).save(tmp_path / "anim.gif")
+    with pytest.raises(FCNError, match="a GIF image; GIFs are not supported"):
+        read_image(tmp_path / "anim.gif")
 
     Image.new("P", (300, 200)).save(label)
     with pytest.raises(FCNError, match="a label map of 300x200"):

@@ -28,6 +28,7 @@ from ..bench import (
 )
 from ..bench.backends import DEFAULT_BACKENDS
 from ..bench.scenarios import BENCH_CALIBRATION
+from ..imageio import check_megapixels
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
@@ -41,6 +42,7 @@ from ._common import (
     run_cli,
     size_list,
 )
+from .predict import add_max_megapixels
 
 __all__ = ["build_parser", "main"]
 
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=Path, help="write a Markdown table here")
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
     add_verbosity(p)
+    add_max_megapixels(p)
     return p
 
 
@@ -160,6 +163,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if out is not None:
             check_output_file(out)  # before the benchmark, not after it
     sliding = args.scenario == "sliding-window"
+    side = args.stream[2]
+    for h, w in [*(args.sizes or []), (side, side)]:  # inputs are allocated: the usual limit
+        check_megapixels(h, w, args.max_megapixels, "a --sizes/--stream input")
     cfg = BenchConfig(
         sizes=args.sizes or size_list(SLIDING_SIZES if sliding else DEFAULT_SIZES),
         batch=args.batch,

@@ -71,7 +71,6 @@ IMAGE_SUFFIXES = frozenset(
         ".pbm",
         ".pnm",
         ".jp2",
-        ".exr",
         ".hdr",
     ]
 )
