@@ -20,13 +20,14 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ._io import atomic_path, describe_bytes, describe_file, os_reason
+from ._io import atomic_path, describe_file, os_reason
 from .errors import FCNError
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
-    "check_encoded_megapixels",
     "check_megapixels",
+    "decode_image_bytes",
+    "orient",
     "quiet_opencv_logging",
     "read_image",
     "read_label_png",
@@ -101,52 +102,91 @@ def _check_pixels(pixels: int, size: str, max_megapixels: float | None, what: st
         )
 
 
-def check_encoded_megapixels(
+def decode_image_bytes(
     data: bytes, max_megapixels: float | None, what: str = "an encoded image"
-) -> None:
-    """Refuse encoded image bytes (a JPEG, PNG, ... file's content) whose header declares more
-    than ``max_megapixels``, before they are decoded (a tiny file can claim a huge image)."""
-    _check_header(io.BytesIO(data), max_megapixels, what)
+) -> np.ndarray | None:
+    """Decode an image file's bytes (JPEG, PNG, ...) as `read_image` does; None if they are not
+    an image. The header's size is checked before decoding (a tiny file can claim a huge image)
+    and bytes whose header gives no size are not decoded at all."""
+    orientation = _check_header(io.BytesIO(data), max_megapixels, what)
+    if orientation is None:
+        return None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return None if image is None else orient(image, orientation)
+
+
+#: EXIF orientation (tag 274) → how the stored pixels become what viewers show.
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to decoded pixels, so they stand as every viewer shows them (and
+    as ``cv2.imread`` gives them): label maps then line up with what people see."""
+    turn = _ORIENT.get(orientation)
+    return image if turn is None else np.ascontiguousarray(turn(image))
 
 
 def _check_header(
     source: Path | IO[bytes], max_megapixels: float | None, what: str | None = None
-) -> None:
-    """Check the size the file's header declares, without decoding its pixels.
+) -> int | None:
+    """Check the size the file's header declares, without decoding its pixels; return its EXIF
+    orientation (1: as stored), or None when no header reader finds a size (not decoded then:
+    OpenCV would decode it whole first).
 
     Pillow reads most headers; Radiance HDR and the TIFF variants Pillow cannot open (float32
-    RGB) are read here. A file whose size no header reader finds is refused before decoding
-    (OpenCV would decode it whole first), worded by what the file is.
+    RGB) are read here.
     """
     what = what or f"{source}: an image"
     name = str(source) if isinstance(source, Path) else what
-    size = None
+    orientation = 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 size = image.size
+                orientation = _orientation(image)
                 if image.format == "GIF":
                     raise FCNError(f"{name}: a GIF image; GIFs are not supported (convert to PNG)")
     except Image.DecompressionBombError as e:  # Pillow's own refusal, above 2 × MAX_IMAGE_PIXELS
         found = re.search(r"\((\d+) pixels\)", str(e))
         if found and max_megapixels is not None:
             _check_pixels(int(found.group(1)), "(size from its header)", max_megapixels, what)
-        return  # a higher limit than Pillow's: OpenCV's own 1-gigapixel cap still applies
+        return 1  # a higher limit than Pillow's: OpenCV's own 1-gigapixel cap still applies
     except UnidentifiedImageError:
         head = _head(source)
-        size = _hdr_size(head) or _tiff_size(head)
-        if size is None:
-            kind = describe_bytes(head)
-            raise FCNError(
-                f"{name}: not a readable image "
-                f"({kind or 'no image size in its header: corrupt or unsupported format'})"
-            ) from None
+        found = _hdr_size(head) or _tiff_size(head)
+        if found is None:
+            return None
+        size = found
     width, height = size
     check_megapixels(int(height), int(width), max_megapixels, what)
+    return orientation
 
 
 HEADER_BYTES = 1 << 16  # what the header readers look at
+_ORIENTATION_TAG = 274  # EXIF Orientation
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image, read without decoding its pixels (Pillow's
+    ``getexif`` would decode a PNG to look for late EXIF chunks; only the header's is read)."""
+    if image.format in ("JPEG", "MPO", "TIFF"):
+        exif = image.getexif()  # parsed from the header when the file was opened
+    elif "exif" in image.info:  # PNG's eXIf or WebP's EXIF chunk, when it precedes the pixels
+        exif = Image.Exif()
+        exif.load(image.info["exif"])
+    else:
+        return 1
+    value = exif.get(_ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) else 1
 
 
 def _head(source: Path | IO[bytes]) -> bytes:
@@ -192,7 +232,8 @@ def _tiff_size(head: bytes) -> tuple[int, int] | None:
 def read_image(
     path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
 ) -> np.ndarray:
-    """Decode an image file to uint8 BGR (the rule of `to_bgr8`); a clear error if it can't be read.
+    """Decode an image file to uint8 BGR (the rule of `to_bgr8`), turned by its EXIF orientation
+    as viewers show it (as ``cv2.imread`` does); a clear error if it can't be read.
 
     The size is read from the file's header first and checked against ``max_megapixels`` (None:
     no limit), so a small file that claims a huge image is refused before it is decoded; a file
@@ -204,18 +245,21 @@ def read_image(
     if not path.exists():
         raise FCNError(f"{path}: no such image file")
     try:
-        _check_header(path, max_megapixels)
-        data = np.frombuffer(path.read_bytes(), np.uint8)
+        orientation = _check_header(path, max_megapixels)
+        image = None
+        if orientation is not None:
+            data = np.frombuffer(path.read_bytes(), np.uint8)
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except OSError as e:
         raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        what = describe_file(path) if data.size else "an empty file (0 bytes)"
+        what = describe_file(path)
+        if orientation is None and what is None:
+            what = "no image size in its header: corrupt or unsupported format"
         raise FCNError(
             f"{path}: not a readable image ({what or 'corrupt, truncated or unsupported format'})"
         )
-    check_megapixels(image.shape[0], image.shape[1], max_megapixels, f"{path}: an image")
-    return to_bgr8(image)
+    return to_bgr8(orient(image, orientation or 1))
 
 
 def write_label_png(

@@ -27,7 +27,7 @@ from fcn_deploy import FCNError, save_checkpoint
 from fcn_deploy._io import atomic_write_bytes, check_output_file, describe_file
 from fcn_deploy.api import Segmenter
 from fcn_deploy.imageio import (
-    check_encoded_megapixels,
+    decode_image_bytes,
     quiet_opencv_logging,
     read_image,
     read_label_png,
@@ -480,7 +480,7 @@ def test_image_size_limit_is_read_from_the_header(files: Path, tmp_path: Path) -
         with pytest.raises(FCNError, match=r"12000x10000 \(WxH\) is 120\.0 megapixels"):
             read_image(tmp_path / big)
     with pytest.raises(FCNError, match=r"12000x10000 \(WxH\)"):  # fcn-serve's encoded model
-        check_encoded_megapixels(hdr, 100)
+        decode_image_bytes(hdr, 100)
     assert read_image(tmp_path / "small.tif").shape == read_image(tmp_path / "small.hdr").shape
     (tmp_path / "odd.bin").write_bytes(b"\x00\x01binary of no known format" * 8)
     with pytest.raises(FCNError, match="no image size in its header"):
@@ -544,3 +544,32 @@ def test_quiet_opencv_logging_works_on_this_opencv() -> None:
     assert (
         cv2.imdecode(np.frombuffer(b"\x89PNG\r\n\x1a\nbroken", np.uint8), cv2.IMREAD_COLOR) is None
     )
+
+
+def test_exif_orientation_is_applied_wherever_a_file_is_decoded(
+    files: Path, tmp_path: Path
+) -> None:
+    """A JPEG stored 100 wide × 60 high with Orientation 6 is shown 60 × 100 by every viewer and
+    by ``cv2.imread``; labels must line up with that, from a path, bytes, or the server."""
+    from PIL import Image
+
+    from fcn_deploy.meta import SizeBounds
+    from fcn_deploy.serve.server import decode_image
+
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 255, (60, 100, 3), dtype=np.uint8))
+    for orientation in range(1, 9):
+        path = tmp_path / f"o{orientation}.jpg"
+        exif = Image.Exif()
+        exif[274] = orientation
+        stored.save(path, exif=exif, quality=95)
+        shown = cv2.imread(str(path), cv2.IMREAD_COLOR)  # OpenCV applies the orientation here
+        np.testing.assert_array_equal(read_image(path), shown, err_msg=str(orientation))
+        decoded = decode_image_bytes(path.read_bytes(), 100)
+        assert decoded is not None
+        np.testing.assert_array_equal(decoded, shown)
+        served = decode_image(path.read_bytes(), SizeBounds(min_hw=(1, 1), max_hw=(512, 512)))
+        np.testing.assert_array_equal(served, shown)
+    assert read_image(tmp_path / "o6.jpg").shape == (100, 60, 3)
+    seg = Segmenter.load(files / "m7.pt", device="cpu")
+    assert seg.predict(tmp_path / "o6.jpg").shape == (100, 60)

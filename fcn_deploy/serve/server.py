@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..api import Segmenter
 from ..errors import FCNError
 from ..export.triton_repo import MODEL_NAME
-from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_encoded_megapixels, check_megapixels
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, decode_image_bytes
 from ..meta import SizeBounds
 from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
 
@@ -146,15 +145,12 @@ def decode_image(
     small request that claims a huge image costs nothing.
     """
     what = f"input '{IMAGE_BYTES_INPUT}': an image"
-    check_encoded_megapixels(data, max_megapixels, what)
-    array = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_UNCHANGED) if array.size else None
+    image = decode_image_bytes(data, max_megapixels, what)  # EXIF orientation applied
     if image is None:
         raise FCNError(
             f"input '{IMAGE_BYTES_INPUT}': {len(data)} bytes that do not decode as an image "
             "(send a whole JPEG, PNG, BMP, TIFF or WebP file)"
         )
-    check_megapixels(image.shape[0], image.shape[1], max_megapixels, what)  # headerless formats
     problem = _size_problem(image.shape[0], image.shape[1], bounds)
     if problem:
         raise FCNError(f"input '{IMAGE_BYTES_INPUT}': {problem}")
