@@ -79,6 +79,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "photos" / "a").mkdir(parents=True)  # pictures of which results would replace some
     for name in ("holiday.png", "cat.jpg", "cat_overlay.jpg", "a/b.png"):
         cv2.imwrite(str(root / "photos" / name), np.full((16, 16, 3), 60, np.uint8))
+    edit_onnx(root / "m7.onnx", root / "five.onnx", info={"num_classes": 5})
     (root / "m7-link.onnx").symlink_to(root / "m7.onnx")
     (root / "run").mkdir()  # an earlier training run whose weights start the next one
     (root / "run" / "best.pt").write_bytes((root / "m7.pt").read_bytes())
@@ -106,6 +107,27 @@ def run(cli: str, *args: object, cwd: Path, timeout: float = 240) -> subprocess.
 
 def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # hidden files too
+
+
+def edit_onnx(
+    source: Path, dest: Path, info: dict | None = None, dims: dict | None = None, **props: str
+) -> Path:
+    """``source`` with its metadata changed: ``info`` fields, raw ``fcn_deploy.*`` values, or
+    fixed input ``dims`` ({index: size})."""
+    import onnx
+
+    model = onnx.load(str(source))
+    entries = {p.key: p for p in model.metadata_props}
+    if info:
+        fields = json.loads(entries["fcn_deploy.info"].value)
+        fields.update(info, class_names=None, palette=None)
+        entries["fcn_deploy.info"].value = json.dumps(fields)
+    for key, value in props.items():
+        entries[f"fcn_deploy.{key}"].value = value
+    for index, size in (dims or {}).items():
+        model.graph.input[0].type.tensor_type.shape.dim[index].dim_value = size
+    onnx.save(model, str(dest))
+    return dest
 
 
 def contents(root: Path) -> dict[str, bytes]:
@@ -263,6 +285,8 @@ BATCHED = [
     ("fcn-export", "{f}/m7.onnx --triton-repo {w}/r --triton-name 'a b'", "--triton-name"),
     ("fcn-bench", "--sizes 64x64,99999x99999", "99999x99999 (WxH) is 9999.8 megapixels"),
     ("fcn-bench", "--stream 2:64-20000", "20000x20000 (WxH) is 400.0 megapixels"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/five.onnx", "the graph computes 7"),
+    ("fcn-eval", "--model {f}/five.onnx", "the graph computes 7"),
     # fcn-predict: results never mix with (or replace) the images
     ("fcn-predict", "{f}/photos -o {f}/photos --model {f}/m7.pt", "is the input folder"),
     ("fcn-predict", "{f}/photos/a -o {f} --model {f}/m7.pt", "holds the input folder"),
@@ -573,3 +597,28 @@ def test_exif_orientation_is_applied_wherever_a_file_is_decoded(
     assert read_image(tmp_path / "o6.jpg").shape == (100, 60, 3)
     seg = Segmenter.load(files / "m7.pt", device="cpu")
     assert seg.predict(tmp_path / "o6.jpg").shape == (100, 60)
+
+
+def test_onnx_metadata_is_checked_against_the_graph_at_load(files: Path, tmp_path: Path) -> None:
+    from fcn_deploy.export import export_onnx, read_onnx_metadata
+
+    image = tmp_path / "image.onnx"
+    export_onnx(files / "m7.pt", image, io="image", max_size=(64, 64), max_batch=2, verify=False,
+                progress=False)  # fmt: skip
+    assert read_onnx_metadata(image).info.num_classes == 7
+    tensor = files / "m7.onnx"
+    nested = "[" * 100000 + "]" * 100000
+    negative = json.dumps({"min_hw": [-5, 1], "max_hw": [64, 64], "min_batch": 1, "max_batch": 2})
+    damaged = [
+        (edit_onnx(image, tmp_path / "a.onnx", info={"num_classes": 5}), "the graph computes 7"),
+        (
+            edit_onnx(tensor, tmp_path / "b.onnx", io="image"),
+            "io=image takes uint8 input, the graph takes float32",
+        ),
+        (edit_onnx(tensor, tmp_path / "c.onnx", dims={2: 100000}), "height is fixed at 100000"),
+        (edit_onnx(tensor, tmp_path / "d.onnx", bounds=nested), r"damaged .*nested too deeply"),
+        (edit_onnx(tensor, tmp_path / "e.onnx", bounds=negative), r"damaged .*min_hw must be"),
+    ]
+    for path, fragment in damaged:
+        with pytest.raises(FCNError, match=fragment):
+            read_onnx_metadata(path)
