@@ -254,12 +254,6 @@ def describe_file(path: str | os.PathLike[str]) -> str | None:
             head = f.read(512)
     except OSError:
         return None
-    return describe_bytes(head)
-
-
-def describe_bytes(head: bytes) -> str | None:
-    """`describe_file` for a file's first bytes (512 are enough)."""
-    head = head[:512]
     if not head:
         return "an empty file (0 bytes)"
     for magic, what in _MAGIC:

@@ -8,6 +8,7 @@ write or read palette indices, so Pillow does that.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import struct
@@ -22,6 +23,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ._io import atomic_path, describe_file, os_reason
 from .errors import FCNError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
@@ -46,7 +49,8 @@ def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
 
     - grayscale (``H×W`` or ``H×W×1``): replicated to three channels;
     - 4 channels (BGRA, or RGBA with ``rgb=True``): alpha dropped;
-    - 16-bit: scaled to 8 bits (``>> 8``); float in 0..1: ×255, rounded;
+    - 16-bit: scaled to 8 bits (``>> 8``; warned when all values are below 256); float in 0..1:
+      ×255, rounded (NaN, infinity or values outside 0..1, such as 0..255 floats, are refused);
     - ``rgb=True``: channels taken as RGB and reordered to BGR.
     """
     a = np.asarray(image)
@@ -61,8 +65,14 @@ def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
         raise FCNError(f"image has no pixels (shape {a.shape})")
     a = a[:, :, :3]
     if a.dtype == np.uint16:
+        if a.size and int(a.max()) < 256:
+            log.warning(
+                "a uint16 image whose values are all below 256 becomes nearly black under the "
+                "16-bit rule (>> 8); if it holds 8-bit values, pass it as uint8"
+            )
         a = (a >> 8).astype(np.uint8)
     elif a.dtype.kind == "f":
+        _check_unit_range(a)
         a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
         raise FCNError(
@@ -71,6 +81,21 @@ def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
     if rgb:
         a = a[:, :, ::-1]
     return np.ascontiguousarray(a)
+
+
+FLOAT_SLACK = 1e-3  # how far outside 0..1 a float image may stray (resampling overshoot)
+
+
+def _check_unit_range(a: np.ndarray) -> None:
+    """Refuse a float image that is not in 0..1: NaN/inf, or 0..255 values (which the ×255 rule
+    would clip to a nearly white image without a word)."""
+    if not np.isfinite(a).all():
+        raise FCNError("the image holds NaN or infinite values; pass finite pixels")
+    low, high = float(a.min()), float(a.max())
+    if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
+        hint = " (it looks like 0..255: divide by 255, or pass uint8)" if high > 2.0 else ""
+        raise FCNError(f"a float image must hold values in 0..1; this one spans {low:g}..{high:g}"
+                       + hint)  # fmt: skip
 
 
 def quiet_opencv_logging() -> None:
