@@ -287,6 +287,7 @@ BATCHED = [
     ("fcn-bench", "--stream 2:64-20000", "20000x20000 (WxH) is 400.0 megapixels"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/five.onnx", "the graph computes 7"),
     ("fcn-eval", "--model {f}/five.onnx", "the graph computes 7"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:99999", "port must be 1..65535"),
     # fcn-predict: results never mix with (or replace) the images
     ("fcn-predict", "{f}/photos -o {f}/photos --model {f}/m7.pt", "is the input folder"),
     ("fcn-predict", "{f}/photos/a -o {f} --model {f}/m7.pt", "holds the input folder"),

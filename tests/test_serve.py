@@ -238,6 +238,35 @@ BAD_REQUESTS = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
+def test_one_remote_segmenter_shared_by_threads(
+    onnx_server: ServerProcess, models: dict[str, Path]
+) -> None:
+    """One RemoteSegmenter used by 6 threads at once (HTTP deadlocked in gevent's connection
+    pool): every answer right, none stuck (daemon threads, a bounded wait)."""
+    local = Segmenter.load(models["onnx"], device="cpu")
+    pictures = [scene(40 + 7 * k, 52, 200 + k) for k in range(6)]
+    expected = [local.predict(p) for p in pictures]
+    for protocol, address in (("http", onnx_server.http), ("grpc", onnx_server.grpc)):
+        results: dict[int, list[np.ndarray]] = {}
+        with RemoteSegmenter(address, protocol=protocol) as seg:
+
+            def work(k: int, seg: RemoteSegmenter = seg, out: dict = results) -> None:
+                out[k] = [seg.predict(pictures[k]) for _ in range(4)]
+
+            threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(6)]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 120
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            assert not any(t.is_alive() for t in threads), f"{protocol}: threads stuck"
+        assert sorted(results) == list(range(6)), f"{protocol}: a thread failed"
+        for k, answers in results.items():
+            for got in answers:
+                np.testing.assert_array_equal(got, expected[k], err_msg=f"{protocol} {k}")
+
+
 def _send_raw(server: ServerProcess, model: str, name: str, array: np.ndarray, dtype: str):
     """One request as given, wrong dtype included (tritonclient checks only array vs dtype)."""
     return _request(server.http, http, model, name, array, dtype)
