@@ -23,7 +23,14 @@ from .meta import VARIANTS, ModelInfo, Preprocessing
 from .models import Net, convolutionalize, create_model, width_of
 from .models.vgg import torchvision_to_caffe_names
 
-__all__ = ["infer_variant", "load_model", "read_checkpoint", "read_state_dict", "save_checkpoint"]
+__all__ = [
+    "infer_variant",
+    "load_model",
+    "read_checkpoint",
+    "read_state_dict",
+    "save_atomically",
+    "save_checkpoint",
+]
 
 FORMAT = "fcn-deploy-checkpoint"
 FORMAT_VERSION = 1
@@ -56,9 +63,23 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_atomically(payload, path)
     return info
+
+
+def save_atomically(payload: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to ``path`` atomically; a failed write (a full disk, a file size limit) is one
+    `FCNError` naming the file, and the earlier file stays as it was."""
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:  # torch's ZIP writer words an OSError as an enforce failure
+            if "PytorchStreamWriter" not in str(e) and "inline_container" not in str(e):
+                raise
+            raise FCNError(
+                f"cannot write {path}: the write failed (is the disk full, or a file size limit "
+                "reached?)"
+            ) from None
 
 
 def _torch_load(path: str | os.PathLike[str]) -> Any:

@@ -623,3 +623,24 @@ def test_onnx_metadata_is_checked_against_the_graph_at_load(files: Path, tmp_pat
     for path, fragment in damaged:
         with pytest.raises(FCNError, match=fragment):
             read_onnx_metadata(path)
+
+
+def test_a_failed_checkpoint_write_is_one_line(files: Path, work: Path) -> None:
+    """A full disk (here a 64 KiB file size limit) while torch writes weights: one line, exit 2,
+    no temp file; an earlier file of the same name is left as it was."""
+    import resource
+
+    (work / "w.pth").write_bytes(b"the earlier weights")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    result = subprocess.run(
+        [str(BIN / "fcn-pretrain"), "--out", "w.pth", "--iterations", "1", "--width", "0.0625",
+         "--val-images", "1", "--batch-size", "2"],
+        capture_output=True, text=True, timeout=240, cwd=work, preexec_fn=limit,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error: cannot write w.pth: the write failed" in result.stderr, result.stderr
+    assert listing(work) == ["w.pth"] and (work / "w.pth").read_bytes() == b"the earlier weights"
