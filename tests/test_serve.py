@@ -8,6 +8,7 @@ pixel: the server runs the same Segmenter on the same pixels.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -265,6 +266,43 @@ def test_one_remote_segmenter_shared_by_threads(
         for k, answers in results.items():
             for got in answers:
                 np.testing.assert_array_equal(got, expected[k], err_msg=f"{protocol} {k}")
+
+
+@pytest.mark.slow
+def test_a_server_that_loses_its_ports_says_so_and_leaves_the_winner_alone(
+    onnx_server: ServerProcess, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two fcn-serve started together both find the ports free; the loser's tritonserver cannot
+    bind. It must say the ports are taken and never talk to (unload from) the winner."""
+    import fcn_deploy.serve.server as module
+
+    monkeypatch.setattr(module, "_check_port_free", lambda *args: None)  # both checked at once
+    config = module.ServeConfig(
+        http_port=onnx_server.http_port, grpc_port=onnx_server.grpc_port,
+        metrics_port=onnx_server.metrics_port, exit_timeout=5,
+    )  # fmt: skip
+    loser = module.FCNServer([Segmenter.load(models["onnx"], device="cpu")], config)
+    with pytest.raises(FCNError, match="in use by another fcn-serve") as caught:
+        loser.start()
+    assert "403" not in str(caught.value)
+    client = http.InferenceServerClient(onnx_server.http)
+    try:
+        assert client.is_model_ready("fcn") and client.is_model_ready("fcn_encoded")
+    finally:
+        client.close()
+
+
+def test_stale_workspaces_of_dead_servers_are_removed(tmp_path: Path) -> None:
+    from fcn_deploy.serve.server import WORKSPACE_PREFIX, remove_stale_workspaces
+
+    dead = tmp_path / f"{WORKSPACE_PREFIX}999999999-abcd"  # no process has this pid
+    live = tmp_path / f"{WORKSPACE_PREFIX}{os.getpid()}-abcd"
+    foreign = tmp_path / "workspace_k2j4x9"  # PyTriton's own naming: not ours to judge
+    for folder in (dead, live, foreign):
+        (folder / "model-store").mkdir(parents=True)
+        (folder / "tritonserver").write_bytes(b"x")
+    assert remove_stale_workspaces(tmp_path) == 1
+    assert not dead.exists() and live.exists() and foreign.exists()
 
 
 def _send_raw(server: ServerProcess, model: str, name: str, array: np.ndarray, dtype: str):
