@@ -136,6 +136,7 @@ def decode_image_bytes(
     orientation = _check_header(io.BytesIO(data), max_megapixels, what)
     if orientation is None:
         return None
+    quiet_opencv_logging()  # our error names a corrupt file; OpenCV's WARN line would repeat it
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     return None if image is None else orient(image, orientation)
 
@@ -273,6 +274,7 @@ def read_image(
         orientation = _check_header(path, max_megapixels)
         image = None
         if orientation is not None:
+            quiet_opencv_logging()  # our error names a corrupt file; OpenCV's line would repeat it
             data = np.frombuffer(path.read_bytes(), np.uint8)
             image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except OSError as e:

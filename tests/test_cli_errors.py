@@ -563,6 +563,20 @@ def test_describe_file(tmp_path: Path) -> None:
         assert describe_file(tmp_path / "f") == what
 
 
+def test_a_corrupt_image_is_named_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """OpenCV's own "PNG input buffer is incomplete" line is not printed before ours, in any
+    process that decodes (fcn-serve and fcn-eval too, not just fcn-predict)."""
+    cv2.setLogLevel(3)  # OpenCV's default (warnings), as in a fresh process
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    data = good.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FCNError, match="not a readable image"):
+        read_image(tmp_path / "cut.png")
+    assert decode_image_bytes(data[: len(data) // 2], 100) is None
+    assert "WARN" not in capfd.readouterr().err
+
+
 def test_quiet_opencv_logging_works_on_this_opencv() -> None:
     """opencv 4.x wheels lack cv2.utils.logging; both 4.x and 5.x must work (issue 11, case 11)."""
     quiet_opencv_logging()
@@ -644,3 +658,20 @@ def test_a_failed_checkpoint_write_is_one_line(files: Path, work: Path) -> None:
     assert "Traceback" not in result.stderr
     assert "error: cannot write w.pth: the write failed" in result.stderr, result.stderr
     assert listing(work) == ["w.pth"] and (work / "w.pth").read_bytes() == b"the earlier weights"
+
+
+def test_file_names_cannot_forge_error_lines(
+    files: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name holding a newline is escaped: each problem stays one ``error:`` line."""
+    from fcn_deploy.cli.predict import main
+
+    forged = work / "x.png\nerror: forged"
+    forged.write_text("not an image")
+    missing = str(work / "gone\nerror: forged too.png")
+    code = main([str(forged), missing, str(files / "ok.png"), "-o", str(work / "out"),
+                 "--model", str(files / "m7.pt"), "-q"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("\\nerror: forged" in line for line in errors), err

@@ -28,6 +28,7 @@ __all__ = [
     "fraction",
     "non_negative_float",
     "non_negative_int",
+    "one_line",
     "parse_args",
     "positive_float",
     "positive_int",
@@ -43,11 +44,17 @@ EXIT_FAILED = 1  # the work ran but failed a check (verification, accuracy gate,
 
 def error_line(error: FCNError, parser: argparse.ArgumentParser | None = None) -> str:
     """``error: <message>``, plus the option for the parameter it names where ``parser`` has one."""
-    line = f"error: {error}"
+    line = f"error: {one_line(str(error))}"
     flag = f"--{error.param.replace('_', '-')}" if error.param else None
     if flag is not None and parser is not None and flag in parser._option_string_actions:
         line += f" (option {flag})"
     return line
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``): a file name holding a newline cannot
+    split a message or forge an ``error:`` line of its own."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def run_cli(
@@ -79,7 +86,7 @@ def run_cli(
         return 130
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{os_reason(e)}", file=sys.stderr)
+        print(f"error: {one_line(where)}{os_reason(e)}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -168,7 +175,9 @@ class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
 class _LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+        if record.levelno < logging.WARNING:
+            return text
+        return f"{record.levelname.lower()}: {one_line(text)}"
 
 
 class _Terminated(KeyboardInterrupt):

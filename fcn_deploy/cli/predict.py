@@ -35,7 +35,6 @@ from ..api import Segmenter
 from ..errors import FCNError
 from ..imageio import (
     DEFAULT_MAX_MEGAPIXELS,
-    quiet_opencv_logging,
     read_image,
     write_label_png,
 )
@@ -47,6 +46,7 @@ from ._common import (
     error_line,
     fraction,
     non_negative_int,
+    one_line,
     parse_args,
     positive_float,
     positive_int,
@@ -339,7 +339,6 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
-    quiet_opencv_logging()  # our one line names a corrupt file; not libpng too
     options = {}
     if args.variant and args.server is None:
         if (args.backend or backend_for_path(args.model)) != "torch":
@@ -363,19 +362,21 @@ def _main(argv: Sequence[str] | None) -> int:
     created = missing_folders(args.output)
     make_output_dir(args.output)
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        print(f"error: {one_line(problem)}", file=sys.stderr)
     if earlier:
         shown = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
         print(
-            f"warning: {len(earlier)} earlier result(s) in {args.output} are replaced ({shown})",
+            one_line(f"warning: {len(earlier)} earlier result(s) in {args.output} are replaced "
+                     f"({shown})"),
             file=sys.stderr,
-        )
+        )  # fmt: skip
     for f, name in zip(files, names, strict=True):
         if name != f.stem:
             print(
-                f"note: {f} is written as {name}.png (another input is also named {f.stem})",
+                one_line(f"note: {f} is written as {name}.png (another input is also named "
+                         f"{f.stem})"),
                 file=sys.stderr,
-            )
+            )  # fmt: skip
 
     jobs = list(zip(files, names, strict=True))
     done = failed = pixels = 0
