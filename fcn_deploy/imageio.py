@@ -188,10 +188,10 @@ def _check_header(
         return 1  # a higher limit than Pillow's: OpenCV's own 1-gigapixel cap still applies
     except UnidentifiedImageError:
         head = _head(source)
-        found = _hdr_size(head) or _tiff_size(head)
-        if found is None:
+        header_size = _hdr_size(head) or _tiff_size(head)
+        if header_size is None:
             return None
-        size = found
+        size = header_size
     width, height = size
     check_megapixels(int(height), int(width), max_megapixels, what)
     return orientation
