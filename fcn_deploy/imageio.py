@@ -44,13 +44,14 @@ __all__ = [
 DEFAULT_MAX_MEGAPIXELS = 100.0
 
 
-def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
+def to_bgr8(image: np.ndarray, rgb: bool = False, decoded: bool = False) -> np.ndarray:
     """Any decoded image → contiguous uint8 ``H×W×3`` BGR, by one documented rule.
 
     - grayscale (``H×W`` or ``H×W×1``): replicated to three channels;
     - 4 channels (BGRA, or RGBA with ``rgb=True``): alpha dropped;
     - 16-bit: scaled to 8 bits (``>> 8``; warned when all values are below 256); float in 0..1:
-      ×255, rounded (NaN, infinity or values outside 0..1, such as 0..255 floats, are refused);
+      ×255, rounded (NaN, infinity or values outside 0..1, such as 0..255 floats, are refused,
+      unless ``decoded``: a file's own float pixels, HDR above 1 included, are clipped);
     - ``rgb=True``: channels taken as RGB and reordered to BGR.
     """
     a = np.asarray(image)
@@ -72,7 +73,8 @@ def to_bgr8(image: np.ndarray, rgb: bool = False) -> np.ndarray:
             )
         a = (a >> 8).astype(np.uint8)
     elif a.dtype.kind == "f":
-        _check_unit_range(a)
+        if not decoded:
+            _check_unit_range(a)
         a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
         raise FCNError(
@@ -130,15 +132,15 @@ def _check_pixels(pixels: int, size: str, max_megapixels: float | None, what: st
 def decode_image_bytes(
     data: bytes, max_megapixels: float | None, what: str = "an encoded image"
 ) -> np.ndarray | None:
-    """Decode an image file's bytes (JPEG, PNG, ...) as `read_image` does; None if they are not
-    an image. The header's size is checked before decoding (a tiny file can claim a huge image)
-    and bytes whose header gives no size are not decoded at all."""
+    """Decode an image file's bytes (JPEG, PNG, ...) to uint8 BGR as `read_image` does; None if
+    they are not an image. The header's size is checked before decoding (a tiny file can claim a
+    huge image) and bytes whose header gives no size are not decoded at all."""
     orientation = _check_header(io.BytesIO(data), max_megapixels, what)
     if orientation is None:
         return None
     quiet_opencv_logging()  # our error names a corrupt file; OpenCV's WARN line would repeat it
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return None if image is None else orient(image, orientation)
+    return None if image is None else to_bgr8(orient(image, orientation), decoded=True)
 
 
 #: EXIF orientation (tag 274) → how the stored pixels become what viewers show.
@@ -286,7 +288,7 @@ def read_image(
         raise FCNError(
             f"{path}: not a readable image ({what or 'corrupt, truncated or unsupported format'})"
         )
-    return to_bgr8(orient(image, orientation or 1))
+    return to_bgr8(orient(image, orientation or 1), decoded=True)
 
 
 def write_label_png(
