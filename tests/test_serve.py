@@ -65,6 +65,10 @@ def _start(model: Path, log: Path, *extra: str) -> Iterator[ServerProcess]:
     finally:
         code = server.stop()
         assert code == 0, f"fcn-serve exited {code}:\n{server.output()[-3000:]}"
+        # the bad requests the tests send must not keep a model from unloading at once: before,
+        # shutdown waited out both exit timeouts and killed the stubs, leaving their files
+        log = server.output()
+        assert "still running after" not in log and "Non-graceful" not in log, log[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +307,45 @@ def test_stale_workspaces_of_dead_servers_are_removed(tmp_path: Path) -> None:
         (folder / "tritonserver").write_bytes(b"x")
     assert remove_stale_workspaces(tmp_path) == 1
     assert not dead.exists() and live.exists() and foreign.exists()
+
+
+@pytest.mark.slow
+def test_bad_files_leave_nothing_that_delays_shutdown(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """8 threads × 20 files, every third one not an image: each bad one gets its error, and the
+    server still unloads at once on SIGTERM (a failed call used to pin its model: shutdown sat out
+    both exit timeouts, ~65 s, and killed the stub, leaving its shared memory and files)."""
+    _, png = cv2.imencode(".png", scene(40, 50, 3))
+    server = ServerProcess(models["pt"], tmp_path / "log.txt")
+    try:
+        server.wait_ready()
+
+        def work(t: int) -> list[str]:
+            client = http.InferenceServerClient(server.http)
+            answers = []
+            try:
+                for i in range(20):
+                    data = b"garbage" if i % 3 == 0 else png.tobytes()
+                    x = http.InferInput("image_bytes", [1], "BYTES")
+                    x.set_data_from_numpy(np.array([data], dtype=np.object_))
+                    try:
+                        answers.append(
+                            str(client.infer("fcn_encoded", [x]).as_numpy("labels").shape)
+                        )
+                    except Exception as e:
+                        answers.append("do not decode" if "do not decode" in str(e) else str(e))
+            finally:
+                client.close()
+            return answers
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = [a for f in [pool.submit(work, t) for t in range(8)] for a in f.result()]
+        assert sorted(set(answers)) == ["(40, 50)", "do not decode"] and len(answers) == 160
+    finally:
+        code = server.stop()
+    log = server.output()
+    assert code == 0 and "still running after" not in log and "Non-graceful" not in log, log[-3000:]
 
 
 def _send_raw(server: ServerProcess, model: str, name: str, array: np.ndarray, dtype: str):

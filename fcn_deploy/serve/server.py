@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import secrets
@@ -365,6 +366,36 @@ def instance_race(problem: str) -> bool:
     return "get_config_from_handshake_server" in problem or "-config.sock" in problem
 
 
+# PyTriton 0.7's Python-backend model (copied into each model's folder of the model store) raises
+# a failed call's error from ``execute``; Triton then never releases those requests, so the model
+# cannot unload: shutdown waited out both exit timeouts (~65 s), ended "Non-graceful termination"
+# and left the stub's shared memory and /tmp/folderXXXX behind. Answering each request with an
+# error response instead gives the client the same message and lets the model unload at once.
+_RAISE = "                    raise triton_responses_or_error\n"
+_ANSWER = (
+    "                    triton_responses_or_error = [pb_utils.InferenceResponse(error=pb_utils."
+    "TritonError(str(triton_responses_or_error))) for _ in triton_requests]\n"
+)
+
+
+def _answer_errors_as_responses(triton: Any) -> None:
+    """Patch the ``model.py`` PyTriton hands Triton for each bound model (see above); a no-op on
+    other PyTriton versions, whose file differs (the ``serve`` extra pins 0.7)."""
+    for model in triton._model_manager.models:
+        model.get_proxy_model_files = functools.partial(_patched_files, model.get_proxy_model_files)
+
+
+def _patched_files(original: Callable[[], dict[str, bytes]]) -> dict[str, bytes]:
+    files = original()
+    for key, content in files.items():
+        if key.endswith("/model.py"):
+            text = content.decode()
+            if _RAISE not in text:
+                log.debug("PyTriton's model.py differs from 0.7's; failed calls stay raised")
+            files[key] = text.replace(_RAISE, _ANSWER).encode()
+    return files
+
+
 class FCNServer:
     """A running Triton server for one or more Segmenters of the same model (one per instance).
 
@@ -467,6 +498,7 @@ class FCNServer:
             strict=True,
         )
         self._publish_metadata(triton)
+        _answer_errors_as_responses(triton)
         self._triton = triton
         try:
             triton.run()
