@@ -195,7 +195,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise FCNError(f"cannot write {path}: {os_reason(e)}") from None
         try:
             # mkstemp makes the file private (0600); give it the permissions a plain open() would
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~current_umask())
             os.replace(tmp, path)
         except OSError as e:
             raise FCNError(f"cannot write {path}: {os_reason(e)}") from None
@@ -204,7 +204,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it): new files get ``0o666 & ~umask``."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,19 @@ from .meta import VARIANTS, ModelInfo, Preprocessing
 from .models import Net, convolutionalize, create_model, width_of
 from .models.vgg import torchvision_to_caffe_names
 
-__all__ = ["infer_variant", "load_model", "read_checkpoint", "read_state_dict", "save_checkpoint"]
+__all__ = [
+    "infer_variant",
+    "load_model",
+    "read_checkpoint",
+    "read_state_dict",
+    "save_atomically",
+    "save_checkpoint",
+]
 
 FORMAT = "fcn-deploy-checkpoint"
 FORMAT_VERSION = 1
+MAX_UNPACK_RATIO = 16  # how much larger than its file a checkpoint's records may unpack to
+MAX_UNPACK_SLACK = 1 << 20  # plus this many bytes (small files: the pickle, tiny tensors)
 
 
 def save_checkpoint(
@@ -54,9 +64,23 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_atomically(payload, path)
     return info
+
+
+def save_atomically(payload: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to ``path`` atomically; a failed write (a full disk, a file size limit) is one
+    `FCNError` naming the file, and the earlier file stays as it was."""
+    with atomic_path(path) as tmp:
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:  # torch's ZIP writer words an OSError as an enforce failure
+            if "PytorchStreamWriter" not in str(e) and "inline_container" not in str(e):
+                raise
+            raise FCNError(
+                f"cannot write {path}: the write failed (is the disk full, or a file size limit "
+                "reached?)"
+            ) from None
 
 
 def _torch_load(path: str | os.PathLike[str]) -> Any:
@@ -70,6 +94,7 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
         raise FCNError(f"{path} is a folder; expected a checkpoint file (.pt/.pth)")
     if path.stat().st_size == 0:
         raise FCNError(f"{path} is empty; expected a checkpoint file written by torch.save")
+    _check_unpacked_size(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -88,6 +113,28 @@ def _torch_load(path: str | os.PathLike[str]) -> Any:
         raise _unreadable(path, e, "it may be truncated or of another format") from None
 
 
+def _check_unpacked_size(path: Path) -> None:
+    """Refuse a ZIP-format checkpoint whose records would decompress far beyond the file's size.
+
+    torch.save stores records uncompressed, but torch.load also reads DEFLATE-compressed ones: a
+    12 MB file can hold 3 GiB of zeros, and torch allocates each record at the size its ZIP entry
+    declares (an entry cannot unpack beyond that). So the declared sizes, read from the ZIP
+    directory before any record, bound the memory: at most twice the file plus 1 MiB.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(max(entry.file_size, 0) for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a ZIP (a legacy pickle, or not a checkpoint): torch.load words it
+    size = path.stat().st_size
+    if declared > MAX_UNPACK_RATIO * size + MAX_UNPACK_SLACK:
+        raise FCNError(
+            f"{path} is refused: its records would decompress to {declared / 2**20:.0f} MiB "
+            f"from a {size / 2**20:.1f} MiB file (torch.save writes them uncompressed; a "
+            f"checkpoint may unpack to at most {MAX_UNPACK_RATIO} times its size)"
+        )
+
+
 def _unreadable(path: Path, error: Exception, hint: str) -> FCNError:
     """One line for a file torch.load could not read: what the file really is, when that's clear."""
     if isinstance(error, OSError) and error.errno is not None:
@@ -95,7 +142,10 @@ def _unreadable(path: Path, error: Exception, hint: str) -> FCNError:
     what = describe_file(path)
     if what is not None and not what.startswith(("a ZIP", "a Python pickle")):
         return FCNError(f"{path} is {what}, not a PyTorch checkpoint")
-    return FCNError(f"{path} is not a readable PyTorch file ({_first_line(error)}); {hint}")
+    reason = _first_line(error)
+    if "incompatible function arguments" in reason:  # pybind's signature list: not a reason
+        reason = "a tensor record declares an invalid size or type"
+    return FCNError(f"{path} is not a readable PyTorch file ({reason}); {hint}")
 
 
 def _first_line(e: BaseException) -> str:

@@ -302,10 +302,29 @@ class SizeBounds:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SizeBounds:
-        max_hw = d.get("max_hw")
-        return cls(
-            tuple(d.get("min_hw", (1, 1))),  # type: ignore[arg-type]
-            tuple(max_hw) if max_hw is not None else None,  # type: ignore[arg-type]
-            int(d.get("min_batch", 1)),
-            d.get("max_batch"),
+        """Parse `to_dict` output; ValueError unless the bounds are whole numbers ≥ 1, in order."""
+        max_hw, max_batch = d.get("max_hw"), d.get("max_batch")
+        bounds = cls(
+            _whole_pair(d.get("min_hw", (1, 1)), "min_hw"),
+            _whole_pair(max_hw, "max_hw") if max_hw is not None else None,
+            _whole(d.get("min_batch", 1), "min_batch"),
+            _whole(max_batch, "max_batch") if max_batch is not None else None,
         )
+        top = bounds.max_hw or bounds.min_hw
+        if any(a > b for a, b in zip(bounds.min_hw, top, strict=True)) or (
+            bounds.max_batch is not None and bounds.max_batch < bounds.min_batch
+        ):
+            raise ValueError(f"size bounds out of order: {d}")
+        return bounds
+
+
+def _whole(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
+    return value
+
+
+def _whole_pair(value: Any, name: str) -> tuple[int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{name} must be [height, width], got {value!r}")
+    return _whole(value[0], name), _whole(value[1], name)

@@ -33,6 +33,26 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
+def with_external_data(model: Path, dest: Path, location: str, write: bool = True) -> Path:
+    """``model`` saved as ``dest`` with its largest initializer in external data at ``location``
+    (written there, relative to ``dest``'s folder, unless ``write`` is False)."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    tensor = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    data = tensor.raw_data
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    tensor.external_data.add(key="location", value=location)
+    if write:
+        (dest.parent / location).parent.mkdir(parents=True, exist_ok=True)
+        (dest.parent / location).write_bytes(data)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(dest))
+    return dest
+
+
 @pytest.fixture
 def make_model() -> Callable[..., nn.Module]:
     """``make_model("fcn8s", width=0.125, num_classes=21, seed=0)`` → an eval-mode random net."""

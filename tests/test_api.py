@@ -132,6 +132,27 @@ def test_bad_inputs_get_one_clear_line(segmenter: Segmenter, tmp_path: Path) -> 
         segmenter.predict([1, 2, 3])  # type: ignore[arg-type]
 
 
+def test_certainly_wrong_pixels_are_refused_and_ambiguous_ones_warned(
+    segmenter: Segmenter, caplog: pytest.LogCaptureFixture
+) -> None:
+    bgr = scene(30, 40)
+    with pytest.raises(FCNError, match=r"spans \d+\.\.255 \(it looks like 0\.\.255: divide by 255"):
+        segmenter.predict(bgr.astype(np.float32))  # was read as 0..1: clipped to nearly white
+    broken = bgr.astype(np.float32) / 255.0
+    broken[3, 4, 1] = np.nan
+    with pytest.raises(FCNError, match="NaN or infinite"):
+        segmenter.predict(broken)
+    with pytest.raises(FCNError, match=r"must hold values in 0\.\.1"):
+        segmenter.predict(bgr.astype(np.float32) / 255.0 - 0.5)
+    labels = segmenter.predict(bgr)
+    for alpha in (5.0, -0.1, float("nan")):
+        with pytest.raises(FCNError, match=r"alpha must be in 0\.\.1"):
+            segmenter.overlay(bgr, labels, alpha=alpha)
+    with caplog.at_level("WARNING", logger="fcn_deploy"):
+        segmenter.predict(bgr.astype(np.uint16))  # 8-bit values in a 16-bit array
+    assert "pass it as uint8" in caplog.text
+
+
 def test_batch_equals_single_with_mixed_sizes(segmenter: Segmenter) -> None:
     images = [
         scene(48, 64, 1),

@@ -249,3 +249,43 @@ def test_metadata_that_disagrees_with_the_weights_is_refused(tmp_path: Path, mak
     payload["info"]["width"] = 1.0
     torch.save(payload, tmp_path / "wide.pt")
     _expect_error(tmp_path / "wide.pt", "metadata says width=1 but its weights hold width=0.0625")
+
+
+def _deflated(source: Path, dest: Path) -> Path:
+    """``source`` (a torch.save ZIP) with every record DEFLATE-compressed (torch.load reads it)."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as new:
+        for entry in old.infolist():
+            new.writestr(entry.filename, old.read(entry))
+    return dest
+
+
+def test_a_compressed_bomb_is_refused_before_it_unpacks(tmp_path: Path, make_checkpoint) -> None:
+    torch.save({"w": torch.zeros(16 << 20)}, tmp_path / "zeros.pt")  # 64 MiB of zeros
+    bomb = _deflated(tmp_path / "zeros.pt", tmp_path / "bomb.pt")  # ~64 KiB
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(FCNError, match=r"would decompress to 64 MiB from a 0\.\d MiB file"):
+        read_checkpoint(bomb)
+    packed = _deflated(make_checkpoint("fcn32s", width=0.0625), tmp_path / "packed.pt")
+    assert isinstance(load_model(packed), torch.nn.Module)  # random weights barely compress
+
+
+def test_a_negative_storage_size_is_named_as_damage(tmp_path: Path) -> None:
+    import struct
+    import zipfile
+
+    torch.save({"w": torch.zeros(7)}, tmp_path / "w.pt")
+    with (
+        zipfile.ZipFile(tmp_path / "w.pt") as old,
+        zipfile.ZipFile(tmp_path / "neg.pt", "w") as new,
+    ):
+        for entry in old.infolist():
+            data = old.read(entry)
+            if entry.filename.endswith("data.pkl"):  # the storage's numel 7 → -5
+                seven = b"X\x03\x00\x00\x00cpuq\x06K\x07t"
+                assert seven in data
+                data = data.replace(seven, seven[:-3] + b"J" + struct.pack("<i", -5) + b"t")
+            new.writestr(entry, data)
+    with pytest.raises(FCNError, match=r"a tensor record declares an invalid size or type\)"):
+        read_checkpoint(tmp_path / "neg.pt")

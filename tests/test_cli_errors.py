@@ -7,7 +7,9 @@ a matrix row cannot show (other images still processed, SIGTERM, stale temp file
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import struct
 import subprocess
@@ -24,7 +26,12 @@ import torch
 from fcn_deploy import FCNError, save_checkpoint
 from fcn_deploy._io import atomic_write_bytes, check_output_file, describe_file
 from fcn_deploy.api import Segmenter
-from fcn_deploy.imageio import quiet_opencv_logging, read_image, read_label_png
+from fcn_deploy.imageio import (
+    decode_image_bytes,
+    quiet_opencv_logging,
+    read_image,
+    read_label_png,
+)
 from fcn_deploy.models import create_model
 
 BIN = Path(sys.executable).parent
@@ -62,6 +69,27 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "empty.onnx").write_bytes(b"")
     (root / "folder.onnx").mkdir()
     (root / "a-file").write_text("x")
+    # ONNX files naming external data outside their folder (a secret beside the folder)
+    from conftest import with_external_data
+
+    from fcn_deploy.export import export_onnx
+
+    export_onnx(root / "m7.pt", root / "m7.onnx", max_size=(64, 64), max_batch=2, verify=False,
+                progress=False)  # fmt: skip
+    (root / "photos" / "a").mkdir(parents=True)  # pictures of which results would replace some
+    for name in ("holiday.png", "cat.jpg", "cat_overlay.jpg", "a/b.png"):
+        cv2.imwrite(str(root / "photos" / name), np.full((16, 16, 3), 60, np.uint8))
+    edit_onnx(root / "m7.onnx", root / "five.onnx", info={"num_classes": 5})
+    (root / "m7-link.onnx").symlink_to(root / "m7.onnx")
+    (root / "run").mkdir()  # an earlier training run whose weights start the next one
+    (root / "run" / "best.pt").write_bytes((root / "m7.pt").read_bytes())
+    (root / "picture.onnx").write_bytes((root / "ok.png").read_bytes())
+    (root / "secret.txt").write_text("root:secret\n")
+    evil = root / "evil"
+    with_external_data(root / "m7.onnx", evil / "up.onnx", "../secret.txt", write=False)
+    with_external_data(root / "m7.onnx", evil / "abs.onnx", str(root / "secret.txt"), write=False)
+    (evil / "link.bin").symlink_to(root / "secret.txt")
+    with_external_data(root / "m7.onnx", evil / "link.onnx", "link.bin", write=False)
     return root
 
 
@@ -79,6 +107,32 @@ def run(cli: str, *args: object, cwd: Path, timeout: float = 240) -> subprocess.
 
 def listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # hidden files too
+
+
+def edit_onnx(
+    source: Path, dest: Path, info: dict | None = None, dims: dict | None = None, **props: str
+) -> Path:
+    """``source`` with its metadata changed: ``info`` fields, raw ``fcn_deploy.*`` values, or
+    fixed input ``dims`` ({index: size})."""
+    import onnx
+
+    model = onnx.load(str(source))
+    entries = {p.key: p for p in model.metadata_props}
+    if info:
+        fields = json.loads(entries["fcn_deploy.info"].value)
+        fields.update(info, class_names=None, palette=None)
+        entries["fcn_deploy.info"].value = json.dumps(fields)
+    for key, value in props.items():
+        entries[f"fcn_deploy.{key}"].value = value
+    for index, size in (dims or {}).items():
+        model.graph.input[0].type.tensor_type.shape.dim[index].dim_value = size
+    onnx.save(model, str(dest))
+    return dest
+
+
+def contents(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (nothing replaced, not just nothing added)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 # (cli, arguments with {f} = the inputs folder and {w} = the work folder, text the line must hold)
@@ -193,6 +247,102 @@ def test_bad_option_or_file_is_one_line_and_leaves_nothing(
     assert listing(work) == [] and listing(files) == before  # no output, temp file or folder
     if cli == "fcn-export":  # options and outputs are checked before the checkpoint loads
         assert "loaded" not in err, err
+
+
+# Cases run in one Python process (one torch import for all): each CLI's main() in turn.
+BATCH = r"""
+import contextlib, io, json, sys, traceback
+from importlib.metadata import entry_points
+
+results = []
+for cli, argv in json.loads(sys.argv[1]):
+    main = entry_points(group="console_scripts")[cli].load()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except BaseException:
+            traceback.print_exc()
+            code = -1
+    results.append([code, err.getvalue()])
+print("\nRESULTS " + json.dumps(results))
+"""
+
+BATCHED = [
+    # ONNX external data outside the model's folder: never copied, never read
+    ("fcn-export", "{f}/evil/up.onnx --triton-repo {w}/r", "outside the model's folder"),
+    ("fcn-export", "{f}/evil/abs.onnx --triton-repo {w}/r", "outside the model's folder"),
+    ("fcn-export", "{f}/evil/link.onnx --triton-repo {w}/r", "outside the model's folder"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/evil/up.onnx", "outside the model's"),
+    (
+        "fcn-predict",
+        "{f}/ok.png -o {w}/out --model {f}/evil/link.onnx --backend openvino",
+        "outside the model's",
+    ),
+    ("fcn-serve", "{f}/evil/abs.onnx", "outside the model's folder"),
+    ("fcn-bench", "--model {f}/evil/up.onnx --sizes 32x32 --iters 1", "outside the model's"),
+    ("fcn-bench", "--model {f}/picture.onnx --sizes 32x32 --iters 1", "is a PNG image"),
+    ("fcn-export", "{f}/m7.onnx --triton-repo {w}/r --triton-name 'a b'", "--triton-name"),
+    ("fcn-bench", "--sizes 64x64,99999x99999", "99999x99999 (WxH) is 9999.8 megapixels"),
+    ("fcn-bench", "--stream 2:64-20000", "20000x20000 (WxH) is 400.0 megapixels"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/five.onnx", "the graph computes 7"),
+    ("fcn-eval", "--model {f}/five.onnx", "the graph computes 7"),
+    ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:99999", "port must be 1..65535"),
+    # fcn-predict: results never mix with (or replace) the images
+    ("fcn-predict", "{f}/photos -o {f}/photos --model {f}/m7.pt", "is the input folder"),
+    ("fcn-predict", "{f}/photos/a -o {f} --model {f}/m7.pt", "holds the input folder"),
+    (
+        "fcn-predict",
+        "{f}/photos/cat.jpg {f}/photos/cat_overlay.jpg -o {f}/photos --overlay --model {f}/m7.pt",
+        "cat_overlay.jpg would be replaced by the result",
+    ),
+    (
+        "fcn-predict",
+        "{f}/photos/holiday.png -o {f}/photos --model {f}/m7.pt",
+        "holiday.png would be replaced",
+    ),
+    # an output that is an input (or another output) would replace it
+    ("fcn-bench", "--model {f}/m7.onnx --json {f}/evil/../m7.onnx", "same file as the input"),
+    ("fcn-bench", "--model {f}/m7.onnx --plot {f}/m7-link.onnx", "same file as the input"),
+    ("fcn-bench", "--json {w}/r.json --markdown {w}/r.json", "same file as the output --json"),
+    ("fcn-eval", "--model {f}/m7.pt --json {f}/m7.pt", "same file as the input --model"),
+    ("fcn-export", "{f}/m7.onnx --engine {f}/m7.onnx", "same file as the input SOURCE"),
+    ("fcn-pretrain", "--out {w}/c.pth --json {w}/c.pth", "same file as the output --out"),
+    (
+        "fcn-train",
+        "--variant fcn32s --width 0.0625 --iterations 1 --out {f}/run --overwrite "
+        "--init checkpoint:{f}/run/best.pt",
+        "same file as the input --init",
+    ),
+]
+
+
+def test_batched_bad_inputs_are_one_line_and_leave_nothing(files: Path, work: Path) -> None:
+    """More rows of the matrix above, run by one interpreter (see BATCH)."""
+    before = contents(files)
+    cases = [(cli, shlex.split(args.format(f=files, w=work))) for cli, args, _ in BATCHED]
+    result = subprocess.run(
+        [sys.executable, "-c", BATCH, json.dumps(cases)],
+        capture_output=True, text=True, timeout=600, cwd=work,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads(result.stdout.split("\nRESULTS ", 1)[1])
+    for (cli, args, expected), (code, err) in zip(BATCHED, results, strict=True):
+        case = f"{cli} {args}: {err}"
+        assert code in (1, 2) and "Traceback" not in err and expected in err, case
+        assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, case
+    assert listing(work) == [] and contents(files) == before
+
+
+def test_external_data_outside_the_folder_is_refused_by_every_reader(files: Path) -> None:
+    from fcn_deploy.export import ort_session
+
+    for name in ("up", "abs", "link"):
+        model = files / "evil" / f"{name}.onnx"
+        with pytest.raises(FCNError, match="outside the model's folder"):
+            ort_session(model)
+        with pytest.raises(FCNError, match="outside the model's folder"):
+            Segmenter.load(model, device="cpu")
 
 
 def test_predict_goes_on_after_an_unreadable_file(files: Path, work: Path) -> None:
@@ -318,6 +468,22 @@ def test_kill_9_leftover_is_cleaned_by_the_next_export(files: Path, work: Path) 
     assert listing(work) == ["m.onnx"], leftovers
 
 
+def tiff_claiming(path: Path, width: int, height: int) -> bytes:
+    """A little-endian TIFF file whose first IFD's width and height tags are replaced."""
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\x00"
+    (offset,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[offset : offset + 2])
+    for i in range(count):
+        at = offset + 2 + 12 * i
+        tag, kind = struct.unpack("<HH", data[at : at + 4])
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
+            data[at + 8 : at + 12] = packed
+    return bytes(data)
+
+
 def test_image_size_limit_is_read_from_the_header(files: Path, tmp_path: Path) -> None:
     with pytest.raises(FCNError, match=r"400\.0 megapixels, over the limit max_megapixels=100"):
         read_image(files / "huge.png")  # 74 bytes; decoding would take 1.2 GB
@@ -328,8 +494,28 @@ def test_image_size_limit_is_read_from_the_header(files: Path, tmp_path: Path) -
     with pytest.raises(FCNError, match=r"max_megapixels=0\.001"):
         read_image(files / "ok.png", max_megapixels=0.001)
     assert read_image(files / "ok.png", max_megapixels=None).shape == (40, 56, 3)
+    # formats Pillow cannot open: the size comes from their own headers, never from decoding
+    floats = np.random.default_rng(0).random((30, 40, 3)).astype(np.float32)
+    cv2.imwrite(str(tmp_path / "small.hdr"), floats)
+    hdr = (tmp_path / "small.hdr").read_bytes().replace(b"-Y 30 +X 40", b"-Y 10000 +X 12000")
+    (tmp_path / "big.hdr").write_bytes(hdr)
+    cv2.imwrite(str(tmp_path / "small.tif"), floats)  # float32 RGB: Pillow cannot identify it
+    (tmp_path / "big.tif").write_bytes(tiff_claiming(tmp_path / "small.tif", 12000, 10000))
+    for big in ("big.hdr", "big.tif"):
+        with pytest.raises(FCNError, match=r"12000x10000 \(WxH\) is 120\.0 megapixels"):
+            read_image(tmp_path / big)
+    with pytest.raises(FCNError, match=r"12000x10000 \(WxH\)"):  # fcn-serve's encoded model
+        decode_image_bytes(hdr, 100)
+    assert read_image(tmp_path / "small.tif").shape == read_image(tmp_path / "small.hdr").shape
+    (tmp_path / "odd.bin").write_bytes(b"\x00\x01binary of no known format" * 8)
+    with pytest.raises(FCNError, match="no image size in its header"):
+        read_image(tmp_path / "odd.bin")
     label = tmp_path / "label.png"
     from PIL import Image
+
+    Image.new("P", (8, 8)).save(tmp_path / "anim.gif")
+    with pytest.raises(FCNError, match="a GIF image; GIFs are not supported"):
+        read_image(tmp_path / "anim.gif")
 
     Image.new("P", (300, 200)).save(label)
     with pytest.raises(FCNError, match="a label map of 300x200"):
@@ -377,9 +563,115 @@ def test_describe_file(tmp_path: Path) -> None:
         assert describe_file(tmp_path / "f") == what
 
 
+def test_a_corrupt_image_is_named_once(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """OpenCV's own "PNG input buffer is incomplete" line is not printed before ours, in any
+    process that decodes (fcn-serve and fcn-eval too, not just fcn-predict)."""
+    cv2.setLogLevel(3)  # OpenCV's default (warnings), as in a fresh process
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    data = good.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FCNError, match="not a readable image"):
+        read_image(tmp_path / "cut.png")
+    assert decode_image_bytes(data[: len(data) // 2], 100) is None
+    assert "WARN" not in capfd.readouterr().err
+
+
 def test_quiet_opencv_logging_works_on_this_opencv() -> None:
     """opencv 4.x wheels lack cv2.utils.logging; both 4.x and 5.x must work (issue 11, case 11)."""
     quiet_opencv_logging()
     assert (
         cv2.imdecode(np.frombuffer(b"\x89PNG\r\n\x1a\nbroken", np.uint8), cv2.IMREAD_COLOR) is None
     )
+
+
+def test_exif_orientation_is_applied_wherever_a_file_is_decoded(
+    files: Path, tmp_path: Path
+) -> None:
+    """A JPEG stored 100 wide × 60 high with Orientation 6 is shown 60 × 100 by every viewer and
+    by ``cv2.imread``; labels must line up with that, from a path, bytes, or the server."""
+    from PIL import Image
+
+    from fcn_deploy.meta import SizeBounds
+    from fcn_deploy.serve.server import decode_image
+
+    rng = np.random.default_rng(0)
+    stored = Image.fromarray(rng.integers(0, 255, (60, 100, 3), dtype=np.uint8))
+    for orientation in range(1, 9):
+        path = tmp_path / f"o{orientation}.jpg"
+        exif = Image.Exif()
+        exif[274] = orientation
+        stored.save(path, exif=exif, quality=95)
+        shown = cv2.imread(str(path), cv2.IMREAD_COLOR)  # OpenCV applies the orientation here
+        np.testing.assert_array_equal(read_image(path), shown, err_msg=str(orientation))
+        decoded = decode_image_bytes(path.read_bytes(), 100)
+        assert decoded is not None
+        np.testing.assert_array_equal(decoded, shown)
+        served = decode_image(path.read_bytes(), SizeBounds(min_hw=(1, 1), max_hw=(512, 512)))
+        np.testing.assert_array_equal(served, shown)
+    assert read_image(tmp_path / "o6.jpg").shape == (100, 60, 3)
+    seg = Segmenter.load(files / "m7.pt", device="cpu")
+    assert seg.predict(tmp_path / "o6.jpg").shape == (100, 60)
+
+
+def test_onnx_metadata_is_checked_against_the_graph_at_load(files: Path, tmp_path: Path) -> None:
+    from fcn_deploy.export import export_onnx, read_onnx_metadata
+
+    image = tmp_path / "image.onnx"
+    export_onnx(files / "m7.pt", image, io="image", max_size=(64, 64), max_batch=2, verify=False,
+                progress=False)  # fmt: skip
+    assert read_onnx_metadata(image).info.num_classes == 7
+    tensor = files / "m7.onnx"
+    nested = "[" * 100000 + "]" * 100000
+    negative = json.dumps({"min_hw": [-5, 1], "max_hw": [64, 64], "min_batch": 1, "max_batch": 2})
+    damaged = [
+        (edit_onnx(image, tmp_path / "a.onnx", info={"num_classes": 5}), "the graph computes 7"),
+        (
+            edit_onnx(tensor, tmp_path / "b.onnx", io="image"),
+            "io=image takes uint8 input, the graph takes float32",
+        ),
+        (edit_onnx(tensor, tmp_path / "c.onnx", dims={2: 100000}), "height is fixed at 100000"),
+        (edit_onnx(tensor, tmp_path / "d.onnx", bounds=nested), r"damaged .*nested too deeply"),
+        (edit_onnx(tensor, tmp_path / "e.onnx", bounds=negative), r"damaged .*min_hw must be"),
+    ]
+    for path, fragment in damaged:
+        with pytest.raises(FCNError, match=fragment):
+            read_onnx_metadata(path)
+
+
+def test_a_failed_checkpoint_write_is_one_line(files: Path, work: Path) -> None:
+    """A full disk (here a 64 KiB file size limit) while torch writes weights: one line, exit 2,
+    no temp file; an earlier file of the same name is left as it was."""
+    import resource
+
+    (work / "w.pth").write_bytes(b"the earlier weights")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    result = subprocess.run(
+        [str(BIN / "fcn-pretrain"), "--out", "w.pth", "--iterations", "1", "--width", "0.0625",
+         "--val-images", "1", "--batch-size", "2"],
+        capture_output=True, text=True, timeout=240, cwd=work, preexec_fn=limit,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error: cannot write w.pth: the write failed" in result.stderr, result.stderr
+    assert listing(work) == ["w.pth"] and (work / "w.pth").read_bytes() == b"the earlier weights"
+
+
+def test_file_names_cannot_forge_error_lines(
+    files: Path, work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name holding a newline is escaped: each problem stays one ``error:`` line."""
+    from fcn_deploy.cli.predict import main
+
+    forged = work / "x.png\nerror: forged"
+    forged.write_text("not an image")
+    missing = str(work / "gone\nerror: forged too.png")
+    code = main([str(forged), missing, str(files / "ok.png"), "-o", str(work / "out"),
+                 "--model", str(files / "m7.pt"), "-q"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("\\nerror: forged" in line for line in errors), err

@@ -79,3 +79,14 @@ def test_openvino_refuses_cuda_and_foreign_files(tmp_path: Path) -> None:
     bad.write_bytes(b"not onnx")
     with pytest.raises(FCNError, match="is a text file, not an ONNX model"):
         load_runner(bad, backend="openvino")
+
+
+def test_openvino_load_errors_keep_their_cause(exports, tmp_path: Path) -> None:
+    """OpenVINO's first line is a C++ source location; the cause that follows is kept."""
+    from conftest import with_external_data
+
+    model = with_external_data(exports[1], tmp_path / "short.onnx", "w.bin")
+    (tmp_path / "w.bin").write_bytes((tmp_path / "w.bin").read_bytes()[:10])  # truncated weights
+    with pytest.raises(FCNError, match=r"external data file does not match the byte size") as e:
+        OpenVINORunner(model)
+    assert "core.cpp" not in str(e.value)

@@ -161,3 +161,55 @@ def test_onnx_model_with_an_image_too_large_for_it(
         np.testing.assert_array_equal(
             read_label_png(tmp_path / "tiled" / f"{name}.png"), seg.predict(photos / f"{name}.png")
         )
+
+
+def test_symlink_cycles_end_and_each_folder_is_read_once(photo_folder: Path) -> None:
+    """``d/self → .`` and ``d/sub/up → ..`` made recursive globs exponential (they never ended)."""
+    import threading
+
+    from fcn_deploy._walk import glob_files, walk_files
+
+    (photo_folder / "self").symlink_to(".")
+    (photo_folder / "day" / "up").symlink_to("..")
+    real = sorted(
+        p.resolve() for p in photo_folder.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+    found: dict[str, list[Path]] = {}
+
+    def walk() -> None:
+        found["walk"] = walk_files(photo_folder)
+        found["glob"] = glob_files(f"{photo_folder}/**/*")
+        found["inputs"] = collect_inputs([f"{photo_folder}/**/*.png"])[0]
+
+    worker = threading.Thread(target=walk, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the walk over symlink cycles did not end"
+    for key in ("walk", "glob"):
+        assert sorted(p.resolve() for p in found[key]) == real, key
+    assert {p.name for p in found["inputs"]} == {
+        "street.png",
+        "gray.png",
+        "alpha.png",
+        "corrupt.png",
+    }
+
+
+def test_results_never_read_back_and_replacements_said(
+    photo_folder: Path, make_checkpoint: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fcn-predict DIR -o DIR/out`` twice: the second run reads the same inputs (not its own
+    results), writes the same files, and says it replaces the first run's."""
+    from fcn_deploy.cli.predict import main
+
+    model, out = make_checkpoint("fcn32s", width=0.0625), photo_folder / "out"
+    argv = [str(photo_folder / "day"), "-o", str(out), "--model", str(model), "--overlay"]
+    assert main(argv) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert first == sorted(
+        f"{n}{s}" for n in ("gray", "alpha", "deep") for s in (".png", "_overlay.jpg")
+    )
+    capsys.readouterr()
+    assert main([*argv[:1], str(photo_folder / "day" / "gray.png"), *argv[1:]]) == 0
+    assert sorted(p.name for p in out.iterdir()) == first  # no _overlay_overlay.jpg, no gray-2
+    assert "warning: 6 earlier result(s)" in capsys.readouterr().err

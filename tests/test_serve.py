@@ -8,6 +8,7 @@ pixel: the server runs the same Segmenter on the same pixels.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -64,6 +65,10 @@ def _start(model: Path, log: Path, *extra: str) -> Iterator[ServerProcess]:
     finally:
         code = server.stop()
         assert code == 0, f"fcn-serve exited {code}:\n{server.output()[-3000:]}"
+        # the bad requests the tests send must not keep a model from unloading at once: before,
+        # shutdown waited out both exit timeouts and killed the stubs, leaving their files
+        log = server.output()
+        assert "still running after" not in log and "Non-graceful" not in log, log[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +250,111 @@ BAD_REQUESTS = [
     ("empty file", "fcn_encoded", "image_bytes", np.array([b""], dtype=np.object_), "BYTES",
      "do not decode"),
 ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_one_remote_segmenter_shared_by_threads(
+    onnx_server: ServerProcess, models: dict[str, Path]
+) -> None:
+    """One RemoteSegmenter used by 6 threads at once (HTTP deadlocked in gevent's connection
+    pool): every answer right, none stuck (daemon threads, a bounded wait)."""
+    local = Segmenter.load(models["onnx"], device="cpu")
+    pictures = [scene(40 + 7 * k, 52, 200 + k) for k in range(6)]
+    expected = [local.predict(p) for p in pictures]
+    for protocol, address in (("http", onnx_server.http), ("grpc", onnx_server.grpc)):
+        results: dict[int, list[np.ndarray]] = {}
+        with RemoteSegmenter(address, protocol=protocol) as seg:
+
+            def work(k: int, seg: RemoteSegmenter = seg, out: dict = results) -> None:
+                out[k] = [seg.predict(pictures[k]) for _ in range(4)]
+
+            threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(6)]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 120
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            assert not any(t.is_alive() for t in threads), f"{protocol}: threads stuck"
+        assert sorted(results) == list(range(6)), f"{protocol}: a thread failed"
+        for k, answers in results.items():
+            for got in answers:
+                np.testing.assert_array_equal(got, expected[k], err_msg=f"{protocol} {k}")
+
+
+@pytest.mark.slow
+def test_a_server_that_loses_its_ports_says_so_and_leaves_the_winner_alone(
+    onnx_server: ServerProcess, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two fcn-serve started together both find the ports free; the loser's tritonserver cannot
+    bind. It must say the ports are taken and never talk to (unload from) the winner."""
+    import fcn_deploy.serve.server as module
+
+    monkeypatch.setattr(module, "_check_port_free", lambda *args: None)  # both checked at once
+    config = module.ServeConfig(
+        http_port=onnx_server.http_port, grpc_port=onnx_server.grpc_port,
+        metrics_port=onnx_server.metrics_port, exit_timeout=5,
+    )  # fmt: skip
+    loser = module.FCNServer([Segmenter.load(models["onnx"], device="cpu")], config)
+    with pytest.raises(FCNError, match="in use by another fcn-serve") as caught:
+        loser.start()
+    assert "403" not in str(caught.value)
+    client = http.InferenceServerClient(onnx_server.http)
+    try:
+        assert client.is_model_ready("fcn") and client.is_model_ready("fcn_encoded")
+    finally:
+        client.close()
+
+
+def test_stale_workspaces_of_dead_servers_are_removed(tmp_path: Path) -> None:
+    from fcn_deploy.serve.server import WORKSPACE_PREFIX, remove_stale_workspaces
+
+    dead = tmp_path / f"{WORKSPACE_PREFIX}999999999-abcd"  # no process has this pid
+    live = tmp_path / f"{WORKSPACE_PREFIX}{os.getpid()}-abcd"
+    foreign = tmp_path / "workspace_k2j4x9"  # PyTriton's own naming: not ours to judge
+    for folder in (dead, live, foreign):
+        (folder / "model-store").mkdir(parents=True)
+        (folder / "tritonserver").write_bytes(b"x")
+    assert remove_stale_workspaces(tmp_path) == 1
+    assert not dead.exists() and live.exists() and foreign.exists()
+
+
+@pytest.mark.slow
+def test_bad_files_leave_nothing_that_delays_shutdown(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """8 threads × 20 files, every third one not an image: each bad one gets its error, and the
+    server still unloads at once on SIGTERM (a failed call used to pin its model: shutdown sat out
+    both exit timeouts, ~65 s, and killed the stub, leaving its shared memory and files)."""
+    _, png = cv2.imencode(".png", scene(40, 50, 3))
+    server = ServerProcess(models["pt"], tmp_path / "log.txt")
+    try:
+        server.wait_ready()
+
+        def work(t: int) -> list[str]:
+            client = http.InferenceServerClient(server.http)
+            answers = []
+            try:
+                for i in range(20):
+                    data = b"garbage" if i % 3 == 0 else png.tobytes()
+                    x = http.InferInput("image_bytes", [1], "BYTES")
+                    x.set_data_from_numpy(np.array([data], dtype=np.object_))
+                    try:
+                        answers.append(
+                            str(client.infer("fcn_encoded", [x]).as_numpy("labels").shape)
+                        )
+                    except Exception as e:
+                        answers.append("do not decode" if "do not decode" in str(e) else str(e))
+            finally:
+                client.close()
+            return answers
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = [a for f in [pool.submit(work, t) for t in range(8)] for a in f.result()]
+        assert sorted(set(answers)) == ["(40, 50)", "do not decode"] and len(answers) == 160
+    finally:
+        code = server.stop()
+    log = server.output()
+    assert code == 0 and "still running after" not in log and "Non-graceful" not in log, log[-3000:]
 
 
 def _send_raw(server: ServerProcess, model: str, name: str, array: np.ndarray, dtype: str):

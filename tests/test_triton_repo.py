@@ -8,6 +8,7 @@ tensor and image I/O, FP16 I/O, a TensorRT plan) is parsed with protobuf ``text_
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from dataclasses import replace
@@ -121,7 +122,10 @@ def test_fp16_io_and_plan_variants_parse(onnx_files: dict[str, Path], tmp_path: 
 
 
 def test_nothing_half_written_and_replaced_whole(
-    onnx_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    onnx_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     repo = tmp_path / "repo"
     first = write_triton_repo(repo, onnx_files["tensor"], name="fcn")
@@ -133,16 +137,41 @@ def test_nothing_half_written_and_replaced_whole(
         raise OSError("disk full")
 
     monkeypatch.setattr(module.shutil, "copyfile", fail)  # the copy fails half way
-    with pytest.raises(OSError, match="disk full"):
+    # the file it could not write is named (where it was going), not the source
+    with pytest.raises(FCNError, match=r"cannot write .*repo/fcn/1/model\.onnx: disk full"):
         write_triton_repo(repo, onnx_files["image"], name="fcn", kind="cpu")
     monkeypatch.undo()
     assert sorted(p.name for p in repo.iterdir()) == ["fcn"]  # no staging folder left
     assert first.config_path.read_text() == before  # the old model untouched
 
-    second = write_triton_repo(repo, onnx_files["image"], name="fcn", kind="cpu")
+    with caplog.at_level(logging.WARNING, logger="fcn_deploy"):
+        second = write_triton_repo(repo, onnx_files["image"], name="fcn", kind="cpu")
+    assert "fcn exists and is replaced" in caplog.text  # said, not silent
     assert sorted(p.name for p in repo.iterdir()) == ["fcn"]
     assert "KIND_CPU" in second.config_path.read_text()
     assert second.model_file.read_bytes() == onnx_files["image"].read_bytes()
+
+
+def test_external_data_keeps_its_layout(onnx_files: dict[str, Path], tmp_path: Path) -> None:
+    """Weights at ``sub/model.onnx`` land at ``1/sub/model.onnx`` (not over the model); a weight
+    file named like the model itself is refused."""
+    import numpy as np
+    from conftest import with_external_data
+
+    from fcn_deploy.export import ort_run, ort_session
+
+    source = with_external_data(onnx_files["tensor"], tmp_path / "src" / "m.onnx", "sub/model.onnx")
+    report = write_triton_repo(tmp_path / "repo", source)
+    copied = report.model_dir / "1" / "sub" / "model.onnx"
+    assert copied.read_bytes() == (tmp_path / "src" / "sub" / "model.onnx").read_bytes()
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    expected = ort_run(ort_session(onnx_files["tensor"]), x)
+    np.testing.assert_array_equal(ort_run(ort_session(report.model_file), x), expected)
+
+    clash = with_external_data(onnx_files["tensor"], tmp_path / "clash" / "f.onnx", "model.onnx")
+    with pytest.raises(FCNError, match="the name Triton gives the model itself"):
+        write_triton_repo(tmp_path / "repo2", clash)
+    assert not (tmp_path / "repo2").exists()
 
 
 def test_fcn_export_triton_repo_flag(onnx_files: dict[str, Path], tmp_path: Path) -> None:

@@ -275,6 +275,10 @@ class Segmenter:
     ) -> np.ndarray:
         """The image with each pixel tinted by its class colour: uint8 ``H×W×3`` BGR, ready for
         cv2.imwrite."""
+        if not 0.0 <= alpha <= 1.0:  # NaN too
+            raise FCNError(
+                f"alpha must be in 0..1 (the colours' opacity), got {alpha}", param="alpha"
+            )
         bgr = as_bgr8(image, rgb, self.max_megapixels)
         labels = np.asarray(labels)
         if labels.shape != bgr.shape[:2]:

@@ -113,6 +113,10 @@ class ModelSource:
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
             return cls(str(path), module=net, info=net.info)
+        if path.suffix.lower() == ".onnx":  # a foreign or unsafe file is bad input (exit 2)
+            from ..export import read_onnx_metadata
+
+            return cls(str(path), path=path, info=read_onnx_metadata(path).info)
         return cls(str(path), path=path)
 
 

@@ -84,7 +84,7 @@ class _Replica:
         self.overlay_alpha = overlay_alpha
 
     def _read(self, path: str) -> np.ndarray:
-        from ..imageio import check_encoded_megapixels, read_image, to_bgr8
+        from ..imageio import decode_image_bytes, read_image
 
         limit = self.segmenter.max_megapixels
         if not OutputFolder(path).remote:
@@ -94,13 +94,10 @@ class _Replica:
         filesystem, where = fs.FileSystem.from_uri(path)
         with filesystem.open_input_file(where) as f:
             data = f.read()
-        check_encoded_megapixels(data, limit, f"{path}: an image")
-        import cv2
-
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        image = decode_image_bytes(data, limit, f"{path}: an image")
         if image is None:
             raise FCNError(f"{path}: not a readable image")
-        return to_bgr8(image)
+        return image
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]

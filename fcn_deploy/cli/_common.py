@@ -7,10 +7,11 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,9 +30,11 @@ __all__ = [
     "fraction",
     "non_negative_float",
     "non_negative_int",
+    "one_line",
     "parse_args",
     "positive_float",
     "positive_int",
+    "refuse_overwrites",
     "run_cli",
     "size_hw",
     "size_list",
@@ -43,11 +46,17 @@ EXIT_FAILED = 1  # the work ran but failed a check (verification, accuracy gate,
 
 def error_line(error: FCNError, parser: argparse.ArgumentParser | None = None) -> str:
     """``error: <message>``, plus the option for the parameter it names where ``parser`` has one."""
-    line = f"error: {error}"
+    line = f"error: {one_line(str(error))}"
     flag = f"--{error.param.replace('_', '-')}" if error.param else None
     if flag is not None and parser is not None and flag in parser._option_string_actions:
         line += f" (option {flag})"
     return line
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``): a file name holding a newline cannot
+    split a message or forge an ``error:`` line of its own."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def run_cli(
@@ -79,8 +88,42 @@ def run_cli(
         return 130
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {where}{os_reason(e)}", file=sys.stderr)
+        print(f"error: {one_line(where)}{os_reason(e)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def refuse_overwrites(
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | None = None,
+) -> None:
+    """Refuse an output file that is one of the inputs, or another output, before any work.
+
+    Keys name the option (``--json``), values the path (None: not given). Paths are compared as
+    files (symlinks, ``..`` and hard links resolved), so ``--json model.onnx`` cannot replace the
+    model being measured, nor ``--json`` the weights that ``--out`` writes.
+    """
+    seen: dict[object, tuple[str, str]] = {}
+    for role, group in (("input", inputs or {}), ("output", outputs)):
+        for flag, path in group.items():
+            if path is None:
+                continue
+            key = _file_key(Path(path))
+            if key in seen:
+                other_flag, other_role = seen[key]
+                raise FCNError(
+                    f"{flag} {path} is the same file as the {other_role} {other_flag}; writing it "
+                    f"would replace that {other_role}: choose another name"
+                )
+            seen[key] = (flag, role)
+
+
+def _file_key(path: Path) -> object:
+    """What identifies a file: device and inode when it exists (hard links), else its real path."""
+    try:
+        st = path.stat()
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return path.resolve()
 
 
 def add_verbosity(parser: argparse.ArgumentParser) -> None:
@@ -161,7 +204,9 @@ class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
 class _LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+        if record.levelno < logging.WARNING:
+            return text
+        return f"{record.levelname.lower()}: {one_line(text)}"
 
 
 class _Terminated(KeyboardInterrupt):

@@ -29,6 +29,7 @@ from ..bench import (
 )
 from ..bench.backends import DEFAULT_BACKENDS
 from ..bench.scenarios import BENCH_CALIBRATION
+from ..imageio import check_megapixels
 from ._common import (
     EXIT_FAILED,
     OneLineParser,
@@ -40,9 +41,11 @@ from ._common import (
     parse_args,
     positive_float,
     positive_int,
+    refuse_overwrites,
     run_cli,
     size_list,
 )
+from .predict import add_max_megapixels
 
 __all__ = ["build_parser", "main"]
 
@@ -157,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, help="write a PNG plot here")
     add_allow_unverified(p)
     add_verbosity(p)
+    add_max_megapixels(p)
     return p
 
 
@@ -177,7 +181,9 @@ def _stream(text: str) -> tuple[int, int, int]:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(build_parser(), argv)
-    for out in (args.json, args.markdown, args.plot):
+    outputs = {"--json": args.json, "--markdown": args.markdown, "--plot": args.plot}
+    refuse_overwrites(outputs, {"--model": args.model})
+    for out in outputs.values():
         if out is not None:
             check_output_file(out)  # before the benchmark, not after it
     if args.model is not None and args.model.suffix.lower() == ".onnx":
@@ -185,6 +191,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
         check_verified(read_onnx_metadata(args.model), args.model, args.allow_unverified)
     sliding = args.scenario == "sliding-window"
+    side = args.stream[2]
+    for h, w in [*(args.sizes or []), (side, side)]:  # inputs are allocated: the usual limit
+        check_megapixels(h, w, args.max_megapixels, "a --sizes/--stream input")
     cfg = BenchConfig(
         sizes=args.sizes or size_list(SLIDING_SIZES if sliding else DEFAULT_SIZES),
         batch=args.batch,

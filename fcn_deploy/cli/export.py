@@ -28,6 +28,7 @@ from ._common import (
     non_negative_int,
     parse_args,
     positive_int,
+    refuse_overwrites,
     run_cli,
     size_hw,
 )
@@ -210,10 +211,17 @@ def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(build_parser(), argv)
+    refuse_overwrites({"-o": args.output, "--engine": args.engine}, {"SOURCE": args.source})
     if args.engine is not None:  # before the export: a bad engine option must not waste it
         check_engine_arguments(args)
-    if args.triton_repo is not None:  # likewise the repository folder
+    if args.triton_repo is not None:  # likewise the repository folder and the model's name
         check_output_dir(args.triton_repo)
+        from ..export.triton_repo import MODEL_NAME
+
+        if not MODEL_NAME.match(args.triton_name):
+            raise FCNError(
+                f"--triton-name {args.triton_name!r}: use letters, digits, '.', '_' and '-' only"
+            )
     if args.source.suffix.lower() == ".onnx":
         if args.engine is None and args.triton_repo is None:
             raise FCNError(

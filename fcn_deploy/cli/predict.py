@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import glob
 import sys
 import time
 from collections.abc import Sequence
@@ -29,12 +28,12 @@ from .._io import (
     remove_empty_folders,
 )
 from .._progress import Progress
+from .._walk import glob_files, walk_files
 from ..api import Segmenter, is_video
 from ..bulk.outputs import OutputFolder
 from ..errors import FCNError
 from ..imageio import (
     DEFAULT_MAX_MEGAPIXELS,
-    quiet_opencv_logging,
     read_image,
 )
 from ..runtime import BACKENDS, backend_for_path
@@ -46,6 +45,7 @@ from ._common import (
     error_line,
     fraction,
     non_negative_int,
+    one_line,
     parse_args,
     positive_float,
     positive_int,
@@ -71,7 +71,6 @@ IMAGE_SUFFIXES = frozenset(
         ".pbm",
         ".pnm",
         ".jp2",
-        ".exr",
         ".hdr",
     ]
 )
@@ -193,11 +192,14 @@ def _is_image(path: Path) -> bool:
     )
 
 
-def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
+def collect_inputs(
+    inputs: Sequence[str], output: Path | None = None
+) -> tuple[list[Path], list[str], int]:
     """Expand INPUT arguments → (image files in order, problems found, non-image files skipped).
 
-    Named files are always tried; folder and glob contents are filtered by image suffix. A file
-    reached twice is listed once.
+    Named files are always tried; folder and glob contents are filtered by image suffix, each real
+    folder is read once (symlink cycles end), and nothing inside ``output`` (the results folder)
+    is read. A file reached twice is listed once.
     """
     files: list[Path] = []
     problems: list[str] = []
@@ -207,17 +209,7 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
         if path.is_file():
             found = [path]
         elif path.is_dir() or (not path.exists() and GLOB_CHARS & set(arg)):
-            roots = (
-                [path]
-                if path.is_dir()
-                else [Path(m) for m in sorted(glob.glob(arg, recursive=True))]
-            )
-            candidates = [
-                f
-                for r in roots
-                for f in (sorted(r.rglob("*")) if r.is_dir() else [r])
-                if f.is_file()
-            ]
+            candidates = walk_files(path, output) if path.is_dir() else glob_files(arg, output)
             found = [f for f in candidates if _is_image(f) or is_video(f)]
             skipped += len(candidates) - len(found)
             if not found:
@@ -230,6 +222,48 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[str], int]:
         files.extend(found)
     unique = list({f.resolve(): f for f in reversed(files)}.values())[::-1]  # first occurrence wins
     return unique, problems, skipped
+
+
+def check_output_folder(output: Path, inputs: Sequence[str]) -> None:
+    """Refuse an output folder that is an input folder or holds one.
+
+    Results there would be read as inputs by the next run and could replace images of the same
+    name (``holiday.png`` → its label map). A folder inside an input folder is fine: it is never
+    read as input.
+    """
+    out = output.resolve()
+    for arg in inputs:
+        folder = Path(arg).resolve()
+        if Path(arg).is_dir() and (folder == out or folder.is_relative_to(out)):
+            what = "is the input folder" if folder == out else "holds the input folder"
+            raise FCNError(
+                f"-o {output} {what} {arg}: results would mix with the images and could replace "
+                "them; write them to another folder (one inside the input folder is fine, it is "
+                "never read as input)",
+                param="output",
+            )
+
+
+def _outputs(folder: Path, name: str, overlay: bool) -> list[Path]:
+    """The files one input writes: ``NAME.png`` and, with --overlay, ``NAME_overlay.jpg``."""
+    return [folder / f"{name}.png", *([folder / f"{name}_overlay.jpg"] if overlay else [])]
+
+
+def check_no_input_replaced(
+    files: Sequence[Path], names: Sequence[str], folder: Path, overlay: bool
+) -> list[Path]:
+    """Refuse results that would replace one of the inputs; return the earlier results that
+    will be replaced (said, not silent)."""
+    results = [p for name in names for p in _outputs(folder, name, overlay)]
+    inputs = {f.resolve(): f for f in files}
+    for result in results:
+        if result.resolve() in inputs:
+            raise FCNError(
+                f"{inputs[result.resolve()]} would be replaced by the result {result}; write the "
+                "results to another folder",
+                param="output",
+            )
+    return [p for p in results if p.exists()]
 
 
 def output_names(files: Sequence[Path]) -> list[str]:
@@ -328,7 +362,6 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"no inputs after the model {args.model}: give the model first, then the images "
                 "(fcn-predict MODEL INPUT... -o OUTDIR), or pass --model PATH or --server HOST:PORT"
             )
-    quiet_opencv_logging()  # our one line names a corrupt file; not libpng too
     options = {}
     if args.variant and args.server is None:
         if (args.backend or backend_for_path(args.model)) != "torch":
@@ -338,7 +371,10 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         options["variant"] = args.variant
     check_output_dir(args.output)  # before the model loads; created only once it has
-    files, problems, skipped = collect_inputs(args.inputs)
+    check_output_folder(args.output, args.inputs)
+    files, problems, skipped = collect_inputs(args.inputs, args.output)
+    names = output_names(files)
+    earlier = check_no_input_replaced(files, names, args.output, args.overlay)
     if not files and not problems:
         raise FCNError("no inputs given")
     if args.ray is not None:
@@ -351,15 +387,21 @@ def _main(argv: Sequence[str] | None) -> int:
     created = missing_folders(args.output)
     make_output_dir(args.output)
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    names = output_names(files)
+        print(f"error: {one_line(problem)}", file=sys.stderr)
+    if earlier:
+        shown = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        print(
+            one_line(f"warning: {len(earlier)} earlier result(s) in {args.output} are replaced "
+                     f"({shown})"),
+            file=sys.stderr,
+        )  # fmt: skip
     for f, name in zip(files, names, strict=True):
         if name != f.stem:
             print(
-                f"note: {f} is written as {name}{'/' if is_video(f) else '.png'} (another input "
-                f"is also named {f.stem})",
+                one_line(f"note: {f} is written as {name}{'/' if is_video(f) else '.png'} "
+                         f"(another input is also named {f.stem})"),
                 file=sys.stderr,
-            )
+            )  # fmt: skip
 
     jobs = [(f, n) for f, n in zip(files, names, strict=True) if not is_video(f)]
     videos = [(f, n) for f, n in zip(files, names, strict=True) if is_video(f)]

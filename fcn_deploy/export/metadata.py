@@ -19,6 +19,7 @@ from typing import Any
 from .._io import describe_file, os_reason
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
+from .external_data import external_data_files
 
 __all__ = [
     "IO_MODES",
@@ -113,7 +114,10 @@ class OnnxMetadata:
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
-    """The `OnnxMetadata` of an exported file, read without loading its weights."""
+    """The `OnnxMetadata` of an exported file, read without loading its weights.
+
+    Also refuses a file naming external data outside its folder (`external_data_files`).
+    """
     import onnx
 
     path = Path(path)
@@ -134,6 +138,7 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
         ) from None
     if not model.graph.node:
         raise FCNError(f"{path} is not an ONNX model (it parses, but holds no graph)")
+    external_data_files(path, model)  # every reader of a user's ONNX file comes through here
     props = {p.key: p.value for p in model.metadata_props}
     if not any(k.startswith(PREFIX) for k in props):
         raise FCNError(
@@ -141,9 +146,17 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
             "(or pass the checkpoint it came from)"
         )
     try:
-        return OnnxMetadata.from_props(props)
-    except (KeyError, ValueError, TypeError) as e:
-        raise FCNError(f"{path}: fcn-deploy metadata is damaged or incompatible ({e})") from None
+        meta = OnnxMetadata.from_props(props)
+    except (KeyError, ValueError, TypeError, RecursionError) as e:  # RecursionError: nested JSON
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:200]
+        raise FCNError(
+            f"{path}: fcn-deploy metadata is damaged or incompatible ({reason})"
+        ) from None
+    problem = graph_problem(model, meta)
+    if problem:
+        raise FCNError(f"{path} is damaged: its fcn-deploy metadata disagrees with its graph "
+                       f"({problem}); export it again")  # fmt: skip
+    return meta
 
 
 def check_verified(
@@ -156,3 +169,70 @@ def check_verified(
             "or pass allow_unverified=True to use it anyway",
             param="allow_unverified",
         )
+
+
+_ELEM = {1: "float32", 2: "uint8", 10: "float16"}  # onnx.TensorProto element types
+
+
+def graph_problem(model: Any, meta: OnnxMetadata) -> str | None:
+    """Where the graph contradicts its metadata (I/O names and types, input dims against the
+    bounds, the class count), or None. Checked at load, so a damaged file is one line instead of
+    an ONNX Runtime traceback or labels past the class names at run time."""
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in weights]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        return f"{len(inputs)} input(s) and {len(model.graph.output)} output(s), not one each"
+    x, y = inputs[0], model.graph.output[0]
+    if (x.name, y.name) != (meta.input_name, meta.output_name):
+        return (f"tensors {meta.input_name!r} → {meta.output_name!r} named, the graph has "
+                f"{x.name!r} → {y.name!r}")  # fmt: skip
+    want = "uint8" if meta.io == "image" else ("float16" if meta.fp16_io else "float32")
+    got = _ELEM.get(x.type.tensor_type.elem_type, f"type {x.type.tensor_type.elem_type}")
+    if got != want:
+        return f"io={meta.io} takes {want} input, the graph takes {got}"
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in x.type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        return f"the input has {len(dims)} dimensions, not 4"
+    n, c, h, w = (dims[0], dims[3], dims[1], dims[2]) if meta.io == "image" else dims
+    b = meta.bounds
+    if c not in (None, 3):
+        return f"the input has {c} channels, not 3"
+    if n is not None and (n < b.min_batch or (b.max_batch is not None and n > b.max_batch)):
+        return (
+            f"the input's batch is fixed at {n}, outside the bounds' {b.min_batch}..{b.max_batch}"
+        )
+    top = b.max_hw or (None, None)
+    sides = ((h, b.min_hw[0], top[0], "height"), (w, b.min_hw[1], top[1], "width"))
+    for size, low, high, name in sides:
+        if size is not None and (size < low or (high is not None and size > high)):
+            return f"the input's {name} is fixed at {size}, outside the bounds' {low}..{high}"
+    classes = _graph_classes(model, meta.io)
+    if classes is not None and classes != meta.info.num_classes:
+        return f"{meta.info.num_classes} classes named, the graph computes {classes}"
+    return None
+
+
+def _graph_classes(model: Any, io: str) -> int | None:
+    """The class count the graph computes: the logits' channel dim (tensor I/O), or for image I/O
+    the channels of the last convolution before the ArgMax (traced back through the crops)."""
+    if io == "tensor":
+        dims = model.graph.output[0].type.tensor_type.shape.dim
+        return dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else None
+    producers = {out: node for node in model.graph.node for out in node.output}
+    shapes = {t.name: list(t.dims) for t in model.graph.initializer}
+    argmax = [node for node in model.graph.node if node.op_type == "ArgMax"]
+    name = argmax[-1].input[0] if argmax else None
+    for _ in range(len(model.graph.node)):
+        node = producers.get(name) if name is not None else None
+        if node is None:
+            return None
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
+            weight = node.input[1]
+            quantized = producers.get(weight)  # INT8: the weight comes through DequantizeLinear
+            dims = shapes.get(quantized.input[0] if quantized is not None else weight)
+            if not dims or len(dims) != 4:
+                return None
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            return dims[0] if node.op_type == "Conv" else dims[1] * group
+        name = node.input[0] if node.input else None
+    return None

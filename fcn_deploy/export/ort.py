@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FCNError
+from .external_data import external_data_files
 
 __all__ = [
     "cuda_provider_problem",
@@ -31,7 +32,9 @@ def ort_session(
     """An `onnxruntime.InferenceSession` with explicit thread settings (CPU provider by default).
 
     ``threads``: intra-op threads (None: ONNX Runtime's default, one per core); ``inter_threads``:
-    threads across independent nodes (this graph is a chain, so 1 is usually right).
+    threads across independent nodes (this graph is a chain, so 1 is usually right). External
+    data outside the model's folder is refused first (`external_data_files`), whatever ONNX
+    Runtime release would do with it.
     """
     try:
         import onnxruntime as ort
@@ -39,6 +42,7 @@ def ort_session(
         raise FCNError(
             "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
         ) from None
+    external_data_files(path)
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)

@@ -17,7 +17,6 @@ each layer, from Caffe's coordinate maps) — see `calibrate_ranges`.
 from __future__ import annotations
 
 import contextlib
-import glob
 import io as _io
 import logging
 import os
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._progress import Progress
+from .._walk import glob_files, walk_files
 from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
 
@@ -119,13 +119,10 @@ class CalibrationSource:
         return self.kind != "images"
 
     def _files(self) -> list[Path]:
-        path = Path(self.root)
+        path = Path(self.root)  # each real folder read once: symlink cycles end
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
-        else:
-            files = sorted(Path(p) for p in glob.glob(self.root, recursive=True))
-            files = [p for p in files if p.is_file()]
-        return files
+            return [p for p in walk_files(path) if p.suffix.lower() in _IMAGE_SUFFIXES]
+        return [p for p in glob_files(self.root) if p.suffix.lower() in _IMAGE_SUFFIXES]
 
     def _images(self, start: int, stop: int) -> list[np.ndarray]:
         if self.arrays:

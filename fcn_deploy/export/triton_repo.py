@@ -10,26 +10,42 @@ copied into ``parameters`` so ``GET /v2/models/<name>/config`` shows it. For ONN
 TensorRT execution accelerator can be turned on with FP16, with an optimization profile
 covering the export's bounds so it builds one engine instead of one per new shape.
 
+External-data files the ONNX model names are copied with it, keeping their relative layout under
+``1/``; only files inside the model's folder are accepted (`external_data_files`).
+
 The model folder is assembled beside its destination and renamed into place: a failure leaves
 no half-written model, and an existing one is replaced only once the new one is complete.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._io import current_umask, os_reason
 from ..errors import FCNError
+from .external_data import external_data_files
 from .metadata import OnnxMetadata, read_onnx_metadata
 
-__all__ = ["INSTANCE_KINDS", "TritonRepoReport", "triton_model_config", "write_triton_repo"]
+__all__ = [
+    "INSTANCE_KINDS",
+    "MODEL_NAME",
+    "TritonRepoReport",
+    "triton_model_config",
+    "write_triton_repo",
+]
+
+log = logging.getLogger(__name__)
 
 INSTANCE_KINDS = ("gpu", "cpu")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 _TYPES = {"uint8": "TYPE_UINT8", "fp32": "TYPE_FP32", "fp16": "TYPE_FP16"}
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton accepts as a model name
 OPT_HW = 512  # the size the TensorRT accelerator's profile is tuned for (PASCAL VOC images ≤ 500)
 
 
@@ -140,20 +156,6 @@ def triton_model_config(
     return "\n".join(lines) + "\n"
 
 
-def _onnx_files(path: Path) -> list[Path]:
-    """The ONNX file and any external-data files it names (they must travel with it)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    names = {
-        entry.value
-        for tensor in model.graph.initializer
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return [path, *(path.parent / n for n in sorted(names))]
-
-
 def write_triton_repo(
     repo: str | os.PathLike[str],
     model: str | os.PathLike[str],
@@ -174,8 +176,11 @@ def write_triton_repo(
     model, repo_dir = Path(model), Path(repo)
     if not model.is_file():
         raise FCNError(f"model={model}: no such file")
-    if not name or name.startswith(".") or "/" in name or name in ("..", "."):
-        raise FCNError(f"name={name!r} is not a usable model folder name")
+    if not MODEL_NAME.match(name):
+        raise FCNError(
+            f"name={name!r}: a Triton model name uses letters, digits, '.', '_' and '-' only",
+            param="name",
+        )
     engine = model.suffix.lower() in ENGINE_SUFFIXES
     if metadata is None:
         if engine:
@@ -187,22 +192,28 @@ def write_triton_repo(
     platform = "tensorrt_plan" if engine else "onnxruntime_onnx"
     text = triton_model_config(name, platform, metadata, max_batch, instances, kind,
                                queue_delay_us, tensorrt_fp16)  # fmt: skip
-    sources = [model] if engine else _onnx_files(model)
-    missing = [s for s in sources if not s.is_file()]
-    if missing:
-        raise FCNError(f"{model} refers to external data {missing[0]}, which does not exist")
+    model_name = "model.plan" if engine else "model.onnx"
+    # external data keeps its layout under 1/ (the model names it by relative path)
+    extras = [] if engine else external_data_files(model)
+    if Path(model_name) in extras:
+        raise FCNError(
+            f"{model} keeps external data in a file named {model_name}, which is the name Triton "
+            "gives the model itself; rename that file (or save the model as one file)"
+        )
 
     repo_dir.mkdir(parents=True, exist_ok=True)
     final = repo_dir / name
+    if final.exists():
+        log.warning("%s exists and is replaced by the new model", final)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=repo_dir))
     try:
         (staging / "1").mkdir()
-        target = staging / "1" / ("model.plan" if engine else "model.onnx")
-        shutil.copyfile(model, target)
-        for extra in sources[1:]:
-            shutil.copyfile(extra, staging / "1" / extra.name)
+        copies = [(model, staging / "1" / model_name)]
+        copies += [(model.parent / e, staging / "1" / e) for e in extras]
+        for source, target in copies:
+            _copy(source, target, final / target.relative_to(staging))
         (staging / "config.pbtxt").write_text(text, encoding="utf-8")
-        os.chmod(staging, 0o777 & ~_umask())
+        os.chmod(staging, 0o777 & ~current_umask())
         old = None
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=repo_dir))
@@ -213,11 +224,17 @@ def write_triton_repo(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return TritonRepoReport(final, final / "config.pbtxt", final / "1" / target.name, platform,
+    return TritonRepoReport(final, final / "config.pbtxt", final / "1" / model_name, platform,
                             max_batch)  # fmt: skip
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _copy(source: Path, target: Path, shown: Path) -> None:
+    """Copy one file into the staging folder; a failed write names the file being written
+    (``shown``: where it ends up), not the source (shutil puts the source in the error)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copyfile(source, target)
+    except OSError as e:
+        if e.filename2 is None and e.filename == os.fspath(source):
+            raise FCNError(f"{source}: cannot read ({os_reason(e)})") from None
+        raise FCNError(f"cannot write {shown}: {os_reason(e)}") from None

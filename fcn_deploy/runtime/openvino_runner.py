@@ -9,6 +9,7 @@ shapes stay dynamic: one compiled model serves every size within the exported bo
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,17 @@ from ..export import OnnxMetadata, read_onnx_metadata
 from .base import Runner, resolve_device
 
 __all__ = ["OpenVINORunner"]
+
+
+_SOURCE_LINE = re.compile(r"^(Exception from|Check '.*' failed at) \S+:\d+:$")
+
+
+def openvino_reason(error: Exception) -> str:
+    """The cause in an OpenVINO error, on one line: its C++ source locations dropped (the first
+    line is only "Exception from src/inference/src/cpp/core.cpp:84:"; the cause follows)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = "; ".join(line for line in lines if not _SOURCE_LINE.match(line))
+    return cause[:400] or type(error).__name__
 
 
 def _openvino() -> Any:
@@ -75,8 +87,7 @@ class OpenVINORunner(Runner):
             core = ov.Core()
             self.compiled: Any = core.compile_model(core.read_model(os.fspath(path)), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long C++ traces
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise FCNError(f"OpenVINO cannot load {path}: {first}") from None
+            raise FCNError(f"OpenVINO cannot load {path}: {openvino_reason(e)}") from None
         self.request: Any = self.compiled.create_infer_request()
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:

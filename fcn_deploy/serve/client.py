@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ def parse_server(url: str) -> tuple[str, str]:
     protocol = (match.group(1) or "http").lower()
     if protocol not in PROTOCOLS:
         raise FCNError(f"server={url!r}: protocol must be http or grpc, got {protocol!r}")
+    if not 0 < int(match.group(3)) < 65536:
+        raise FCNError(f"server={url!r}: the port must be 1..65535")
     return protocol, f"{match.group(2)}:{match.group(3)}"
 
 
@@ -54,7 +57,12 @@ def server_error_line(error: Exception) -> str:
 
 
 class RemoteSegmenter:
-    """Segment images on a Triton server that runs ``fcn-serve`` (HTTP or gRPC)."""
+    """Segment images on a Triton server that runs ``fcn-serve`` (HTTP or gRPC).
+
+    Safe to share between threads: each thread talks through a client of its own (tritonclient's
+    HTTP client runs on gevent, whose connection pool deadlocks when threads share it); `close`
+    closes them all.
+    """
 
     def __init__(
         self,
@@ -75,7 +83,10 @@ class RemoteSegmenter:
         else:
             import tritonclient.http as client_module  # type: ignore[no-redef]
         self._module: Any = client_module
-        self._client: Any = self._connect()
+        self._local = threading.local()
+        self._clients: list[Any] = []  # every thread's client, for close()
+        self._lock = threading.Lock()
+        self._connect()
         self.model = self._read_model()
 
     # -- what the model is (from its config) ---------------------------------------------------
@@ -138,7 +149,10 @@ class RemoteSegmenter:
         return Segmenter.overlay(self, image, labels, alpha, rgb)  # type: ignore[arg-type]
 
     def close(self) -> None:
-        self._client.close()
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     def __enter__(self) -> RemoteSegmenter:
         return self
@@ -154,18 +168,27 @@ class RemoteSegmenter:
     def _where(self) -> str:
         return f"{self.protocol}://{self.address}"
 
-    def _connect(self) -> Any:
+    @property
+    def _client(self) -> Any:
+        """This thread's client (created on its first request)."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._module.InferenceServerClient(self.address)
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def _connect(self) -> None:
         try:
-            client = self._module.InferenceServerClient(self.address)
-            live = client.is_server_live()
+            live = self._client.is_server_live()
         except Exception as e:  # connection refused, DNS, timeout: each client raises its own
+            self.close()
             raise FCNError(
                 f"no Triton server answers at {self._where()} ({server_error_line(e)}); "
                 "start one with fcn-serve MODEL or check --server"
             ) from None
         if not live:
             raise FCNError(f"the Triton server at {self._where()} is not live")
-        return client
 
     def _read_model(self) -> ServedModel:
         try:

@@ -15,12 +15,16 @@ callables here torn down.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import functools
 import logging
 import os
-import re
+import secrets
+import shutil
 import signal
 import socket
 import sysconfig
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ..api import Segmenter
 from ..errors import FCNError
-from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_encoded_megapixels, check_megapixels
+from ..export.triton_repo import MODEL_NAME
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, decode_image_bytes
 from ..meta import SizeBounds
 from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
 
@@ -49,8 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton accepts as a model name
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class ServeConfig:
             raise FCNError(
                 f"http_port, grpc_port and metrics_port must differ, got {list(ports.values())}"
             )
-        if not _NAME_RE.match(self.model_name):
+        if not MODEL_NAME.match(self.model_name):
             raise FCNError(
                 f"model_name={self.model_name!r}: use letters, digits, '.', '_' and '-' only"
             )
@@ -149,15 +151,12 @@ def decode_image(
     small request that claims a huge image costs nothing.
     """
     what = f"input '{IMAGE_BYTES_INPUT}': an image"
-    check_encoded_megapixels(data, max_megapixels, what)
-    array = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_UNCHANGED) if array.size else None
+    image = decode_image_bytes(data, max_megapixels, what)  # EXIF orientation applied
     if image is None:
         raise FCNError(
             f"input '{IMAGE_BYTES_INPUT}': {len(data)} bytes that do not decode as an image "
             "(send a whole JPEG, PNG, BMP, TIFF or WebP file)"
         )
-    check_megapixels(image.shape[0], image.shape[1], max_megapixels, what)  # headerless formats
     problem = _size_problem(image.shape[0], image.shape[1], bounds)
     if problem:
         raise FCNError(f"input '{IMAGE_BYTES_INPUT}': {problem}")
@@ -261,6 +260,72 @@ def _running(pid: int) -> bool:
         return False
 
 
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports process ``pid`` listens on (its socket inodes matched in /proc/PID/net/tcp*)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    except OSError:
+        return set()
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{table}") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+WORKSPACE_PREFIX = "workspace_fcn-serve-"  # + pid + "-" + random: whose it is, and if it is stale
+
+
+def remove_stale_workspaces(home: Path) -> int:
+    """Remove PyTriton workspaces (a copy of tritonserver, ~22 MB each) of fcn-serve processes
+    that no longer run: a ``kill -9`` leaves its workspace behind. Others' are left alone."""
+    removed = 0
+    for path in home.glob(WORKSPACE_PREFIX + "*"):
+        pid = path.name[len(WORKSPACE_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("removed %d workspace(s) of fcn-serve processes no longer running", removed)
+    return removed
+
+
+def _workspace() -> Any:
+    """A PyTriton workspace named after this process, after removing stale ones."""
+    from pytriton.constants import PYTRITON_HOME
+    from pytriton.utils.workspace import Workspace
+
+    remove_stale_workspaces(PYTRITON_HOME)
+    return Workspace(PYTRITON_HOME / f"{WORKSPACE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _lock_port(port: int, name: str) -> int | None:
+    """Hold an exclusive lock on ``port`` for this process's lifetime (a file descriptor), so two
+    fcn-serve started together cannot both pass the free-port check: the second is refused here.
+    None where the lock file cannot be opened (another user's): the free-port check remains."""
+    path = Path(tempfile.gettempdir()) / f"fcn-serve-port-{port}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FCNError(
+            f"{name}={port} is in use by another fcn-serve on this machine; choose another port"
+        ) from None
+    return fd
+
+
 def _check_port_free(host: str, port: int, name: str) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton does: TIME_WAIT is fine
@@ -302,6 +367,36 @@ def instance_race(problem: str) -> bool:
     return "get_config_from_handshake_server" in problem or "-config.sock" in problem
 
 
+# PyTriton 0.7's Python-backend model (copied into each model's folder of the model store) raises
+# a failed call's error from ``execute``; Triton then never releases those requests, so the model
+# cannot unload: shutdown waited out both exit timeouts (~65 s), ended "Non-graceful termination"
+# and left the stub's shared memory and /tmp/folderXXXX behind. Answering each request with an
+# error response instead gives the client the same message and lets the model unload at once.
+_RAISE = "                    raise triton_responses_or_error\n"
+_ANSWER = (
+    "                    triton_responses_or_error = [pb_utils.InferenceResponse(error=pb_utils."
+    "TritonError(str(triton_responses_or_error))) for _ in triton_requests]\n"
+)
+
+
+def _answer_errors_as_responses(triton: Any) -> None:
+    """Patch the ``model.py`` PyTriton hands Triton for each bound model (see above); a no-op on
+    other PyTriton versions, whose file differs (the ``serve`` extra pins 0.7)."""
+    for model in triton._model_manager.models:
+        model.get_proxy_model_files = functools.partial(_patched_files, model.get_proxy_model_files)
+
+
+def _patched_files(original: Callable[[], dict[str, bytes]]) -> dict[str, bytes]:
+    files = original()
+    for key, content in files.items():
+        if key.endswith("/model.py"):
+            text = content.decode()
+            if _RAISE not in text:
+                log.debug("PyTriton's model.py differs from 0.7's; failed calls stay raised")
+            files[key] = text.replace(_RAISE, _ANSWER).encode()
+    return files
+
+
 class FCNServer:
     """A running Triton server for one or more Segmenters of the same model (one per instance).
 
@@ -326,6 +421,7 @@ class FCNServer:
         self._instances = [_Instance(s, self.bounds, config.max_megapixels) for s in segmenters]
         self._triton: Any = None
         self._stopped = threading.Event()
+        self._port_locks: list[int] = []  # held while this server runs (`_lock_port`)
 
     @property
     def http_url(self) -> str:
@@ -343,6 +439,9 @@ class FCNServer:
         """
         c = self.config
         for name in ("http_port", "grpc_port", "metrics_port"):
+            fd = _lock_port(getattr(c, name), name)  # atomic between fcn-serve processes
+            if fd is not None:
+                self._port_locks.append(fd)
             _check_port_free(c.host, getattr(c, name), name)
         _prefer_own_libpython()
         for attempt in range(1, START_ATTEMPTS + 1):
@@ -350,9 +449,10 @@ class FCNServer:
             if not problem:
                 break
             stop_requested = self._stopped.is_set()  # SIGTERM while starting: no retry
-            self.stop()
             if attempt == START_ATTEMPTS or stop_requested or not instance_race(problem):
+                self.stop()
                 raise FCNError(f"Triton did not start ({problem}); see its log above")
+            self._halt()  # the ports stay locked for the next attempt
             log.warning(
                 "a model instance lost PyTriton's start-up handshake race; restarting Triton "
                 "(attempt %d of %d)", attempt + 1, START_ATTEMPTS,
@@ -371,6 +471,7 @@ class FCNServer:
 
         c = self.config
         triton = Triton(
+            workspace=_workspace(),
             config=TritonConfig(
                 http_address=c.host, http_port=c.http_port, grpc_address=c.host,
                 grpc_port=c.grpc_port, metrics_address=c.host, metrics_port=c.metrics_port,
@@ -399,12 +500,34 @@ class FCNServer:
             strict=True,
         )
         self._publish_metadata(triton)
+        _answer_errors_as_responses(triton)
         self._triton = triton
         try:
             triton.run()
-            return self._not_ready()
         except Exception as e:  # tritonserver died or never became ready
-            return f"{type(e).__name__}: {e}"
+            return self._ports_taken() or f"{type(e).__name__}: {e}"
+        return self._ports_taken() or self._not_ready()
+
+    def _owns_ports(self, root: int | None) -> bool:
+        """Whether the tritonserver this server started (``root``) listens on its HTTP port: if
+        not, whatever answers there is another server, never to be talked to."""
+        if root is None:
+            return False
+        return any(self.config.http_port in listening_ports(p) for p in (root, *process_tree(root)))
+
+    def _ports_taken(self) -> str | None:
+        """Why the start failed when another process took the ports first, or None.
+
+        The free-port check and tritonserver's bind are not one step: two servers started
+        together both pass the check, and the loser's tritonserver exits while PyTriton talks to
+        the winner (which refuses its access token)."""
+        if self._owns_ports(_tritonserver_pid(self._triton)):
+            return None
+        c = self.config
+        return (
+            f"the ports {c.http_port}/{c.grpc_port}/{c.metrics_port} on {c.host} were taken by "
+            "another process while this server started (another fcn-serve?); choose other ports"
+        )
 
     def _not_ready(self) -> str | None:
         """Which model Triton failed to load (PyTriton only logs a warning), or None."""
@@ -450,6 +573,15 @@ class FCNServer:
            server's tritonserver and stubs if still running, so nothing outlives it (only its
            own: one process may run several servers, as the tests do).
         """
+        try:
+            self._halt()
+        finally:
+            locks, self._port_locks = self._port_locks, []
+            for fd in locks:
+                os.close(fd)
+
+    def _halt(self) -> None:
+        """`stop` without releasing the ports."""
         self._stopped.set()
         triton, self._triton = self._triton, None
         if triton is None:
@@ -458,7 +590,8 @@ class FCNServer:
         started = [root, *process_tree(root, TRITON_PROCESSES)] if root else []
         log.info("stopping: finishing in-flight requests (up to %d s)", self.config.exit_timeout)
         try:
-            self._unload(triton, root)
+            if self._owns_ports(root):  # never unload another server's models
+                self._unload(triton, root)
         finally:
             triton.stop()
             left = [p for p in started if _running(p)]

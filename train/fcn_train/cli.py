@@ -23,6 +23,7 @@ from fcn_deploy.cli._common import (
     non_negative_int,
     parse_args,
     positive_int,
+    refuse_overwrites,
     run_cli,
 )
 from fcn_deploy.cli.predict import add_max_megapixels
@@ -209,6 +210,9 @@ def _train(argv: Sequence[str] | None) -> int:
     args = parse_args(train_parser(), argv)
     config, resume = _config(args)
     out = Path(config.out)
+    source = config.init.partition(":")[2]
+    for name in (LAST, BEST, CSV_NAME, PLOT_NAME):  # --overwrite would delete the weights it reads
+        refuse_overwrites({"--out": out / name}, {"--init": source or None})
     _check_out(out, resume is not None, args.overwrite)
     created = missing_folders(out)
     try:
@@ -291,6 +295,7 @@ def _eval(argv: Sequence[str] | None) -> int:
     args = parse_args(eval_parser(), argv)
     if args.model is None:
         raise FCNError("no model: fcn-eval MODEL [options]")
+    refuse_overwrites({"--json": args.json}, {"--model": args.model})
     if args.json is not None:
         check_output_file(args.json)  # before the scoring, not after it
     dataset = open_dataset(args.data, args.split, args.root, args.sbd_root, args.num_images)

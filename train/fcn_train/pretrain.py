@@ -26,8 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fcn_deploy._io import atomic_path, check_output_dir, make_output_dir
+from fcn_deploy._io import check_output_dir, make_output_dir
 from fcn_deploy._progress import Progress
+from fcn_deploy.checkpoint import save_atomically
 from fcn_deploy.data import SYNTHETIC_CLASSES, SyntheticSegmentation
 from fcn_deploy.errors import FCNError
 from fcn_deploy.meta import Preprocessing
@@ -202,8 +203,7 @@ def pretrain(config: PretrainConfig) -> PretrainResult:
     accuracy, per_class = _accuracy(model, val_x, val_y, device)
 
     make_output_dir(Path(config.out).parent)
-    with atomic_path(config.out) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    save_atomically({k: v.detach().cpu() for k, v in model.state_dict().items()}, config.out)
     return PretrainResult(
         path=config.out,
         width=config.width,

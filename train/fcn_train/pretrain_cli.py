@@ -16,6 +16,7 @@ from fcn_deploy.cli._common import (
     parse_args,
     positive_float,
     positive_int,
+    refuse_overwrites,
     run_cli,
 )
 
@@ -103,6 +104,7 @@ def _pretrain(argv: Sequence[str] | None) -> int:
     del args["verbose"], args["quiet"]
     config = PretrainConfig(**args)
     config.validate()  # bad values and outputs refused before the training
+    refuse_overwrites({"--out": config.out, "--json": json_path})
     if json_path is not None:
         check_output_file(json_path)
     result = pretrain(config)
