@@ -63,7 +63,8 @@ def test_the_environment_holds_the_list_and_nothing_optional(gpu_python: Path) -
         "import sys\nfrom importlib.metadata import distributions\n"
         "print(' '.join(sorted(d.metadata['Name'].lower() for d in distributions())))"
     )
-    done = _run(gpu_python, "-c", probe)
+    # -I: not the current folder, where an editable install leaves fcn_deploy.egg-info behind
+    done = _run(gpu_python, "-I", "-c", probe)
     assert done.returncode == 0, done.stderr
     installed = set(done.stdout.split())
     assert {n.lower() for n in listed if n} <= installed
