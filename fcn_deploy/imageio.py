@@ -259,10 +259,13 @@ def _tiff_size(head: bytes) -> tuple[int, int] | None:
 
 
 def read_image(
-    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+    path: str | os.PathLike[str],
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
+    exif_orientation: bool = True,
 ) -> np.ndarray:
     """Decode an image file to uint8 BGR (the rule of `to_bgr8`), turned by its EXIF orientation
-    as viewers show it (as ``cv2.imread`` does); a clear error if it can't be read.
+    as viewers show it (as ``cv2.imread`` does); a clear error if it can't be read. Datasets pass
+    ``exif_orientation=False``: their label maps are drawn on the stored pixels.
 
     The size is read from the file's header first and checked against ``max_megapixels`` (None:
     no limit), so a small file that claims a huge image is refused before it is decoded; a file
@@ -289,7 +292,8 @@ def read_image(
         raise FCNError(
             f"{path}: not a readable image ({what or 'corrupt, truncated or unsupported format'})"
         )
-    return to_bgr8(orient(image, orientation or 1), decoded=True)
+    turn = (orientation or 1) if exif_orientation else 1
+    return to_bgr8(orient(image, turn), decoded=True)
 
 
 def write_label_png(

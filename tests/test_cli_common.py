@@ -111,5 +111,8 @@ def test_predict_takes_the_model_first(
     assert (tmp_path / "first" / "a.png").is_file()
     assert predict.main(["--model", str(model), str(image), "-o", str(tmp_path / "opt")]) == 0
     assert (tmp_path / "opt" / "a.png").is_file()  # with --model, every argument is an input
+    twice = [str(model), str(image), "--model", str(model), "-o", str(tmp_path / "twice")]
+    assert predict.main(twice) == 0  # the same model written both ways is not read as an image
+    assert sorted(p.name for p in (tmp_path / "twice").iterdir()) == ["a.png"]
     assert predict.main([str(model), "-o", str(tmp_path / "none")]) == 2
     assert "no inputs after the model" in capsys.readouterr().err

@@ -161,3 +161,17 @@ def test_dataset_images_over_the_size_limit_are_refused_from_the_header(tmp_path
     ds.max_megapixels = 0.0005  # 500 pixels; the image has 600
     with pytest.raises(FCNError, match=r"2008_000001\.jpg: an image of 30x20 \(WxH\)"):
         ds[0]
+
+
+def test_dataset_images_keep_their_stored_orientation_like_their_labels(tmp_path: Path) -> None:
+    """Label maps are drawn on the stored pixels: an EXIF Orientation tag must not turn the
+    image away from its labels (fcn-predict applies it; a dataset must not)."""
+    from PIL import Image
+
+    devkit = write_voc(tmp_path, {"train": ["2007_000001"]})
+    jpeg = devkit / "VOC2012" / "JPEGImages" / "2007_000001.jpg"
+    exif = Image.Exif()
+    exif[274] = 6  # shown turned by 90°
+    Image.open(jpeg).save(jpeg, exif=exif, quality=95)
+    image, labels = VOCSegmentation(devkit, "train")[0]
+    assert image.shape[:2] == labels.shape == (20, 30)

@@ -708,3 +708,21 @@ def test_a_failed_cuda_initialisation_names_the_driver_the_cuda_variant_needs():
     assert "\n" not in msg
     unknown = cuda_init_message("Runtime", "10.12.0.36", None, [])
     assert "tensorrt-cu12 needs driver 525+" in unknown and "said" not in unknown
+
+
+def test_an_engine_built_from_an_unverified_export_is_refused_unless_allowed(tmp_path):
+    from dataclasses import replace
+
+    from fcn_deploy.runtime import load_runner
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"plan")
+    meta = _meta(tmp_path)
+    write_sidecar(engine, replace(meta, onnx=replace(meta.onnx, unverified="labels 91.2% < 98%")))
+    with pytest.raises(FCNError, match="failed verification") as e:
+        load_runner(engine)
+    assert e.value.param == "allow_unverified"
+    try:  # allowed: it goes on to TensorRT itself (missing here, or the plan is no engine)
+        load_runner(engine, allow_unverified=True)
+    except FCNError as allowed:
+        assert "failed verification" not in str(allowed)

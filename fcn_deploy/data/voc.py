@@ -96,7 +96,9 @@ class VOCSegmentation(SegmentationDataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         name = self.ids[index]
-        image = read_image(self.root / "JPEGImages" / f"{name}.jpg", self.max_megapixels)
+        image = read_image(
+            self.root / "JPEGImages" / f"{name}.jpg", self.max_megapixels, exif_orientation=False
+        )
         labels = read_label_png(
             self.root / "SegmentationClass" / f"{name}.png", self.max_megapixels
         )
@@ -127,7 +129,9 @@ class SBDSegmentation(SegmentationDataset):
         from scipy.io import loadmat  # scipy is slow to import and only SBD needs it
 
         name = self.ids[index]
-        image = read_image(self.root / "img" / f"{name}.jpg", self.max_megapixels)
+        image = read_image(
+            self.root / "img" / f"{name}.jpg", self.max_megapixels, exif_orientation=False
+        )
         path = _need(self.root / "cls" / f"{name}.mat", "label file", self.HINT)
         try:
             labels = loadmat(path)["GTcls"][0]["Segmentation"][0]

@@ -48,13 +48,19 @@ def load_runner(
     **options: Any,
 ) -> Runner:
     """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda,
-    cuda:N). An ONNX file whose export failed verification is refused unless
-    ``allow_unverified``."""
+    cuda:N). An ONNX file whose export failed verification, or an engine built from one, is
+    refused unless ``allow_unverified``."""
+    from ..export import check_verified
+
     backend = backend or backend_for_path(path)
     if backend in ("onnxruntime", "openvino"):
-        from ..export import check_verified, read_onnx_metadata
+        from ..export import read_onnx_metadata
 
         check_verified(read_onnx_metadata(path), path, allow_unverified)
+    if backend == "tensorrt":  # an engine keeps the mark of the ONNX file it was built from
+        from ..engine.sidecar import read_sidecar
+
+        check_verified(read_sidecar(path).onnx, path, allow_unverified)
     if backend == "torch":
         from .torch_runner import TorchRunner
 
