@@ -57,7 +57,7 @@ if [ "$extra" = gpu ]; then
   cuda_major=$("$venv/bin/python" -c 'import torch; print((torch.version.cuda or "13").split(".")[0])')
   gpu_extra=gpu
   [ "$cuda_major" = 12 ] && gpu_extra=gpu-cu12
-  "${pip[@]}" install -q -e ".[$gpu_extra,test]"
+  "${pip[@]}" install -qq -e ".[$gpu_extra,test]"  # -qq: not setuptools' editable-install box
   # onnxruntime-gpu lists its CUDA provider even when it cannot load it: ask a real session
   "$venv/bin/python" - <<'PY' || true
 import onnx, onnx.helper as h, onnxruntime as ort
@@ -71,6 +71,6 @@ print(f"setup: onnxruntime-gpu {ort.__version__}: CUDA provider " + ("active" if
 PY
 else
   "${pip[@]}" uninstall -q -y onnxruntime-gpu 2>/dev/null || true
-  "${pip[@]}" install -q -e ".[$extra]"
+  "${pip[@]}" install -qq -e ".[$extra]"  # -qq: not setuptools' editable-install box
 fi
 echo "setup: ready in $venv ($("$venv/bin/python" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)'))"
