@@ -355,8 +355,10 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
-    if args.model is not None and args.inputs and Path(args.inputs[0]).resolve() == (
-        args.model.resolve()
+    if (
+        args.model is not None
+        and args.inputs
+        and Path(args.inputs[0]).resolve() == (args.model.resolve())
     ):  # fcn-predict MODEL INPUT... --model MODEL: the same model, written both ways
         args.inputs.pop(0)
     if args.model is None and args.server is None:  # fcn-predict MODEL INPUT...

@@ -374,9 +374,21 @@ def instance_race(problem: str) -> bool:
 # error response instead gives the client the same message and lets the model unload at once.
 _RAISE = "                    raise triton_responses_or_error\n"
 _ANSWER = (
-    "                    triton_responses_or_error = [pb_utils.InferenceResponse(error=pb_utils."
-    "TritonError(str(triton_responses_or_error))) for _ in triton_requests]\n"
+    "                    triton_responses_or_error = [pb_utils.InferenceResponse(error="
+    "_fcn_error(triton_responses_or_error)) for _ in triton_requests]\n"
 )
+# A request fcn-serve refuses (FCNError: too large, undecodable, ...) is the client's fault: its one
+# line, with Triton's INVALID_ARG (HTTP 400), instead of PyTriton's traceback as an internal error.
+_FCN_ERROR = """
+
+def _fcn_error(error):
+    text = str(error).rstrip()
+    last = text.splitlines()[-1] if text else text
+    prefix = "fcn_deploy.errors.FCNError: "
+    if last.startswith(prefix):
+        return pb_utils.TritonError(last[len(prefix):], pb_utils.TritonError.INVALID_ARG)
+    return pb_utils.TritonError(text)
+"""
 
 
 def _answer_errors_as_responses(triton: Any) -> None:
@@ -393,7 +405,7 @@ def _patched_files(original: Callable[[], dict[str, bytes]]) -> dict[str, bytes]
             text = content.decode()
             if _RAISE not in text:
                 log.debug("PyTriton's model.py differs from 0.7's; failed calls stay raised")
-            files[key] = text.replace(_RAISE, _ANSWER).encode()
+            files[key] = (text.replace(_RAISE, _ANSWER) + _FCN_ERROR).encode()
     return files
 
 
