@@ -30,7 +30,8 @@ from .._io import (
 from .._progress import Progress
 from .._walk import glob_files, walk_files
 from ..api import Segmenter, is_video
-from ..bulk.outputs import OutputFolder
+from ..bulk.outputs import OutputFolder, output_files
+from ..bulk.video import check_replaceable
 from ..errors import FCNError
 from ..imageio import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -244,26 +245,32 @@ def check_output_folder(output: Path, inputs: Sequence[str]) -> None:
             )
 
 
-def _outputs(folder: Path, name: str, overlay: bool) -> list[Path]:
-    """The files one input writes: ``NAME.png`` and, with --overlay, ``NAME_overlay.jpg``."""
-    return [folder / f"{name}.png", *([folder / f"{name}_overlay.jpg"] if overlay else [])]
-
-
 def check_no_input_replaced(
     files: Sequence[Path], names: Sequence[str], folder: Path, overlay: bool
 ) -> list[Path]:
-    """Refuse results that would replace one of the inputs; return the earlier results that
-    will be replaced (said, not silent)."""
-    results = [p for name in names for p in _outputs(folder, name, overlay)]
+    """Refuse results that would replace one of the inputs (a video's results are a folder: no
+    input may lie inside it) or anything but a video's earlier frames in its folder; return the
+    earlier results that will be replaced (said, not silent)."""
+    results = [
+        folder / out
+        for f, name in zip(files, names, strict=True)
+        for out in output_files(name, overlay, is_video(f))
+    ]
     inputs = {f.resolve(): f for f in files}
     for result in results:
-        if result.resolve() in inputs:
+        where = result.resolve()
+        inside = [f for r, f in inputs.items() if r == where or r.is_relative_to(where)]
+        if inside:
             raise FCNError(
-                f"{inputs[result.resolve()]} would be replaced by the result {result}; write the "
-                "results to another folder",
+                f"{inside[0]} would be replaced by the result {result}; write the results to "
+                "another folder",
                 param="output",
             )
-    return [p for p in results if p.exists()]
+    earlier = [p for p in results if p.exists() or p.is_symlink()]
+    for f, name in zip(files, names, strict=True):
+        if is_video(f):
+            check_replaceable(folder / name)  # a folder of earlier frames, or refused now
+    return earlier
 
 
 def output_names(files: Sequence[Path]) -> list[str]:
@@ -389,7 +396,9 @@ def _main(argv: Sequence[str] | None) -> int:
     for problem in problems:
         print(f"error: {one_line(problem)}", file=sys.stderr)
     if earlier:
-        shown = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        shown = ", ".join(p.name + "/" * p.is_dir() for p in earlier[:3]) + (
+            ", ..." if len(earlier) > 3 else ""
+        )
         print(
             one_line(f"warning: {len(earlier)} earlier result(s) in {args.output} are replaced "
                      f"({shown})"),
