@@ -165,3 +165,32 @@ def test_without_ray_one_line_says_how_to_install(
         "(option --ray)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_model_problems_are_one_line_before_ray_starts(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The driver opens the model as plain fcn-predict does: no Ray started, no traceback."""
+    model, image = make_checkpoint("fcn8s"), tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), scene(20, 24))
+    (tmp_path / "damaged.onnx").write_bytes(b"\x08\x07 not a model")
+    (tmp_path / "m.engine").write_bytes(b"engine")
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    out = tmp_path / "out"
+    for args, says in (
+        ([tmp_path / "damaged.onnx", image, "--ray"], "damaged.onnx"),
+        ([model, image, "--ray", "--variant", "fcn32s"], "fcn32s"),
+        ([model, image, "--ray", "--classes", tmp_path / "three.txt"], "names 3 classes"),
+        ([tmp_path / "m.engine", image, "--ray"], "TensorRT engine does not run on Ray"),
+        (["--ray", model, image], "--ray takes an optional address"),
+        ([model, image, "--ray", "--device", "cpu", "-o", f"file://{image.parent}"],
+         "a.png would be replaced"),  # file:// is the plain path to every check
+        ([model, image, "-o", "s3://bucket/x"], "needs --ray"),
+    ):  # fmt: skip
+        run = fcn_predict(*args, *([] if "-o" in args else ["-o", out]))
+        assert run.returncode == 2, (args, run.stderr)
+        assert run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1, run.stderr
+        assert says in run.stderr, (says, run.stderr)
+    assert not out.exists() and not any(tmp_path.glob("file:*"))
+    assert sorted(p.name for p in image.parent.iterdir()) == ["a.png"]

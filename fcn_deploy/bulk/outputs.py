@@ -24,7 +24,13 @@ from ..imageio import encode_label_png
 if TYPE_CHECKING:
     from ..api import Segmenter
 
-__all__ = ["OVERLAY_JPEG_QUALITY", "OutputFolder", "output_files", "overlay_jpeg"]
+__all__ = [
+    "OVERLAY_JPEG_QUALITY",
+    "OutputFolder",
+    "check_palette_size",
+    "output_files",
+    "overlay_jpeg",
+]
 
 OVERLAY_JPEG_QUALITY = 92
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://, gs://, hdfs://, file:/// (not C:/)
@@ -42,6 +48,12 @@ def overlay_jpeg(
     if not ok:
         raise FCNError("could not encode the overlay as JPEG")
     return bytes(data.tobytes())
+
+
+def check_palette_size(num_classes: int) -> None:
+    """Refuse a model whose labels a palette PNG cannot hold (256 entries)."""
+    if num_classes > 256:
+        raise FCNError(f"this model has {num_classes} classes; palette PNGs hold at most 256")
 
 
 def output_files(name: str, overlay: bool, video: bool = False) -> list[str]:

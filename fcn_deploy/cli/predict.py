@@ -30,7 +30,7 @@ from .._io import (
 from .._progress import Progress
 from .._walk import glob_files, walk_files
 from ..api import Segmenter, is_video
-from ..bulk.outputs import OutputFolder, output_files
+from ..bulk.outputs import OutputFolder, check_palette_size, output_files
 from ..bulk.video import check_replaceable
 from ..errors import FCNError
 from ..imageio import (
@@ -52,7 +52,7 @@ from ._common import (
     positive_int,
     run_cli,
 )
-from .bulk import add_bulk_args, predict_videos, run_ray
+from .bulk import add_bulk_args, check_bulk_args, predict_videos, run_ray
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -362,6 +362,7 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
+    check_bulk_args(args)
     if args.model is None and args.server is None:  # fcn-predict MODEL INPUT...
         args.model = Path(args.inputs.pop(0))
         if not args.inputs:
@@ -377,7 +378,8 @@ def _main(argv: Sequence[str] | None) -> int:
                 "engines know their net"
             )
         options["variant"] = args.variant
-    check_output_dir(args.output)  # before the model loads; created only once it has
+    if not OutputFolder(args.output).remote:
+        check_output_dir(args.output)  # before the model loads; created only once it has
     check_output_folder(args.output, args.inputs)
     files, problems, skipped = collect_inputs(args.inputs, args.output)
     names = output_names(files)
@@ -385,12 +387,9 @@ def _main(argv: Sequence[str] | None) -> int:
     if not files and not problems:
         raise FCNError("no inputs given")
     if args.ray is not None:
-        return run_ray(args, files, output_names(files), problems)
+        return run_ray(args, files, names, problems)
     segmenter = _open_model(args, options)
-    if segmenter.info.num_classes > 256:
-        raise FCNError(
-            f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256"
-        )
+    check_palette_size(segmenter.info.num_classes)
     created = missing_folders(args.output)
     make_output_dir(args.output)
     for problem in problems:
