@@ -162,7 +162,9 @@ def _import_ray(local: bool = False) -> Any:
     return ray
 
 
-def _check_model(model: Path, load_options: dict[str, Any], classes: Path | None) -> ModelInfo:
+def _check_model(
+    model: Path, load_options: dict[str, Any], classes: str | os.PathLike[str] | None
+) -> ModelInfo:
     """Open the model once in the driver (on the CPU), as each replica will: a damaged file, an
     unverified export or a wrong option is one error here, not a replica dying on the cluster.
     → its `ModelInfo`, with the names and colours of ``classes``."""
@@ -177,7 +179,8 @@ def _check_model(model: Path, load_options: dict[str, Any], classes: Path | None
             "export instead",
             param="model",
         )
-    info = Segmenter.load(model, **{**load_options, "device": "cpu"}).info
+    with Segmenter.load(model, **{**load_options, "device": "cpu"}) as segmenter:
+        info = segmenter.info
     info = info.with_classes(classes) if classes is not None else info
     check_palette_size(info.num_classes)
     return info
