@@ -13,7 +13,7 @@ from ..bulk.outputs import OutputFolder
 from ..errors import FCNError
 from ._common import EXIT_FAILED, non_negative_float, positive_float, positive_int
 
-__all__ = ["add_bulk_args", "check_bulk_args", "predict_videos", "run_ray"]
+__all__ = ["add_bulk_args", "output_folder", "predict_videos", "ray_address", "run_ray"]
 
 
 def add_bulk_args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +33,7 @@ def add_bulk_args(p: argparse.ArgumentParser) -> None:
         "--ray",
         nargs="?",
         const="",
+        type=ray_address,
         metavar="ADDRESS",
         help="run on Ray Data: a local Ray without ADDRESS, else the cluster at ADDRESS "
         "(auto, ray://HOST:10001, or HOST:6379); -o may then be any pyarrow.fs URI (s3://...)",
@@ -45,23 +46,22 @@ def add_bulk_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_bulk_args(args: argparse.Namespace) -> None:
-    """Before anything else: a ``--ray`` that swallowed the model, and ``-o`` URIs (``file://``
-    becomes its plain path, so that every check sees the real folder; others need ``--ray``)."""
-    if args.ray and Path(args.ray).exists():
-        raise FCNError(
-            f"--ray {args.ray}: that is a file or folder, not a Ray address; --ray takes an "
-            "optional address: put it after the inputs or write --ray=ADDRESS",
-            param="ray",
+def ray_address(text: str) -> str:
+    """``--ray``'s value; an existing file or folder there is the model or an input that
+    ``--ray`` (whose address is optional) took for its address."""
+    if text and Path(text).exists():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a file or folder, not a Ray address; --ray takes an optional address: "
+            "put it after the inputs or write --ray=ADDRESS"
         )
-    out = OutputFolder(args.output)
-    if not out.remote:
-        args.output = Path(out.where)
-    elif args.ray is None:
-        raise FCNError(
-            f"-o {out}: writing to a URI needs --ray (plain fcn-predict writes a local folder)",
-            param="output",
-        )
+    return text
+
+
+def output_folder(text: str) -> Path:
+    """``-o``: a ``file://`` URI becomes its plain path, so that every check sees the real
+    folder (other URIs stay as they are, for --ray)."""
+    out = OutputFolder(text)
+    return Path(text if out.remote else out.where)
 
 
 def predict_videos(

@@ -52,7 +52,7 @@ from ._common import (
     positive_int,
     run_cli,
 )
-from .bulk import add_bulk_args, check_bulk_args, predict_videos, run_ray
+from .bulk import add_bulk_args, output_folder, predict_videos, run_ray
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         required=True,
-        type=Path,
+        type=output_folder,
         metavar="OUTDIR",
         help="folder for the results (created if missing)",
     )
@@ -362,7 +362,6 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
-    check_bulk_args(args)
     if args.model is None and args.server is None:  # fcn-predict MODEL INPUT...
         args.model = Path(args.inputs.pop(0))
         if not args.inputs:
@@ -380,6 +379,12 @@ def _main(argv: Sequence[str] | None) -> int:
         options["variant"] = args.variant
     if not OutputFolder(args.output).remote:
         check_output_dir(args.output)  # before the model loads; created only once it has
+    elif args.ray is None:
+        raise FCNError(
+            f"-o {OutputFolder(args.output)}: writing to a URI needs --ray (plain fcn-predict "
+            "writes a local folder)",
+            param="output",
+        )
     check_output_folder(args.output, args.inputs)
     files, problems, skipped = collect_inputs(args.inputs, args.output)
     names = output_names(files)
