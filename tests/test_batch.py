@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 import ray
 import torch
+from PIL import Image
 from test_api import scene
 
 from fcn_deploy.api import Segmenter
 from fcn_deploy.bulk.batch import BatchReport, segment_dataset
-from fcn_deploy.cli.predict import collect_inputs, output_names
+from fcn_deploy.cli.predict import collect_inputs, main, output_names
+from fcn_deploy.errors import FCNError
 from fcn_deploy.imageio import read_label_png
 
 FCN_PREDICT = str(Path(sys.executable).with_name("fcn-predict"))
@@ -59,7 +61,10 @@ def same_outputs(a: Path, b: Path) -> None:
 
 
 def test_ray_writes_what_plain_fcn_predict_writes(
-    make_checkpoint: Callable[..., Path], tmp_path: Path, local_ray: None
+    make_checkpoint: Callable[..., Path],
+    tmp_path: Path,
+    local_ray: None,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     model, src = make_checkpoint("fcn8s"), tmp_path / "photos"
     (src / "day").mkdir(parents=True)
@@ -88,6 +93,39 @@ def test_ray_writes_what_plain_fcn_predict_writes(
     assert report.failed == [(str(src / "day" / "broken.png"), report.failed[0][1])]
     assert "not a readable image" in report.failed[0][1]
     assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+
+    # fcn-predict --ray on the running Ray: it says it keeps the earlier results
+    assert main([str(src), *map(str, common[:1]), str(tmp_path / "ray"), *map(str, common[2:]),
+                 "--ray"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "warning: 5 image(s) already have results" in err and "--ray keeps them" in err
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
+
+
+def test_replicas_take_the_drivers_classes_and_limits_and_fail_in_one_line(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, local_ray: None
+) -> None:
+    model, src, out = make_checkpoint("fcn8s"), tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    cv2.imwrite(str(src / "small.png"), scene(20, 24, 1))
+    cv2.imwrite(str(src / "large.png"), scene(60, 80, 2))
+    colours = [[i, 255 - i, 7 * i] for i in range(21)]
+    classes = tmp_path / "classes.txt"
+    classes.write_text("".join(f"c{i} {r} {g} {b}\n" for i, (r, g, b) in enumerate(colours)))
+    dataset = ray.data.read_images(str(src), include_paths=True)  # decoded by Ray: an image column
+    report = segment_dataset(
+        dataset, model, out, classes=classes,
+        load_options={"device": "cpu", "max_megapixels": 30 * 40 / 1e6},
+    )  # fmt: skip
+    assert report.written == 1 and [Path(p).name for p, _ in report.failed] == ["large.png"]
+    assert "over the limit" in report.failed[0][1]
+    with Image.open(out / "small.png") as png:
+        assert np.array(png.getpalette()[: 3 * 21]).reshape(21, 3).tolist() == colours
+
+    with pytest.raises(FCNError, match=r"^a model replica failed: .*no CUDA GPU") as e:
+        segment_dataset([src / "small.png"], model, tmp_path / "gpu",
+                        load_options={"device": "cuda"})  # fmt: skip
+    assert "\n" not in str(e.value)
 
 
 def _replica_pids() -> set[int]:
@@ -165,3 +203,32 @@ def test_without_ray_one_line_says_how_to_install(
         "(option --ray)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_model_problems_are_one_line_before_ray_starts(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The driver opens the model as plain fcn-predict does: no Ray started, no traceback."""
+    model, image = make_checkpoint("fcn8s"), tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    cv2.imwrite(str(image), scene(20, 24))
+    (tmp_path / "damaged.onnx").write_bytes(b"\x08\x07 not a model")
+    (tmp_path / "m.engine").write_bytes(b"engine")
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    out = tmp_path / "out"
+    for args, says in (
+        ([tmp_path / "damaged.onnx", image, "--ray"], "damaged.onnx"),
+        ([model, image, "--ray", "--variant", "fcn32s"], "fcn32s"),
+        ([model, image, "--ray", "--classes", tmp_path / "three.txt"], "names 3 classes"),
+        ([tmp_path / "m.engine", image, "--ray"], "TensorRT engine does not run on Ray"),
+        (["--ray", model, image], "--ray takes an optional address"),
+        ([model, image, "--ray", "--device", "cpu", "-o", f"file://{image.parent}"],
+         "a.png would be replaced"),  # file:// is the plain path to every check
+        ([model, image, "-o", "s3://bucket/x"], "needs --ray"),
+    ):  # fmt: skip
+        run = fcn_predict(*args, *([] if "-o" in args else ["-o", out]))
+        assert run.returncode == 2, (args, run.stderr)
+        assert run.stderr.startswith("error: ") and len(run.stderr.splitlines()) == 1, run.stderr
+        assert says in run.stderr, (says, run.stderr)
+    assert not out.exists() and not any(tmp_path.glob("file:*"))
+    assert sorted(p.name for p in image.parent.iterdir()) == ["a.png"]

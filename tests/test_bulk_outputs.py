@@ -40,3 +40,16 @@ def test_outputs_on_a_pyarrow_file_system(make_checkpoint: Callable[..., Path]) 
         jpeg = f.read()
     assert jpeg == overlay_jpeg(seg, image, labels, 0.5)
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == image.shape
+
+
+def test_what_an_input_writes_and_stale_temp_folders_by_exact_name(tmp_path: Path) -> None:
+    from fcn_deploy.bulk.outputs import output_files
+    from fcn_deploy.bulk.video import _remove_stale
+
+    assert output_files("a", overlay=True) == ["a_overlay.jpg", "a.png"]
+    assert output_files("a", overlay=True, video=True) == ["a_overlay.mp4", "a"]
+    dead = 2**22 + 1  # above Linux's largest pid: no such process
+    for name in ("a[1]", "a1"):
+        (tmp_path / f".{name}.{dead}.tmp").mkdir()
+    _remove_stale(tmp_path, "a[1]")  # a glob of the raw name would match (only) .a1.*
+    assert [p.name for p in tmp_path.iterdir()] == [f".a1.{dead}.tmp"]

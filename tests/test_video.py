@@ -137,3 +137,59 @@ def test_fcn_predict_on_videos_and_broken_ones(
         assert overlay.get(cv2.CAP_PROP_FPS) == pytest.approx(FPS / 2)  # --every 2: same duration
         w, h = overlay.get(cv2.CAP_PROP_FRAME_WIDTH), overlay.get(cv2.CAP_PROP_FRAME_HEIGHT)
         assert (w, h) == size and len(decoded(out / f"{name}_overlay.mp4")) == len(kept)
+
+
+def test_a_video_never_replaces_what_is_not_its_own_earlier_result(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``OUTDIR/NAME/`` is replaced only when it holds earlier frame results and nothing else."""
+    model, out = make_checkpoint("fcn8s"), tmp_path / "out"
+    clip = write_clip(tmp_path / "clip.avi", 2)
+    (out / "clip").mkdir(parents=True)
+    cv2.imwrite(str(out / "clip" / "mine.jpg"), scene(30, 40, 1))
+    (out / "clip" / "notes.png").write_bytes(b"not a frame")
+    kept = {p.name: p.read_bytes() for p in (out / "clip").iterdir()}
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FCN_PREDICT, model, *args, "-o", out, "--device", "cpu"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    named = run(clip, out / "clip" / "mine.jpg")  # an input inside the video's folder
+    assert named.returncode == 2 and "mine.jpg would be replaced" in named.stderr, named.stderr
+    alone = run(clip)  # the folder holds files that are not frame results: refused
+    assert alone.returncode == 2 and "clip holds mine.jpg" in alone.stderr, alone.stderr
+    assert len(alone.stderr.splitlines()) == 1, alone.stderr
+    assert {p.name: p.read_bytes() for p in (out / "clip").iterdir()} == kept
+    with pytest.raises(FCNError, match="holds"):  # the library refuses it as well
+        segment_video(Segmenter.load(model, device="cpu"), clip, out, "clip")
+    assert {p.name: p.read_bytes() for p in (out / "clip").iterdir()} == kept
+
+    for p in (out / "clip").iterdir():
+        p.unlink()
+    (out / "clip" / frame_file(7)).write_bytes(b"an earlier run's frame")
+    again = run(clip)  # an earlier result: replaced, and said
+    assert again.returncode == 0 and "1 earlier result(s)" in again.stderr, again.stderr
+    assert sorted(p.name for p in (out / "clip").iterdir()) == [frame_file(0), frame_file(1)]
+
+
+def test_video_frames_over_the_megapixel_limit_and_bad_selections(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    seg = Segmenter.load(make_checkpoint("fcn8s"), device="cpu", max_megapixels=0.001)
+    clip, out = write_clip(tmp_path / "clip.avi", 2), tmp_path / "out"
+    with pytest.raises(FCNError, match=r"clip.avi: a video frame of 64x48 .*over the limit"):
+        segment_video(seg, clip, out, "clip")
+    assert not out.exists()  # refused from the container's size, before any file
+    with pytest.raises(FCNError, match=r"clip.avi: a video frame of 64x48 .*over the limit"):
+        next(seg.predict_video(clip))
+
+    for kwargs, param in (
+        ({"end": float("inf")}, "end"), ({"start": float("nan")}, "start"),
+        ({"start": float("inf")}, "start"), ({"every": 1.5}, "every"),
+        ({"every": float("inf")}, "every"),
+    ):  # fmt: skip
+        with pytest.raises(FCNError) as e:
+            next(seg.predict_video(clip, **kwargs))
+        assert e.value.param == param, kwargs

@@ -25,6 +25,7 @@ import numpy as np
 
 from .._io import describe_file
 from ..errors import FCNError
+from ..imageio import check_megapixels
 
 if TYPE_CHECKING:
     from .segmenter import Segmenter
@@ -98,10 +99,20 @@ class FrameSelection:
     end: float | None = None
 
     def __post_init__(self) -> None:
-        if self.every < 1:
-            raise FCNError(f"every must be at least 1, got {self.every}", param="every")
-        if not self.start >= 0:
-            raise FCNError(f"start must be 0 or more seconds, got {self.start}", param="start")
+        if isinstance(self.every, bool) or not float(self.every).is_integer() or self.every < 1:
+            raise FCNError(
+                f"every must be a whole number 1 or more, got {self.every}", param="every"
+            )
+        if not 0 <= self.start < math.inf:
+            raise FCNError(
+                f"start must be a finite number of seconds, 0 or more, got {self.start}",
+                param="start",
+            )
+        if self.end is not None and not math.isfinite(self.end):
+            raise FCNError(
+                f"end must be a finite number of seconds (None: to the last frame), got {self.end}",
+                param="end",
+            )
         if self.end is not None and not self.end > self.start:
             raise FCNError(
                 f"end ({self.end} s) must come after start ({self.start} s)", param="end"
@@ -256,6 +267,9 @@ def predict_video(
     """`VideoFrame` of each selected frame, in order; see `Segmenter.predict_video`."""
     capture, info = open_video(source)
     try:
+        check_megapixels(
+            info.height, info.width, segmenter.max_megapixels, f"{info.name}: a video frame"
+        )
         yield from predict_frames(segmenter, capture, info, selection, tile, queue_frames)
     finally:
         if not isinstance(source, cv2.VideoCapture):

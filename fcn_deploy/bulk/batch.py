@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -37,6 +38,8 @@ from .outputs import OutputFolder
 
 if TYPE_CHECKING:
     import ray.data
+
+    from ..meta import ModelInfo
 
 __all__ = ["BatchReport", "segment_dataset"]
 
@@ -71,6 +74,7 @@ class _Replica:
         output: str,
         overlay_alpha: float | None,
         load_options: dict[str, Any],
+        classes: ModelInfo | None = None,
     ) -> None:
         import ray
 
@@ -80,6 +84,10 @@ class _Replica:
             path = Path(tmp) / model_name
             path.write_bytes(ray.get(model[0]))
             self.segmenter = Segmenter.load(path, **load_options)
+        if classes is not None:  # the driver's --classes, checked there against the model
+            self.segmenter.runner.info = self.segmenter.info.replace(
+                class_names=classes.class_names, palette=classes.palette
+            )
         self.output = OutputFolder(output)
         self.overlay_alpha = overlay_alpha
 
@@ -113,7 +121,8 @@ class _Replica:
                 elif "image" in batch:  # ray.data.read_images: RGB arrays
                     from ..api import as_bgr8
 
-                    todo[k] = as_bgr8(batch["image"][k], rgb=True)
+                    # decoded by Ray: no EXIF orientation, no header check before decoding
+                    todo[k] = as_bgr8(batch["image"][k], True, self.segmenter.max_megapixels)
                 else:
                     todo[k] = self._read(path)
             except (FCNError, OSError) as e:
@@ -153,6 +162,37 @@ def _import_ray(local: bool = False) -> Any:
     return ray
 
 
+def _check_model(
+    model: Path, load_options: dict[str, Any], classes: str | os.PathLike[str] | None
+) -> ModelInfo:
+    """Open the model once in the driver (on the CPU), as each replica will: a damaged file, an
+    unverified export or a wrong option is one error here, not a replica dying on the cluster.
+    → its `ModelInfo`, with the names and colours of ``classes``."""
+    from ..api import Segmenter
+    from ..runtime import backend_for_path
+    from .outputs import check_palette_size
+
+    if (load_options.get("backend") or backend_for_path(model)) == "tensorrt":
+        raise FCNError(
+            f"{model}: a TensorRT engine does not run on Ray (it is built for one GPU model and "
+            "TensorRT version, and its sidecar file does not travel with it); pass the .onnx "
+            "export instead",
+            param="model",
+        )
+    with Segmenter.load(model, **{**load_options, "device": "cpu"}) as segmenter:
+        info = segmenter.info
+    info = info.with_classes(classes) if classes is not None else info
+    check_palette_size(info.num_classes)
+    return info
+
+
+def _cause(error: Exception) -> str:
+    """The last ``SomeError: message`` line of a Ray error's traceback text (else its first)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    found = [line for line in lines if re.match(r"^[\w.]*(Error|Exception): ", line)]
+    return (found or lines or [type(error).__name__])[-1 if found else 0]
+
+
 def segment_dataset(
     inputs: Sequence[str | os.PathLike[str]] | ray.data.Dataset,
     model: str | os.PathLike[str],
@@ -166,6 +206,7 @@ def segment_dataset(
     batch_size: int = 1,
     overlay_alpha: float | None = None,
     load_options: dict[str, Any] | None = None,
+    classes: str | os.PathLike[str] | None = None,
 ) -> BatchReport:
     """Segment every image of ``inputs`` on Ray Data into ``output`` (see the module).
 
@@ -176,7 +217,10 @@ def segment_dataset(
     ``address``: the Ray cluster (None: the running Ray, or a local one started and stopped
     here). ``replicas`` actors, each with ``cpus_per_replica``/``gpus_per_replica``, run
     ``batch_size`` images a call; ``load_options`` go to `Segmenter.load` (device, backend,
-    tile, max_megapixels, ...). ``overlay_alpha`` also writes ``NAME_overlay.jpg``.
+    tile, max_megapixels, allow_unverified, ...); the model is opened once here first (on the
+    CPU) so that a bad file or option is one `FCNError`, not a dead replica. ``classes``: a class
+    file (`fcn_deploy.meta.read_classes`) for the model's names and colours. ``overlay_alpha``
+    also writes ``NAME_overlay.jpg``. TensorRT engines are refused (export ONNX instead).
     """
     ray = _import_ray(local=address is None)
     if replicas < 1:
@@ -184,6 +228,8 @@ def segment_dataset(
     model = Path(model)
     if not model.is_file():
         raise FCNError(f"{model}: no such model file", param="model")
+    load_options = load_options or {}
+    info = _check_model(model, load_options, classes)
     start = time.perf_counter()
     local = not OutputFolder(output).remote
     created = missing_folders(output) if local else []
@@ -216,7 +262,8 @@ def segment_dataset(
                 "model_name": model.name,
                 "output": str(Path(output).resolve()) if local else str(output),
                 "overlay_alpha": overlay_alpha,
-                "load_options": load_options or {},
+                "load_options": load_options,
+                "classes": info if classes is not None else None,
             },
             batch_size=batch_size,
             batch_format="numpy",
@@ -226,16 +273,19 @@ def segment_dataset(
             udf_modifying_row_count=False,  # one report row per image
         )  # Ray Data's actor pools restart dead actors and retry their batches (max_restarts=-1)
         report = BatchReport()
-        for batch in results.iter_batches(batch_format="numpy", batch_size=None):
-            for path, status, error in zip(
-                batch["path"], batch["status"], batch["error"], strict=True
-            ):
-                if status == "written":
-                    report.written += 1
-                elif status == "skipped":
-                    report.skipped += 1
-                else:
-                    report.failed.append((str(path), str(error)))
+        try:
+            for batch in results.iter_batches(batch_format="numpy", batch_size=None):
+                for path, status, error in zip(
+                    batch["path"], batch["status"], batch["error"], strict=True
+                ):
+                    if status == "written":
+                        report.written += 1
+                    elif status == "skipped":
+                        report.skipped += 1
+                    else:
+                        report.failed.append((str(path), str(error)))
+        except ray.exceptions.RayError as e:  # a replica that cannot start: its cause, one line
+            raise FCNError(f"a model replica failed: {_cause(e)}") from None
     finally:
         if started:
             ray.shutdown()

@@ -24,7 +24,13 @@ from ..imageio import encode_label_png
 if TYPE_CHECKING:
     from ..api import Segmenter
 
-__all__ = ["OVERLAY_JPEG_QUALITY", "OutputFolder", "overlay_jpeg"]
+__all__ = [
+    "OVERLAY_JPEG_QUALITY",
+    "OutputFolder",
+    "check_palette_size",
+    "output_files",
+    "overlay_jpeg",
+]
 
 OVERLAY_JPEG_QUALITY = 92
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # s3://, gs://, hdfs://, file:/// (not C:/)
@@ -42,6 +48,22 @@ def overlay_jpeg(
     if not ok:
         raise FCNError("could not encode the overlay as JPEG")
     return bytes(data.tobytes())
+
+
+def check_palette_size(num_classes: int) -> None:
+    """Refuse a model whose labels a palette PNG cannot hold (256 entries)."""
+    if num_classes > 256:
+        raise FCNError(f"this model has {num_classes} classes; palette PNGs hold at most 256")
+
+
+def output_files(name: str, overlay: bool, video: bool = False) -> list[str]:
+    """What one input named ``name`` writes, the label map last: for an image ``NAME.png`` (and
+    ``NAME_overlay.jpg``), for a video the folder ``NAME/`` of per-frame label maps (and
+    ``NAME_overlay.mp4``). The one definition the writers and fcn-predict's checks share."""
+    labels, tinted = (
+        (name, f"{name}_overlay.mp4") if video else (f"{name}.png", f"{name}_overlay.jpg")
+    )
+    return [tinted, labels] if overlay else [labels]
 
 
 class OutputFolder:
@@ -103,13 +125,9 @@ class OutputFolder:
         except OSError as e:
             raise FCNError(f"cannot write {self.where}/{name}: {os_reason(e)}") from None
 
-    def names(self, name: str, overlay: bool) -> list[str]:
-        """The files one image gives, the label map last."""
-        return [f"{name}_overlay.jpg", f"{name}.png"] if overlay else [f"{name}.png"]
-
     def complete(self, name: str, overlay: bool) -> bool:
         """Whether every output of image ``name`` is already there (a re-run skips it)."""
-        return all(self.exists(n) for n in self.names(name, overlay))
+        return all(self.exists(n) for n in output_files(name, overlay))
 
     def write_image(
         self,
@@ -120,6 +138,7 @@ class OutputFolder:
         overlay_alpha: float | None = None,
     ) -> None:
         """``NAME.png`` and, with ``overlay_alpha``, ``NAME_overlay.jpg`` (written first)."""
+        *overlay, label_map = output_files(name, overlay_alpha is not None)
         if overlay_alpha is not None:
-            self.write(f"{name}_overlay.jpg", overlay_jpeg(segmenter, image, labels, overlay_alpha))
-        self.write(f"{name}.png", encode_label_png(labels, segmenter.palette))
+            self.write(overlay[0], overlay_jpeg(segmenter, image, labels, overlay_alpha))
+        self.write(label_map, encode_label_png(labels, segmenter.palette))

@@ -23,9 +23,11 @@ fails half way (truncated, corrupt, interrupted) leaves nothing that looks compl
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -39,9 +41,10 @@ from .._progress import Progress
 from ..api import Segmenter
 from ..api.video import FrameSelection, VideoFrame, VideoSource, open_video, predict_frames
 from ..errors import FCNError
-from ..imageio import encode_label_png
+from ..imageio import check_megapixels, encode_label_png
+from .outputs import output_files
 
-__all__ = ["OVERLAY_FOURCC", "VideoResult", "frame_file", "segment_video"]
+__all__ = ["OVERLAY_FOURCC", "VideoResult", "check_replaceable", "frame_file", "segment_video"]
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +102,39 @@ class _Writer(threading.Thread):
 
 def _remove_stale(output: Path, name: str) -> None:
     """Temp folders of ``name`` left by a killed run (their process is gone)."""
-    for tmp in output.glob(f".{name}.*.tmp"):
+    for tmp in output.glob(f".{glob.escape(name)}.*.tmp"):
         pid = tmp.name[len(name) + 2 :].split(".", 1)[0]
         if tmp.is_dir() and not (pid.isdigit() and _alive(int(pid))):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+_FRAME_FILE = re.compile(r"\d{6,}\.png")
+
+
+def check_replaceable(final: Path) -> None:
+    """Refuse to replace ``final`` unless it is missing or a folder of earlier frame results
+    only: anything else there (a file, the user's images) would be deleted with it."""
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise FCNError(
+            f"{final} is in the way of this video's frame folder and is not an earlier result; "
+            "move it or write the results to another folder",
+            param="output",
+        )
+    other = next((p for p in sorted(final.iterdir()) if not _FRAME_FILE.fullmatch(p.name)), None)
+    if other is not None:
+        raise FCNError(
+            f"{final} holds {other.name}, which is not an earlier frame result; it would be "
+            "replaced by this video's frames: move it or write the results to another folder",
+            param="output",
+        )
+
+
 def _replace_folder(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``final``, replacing an older result there."""
+    """Move the finished folder ``tmp`` onto ``final``, replacing an older result there (only a
+    folder of earlier frame results: see `check_replaceable`)."""
+    check_replaceable(final)
     old = final.with_name(f".{final.name}.{os.getpid()}.old")
     try:
         if final.exists():
@@ -114,10 +142,7 @@ def _replace_folder(tmp: Path, final: Path) -> None:
         tmp.rename(final)
     except OSError as e:
         raise FCNError(f"cannot write {final}: {os_reason(e)}") from None
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists():
-        old.unlink()
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def segment_video(
@@ -136,19 +161,24 @@ def segment_video(
     """
     start = time.perf_counter()
     capture, info = open_video(source)
-    output = make_output_dir(output)
-    _remove_stale(output, name)
-    tmp = output / f".{name}.{os.getpid()}.tmp"
-    overlay_path = output / f"{name}_overlay.mp4" if overlay_alpha is not None else None
+    output = Path(output)
+    *overlay, labels = output_files(name, overlay_alpha is not None, video=True)
+    final, overlay_path = output / labels, output / overlay[0] if overlay else None
     frames = 0
+    tmp = output / f".{name}.{os.getpid()}.tmp"
     try:
         with contextlib.ExitStack() as stack:
             if not isinstance(source, cv2.VideoCapture):
                 stack.callback(capture.release)
+            # before any file exists: a frame over the limit, or something not ours in the way
+            check_megapixels(info.height, info.width, segmenter.max_megapixels, "a video frame")
+            check_replaceable(final)
+            make_output_dir(output)
+            _remove_stale(output, name)
             try:
                 tmp.mkdir()
             except OSError as e:
-                raise FCNError(f"cannot write {output / name}: {os_reason(e)}") from None
+                raise FCNError(f"cannot write {final}: {os_reason(e)}") from None
             video = None
             if overlay_path is not None:
                 tmp_video = stack.enter_context(atomic_path(overlay_path))
@@ -179,7 +209,7 @@ def segment_video(
                 raise writer.error
             if video is not None:
                 video.release()  # finish the file before atomic_path renames it
-            _replace_folder(tmp, output / name)
+            _replace_folder(tmp, final)
     except FCNError as e:
         message = str(e)
         raise FCNError(
@@ -190,4 +220,4 @@ def segment_video(
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
     log.info("%s: %d frame(s) in %.1f s (%.2f frames/s)", name, frames, seconds, frames / seconds)
-    return VideoResult(output / name, overlay_path, frames, seconds)
+    return VideoResult(final, overlay_path, frames, seconds)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from ..api import Segmenter, is_video
 from ..api.video import FrameSelection
+from ..bulk.outputs import OutputFolder
 from ..errors import FCNError
 from ._common import EXIT_FAILED, non_negative_float, positive_float, positive_int
 
-__all__ = ["add_bulk_args", "predict_videos", "run_ray"]
+__all__ = ["add_bulk_args", "output_folder", "predict_videos", "ray_address", "run_ray"]
 
 
 def add_bulk_args(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,7 @@ def add_bulk_args(p: argparse.ArgumentParser) -> None:
         "--ray",
         nargs="?",
         const="",
+        type=ray_address,
         metavar="ADDRESS",
         help="run on Ray Data: a local Ray without ADDRESS, else the cluster at ADDRESS "
         "(auto, ray://HOST:10001, or HOST:6379); -o may then be any pyarrow.fs URI (s3://...)",
@@ -42,6 +44,24 @@ def add_bulk_args(p: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--gpus-per-replica", type=non_negative_float, default=0.0, metavar="G", help="GPUs each"
     )
+
+
+def ray_address(text: str) -> str:
+    """``--ray``'s value; an existing file or folder there is the model or an input that
+    ``--ray`` (whose address is optional) took for its address."""
+    if text and Path(text).exists():
+        raise argparse.ArgumentTypeError(
+            f"{text} is a file or folder, not a Ray address; --ray takes an optional address: "
+            "put it after the inputs or write --ray=ADDRESS"
+        )
+    return text
+
+
+def output_folder(text: str) -> Path:
+    """``-o``: a ``file://`` URI becomes its plain path, so that every check sees the real
+    folder (other URIs stay as they are, for --ray)."""
+    out = OutputFolder(text)
+    return Path(text if out.remote else out.where)
 
 
 def predict_videos(
@@ -84,6 +104,14 @@ def run_ray(
     if not files:
         print("0 images; nothing written")
         return EXIT_FAILED
+    output = OutputFolder(args.output)
+    kept = 0 if output.remote else sum(output.complete(n, args.overlay) for n in names)
+    if kept:  # plain fcn-predict replaces them; a --ray job resumes
+        print(
+            f"warning: {kept} image(s) already have results in {args.output}; --ray keeps them "
+            "and skips those images (delete the results to redo them)",
+            file=sys.stderr,
+        )
     from ..bulk.batch import segment_dataset
 
     report = segment_dataset(
@@ -99,9 +127,10 @@ def run_ray(
         load_options={
             "device": args.device, "backend": args.backend, "tile": args.tile,
             "tile_size": args.tile_size, "overlap": args.overlap,
-            "max_megapixels": args.max_megapixels,
+            "max_megapixels": args.max_megapixels, "allow_unverified": args.allow_unverified,
             **({"variant": args.variant} if args.variant else {}),
         },
+        classes=args.classes,
     )  # fmt: skip
     for path, error in report.failed:
         print(f"error: {error if error.startswith(path) else f'{path}: {error}'}", file=sys.stderr)

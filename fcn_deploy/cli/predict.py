@@ -30,7 +30,8 @@ from .._io import (
 from .._progress import Progress
 from .._walk import glob_files, walk_files
 from ..api import Segmenter, is_video
-from ..bulk.outputs import OutputFolder
+from ..bulk.outputs import OutputFolder, check_palette_size, output_files
+from ..bulk.video import check_replaceable
 from ..errors import FCNError
 from ..imageio import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -51,7 +52,7 @@ from ._common import (
     positive_int,
     run_cli,
 )
-from .bulk import add_bulk_args, predict_videos, run_ray
+from .bulk import add_bulk_args, output_folder, predict_videos, run_ray
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         required=True,
-        type=Path,
+        type=output_folder,
         metavar="OUTDIR",
         help="folder for the results (created if missing)",
     )
@@ -244,26 +245,32 @@ def check_output_folder(output: Path, inputs: Sequence[str]) -> None:
             )
 
 
-def _outputs(folder: Path, name: str, overlay: bool) -> list[Path]:
-    """The files one input writes: ``NAME.png`` and, with --overlay, ``NAME_overlay.jpg``."""
-    return [folder / f"{name}.png", *([folder / f"{name}_overlay.jpg"] if overlay else [])]
-
-
 def check_no_input_replaced(
     files: Sequence[Path], names: Sequence[str], folder: Path, overlay: bool
 ) -> list[Path]:
-    """Refuse results that would replace one of the inputs; return the earlier results that
-    will be replaced (said, not silent)."""
-    results = [p for name in names for p in _outputs(folder, name, overlay)]
+    """Refuse results that would replace one of the inputs (a video's results are a folder: no
+    input may lie inside it) or anything but a video's earlier frames in its folder; return the
+    earlier results that will be replaced (said, not silent)."""
+    results = [
+        folder / out
+        for f, name in zip(files, names, strict=True)
+        for out in output_files(name, overlay, is_video(f))
+    ]
     inputs = {f.resolve(): f for f in files}
     for result in results:
-        if result.resolve() in inputs:
+        where = result.resolve()
+        inside = [f for r, f in inputs.items() if r == where or r.is_relative_to(where)]
+        if inside:
             raise FCNError(
-                f"{inputs[result.resolve()]} would be replaced by the result {result}; write the "
-                "results to another folder",
+                f"{inside[0]} would be replaced by the result {result}; write the results to "
+                "another folder",
                 param="output",
             )
-    return [p for p in results if p.exists()]
+    earlier = [p for p in results if p.exists() or p.is_symlink()]
+    for f, name in zip(files, names, strict=True):
+        if is_video(f):
+            check_replaceable(folder / name)  # a folder of earlier frames, or refused now
+    return earlier
 
 
 def output_names(files: Sequence[Path]) -> list[str]:
@@ -376,7 +383,14 @@ def _main(argv: Sequence[str] | None) -> int:
                 "engines know their net"
             )
         options["variant"] = args.variant
-    check_output_dir(args.output)  # before the model loads; created only once it has
+    if not OutputFolder(args.output).remote:
+        check_output_dir(args.output)  # before the model loads; created only once it has
+    elif args.ray is None:
+        raise FCNError(
+            f"-o {OutputFolder(args.output)}: writing to a URI needs --ray (plain fcn-predict "
+            "writes a local folder)",
+            param="output",
+        )
     check_output_folder(args.output, args.inputs)
     files, problems, skipped = collect_inputs(args.inputs, args.output)
     names = output_names(files)
@@ -384,18 +398,17 @@ def _main(argv: Sequence[str] | None) -> int:
     if not files and not problems:
         raise FCNError("no inputs given")
     if args.ray is not None:
-        return run_ray(args, files, output_names(files), problems)
+        return run_ray(args, files, names, problems)
     segmenter = _open_model(args, options)
-    if segmenter.info.num_classes > 256:
-        raise FCNError(
-            f"this model has {segmenter.info.num_classes} classes; palette PNGs hold at most 256"
-        )
+    check_palette_size(segmenter.info.num_classes)
     created = missing_folders(args.output)
     make_output_dir(args.output)
     for problem in problems:
         print(f"error: {one_line(problem)}", file=sys.stderr)
     if earlier:
-        shown = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+        shown = ", ".join(p.name + "/" * p.is_dir() for p in earlier[:3]) + (
+            ", ..." if len(earlier) > 3 else ""
+        )
         print(
             one_line(f"warning: {len(earlier)} earlier result(s) in {args.output} are replaced "
                      f"({shown})"),
