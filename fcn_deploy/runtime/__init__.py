@@ -57,7 +57,7 @@ def load_runner(
         from ..export import read_onnx_metadata
 
         check_verified(read_onnx_metadata(path), path, allow_unverified)
-    if backend == "tensorrt":  # an engine keeps the mark of the ONNX file it was built from
+    if backend == "tensorrt" and Path(path).is_file():  # it keeps its ONNX file's mark
         from ..engine.sidecar import read_sidecar
 
         check_verified(read_sidecar(path).onnx, path, allow_unverified)
