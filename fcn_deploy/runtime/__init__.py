@@ -57,10 +57,11 @@ def load_runner(
         from ..export import read_onnx_metadata
 
         check_verified(read_onnx_metadata(path), path, allow_unverified)
-    if backend == "tensorrt" and Path(path).is_file():  # it keeps its ONNX file's mark
-        from ..engine.sidecar import read_sidecar
+    if backend == "tensorrt":  # an engine's sidecar keeps the mark of the ONNX file it came from
+        from ..engine.sidecar import read_sidecar, sidecar_path
 
-        check_verified(read_sidecar(path).onnx, path, allow_unverified)
+        if Path(path).is_file() and sidecar_path(path).is_file():
+            check_verified(read_sidecar(path).onnx, path, allow_unverified)
     if backend == "torch":
         from .torch_runner import TorchRunner
 
