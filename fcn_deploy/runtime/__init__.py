@@ -50,15 +50,10 @@ def load_runner(
     """Open ``path`` with ``backend`` (default: from the suffix) on ``device`` (cpu, cuda,
     cuda:N). An ONNX file whose export failed verification, or an engine built from one, is
     refused unless ``allow_unverified``."""
-    from ..export import check_verified
-
     backend = backend or backend_for_path(path)
-    if backend in ("onnxruntime", "openvino"):
-        from ..export import read_onnx_metadata
-
-        check_verified(read_onnx_metadata(path), path, allow_unverified)
     if backend == "tensorrt":  # an engine's sidecar keeps the mark of the ONNX file it came from
         from ..engine.sidecar import read_sidecar, sidecar_path
+        from ..export import check_verified
 
         if Path(path).is_file() and sidecar_path(path).is_file():
             check_verified(read_sidecar(path).onnx, path, allow_unverified)
@@ -69,11 +64,11 @@ def load_runner(
     if backend == "onnxruntime":
         from .ort_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(path, device=device, **options)
+        return OnnxRuntimeRunner(path, device=device, allow_unverified=allow_unverified, **options)
     if backend == "openvino":
         from .openvino_runner import OpenVINORunner
 
-        return OpenVINORunner(path, device=device, **options)
+        return OpenVINORunner(path, device=device, allow_unverified=allow_unverified, **options)
     if backend == "tensorrt":
         from .trt_runner import TensorRTRunner
 

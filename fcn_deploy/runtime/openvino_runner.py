@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import FCNError
-from ..export import OnnxMetadata, read_onnx_metadata
+from ..export import OnnxMetadata, check_verified, read_onnx_metadata
 from .base import Runner, resolve_device
 
 __all__ = ["OpenVINORunner"]
@@ -53,6 +53,7 @@ class OpenVINORunner(Runner):
         threads: inference threads (None: OpenVINO's default, one stream over all cores).
         hint: OpenVINO performance hint, ``LATENCY`` (default: one request at a time, as here)
             or ``THROUGHPUT``.
+        allow_unverified: open a file whose export failed verification (refused otherwise).
     """
 
     backend = "openvino"
@@ -63,8 +64,10 @@ class OpenVINORunner(Runner):
         device: str | None = None,
         threads: int | None = None,
         hint: str = "LATENCY",
+        allow_unverified: bool = False,
     ) -> None:
         self.metadata: OnnxMetadata = read_onnx_metadata(path)
+        check_verified(self.metadata, path, allow_unverified)
         dev = resolve_device(device or "cpu")
         if dev.type != "cpu":
             raise FCNError(

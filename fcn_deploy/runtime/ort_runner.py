@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import FCNError
-from ..export import OnnxMetadata, ort_run, ort_session, read_onnx_metadata
+from ..export import OnnxMetadata, check_verified, ort_run, ort_session, read_onnx_metadata
 from ..export.ort import (
     CUDA_PROVIDER,
     cuda_provider_problem,
@@ -64,6 +64,7 @@ class OnnxRuntimeRunner(Runner):
         providers: explicit ONNX Runtime providers (e.g. with TensorRT provider options) instead
             of the ones ``device`` implies.
         cuda_options: CUDA provider options besides the device (e.g. ``{"use_tf32": 0}``).
+        allow_unverified: open a file whose export failed verification (refused otherwise).
     """
 
     backend = "onnxruntime"
@@ -76,8 +77,10 @@ class OnnxRuntimeRunner(Runner):
         inter_threads: int | None = None,
         providers: Sequence[Any] | None = None,
         cuda_options: Mapping[str, Any] | None = None,
+        allow_unverified: bool = False,
     ) -> None:
         self.metadata: OnnxMetadata = read_onnx_metadata(path)
+        check_verified(self.metadata, path, allow_unverified)
         auto = device is None and providers is None
         if device is None:
             device = "cuda" if torch.cuda.is_available() and _cuda_available() else "cpu"
