@@ -8,10 +8,10 @@ import hashlib
 import logging
 import os
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ._owned import publish, temp_name, temp_space
 from .errors import FCNError
 
 log = logging.getLogger(__name__)
@@ -116,92 +116,36 @@ def remove_empty_folders(folders: Sequence[Path]) -> None:
             return
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temp files of earlier writes to ``path`` whose process is gone (kill -9, power loss).
-
-    Names are ``.NAME.PID.XXXXXXXX.tmpSUFFIX``; one of a live process (another writer) is left
-    alone. Names without a PID come from older versions and are always stale. The folder is
-    listed once per process (`_temps_in`), so writing many files into it stays cheap.
-    """
-    prefix = f".{path.name}."
-    for tmp in _temps_in(path.parent).pop(path.name, []):
-        if not tmp.name.endswith(f".tmp{path.suffix}"):
-            continue
-        pid_text = tmp.name[len(prefix) :].split(".", 1)[0]
-        if pid_text.isdigit() and _alive(int(pid_text)):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            log.info("removed %s, left by an interrupted write", tmp)
-
-
-_TEMPS: dict[Path, dict[str, list[Path]]] = {}
-_TEMPS_LOCK = threading.Lock()
-
-
-def _temps_in(folder: Path) -> dict[str, list[Path]]:
-    """Temp-looking files of ``folder`` by every target name they could belong to (listed once)."""
-    key = folder.resolve()
-    with _TEMPS_LOCK:
-        if key not in _TEMPS:
-            found: dict[str, list[Path]] = {}
-            with contextlib.suppress(OSError):
-                for entry in os.scandir(folder):
-                    name = entry.name
-                    if name.startswith(".") and ".tmp" in name:
-                        parts = name[1:].split(".")
-                        for k in range(1, len(parts)):
-                            found.setdefault(".".join(parts[:k]), []).append(Path(entry.path))
-            _TEMPS[key] = found
-        return _TEMPS[key]
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], owned_only: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     Writers that take a file name (torch.save, onnx.save, cv2.imwrite) write to the yielded path,
     so a crash, a full disk or Ctrl-C never leaves half a checkpoint, ONNX file or engine behind.
-    Temp files a killed earlier write left for the same ``path`` are removed first. Every OSError
-    of the temp file or the rename becomes one `FCNError` naming the path and the cause.
+    The temp path lies in a private folder of this process (`fcn_deploy._owned.temp_space`),
+    removed afterwards whatever happens; one a killed process left is removed at the next write
+    into the same folder. Every OSError of the temp file or the rename becomes one `FCNError`
+    naming the path and the cause.
+
+    ``owned_only``: for outputs named after inputs rather than by the user, replace only a file
+    fcn-deploy wrote (`fcn_deploy._owned.publish`); anything else there is an `FCNError`.
     """
-    path = check_output_file(path, probe=False)  # mkstemp below is the real test
+    path = check_output_file(path, probe=False)  # making the temp space is the real test
     parent = path.parent if str(path.parent) else Path(".")
-    _remove_stale_temps(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + path.suffix, dir=parent
-        )
-    except OSError as e:
-        raise FCNError(f"cannot write {path}: {os_reason(e)}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with temp_space(parent, f"cannot write {path}") as space:
+        tmp = temp_name(space, path.suffix)
         try:
             yield tmp
         except OSError as e:  # the writer's own failure: a full disk, a quota, a lost mount
             raise FCNError(f"cannot write {path}: {os_reason(e)}") from None
         try:
-            # mkstemp makes the file private (0600); give it the permissions a plain open() would
-            os.chmod(tmp, 0o666 & ~current_umask())
-            os.replace(tmp, path)
+            os.chmod(tmp, 0o666 & ~current_umask())  # as a plain open() would have made it
+            if owned_only:
+                publish(tmp, path)
+            else:
+                os.replace(tmp, path)
         except OSError as e:
             raise FCNError(f"cannot write {path}: {os_reason(e)}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def current_umask() -> int:
@@ -211,9 +155,9 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, owned_only: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (``owned_only``: see `atomic_path`)."""
+    with atomic_path(path, owned_only) as tmp:
         tmp.write_bytes(data)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ._io import atomic_write_bytes, describe_file, os_reason
+from ._owned import mark_png
 from .errors import FCNError
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,8 @@ def write_label_png(
 
 
 def encode_label_png(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> bytes:
-    """An ``H×W`` label map (values < 256) as the bytes of a palette PNG (for any file system)."""
+    """An ``H×W`` label map (values < 256) as the bytes of a palette PNG (for any file system),
+    carrying fcn-deploy's mark (`fcn_deploy._owned`): a later run may replace it."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise FCNError(f"a label map must be H×W, got shape {labels.shape}")
@@ -315,7 +317,7 @@ def encode_label_png(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> by
     image.putpalette(flat + [0] * (768 - len(flat)))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return mark_png(buffer.getvalue())
 
 
 def read_label_png(

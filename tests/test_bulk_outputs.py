@@ -9,11 +9,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 from test_api import scene
 
 from fcn_deploy.api import Segmenter
 from fcn_deploy.bulk.outputs import OutputFolder, overlay_jpeg
+from fcn_deploy.errors import FCNError
 from fcn_deploy.imageio import encode_label_png
 
 
@@ -42,14 +44,24 @@ def test_outputs_on_a_pyarrow_file_system(make_checkpoint: Callable[..., Path]) 
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == image.shape
 
 
-def test_what_an_input_writes_and_stale_temp_folders_by_exact_name(tmp_path: Path) -> None:
+def test_what_an_input_writes() -> None:
     from fcn_deploy.bulk.outputs import output_files
-    from fcn_deploy.bulk.video import _remove_stale
 
     assert output_files("a", overlay=True) == ["a_overlay.jpg", "a.png"]
     assert output_files("a", overlay=True, video=True) == ["a_overlay.mp4", "a"]
-    dead = 2**22 + 1  # above Linux's largest pid: no such process
-    for name in ("a[1]", "a1"):
-        (tmp_path / f".{name}.{dead}.tmp").mkdir()
-    _remove_stale(tmp_path, "a[1]")  # a glob of the raw name would match (only) .a1.*
-    assert [p.name for p in tmp_path.iterdir()] == [f".a1.{dead}.tmp"]
+
+
+def test_a_file_in_the_way_on_an_object_store_is_never_replaced(
+    make_checkpoint: Callable[..., Path],
+) -> None:
+    seg = Segmenter.load(make_checkpoint("fcn8s"), device="cpu")
+    image = scene(24, 32, 1)
+    out = OutputFolder("mock:///bucket/theirs")
+    filesystem, root = out._filesystem()
+    with filesystem.open_output_stream(f"{root}/a.png") as f:
+        f.write(b"a user's file")
+    assert not out.complete("a", overlay=False)  # there, but not fcn-deploy's: not done
+    with pytest.raises(FCNError, match="is not an fcn-deploy output"):
+        out.write_image(seg, "a", image, seg.predict(image))
+    with filesystem.open_input_file(f"{root}/a.png") as f:
+        assert f.read() == b"a user's file"

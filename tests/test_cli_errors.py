@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from fcn_deploy import FCNError, save_checkpoint
-from fcn_deploy._io import atomic_write_bytes, check_output_file, describe_file
+from fcn_deploy._io import check_output_file, describe_file
 from fcn_deploy.api import Segmenter
 from fcn_deploy.imageio import (
     decode_image_bytes,
@@ -444,25 +444,11 @@ def test_sigterm_during_export_is_like_ctrl_c(files: Path, work: Path) -> None:
     assert listing(work) == []  # no .m.onnx.*.tmp.onnx
 
 
-def test_stale_temp_files_of_the_target_are_removed_at_the_next_write(tmp_path: Path) -> None:
-    target = tmp_path / "m.onnx"
-    dead = tmp_path / ".m.onnx.999999999.abcdefgh.tmp.onnx"  # a PID no process has
-    legacy = tmp_path / ".m.onnx.k2j4_x9z.tmp.onnx"  # written before temp names held a PID
-    live = tmp_path / f".m.onnx.{os.getppid()}.qwertyui.tmp.onnx"  # a writer still running
-    other = tmp_path / ".n.onnx.999999999.abcdefgh.tmp.onnx"  # another target's
-    for p in (dead, legacy, live, other):
-        p.write_bytes(b"half")
-    atomic_write_bytes(target, b"whole")
-    assert target.read_bytes() == b"whole"
-    assert not dead.exists() and not legacy.exists()
-    assert live.exists() and other.exists()
-
-
 def test_kill_9_leftover_is_cleaned_by_the_next_export(files: Path, work: Path) -> None:
     result = _export_until_killed(files, work, signal.SIGKILL)
     if result.returncode == 0:
         pytest.skip("the export finished before SIGKILL arrived")
-    leftovers = [p for p in work.iterdir() if p.name.startswith(".m.onnx.")]
+    leftovers = [p for p in work.iterdir() if p.name.startswith(".fcn-deploy-tmp-")]
     again = run("fcn-export", files / "m7.pt", "-o", work / "m.onnx", "--no-verify", cwd=work)
     assert again.returncode == 0, again.stderr
     assert listing(work) == ["m.onnx"], leftovers

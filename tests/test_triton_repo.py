@@ -65,7 +65,7 @@ def test_onnx_repository_parses_with_tritons_schema(
     report = write_triton_repo(tmp_path / "repo", onnx_files[io], name="seg", instances=2,
                                kind=kind, queue_delay_us=500, tensorrt_fp16=fp16)  # fmt: skip
     written = sorted(str(p.relative_to(tmp_path / "repo")) for p in (tmp_path / "repo").rglob("*"))
-    assert written == ["seg", "seg/1", "seg/1/model.onnx", "seg/config.pbtxt"]
+    assert written == ["seg", "seg/.fcn-deploy", "seg/1", "seg/1/model.onnx", "seg/config.pbtxt"]
     assert report.model_file.read_bytes() == onnx_files[io].read_bytes()
     config = parse(report.config_path.read_text())
     meta = read_onnx_metadata(onnx_files[io])

@@ -129,20 +129,20 @@ def test_fcn_predict_on_videos_and_broken_ones(
         frames = decoded(src / name if name == "cam0" else src / f"{name}.avi")
         assert len(frames) == n
         kept = sorted(p.name for p in (out / name).iterdir())
-        assert kept == [frame_file(i) for i in range(0, n, 2)]
+        assert kept == [".fcn-deploy"] + [frame_file(i) for i in range(0, n, 2)]
         for i in range(0, n, 2):
             labels = read_label_png(out / name / frame_file(i))  # exact ids back
             np.testing.assert_array_equal(labels, seg.predict(frames[i]), err_msg=f"{name} {i}")
         overlay = cv2.VideoCapture(str(out / f"{name}_overlay.mp4"))
         assert overlay.get(cv2.CAP_PROP_FPS) == pytest.approx(FPS / 2)  # --every 2: same duration
         w, h = overlay.get(cv2.CAP_PROP_FRAME_WIDTH), overlay.get(cv2.CAP_PROP_FRAME_HEIGHT)
-        assert (w, h) == size and len(decoded(out / f"{name}_overlay.mp4")) == len(kept)
+        assert (w, h) == size and len(decoded(out / f"{name}_overlay.mp4")) == len(kept) - 1
 
 
 def test_a_video_never_replaces_what_is_not_its_own_earlier_result(
     make_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:
-    """``OUTDIR/NAME/`` is replaced only when it holds earlier frame results and nothing else."""
+    """``OUTDIR/NAME/`` is replaced only when it is fcn-deploy's earlier result, all of it."""
     model, out = make_checkpoint("fcn8s"), tmp_path / "out"
     clip = write_clip(tmp_path / "clip.avi", 2)
     (out / "clip").mkdir(parents=True)
@@ -159,19 +159,22 @@ def test_a_video_never_replaces_what_is_not_its_own_earlier_result(
     named = run(clip, out / "clip" / "mine.jpg")  # an input inside the video's folder
     assert named.returncode == 2 and "mine.jpg would be replaced" in named.stderr, named.stderr
     alone = run(clip)  # the folder holds files that are not frame results: refused
-    assert alone.returncode == 2 and "clip holds mine.jpg" in alone.stderr, alone.stderr
+    assert alone.returncode == 2 and "did not write" in alone.stderr, alone.stderr
     assert len(alone.stderr.splitlines()) == 1, alone.stderr
     assert {p.name: p.read_bytes() for p in (out / "clip").iterdir()} == kept
-    with pytest.raises(FCNError, match="holds"):  # the library refuses it as well
+    with pytest.raises(FCNError, match="did not write"):  # the library refuses it as well
         segment_video(Segmenter.load(model, device="cpu"), clip, out, "clip")
     assert {p.name: p.read_bytes() for p in (out / "clip").iterdir()} == kept
 
     for p in (out / "clip").iterdir():
         p.unlink()
-    (out / "clip" / frame_file(7)).write_bytes(b"an earlier run's frame")
-    again = run(clip)  # an earlier result: replaced, and said
+    (out / "clip").rmdir()
+    assert run(clip, "--every", "2").returncode == 0
+    again = run(clip)  # its own earlier result: replaced whole, and said
     assert again.returncode == 0 and "1 earlier result(s)" in again.stderr, again.stderr
-    assert sorted(p.name for p in (out / "clip").iterdir()) == [frame_file(0), frame_file(1)]
+    assert sorted(p.name for p in (out / "clip").iterdir()) == [
+        ".fcn-deploy", frame_file(0), frame_file(1)
+    ]
 
 
 def test_video_frames_over_the_megapixel_limit_and_bad_selections(

@@ -3,7 +3,8 @@
 Per image ``NAME``: ``NAME.png``, a palette PNG of class ids, and with an overlay
 ``NAME_overlay.jpg``, the image tinted by class colour. Every file is written whole or not at all
 (a temp name renamed at the end) and the label map last, so "``NAME.png`` exists" means "this
-image is done": that is what a re-run checks to skip it.
+image is done": that is what a re-run checks to skip it. Both carry fcn-deploy's mark
+(`fcn_deploy._owned`), and a file in their way that does not is never replaced.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from .._io import atomic_write_bytes, os_reason
+from .._owned import HEAD_BYTES, carries_mark, in_the_way, mark_jpeg, marked_head
 from ..errors import FCNError
 from ..imageio import encode_label_png
 
@@ -47,7 +49,7 @@ def overlay_jpeg(
     )
     if not ok:
         raise FCNError("could not encode the overlay as JPEG")
-    return bytes(data.tobytes())
+    return mark_jpeg(bytes(data.tobytes()))
 
 
 def check_palette_size(num_classes: int) -> None:
@@ -102,21 +104,31 @@ class OutputFolder:
             self._fs.create_dir(self._root, recursive=True)
         return self._fs, self._root
 
-    def exists(self, name: str) -> bool:
-        """Whether the file ``name`` is there (complete, since every write is atomic)."""
+    def done(self, name: str) -> bool:
+        """Whether the file ``name`` is there and fcn-deploy's (complete: every write is atomic)."""
         if not self.remote:
-            return (Path(self.where) / name).is_file()
+            return carries_mark(Path(self.where) / name)
         from pyarrow import fs
 
         filesystem, root = self._filesystem()
-        return bool(filesystem.get_file_info(f"{root}/{name}").type == fs.FileType.File)
+        if filesystem.get_file_info(f"{root}/{name}").type != fs.FileType.File:
+            return False
+        with filesystem.open_input_file(f"{root}/{name}") as f:
+            return marked_head(f.read(HEAD_BYTES))
 
     def write(self, name: str, data: bytes) -> None:
-        """Write the file ``name`` whole or not at all."""
+        """Write the file ``name`` whole or not at all; a file there that fcn-deploy did not
+        write is never replaced (`FCNError`)."""
         if not self.remote:
-            atomic_write_bytes(Path(self.where) / name, data)
+            atomic_write_bytes(Path(self.where) / name, data, owned_only=True)
             return
+        from pyarrow import fs
+
         filesystem, root = self._filesystem()
+        if filesystem.get_file_info(f"{root}/{name}").type != fs.FileType.NotFound and not (
+            self.done(name)
+        ):
+            raise in_the_way(f"{self.where}/{name} is not an fcn-deploy output")
         tmp = f"{root}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             with filesystem.open_output_stream(tmp) as f:
@@ -127,7 +139,7 @@ class OutputFolder:
 
     def complete(self, name: str, overlay: bool) -> bool:
         """Whether every output of image ``name`` is already there (a re-run skips it)."""
-        return all(self.exists(n) for n in output_files(name, overlay))
+        return all(self.done(n) for n in output_files(name, overlay))
 
     def write_image(
         self,

@@ -16,19 +16,18 @@ Outputs, per video ``NAME``:
   (``mp4v``, which every OpenCV FFmpeg build encodes), the source's size, and its frame rate
   divided by ``every`` so that it lasts as long as the selected span.
 
-Both are written under temp names and renamed only when the whole video succeeded: a video that
-fails half way (truncated, corrupt, interrupted) leaves nothing that looks complete.
+Both are written in a temp space (`fcn_deploy._owned`) and moved into place only when the whole
+video succeeded: a video that fails half way (truncated, corrupt, interrupted) leaves nothing that
+looks complete. The frame folder carries fcn-deploy's mark file and each frame's PNG its mark, the
+overlay video its own: a later run replaces them, and nothing it cannot prove fcn-deploy wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
 import queue
-import re
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +35,8 @@ from pathlib import Path
 
 import cv2
 
-from .._io import _alive, atomic_path, make_output_dir, os_reason
+from .._io import make_output_dir, os_reason
+from .._owned import check_replaceable, mark_mp4, publish, temp_name, temp_space, write_folder_mark
 from .._progress import Progress
 from ..api import Segmenter
 from ..api.video import FrameSelection, VideoFrame, VideoSource, open_video, predict_frames
@@ -44,7 +44,7 @@ from ..errors import FCNError
 from ..imageio import check_megapixels, encode_label_png
 from .outputs import output_files
 
-__all__ = ["OVERLAY_FOURCC", "VideoResult", "check_replaceable", "frame_file", "segment_video"]
+__all__ = ["OVERLAY_FOURCC", "VideoResult", "frame_file", "segment_video"]
 
 log = logging.getLogger(__name__)
 
@@ -100,51 +100,6 @@ class _Writer(threading.Thread):
             raise self.error
 
 
-def _remove_stale(output: Path, name: str) -> None:
-    """Temp folders of ``name`` left by a killed run (their process is gone)."""
-    for tmp in output.glob(f".{glob.escape(name)}.*.tmp"):
-        pid = tmp.name[len(name) + 2 :].split(".", 1)[0]
-        if tmp.is_dir() and not (pid.isdigit() and _alive(int(pid))):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-_FRAME_FILE = re.compile(r"\d{6,}\.png")
-
-
-def check_replaceable(final: Path) -> None:
-    """Refuse to replace ``final`` unless it is missing or a folder of earlier frame results
-    only: anything else there (a file, the user's images) would be deleted with it."""
-    if not final.exists() and not final.is_symlink():
-        return
-    if final.is_symlink() or not final.is_dir():
-        raise FCNError(
-            f"{final} is in the way of this video's frame folder and is not an earlier result; "
-            "move it or write the results to another folder",
-            param="output",
-        )
-    other = next((p for p in sorted(final.iterdir()) if not _FRAME_FILE.fullmatch(p.name)), None)
-    if other is not None:
-        raise FCNError(
-            f"{final} holds {other.name}, which is not an earlier frame result; it would be "
-            "replaced by this video's frames: move it or write the results to another folder",
-            param="output",
-        )
-
-
-def _replace_folder(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``final``, replacing an older result there (only a
-    folder of earlier frame results: see `check_replaceable`)."""
-    check_replaceable(final)
-    old = final.with_name(f".{final.name}.{os.getpid()}.old")
-    try:
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-    except OSError as e:
-        raise FCNError(f"cannot write {final}: {os_reason(e)}") from None
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def segment_video(
     segmenter: Segmenter,
     source: VideoSource,
@@ -165,23 +120,25 @@ def segment_video(
     *overlay, labels = output_files(name, overlay_alpha is not None, video=True)
     final, overlay_path = output / labels, output / overlay[0] if overlay else None
     frames = 0
-    tmp = output / f".{name}.{os.getpid()}.tmp"
     try:
         with contextlib.ExitStack() as stack:
             if not isinstance(source, cv2.VideoCapture):
                 stack.callback(capture.release)
             # before any file exists: a frame over the limit, or something not ours in the way
             check_megapixels(info.height, info.width, segmenter.max_megapixels, "a video frame")
-            check_replaceable(final)
+            for path in (final, overlay_path):
+                if path is not None:
+                    check_replaceable(path, "this video's results")
             make_output_dir(output)
-            _remove_stale(output, name)
+            space = stack.enter_context(temp_space(output, f"cannot write {final}"))
+            tmp = temp_name(space)
             try:
                 tmp.mkdir()
             except OSError as e:
                 raise FCNError(f"cannot write {final}: {os_reason(e)}") from None
-            video = None
+            video = tmp_video = None
             if overlay_path is not None:
-                tmp_video = stack.enter_context(atomic_path(overlay_path))
+                tmp_video = temp_name(space, overlay_path.suffix)
                 fps = info.fps / selection.every
                 fourcc = cv2.VideoWriter.fourcc(*OVERLAY_FOURCC)
                 video = cv2.VideoWriter(str(tmp_video), fourcc, fps, (info.width, info.height))
@@ -207,17 +164,22 @@ def segment_video(
                 writer.join()
             if writer.error is not None:
                 raise writer.error
-            if video is not None:
-                video.release()  # finish the file before atomic_path renames it
-            _replace_folder(tmp, final)
+            write_folder_mark(tmp, "video-frames")
+            if video is not None and tmp_video is not None and overlay_path is not None:
+                video.release()  # finish the file before it is published
+                mark_mp4(tmp_video)
+                publish(tmp_video, overlay_path, "this video's overlay")
+            publish(tmp, final, "this video's frames")
+    except OSError as e:
+        raise FCNError(
+            f"{info.name}: cannot write its results in {output}: {os_reason(e)}"
+        ) from None
     except FCNError as e:
         message = str(e)
         raise FCNError(
             message if message.startswith(info.name) else f"{info.name}: {message}",
             param=e.param,
         ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
     log.info("%s: %d frame(s) in %.1f s (%.2f frames/s)", name, frames, seconds, frames / seconds)
     return VideoResult(final, overlay_path, frames, seconds)

@@ -27,11 +27,11 @@ from .._io import (
     os_reason,
     remove_empty_folders,
 )
+from .._owned import check_replaceable
 from .._progress import Progress
 from .._walk import glob_files, walk_files
 from ..api import Segmenter, is_video
 from ..bulk.outputs import OutputFolder, check_palette_size, output_files
-from ..bulk.video import check_replaceable
 from ..errors import FCNError
 from ..imageio import (
     DEFAULT_MAX_MEGAPIXELS,
@@ -249,8 +249,8 @@ def check_no_input_replaced(
     files: Sequence[Path], names: Sequence[str], folder: Path, overlay: bool
 ) -> list[Path]:
     """Refuse results that would replace one of the inputs (a video's results are a folder: no
-    input may lie inside it) or anything but a video's earlier frames in its folder; return the
-    earlier results that will be replaced (said, not silent)."""
+    input may lie inside it) or anything fcn-deploy did not write; return the earlier results
+    that will be replaced (said, not silent)."""
     results = [
         folder / out
         for f, name in zip(files, names, strict=True)
@@ -267,9 +267,8 @@ def check_no_input_replaced(
                 param="output",
             )
     earlier = [p for p in results if p.exists() or p.is_symlink()]
-    for f, name in zip(files, names, strict=True):
-        if is_video(f):
-            check_replaceable(folder / name)  # a folder of earlier frames, or refused now
+    for result in earlier:
+        check_replaceable(result)  # fcn-deploy's own earlier result, or refused now
     return earlier
 
 

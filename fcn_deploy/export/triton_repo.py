@@ -14,7 +14,10 @@ External-data files the ONNX model names are copied with it, keeping their relat
 ``1/``; only files inside the model's folder are accepted (`external_data_files`).
 
 The model folder is assembled beside its destination and renamed into place: a failure leaves
-no half-written model, and an existing one is replaced only once the new one is complete.
+no half-written model, and an existing one is replaced only once the new one is complete, and
+only if fcn-deploy wrote it (its ``.fcn-deploy`` mark lists every file with its size; Triton
+reads only ``config.pbtxt`` and numbered version folders there, and allows other files such as
+label files beside them: its docs/user_guide/model_repository.md).
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import current_umask, os_reason
+from .._io import current_umask, make_output_dir, os_reason
+from .._owned import check_replaceable, publish, temp_name, temp_space, write_folder_mark
 from ..errors import FCNError
 from .external_data import external_data_files
 from .metadata import OnnxMetadata, read_onnx_metadata
@@ -201,29 +204,25 @@ def write_triton_repo(
             "gives the model itself; rename that file (or save the model as one file)"
         )
 
-    repo_dir.mkdir(parents=True, exist_ok=True)
     final = repo_dir / name
-    if final.exists():
-        log.warning("%s exists and is replaced by the new model", final)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=repo_dir))
-    try:
-        (staging / "1").mkdir()
+    check_replaceable(final, "the Triton model")  # before anything is copied
+    make_output_dir(repo_dir)
+    with temp_space(repo_dir, f"cannot write {final}") as space:
+        staging = temp_name(space)
+        (staging / "1").mkdir(parents=True)
         copies = [(model, staging / "1" / model_name)]
         copies += [(model.parent / e, staging / "1" / e) for e in extras]
         for source, target in copies:
             _copy(source, target, final / target.relative_to(staging))
         (staging / "config.pbtxt").write_text(text, encoding="utf-8")
-        os.chmod(staging, 0o777 & ~current_umask())
-        old = None
+        files = {str(p.relative_to(staging)): p.stat().st_size
+                 for p in staging.rglob("*") if p.is_file()}  # fmt: skip
+        write_folder_mark(staging, "triton-model", files)
+        for folder in (staging, staging / "1"):
+            os.chmod(folder, 0o777 & ~current_umask())
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=repo_dir))
-            os.replace(final, old / name)
-        os.replace(staging, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            log.warning("%s exists and is replaced by the new model", final)
+        publish(staging, final, "the Triton model")
     return TritonRepoReport(final, final / "config.pbtxt", final / "1" / model_name, platform,
                             max_batch)  # fmt: skip
 
