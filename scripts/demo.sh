@@ -32,18 +32,38 @@ fi
 mkdir -p "$out"
 touch "$marker"
 
-steps=()  # one summary line per step: ok or FAILED, then what it was
+steps=()  # one summary line per step: ok, FAILED or INTERRUPTED, then what it was
+current="" child="" signal_name="" finished=no
 run() {   # run LABEL CMD...: run one step and record how it went
-  local label=$1
+  local label=$1 code=0
   shift
-  if "$@"; then
-    steps+=("ok      $label")
+  current=$label
+  # in the background, so that a signal to this script is handled at once (bash runs traps only
+  # between foreground commands) and passed on to the step; stdin stays the step's own
+  "$@" <&0 &
+  child=$!
+  wait "$child" || code=$?
+  child="" current=""
+  if [ "$code" -eq 0 ]; then
+    steps+=("ok           $label")
   else
-    local code=$?
-    steps+=("FAILED  $label (exit $code)")
+    steps+=("FAILED       $label (exit $code)")
     return "$code"
   fi
 }
+stop() {  # stop NAME NUMBER: a signal ends the demo; the step running is marked interrupted
+  signal_name=$1
+  trap '' INT TERM HUP  # one stop, however many signals follow
+  if [ -n "$child" ]; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  [ -n "$current" ] && steps+=("INTERRUPTED  $current (SIG$1)")
+  exit $((128 + $2))
+}
+trap 'stop INT 2' INT
+trap 'stop TERM 15' TERM
+trap 'stop HUP 1' HUP
 summary() {
   local code=$?
   printf '\n=== summary\n'
@@ -63,15 +83,24 @@ for name in ("checkpoint", "onnx-fp32", "onnx-fp16", "onnx-int8", "engine"):
         print(f"  {name:<11} pixel acc {scores['pixel_accuracy']:.4f}  mean IU {scores['mean_iu']:.4f}")
 PY
   fi
-  [ "$code" -ne 0 ] && echo "the demo stopped early (exit $code); the lines above say where"
+  if [ -n "$signal_name" ]; then
+    echo "the demo was stopped by SIG$signal_name (exit $code) before it finished; the steps after the last one above did not run"
+    echo "run it again: bash scripts/demo.sh"
+    return
+  fi
+  if [ "$finished" != yes ]; then
+    echo "the demo stopped early (exit $code); the lines above say where"
+    echo "run it again: bash scripts/demo.sh"
+    return
+  fi
   local model="$out/fcn8s-int8.onnx"  # the fastest on a CPU, unless it failed its verification
   [ -n "${int8_flags[*]-}" ] && model="$out/fcn8s.onnx"
   cat <<EOF
 
 next: the fcn-* tools are installed in $venv; activate it in each new shell:
   source $venv/bin/activate
-  fcn-predict $model $out/images -o predictions --overlay
-  fcn-serve $out/fcn8s.onnx      # then, in another shell: fcn-predict --server 127.0.0.1:8000 $out/images -o served
+  fcn-predict $model $out/images -o out/ --overlay
+  fcn-serve $out/fcn8s.onnx      # then, in another shell: fcn-predict --server 127.0.0.1:8000 $out/images -o served/
   fcn-bench $out/train/best.pt --backends torch,onnxruntime,onnxruntime-int8 --sizes 500x500
 more: README.md and docs/
 EOF
@@ -79,12 +108,12 @@ EOF
 trap summary EXIT
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-  bash scripts/setup.sh gpu || {
+  run "set up $venv (gpu extra)" bash scripts/setup.sh gpu || {
     echo "demo: the GPU set-up failed (see above); going on with the CPU set-up" >&2
-    bash scripts/setup.sh cpu
+    run "set up $venv" bash scripts/setup.sh cpu
   }
 else
-  bash scripts/setup.sh cpu
+  run "set up $venv" bash scripts/setup.sh cpu
 fi
 venv_path=$venv
 case "$venv_path" in /*) ;; *) venv_path="$PWD/$venv_path" ;; esac
@@ -145,7 +174,8 @@ run "export INT8 ($out/fcn8s-int8.onnx)" fcn-export "$out/train/best.pt" \
 evals=(checkpoint onnx-fp32 onnx-fp16 onnx-int8)
 if [ "$trt" = yes ]; then
   step "engine: FP16 TensorRT engine from the FP16 export, gated against ONNX Runtime"
-  fcn-export "$out/fcn8s-image-fp16.onnx" --engine "$out/fcn8s-image-fp16.engine" \
+  run "engine ($out/fcn8s-image-fp16.engine)" \
+    fcn-export "$out/fcn8s-image-fp16.onnx" --engine "$out/fcn8s-image-fp16.engine" \
     --timing-cache "$out/timing.cache"
   evals+=(engine)
 fi
@@ -160,11 +190,12 @@ if [ -f "$out/fcn8s-int8.onnx" ]; then
     --json "$out/eval-onnx-int8.json" ${int8_flags[@]+"${int8_flags[@]}"} || true
 fi
 if [ "$trt" = yes ]; then
-  fcn-eval --model "$out/fcn8s-image-fp16.engine" --data synthetic --json "$out/eval-engine.json"
+  run "evaluate the engine" fcn-eval --model "$out/fcn8s-image-fp16.engine" --data synthetic \
+    --json "$out/eval-engine.json" || true
 fi
 
 step "predict: write a few synthetic scenes as JPEGs, segment them, write palette PNGs and overlays"
-python - "$out/images" <<'PY'
+run "write 8 scenes ($out/images)" python - "$out/images" <<'PY'
 import sys
 from pathlib import Path
 import cv2
@@ -183,11 +214,13 @@ if [ "$gpu" = yes ]; then
   backends=torch,torch-fp16
   [ "$ort_cuda" = yes ] && backends+=,onnxruntime,onnxruntime-fp16
   [ "$trt" = yes ] && backends+=,tensorrt
-  fcn-bench --model "$out/train/best.pt" --device cuda --backends "$backends" \
-    --sizes 224x224,500x500 --iters 20 --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench.png"
+  run "benchmark ($out/bench.md)" fcn-bench --model "$out/train/best.pt" --device cuda \
+    --backends "$backends" --sizes 224x224,500x500 --iters 20 --json "$out/bench.json" \
+    --markdown "$out/bench.md" --plot "$out/bench.png" || true
 else
   step "benchmark: eager PyTorch against ONNX Runtime FP32, FP16 and INT8 on the trained model"
   run "benchmark ($out/bench.md)" fcn-bench "$out/train/best.pt" \
     --backends torch,onnxruntime,onnxruntime-fp16,onnxruntime-int8 --sizes 224x224,500x500 \
     --iters 10 --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench.png" || true
 fi
+finished=yes
