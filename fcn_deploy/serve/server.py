@@ -429,7 +429,7 @@ class FCNServer:
                 "(at most 256 classes)"
             )
         self.bounds = served_bounds(first, config.max_batch)
-        self.model = ServedModel(first.info, self.bounds, first.runner.name, str(first.device))
+        self.model = ServedModel.of(first, self.bounds)
         self._instances = [_Instance(s, self.bounds, config.max_megapixels) for s in segmenters]
         self._triton: Any = None
         self._stopped = threading.Event()
