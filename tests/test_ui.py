@@ -23,8 +23,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-import torch
-from conftest import randomize
 from test_api import scene
 from test_cli_errors import png_header
 from ui_helpers import (
@@ -35,15 +33,14 @@ from ui_helpers import (
     files_under,
     requested_urls,
     screenshot,
+    small_onnx,
     start_browser,
     upload,
 )
 
-import fcn_deploy
 from fcn_deploy import FCNError
 from fcn_deploy.api import Segmenter
 from fcn_deploy.imageio import read_label_png
-from fcn_deploy.models import create_model
 
 pytest.importorskip("gradio", reason="needs the ui extra (gradio)")
 
@@ -55,17 +52,7 @@ MAX_UPLOAD_MB = 1.0  # small, so that the test of the upload limit sends little
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A width-0.125 FCN-8s with random score layers, exported to ONNX."""
-    from fcn_deploy.export import export_onnx
-
-    root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    fcn_deploy.save_checkpoint(
-        randomize(create_model("fcn8s", num_classes=21, width=0.125)), root / "fcn8s.pt"
-    )
-    export_onnx(root / "fcn8s.pt", root / "fcn8s.onnx", max_size=MAX_SIZE, max_batch=4,
-                verify=False, progress=False)  # fmt: skip
-    return root / "fcn8s.onnx"
+    return small_onnx(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
@@ -306,6 +293,8 @@ def test_nothing_on_disk_and_no_request_off_loopback(
     """After every kind of request: no file in the page's TMPDIR, Gradio's upload route
     refused, oversized requests refused before they are read, and the browser never asked
     anything of another host. The page's screenshot goes to the test's output (and docs)."""
+    from selenium.webdriver.common.by import By
+
     upload(browser, inputs["street.png"], inputs["clip.mp4"], inputs["broken.png"])
     assert files_under(page.tmpdir) == page.baseline
     request = urllib.request.Request(
@@ -345,6 +334,12 @@ def test_nothing_on_disk_and_no_request_off_loopback(
     # the picture of the page: a larger scene and the video
     cv2.imwrite(str(tmp_path / "scene.png"), scene(*MAX_SIZE, 7))
     upload(browser, tmp_path / "scene.png", inputs["clip.mp4"])
+    video = browser.find_element(By.CSS_SELECTOR, "video.fcn-player")
+    browser.execute_script("arguments[0].scrollIntoView()", video)  # Chromium pauses it offscreen
+    deadline = time.monotonic() + 30
+    while not browser.execute_script("return arguments[0].currentTime > 0.3", video):
+        assert time.monotonic() < deadline, "the overlay video does not play"
+        time.sleep(0.1)
     shot = screenshot(browser, tmp_path / "fcn-ui.png")
     if os.environ.get("FCN_UI_SCREENSHOT"):
         Path(os.environ["FCN_UI_SCREENSHOT"]).write_bytes(shot.read_bytes())
@@ -397,7 +392,7 @@ def test_parse_uploads_examples() -> None:
         ("{", "does not hold the page's list of files"),
         ('[{"name": 1, "data": ""}]', "does not hold the page's list of files"),
         (payload(("a", b"1"), ("b", b"2"), ("c", b"3")), "3 files at once; this page takes up"),
-        (payload(("a", b"x" * 300)), "MB of files at once"),
+        (payload(("a", b"x" * 101)), "101 bytes of files at once; this page takes up to 100 bytes"),
         ('[{"name": "a.png", "data": "!!!!"}]', "a.png: the file did not arrive whole"),
     ):
         with pytest.raises(FCNError, match=re.escape(fragment)):

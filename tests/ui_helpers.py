@@ -35,6 +35,23 @@ CHROMIUM_FLAGS = (
 )  # fmt: skip
 
 
+def small_onnx(root: Path, max_size: tuple[int, int] = (256, 320)) -> Path:
+    """A width-0.125 FCN-8s with random score layers (labels vary), exported to ``root``."""
+    import torch
+    from conftest import randomize
+
+    import fcn_deploy
+    from fcn_deploy.export import export_onnx
+    from fcn_deploy.models import create_model
+
+    torch.manual_seed(0)
+    net = randomize(create_model("fcn8s", num_classes=21, width=0.125))
+    fcn_deploy.save_checkpoint(net, root / "fcn8s.pt")
+    export_onnx(root / "fcn8s.pt", root / "fcn8s.onnx", max_size=max_size, max_batch=4,
+                verify=False, progress=False)  # fmt: skip
+    return root / "fcn8s.onnx"
+
+
 def browser_paths() -> tuple[str, str] | str:
     """(chromium, chromedriver), or why the browser tests cannot run here."""
     try:

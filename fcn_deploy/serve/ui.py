@@ -43,7 +43,13 @@ from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_megapixels, encode_label_png
 from ..meta import ModelInfo
 from .protocol import ServedModel
-from .server import _check_port_free, _stop_on_signals, check_images, decode_image, served_bounds
+from .server import (
+    _check_port_free,
+    check_images,
+    decode_image,
+    run_until_signalled,
+    served_bounds,
+)
 from .ui_assets import CSS, OPACITY_JS, RESULT_JS, UPLOAD_JS
 
 if TYPE_CHECKING:
@@ -236,11 +242,10 @@ def parse_uploads(payload: str | None, max_files: int, max_bytes: int) -> list[U
         raise FCNError(
             f"{len(items)} files at once; this page takes up to {max_files}", param="max_files"
         )
-    total = sum(len(i["data"]) // 4 * 3 for i in items)
+    total = sum(_decoded_size(i["data"]) for i in items)
     if total > max_bytes:
         raise FCNError(
-            f"{total / 2**20:.1f} MB of files at once; this page takes up to "
-            f"{max_bytes / 2**20:.1f} MB",
+            f"{_amount(total)} of files at once; this page takes up to {_amount(max_bytes)}",
             param="max_upload_mb",
         )
     uploads = []
@@ -252,6 +257,15 @@ def parse_uploads(payload: str | None, max_files: int, max_bytes: int) -> list[U
             raise FCNError(f"{name}: the file did not arrive whole (not base64)") from None
         uploads.append(Upload(name, data))
     return uploads
+
+
+def _decoded_size(text: str) -> int:
+    """The bytes base64 ``text`` decodes to (when it is base64), from its length alone."""
+    return len(text) // 4 * 3 - (text.endswith("==") + text.endswith("="))
+
+
+def _amount(size: int) -> str:
+    return f"{size / 2**20:.1f} MB" if size >= 2**20 // 10 else f"{size} bytes"
 
 
 def _display_name(name: str) -> str:
@@ -306,8 +320,8 @@ def _timing(steps: dict[str, float]) -> str:
 def render_error(name: str | None, message: str) -> str:
     """One refusal as one line (a message never carries a traceback)."""
     text = " ".join(message.split())
-    where = f"{html.escape(name)}: " if name and not message.startswith(name) else ""
-    return f'<p class="fcn-error">error: {where}{html.escape(text)}</p>'
+    where = "" if name is None or text.startswith(name) else f"{_display_name(name)}: "
+    return f'<p class="fcn-error">error: {html.escape(where + text)}</p>'
 
 
 def render_image(model: PageModel, upload: Upload) -> str:
@@ -662,12 +676,4 @@ def serve_page(
     ready: Callable[[PageServer], None] | None = None,
 ) -> None:
     """Serve the page until SIGTERM/SIGINT, then stop; ``ready`` is called once it listens."""
-    server = PageServer(model, config)
-    try:
-        with _stop_on_signals(server.request_stop):
-            server.start()
-            if ready is not None:
-                ready(server)
-            server.wait()
-    finally:
-        server.stop()
+    run_until_signalled(PageServer(model, config), ready)

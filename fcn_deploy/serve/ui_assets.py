@@ -15,8 +15,10 @@ __all__ = ["CSS", "OPACITY_JS", "RESULT_JS", "UPLOAD_JS"]
 
 CSS = """
 .fcn-facts h2 { margin: 0 0 6px; }
-.fcn-facts table, .fcn-legend { border: 0; border-collapse: collapse; font-size: 0.9em; }
-.fcn-facts th, .fcn-facts td, .fcn-legend td { border: 0; border-bottom: 1px solid #e5e7eb;
+#fcn-facts table, #fcn-result table { border: 0; border-collapse: collapse; font-size: 0.9em;
+                                     width: auto; }
+#fcn-facts tr, #fcn-result tr { border: 0; }
+#fcn-facts th, #fcn-facts td, #fcn-result td { border: 0; border-bottom: 1px solid #e5e7eb;
                                                padding: 2px 14px 2px 0; vertical-align: top; }
 .fcn-facts th { text-align: left; font-weight: 600; }
 .fcn-drop label { display: block; border: 2px dashed #9ca3af; border-radius: 8px; padding: 18px;
