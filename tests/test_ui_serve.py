@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,6 +78,13 @@ def test_page_and_fcn_serve_under_load_then_sigterm(
         page = PageProcess(["--server", server.http, "--concurrency", "2", "--queue", "8"],
                            root / "ui.log", root / "tmp")  # fmt: skip
         page.wait_ready()
+        # the model facts on the page are what fcn-serve publishes
+        with urllib.request.urlopen(page.url + "config", timeout=30) as response:
+            config = response.read().decode()
+        facts = (f"fcn on fcn-serve at http://{server.http}", "onnxruntime", "fp32",
+                 "no failed verification recorded at export", "1×1 to 256×320 (H×W)")  # fmt: skip
+        for fact in facts:
+            assert fact in config, fact
         _load(page, server, model)
     finally:
         codes = _stop_both(page, server)
@@ -148,14 +156,17 @@ def _stop_both(page: PageProcess | None, server: ServerProcess) -> tuple[int, in
     busy = threading.Event()
 
     def keep_asking() -> None:  # the page is busy when the signal comes
+        client = Client(page.url, verbose=False, analytics_enabled=False)
+        image = cv2.imencode(".png", scene(200, 250, 9))[1].tobytes()
         try:
-            client = Client(page.url, verbose=False, analytics_enabled=False)
-            image = cv2.imencode(".png", scene(200, 250, 9))[1].tobytes()
             for _ in range(20):
                 busy.set()
                 client.predict(_payload(("busy.png", image)), 0.5, api_name="/segment")
         except Exception:  # the page went away, as it should
+            pass
+        finally:
             busy.set()
+            client.close()
 
     asker = threading.Thread(target=keep_asking, daemon=True)
     asker.start()
