@@ -401,7 +401,7 @@ def test_parse_uploads_examples() -> None:
 
 def test_ui_config_refuses_bad_values() -> None:
     bad = {"port": 0, "max_upload_mb": float("nan"), "max_files": 0, "concurrency": 0,
-           "opacity": 1.5, "max_megapixels": 0.0}  # fmt: skip
+           "opacity": 1.5}  # fmt: skip
     for field, value in bad.items():
         with pytest.raises(FCNError) as caught:
             UIConfig(**{field: value})

@@ -94,7 +94,6 @@ def _main(argv: Sequence[str] | None) -> int:
         host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
         max_files=args.max_files, max_video_frames=args.max_video_frames,
         concurrency=args.concurrency, queue_size=args.queue, opacity=args.opacity,
-        max_megapixels=args.max_megapixels,
     )  # fmt: skip
     if args.server is not None:
         model = PageModel.connect(args.server, args.model_name, args.max_megapixels)

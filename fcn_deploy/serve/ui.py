@@ -87,7 +87,6 @@ class UIConfig:
     concurrency: int = 2  # requests worked on at once; the rest wait in the queue
     queue_size: int = 16  # requests that may wait; more are refused ("the queue is full")
     opacity: float = 0.5  # the overlay's opacity when the page opens
-    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS  # as fcn-serve's
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -102,11 +101,6 @@ class UIConfig:
                 raise FCNError(f"{name} must be at least 1, got {getattr(self, name)}", param=name)
         if not 0.0 <= self.opacity <= 1.0:  # NaN too
             raise FCNError(f"opacity must be in 0..1, got {self.opacity}", param="opacity")
-        if self.max_megapixels is not None and not self.max_megapixels > 0:
-            raise FCNError(
-                f"max_megapixels must be > 0 (or None), got {self.max_megapixels}",
-                param="max_megapixels",
-            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -123,7 +117,8 @@ class PageModel:
 
     A local Segmenter runs one call at a time (a TensorRT context is not thread-safe, and
     ``last_timing`` belongs to the last call); fcn-serve orders and batches remote requests
-    itself. ``served`` is what the page shows about the model, ``bounds`` the sizes it takes.
+    itself. ``served`` is what the page shows about the model (``served.bounds``: the sizes it
+    takes); images over ``max_megapixels`` (None: no limit) are refused from their header.
     """
 
     def __init__(
@@ -472,7 +467,8 @@ def render_facts(model: PageModel, config: UIConfig) -> str:
     sizes = f"{s.bounds.min_hw[0]}×{s.bounds.min_hw[1]} to " + (
         f"{top[0]}×{top[1]} (H×W)" if top else "any size"
     )
-    limit = "no limit" if config.max_megapixels is None else f"{config.max_megapixels:g} megapixels"
+    top_mp = model.max_megapixels
+    limit = "no limit" if top_mp is None else f"{top_mp:g} megapixels"
     names = ", ".join(html.escape(n) for n in info.class_names)
     rows = {
         "model": html.escape(model.source),
