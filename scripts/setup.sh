@@ -5,8 +5,9 @@
 # `import torch` works): without an NVIDIA GPU the CPU build 2.13.0 — PyPI's Linux torch is the
 # CUDA build with several GB of NVIDIA packages, so PyTorch's CPU index is tried first (one quick
 # attempt), then the default index; with a GPU, or for the `gpu` extra, a CUDA build. Then the
-# package with one extra: `cpu` (onnxruntime, the default), `dev` (cpu plus pytest, mypy and
-# pybind11-stubgen, which makes TensorRT stubs for type-checking) or `gpu` (onnxruntime-gpu,
+# package with one extra: `cpu` (onnxruntime, the default), `dev` (cpu, serve, openvino, ray and
+# ui, plus pytest, Selenium for the page's browser tests, mypy and pybind11-stubgen, which makes
+# TensorRT stubs for type-checking) or `gpu` (onnxruntime-gpu,
 # TensorRT and pytest, so `pytest -m gpu` runs the GPU tests). onnxruntime and onnxruntime-gpu must never be installed
 # together, so each extra removes the other.
 set -euo pipefail

@@ -11,7 +11,7 @@ import pytest
 
 from fcn_deploy import __version__
 from fcn_deploy._progress import LOGGERS
-from fcn_deploy.cli import bench, export, predict, serve
+from fcn_deploy.cli import bench, export, predict, serve, ui
 from fcn_deploy.cli._common import add_verbosity, parse_args
 from fcn_train.cli import eval_parser, train_parser
 from fcn_train.pretrain_cli import pretrain_parser
@@ -24,6 +24,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "fcn-eval": eval_parser,
     "fcn-pretrain": pretrain_parser,
     "fcn-serve": serve.build_parser,
+    "fcn-ui": ui.build_parser,
 }
 
 

@@ -175,6 +175,8 @@ def test_config_publishes_classes_palette_and_bounds(
         assert params["fcn_deploy.max_hw"] == list(MAX_SIZE)
         assert params["fcn_deploy.min_hw"] == [1, 1]
         assert params["fcn_deploy.backend"] == "onnxruntime"
+        assert params["fcn_deploy.precision"] == "fp32"
+        assert params["fcn_deploy.verification"] == "no failed verification recorded at export"
     assert config["max_batch_size"] == 0  # the encoded model is not batched
     with urllib.request.urlopen(f"http://{onnx_server.http}/v2/models/fcn/config") as response:
         config = json.load(response)
@@ -650,3 +652,40 @@ def test_start_restarts_triton_after_an_instance_race(
     assert all(alive(pid) for pid in others)
     with RemoteSegmenter(pt_server.http) as remote:
         np.testing.assert_array_equal(remote.predict(image), labels)
+
+
+def test_served_model_says_precision_and_verification(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """What fcn-serve publishes (and fcn-ui shows) about a model: an unverified export says
+    what failed; a checkpoint has nothing to verify; an older server's config still reads."""
+    import shutil
+
+    from fcn_deploy.export import read_onnx_metadata
+    from fcn_deploy.export.exporter import _mark_unverified
+    from fcn_deploy.serve.protocol import UNKNOWN, ServedModel
+    from fcn_deploy.serve.server import served_bounds
+
+    shutil.copy(models["onnx"], tmp_path / "bad.onnx")
+    _mark_unverified(tmp_path / "bad.onnx", read_onnx_metadata(tmp_path / "bad.onnx"), "labels")
+    words = {}
+    for name, path in (
+        ("onnx", models["onnx"]),
+        ("pt", models["pt"]),
+        ("bad", tmp_path / "bad.onnx"),
+    ):
+        with Segmenter.load(path, device="cpu", allow_unverified=True) as segmenter:
+            served = ServedModel.of(segmenter, served_bounds(segmenter, 4))
+        assert ServedModel.from_parameters(served.to_parameters()) == served
+        assert served.precision == "fp32"
+        words[name] = served.verification
+    assert words == {
+        "onnx": "no failed verification recorded at export",
+        "pt": "not an export (a PyTorch checkpoint has nothing to verify)",
+        "bad": "export verification failed: labels (loaded with allow_unverified)",
+    }
+    older = {k: v for k, v in served.to_parameters().items()
+             if not k.endswith((".precision", ".verification"))}  # fmt: skip
+    assert ServedModel.from_parameters(older) == ServedModel(
+        served.info, served.bounds, served.backend, served.device, UNKNOWN, UNKNOWN
+    )

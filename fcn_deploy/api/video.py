@@ -36,6 +36,7 @@ __all__ = [
     "VideoInfo",
     "VideoSource",
     "is_video",
+    "looks_like_video",
     "open_video",
     "predict_frames",
     "predict_video",
@@ -60,13 +61,21 @@ _VIDEO_MAGIC = (
 _TS_PACKET = 188  # MPEG transport stream: a 0x47 sync byte every 188 bytes
 
 
+VIDEO_HEAD_BYTES = 4 * _TS_PACKET  # what `looks_like_video` needs of a file's start
+
+
 def is_video(path: str | os.PathLike[str]) -> bool:
     """Whether a file is a video container, from its first bytes (whatever its suffix says)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(4 * _TS_PACKET)
+            head = f.read(VIDEO_HEAD_BYTES)
     except OSError:
         return False
+    return looks_like_video(head)
+
+
+def looks_like_video(head: bytes) -> bool:
+    """Whether bytes (a file's first ``VIDEO_HEAD_BYTES``, or more) start a video container."""
     if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
         return True
     if len(head) >= 3 * _TS_PACKET and all(head[k * _TS_PACKET] == 0x47 for k in range(3)):

@@ -8,8 +8,9 @@ Two Triton models are served from one `Segmenter`:
   ``labels``. It is not batched: Triton reports an error for a whole batch, so a batched
   undecodable file would fail the good files it was batched with.
 
-Both publish the model's class names, palette, preprocessing and size bounds as ``parameters``
-in their Triton model config (``GET /v2/models/<name>/config``), one JSON string per key.
+Both publish the model's class names, palette, preprocessing, size bounds, precision and
+verification status as ``parameters`` in their Triton model config (``GET
+/v2/models/<name>/config``), one JSON string per key.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..meta import ModelInfo, SizeBounds
+
+if TYPE_CHECKING:
+    from ..api import Segmenter
+    from ..runtime import Runner
 
 __all__ = [
     "ENCODED_SUFFIX",
@@ -28,6 +33,7 @@ __all__ = [
     "LABELS_OUTPUT",
     "PARAMETER_PREFIX",
     "ServedModel",
+    "verification_status",
 ]
 
 IMAGE_INPUT = "image"
@@ -35,6 +41,26 @@ IMAGE_BYTES_INPUT = "image_bytes"
 LABELS_OUTPUT = "labels"
 ENCODED_SUFFIX = "_encoded"
 PARAMETER_PREFIX = "fcn_deploy."
+UNKNOWN = "unknown (not published by this server)"  # keys an older fcn-serve lacks
+
+
+def verification_status(runner: Runner) -> str:
+    """What the export's verification left in the model file a runner holds, in words.
+
+    Exports are marked in their metadata only when their verification fails (loaders refuse
+    them unless allowed), so an unmarked file is "no failure recorded", not "passed".
+    """
+    from ..engine.sidecar import EngineMetadata
+    from ..export import OnnxMetadata
+
+    meta = getattr(runner, "metadata", None)
+    if isinstance(meta, EngineMetadata):  # an engine: the ONNX file it was built from
+        meta = meta.onnx
+    if not isinstance(meta, OnnxMetadata):
+        return "not an export (a PyTorch checkpoint has nothing to verify)"
+    if meta.unverified is not None:
+        return f"export verification {meta.unverified} (loaded with allow_unverified)"
+    return "no failed verification recorded at export"
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,17 @@ class ServedModel:
     bounds: SizeBounds  # H×W bounds of one image; max_batch is the server's, not the runner's
     backend: str  # the Segmenter's runner, e.g. "onnxruntime" or "torch-fp16"
     device: str
+    precision: str = UNKNOWN  # "fp32", "fp16", "int8" or an engine's measured "mixed"
+    verification: str = UNKNOWN  # `verification_status`
+
+    @classmethod
+    def of(cls, segmenter: Segmenter, bounds: SizeBounds) -> ServedModel:
+        """What ``segmenter`` serves, taking images within ``bounds``."""
+        runner = segmenter.runner
+        return cls(
+            segmenter.info, bounds, runner.name, str(segmenter.device), runner.precision,
+            verification_status(runner),
+        )  # fmt: skip
 
     def to_parameters(self) -> dict[str, str]:
         """Triton model-config ``parameters``: one string per key (JSON where structured)."""
@@ -57,12 +94,15 @@ class ServedModel:
             "info": self.info.to_dict(),
             "backend": self.backend,
             "device": self.device,
+            "precision": self.precision,
+            "verification": self.verification,
         }
         return {PARAMETER_PREFIX + k: json.dumps(v) for k, v in values.items()}
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str]) -> ServedModel:
-        """Parse `to_parameters` output; KeyError/ValueError when a key is missing or damaged."""
+        """Parse `to_parameters` output; KeyError/ValueError when a key is missing or damaged
+        (``precision`` and ``verification`` may be missing: an older fcn-serve's)."""
         p = {k[len(PARAMETER_PREFIX) :]: json.loads(v) for k, v in params.items()
              if k.startswith(PARAMETER_PREFIX)}  # fmt: skip
         max_hw = p["max_hw"]
@@ -75,4 +115,6 @@ class ServedModel:
             ),
             backend=str(p["backend"]),
             device=str(p["device"]),
+            precision=str(p.get("precision", UNKNOWN)),
+            verification=str(p.get("verification", UNKNOWN)),
         )

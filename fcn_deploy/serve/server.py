@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -49,6 +49,7 @@ __all__ = [
     "decode_image",
     "instance_race",
     "process_tree",
+    "run_until_signalled",
     "serve",
 ]
 
@@ -429,7 +430,7 @@ class FCNServer:
                 "(at most 256 classes)"
             )
         self.bounds = served_bounds(first, config.max_batch)
-        self.model = ServedModel(first.info, self.bounds, first.runner.name, str(first.device))
+        self.model = ServedModel.of(first, self.bounds)
         self._instances = [_Instance(s, self.bounds, config.max_megapixels) for s in segmenters]
         self._triton: Any = None
         self._stopped = threading.Event()
@@ -659,6 +660,31 @@ def _stop_on_signals(callback: Callable[[], None]) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+class Stoppable(Protocol):
+    """A server `run_until_signalled` can run: `FCNServer`, fcn-ui's `PageServer`."""
+
+    def start(self) -> None: ...
+    def wait(self) -> None: ...
+    def request_stop(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+_Server = TypeVar("_Server", bound=Stoppable)
+
+
+def run_until_signalled(server: _Server, ready: Callable[[_Server], None] | None = None) -> None:
+    """``server.start()``, ``ready(server)``, then block until SIGTERM/SIGINT (``request_stop``)
+    or ``server.wait()`` returns otherwise; ``server.stop()`` in any case."""
+    try:
+        with _stop_on_signals(server.request_stop):
+            server.start()
+            if ready is not None:
+                ready(server)
+            server.wait()
+    finally:
+        server.stop()
+
+
 def serve(
     model: str | os.PathLike[str],
     config: ServeConfig = ServeConfig(),
@@ -678,14 +704,8 @@ def serve(
                        max_megapixels=config.max_megapixels, **runner_options)
         for _ in range(config.instances)
     ]  # fmt: skip
-    server = FCNServer(segmenters, config)
     try:
-        with _stop_on_signals(server.request_stop):
-            server.start()
-            if ready is not None:
-                ready(server)
-            server.wait()
+        run_until_signalled(FCNServer(segmenters, config), ready)
     finally:
-        server.stop()
         for s in segmenters:
             s.close()
