@@ -30,6 +30,7 @@ import abc
 import contextlib
 import heapq
 import itertools
+import logging
 import math
 import numbers
 import os
@@ -78,6 +79,8 @@ _VIDEO_MAGIC = (
     (0, b"OggS"),
 )
 _TS_PACKET = 188  # MPEG transport stream: a 0x47 sync byte every 188 bytes
+log = logging.getLogger(__name__)
+
 _SEEK_TRIES = 16  # keyframes stepped back over when one lands after the start (open GOPs)
 _LARGEST_SEEK = 1 << 62  # FFmpeg takes int64 timestamps
 
@@ -326,8 +329,14 @@ class _FileReader(VideoReader):
         if start > 0 and origin is not None and info.seeking != "decode":
             position = self._seek(origin + math.ceil(start / time_base))
             if position is None:  # the demuxer moved: start again from the first frame
+                log.debug("%s: no exact seek here: decoding from the first frame", info.name)
                 self._reopen()
                 stream = self._stream
+            else:
+                log.debug(
+                    "%s: start %g s: decoding from the keyframe stored after %d frames (%s)",
+                    info.name, float(start), position[0], info.seeking,
+                )  # fmt: skip
         base, packets = position or (0, self._container.demux(stream))
         numbered = position is not None  # frames numbered by packets, not by decoded frames
         shown: list[int] = []  # presentation times of packets since the keyframe, not yet passed

@@ -89,12 +89,12 @@ def overlay_rate(info: VideoInfo, every: int) -> Fraction:
     wanted = Fraction(info.fps) / every
     duration = (1 / wanted).limit_denominator(_MPEG4_TICKS) if wanted > 0 else Fraction(0)
     if duration <= 0 or duration.numerator > _INT32 or abs(duration * wanted - 1) > 1e-3:
-        shown = f"{info.fps:g} frames/s" + (f" / every {every}" if every > 1 else "")
+        shown = f"{info.fps:g} frames/s" + (f", one frame in {every}" if every > 1 else "")
         raise FCNError(
-            f"{info.name}: an overlay video cannot be written at the frame rate its container "
-            f"gives ({shown}): MPEG-4 video carries 1/{_INT32} to {_MPEG4_TICKS} frames/s, to "
-            f"1/{_MPEG4_TICKS} s; the container's timing looks wrong: leave the overlay out, or "
-            "re-time the video (ffmpeg -r)",
+            f"{info.name}: its container gives {shown}, which an overlay video cannot carry "
+            f"(MPEG-4 video times frames in steps of 1/{_MPEG4_TICKS} s: at most {_MPEG4_TICKS} "
+            "frames/s); the file's timing looks wrong: leave the overlay out, or re-time the "
+            "video (e.g. ffmpeg -r 25)",
             param="overlay_alpha",
         )
     return 1 / duration
