@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -27,15 +28,19 @@ def encode_clip(
     vfr: bool = False,
     size: tuple[int, int] = (48, 64),
     rate: int = 25,
+    hidden: int = 0,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """A clip of distinct frames (a moving gradient and the frame's number) with two B-frames
-    between anchors and a keyframe every `GOP` frames; ``vfr``: each frame lasts 10 to 89 ms."""
+    between anchors and a keyframe every `GOP` frames; ``vfr``: each frame lasts 10 to 89 ms.
+    ``hidden``: so many frames before time 0, which an MP4's edit list hides (decoded, not
+    shown). ``options``: the muxer's (``movflags``)."""
     import av
 
     h, w = size
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:h, 0:w]
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=options or {}) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         context = stream.codec_context
@@ -45,7 +50,7 @@ def encode_clip(
         context.options = (
             {"x264-params": "scenecut=0"} if codec == "libx264" else {"sc_threshold": "1000000000"}
         )
-        pts = 0
+        pts = -hidden
         for i in range(frames):
             image = np.stack(
                 [(xx * 4 + i * 3) % 256, (yy * 5 + i * 2) % 256, np.full_like(xx, 100)], -1
@@ -87,18 +92,21 @@ def starts(frames: list[tuple[Fraction, np.ndarray]]) -> list[float]:
     return [0.0, *on, times[17] + 0.0004, times[29] - 0.0004]
 
 
-@pytest.mark.parametrize("ext, seeking", [("mp4", "index"), ("mkv", "packets")])
+@pytest.mark.parametrize(
+    "ext, seeking", [("mp4", "index"), ("mkv", "packets"), ("fragmented.mp4", "packets")]
+)
 @pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
 @pytest.mark.parametrize("vfr", [False, True], ids=["cfr", "vfr"])
 def test_start_lands_on_the_exact_frame(
     tmp_path: Path, ext: str, seeking: str, codec: str, vfr: bool
 ) -> None:
-    clip = encode_clip(tmp_path / f"clip.{ext}", codec, vfr=vfr)
+    fragments = {"movflags": "frag_keyframe+empty_moov"} if ext.startswith("frag") else None
+    clip = encode_clip(tmp_path / f"clip.{ext}", codec, vfr=vfr, options=fragments)
     frames = plain_loop(clip)
     reader, info = open_video(clip)
     try:
         assert info.seeking == seeking and (info.width, info.height) == (64, 48)
-        assert info.frames == (len(frames) if ext == "mp4" else 0)  # Matroska has no count
+        assert info.frames == (len(frames) if seeking == "index" else 0)  # no count otherwise
         for start in starts(frames):
             for every, span in ((1, None), (3, 0.5)):
                 selection = FrameSelection(every, start, None if span is None else start + span)
@@ -124,6 +132,26 @@ def test_containers_without_an_index_are_decoded_from_the_first_frame(
             selection = FrameSelection(2, start)
             got = list(reader.frames(selection))
             assert [i for i, _, _ in got] == selected(frames, selection)
+            for index, _, image in got:
+                np.testing.assert_array_equal(image, frames[index][1])
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_frames_an_edit_list_hides_are_not_counted(tmp_path: Path, codec: str) -> None:
+    """An MP4 whose edit list starts after its first frames (as a cut without re-encoding
+    leaves it): those are decoded but never shown, and not numbered. FFmpeg flags them in its
+    index or, where it left samples out of the index, the packets are counted instead."""
+    clip = encode_clip(tmp_path / "cut.mp4", codec, frames=40, hidden=5)
+    frames = plain_loop(clip)
+    assert len(frames) == 35
+    reader, info = open_video(clip)
+    try:
+        assert info.frames == (35 if info.seeking == "index" else 0)
+        for start in (0.0, float(frames[13][0]), float(frames[30][0])):
+            got = list(reader.frames(FrameSelection(start=start)))
+            assert [i for i, _, _ in got] == selected(frames, FrameSelection(start=start))
             for index, _, image in got:
                 np.testing.assert_array_equal(image, frames[index][1])
     finally:
@@ -170,3 +198,22 @@ def test_a_video_capture_is_read_in_order(tmp_path: Path) -> None:
     reader.close()
     assert capture.isOpened()  # still the caller's
     capture.release()
+
+
+def test_predict_video_after_a_start_on_a_variable_frame_rate(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """`Segmenter.predict_video`: the frames from the first at or after ``start``, numbered as
+    the plain loop numbers them, with the labels of those very pixels."""
+    from fcn_deploy.api import Segmenter
+
+    seg = Segmenter.load(make_checkpoint("fcn8s"), device="cpu", batch_size=2)
+    clip = encode_clip(tmp_path / "vfr.mp4", frames=30, vfr=True)
+    frames = plain_loop(clip)
+    start = float(frames[17][0])
+    got = list(seg.predict_video(clip, every=2, start=start))
+    assert [f.index for f in got] == list(range(17, 30, 2))
+    for f in got:
+        assert f.time == float(frames[f.index][0])
+        np.testing.assert_array_equal(f.image, frames[f.index][1])
+        np.testing.assert_array_equal(f.labels, seg.predict(frames[f.index][1]))

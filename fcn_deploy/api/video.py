@@ -27,6 +27,7 @@ encoder writes (and what H.264/HEVC IDR pictures guarantee).
 from __future__ import annotations
 
 import abc
+import bisect
 import contextlib
 import heapq
 import itertools
@@ -147,9 +148,10 @@ class FrameSelection:
                 f"start must be a finite number of seconds, 0 or more, got {self.start}",
                 param="start",
             )
-        if self.end is not None and not (_real(self.end) and math.isfinite(self.end)):
+        if self.end is not None and not (_real(self.end) and 0 <= self.end < math.inf):
             raise FCNError(
-                f"end must be a finite number of seconds (None: to the last frame), got {self.end}",
+                f"end must be a finite number of seconds, 0 or more (None: to the last frame), "
+                f"got {self.end}",
                 param="end",
             )
         if self.end is not None and not self.end > self.start:
@@ -266,9 +268,15 @@ class _FileReader(VideoReader):
             else:
                 duration = Fraction(self._container.duration or 0, av.time_base)
             names = set(self._container.format.name.split(","))
+            frames = max(0, int(stream.frames))
+            self._discarded: list[int] = []  # index entries decoded but never shown
             if names & {"mov", "mp4"}:
-                complete = 0 < len(stream.index_entries) == stream.frames
-                seeking = "index" if complete else "packets"
+                seeking = "packets"
+                if 0 < len(stream.index_entries) == frames:  # one entry per sample
+                    seeking, self._discarded = "index", _discarded(stream.index_entries)
+                    frames -= len(self._discarded)
+                else:  # an edit list left samples out of the index, or fragments: count unknown
+                    frames = 0
             else:
                 seeking = "packets" if names & {"matroska", "webm"} else "decode"
             self.info = VideoInfo(
@@ -276,7 +284,7 @@ class _FileReader(VideoReader):
                 fps=float(rate or 0),
                 width=int(stream.codec_context.width),
                 height=int(stream.codec_context.height),
-                frames=max(0, int(stream.frames)),
+                frames=frames,
                 codec=stream.codec_context.name,
                 seeking=seeking,
                 duration=float(max(duration, 0)),
@@ -417,8 +425,7 @@ class _FileReader(VideoReader):
             k = entries.search_timestamp(key.dts, backward=True, any_frame=True)
             if k < 0 or entries[k].pos != key.pos:
                 return None
-            # frames an edit list cuts (decoded, never shown) are flagged: only ever a few
-            return k - sum(1 for entry in entries[:k] if entry.is_discard)
+            return k - bisect.bisect_left(self._discarded, k)
         if key.pos < 0:
             return None
         try:
@@ -431,6 +438,23 @@ class _FileReader(VideoReader):
         except av.FFmpegError:
             return None
         return None
+
+
+def _discarded(entries: Any) -> list[int]:
+    """Positions of the MP4 index entries an edit list flags as decoded but not shown.
+
+    With one entry per sample, an edit list has cut nothing from the index but the frames shown
+    before its start: they lie in the first GOP (or, B-frames stored after the next keyframe, the
+    second), so the search stops at the third keyframe rather than reading an hour's index."""
+    found, keyframes = [], 0
+    for at in range(len(entries)):
+        entry = entries[at]
+        keyframes += entry.is_keyframe
+        if keyframes > 2 and entry.is_keyframe:
+            break
+        if entry.is_discard:
+            found.append(at)
+    return found
 
 
 def _timestamp(pts: int | None, info: VideoInfo) -> int:
