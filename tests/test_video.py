@@ -277,7 +277,7 @@ def test_frame_selections_are_checked_before_any_input(
     make_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:
     model, out = make_checkpoint("fcn8s"), tmp_path / "out"
-    clip = write_clip(tmp_path / "clip.avi", 6)
+    clip = write_clip(tmp_path / "clip.mp4", 6, fourcc="mp4v")
     still = tmp_path / "still.png"
     cv2.imwrite(str(still), scene(30, 40, 1))
 

@@ -136,11 +136,11 @@ class FrameSelection:
     end: float | None = None
 
     def __post_init__(self) -> None:
-        every = self.every
-        if not (
-            isinstance(every, numbers.Integral) and not isinstance(every, bool) and every >= 1
-        ) and not (isinstance(every, float) and math.isfinite(every) and every.is_integer()
-                   and every >= 1):  # fmt: skip
+        every: Any = self.every
+        whole = (isinstance(every, numbers.Integral) and not isinstance(every, bool)) or (
+            isinstance(every, float) and math.isfinite(every) and every.is_integer()
+        )
+        if not whole or every < 1:
             raise FCNError(f"every must be a whole number 1 or more, got {every}", param="every")
         object.__setattr__(self, "every", int(every))
         if not (_real(self.start) and 0 <= self.start < math.inf):
@@ -426,7 +426,7 @@ class _FileReader(VideoReader):
             if k < 0 or entries[k].pos != key.pos:
                 return None
             return k - bisect.bisect_left(self._discarded, k)
-        if key.pos < 0:
+        if key.pos is None or key.pos < 0:
             return None
         try:
             with av.open(str(self.path)) as other:
@@ -481,7 +481,6 @@ class _CaptureReader(VideoReader):
             height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
             frames=frames,
             codec=codec or "unknown",
-            duration=frames / fps if fps > 0 else 0.0,
         )
         if not (self.info.fps > 0 and self.info.width > 0 and self.info.height > 0):
             raise FCNError("video capture: no video stream with a frame rate and size")
@@ -493,7 +492,6 @@ class _CaptureReader(VideoReader):
         self, selection: FrameSelection, max_megapixels: float | None = None
     ) -> Generator[tuple[int, float, np.ndarray], None, None]:
         info, capture = self.info, self.capture
-        _check_start(info, selection.window()[0])
         first, stop = selection.frame_range(info.fps)
         index = selected = 0
         while stop is None or index < stop:
@@ -511,8 +509,9 @@ class _CaptureReader(VideoReader):
 
 
 def _check_start(info: VideoInfo, start: Fraction) -> None:
-    """Refuse a start at or after the video's end (from its container) before any decoding."""
-    if info.duration and start >= Fraction(info.duration):
+    """Refuse a start at or after the video's end before any decoding, where the container
+    states its duration (an MP4's header; elsewhere it may be estimated from the bit rate)."""
+    if info.seeking == "index" and info.duration and start >= Fraction(info.duration):
         raise FCNError(
             f"{info.name}: no frames selected: start ({float(start):g} s) is at or after the "
             f"end of the video ({info.duration:g} s long)",
