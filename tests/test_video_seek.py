@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -217,3 +219,18 @@ def test_predict_video_after_a_start_on_a_variable_frame_rate(
         assert f.time == float(frames[f.index][0])
         np.testing.assert_array_equal(f.image, frames[f.index][1])
         np.testing.assert_array_equal(f.labels, seg.predict(frames[f.index][1]))
+
+
+def test_without_pyav_a_video_is_one_line_saying_so(tmp_path: Path) -> None:
+    clip = encode_clip(tmp_path / "clip.mp4", frames=3)
+    code = (
+        "import sys; sys.modules['av'] = None\n"  # as if PyAV were not installed
+        "from fcn_deploy.api.video import open_video\n"
+        "from fcn_deploy.errors import FCNError\n"
+        f"try: open_video({str(clip)!r})\n"
+        "except FCNError as e: print(e)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert run.stdout.startswith("videos are decoded by PyAV, which is not installed here")
+    assert run.stdout.rstrip().endswith("pip install 'av>=17'")

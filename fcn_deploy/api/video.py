@@ -229,6 +229,17 @@ def open_video(source: VideoSource) -> tuple[VideoReader, VideoInfo]:
     return reader, reader.info
 
 
+def _pyav() -> Any:
+    """PyAV, imported when a video is first opened (it loads FFmpeg's libraries)."""
+    try:
+        import av
+    except ImportError as e:
+        raise FCNError(
+            f"videos are decoded by PyAV, which is not installed here ({e}): pip install 'av>=17'"
+        ) from None
+    return av
+
+
 def _rational(value: Any) -> Fraction | None:
     """A PyAV rational (``Fraction``, or ``AVRational`` from PyAV 19) as a Fraction; None when
     unset."""
@@ -250,8 +261,7 @@ class _FileReader(VideoReader):
     """A video file through PyAV: seeks to ``start`` as the module describes."""
 
     def __init__(self, path: Path) -> None:
-        import av
-
+        av = _pyav()
         self.path = path
         self._read = False
         self._container = self._open()
@@ -296,8 +306,7 @@ class _FileReader(VideoReader):
             raise
 
     def _open(self) -> Any:
-        import av
-
+        av = _pyav()
         try:
             return av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError):
@@ -323,8 +332,7 @@ class _FileReader(VideoReader):
     def frames(
         self, selection: FrameSelection, max_megapixels: float | None = None
     ) -> Generator[tuple[int, float, np.ndarray], None, None]:
-        import av
-
+        av = _pyav()
         info, time_base = self.info, self._time_base
         start, end = selection.window()
         _check_start(info, start)
@@ -394,8 +402,7 @@ class _FileReader(VideoReader):
     def _seek(self, target: int) -> tuple[int, Iterator[Packet]] | None:
         """Put the demuxer on the last keyframe shown at or before ``target`` (stream time):
         (its frame number, the packets from it on); None where that cannot be known exactly."""
-        import av
-
+        av = _pyav()
         at = min(target, _LARGEST_SEEK)
         for _ in range(_SEEK_TRIES):
             try:
@@ -416,8 +423,7 @@ class _FileReader(VideoReader):
 
     def _frames_before(self, key: Packet) -> int | None:
         """How many frames are stored before the keyframe packet ``key`` (None: not found)."""
-        import av
-
+        av = _pyav()
         if self.info.seeking == "index":
             entries = self._stream.index_entries
             if key.dts is None:

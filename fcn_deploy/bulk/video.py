@@ -49,6 +49,7 @@ from ..api.video import (
     VideoFrame,
     VideoInfo,
     VideoSource,
+    _pyav,
     open_video,
     predict_frames,
 )
@@ -104,8 +105,7 @@ class _OverlayVideo:
     """``NAME_overlay.mp4`` being written in a temp space: PyAV raises on every failed write."""
 
     def __init__(self, path: Path, final: Path, info: VideoInfo, every: int) -> None:
-        import av
-
+        av = _pyav()
         rate = overlay_rate(info, every)
         self.path, self.final, self.frames = path, final, 0
         self._time_base = 1 / rate
@@ -129,8 +129,7 @@ class _OverlayVideo:
         return FCNError(f"cannot write {self.final}: {reason}")
 
     def write(self, image: np.ndarray) -> None:
-        import av
-
+        av = _pyav()
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         frame.pts, frame.time_base = self.frames, self._time_base
         try:
@@ -141,8 +140,7 @@ class _OverlayVideo:
 
     def finish(self) -> None:
         """Flush the encoder, close the file, and open it again: it must hold every frame."""
-        import av
-
+        av = _pyav()
         try:
             self._container.mux(self._stream.encode())
             self._container.close()
