@@ -339,21 +339,9 @@ class _FileReader(VideoReader):
         if self._read:  # a second pass: from the first frame again
             self._reopen()
         self._read = True
-        stream = self._stream
-        origin: int | None = stream.start_time
-        position = None
-        if start > 0 and origin is not None and info.seeking != "decode":
-            position = self._seek(origin + math.ceil(start / time_base))
-            if position is None:  # the demuxer moved: start again from the first frame
-                log.debug("%s: no exact seek here: decoding from the first frame", info.name)
-                self._reopen()
-                stream = self._stream
-            else:
-                log.debug(
-                    "%s: start %g s: decoding from the keyframe stored after %d frames (%s)",
-                    info.name, float(start), position[0], info.seeking,
-                )  # fmt: skip
-        base, packets = position or (0, self._container.demux(stream))
+        origin: int | None = self._stream.start_time
+        position = self._position(start)
+        base, packets = position or (0, self._container.demux(self._stream))
         numbered = position is not None  # frames numbered by packets, not by decoded frames
         shown: list[int] = []  # presentation times of packets since the keyframe, not yet passed
         fps = Fraction(info.fps)
@@ -398,6 +386,23 @@ class _FileReader(VideoReader):
                 f"({e.strerror or e})"
             ) from None
         _check_end(info, seen, selected, stopped)
+
+    def _position(self, start: Fraction) -> tuple[int, Iterator[Packet]] | None:
+        """Seek for ``start`` where the container allows it exactly: (the keyframe's frame
+        number, the packets from it on); None: decode from the first frame."""
+        origin, info = self._stream.start_time, self.info
+        if not start or origin is None or info.seeking == "decode":
+            return None
+        position = self._seek(origin + math.ceil(start / self._time_base))
+        if position is None:  # the demuxer has moved: start again from the first frame
+            log.debug("%s: no exact seek here: decoding from the first frame", info.name)
+            self._reopen()
+        else:
+            log.debug(
+                "%s: start %g s: decoding from the keyframe stored after %d frames (%s)",
+                info.name, float(start), position[0], info.seeking,
+            )  # fmt: skip
+        return position
 
     def _seek(self, target: int) -> tuple[int, Iterator[Packet]] | None:
         """Put the demuxer on the last keyframe shown at or before ``target`` (stream time):
