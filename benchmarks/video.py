@@ -13,6 +13,18 @@ fcn-bench rows around it, so a machine busy with other work drifts into both sid
 summary is the median over the rounds. Frames/s is frames over the wall time of the whole
 `segment_video` call (opening the file to the last rename), after one untimed warm-up batch.
 Writes ``benchmarks/results/video-<host>.json``; ``benchmarks/bulk.md`` holds the table.
+
+    python benchmarks/video.py --seek [--minutes 60] [--seek-size 96x128] [--repeats 5]
+
+Seeking instead: a generated video of ``--minutes`` (H.264 with two B-frames between anchors
+and a keyframe every 250 frames, 10 s, x264's default distance; MPEG-4 Part 2 with the same
+structure; the H.264 packets also remuxed into Matroska and MPEG-TS) and the time to the first
+frame of a start, from opening the file to the first decoded BGR frame (`open_video`, then the
+first item of ``frames``). Each start at 90% of the video is paired with the start at the same
+place after a keyframe near 0 (0, 2.5, 5 and 7.5 s after one; 90% of 60 minutes is itself a
+keyframe), so that both decode the same number of frames from their keyframe: the ratio is what
+the position costs. The two alternate, ``--repeats`` times each (once where a start decodes from
+the first frame); medians. Writes ``benchmarks/results/video-seek-<host>.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 FPS = 25.0
+GOP = 250  # --seek: frames from one keyframe to the next (x264's default keyint)
+OFFSETS = (0.0, 2.5, 5.0, 7.5)  # --seek: starts after a keyframe, in seconds (GOP: 10 s)
 
 
 def make_clip(path: Path, frames: int, h: int, w: int) -> None:
@@ -73,15 +87,117 @@ def bench_images_per_s(model: Path, size: str, batch: int, out: Path) -> float:
     return float(row["images_per_s"])
 
 
+def long_clips(folder: Path, minutes: float, h: int, w: int) -> dict[str, Path]:
+    """The long videos of ``--seek``: H.264 (MP4, Matroska, MPEG-TS) and MPEG-4 Part 2 (MP4)."""
+    import av
+
+    frames = round(minutes * 60 * FPS)
+    rng = np.random.default_rng(0)
+    background = rng.integers(60, 120, (h, w + frames), dtype=np.uint8)  # a panorama panned by
+    clips = {}
+    for name, codec in (("h264.mp4", "libx264"), ("mpeg4.mp4", "mpeg4")):
+        clips[name] = folder / name
+        with av.open(str(clips[name]), "w") as out:
+            stream = out.add_stream(codec, rate=int(FPS))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            context = stream.codec_context
+            context.gop_size = GOP
+            context.max_b_frames = 2
+            context.options = (
+                {"preset": "veryfast"} if codec == "libx264" else {"sc_threshold": "1000000000"}
+            )
+            for i in range(frames):
+                gray = background[:, i : i + w]
+                image = av.VideoFrame.from_ndarray(np.dstack([gray] * 3), format="bgr24")
+                out.mux(stream.encode(image))
+            out.mux(stream.encode())
+    for suffix in ("mkv", "ts"):  # the same H.264 packets in other containers
+        clips[f"h264.{suffix}"] = folder / f"h264.{suffix}"
+        with (
+            av.open(str(clips["h264.mp4"])) as src,
+            av.open(str(clips[f"h264.{suffix}"]), "w") as out,
+        ):
+            source = src.streams.video[0]
+            target = out.add_stream_from_template(source)
+            for packet in src.demux(source):
+                if packet.dts is not None:
+                    packet.stream = target
+                    out.mux(packet)
+    return clips
+
+
+def first_frame_s(path: Path, start: float) -> tuple[float, int]:
+    """Seconds from opening ``path`` to the first frame at or after ``start``; its number."""
+    from fcn_deploy.api.video import FrameSelection, open_video
+
+    begin = time.perf_counter()
+    reader, _ = open_video(path)
+    try:
+        index, _, _ = next(reader.frames(FrameSelection(start=start)))
+    finally:
+        reader.close()
+    return time.perf_counter() - begin, index
+
+
+def seek_main(args: argparse.Namespace) -> None:
+    from fcn_deploy.api.video import open_video
+    from fcn_deploy.bench.machine import machine_info
+
+    h, w = (int(v) for v in args.seek_size.split("x"))
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        made = time.perf_counter()
+        clips = long_clips(Path(tmp_name), args.minutes, h, w)
+        print(f"{len(clips)} videos of {args.minutes:g} min in {time.perf_counter() - made:.0f} s")
+        print(
+            "| video | seeking | offset in GOP | at 0 | at 90% | ratio |\n|---|---|---|---|---|---|"
+        )
+        for name, path in clips.items():
+            reader, info = open_video(path)
+            reader.close()
+            late = 0.9 * (info.duration or args.minutes * 60)
+            repeats = 1 if info.seeking == "decode" else args.repeats  # decoding an hour: once
+            for offset in OFFSETS:
+                times: dict[float, list[float]] = {offset: [], late + offset: []}
+                frames = {}
+                for _ in range(repeats):
+                    for start in times:
+                        seconds, frames[start] = first_frame_s(path, start)
+                        times[start].append(seconds)
+                early_s, late_s = (float(np.median(t)) for t in times.values())
+                rows.append({"video": name, "seeking": info.seeking, "offset_s": offset,
+                             "late_start_s": late + offset, "frames": list(frames.values()),
+                             "runs_s": list(times.values()), "at_0_s": early_s,
+                             "at_90_s": late_s, "ratio": late_s / early_s})  # fmt: skip
+                print(f"| {name} | {info.seeking} | {offset:g} s | {early_s * 1e3:.1f} ms | "
+                      f"{late_s * 1e3:.1f} ms | {late_s / early_s:.2f}x |")  # fmt: skip
+    document = {
+        "config": {**vars(args), "json": args.json.name, "fps": FPS, "gop": GOP},
+        "machine": machine_info(torch.device("cpu")),
+        "rows": rows,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seek", action="store_true", help="time to the first frame after a start")
+    p.add_argument("--minutes", type=float, default=60.0, help="--seek: the long video's length")
+    p.add_argument("--seek-size", default="96x128", help="--seek: HxW of its frames")
+    p.add_argument("--repeats", type=int, default=5, help="--seek: runs of each start")
     p.add_argument("--size", default="240x320", help="HxW of the frames")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--rounds", type=int, default=3, help="video rows, each between two fcn-bench")
     p.add_argument("--width", type=float, default=0.125, help="channel width of the random FCN-8s")
-    p.add_argument("--json", type=Path, default=ROOT / "results" / f"video-{platform.node()}.json")
+    p.add_argument("--json", type=Path, help="default: results/video[-seek]-<host>.json")
     args = p.parse_args()
+    kind = "video-seek" if args.seek else "video"
+    args.json = args.json or ROOT / "results" / f"{kind}-{platform.node()}.json"
+    if args.seek:
+        seek_main(args)
+        return
     from fcn_deploy.api import Segmenter
     from fcn_deploy.bench.machine import machine_info
     from fcn_deploy.bulk.video import segment_video

@@ -3,10 +3,12 @@ makes, checked frame by frame against `Segmenter.predict` on the frames as decod
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 from test_api import scene
 
-from fcn_deploy.api import Segmenter
+from fcn_deploy.api import FrameSelection, Segmenter
 from fcn_deploy.bulk.video import frame_file, segment_video
 from fcn_deploy.errors import FCNError
 from fcn_deploy.imageio import read_label_png
@@ -173,7 +175,9 @@ def test_a_video_never_replaces_what_is_not_its_own_earlier_result(
     again = run(clip)  # its own earlier result: replaced whole, and said
     assert again.returncode == 0 and "1 earlier result(s)" in again.stderr, again.stderr
     assert sorted(p.name for p in (out / "clip").iterdir()) == [
-        ".fcn-deploy", frame_file(0), frame_file(1)
+        ".fcn-deploy",
+        frame_file(0),
+        frame_file(1),
     ]
 
 
@@ -196,3 +200,167 @@ def test_video_frames_over_the_megapixel_limit_and_bad_selections(
         with pytest.raises(FCNError) as e:
             next(seg.predict_video(clip, **kwargs))
         assert e.value.param == param, kwargs
+
+
+def retimed_clip(
+    path: Path, tick: Fraction, frames: int = 4, sizes: dict[int, tuple[int, int]] | None = None
+) -> Path:
+    """An MJPEG clip whose frame ``i`` is shown at ``i × tick`` seconds (a container's frame rate
+    of ``1 / tick``), with the frames in ``sizes`` (index → (h, w)) of another size than 48x64:
+    each JPEG carries its own size, so a stream can change size mid-way."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg")
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuvj420p"
+        stream.time_base = tick
+        for i in range(frames):
+            h, w = (sizes or {}).get(i, (48, 64))
+            encoder = av.CodecContext.create("mjpeg", "w")
+            encoder.width, encoder.height, encoder.pix_fmt = w, h, "yuvj420p"
+            encoder.time_base = Fraction(1, 25)
+            frame = av.VideoFrame.from_ndarray(scene(h, w, i), format="bgr24")
+            frame.pts = 0
+            for packet in [*encoder.encode(frame), *encoder.encode(None)]:
+                packet.stream, packet.time_base = stream, tick
+                packet.pts = packet.dts = i
+                packet.duration = 1
+                out.mux(packet)
+    return path
+
+
+def test_a_failed_write_is_never_reported_as_success(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A file size limit (prlimit --fsize), then a full disk (a tiny tmpfs, where mount is
+    allowed): the video fails in one line naming the cause, and nothing of it is left."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    model, clip = make_checkpoint("fcn8s"), write_clip(tmp_path / "clip.mp4", 12, 96, 128, "mp4v")
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), scene(30, 40, 1))
+
+    def run(out: Path, *limit: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*limit, FCN_PREDICT, model, still, clip, "-o", out, "--overlay", "--device", "cpu"],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+
+    out = tmp_path / "limited"
+    result = run(out, "prlimit", "--fsize=30000")  # the overlay grows past 30 KB, the rest not
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {clip}: cannot write {out}/clip_overlay.mp4: File too large"]
+    assert "1 image(s)" in result.stdout and "0 video(s), 0 frame(s), 1 failed" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["still.png", "still_overlay.jpg"]
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", disk],
+                             capture_output=True, text=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        result = run(disk / "out")
+        assert result.returncode == 1, result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr
+        assert errors[0].startswith(f"error: {clip}: ")
+        assert sorted(p.name for p in (disk / "out").iterdir()) == [
+            "still.png", "still_overlay.jpg"
+        ]  # fmt: skip
+    finally:
+        subprocess.run(["umount", disk], check=True)
+
+
+def test_frame_selections_are_checked_before_any_input(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    model, out = make_checkpoint("fcn8s"), tmp_path / "out"
+    clip = write_clip(tmp_path / "clip.mp4", 6, fourcc="mp4v")
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), scene(30, 40, 1))
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [FCN_PREDICT, model, still, clip, "-o", out, "--device", "cpu", *args],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+
+    backwards = run("--start", "5", "--end", "2")  # refused before the image is done
+    assert backwards.returncode == 2 and not out.exists(), backwards.stderr
+    assert backwards.stderr == "error: end (2.0 s) must come after start (5.0 s) (option --end)\n"
+
+    far = run("--start", "1e308", "--end", "1e309")  # 1e309 is not a finite number
+    assert far.returncode == 2 and "--end: expected a number > 0, got '1e309'" in far.stderr
+    far = run("--start", "1e308")  # finite, past the end: the video fails, in one line
+    assert far.returncode == 1 and "Traceback" not in far.stderr, far.stderr
+    assert far.stderr.splitlines()[-1] == (
+        f"error: {clip}: no frames selected: start (1e+308 s) is at or after the end of the "
+        "video (0.6 s long) (option --start)"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["still.png"]
+    long_end = run("--start", "0.35", "--end", "1e308")  # to the last frame
+    assert long_end.returncode == 0, long_end.stderr
+    assert sorted(p.name for p in (out / "clip").iterdir()) == [
+        ".fcn-deploy", frame_file(4), frame_file(5)
+    ]  # fmt: skip
+
+
+def test_a_frame_size_change_fails_the_video(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A stream whose frames grow mid-way: each decoded frame is checked, against the limit and
+    the stream's size, before it is converted, and the video leaves nothing."""
+    seg = Segmenter.load(make_checkpoint("fcn8s"), device="cpu", max_megapixels=0.1)
+    out = tmp_path / "out"
+    bigger = retimed_clip(tmp_path / "grows.avi", Fraction(1, 10), 6, {3: (60, 80), 4: (60, 80)})
+    changed = r"grows.avi: frame 3 is 80x60 but the video's frames are 64x48 \(WxH\): videos"
+    with pytest.raises(FCNError, match=changed):
+        segment_video(seg, bigger, out, "grows", overlay_alpha=0.5)
+    huge = retimed_clip(tmp_path / "huge.avi", Fraction(1, 10), 6, {4: (480, 640)})
+    with pytest.raises(FCNError, match=r"huge.avi: frame 4 of 640x480 \(WxH\) is 0.3 megapixels, "
+                                       "over the limit"):  # fmt: skip
+        segment_video(seg, huge, out, "huge")
+    assert not any(p for p in out.iterdir() if not p.name.startswith(".fcn-deploy-tmp"))
+    with pytest.raises(FCNError, match="frame 4 of 640x480"):  # the Python API as well
+        list(seg.predict_video(huge))
+
+
+def test_absurd_frame_rates(make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    """A container that says 10⁹ frames/s: its labels are fine (frames are timed by their own
+    timestamps) and its overlay is refused, saying why, before anything is decoded; one frame
+    in 1000 s is slow but exact, and the overlay keeps it."""
+    import av
+
+    seg = Segmenter.load(make_checkpoint("fcn8s"), device="cpu")
+    out = tmp_path / "out"
+    fast = retimed_clip(tmp_path / "fast.mp4", Fraction(1, 10**9))
+    with pytest.raises(FCNError, match=r"fast.mp4: its container gives 1e\+09 frames/s, which an "
+                                       r"overlay video cannot carry") as e:  # fmt: skip
+        segment_video(seg, fast, out, "fast", overlay_alpha=0.5)
+    assert "leave the overlay out" in str(e.value) and not (out / "fast").exists()
+    result = segment_video(seg, fast, out, "fast", FrameSelection(every=2))
+    assert result.frames == 2 and sorted(p.name for p in result.labels.iterdir()) == [
+        ".fcn-deploy", frame_file(0), frame_file(2)
+    ]  # fmt: skip
+
+    slow = retimed_clip(tmp_path / "slow.mp4", Fraction(1000))
+    result = segment_video(seg, slow, out, "slow", FrameSelection(start=1500), overlay_alpha=0.5)
+    assert result.frames == 2 and result.overlay is not None
+    with av.open(str(result.overlay)) as written:
+        assert written.streams.video[0].average_rate == Fraction(1, 1000)
+        assert written.streams.video[0].frames == 2
+
+
+def test_class_pixels_of_a_video(make_checkpoint: Callable[..., Path], tmp_path: Path) -> None:
+    seg = Segmenter.load(make_checkpoint("fcn8s"), device="cpu", batch_size=2)
+    clip = write_clip(tmp_path / "clip.avi", 5, h=40, w=56)
+    result = segment_video(seg, clip, tmp_path / "out", "clip", FrameSelection(every=2))
+    counts = sum(
+        np.bincount(read_label_png(p).ravel(), minlength=seg.info.num_classes)
+        for p in sorted(result.labels.glob("*.png"))
+    )
+    assert result.class_pixels.dtype == np.int64 and result.class_pixels.shape == (21,)
+    np.testing.assert_array_equal(result.class_pixels, counts)
+    assert result.class_pixels.sum() == 3 * 40 * 56 and np.count_nonzero(result.class_pixels) > 1

@@ -13,7 +13,14 @@ from ..bulk.outputs import OutputFolder
 from ..errors import FCNError
 from ._common import EXIT_FAILED, non_negative_float, positive_float, positive_int
 
-__all__ = ["add_bulk_args", "output_folder", "predict_videos", "ray_address", "run_ray"]
+__all__ = [
+    "add_bulk_args",
+    "check_video_args",
+    "output_folder",
+    "predict_videos",
+    "ray_address",
+    "run_ray",
+]
 
 
 def add_bulk_args(p: argparse.ArgumentParser) -> None:
@@ -64,6 +71,12 @@ def output_folder(text: str) -> Path:
     return Path(text if out.remote else out.where)
 
 
+def check_video_args(args: argparse.Namespace) -> None:
+    """``args.selection``: the frames ``--every/--start/--end`` select, checked once right after
+    parsing (``--start 5 --end 2`` is refused before any input is read, images included)."""
+    args.selection = FrameSelection(args.every, args.start, args.end)
+
+
 def predict_videos(
     args: argparse.Namespace,
     segmenter: Segmenter,
@@ -73,12 +86,16 @@ def predict_videos(
     """Segment each video of ``jobs`` (path, output name) → (videos done, failed, frames)."""
     from ..bulk.video import segment_video
 
-    selection = FrameSelection(args.every, args.start, args.end)
     done = failed = frames = 0
     for path, name in jobs:
         try:
             result = segment_video(
-                segmenter, path, args.output, name, selection, args.alpha if args.overlay else None
+                segmenter,
+                path,
+                args.output,
+                name,
+                args.selection,
+                args.alpha if args.overlay else None,
             )
         except FCNError as e:
             fail(path, e)

@@ -52,7 +52,7 @@ from ._common import (
     positive_int,
     run_cli,
 )
-from .bulk import add_bulk_args, output_folder, predict_videos, run_ray
+from .bulk import add_bulk_args, check_video_args, output_folder, predict_videos, run_ray
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -361,6 +361,7 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
+    check_video_args(args)
     if (
         args.model is not None
         and args.inputs
