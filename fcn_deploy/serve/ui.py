@@ -367,7 +367,7 @@ def render_video(
         source, output = Path(work) / "input", Path(work) / "overlay.mkv"
         source.write_bytes(upload.data)
         try:
-            capture, video = open_video(source)
+            reader, video = open_video(source)
         except FCNError as e:
             raise FCNError(str(e).replace(str(source), upload.name)) from None
         indices: list[int] = []
@@ -385,7 +385,7 @@ def render_video(
             writer = cv2.VideoWriter(str(output), fourcc, video.fps, (video.width, video.height))
             if not writer.isOpened():
                 raise FCNError(f"this OpenCV cannot encode {VIDEO_FOURCC} video")
-            frames = predict_frames(cast(Segmenter, model), capture, video)
+            frames = predict_frames(cast(Segmenter, model), reader, video)
             try:
                 for frame in frames:
                     if len(indices) == max_frames:
@@ -401,7 +401,7 @@ def render_video(
         except FCNError as e:
             raise FCNError(str(e).replace(str(source), upload.name)) from None
         finally:
-            capture.release()
+            reader.close()
             if writer is not None:
                 writer.release()
     seconds = time.perf_counter() - start
