@@ -97,6 +97,12 @@ class Runner(ABC):
         self.input_dtype = torch.uint8 if io == "image" else input_dtype
 
     @property
+    def size_ranges(self) -> tuple[SizeBounds, ...]:
+        """The sizes this runner holds, as ranges (`fcn_deploy._sizes`): its ``bounds`` here; one
+        per optimization profile for a TensorRT engine, whose profiles need not nest."""
+        return (self.bounds,)
+
+    @property
     def name(self) -> str:
         """e.g. ``onnxruntime-fp16`` or ``torch``: backend plus precision when not FP32."""
         return self.backend if self.precision == "fp32" else f"{self.backend}-{self.precision}"

@@ -10,6 +10,9 @@ Two Triton models are served from one `Segmenter`:
 
 Both publish the model's class names, palette, preprocessing and size bounds as ``parameters``
 in their Triton model config (``GET /v2/models/<name>/config``), one JSON string per key.
+``max_sizes`` lists the largest image of each size range served (an engine's optimization
+profiles need not nest): an image is served when it fits one of them; ``max_hw`` is the box
+around them all.
 """
 
 from __future__ import annotations
@@ -42,9 +45,17 @@ class ServedModel:
     """What a served model is: its `ModelInfo`, the sizes it accepts and how it runs."""
 
     info: ModelInfo
-    bounds: SizeBounds  # H×W bounds of one image; max_batch is the server's, not the runner's
+    bounds: SizeBounds  # H×W box around every size served; max_batch is the server's
     backend: str  # the Segmenter's runner, e.g. "onnxruntime" or "torch-fp16"
     device: str
+    # the ranges served, one per size range of the model (an engine's profiles need not nest):
+    # an image is served when one range holds it; empty means ``bounds`` alone
+    sizes: tuple[SizeBounds, ...] = ()
+
+    @property
+    def ranges(self) -> tuple[SizeBounds, ...]:
+        """The sizes served, as ranges: an image fits when one of them holds it."""
+        return self.sizes or (self.bounds,)
 
     def to_parameters(self) -> dict[str, str]:
         """Triton model-config ``parameters``: one string per key (JSON where structured)."""
@@ -54,6 +65,8 @@ class ServedModel:
             "min_hw": list(self.bounds.min_hw),
             "max_hw": list(self.bounds.max_hw) if self.bounds.max_hw else None,
             "max_batch": self.bounds.max_batch,
+            # what an image must fit: one [height, width] per range (null: any size)
+            "max_sizes": [list(r.max_hw) if r.max_hw else None for r in self.ranges],
             "info": self.info.to_dict(),
             "backend": self.backend,
             "device": self.device,
@@ -66,13 +79,20 @@ class ServedModel:
         p = {k[len(PARAMETER_PREFIX) :]: json.loads(v) for k, v in params.items()
              if k.startswith(PARAMETER_PREFIX)}  # fmt: skip
         max_hw = p["max_hw"]
+        min_hw = (int(p["min_hw"][0]), int(p["min_hw"][1]))
+        bounds = SizeBounds(
+            min_hw=min_hw,
+            max_hw=(int(max_hw[0]), int(max_hw[1])) if max_hw else None,
+            max_batch=p["max_batch"],
+        )
+        sizes = tuple(
+            SizeBounds(min_hw, (int(top[0]), int(top[1])) if top else None, 1, p["max_batch"])
+            for top in p.get("max_sizes") or ()
+        )  # absent from servers before it: bounds alone
         return cls(
             info=ModelInfo.from_dict(p["info"]),
-            bounds=SizeBounds(
-                min_hw=(int(p["min_hw"][0]), int(p["min_hw"][1])),
-                max_hw=(int(max_hw[0]), int(max_hw[1])) if max_hw else None,
-                max_batch=p["max_batch"],
-            ),
+            bounds=bounds,
             backend=str(p["backend"]),
             device=str(p["device"]),
+            sizes=sizes,
         )
