@@ -81,8 +81,13 @@ SCHEMA: dict[str, Any] = {
                 ],
                 "properties": {
                     "backend": {"type": "string"},
-                    # mixed: a TensorRT engine with layers in more than one precision
-                    "precision": {"type": "string", "enum": ["fp32", "fp16", "int8", "mixed"]},
+                    # what the runner says it is; TensorRT: the inspector's label, "mixed" (layers
+                    # in more than one precision) or "unknown" (Myelin nodes hide it). The peak a
+                    # row is held to follows compute_precision, from the precision asked for
+                    "precision": {
+                        "type": "string",
+                        "enum": ["fp32", "fp16", "int8", "mixed", "unknown"],
+                    },
                     "height": {"type": "integer", "minimum": 1},
                     "width": {"type": "integer", "minimum": 1},
                     "batch": {"type": "integer", "minimum": 1},

@@ -35,6 +35,7 @@ __all__ = [
     "release_gpu_cache",
     "run_sizes",
     "run_stream",
+    "scored_precision",
     "stream_shapes",
 ]
 
@@ -274,11 +275,12 @@ def _measure_row(
     per_image_s = timing.percentile(50) / 1e3 / n
     gflops = flops(runner.info, h, w) / 1e9
     achieved = gflops / per_image_s
-    peak = peaks.get(compute_precision(runner.device, runner.precision))
+    arithmetic = scored_precision(backend, runner.device)
+    peak = peaks.get(arithmetic)
     row = SizeRow(
         backend=backend.name,
         precision=runner.precision,
-        compute_precision=compute_precision(runner.device, runner.precision),
+        compute_precision=arithmetic,
         io=runner.io,
         height=h,
         width=w,
@@ -302,6 +304,15 @@ def _measure_row(
     )
     row.set_end_to_end(_segment_timing(runner, images[0], cfg))
     return row
+
+
+def scored_precision(backend: Backend, device: torch.device) -> str:
+    """The arithmetic a row is held to: what the backend was asked for (``tensorrt``: FP16),
+    never the runner's own label. TensorRT's inspector labels an FP16 engine ``unknown`` when
+    Myelin nodes hide its convolutions, and ``compute_precision`` reads that as FP32: the row
+    would be scored against the FP32 peak, its peak fraction inflated (past 1 on tensor cores).
+    The label stays in the row's ``precision``."""
+    return compute_precision(device, backend.precision)
 
 
 def _add_speedups(rows: list[SizeRow]) -> None:
