@@ -210,19 +210,26 @@ def activation_peaks(model: nn.Module, batch: torch.Tensor) -> dict[str, LayerPe
 PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
 
 
-def probe_activation_peaks(
-    model: nn.Module, device: torch.device | None = None
-) -> dict[str, LayerPeaks]:
-    """Peak |input| and |output| of every conv/deconv of the FP32 ``model`` (on ``device``,
-    default the CPU) on seeded image-like probes."""
+def probe_activation_peaks(model: nn.Module) -> dict[str, LayerPeaks]:
+    """Peak |input| and |output| of every conv/deconv of the FP32 ``model`` on seeded image-like
+    probes, always on the CPU in IEEE FP32 (a copy when the model lives elsewhere): one plan,
+    measured one way, whichever device later runs it. On a GPU, cuDNN's TF32 convolutions would
+    give other peaks, and a layer near the limit could land on the other side of it."""
     info: ModelInfo = model.info  # type: ignore[assignment]
     probe = info.preprocessing.apply(synthetic_images(*PROBE_SHAPE, np.random.default_rng(0)))
-    return activation_peaks(model, torch.from_numpy(probe).to(device or "cpu"))
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    net = model if on_cpu else copy.deepcopy(model).cpu()
+    training = model.training
+    try:
+        return activation_peaks(net, torch.from_numpy(probe))
+    finally:
+        model.train(training)  # activation_peaks switches to eval mode
 
 
-def probe_fp16_plan(model: nn.Module, device: torch.device | None = None) -> Fp16Plan:
-    """The `Fp16Plan` of the FP32 ``model``, measured on the probes (on ``device``)."""
-    return Fp16Plan.from_peaks(probe_activation_peaks(model, device))
+def probe_fp16_plan(model: nn.Module) -> Fp16Plan:
+    """The `Fp16Plan` of the FP32 ``model``, measured on the probes (on the CPU, see
+    `probe_activation_peaks`)."""
+    return Fp16Plan.from_peaks(probe_activation_peaks(model))
 
 
 def synthetic_images(
