@@ -126,6 +126,21 @@ def test_gate_checks_every_profile_at_its_own_sizes_forced():
     assert choose_profile(SHARED_MIN, (1, 3, 32, 32), None) == 0
 
 
+def test_a_cpu_reference_gates_every_profile_within_a_pixel_budget():
+    """Without ONNX Runtime's CUDA provider the reference runs on the CPU: a full FCN-8s at
+    4096x4096 took minutes per gate size there."""
+    from fcn_deploy.engine.gate import CPU_GATE_PIXELS, gate_jobs
+
+    jobs = gate_jobs(SHARED_MIN, CPU_GATE_PIXELS)
+    assert all(n * h * w <= CPU_GATE_PIXELS for _, (n, _, h, w) in jobs)
+    assert all(choose_profile(SHARED_MIN, s, index) == index for index, s in jobs)
+    assert (0, (8, 3, 362, 362)) in jobs and (1, (1, 3, 1024, 1024)) in jobs  # the two max shapes
+    assert {i for i, _ in jobs} == {0, 1} and (0, (1, 3, 32, 32)) in jobs  # mins untouched
+    assert gate_jobs(SHARED_MIN) == gate_jobs(SHARED_MIN, 1 << 40)  # a GPU reference: as before
+    static = Profile((1, 3, 2048, 2048), (1, 3, 2048, 2048), (1, 3, 2048, 2048))
+    assert gate_jobs([static], CPU_GATE_PIXELS) == [(0, (1, 3, 2048, 2048))]  # nothing smaller
+
+
 # --- timing cache fallback ----------------------------------------------------------------------
 
 
@@ -314,3 +329,70 @@ def test_the_server_advertises_and_checks_what_a_profile_holds(crossed):
     assert [r.max_hw for r in back.ranges] == [(720, 1280), (1280, 720)]
     older = {k: v for k, v in params.items() if not k.endswith("max_sizes")}
     assert [r.max_hw for r in ServedModel.from_parameters(older).ranges] == [(1280, 1280)]
+
+
+# --- cancelling a build ---------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_build_on_the_worker_stops_it_then_interrupts():
+    """The build (here a stand-in that polls the flag, as TensorRT polls step_complete) runs on a
+    worker; the main thread, waiting in short steps, runs the SIGINT handler at once, and the
+    KeyboardInterrupt comes once the build has stopped, not before."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from fcn_deploy.engine.cancel import run_cancellable
+
+    cancelled = threading.Event()
+    seen: list[str] = []
+
+    def build() -> str:
+        deadline = time.monotonic() + 30
+        while not cancelled.is_set():
+            assert time.monotonic() < deadline, "never cancelled"
+            time.sleep(0.01)
+        seen.append("stopped")
+        return "stopped early"
+
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_cancellable(build, cancelled)
+    assert seen == ["stopped"] and time.monotonic() - start < 10
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_build_without_signals_returns_its_result_or_raises_its_error():
+    import threading
+
+    from fcn_deploy.engine.cancel import run_cancellable
+
+    cancelled = threading.Event()
+    assert run_cancellable(lambda: threading.current_thread().name, cancelled) == "tensorrt-build"
+
+    def fails() -> None:
+        raise FCNError("TensorRT failed to build")
+
+    with pytest.raises(FCNError, match="failed to build"):
+        run_cancellable(fails, cancelled)
+    assert not cancelled.is_set()
+    # from a thread other than the main one no handler can be set: the build just runs
+    result: list[object] = []
+    other = threading.Thread(target=lambda: result.append(run_cancellable(lambda: 7, cancelled)))
+    other.start()
+    other.join()
+    assert result == [7]
+
+
+def test_tensorrt_objects_are_made_on_the_gpu_asked_for(two_gpus_current_1):
+    """The Builder/Runtime made first (for TensorRT's own CUDA message) used to be created on
+    the current GPU before switching: running on cuda:0 opened a context on cuda:1 here."""
+    from fcn_deploy._device import requested_cuda_index
+
+    assert (
+        requested_cuda_index("cuda:0") == 0 and requested_cuda_index(torch.device("cuda", 1)) == 1
+    )
+    for stay in (None, "cuda", "cpu", "cuda:2", "gpu0"):  # current, not GPU, or not there
+        assert requested_cuda_index(stay) is None
