@@ -321,7 +321,8 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def _footer(doc: dict[str, Any]) -> list[str]:
     lines = [f"skipped {s['backend']}: {s['reason']}" for s in doc["skipped"]]
     for name, peak in doc["machine"]["peaks"].items():
-        lines.append(f"peak {name}: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['method']})")
+        rate = _fmt(peak["gflops_per_s"], ".1f")
+        lines.append(f"peak {name}: {rate} GFLOP/s ({peak['method']})")
     return lines + noise_notes(doc) + list(doc.get("notes", []))
 
 
