@@ -460,6 +460,10 @@ def test_given_exports_are_one_verified_file_per_precision_of_the_same_weights(
     with pytest.raises(FCNError, match="failed verification"):
         given_exports([unverified])
     assert given_exports([unverified], allow_unverified=True) == {"int8": unverified}
+    alone = ModelSource.open(None, None, 1.0, 21, onnx=[folder])  # the exports without weights
+    assert alone.module is None and alone.exports == {"fp32": fp32, "int8": int8}
+    with pytest.raises(FCNError, match=r"MODEL .*a\.onnx is the fp32 file already"):
+        ModelSource.open(str(fp32), None, 1.0, 21, onnx=[folder])
     (tmp_path / "empty").mkdir()
     with pytest.raises(FCNError, match=r"empty holds no \.onnx files") as info:
         given_exports([tmp_path / "empty"])

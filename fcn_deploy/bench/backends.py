@@ -137,8 +137,15 @@ class ModelSource:
             names = ", ".join(str(p) for p in exports.values())
             return cls(names, info=info, exports=exports)
         source = cls._open(model, variant, width, num_classes)
-        if onnx:
-            source.exports.update(given_exports(onnx, allow_unverified, source))
+        given = given_exports(onnx, allow_unverified, source) if onnx else {}
+        twice = sorted(set(given) & set(source.exports))
+        if twice:
+            raise FCNError(
+                f"onnx: MODEL {source.label} is the {twice[0]} file already; give each "
+                "precision once",
+                param="onnx",
+            )
+        source.exports.update(given)
         return source
 
     @classmethod
