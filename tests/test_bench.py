@@ -379,16 +379,17 @@ def _sleeping_kernel(seconds_at_512: float, calls: list[int]) -> Any:
 def test_a_peak_probe_is_sized_from_a_first_short_call_to_fit_its_budget() -> None:
     from fcn_deploy.bench.machine import probe_size, timed_probe
 
-    # warm-up + 3 repetitions at 2048 take 4 · 0.001 · 64 = 0.26 s; at 4096 2 s: over 1 s
+    # 3 repetitions at 2048 take 3 · 0.001 · 64 = 0.19 s, twice that with the margin; at 4096
+    # 3.1 s: over 1 s
     assert probe_size(0.001, 512, 4096, 3, 1.0) == 2048
     assert probe_size(0.001, 512, 4096, 3, 100.0) == 4096
     assert probe_size(0.001, 512, 3000, 3, 100.0) == 3000  # never past the largest
     assert probe_size(2.0, 512, 4096, 3, 1.0) == 512  # nothing larger fits
-    calls: list[int] = []  # 4 calls at 2048 fit 1.45 s while a call at 512 takes < 5.7 ms, and
-    # 4 at 4096 only under 0.7 ms: a 2 ms call leaves a wide margin either way on a busy machine
-    probe = timed_probe("stub", _sleeping_kernel(0.002, calls), CPU, budget_s=1.45)
+    calls: list[int] = []  # 2048 fits 8 s while a call at 512 takes < 21 ms, 4096 only under
+    # 2.6 ms: a 5 ms call leaves a wide margin either way on a busy machine
+    probe = timed_probe("stub", _sleeping_kernel(0.005, calls), CPU, budget_s=8.0)
     assert (probe.size, probe.reps, probe.skipped) == (2048, 3, None) and probe.rate
-    assert calls == [512, 512, 2048, 2048, 2048, 2048]  # first: warm-up + 1; then 1 + 3
+    assert calls == [512, 512, 2048, 2048, 2048]  # first: warm-up + 1; then the 3 repetitions
     calls.clear()  # a kernel too slow for more: its first call is its one repetition
     slow = timed_probe("slow", _sleeping_kernel(0.4, calls), CPU, budget_s=1.0)
     assert (slow.size, slow.reps) == (512, 1) and calls == [512, 512]

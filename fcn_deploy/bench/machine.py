@@ -12,12 +12,12 @@ matmul (int8 × int8 → int32, in GOP/s): ``torch._int_mm`` and, on a CPU, ONNX
 ``MatMulInteger`` (the u8 × s8 kernels INT8 convolutions use), the faster of the two.
 
 Every probe is bounded in time (`timed_probe`): one call at a small size first, then the largest
-size whose warm-up and repetitions fit the probe's budget (`PROBE_BUDGET_S`, ``--peak-seconds``),
-and never more repetitions than fit. A kernel that is a slow fallback on this machine is skipped,
-not measured: an INT8 matmul running under half the FP32 matmul's rate at the same size has no
-INT8 hardware path behind it (``torch._int_mm`` on an AMD EPYC without VNNI: 0.3 GOP/s where
-FP32 ran 4 GFLOP/s at 512×512 on a busy 2-core VM), and its rate would say nothing of the
-machine. Each probe logs what it measured and how long it took.
+size whose repetitions fit the probe's budget (`PROBE_BUDGET_S`, ``--peak-seconds``) with a
+margin, and never more repetitions than fit. A kernel that is a slow fallback on this machine
+is skipped, not measured: an INT8 matmul running under half the FP32 matmul's rate at the same
+size has no INT8 hardware path behind it (``torch._int_mm`` on an AMD EPYC without VNNI: 0.3
+GOP/s where FP32 ran 4 GFLOP/s at 512×512 on a busy 2-core VM), and its rate would say nothing
+of the machine. Each probe logs what it measured and how long it took.
 
 FP32 means IEEE FP32 throughout (`FP32_MATH`): on GPUs cuDNN convolutions and ONNX Runtime's CUDA
 provider would use TF32 by default while ``torch.mm`` does not, which would make "FP32" rows and
@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 PROBE_BUDGET_S = 5.0  # seconds one kernel's probe may take (the first small call included)
 FALLBACK_RATIO = 0.5  # an INT8 matmul under this share of the FP32 rate is a fallback kernel
 FIRST_SIZE = {"cpu": 512, "cuda": 2048}  # the first, short measurement
+# a larger matmul can run at a lower rate than the first (caches; a busy machine): sizes are
+# chosen as if it took twice the n³ extrapolation (ONNX Runtime's 4096² probe once took 8.8 s
+# where 512² promised it in 5)
+MARGIN = 2.0
 MAX_SIZE = {"cpu": 4096, "cuda": 8192}  # large enough to reach the peak
 
 FP32_MATH = "ieee: TF32 off in cuBLAS, cuDNN and ONNX Runtime CUDA, peak measured likewise"
@@ -206,13 +210,13 @@ class Probe:
 
 
 def probe_size(first_s: float, first: int, largest: int, reps: int, budget_s: float) -> int:
-    """The largest size, doubling from ``first`` up to ``largest``, whose warm-up and ``reps``
-    calls fit ``budget_s`` when one call at ``first`` took ``first_s`` (matmul time grows as
-    n³); ``first`` when nothing larger fits."""
+    """The largest size, doubling from ``first`` up to ``largest``, whose ``reps`` calls fit
+    ``budget_s`` when one call at ``first`` took ``first_s`` (matmul time grows as n³; with a
+    `MARGIN`); ``first`` when nothing larger fits."""
     n = first
     while n < largest:
         bigger = min(2 * n, largest)
-        if (1 + reps) * first_s * (bigger / first) ** 3 > budget_s:
+        if MARGIN * reps * first_s * (bigger / first) ** 3 > budget_s:
             break
         n = bigger
     return n
@@ -245,10 +249,10 @@ def timed_probe(
     """One kernel's n×n matmul rate, best of up to ``reps`` calls, bounded by ``budget_s``.
 
     Without ``size``: a warm-up and one timed call at the small first size, then `probe_size`
-    picks the largest size that fits what is left of the budget (warm-up and repetitions). With
-    ``size`` that size is used. Either way a repetition is made only while it fits the budget
-    (at least one is timed). ``floor``: a rate the first measurement must reach, else the kernel
-    is a slow fallback here and is skipped, with the reason.
+    picks the largest size whose repetitions fit what is left of the budget. With ``size`` that
+    size is used, after a warm-up call. Either way a repetition is made only while it fits the
+    budget (at least one is timed). ``floor``: a rate the first measurement must reach, else
+    the kernel is a slow fallback here and is skipped, with the reason.
     """
     start = time.perf_counter()
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
@@ -270,9 +274,12 @@ def timed_probe(
                 return _logged(Probe(kernel, first, 1, None, spent, why, unit))
             left = budget_s - (time.perf_counter() - start)
             n = probe_size(best, first, MAX_SIZE[device.type], reps, left)
-        if n != first or size is not None:
+        if size is not None:  # no first measurement: warm up here
             call = make(n)
-            call()  # warm-up at this size
+            call()
+            best, done = _seconds(call, sync), 1
+        elif n != first:  # warmed up at the first size; a slow first call here is not the best
+            call = make(n)
             best, done = _seconds(call, sync), 1
         # more repetitions only while another one fits the budget
         while done < reps and time.perf_counter() - start + best <= budget_s:
