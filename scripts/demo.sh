@@ -188,9 +188,10 @@ if [ "$gpu" = yes ]; then
   backends=torch,torch-fp16
   [ "$ort_cuda" = yes ] && backends+=,onnxruntime,onnxruntime-fp16
   [ "$trt" = yes ] && backends+=,tensorrt
-  fcn-bench "$out/train/best.pt" ${exports[@]+"${exports[@]}"} ${int8_flags[@]+"${int8_flags[@]}"} --device cuda \
-    --backends "$backends" --sizes 224x224,500x500 --iters 20 \
-    --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench.png"
+  run "benchmark ($out/bench.md)" fcn-bench "$out/train/best.pt" ${exports[@]+"${exports[@]}"} \
+    ${int8_flags[@]+"${int8_flags[@]}"} --device cuda --backends "$backends" \
+    --sizes 224x224,500x500 --iters 20 --json "$out/bench.json" --markdown "$out/bench.md" \
+    --plot "$out/bench.png" || true
 else
   step "benchmark: eager PyTorch against the FP32 and INT8 exports (ONNX Runtime; OpenVINO where installed)"
   run "benchmark ($out/bench.md)" fcn-bench "$out/train/best.pt" ${exports[@]+"${exports[@]}"} \

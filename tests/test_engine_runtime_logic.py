@@ -322,7 +322,7 @@ def test_the_server_advertises_and_checks_what_a_profile_holds(crossed):
     )
     for hw in [(1200, 700), (700, 1200), (1, 1)]:
         assert check_images((2, *hw, 3), sizes) is None
-    model = ServedModel(seg.info, runner.bounds, runner.name, "cuda:0", sizes)
+    model = ServedModel(seg.info, runner.bounds, runner.name, "cuda:0", sizes=sizes)
     params = model.to_parameters()
     assert params["fcn_deploy.max_sizes"] == "[[720, 1280], [1280, 720]]"
     back = ServedModel.from_parameters(params)

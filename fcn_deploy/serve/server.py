@@ -440,7 +440,7 @@ class FCNServer:
         box = first.runner.bounds.max_hw  # around every range: what older clients read
         self.bounds = SizeBounds(min_hw=(1, 1), max_hw=box, max_batch=config.max_batch)
         self.model = ServedModel(
-            first.info, self.bounds, first.runner.name, str(first.device), self.sizes
+            first.info, self.bounds, first.runner.name, str(first.device), sizes=self.sizes
         )
         self._instances = [_Instance(s, self.sizes, config.max_megapixels) for s in segmenters]
         self._triton: Any = None
