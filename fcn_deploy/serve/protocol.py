@@ -40,6 +40,17 @@ ENCODED_SUFFIX = "_encoded"
 PARAMETER_PREFIX = "fcn_deploy."
 
 
+def _served_sizes(value: Any, bounds: SizeBounds) -> tuple[SizeBounds, ...]:
+    """The published ``max_sizes`` (a list of ``[height, width]`` or null) as ranges; ValueError
+    for anything else."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"max_sizes must be a list, got {value!r}")
+    base = {"min_hw": list(bounds.min_hw), "max_batch": bounds.max_batch}
+    return tuple(SizeBounds.from_dict({**base, "max_hw": top}) for top in value)
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """What a served model is: its `ModelInfo`, the sizes it accepts and how it runs."""
@@ -85,10 +96,7 @@ class ServedModel:
             max_hw=(int(max_hw[0]), int(max_hw[1])) if max_hw else None,
             max_batch=p["max_batch"],
         )
-        sizes = tuple(
-            SizeBounds(min_hw, (int(top[0]), int(top[1])) if top else None, 1, p["max_batch"])
-            for top in p.get("max_sizes") or ()
-        )  # absent from servers before it: bounds alone
+        sizes = _served_sizes(p.get("max_sizes"), bounds)  # absent from older servers
         return cls(
             info=ModelInfo.from_dict(p["info"]),
             bounds=bounds,
