@@ -8,9 +8,17 @@ either side as the current device.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-__all__ = ["cuda_index", "indexed_device", "same_device"]
+__all__ = [
+    "cuda_index",
+    "indexed_device",
+    "on_requested_gpu",
+    "requested_cuda_index",
+    "same_device",
+]
 
 
 def indexed_device(device: torch.device) -> torch.device:
@@ -36,3 +44,25 @@ def same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != "cuda":
         return True
     return indexed_device(a).index == indexed_device(b).index
+
+
+def requested_cuda_index(device: str | torch.device | None) -> int | None:
+    """The GPU ``device`` names (``cuda:N``), when torch can reach it: the device to make current
+    before a library (TensorRT) creates anything, so nothing opens a context on another GPU.
+    None, meaning "stay on the current GPU", for no device, bare ``cuda``, a CPU device, a name
+    torch cannot parse or a GPU torch does not see: the caller's own checks then say why."""
+    try:
+        dev = torch.device(device) if device is not None else None
+    except (RuntimeError, ValueError):
+        return None
+    if dev is None or dev.type != "cuda" or dev.index is None:
+        return None
+    if not torch.cuda.is_available() or dev.index >= torch.cuda.device_count():
+        return None
+    return dev.index
+
+
+def on_requested_gpu(device: str | torch.device | None) -> contextlib.AbstractContextManager[None]:
+    """The GPU of `requested_cuda_index` current inside the block (nothing changes for None)."""
+    index = requested_cuda_index(device)
+    return torch.cuda.device(index) if index is not None else contextlib.nullcontext()

@@ -209,18 +209,24 @@ model="$out/fcn8s-image-fp16.onnx"
 run "predict 8 scenes ($out/predictions)" \
   fcn-predict "$model" "$out/images" -o "$out/predictions" --overlay || true
 
+# the benchmark runs the exports made above (--onnx), never exports again
+exports=()
+for file in fcn8s.onnx fcn8s-int8.onnx $([ "$gpu" = yes ] && echo fcn8s-image-fp16.onnx); do
+  [ -f "$out/$file" ] && exports+=(--onnx "$out/$file")
+done
 if [ "$gpu" = yes ]; then
   step "benchmark on the GPU: TensorRT, ONNX Runtime CUDA and eager FP16 against eager FP32"
   backends=torch,torch-fp16
   [ "$ort_cuda" = yes ] && backends+=,onnxruntime,onnxruntime-fp16
   [ "$trt" = yes ] && backends+=,tensorrt
-  run "benchmark ($out/bench.md)" fcn-bench --model "$out/train/best.pt" --device cuda \
-    --backends "$backends" --sizes 224x224,500x500 --iters 20 --json "$out/bench.json" \
-    --markdown "$out/bench.md" --plot "$out/bench.png" || true
+  run "benchmark ($out/bench.md)" fcn-bench "$out/train/best.pt" ${exports[@]+"${exports[@]}"} \
+    ${int8_flags[@]+"${int8_flags[@]}"} --device cuda --backends "$backends" \
+    --sizes 224x224,500x500 --iters 20 --json "$out/bench.json" --markdown "$out/bench.md" \
+    --plot "$out/bench.png" || true
 else
-  step "benchmark: eager PyTorch against ONNX Runtime FP32, FP16 and INT8 on the trained model"
-  run "benchmark ($out/bench.md)" fcn-bench "$out/train/best.pt" \
-    --backends torch,onnxruntime,onnxruntime-fp16,onnxruntime-int8 --sizes 224x224,500x500 \
-    --iters 10 --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench.png" || true
+  step "benchmark: eager PyTorch against the FP32 and INT8 exports (ONNX Runtime; OpenVINO where installed)"
+  run "benchmark ($out/bench.md)" fcn-bench "$out/train/best.pt" ${exports[@]+"${exports[@]}"} \
+    ${int8_flags[@]+"${int8_flags[@]}"} --sizes 224x224,500x500 --iters 10 \
+    --json "$out/bench.json" --markdown "$out/bench.md" --plot "$out/bench.png" || true
 fi
 finished=yes

@@ -16,14 +16,22 @@
 #    measured in the same run;
 # 3. fcn-train (FCN-8s, synthetic scenes, 40 steps) with and without AMP: images/s;
 # 4. torch.compile of the FP16 net against eager FP16, batch 1 and 8 (compile time in the notes);
-# 5. a one-page summary of all of it.
+# 5. a one-page summary of all of it, rewritten after every step (a check stopped by its time
+#    limit still leaves one): every step's status, every failure, and every item that did not
+#    run with its reason (a GPU test that skipped, a backend unavailable here, the results'
+#    schema check without jsonschema, a step the budget cut). Its last line counts the skipped
+#    items; "passed" alone means nothing was skipped.
 # Everything a person needs to read the run lands in DIR (default benchmarks/results), 8 files,
-# named <gpu>-<date>-*: the sweeps' b1 and b8 .json/.md/.png, gpu-check.log (all this prints, the
-# test log included) and summary.md (the sweeps' rows, the torch.compile rows, the training
-# rates). Exit status: 0 when every step passed, 1 otherwise.
+# named <gpu>-<date>-*: the sweeps' b1 and b8 .json/.md/.png, <gpu>-<date>-gpu-check.log (all
+# this prints, the test log included) and <gpu>-<date>-summary.md. Exit status: 0 when no step
+# failed or was cut by the budget (skipped items are listed, not failures), 1 otherwise.
 #
 # Time: the whole check is one command under a 10-minute limit. GPU_CHECK_BUDGET (default 540 s)
-# bounds the steps; each step gets what is left of it less RESERVE (30 s), kept for the summary.
+# bounds the steps; each step gets what is left of it less RESERVE (30 s), kept for the summary,
+# and is killed 10 s after its SIGTERM if it has not stopped by then (the trainer, say, saves a
+# checkpoint on SIGTERM). The two sweeps share one --cache-dir: the batch-8 sweep reuses the
+# batch-1 sweep's exports, engine and timing cache, and the FP16 file is exported once for ONNX
+# Runtime and TensorRT.
 # Estimate for an H200: the GPU tests ~1-2 min (two short AMP trainings, a 2-process NCCL group);
 # each sweep ~1-2 min: the full FCN-8s is ~0.36 TFLOP per image at 500x500 and ~2 TFLOP at
 # 1024x2048 (pad 100 included), so a timed batch-8 1024x2048 call in IEEE FP32 (~50 TFLOP/s) is
@@ -37,9 +45,8 @@
 # Without a GPU (and without --rehearse) it says so in one line, runs the plain-logic tests of the
 # GPU paths (the CPU part of this check) and exits 0.
 set -uo pipefail
-cd "$(dirname "$0")/.."
 venv=${FCN_VENV:-.venv}
-out=benchmarks/results
+out=
 setup=0
 rehearse=0
 while [ $# -gt 0 ]; do
@@ -55,6 +62,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+case "$out" in ''|/*) ;; *) out="$PWD/$out" ;; esac  # a relative --out is the caller's
+cd "$(dirname "$0")/.."
+out=${out:-benchmarks/results}
 [ $setup = 1 ] && { bash scripts/setup.sh gpu || exit 1; }
 export PYTHONPATH="$PWD:$PWD/train${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-$([ -x "$venv/bin/python" ] && echo "$venv/bin/python" || echo python3)}
@@ -108,10 +118,25 @@ else
 fi
 stem="$out/${slug}-$(date -u +%Y-%m-%d)"
 
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+runs=("fcn-bench batch 1=${stem}-b1.json" "fcn-bench batch 8=${stem}-b8.json"
+      "torch.compile batch 1=$scratch/compile-b1.json" "torch.compile batch 8=$scratch/compile-b8.json")
+summarize() {  # summarize [--final --seconds N]: (re)write the summary from what the steps left
+  "$python" scripts/gpu_check_summary.py --summary "${stem}-summary.md" --scratch "$scratch" \
+    --title "$gpu (torch $torch_version, CUDA $torch_cuda), $(date -u +%Y-%m-%d)" "$@" "${runs[@]}"
+}
+step() {  # step NAME CMD...: within what is left of the budget; recorded, then summarized
+  local name=$1 start=$SECONDS code=0
+  shift
+  timeout -k 10 "$(left)" "$@" || code=$?
+  printf '%s\t%s\t%s\n' "$name" "$code" "$((SECONDS - start))" >> "$scratch/steps.tsv"
+  summarize || echo "gpu-check: the summary could not be written (see above)"
+}
+
 run() {
-  local status=0
   echo "gpu-check: $gpu (torch $torch_version, CUDA $torch_cuda); results go to ${stem}-*"
-  "$python" - scripts/gpu-machine-requirements.txt <<'EOF'
+  "$python" - scripts/gpu-machine-requirements.txt <<'PY'
 import re
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -125,77 +150,47 @@ for line in open(sys.argv[1]):
         missing.append(name)
 if missing:
     print(f"gpu-check: not installed here: {' '.join(missing)} (steps that need them fail or skip)")
-EOF
+PY
 
   # only the files holding gpu tests: one that cannot import still counts as a failure, but
-  # does not stop the others
+  # does not stop the others; the JUnit report gives the summary every skip with its reason
   local gpu_files
   gpu_files=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
   echo "== GPU tests (pytest -m gpu ${test_mode[*]}: $gpu_files)"
   # shellcheck disable=SC2086
-  timeout "$(left)" "$python" -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors \
-    "${test_mode[@]}" -m gpu $gpu_files || status=1
+  step "GPU tests" "$python" -m pytest -q -rs -p no:cacheprovider --continue-on-collection-errors \
+    --junitxml "$scratch/gpu-tests.xml" "${test_mode[@]}" -m gpu $gpu_files
 
   # every backend the GPU could run: fcn-bench asks a real session/engine and skips with one line
-  # what cannot run here (ONNX Runtime's CUDA provider, TensorRT)
+  # what cannot run here (ONNX Runtime's CUDA provider, TensorRT); one cache for both sweeps
   local backends=torch,torch-fp16,onnxruntime,onnxruntime-fp16,tensorrt
   local batch
   for batch in 1 8; do
     echo "== fcn-bench, batch $batch: $backends"
-    timeout "$(left)" "$python" -m fcn_deploy.cli.bench "${bench[@]}" --backends "$backends" \
-      --batch "$batch" --json "${stem}-b${batch}.json" --markdown "${stem}-b${batch}.md" \
-      --plot "${stem}-b${batch}.png" || status=1
+    step "fcn-bench batch $batch" "$python" -m fcn_deploy.cli.bench "${bench[@]}" \
+      --backends "$backends" --batch "$batch" --cache-dir "$scratch/bench-cache" \
+      --json "${stem}-b${batch}.json" --markdown "${stem}-b${batch}.md" --plot "${stem}-b${batch}.png"
   done
 
   # the rows below go into the summary and the log only (8 files come back); they run last, so
   # the budget cuts them, never the sweeps above
-  local scratch amp
-  scratch=$(mktemp -d)
+  local amp
   for amp in amp fp32; do
     echo "== fcn-train on synthetic scenes, $amp (images/s in the summary)"
     # shellcheck disable=SC2046
-    timeout "$(left)" "$python" -c 'import sys; from fcn_train.cli import train_main; sys.exit(train_main())' \
+    step "fcn-train $amp" "$python" -c 'import sys; from fcn_train.cli import train_main; sys.exit(train_main())' \
       --data synthetic --variant fcn8s "${train[@]}" --val-every 1000 --checkpoint-every 1000 \
-      --out "$scratch/train-$amp" $([ $amp = fp32 ] && echo --no-amp) || status=1
+      --out "$scratch/train-$amp" $([ $amp = fp32 ] && echo --no-amp)
   done
   for batch in 1 8; do
     echo "== torch.compile in FP16 against eager FP16, batch $batch"
-    timeout "$(left)" "$python" -m fcn_deploy.cli.bench "${bench[@]}" --batch "$batch" \
-      --backends torch-fp16,torch-compile-fp16 --json "$scratch/compile-b${batch}.json" || status=1
+    step "torch.compile batch $batch" "$python" -m fcn_deploy.cli.bench "${bench[@]}" \
+      --batch "$batch" --backends torch-fp16,torch-compile-fp16 --cache-dir "$scratch/bench-cache" \
+      --json "$scratch/compile-b${batch}.json"
   done
 
   echo "== summary: ${stem}-summary.md"
-  "$python" - "${stem}-summary.md" "$scratch" "$status" "${stem}-b1.json" "${stem}-b8.json" \
-    "$scratch/compile-b1.json" "$scratch/compile-b8.json" <<'EOF' || status=1
-import csv
-import json
-import sys
-from pathlib import Path
-
-from fcn_deploy._io import atomic_write_text
-from fcn_deploy.bench import format_summary
-
-summary, scratch, status, *runs = sys.argv[1:]
-docs, notes = [], [f"tests and runs: {'passed' if status == '0' else 'FAILED (see gpu-check.log)'}"]
-for path in map(Path, runs):
-    if path.is_file():
-        docs.append(json.loads(path.read_text()))
-    else:
-        notes.append(f"no {path.name}: that run failed or ran out of time (see gpu-check.log)")
-rates = {}
-for amp in ("amp", "fp32"):
-    log = Path(scratch, f"train-{amp}", "log.csv")
-    rows = [r for r in csv.DictReader(log.open()) if r["images_per_s"]] if log.is_file() else []
-    rates[amp] = rows[-1]["images_per_s"] if rows else "-"
-notes.append(f"fcn-train fcn8s on synthetic scenes: {rates['amp']} images/s with AMP, "
-             f"{rates['fp32']} without (last logged window)")
-text = format_summary(docs, notes)
-atomic_write_text(summary, text)
-print(text)
-EOF
-  rm -rf "$scratch"
-  echo "gpu-check: $([ $status = 0 ] && echo passed || echo FAILED) in ${SECONDS}s"
-  return $status
+  summarize --final --seconds "$SECONDS"
 }
 
 run 2>&1 | tee "${stem}-gpu-check.log"

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from fcn_deploy.bench import BenchConfig, flops_per_image, run_benchmark, validate
 from fcn_deploy.errors import FCNError
@@ -318,7 +321,7 @@ def test_files_exported_for_a_run_are_removed_after_it(
         device="cpu",
         cache_dir=kept,
     )
-    assert (kept / "model-fp32.onnx").is_file()
+    assert len(list(kept.glob("model-fp32-*.onnx"))) == 1
     (tmp_path / "file").write_text("")
     with pytest.raises(FCNError, match="cache_dir") as info:
         run_benchmark("sizes", backends="torch", cache_dir=tmp_path / "file" / "cache")
@@ -352,3 +355,171 @@ def test_noisy_rows_and_a_drifting_peak_are_marked(tmp_path: Path) -> None:
     peak.update(end_gflops_per_s=195.0)
     noisy["latency_ms"].update(p90=120.0)
     assert noise_notes(doc) == []
+
+
+# --- the machine's limit, measured within a time budget -----------------------------------------
+
+CPU = torch.device("cpu")
+
+
+def _sleeping_kernel(seconds_at_512: float, calls: list[int]) -> Any:
+    """A stand-in matmul whose call at n×n takes ``seconds_at_512 · (n/512)³`` (sleeping, so a
+    busy machine barely changes it)."""
+
+    def make(n: int) -> Any:
+        def call() -> None:
+            calls.append(n)
+            time.sleep(seconds_at_512 * (n / 512) ** 3)
+
+        return call
+
+    return make
+
+
+def test_a_peak_probe_is_sized_from_a_first_short_call_to_fit_its_budget() -> None:
+    from fcn_deploy.bench.machine import probe_size, timed_probe
+
+    # 3 repetitions at 2048 take 3 · 0.001 · 64 = 0.19 s, twice that with the margin; at 4096
+    # 3.1 s: over 1 s
+    assert probe_size(0.001, 512, 4096, 3, 1.0) == 2048
+    assert probe_size(0.001, 512, 4096, 3, 100.0) == 4096
+    assert probe_size(0.001, 512, 3000, 3, 100.0) == 3000  # never past the largest
+    assert probe_size(2.0, 512, 4096, 3, 1.0) == 512  # nothing larger fits
+    calls: list[int] = []  # 2048 fits 8 s while a call at 512 takes < 21 ms, 4096 only under
+    # 2.6 ms: a 5 ms call leaves a wide margin either way on a busy machine
+    probe = timed_probe("stub", _sleeping_kernel(0.005, calls), CPU, budget_s=8.0)
+    assert (probe.size, probe.reps, probe.skipped) == (2048, 3, None) and probe.rate
+    assert calls == [512, 512, 2048, 2048, 2048]  # first: warm-up + 1; then the 3 repetitions
+    calls.clear()  # a kernel too slow for more: its first call is its one repetition
+    slow = timed_probe("slow", _sleeping_kernel(0.4, calls), CPU, budget_s=1.0)
+    assert (slow.size, slow.reps) == (512, 1) and calls == [512, 512]
+    calls.clear()  # a size given is used as it is, repetitions still within the budget
+    fixed = timed_probe("fixed", _sleeping_kernel(0.4, calls), CPU, size=512, budget_s=1.0)
+    assert fixed.size == 512 and fixed.reps == 1 and calls == [512, 512]
+
+
+def test_a_slow_fallback_kernel_is_skipped_not_measured() -> None:
+    """torch._int_mm on an AMD EPYC without VNNI ran at 0.3-0.6 GOP/s (FP32: 4-18 GFLOP/s): at
+    4096x4096 each call took minutes, and its rate said nothing about the machine."""
+    from fcn_deploy.bench.machine import timed_probe
+
+    calls: list[int] = []
+    probe = timed_probe("int8 stub", _sleeping_kernel(0.01, calls), CPU, floor=1000.0)
+    assert probe.rate is None and calls == [512, 512]  # never at a larger size
+    assert probe.skipped is not None and "slow fallback kernel" in probe.skipped
+    assert "skipped" in probe.line()
+
+
+def test_peaks_name_every_probe_and_log_what_each_measured(caplog: Any) -> None:
+    from fcn_deploy.bench.machine import matmul_peak
+
+    with caplog.at_level("INFO", logger="fcn_deploy.bench.machine"):
+        fp32 = matmul_peak(CPU, "fp32", budget_s=0.5)
+        int8 = matmul_peak(CPU, "int8", budget_s=0.5)
+    assert [p["kernel"] for p in fp32["probes"]] == ["torch.mm FP32", "numpy matmul FP32"]
+    assert fp32["gflops_per_s"] == max(p["rate"] for p in fp32["probes"])
+    assert [p["kernel"] for p in int8["probes"]] == [
+        "torch._int_mm",
+        "onnxruntime MatMulInteger u8s8",
+    ]
+    for probe in [*fp32["probes"], *int8["probes"]]:  # a rate, or why there is none
+        assert (probe["rate"] is None) != (probe["skipped"] is None), probe
+        assert probe["kernel"] in (fp32["method"] + int8["method"])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("peak probe:")]
+    assert len(lines) == 4 and all(line.endswith(" s)") for line in lines), lines
+
+
+# --- exports given to run as they are -------------------------------------------------------------
+
+
+def test_given_exports_are_one_verified_file_per_precision_of_the_same_weights(
+    tmp_path: Path,
+) -> None:
+    import onnx
+    from test_engine_build import _tiny_onnx
+
+    from fcn_deploy.bench.backends import ModelSource, given_exports
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    fp32 = _tiny_onnx(folder / "a.onnx")
+    int8 = _tiny_onnx(folder / "b.onnx", "int8", {"source": "synthetic", "method": "minmax"})
+    (folder / "notes.txt").write_text("not a model")
+    assert given_exports([folder]) == {"fp32": fp32, "int8": int8}
+    assert given_exports([fp32]) == {"fp32": fp32}
+    weights = ModelSource("ckpt.pt", module=torch.nn.Identity(), sha256="0" * 64)
+    assert given_exports([folder], source=weights) == {"fp32": fp32, "int8": int8}
+    other = ModelSource("other.pt", module=torch.nn.Identity(), sha256="1" * 64)
+    with pytest.raises(FCNError, match=r"a\.onnx was exported from other weights than other\.pt"):
+        given_exports([fp32], source=other)
+    with pytest.raises(FCNError, match="two fp32 exports given"):
+        given_exports([folder, Path(shutil.copy(fp32, tmp_path / "c.onnx"))])
+    model = onnx.load(str(int8))
+    model.metadata_props.add(key="fcn_deploy.unverified", value="labels 91.2% < 98%")
+    unverified = tmp_path / "d.onnx"
+    onnx.save(model, str(unverified))
+    with pytest.raises(FCNError, match="failed verification"):
+        given_exports([unverified])
+    assert given_exports([unverified], allow_unverified=True) == {"int8": unverified}
+    alone = ModelSource.open(None, None, 1.0, 21, onnx=[folder])  # the exports without weights
+    assert alone.module is None and alone.exports == {"fp32": fp32, "int8": int8}
+    with pytest.raises(FCNError, match=r"MODEL .*a\.onnx is the fp32 file already"):
+        ModelSource.open(str(fp32), None, 1.0, 21, onnx=[folder])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FCNError, match=r"empty holds no \.onnx files") as info:
+        given_exports([tmp_path / "empty"])
+    assert info.value.param == "onnx"
+    with pytest.raises(FCNError, match=r"notes\.txt is not an \.onnx file or a folder"):
+        given_exports([folder / "notes.txt"])
+
+
+def test_default_backends_are_what_is_fast_on_the_device() -> None:
+    import importlib.util
+
+    from fcn_deploy.bench.backends import default_backends
+
+    cpu = default_backends(CPU)
+    assert cpu[:3] == ["torch", "onnxruntime", "onnxruntime-int8"] and not any(
+        "fp16" in name for name in cpu
+    )  # FP16 graphs run at half the FP32 speed on a CPU
+    openvino = importlib.util.find_spec("openvino") is not None
+    assert (cpu[3:] == ["openvino", "openvino-int8"]) == openvino and len(cpu) in (3, 5)
+    assert default_backends(torch.device("cuda", 0)) == [
+        "torch",
+        "torch-fp16",
+        "onnxruntime",
+        "tensorrt",
+    ]
+
+
+@pytest.mark.slow
+def test_the_cli_runs_given_exports_and_prints_a_line_per_row(
+    tmp_path: Path, make_checkpoint: Any
+) -> None:
+    """The demo's benchmark: its own verified exports, not three more; the CPU defaults; a line
+    per finished row and per peak probe on stderr (a log, not a bar)."""
+    from fcn_deploy.export import export_onnx
+
+    ckpt = make_checkpoint("fcn8s", width=0.0625)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    for precision in ("fp32", "int8"):
+        export_onnx(ckpt, folder / f"m-{precision}.onnx", precision=precision, max_size=(128, 128),
+                    max_batch=2, progress=False, calibration_images=2, held_out_images=1,
+                    min_label_agreement=0.0)  # fmt: skip
+    cache = tmp_path / "cache"
+    out = tmp_path / "out.json"
+    result = fcn_bench(str(ckpt), "--onnx", str(folder), "--device", "cpu", "--sizes", "64x64",
+                       "--iters", "3", "--e2e-iters", "1", "--peak-seconds", "0.5",
+                       "--cache-dir", str(cache), "--json", str(out), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(out.read_text())
+    check_rows(doc)
+    names = [r["backend"] for r in doc["results"]]
+    assert names[:3] == ["torch", "onnxruntime", "onnxruntime-int8"]
+    assert doc["config"]["onnx"] == {p: str(folder / f"m-{p}.onnx") for p in ("fp32", "int8")}
+    assert list(cache.iterdir()) == []  # nothing exported again
+    assert "prepare_s" not in doc or not doc["prepare_s"]
+    rows = [line for line in result.stderr.splitlines() if " 64x64 batch 1: p50 " in line]
+    assert len(rows) == len(names), result.stderr
+    assert sum("peak probe:" in line for line in result.stderr.splitlines()) >= 4

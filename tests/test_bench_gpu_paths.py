@@ -33,6 +33,18 @@ def test_the_precision_a_row_ran_in() -> None:
     assert {compute_precision(CPU, p) for p in ("fp32", "fp16", "mixed")} == {"fp32"}
 
 
+def test_a_tensorrt_row_is_held_to_the_precision_asked_for_not_the_inspectors_label() -> None:
+    """An FP16 engine whose convolutions hide in Myelin nodes is labelled ``unknown``; read as
+    that label, the row would be scored against the FP32 peak (an inflated peak fraction)."""
+    from fcn_deploy.bench.scenarios import scored_precision
+
+    assert compute_precision(GPU, "unknown") == "fp32"  # the label alone: the wrong peak
+    tensorrt = Backend("tensorrt", precision=backend_precision("tensorrt"))
+    assert scored_precision(tensorrt, GPU) == "fp16" and scored_precision(tensorrt, CPU) == "fp32"
+    int8 = Backend("onnxruntime-int8", precision=backend_precision("onnxruntime-int8"))
+    assert scored_precision(int8, CPU) == "int8"
+
+
 def test_prepared_backends_carry_their_precision(make_model: Any, tmp_path: Path) -> None:
     source = ModelSource("tiny", module=make_model("fcn32s", width=0.0625))
     prepared = prepare_backends(

@@ -593,7 +593,7 @@ def test_exif_orientation_is_applied_wherever_a_file_is_decoded(
         decoded = decode_image_bytes(path.read_bytes(), 100)
         assert decoded is not None
         np.testing.assert_array_equal(decoded, shown)
-        served = decode_image(path.read_bytes(), SizeBounds(min_hw=(1, 1), max_hw=(512, 512)))
+        served = decode_image(path.read_bytes(), [SizeBounds(min_hw=(1, 1), max_hw=(512, 512))])
         np.testing.assert_array_equal(served, shown)
     assert read_image(tmp_path / "o6.jpg").shape == (100, 60, 3)
     seg = Segmenter.load(files / "m7.pt", device="cpu")

@@ -677,6 +677,15 @@ def test_the_qdq_zero_point_parser_error_gets_the_int8_target_hint_not_the_dtype
     assert "strongly typed" not in format_parser_errors("m.onnx", [dq_type])
 
 
+def test_severity_passes_orders_tensorrt_severities():
+    from fcn_deploy.engine.plan import severity_passes
+
+    assert severity_passes("ERROR", "WARNING") and severity_passes("WARNING", "WARNING")
+    assert not severity_passes("INFO", "WARNING") and not severity_passes("VERBOSE", "INFO")
+    assert severity_passes("VERBOSE", "VERBOSE") and severity_passes("INTERNAL_ERROR", "ERROR")
+    assert severity_passes("SOMETHING_NEW", "WARNING")  # kept, never lost
+
+
 def test_workspace_and_opt_level_are_checked():
     assert workspace_bytes(4) == 4 << 30 and workspace_bytes(0.5) == 1 << 29
     with pytest.raises(FCNError, match="positive number of GiB"):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from conftest import randomize
 from onnx import TensorProto, helper
+from torch import nn
 
 import fcn_deploy
 from fcn_deploy.cli.export import main as export_main
@@ -35,6 +36,7 @@ from fcn_deploy.export.graph import (
     Float32Island,
     Fp16Plan,
     LayerPeaks,
+    activation_peaks,
     group_diagonal_deconvs,
     probe_fp16_plan,
 )
@@ -265,6 +267,56 @@ def test_fp16_plan_keeps_values_fp32_until_a_layer_brings_them_back() -> None:
     plan = Fp16Plan.from_peaks(peaks)
     assert plan.fp32_layers == ("fc7", "score_fr", "upscore2")
     assert plan.fp32_outputs == ("fc7", "score_fr") and plan.peak == 2e6
+
+
+def _perturbations(net: torch.nn.Module) -> list[tuple[str, str]]:
+    """Every conv/deconv of ``net``, to be pushed past FP16's range two ways: ``before`` a ReLU
+    (a bias of -30000: huge negative outputs the ReLU then zeroes, so the next layer's own input
+    is small) and ``after`` one (weights ×3000: huge values that survive it). Deconvolutions have
+    no bias and no ReLU after them: ``after`` only."""
+    layers = [
+        (n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+    ]
+    return [
+        (name, how)
+        for name, layer in layers
+        for how in ("before", "after")
+        if how == "after" or layer.bias is not None
+    ]
+
+
+@pytest.mark.slow  # 39 perturbed nets, each planned, run in FP16 and traced: ~1 min on 2 cores
+def test_fp16_plan_is_consistent_for_every_single_layer_perturbation(make_model) -> None:
+    """A consumer of an FP32 output computes in FP32 or casts it back: whichever one layer of
+    FCN-8s (every layer FCN-32s has, and the skips) leaves FP16's range, the half net runs
+    eagerly and traces through torch.export, stays finite and keeps the FP32 net's labels.
+    (FCN-32s with fc7.bias -= 20000 used to keep fc7 alone in FP32 and hand score_fr, FP16 and
+    fed through the ReLU, an FP32 tensor: "Input type (float) and bias type (c10::Half)"
+    eagerly, a failed torch.export.) The plan is measured on the test's own input, as
+    `probe_fp16_plan` measures it on its probes."""
+    x = torch.from_numpy(
+        Preprocessing.caffe().apply(synthetic_images(2, 32, 48, np.random.default_rng(3)))
+    )
+    cases = _perturbations(make_model("fcn8s", width=0.0625, num_classes=5))
+    assert len(cases) == 39
+    for name, how in cases:
+        model = make_model("fcn8s", width=0.0625, num_classes=5)
+        layer = model.get_submodule(name)
+        with torch.no_grad():
+            if how == "before":
+                layer.bias.sub_(30000.0)
+            else:
+                layer.weight.mul_(3000.0)
+        plan = Fp16Plan.from_peaks(activation_peaks(model, x))
+        assert name in plan.fp32_layers, (name, how, plan)
+        deploy = DeployModule(model, "fp16", plan=plan).eval()
+        with torch.inference_mode():
+            ref = model(x)
+            half = deploy(x)
+        assert half.dtype == torch.float32 and torch.isfinite(half).all(), (name, how)
+        agree = (half.argmax(1) == ref.argmax(1)).float().mean().item()
+        assert agree >= 0.98, (name, how, agree, plan)
+        torch.export.export(deploy, (x,))  # an FP32 tensor into an FP16 layer fails here
 
 
 def test_fp16_export_stays_finite_past_fp16s_range(make_model, tmp_path: Path) -> None:

@@ -122,5 +122,11 @@ def test_gpu_check_rehearsal_runs_every_step_and_hands_back_its_files(
     for test in ("test_distributed.py::", "test_train_amp.py::", "test_bench_gpu_paths.py::"):
         assert test in log
     summary = next(out.glob("*-summary.md")).read_text()
-    assert "| torch | 64x64 | 8 |" in summary and "tests and runs: passed" in summary
+    assert "| torch | 64x64 | 8 |" in summary
+    # no GPU, no TensorRT, no jsonschema there: never "passed" alone, every skip with its reason
+    skipped = re.search(r"\*\*Result: passed, with (\d+) item\(s\) skipped", summary)
+    assert skipped and f"## Skipped ({skipped[1]})" in summary, summary[:2000]
+    assert "- fcn-bench batch 1, tensorrt: TensorRT is not installed" in summary
+    assert "- schema check of the fcn-bench results: jsonschema is not installed here" in summary
+    assert f"gpu-check: passed, with {skipped[1]} item(s) skipped" in done.stdout.splitlines()[-1]
     assert re.search(r"fcn-train fcn8s .*: [0-9.]+ images/s with AMP, [0-9.]+ without", summary)

@@ -157,9 +157,11 @@ def test_runner_cuda_io_binding(fp16_io_export) -> None:
 
 
 def test_cuda_tensor_to_cpu_runner_is_not_a_race(fp16_io_export) -> None:
-    """Copies to the host are blocking (``non_blocking`` only towards a GPU)."""
+    """Copies to the host are blocking (``non_blocking`` only towards a GPU), and so are copies
+    from pinned host memory: the caller may refill its buffer as soon as ``infer`` returns."""
     assert not non_blocking_copy(torch.device("cpu"))
     assert non_blocking_copy(torch.device("cuda", 0))
+    assert not non_blocking_copy(torch.device("cuda", 0), pinned_source=True)
     if torch.cuda.is_available():
         model, path = fp16_io_export
         runner = OnnxRuntimeRunner(path, device="cpu")

@@ -173,6 +173,7 @@ def test_config_publishes_classes_palette_and_bounds(
         assert params["fcn_deploy.class_names"] == local.class_names
         assert [tuple(c) for c in params["fcn_deploy.palette"]] == local.palette
         assert params["fcn_deploy.max_hw"] == list(MAX_SIZE)
+        assert params["fcn_deploy.max_sizes"] == [list(MAX_SIZE)]
         assert params["fcn_deploy.min_hw"] == [1, 1]
         assert params["fcn_deploy.backend"] == "onnxruntime"
         assert params["fcn_deploy.precision"] == "fp32"
@@ -577,7 +578,7 @@ def test_encoded_images_over_the_megapixel_limit_are_refused_before_decoding() -
     from fcn_deploy.meta import SizeBounds
     from fcn_deploy.serve.server import decode_image
 
-    bounds = SizeBounds(min_hw=(1, 1), max_hw=None, max_batch=1)
+    bounds = [SizeBounds(min_hw=(1, 1), max_hw=None, max_batch=1)]
     with pytest.raises(FCNError, match=r"400\.0 megapixels") as info:
         decode_image(png_header(20000, 20000), bounds)
     assert info.value.param == "max_megapixels"

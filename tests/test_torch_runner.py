@@ -82,3 +82,50 @@ def test_fp16_on_the_gpu_agrees_and_frees_its_memory(make_model: Any) -> None:
     tolerance = 1 << 20
     assert held > 2 * tolerance
     assert torch.cuda.memory_allocated() - baseline <= tolerance
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (pinned host memory)")
+def test_a_pinned_input_may_be_refilled_as_soon_as_infer_returns(make_model: Any) -> None:
+    """A non-blocking copy from pinned memory would still be reading the buffer when infer
+    returned; the runner copies pinned inputs blocking (`non_blocking_copy`)."""
+    model = make_model("fcn8s", width=0.125)
+    runner = TorchRunner(model, device="cuda")
+    images = synthetic_images(4, 256, 320, np.random.default_rng(1))
+    x = torch.from_numpy(model.info.preprocessing.apply(images))
+    expected = runner.infer(x).cpu()
+    pinned = x.pin_memory()
+    outs = []
+    for _ in range(5):
+        pinned.copy_(x)
+        outs.append(runner.infer(pinned))
+        pinned.fill_(1e4)  # the next batch, written at once
+    for out in outs:
+        torch.testing.assert_close(out.cpu(), expected, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_every_precision_times_the_work_the_exports_do(make_model: Any, precision: str) -> None:
+    """Like for like with the exports and engines: depthwise upsampling (dense FP32 deconvolutions
+    did 21× the work), FP32 in and out with the casts inside the call (as an FP16 graph with FP32
+    I/O), and the input's layout settled in `check_input`, outside any timed call (FP16 made a
+    channels_last copy inside it)."""
+    model = make_model("fcn8s", width=0.0625)
+    runner = TorchRunner(model, device="cpu", precision=precision)
+    assert runner.model is not None and runner.input_dtype == torch.float32
+    assert runner.model.get_submodule("net.upscore8").groups == 21
+    x = torch.from_numpy(
+        model.info.preprocessing.apply(synthetic_images(1, 48, 64, np.random.default_rng(0)))
+    )
+    ready = runner.check_input(x)
+    layout = torch.channels_last if precision == "fp16" else torch.contiguous_format
+    assert ready.dtype == torch.float32 and ready.is_contiguous(memory_format=layout)
+    assert runner.check_input(ready) is ready  # Runner.infer checks again: nothing left to do
+    out = runner.infer(ready)
+    assert out.dtype == torch.float32 and out.shape == (1, 21, 48, 64)
+    with torch.inference_mode():
+        ref = model(x)
+    if precision == "fp32":
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-4)
+    else:
+        assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.98

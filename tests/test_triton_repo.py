@@ -108,9 +108,13 @@ def test_fp16_io_and_plan_variants_parse(onnx_files: dict[str, Path], tmp_path: 
     # a TensorRT engine (built elsewhere: TensorRT is not installed here): bytes stand in for it
     engine = tmp_path / "fcn.engine"
     engine.write_bytes(b"serialized engine")
-    report = write_triton_repo(tmp_path / "repo", engine, metadata=meta, max_batch=3)
+    report = write_triton_repo(tmp_path / "repo", engine, metadata=meta, max_batch=3, profiles=3)
     config = parse(report.config_path.read_text())
     assert config.platform == "tensorrt_plan" and config.max_batch_size == 3
+    # every profile for every instance: without them Triton serves profile 0 alone
+    assert list(config.instance_group[0].profile) == ["0", "1", "2"]
+    onnx_config = parse(triton_model_config("m", "onnxruntime_onnx", meta, 4))
+    assert list(onnx_config.instance_group[0].profile) == []  # TensorRT plans only
     assert report.model_file.name == "model.plan"
     assert report.model_file.read_bytes() == b"serialized engine"
     with pytest.raises(FCNError, match="kind='cpu'"):

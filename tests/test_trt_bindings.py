@@ -143,9 +143,20 @@ logger.log(trt.ILogger.Severity.INFO, "i1")
 with logger.capture() as errors:
     logger.log(trt.ILogger.Severity.ERROR, "e1")
 found["captured"] = errors
-found["records"] = records
+found["records"] = list(records)
+# filtered in log(): TensorRT hands an ILogger every message (ILogger has no min_severity)
+found["ilogger_has_min_severity"] = hasattr(trt.ILogger, "min_severity")
+logger.min_severity = trt.ILogger.Severity.WARNING
+for severity, text in (("INFO", "i2"), ("VERBOSE", "v2"), ("WARNING", "w2"), ("ERROR", "e2")):
+    logger.log(getattr(trt.ILogger.Severity, severity), text)
+found["filtered"] = records[len(found["records"]):]
+from fcn_deploy.engine.plan import SEVERITIES
+found["severity_values"] = [int(getattr(trt.ILogger.Severity, n)) for n in SEVERITIES]
 
-# the progress monitor: a real IProgressMonitor, cancelled through the signal flag
+# the progress monitor: a real IProgressMonitor, cancelled through the signal flag while the
+# "build" (a stand-in for build_serialized_network) runs on run_cancellable's worker thread
+import os, threading, time
+from fcn_deploy.engine.cancel import run_cancellable
 monitor = trt_compile.BuildMonitor(progress=False)
 found["monitor_is_trt"] = isinstance(monitor, trt.IProgressMonitor)
 monitor.phase_start("Building", None, 3)
@@ -155,10 +166,15 @@ class Reraised(Exception):
 def previous(signum, frame):
     raise Reraised(signum)
 signal.signal(signal.SIGTERM, previous)
+def build():  # TensorRT stops at the first False step_complete returns
+    for step in range(1, 3000):
+        steps.append(monitor.step_complete("Building", step))
+        if not steps[-1]:
+            return
+        time.sleep(0.01)
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
 try:
-    with trt_compile.cancel_on_signals(monitor):
-        signal.raise_signal(signal.SIGTERM)
-        steps.append(monitor.step_complete("Building", 1))
+    run_cancellable(build, monitor.cancelled)
     found["reraised"] = None
 except Reraised as e:
     found["reraised"] = e.args[0]
@@ -236,11 +252,20 @@ def test_one_logger_routes_messages_through_logging_and_captures_errors(probed):
     ]
 
 
+def test_the_logger_filters_by_min_severity_itself(probed):
+    """``min_severity`` belongs to the binding's ``trt.Logger`` only; set on an ``ILogger``
+    subclass it did nothing until ``log`` filtered by it."""
+    assert probed["ilogger_has_min_severity"] is False
+    assert probed["filtered"] == [["WARNING", "TensorRT: w2"], ["ERROR", "TensorRT: e2"]]
+    assert probed["severity_values"] == [0, 1, 2, 3, 4]  # the order severity_passes assumes
+
+
 def test_a_signal_cancels_the_build_through_the_monitor_then_reaches_its_handler(probed):
     import signal
 
     assert probed["monitor_is_trt"] is True
-    assert probed["steps"] == [True, False]  # False asks TensorRT to stop the build
+    steps = probed["steps"]  # False asks TensorRT to stop the build; it came within 3000 steps
+    assert len(steps) > 2 and all(steps[:-1]) and steps[-1] is False
     assert probed["reraised"] == int(signal.SIGTERM)  # then exit 143 as everywhere else
 
 

@@ -204,6 +204,7 @@ def test_executor_runs_misaligned_views_on_its_own_stream(exported):
     assert view.data_ptr() % 256 != 0 and view.is_contiguous()
     expected = executor.run(view.clone()).clone()
     side = torch.cuda.Stream(runner.device)
+    side.wait_stream(torch.cuda.current_stream(runner.device))  # `batch` was made on the default
     with torch.cuda.stream(side):
         got = executor.run(view).clone()  # ordered on `side` by the executor's events
     side.synchronize()

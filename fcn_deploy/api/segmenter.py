@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._sizes import holds, largest_tile, padded_size, sizes_text
 from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_megapixels, read_image, to_bgr8
 from ..meta import ModelInfo
@@ -119,8 +120,11 @@ class Segmenter:
     >>> cv2.imwrite("overlay.jpg", seg.overlay("street.jpg", labels))
 
     Images larger than the model accepts raise `FCNError` unless tiling is on (``tile=True`` here
-    or per call): overlapping tiles of ``tile_size`` (default: the model's largest input, at most
-    1024) sharing ``overlap`` pixels, blended as described in `fcn_deploy.api.tiling`. Equal-size
+    or per call): overlapping tiles of ``tile_size`` sharing ``overlap`` pixels, blended as
+    described in `fcn_deploy.api.tiling`. The default tile is the largest input one size range
+    of the model holds (one optimization profile of an engine: profiles need not nest), at most
+    1024, and tiles only the images no range holds whole; a ``tile_size`` given tiles every
+    image larger than it. Equal-size
     images share runner calls of up to ``batch_size`` (default: the model's max batch, or 8).
     Images over ``max_megapixels`` (default 100; None: no limit) are refused before any work,
     files from their header before decoding, on every backend.
@@ -144,19 +148,14 @@ class Segmenter:
         self.runner = runner
         self.max_megapixels = max_megapixels
         self.tile = tile
-        bounds = runner.bounds
-        limit = bounds.max_hw or (DEFAULT_TILE, DEFAULT_TILE)
+        ranges = runner.size_ranges
         size = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
-        size = size or (min(limit[0], DEFAULT_TILE), min(limit[1], DEFAULT_TILE))
-        if (
-            size[0] > limit[0]
-            or size[1] > limit[1]
-            or size[0] < bounds.min_hw[0]
-            or size[1] < bounds.min_hw[1]
-        ):
+        size = size or largest_tile(ranges, (DEFAULT_TILE, DEFAULT_TILE))
+        if not any(holds(r, *size) for r in ranges):
             raise FCNError(
                 f"tile size {size[0]}x{size[1]} is outside what this model accepts "
-                f"({bounds.min_hw[0]}x{bounds.min_hw[1]}..{limit[0]}x{limit[1]})"
+                f"({sizes_text(ranges, with_min=True)})",
+                param="tile_size",
             )
         overlap = (
             max(0, min(DEFAULT_OVERLAP, min(size) // 4, min(size) - ALIGN))
@@ -169,8 +168,9 @@ class Segmenter:
                 f"net's stride {ALIGN}), got {overlap}"
             )
         self.tile_size: tuple[int, int] = (int(size[0]), int(size[1]))
+        self._tile_given = tile_size is not None  # then every image larger than it is tiled
         self.overlap = overlap
-        top = bounds.max_batch or DEFAULT_BATCH
+        top = runner.bounds.max_batch or DEFAULT_BATCH
         self.batch_size = min(batch_size or top, top)
         self.last_timing = Timing()
 
@@ -306,16 +306,19 @@ class Segmenter:
         tile = self.tile if tile is None else tile
         results: list[np.ndarray | None] = [None] * len(pixels)
         groups: dict[tuple[int, int], list[int]] = {}
+        ranges = self.runner.size_ranges
         for k, p in enumerate(pixels):
-            (h, w), top = p.shape[:2], self.runner.bounds.max_hw
-            if tile and (h > self.tile_size[0] or w > self.tile_size[1]):
+            h, w = p.shape[:2]
+            whole = padded_size(ranges, h, w) is not None  # one range (profile) holds it whole
+            over = h > self.tile_size[0] or w > self.tile_size[1]
+            if tile and over and (self._tile_given or not whole):
                 results[k] = self._tiled(p, scores)
-            elif top is None or (h <= top[0] and w <= top[1]):
+            elif whole:
                 groups.setdefault((h, w), []).append(k)
             else:
                 raise FCNError(
                     f"an image of {h}x{w} (HxW) is larger than this model accepts "
-                    f"({top[0]}x{top[1]}); pass tile=True to run it in overlapping tiles",
+                    f"({sizes_text(ranges)}); pass tile=True to run it in overlapping tiles",
                     param="tile",
                 )
         for indices in groups.values():
@@ -334,11 +337,9 @@ class Segmenter:
         timing, runner = self.last_timing, self.runner
         t0 = time.perf_counter()
         _n, h, w = bgr.shape[:3]
-        small = runner.bounds.min_hw
-        pad_h, pad_w = max(0, small[0] - h), max(0, small[1] - w)
-        if (
-            pad_h or pad_w
-        ):  # below the model's smallest input: repeat the edge pixels, crop afterwards
+        fit = padded_size(runner.size_ranges, h, w) or (h, w)  # the runner names a misfit
+        pad_h, pad_w = fit[0] - h, fit[1] - w
+        if pad_h or pad_w:  # below the range's smallest input: repeat the edge pixels, crop after
             bgr = np.stack(
                 [cv2.copyMakeBorder(b, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for b in bgr]
             )

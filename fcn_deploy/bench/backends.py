@@ -2,16 +2,21 @@
 
 The benchmark only ever holds `Runner`s; this module is the one place that knows how each named
 backend is made from the model given: eager PyTorch from the weights (``torch-compile``: the same
-net through ``torch.compile``), ONNX Runtime and OpenVINO from an ONNX file exported on the fly
+net through ``torch.compile``), ONNX Runtime and OpenVINO from the ONNX file of their precision,
+given (``--onnx``: verified exports of the same weights, `given_exports`) or exported on the fly
 (its export time reported; INT8 calibrated on synthetic images unless told otherwise), TensorRT
-from an engine built on the fly.
+from an engine built on the fly from the FP16 one. Files exported or built here are named by what
+they were made from, so a second run into the same ``cache_dir`` (gpu-check's batch-8 sweep after
+its batch-1 one) reuses them, engine and timing cache included.
 A backend that cannot run here is kept, with its reason, so no result silently disappears.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._io import sha256_file
 from ..checkpoint import load_model
 from ..engine._trt import MISSING_MESSAGE, tensorrt_available
 from ..engine.profiles import DEFAULT_MAX_BATCH, Shape
@@ -37,10 +43,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BENCH_BACKENDS",
-    "DEFAULT_BACKENDS",
     "Backend",
     "ModelSource",
     "backend_precision",
+    "default_backends",
+    "given_exports",
     "onnx_for",
     "parse_backends",
     "prepare_backends",
@@ -60,10 +67,12 @@ BENCH_BACKENDS = (
     "openvino-int8",
     "tensorrt",
 )
-# A first run: eager against ONNX Runtime, and the GPU routes (listed as unavailable without a
-# GPU). The rest are asked for by name: INT8 calibrates the full net first (minutes and GBs),
-# FP16 graphs gain nothing on a CPU, torch-compile's compile time would dominate.
-DEFAULT_BACKENDS = ("torch", "onnxruntime", "torch-fp16", "tensorrt")
+# A first run measures what is fast on the device (`default_backends`); the rest are asked for
+# by name: FP16 graphs gain nothing on a CPU (they run at half the FP32 speed there),
+# torch-compile's compile time would dominate.
+CPU_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+CPU_OPENVINO = ("openvino", "openvino-int8")  # where OpenVINO is installed
+GPU_BACKENDS = ("torch", "torch-fp16", "onnxruntime", "tensorrt")
 # INT8 calibration images: ONNX Runtime's calibrator keeps every activation of every image
 # (~1.4 GB per 500×500 image for the full-size net), so a few images bound its memory
 CALIBRATION_IMAGES = 4
@@ -88,17 +97,59 @@ def random_model(
     return model.eval()
 
 
+def default_backends(device: torch.device) -> list[str]:
+    """What a first run measures: what is fast on ``device``. On a CPU, eager PyTorch against
+    FP32 and INT8 under ONNX Runtime, and under OpenVINO where it is installed; on a GPU, eager
+    FP32 and FP16, ONNX Runtime and TensorRT (each skipped with its reason where it cannot run)."""
+    if device.type == "cuda":
+        return list(GPU_BACKENDS)
+    openvino = importlib.util.find_spec("openvino") is not None
+    return [*CPU_BACKENDS, *(CPU_OPENVINO if openvino else ())]
+
+
 @dataclass
 class ModelSource:
-    """The model under test: a net in memory or a weights file, or an ONNX file or engine."""
+    """The model under test: a net in memory or a weights file, or an ONNX file or engine; and the
+    exports given for it, by precision (`given_exports`)."""
 
     label: str  # what the report calls it
     module: nn.Module | None = None  # weights we can run eagerly and export
-    path: Path | None = None  # .onnx / .engine given directly
+    path: Path | None = None  # .engine given directly
     info: ModelInfo | None = None
+    exports: dict[str, Path] = field(default_factory=dict)  # precision → ONNX file to run
+    sha256: str | None = None  # of the weights, as an export records its source's
 
     @classmethod
     def open(
+        cls,
+        model: str | None,
+        variant: str | None,
+        width: float,
+        num_classes: int,
+        onnx: Sequence[str | os.PathLike[str]] = (),
+        allow_unverified: bool = False,
+    ) -> ModelSource:
+        """The model (None: a random net of ``variant``/``width``, unless ``onnx`` files alone
+        are given) and the ``onnx`` files or folders of them given to run instead of exports."""
+        if model is None and onnx:
+            exports = given_exports(onnx, allow_unverified)
+            info = _info_of(next(iter(exports.values())))
+            names = ", ".join(str(p) for p in exports.values())
+            return cls(names, info=info, exports=exports)
+        source = cls._open(model, variant, width, num_classes)
+        given = given_exports(onnx, allow_unverified, source) if onnx else {}
+        twice = sorted(set(given) & set(source.exports))
+        if twice:
+            raise FCNError(
+                f"onnx: MODEL {source.label} is the {twice[0]} file already; give each "
+                "precision once",
+                param="onnx",
+            )
+        source.exports.update(given)
+        return source
+
+    @classmethod
+    def _open(
         cls, model: str | None, variant: str | None, width: float, num_classes: int
     ) -> ModelSource:
         if model is None:
@@ -112,12 +163,78 @@ class ModelSource:
             )
         if backend_for_path(path) == "torch":
             net = load_model(path, variant=variant)
-            return cls(str(path), module=net, info=net.info)
+            return cls(str(path), module=net, info=net.info, sha256=sha256_file(path))
         if path.suffix.lower() == ".onnx":  # a foreign or unsafe file is bad input (exit 2)
             from ..export import read_onnx_metadata
 
-            return cls(str(path), path=path, info=read_onnx_metadata(path).info)
+            meta = read_onnx_metadata(path)
+            return cls(str(path), info=meta.info, exports={meta.precision: path})
         return cls(str(path), path=path)
+
+    def weights_sha256(self) -> str:
+        """sha256 of the weights (the file's, or the state dict's for a net in memory): what an
+        export of them records as its ``source_sha256``."""
+        if self.sha256 is None:
+            from ..export.exporter import model_sha256
+
+            assert self.module is not None
+            self.sha256 = model_sha256(self.module)
+        return self.sha256
+
+
+def _info_of(path: Path) -> ModelInfo:
+    from ..export import read_onnx_metadata
+
+    return read_onnx_metadata(path).info
+
+
+def given_exports(
+    paths: Sequence[str | os.PathLike[str]],
+    allow_unverified: bool = False,
+    source: ModelSource | None = None,
+) -> dict[str, Path]:
+    """Exported ONNX files to run instead of exporting, by precision: each path a ``.onnx`` file or
+    a folder of them (its own files, not its subfolders).
+
+    Each file must have passed its export's verification (``allow_unverified`` to run one that
+    failed), one file per precision, and, given a ``source`` with weights, be an export of
+    those weights (its recorded ``source_sha256``): the accuracy columns compare it with them.
+    """
+    from ..export import check_verified, read_onnx_metadata
+
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(
+                f for f in given.iterdir() if f.suffix.lower() == ".onnx" and f.is_file()
+            )
+            if not found:
+                raise FCNError(f"onnx: {given} holds no .onnx files", param="onnx")
+            files += found
+        elif given.is_file() and given.suffix.lower() == ".onnx":
+            files.append(given)
+        else:
+            raise FCNError(f"onnx: {given} is not an .onnx file or a folder of them", param="onnx")
+    weights = source.weights_sha256() if source is not None and source.module is not None else None
+    label = source.label if source is not None else ""
+    exports: dict[str, Path] = {}
+    for path in files:
+        meta = read_onnx_metadata(path)  # a foreign or damaged file: one line
+        check_verified(meta, path, allow_unverified)
+        if weights is not None and meta.source_sha256 != weights:
+            raise FCNError(
+                f"onnx: {path} was exported from other weights than {label}; give exports of "
+                "this model (or leave the model out to run the exports alone)",
+                param="onnx",
+            )
+        if meta.precision in exports:
+            raise FCNError(
+                f"onnx: two {meta.precision} exports given, {exports[meta.precision]} and {path}; "
+                "give one file per precision",
+                param="onnx",
+            )
+        exports[meta.precision] = path
+    return exports
 
 
 @dataclass
@@ -283,47 +400,59 @@ def onnx_for(
 ) -> tuple[Path | None, float | None, str]:
     """The ONNX file for ``precision``: the one given, or one exported now (with its export time).
 
-    An exported file is reused by every backend that runs it (ONNX Runtime and OpenVINO INT8
-    run the same calibrated file). Its batch bound is at least 8 whatever the run's batch, so
-    runs at batch 1 and 8 export the same file and build one TensorRT engine from it.
+    An exported file is named by what it was made from (`_export_name`: the weights, precision,
+    batch bound and, for INT8 only, the calibration images), so every backend of a run that runs
+    it (ONNX Runtime and OpenVINO INT8 run the same calibrated file; ONNX Runtime FP16 and
+    TensorRT the same FP16 one) and a later run into the same ``cache`` reuse it. Its batch
+    bound is at least 8 whatever the run's batch, so runs at batch 1 and 8 export the same file
+    and build one TensorRT engine from it.
     """
-    if source.path is not None:
-        if source.path.suffix.lower() != ".onnx":
-            return None, None, f"--model {source.label} is not an ONNX file or checkpoint"
-        from ..export import read_onnx_metadata
-
-        given = read_onnx_metadata(source.path).precision
-        if given != precision:
-            why = f"--model {source.label} is {given}; pass a checkpoint to export {precision}"
-            return None, None, why + " on the fly"
-        return source.path, None, ""
+    given = source.exports.get(precision)
+    if given is not None:
+        return given, None, ""
+    if source.module is None:
+        why = f"{source.label} has no {precision} export; give one (--onnx), or the checkpoint"
+        return None, None, why + " to export it from"
     from ..export import export_onnx
 
-    assert source.module is not None  # a source is weights or a file
-    out = cache / f"model-{precision}.onnx"
-    spec = calibration.spec if isinstance(calibration, CalibrationSource) else calibration
-    key = (out, id(source.module), spec)
-    if key in _EXPORTED and out.exists():
-        return out, _EXPORTED[key], ""
+    batch = max(max_batch, DEFAULT_MAX_BATCH)
+    out = cache / _export_name(source, precision, batch, calibration)
+    if out.exists():  # written atomically: a file there is whole
+        log.info("reusing %s (exported from these weights before)", out)
+        return out, _EXPORTED.get(out), ""
     t0 = time.perf_counter()
     # verify=False: the benchmark's own accuracy columns compare every size against eager FP32
     export_onnx(
         source.module,
         out,
         precision=precision,
-        max_batch=max(max_batch, DEFAULT_MAX_BATCH),
+        max_batch=batch,
         verify=False,
         progress=False,
         calibration=calibration,
         calibration_images=CALIBRATION_IMAGES,
     )
-    _EXPORTED[key] = time.perf_counter() - t0
-    return out, _EXPORTED[key], ""
+    _EXPORTED[out] = time.perf_counter() - t0
+    return out, _EXPORTED[out], ""
 
 
-_EXPORTED: dict[
-    tuple[Path, int, str], float
-] = {}  # files exported in this process, with their export time
+def _export_name(
+    source: ModelSource, precision: str, max_batch: int, calibration: str | CalibrationSource
+) -> str:
+    """``model-<precision>-<digest>.onnx``: the digest of everything the file depends on. FP32 and
+    FP16 exports do not depend on the calibration, so every backend shares them."""
+    from .. import __version__
+
+    h = hashlib.sha256(f"{__version__}:{source.weights_sha256()}:{precision}:{max_batch}".encode())
+    if precision == "int8":
+        spec = calibration.spec if isinstance(calibration, CalibrationSource) else calibration
+        h.update(spec.encode())
+        for image in calibration.arrays if isinstance(calibration, CalibrationSource) else ():
+            h.update(image.tobytes())
+    return f"model-{precision}-{h.hexdigest()[:16]}.onnx"
+
+
+_EXPORTED: dict[Path, float] = {}  # files exported in this process, with their export time
 
 
 def _torch_compile(name: str, module: nn.Module, dev: str, precision: str) -> Backend:
@@ -363,7 +492,7 @@ def _tensorrt(
             artifact=str(path),
         )
     batch = max(max_batch, DEFAULT_MAX_BATCH)
-    onnx_path, export_s, why = onnx_for(source, "fp16", batch, cache)
+    onnx_path, export_s, why = onnx_for(source, "fp16", batch, cache)  # onnxruntime-fp16's too
     if onnx_path is None:
         return Backend(name, skipped=why)
     from ..engine import build_engine

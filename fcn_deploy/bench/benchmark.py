@@ -15,13 +15,20 @@ import torch
 from ..errors import FCNError
 from ..runtime import resolve_device
 from .backends import (
-    DEFAULT_BACKENDS,
     ModelSource,
+    default_backends,
     parse_backends,
     prepare_backends,
     tensorrt_unavailable,
 )
-from .machine import CUDNN_BENCHMARK, FP32_MATH, compute_precision, machine_info, matmul_peak
+from .machine import (
+    CUDNN_BENCHMARK,
+    FP32_MATH,
+    PROBE_BUDGET_S,
+    compute_precision,
+    machine_info,
+    matmul_peak,
+)
 from .results import SCENARIOS, CompileRow, SizeRow, Skipped, to_json
 from .scenarios import (
     BENCH_CALIBRATION,
@@ -43,7 +50,7 @@ def run_benchmark(
     variant: str | None = None,
     width: float = 1.0,
     num_classes: int = 21,
-    backends: str = ",".join(DEFAULT_BACKENDS),
+    backends: str | None = None,
     config: BenchConfig | None = None,
     device: str | None = None,
     threads: int | None = None,
@@ -52,13 +59,20 @@ def run_benchmark(
     matmul_size: int | None = None,
     command: str = "",
     calibration: str = BENCH_CALIBRATION,
+    onnx: Sequence[str | os.PathLike[str]] = (),
+    allow_unverified: bool = False,
+    peak_seconds: float = PROBE_BUDGET_S,
 ) -> dict[str, Any]:
     """Run ``scenario`` and return the result document (see ``report.SCHEMA``).
 
-    ``matmul_size`` sets the side of the matmul whose rate is the peak (default 4096 CPU, 8192 GPU).
-    ``calibration`` is where INT8 backends made from weights take their calibration images:
-    ``bench`` (images drawn like the measured inputs, `calibration_images`) or any
-    `fcn_deploy.export.CalibrationSource` spec.
+    ``backends``: comma-separated names (default: what is fast on the device,
+    `default_backends`). ``onnx``: exported files, or folders of them, that the ONNX backends
+    run instead of exporting (`given_exports`; an unverified one only with
+    ``allow_unverified``). ``matmul_size`` fixes the side of the matmul whose rate is the peak;
+    by default each peak probe picks the largest side (up to 4096 CPU, 8192 GPU) that fits
+    ``peak_seconds``. ``calibration`` is where INT8 backends made from weights take their
+    calibration images: ``bench`` (images drawn like the measured inputs, `calibration_images`)
+    or any `fcn_deploy.export.CalibrationSource` spec.
     """
     if cache_dir is None:  # files exported and engines built for this run go with it
         with tempfile.TemporaryDirectory(prefix="fcn-bench-") as tmp:
@@ -66,8 +80,11 @@ def run_benchmark(
                 scenario, model=model, variant=variant, width=width, num_classes=num_classes,
                 backends=backends, config=config, device=device, threads=threads, stream=stream,
                 cache_dir=Path(tmp), matmul_size=matmul_size, command=command,
-                calibration=calibration,
+                calibration=calibration, onnx=onnx, allow_unverified=allow_unverified,
+                peak_seconds=peak_seconds,
             )  # fmt: skip
+    if not peak_seconds > 0:
+        raise FCNError(f"peak_seconds must be > 0, got {peak_seconds}", param="peak_seconds")
     if scenario not in SCENARIOS:
         raise FCNError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     try:
@@ -85,7 +102,7 @@ def run_benchmark(
         if threads < 1:
             raise FCNError(f"threads must be at least 1, got {threads}", param="threads")
         torch.set_num_threads(threads)
-    names = parse_backends(backends)
+    names = parse_backends(backends) if backends else default_backends(dev)
     doc: dict[str, Any] = {
         "schema_version": 1,
         "scenario": scenario,
@@ -109,13 +126,14 @@ def run_benchmark(
         doc["model"] = {
             "label": f"random VGG16 classifier width {width:g} (FC vs convolutionalized)"
         }
-        doc["machine"] = _machine(dev, matmul_size, ["fp32"])
+        doc["machine"] = _machine(dev, matmul_size, ["fp32"], peak_seconds)
         doc["sliding_window"] = to_json(run_sliding_window(cfg, dev, width=width))
         doc["notes"].append(
             "both nets eager PyTorch FP32 on the same weights; p50 of the timed calls"
         )
         return doc
-    source = ModelSource.open(model, variant, width, num_classes)
+    source = ModelSource.open(model, variant, width, num_classes, onnx, allow_unverified)
+    doc["config"]["onnx"] = {p: str(path) for p, path in source.exports.items()}
     doc["model"] = {
         "label": source.label,
         **(
@@ -130,7 +148,8 @@ def run_benchmark(
     }
     if scenario == "static-vs-dynamic":
         doc["config"]["backends"] = ["tensorrt"]  # the scenario builds its own engines
-        doc["machine"] = _machine(dev, matmul_size, ["fp16" if dev.type == "cuda" else "fp32"])
+        precision = "fp16" if dev.type == "cuda" else "fp32"
+        doc["machine"] = _machine(dev, matmul_size, [precision], peak_seconds)
         _static_vs_dynamic(doc, source, dev, cfg, cache_dir)
         return doc
     from ..export.quantize import CalibrationSource
@@ -153,12 +172,12 @@ def run_benchmark(
         shapes=[(batch, 3, h, w) for h, w in sizes],
     )
     precisions = sorted({compute_precision(dev, b.precision) for b in prepared if not b.skipped})
-    doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"])
+    doc["machine"] = _machine(dev, matmul_size, precisions or ["fp32"], peak_seconds)
     doc["prepare_s"] = {b.name: b.prepare_s for b in prepared if b.prepare_s is not None}
     skipped: list[Skipped]
     if scenario == "sizes":
         rows, skipped = run_sizes(prepared, source, dev, cfg, doc["machine"]["peaks"])
-        _remeasure_peaks(doc["machine"]["peaks"], rows, dev, matmul_size)
+        _remeasure_peaks(doc["machine"]["peaks"], rows, dev, matmul_size, peak_seconds)
         doc["results"] = to_json(rows)
     else:
         stream_rows, skipped = run_stream(prepared, source, dev, sizes, cfg.seed)
@@ -190,10 +209,10 @@ def run_benchmark(
 
 
 def _machine(
-    dev: torch.device, matmul_size: int | None, precisions: Sequence[str]
+    dev: torch.device, matmul_size: int | None, precisions: Sequence[str], peak_seconds: float
 ) -> dict[str, Any]:
     info = machine_info(dev)
-    info["peaks"] = {p: matmul_peak(dev, p, matmul_size) for p in precisions}
+    info["peaks"] = {p: matmul_peak(dev, p, matmul_size, budget_s=peak_seconds) for p in precisions}
     info["environment"] = {
         k: v
         for k, v in os.environ.items()
@@ -207,6 +226,7 @@ def _remeasure_peaks(
     rows: list[SizeRow],
     dev: torch.device,
     matmul_size: int | None,
+    peak_seconds: float,
 ) -> None:
     """Measure the peak again after the sweep and keep the higher one for every row.
 
@@ -214,16 +234,16 @@ def _remeasure_peaks(
     two measurements is the conservative limit (it gives the lower fraction).
     """
     for precision, before in peaks.items():
-        after = matmul_peak(dev, precision, matmul_size)
+        after = matmul_peak(dev, precision, matmul_size, budget_s=peak_seconds)
         peaks[precision] = {
-            **max(before, after, key=lambda p: p["gflops_per_s"]),
+            **max(before, after, key=lambda p: p["gflops_per_s"] or 0.0),
             "start_gflops_per_s": before["gflops_per_s"],
             "end_gflops_per_s": after["gflops_per_s"],
         }
         peaks[precision]["method"] += ", higher of the measurements before and after the sweep"
     for row in rows:
         peak = peaks.get(row.compute_precision)
-        if peak:
+        if peak and peak["gflops_per_s"]:
             row.peak_gflops_per_s = peak["gflops_per_s"]
             row.peak_fraction = row.achieved_gflops_per_s / peak["gflops_per_s"]
 

@@ -81,8 +81,13 @@ SCHEMA: dict[str, Any] = {
                 ],
                 "properties": {
                     "backend": {"type": "string"},
-                    # mixed: a TensorRT engine with layers in more than one precision
-                    "precision": {"type": "string", "enum": ["fp32", "fp16", "int8", "mixed"]},
+                    # what the runner says it is; TensorRT: the inspector's label, "mixed" (layers
+                    # in more than one precision) or "unknown" (Myelin nodes hide it). The peak a
+                    # row is held to follows compute_precision, from the precision asked for
+                    "precision": {
+                        "type": "string",
+                        "enum": ["fp32", "fp16", "int8", "mixed", "unknown"],
+                    },
                     "height": {"type": "integer", "minimum": 1},
                     "width": {"type": "integer", "minimum": 1},
                     "batch": {"type": "integer", "minimum": 1},
@@ -316,7 +321,8 @@ def table(doc: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def _footer(doc: dict[str, Any]) -> list[str]:
     lines = [f"skipped {s['backend']}: {s['reason']}" for s in doc["skipped"]]
     for name, peak in doc["machine"]["peaks"].items():
-        lines.append(f"peak {name}: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['method']})")
+        rate = _fmt(peak["gflops_per_s"], ".1f")
+        lines.append(f"peak {name}: {rate} GFLOP/s ({peak['method']})")
     return lines + noise_notes(doc) + list(doc.get("notes", []))
 
 

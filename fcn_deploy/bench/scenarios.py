@@ -8,6 +8,7 @@ runner interface is used here, never "which backend is this".
 from __future__ import annotations
 
 import gc
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,12 +34,16 @@ __all__ = [
     "calibration_images",
     "random_images",
     "release_gpu_cache",
+    "row_line",
     "run_sizes",
     "run_stream",
+    "scored_precision",
     "stream_shapes",
 ]
 
 Size = tuple[int, int]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -205,9 +210,11 @@ def run_sizes(
                     except (FCNError, RuntimeError, ValueError) as e:
                         failure = f"failed at {size[0]}x{size[1]}: {e}"
                         skipped.append(Skipped(backend.name, failure, "failed"))
+                        log.warning("fcn-bench: %s %s", backend.name, failure)
                         row = None
                     if row is not None:
                         rows.append(row)
+                        log.info("fcn-bench: %s", row_line(row))  # visible in a log, not a bar
                     progress.update(1)
             release_gpu_cache(device)
     _add_speedups(rows)
@@ -222,6 +229,7 @@ def _open(backend: Backend, skipped: list[Skipped]) -> Runner | None:
         return backend.open()
     except (FCNError, RuntimeError, OSError, ValueError) as e:
         skipped.append(Skipped(backend.name, f"failed to open: {e}", "failed"))
+        log.warning("fcn-bench: %s failed to open: %s", backend.name, e)
         return None
 
 
@@ -274,11 +282,13 @@ def _measure_row(
     per_image_s = timing.percentile(50) / 1e3 / n
     gflops = flops(runner.info, h, w) / 1e9
     achieved = gflops / per_image_s
-    peak = peaks.get(compute_precision(runner.device, runner.precision))
+    arithmetic = scored_precision(backend, runner.device)
+    peak = peaks.get(arithmetic)
+    peak = peak if peak and peak["gflops_per_s"] else None  # None: no usable kernel measured
     row = SizeRow(
         backend=backend.name,
         precision=runner.precision,
-        compute_precision=compute_precision(runner.device, runner.precision),
+        compute_precision=arithmetic,
         io=runner.io,
         height=h,
         width=w,
@@ -302,6 +312,29 @@ def _measure_row(
     )
     row.set_end_to_end(_segment_timing(runner, images[0], cfg))
     return row
+
+
+def row_line(row: SizeRow) -> str:
+    """One finished row in one line: ``onnxruntime-int8 500x500 batch 1: p50 345.2 ms, ...``."""
+    parts = [
+        f"p50 {row.latency_ms['p50']:.1f} ms",
+        f"{row.images_per_s:.2f} images/s",
+        f"{row.achieved_gflops_per_s:.1f} GFLOP/s",
+    ]
+    if row.peak_fraction is not None:
+        parts.append(f"{row.peak_fraction:.1%} of the {row.compute_precision.upper()} peak")
+    if row.label_agreement is not None:
+        parts.append(f"labels {row.label_agreement:.2%} as eager FP32")
+    return f"{row.backend} {row.height}x{row.width} batch {row.batch}: " + ", ".join(parts)
+
+
+def scored_precision(backend: Backend, device: torch.device) -> str:
+    """The arithmetic a row is held to: what the backend was asked for (``tensorrt``: FP16),
+    never the runner's own label. TensorRT's inspector labels an FP16 engine ``unknown`` when
+    Myelin nodes hide its convolutions, and ``compute_precision`` reads that as FP32: the row
+    would be scored against the FP32 peak, its peak fraction inflated (past 1 on tensor cores).
+    The label stays in the row's ``precision``."""
+    return compute_precision(device, backend.precision)
 
 
 def _add_speedups(rows: list[SizeRow]) -> None:

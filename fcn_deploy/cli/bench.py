@@ -1,10 +1,11 @@
 """``fcn-bench``: backends against eager PyTorch across input sizes, with the machine's limit.
 
-Defaults finish in a few minutes on a 2-core CPU: eager PyTorch against ONNX Runtime (plus the
-GPU backends where there is a GPU) on the full FCN-8s with random weights at 224×224 and 500×500
-(126 and 363 GFLOPs per image, about 1 and 2-3 s per call there), 1 warm-up call and 5 timed
-calls per size, 3 end-to-end calls. On a GPU, ask for more: ``--iters 50 --sizes
-224x224,500x500,512x1024,1024x2048``.
+Defaults measure what is fast on the device: on a CPU eager PyTorch against FP32 and INT8 under
+ONNX Runtime (and OpenVINO where installed), on a GPU eager FP32 and FP16, ONNX Runtime and
+TensorRT; the full FCN-8s with random weights at 224×224 and 500×500 (126 and 363 GFLOPs per
+image, about 1 and 2-3 s per call on a 2-core CPU), 1 warm-up call and 5 timed calls per size, 3
+end-to-end calls, each peak probe within 5 s. Exports already made (``--onnx``) run as they
+are. On a GPU, ask for more: ``--iters 50 --sizes 224x224,500x500,512x1024,1024x2048``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..bench import (
     write_markdown,
     write_plot,
 )
-from ..bench.backends import DEFAULT_BACKENDS
+from ..bench.machine import PROBE_BUDGET_S
 from ..bench.scenarios import BENCH_CALIBRATION
 from ..imageio import check_megapixels
 from ._common import (
@@ -94,9 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backends",
-        default=",".join(DEFAULT_BACKENDS),
-        help=f"comma-separated, from {', '.join(BENCH_BACKENDS)} (default "
-        f"{','.join(DEFAULT_BACKENDS)})",
+        help=f"comma-separated, from {', '.join(BENCH_BACKENDS)} (default: on a CPU torch, "
+        "onnxruntime, onnxruntime-int8, and openvino, openvino-int8 where installed; on a GPU "
+        "torch, torch-fp16, onnxruntime, tensorrt)",
+    )
+    p.add_argument(
+        "--onnx",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE|DIR",
+        help="an exported .onnx file, or a folder of them (repeatable): the ONNX backends (and "
+        "TensorRT, from the FP16 one) run these instead of exporting MODEL again; one per "
+        "precision, verified and exported from MODEL",
     )
     p.add_argument(
         "--sizes",
@@ -138,7 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--matmul-size",
         type=positive_int,
-        help="side of the matmul measured as the peak (default 4096 CPU, 8192 GPU)",
+        help="side of the matmul measured as the peak (default: the largest, up to 4096 CPU and "
+        "8192 GPU, that fits --peak-seconds)",
+    )
+    p.add_argument(
+        "--peak-seconds",
+        type=positive_float,
+        default=PROBE_BUDGET_S,
+        metavar="S",
+        help=f"time budget of each peak probe, one per matmul kernel (default {PROBE_BUDGET_S:g})",
     )
     p.add_argument(
         "--calibration",
@@ -182,7 +201,8 @@ def _stream(text: str) -> tuple[int, int, int]:
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(build_parser(), argv)
     outputs = {"--json": args.json, "--markdown": args.markdown, "--plot": args.plot}
-    refuse_overwrites(outputs, {"--model": args.model})
+    exports = {f"--onnx {f}": f for f in args.onnx if not f.is_dir()}
+    refuse_overwrites(outputs, {"--model": args.model, **exports})
     for out in outputs.values():
         if out is not None:
             check_output_file(out)  # before the benchmark, not after it
@@ -217,6 +237,9 @@ def _main(argv: Sequence[str] | None) -> int:
         cache_dir=args.cache_dir,
         matmul_size=args.matmul_size,
         calibration=args.calibration,
+        onnx=args.onnx,
+        allow_unverified=args.allow_unverified,
+        peak_seconds=args.peak_seconds,
         command=shlex.join(["fcn-bench", *(argv if argv is not None else sys.argv[1:])]),
     )
     problems = validate(doc)

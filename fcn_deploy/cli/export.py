@@ -195,16 +195,19 @@ def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
     from ..export.triton_repo import write_triton_repo
 
     metadata = max_batch = None
+    profiles = 1
     if args.engine is not None:
         from ..engine import read_sidecar
 
         sidecar = read_sidecar(args.engine)
         model, metadata = args.engine, sidecar.onnx
         max_batch = max(profile.max[0] for profile in sidecar.profiles)
+        profiles = len(sidecar.profiles)
     report = write_triton_repo(
         args.triton_repo, model, name=args.triton_name, metadata=metadata, max_batch=max_batch,
         instances=args.triton_instances, kind=args.triton_kind or _default_kind(args),
         queue_delay_us=args.triton_queue_delay, tensorrt_fp16=args.triton_trt_fp16,
+        profiles=profiles,
     )  # fmt: skip
     print(report.summary())
 

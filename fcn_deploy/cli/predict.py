@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile-size",
         type=positive_int,
         metavar="PX",
-        help="tile side (default: the model's largest input, at most 1024)",
+        help="tile side (default: the largest input one of the model's size ranges holds, an "
+        "engine's profile, at most 1024); images larger than a given side are always tiled",
     )
     p.add_argument(
         "--overlap",

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._device import cuda_index
+from .._device import cuda_index, on_requested_gpu
 from .._io import atomic_path, atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
 from ..export.metadata import OnnxMetadata, read_onnx_metadata
 from ..meta import ENGINE_SUFFIXES
-from .gate import GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
+from .gate import CPU_GATE_PIXELS, GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
 from .layer_info import precision_problem
 from .plan import BuildPlan, check_int8_target, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
@@ -109,16 +109,17 @@ def _node_ops(onnx_path: Path) -> dict[str, str]:
     return {node.name: node.op_type for node in graph.node if node.name}
 
 
-def _reference_session(onnx_path: Path, device: torch.device) -> Any:
-    """ONNX Runtime on the engine's GPU when onnxruntime-gpu is installed (large gate shapes), else
-    the CPU. A CUDA session that fell back to the CPU is refused, not silently used."""
+def _reference_session(onnx_path: Path, device: torch.device) -> tuple[Any, bool]:
+    """ONNX Runtime on the engine's GPU when onnxruntime-gpu can run there (large gate shapes),
+    else the CPU; and whether it is on the GPU. A CUDA session that fell back to the CPU is
+    refused, not silently used."""
     from ..export.ort import cuda_provider_problem, cuda_providers, ort_session, require_providers
 
     cuda = cuda_provider_problem(cuda_index(device)) is None
     providers = cuda_providers(cuda_index(device)) if cuda else None
     session = ort_session(onnx_path, providers=providers)
     require_providers(session, providers)
-    return session
+    return session, cuda
 
 
 def run_gate(
@@ -134,9 +135,15 @@ def run_gate(
     from ..export.graph import synthetic_images
     from ..export.ort import ort_run
 
-    session = _reference_session(onnx_path, executor.device)
+    session, on_gpu = _reference_session(onnx_path, executor.device)
     rng = np.random.default_rng(seed)
-    jobs = gate_jobs(profiles)
+    jobs = gate_jobs(profiles, None if on_gpu else CPU_GATE_PIXELS)
+    if not on_gpu and jobs != gate_jobs(profiles):
+        log.info(
+            "the accuracy gate's reference runs on the CPU (no ONNX Runtime CUDA provider here): "
+            "sizes over %d pixels per input are checked scaled down to it",
+            CPU_GATE_PIXELS,
+        )
     bar = Progress(len(jobs), "accuracy gate", unit="size") if progress else None
     rows = []
     for index, (n, _, h, w) in jobs:
@@ -206,7 +213,10 @@ def build_engine(
     route = precision_route(
         parse_trt_version(version), precision, meta.precision, trt_compile.has_fp16_flag()
     )
-    create_builder()  # TensorRT's own CUDA initialisation first: its failure names the driver
+    # TensorRT's own CUDA initialisation first (its failure names the driver), on the GPU asked
+    # for: a Builder made on the current GPU would open a CUDA context there too
+    with on_requested_gpu(device):
+        create_builder()
     dev = cuda_device(device)
     plan = BuildPlan(
         meta.input_name,

@@ -11,23 +11,26 @@ Ctrl-C/SIGTERM during a build: an exception raised inside ``IProgressMonitor.ste
 swallowed by the binding (the build then just "fails"), so the signal only sets a flag that
 ``step_complete`` returns (False: "stop the build", the binding's docstring), and once TensorRT
 has returned the signal is raised again for its own handler (KeyboardInterrupt, exit 130/143).
+The build runs on a worker thread so that the main thread can run the signal handler while it
+lasts (`cancel.run_cancellable` says why).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, SupportsInt, cast
+
+import torch
 
 from .._progress import Progress
 from ..errors import FCNError
 from ._trt import import_tensorrt
+from .cancel import run_cancellable
 from .layer_info import LayerSummary, summarize_layers
 from .plan import BuildPlan, ParserIssue, attach_timing_cache, enum_name, format_parser_errors
 from .profiles import Shape
@@ -118,32 +121,6 @@ def _parse(parser: trt.OnnxParser, onnx_path: str) -> None:
     raise FCNError(format_parser_errors(onnx_path, issues))
 
 
-@contextlib.contextmanager
-def cancel_on_signals(monitor: BuildMonitor) -> Iterator[None]:
-    """SIGINT/SIGTERM inside the block cancel the build through ``monitor``; after the block the
-    signal is raised again, so its usual handler runs (KeyboardInterrupt: exit 130/143).
-
-    Only the main thread can set signal handlers; elsewhere the block runs as it is.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-
-    def on_signal(signum: int, frame: Any) -> None:
-        received.append(signum)
-        monitor.cancelled.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if received:
-        signal.raise_signal(received[0])
-
-
 def _host_bytes(memory: trt.IHostMemory) -> bytes:
     """IHostMemory exposes Python's buffer protocol (pyCore.cpp: ``py::buffer_protocol()``),
     which the generated stubs cannot express."""
@@ -203,9 +180,17 @@ def compile_engine(
     monitor = BuildMonitor(progress)
     config.progress_monitor = monitor
 
+    # CUDA's current device is per thread: the worker builds on the caller's (the builder's)
+    device = torch.cuda.current_device() if torch.cuda.is_available() else None
+
+    def build() -> trt.IHostMemory | None:
+        if device is not None:
+            torch.cuda.set_device(device)
+        return builder.build_serialized_network(network, config)
+
     start = time.perf_counter()
-    with cancel_on_signals(monitor), logger.capture() as errors:
-        serialized = builder.build_serialized_network(network, config)
+    with logger.capture() as errors:
+        serialized = run_cancellable(build, monitor.cancelled)
     seconds = time.perf_counter() - start
     if serialized is None:
         raise FCNError(

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .._device import cuda_index, indexed_device, same_device
+from .._device import cuda_index, indexed_device, on_requested_gpu, same_device
 from ..errors import FCNError
 from ._trt import import_tensorrt
 from .buffers import aligned_input
@@ -102,7 +102,8 @@ class _SharedEngine:
 
     def __init__(self, serialized: bytes, device: torch.device) -> None:
         self.device = device
-        self.runtime = create_runtime()
+        with torch.cuda.device(device):  # the Runtime too: made elsewhere, it opens a context there
+            self.runtime = create_runtime()
         with torch.cuda.device(device), process_logger().capture() as errors:
             engine = self.runtime.deserialize_cuda_engine(serialized)
         if engine is None:
@@ -150,7 +151,10 @@ class EngineExecutor:
     """
 
     def __init__(self, serialized: bytes, meta: EngineMetadata, device: torch.device) -> None:
-        create_runtime()  # TensorRT's own CUDA initialisation first: its failure names the driver
+        # TensorRT's own CUDA initialisation first (its failure names the driver), on the GPU
+        # asked for: a Runtime made on the current GPU would open a CUDA context there too
+        with on_requested_gpu(device):
+            create_runtime()
         device = cuda_device(device)
         gpu_name, capability = device_identity(device)
         check_compatible(meta, str(trt.__version__), capability, gpu_name)

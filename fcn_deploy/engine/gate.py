@@ -6,6 +6,11 @@ is checked at its min, opt and max and at an odd size in between, against ONNX R
 same ONNX file. An engine passes when, at every size, the share of pixels whose label matches is
 at least the threshold (or only one pixel differs) and the output is finite; max absolute and
 relative errors are reported.
+
+Where ONNX Runtime's CUDA provider is missing, the reference runs on the CPU, where a full FCN-8s
+at the default profile's 4096×4096 takes minutes per size: there every size is brought within
+`CPU_GATE_PIXELS` (batch × H × W), keeping the aspect and the profile's minimum, and the rows
+name the shapes really checked.
 """
 
 from __future__ import annotations
@@ -19,7 +24,19 @@ import numpy as np
 from ..metrics import agreement_passes
 from .profiles import Profile, Shape, format_shape
 
-__all__ = ["GateRow", "compare_outputs", "format_gate", "gate_jobs", "gate_passed", "gate_shapes"]
+__all__ = [
+    "CPU_GATE_PIXELS",
+    "GateRow",
+    "compare_outputs",
+    "format_gate",
+    "gate_jobs",
+    "gate_passed",
+    "gate_shapes",
+]
+
+# the most pixels (batch × H × W) one gate input has when the reference runs on the CPU: a full
+# FCN-8s there is ~1.1 TFLOP per megapixel, seconds on a GPU machine's cores, not minutes
+CPU_GATE_PIXELS = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,22 +62,39 @@ def _odd_between(lo: int, hi: int) -> int:
     return mid if lo <= mid <= hi else (lo + hi) // 2
 
 
-def gate_shapes(profile: Profile) -> list[Shape]:
-    """min, opt, max and an odd non-square size in between (batch of the opt), without repeats."""
+def _within(shape: Shape, profile: Profile, max_pixels: int) -> Shape:
+    """``shape`` with H and W scaled down (same aspect, not below the profile's minimum) until
+    batch × H × W is at most ``max_pixels``; unchanged when it already is."""
+    n, c, h, w = shape
+    if n * h * w <= max_pixels:
+        return shape
+    scale = (max_pixels / (n * h * w)) ** 0.5
+    _, _, h0, w0 = profile.min
+    return (n, c, max(h0, int(h * scale)), max(w0, int(w * scale)))
+
+
+def gate_shapes(profile: Profile, max_pixels: int | None = None) -> list[Shape]:
+    """min, opt, max and an odd non-square size in between (batch of the opt), without repeats;
+    each brought within ``max_pixels`` (batch × H × W) when given (a CPU reference)."""
     n = profile.opt[0]
     (_, _, h0, w0), (_, _, h1, w1) = profile.min, profile.max
     odd = (n, 3, _odd_between(h0, h1), _odd_between(w0, (w0 + w1) // 2 if w1 - w0 > 2 else w1))
-    return list(dict.fromkeys([profile.min, profile.opt, profile.max, odd]))
+    shapes = [profile.min, profile.opt, profile.max, odd]
+    if max_pixels is not None:
+        shapes = [_within(s, profile, max_pixels) for s in shapes]
+    return list(dict.fromkeys(shapes))
 
 
-def gate_jobs(profiles: Sequence[Profile]) -> list[tuple[int, Shape]]:
+def gate_jobs(
+    profiles: Sequence[Profile], max_pixels: int | None = None
+) -> list[tuple[int, Shape]]:
     """(profile, shape) for each profile at its own `gate_shapes`; each run is forced to that
     profile.
 
     Shapes repeat across profiles on purpose (the default two share their min): each profile's
     kernels are checked at each of its sizes.
     """
-    return [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p)]
+    return [(i, s) for i, p in enumerate(profiles) for s in gate_shapes(p, max_pixels)]
 
 
 def compare_outputs(

@@ -24,6 +24,7 @@ __all__ = [
     "check_opt_level",
     "enum_name",
     "format_parser_errors",
+    "severity_passes",
     "workspace_bytes",
 ]
 
@@ -69,6 +70,24 @@ def enum_name(value: object) -> str:
     tests/test_trt_bindings.py).
     """
     return str(value).rpartition(".")[2]
+
+
+# ILogger::Severity from the most to the least severe (include/NvInferRuntime.h: kINTERNAL_ERROR
+# = 0 ... kVERBOSE = 4)
+SEVERITIES = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
+
+
+def severity_passes(severity: str, minimum: str) -> bool:
+    """Whether a message of ``severity`` is as severe as ``minimum`` or more (member names).
+
+    A Python ``trt.ILogger`` subclass must filter in its own ``log``: only the binding's
+    built-in ``trt.Logger`` has a ``min_severity`` (python/src/infer/pyCore.cpp, ``DefaultLogger``
+    with ``def_readwrite("min_severity", ...)``), and TensorRT never reads an attribute of that
+    name on an ``ILogger``. An unknown name passes (it is kept, not lost).
+    """
+    if severity not in SEVERITIES or minimum not in SEVERITIES:
+        return True
+    return SEVERITIES.index(severity) <= SEVERITIES.index(minimum)
 
 
 def _parser_hint(issue: ParserIssue) -> str:

@@ -23,6 +23,7 @@ from ..meta import SizeBounds
 __all__ = [
     "Profile",
     "Shape",
+    "batch_chunk",
     "choose_profile",
     "covering_profiles",
     "default_profiles",
@@ -96,6 +97,11 @@ class Profile:
         """How far a fitting shape is from ``opt`` (relative, summed over dims): smaller is
         faster."""
         return sum(abs(d - o) / max(o, 1) for d, o in zip(shape, self.opt, strict=False))
+
+    def size_bounds(self) -> SizeBounds:
+        """The batches and H×W this profile holds, as the runtime's `SizeBounds`."""
+        (n0, _, h0, w0), (n1, _, h1, w1) = self.min, self.max
+        return SizeBounds(min_hw=(h0, w0), max_hw=(h1, w1), min_batch=n0, max_batch=n1)
 
     def range_text(self) -> str:
         """``1..8 x 3 x 64..1024 x 64..2048`` (NxCxHxW), for messages."""
@@ -232,6 +238,19 @@ def largest_batch(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
     """
     _, c, h, w = shape
     return max((p.max[0] for p in profiles if p.fits((p.min[0], c, h, w))), default=0)
+
+
+def batch_chunk(profiles: Sequence[Profile], shape: Sequence[int]) -> int:
+    """How many images of an NCHW ``shape`` one engine call takes: all of them when a profile
+    holds the batch, else the largest batch one holds at that C×H×W (`largest_batch`).
+
+    FCNError, naming the shape as given (its real batch), when no profile holds that size at any
+    batch: the caller must resize or tile the input.
+    """
+    n, c, h, w = shape
+    chunk = min(n, largest_batch(profiles, shape)) or n
+    select_profile(profiles, (chunk, c, h, w))  # raises for a size no profile holds
+    return chunk
 
 
 def choose_profile(profiles: Sequence[Profile], shape: Sequence[int], forced: int | None) -> int:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import FCNError
 from ._trt import import_tensorrt
-from .plan import enum_name
+from .plan import enum_name, severity_passes
 from .versions import cuda_init_message, cuda_variant
 
 if TYPE_CHECKING:
@@ -52,7 +52,9 @@ T = TypeVar("T")
 class TrtLogger(trt.ILogger):
     """TensorRT's messages as `logging` records; errors also to every open `capture`.
 
-    TensorRT calls ``log`` from its own threads too, hence the lock around the captures.
+    TensorRT calls ``log`` from its own threads too, hence the lock around the captures. Messages
+    less severe than ``min_severity`` are dropped here, in ``log``: TensorRT hands an ``ILogger``
+    every message (only the binding's own ``trt.Logger`` filters, `severity_passes`).
     """
 
     def __init__(self) -> None:
@@ -62,7 +64,10 @@ class TrtLogger(trt.ILogger):
         self.min_severity = trt.ILogger.Severity.WARNING
 
     def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-        level = LEVELS.get(enum_name(severity), logging.ERROR)
+        name = enum_name(severity)
+        if not severity_passes(name, enum_name(self.min_severity)):
+            return
+        level = LEVELS.get(name, logging.ERROR)
         text = msg.strip()
         with self._lock:
             captured = level >= logging.ERROR and bool(self._captures)
@@ -89,7 +94,8 @@ _LOGGER_LOCK = threading.Lock()
 
 
 def process_logger() -> TrtLogger:
-    """The process's TensorRT logger; VERBOSE messages reach it only while DEBUG logging is on."""
+    """The process's TensorRT logger; it passes INFO and VERBOSE messages on only while DEBUG
+    logging is on (they are hundreds of lines a build)."""
     global _LOGGER
     with _LOGGER_LOCK:
         if _LOGGER is None:

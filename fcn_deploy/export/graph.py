@@ -5,8 +5,9 @@ is consistently typed by construction: a half copy of the net between one Cast i
 (never an FP32 tensor fed to an FP16 op, which TensorRT's strongly typed parser rejects). Where
 the FP32 net's activations, measured on image-like probes, come near FP16's range, the values stay
 FP32 from the first layer that leaves the range to the layer that brings them back (`Fp16Plan`):
-those layers compute in FP32 with the FP32 weights, with explicit casts around them. Image I/O is
-added afterwards, in ONNX (see ``image_io.py``).
+those layers compute in FP32 with the FP32 weights, with explicit casts around them, and every
+layer that computes in FP16 casts an FP32 input back (a ReLU between them can bring FP32 values
+back into range). Image I/O is added afterwards, in ONNX (see ``image_io.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ class Fp16Plan:
     ``limit`` computes in FP32, and one whose output passes it keeps its output FP32: values stay
     FP32 until a layer brings them back inside the range. The one decision the FP16 export, eager
     FP16 (`TorchRunner`) and mixed-precision training share.
+
+    Consistent by construction: every layer sees its input in its own precision. A layer in
+    ``fp32_layers`` casts its input to FP32; any other layer casts an FP32 input back to FP16
+    (`DeployModule`), which is safe because its own input peak, measured on the FP32 net, is
+    within ``limit``: an FP32 output can reach such a layer through a ReLU that zeroes the large
+    (negative) values, e.g. fc7 with a bias far below zero, whose consumer score_fr sees only
+    small values.
     """
 
     fp32_layers: tuple[str, ...] = ()  # compute in FP32 (input or output past the limit)
@@ -88,6 +96,17 @@ class Float32Island(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.layer(x.float())
         return y if self.fp32_output else y.half()
+
+
+Args = tuple[torch.Tensor, ...]
+
+
+def _half_input(module: nn.Module, args: Args) -> Args | None:
+    """Forward pre-hook of a layer computing in FP16: an FP32 input (a `Float32Island`'s output,
+    through a ReLU, a skip sum or a crop) is cast back explicitly; an FP16 one is left alone, so
+    a net without islands traces to the same graph as without the hook."""
+    x = args[0]
+    return (x.half(), *args[1:]) if x.dtype == torch.float32 else None
 
 
 def group_diagonal_deconvs(net: nn.Module) -> list[str]:
@@ -149,11 +168,15 @@ class DeployModule(nn.Module):
                 parent, _, leaf = name.rpartition(".")
                 owner = net.get_submodule(parent) if parent else net
                 setattr(owner, leaf, Float32Island(layer, name in plan.fp32_outputs))
+            if plan.fp32_outputs:  # FP32 values flow on: every FP16 layer casts them back
+                for name, layer in _scored_layers(net):
+                    if name not in fp32 and not name.startswith(tuple(f"{n}." for n in fp32)):
+                        layer.register_forward_pre_hook(_half_input)
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x.to(self.dtype))  # N×C×H×W
-        return logits if self.fp16_io else logits.float()
+        logits = self.net(x.to(self.dtype))  # N×C×H×W; FP32 where the last layer is an island
+        return logits.to(torch.float16 if self.fp16_io else torch.float32)
 
 
 def _scored_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -187,19 +210,26 @@ def activation_peaks(model: nn.Module, batch: torch.Tensor) -> dict[str, LayerPe
 PROBE_SHAPE = (3, 160, 224)  # FP16 range probe: N, H, W of synthetic images
 
 
-def probe_activation_peaks(
-    model: nn.Module, device: torch.device | None = None
-) -> dict[str, LayerPeaks]:
-    """Peak |input| and |output| of every conv/deconv of the FP32 ``model`` (on ``device``,
-    default the CPU) on seeded image-like probes."""
+def probe_activation_peaks(model: nn.Module) -> dict[str, LayerPeaks]:
+    """Peak |input| and |output| of every conv/deconv of the FP32 ``model`` on seeded image-like
+    probes, always on the CPU in IEEE FP32 (a copy when the model lives elsewhere): one plan,
+    measured one way, whichever device later runs it. On a GPU, cuDNN's TF32 convolutions would
+    give other peaks, and a layer near the limit could land on the other side of it."""
     info: ModelInfo = model.info  # type: ignore[assignment]
     probe = info.preprocessing.apply(synthetic_images(*PROBE_SHAPE, np.random.default_rng(0)))
-    return activation_peaks(model, torch.from_numpy(probe).to(device or "cpu"))
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    net = model if on_cpu else copy.deepcopy(model).cpu()
+    training = model.training
+    try:
+        return activation_peaks(net, torch.from_numpy(probe))
+    finally:
+        model.train(training)  # activation_peaks switches to eval mode
 
 
-def probe_fp16_plan(model: nn.Module, device: torch.device | None = None) -> Fp16Plan:
-    """The `Fp16Plan` of the FP32 ``model``, measured on the probes (on ``device``)."""
-    return Fp16Plan.from_peaks(probe_activation_peaks(model, device))
+def probe_fp16_plan(model: nn.Module) -> Fp16Plan:
+    """The `Fp16Plan` of the FP32 ``model``, measured on the probes (on the CPU, see
+    `probe_activation_peaks`)."""
+    return Fp16Plan.from_peaks(probe_activation_peaks(model))
 
 
 def synthetic_images(

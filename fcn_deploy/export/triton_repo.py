@@ -8,7 +8,12 @@ dynamic batcher is on (it merges requests of equal shape only), and the fcn-depl
 (classes, palette, preprocessing, bounds: the ONNX file's own ``fcn_deploy.*`` properties) is
 copied into ``parameters`` so ``GET /v2/models/<name>/config`` shows it. For ONNX, Triton's
 TensorRT execution accelerator can be turned on with FP16, with an optimization profile
-covering the export's bounds so it builds one engine instead of one per new shape.
+covering the export's bounds so it builds one engine instead of one per new shape. For a plan,
+every instance is given every optimization profile of the engine: without ``profile`` in its
+instance group Triton uses profile 0 alone (ModelInstanceGroup.profile, model_config.proto:
+"If not specified, the server will select the first optimization profile by default"; the
+TensorRT backend's InitOptimizationProfiles creates a context for "default", index 0, only), so
+shapes only a later profile holds would fail.
 
 External-data files the ONNX model names are copied with it, keeping their relative layout under
 ``1/``; only files inside the model's folder are accepted (`external_data_files`).
@@ -109,8 +114,10 @@ def triton_model_config(
     kind: str = "gpu",
     queue_delay_us: int = 100,
     tensorrt_fp16: bool = False,
+    profiles: int = 1,
 ) -> str:
-    """The ``config.pbtxt`` text (Triton's ``ModelConfig`` in protobuf text format)."""
+    """The ``config.pbtxt`` text (Triton's ``ModelConfig`` in protobuf text format); ``profiles``:
+    how many optimization profiles a ``tensorrt_plan`` engine has (each instance gets all)."""
     if platform not in ("onnxruntime_onnx", "tensorrt_plan"):
         raise FCNError(f"platform must be onnxruntime_onnx or tensorrt_plan, got {platform!r}")
     if kind not in INSTANCE_KINDS:
@@ -125,7 +132,12 @@ def triton_model_config(
         raise FCNError(f"instances must be at least 1, got {instances}")
     if queue_delay_us < 0:
         raise FCNError(f"queue_delay_us must be ≥ 0, got {queue_delay_us}")
+    if profiles < 1:
+        raise FCNError(f"profiles must be at least 1, got {profiles}", param="profiles")
     in_type, in_dims, out_type, out_dims = _io(meta)
+    group = f"count: {instances} kind: KIND_{kind.upper()}"
+    if platform == "tensorrt_plan":  # every profile, or Triton serves profile 0 alone
+        group += " profile: [" + ", ".join(_quote(str(i)) for i in range(profiles)) + "]"
     lines = [
         f"name: {_quote(name)}",
         f"platform: {_quote(platform)}",
@@ -137,7 +149,7 @@ def triton_model_config(
         f"  {{ name: {_quote(meta.output_name)} data_type: {out_type} dims: {out_dims} }}",
         "]",
         f"dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}",
-        f"instance_group [ {{ count: {instances} kind: KIND_{kind.upper()} }} ]",
+        f"instance_group [ {{ {group} }} ]",
     ]
     if tensorrt_fp16:
         accelerator = {
@@ -169,12 +181,13 @@ def write_triton_repo(
     kind: str = "gpu",
     queue_delay_us: int = 100,
     tensorrt_fp16: bool = False,
+    profiles: int = 1,
 ) -> TritonRepoReport:
     """Write ``repo/<name>/`` for ``model`` (an fcn-export ONNX file, or a TensorRT engine).
 
     ``metadata`` defaults to the ONNX file's own; for an engine pass its sidecar's (the engine
-    layer reads it: ``read_sidecar(path).onnx``) and ``max_batch`` (its profiles' largest
-    batch). ``max_batch`` defaults to the export's.
+    layer reads it: ``read_sidecar(path).onnx``), ``max_batch`` (its profiles' largest batch)
+    and ``profiles`` (how many it has). ``max_batch`` defaults to the export's.
     """
     model, repo_dir = Path(model), Path(repo)
     if not model.is_file():
@@ -194,7 +207,7 @@ def write_triton_repo(
         raise FCNError("max_batch: the export sets no batch limit; pass one")
     platform = "tensorrt_plan" if engine else "onnxruntime_onnx"
     text = triton_model_config(name, platform, metadata, max_batch, instances, kind,
-                               queue_delay_us, tensorrt_fp16)  # fmt: skip
+                               queue_delay_us, tensorrt_fp16, profiles)  # fmt: skip
     model_name = "model.plan" if engine else "model.onnx"
     # external data keeps its layout under 1/ (the model names it by relative path)
     extras = [] if engine else external_data_files(model)

@@ -64,11 +64,16 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return indexed_device(dev)
 
 
-def non_blocking_copy(destination: torch.device) -> bool:
+def non_blocking_copy(destination: torch.device, pinned_source: bool = False) -> bool:
     """Whether a copy to ``destination`` may be ``non_blocking``: only to a GPU, where later work on
-    the stream is ordered after it. A copy *from* a GPU with ``non_blocking=True`` returns before
-    the data has arrived, and host code (``.numpy()``) would read it half-written."""
-    return destination.type == "cuda"
+    the stream is ordered after it, and only from pageable memory. A copy *from* a GPU with
+    ``non_blocking=True`` returns before the data has arrived, and host code (``.numpy()``) would
+    read it half-written. From pinned host memory the copy is a DMA that may still be reading
+    the buffer when the call returns, so a caller refilling it for the next batch would race;
+    from pageable memory CUDA stages the data before returning (the CUDA Runtime API's "API
+    synchronization behavior": cudaMemcpyAsync from pageable host memory), so the buffer is free
+    again at once. The contract: an input may be refilled as soon as ``infer`` returns."""
+    return destination.type == "cuda" and not pinned_source
 
 
 class Runner(ABC):
@@ -95,6 +100,14 @@ class Runner(ABC):
         self.bounds = bounds
         self.device = device
         self.input_dtype = torch.uint8 if io == "image" else input_dtype
+        # the layout `check_input` hands over, so no conversion is left inside the timed call
+        self.memory_format = torch.contiguous_format
+
+    @property
+    def size_ranges(self) -> tuple[SizeBounds, ...]:
+        """The sizes this runner holds, as ranges (`fcn_deploy._sizes`): its ``bounds`` here; one
+        per optimization profile for a TensorRT engine, whose profiles need not nest."""
+        return (self.bounds,)
 
     @property
     def name(self) -> str:
@@ -142,9 +155,10 @@ class Runner(ABC):
                 f"{self.name}: input {problem}; resize or tile the input, or re-export with larger "
                 "bounds"
             )
-        return x.to(
-            self.device, self.input_dtype, non_blocking=non_blocking_copy(self.device)
-        ).contiguous()
+        asynchronous = non_blocking_copy(self.device, x.is_pinned())
+        return x.to(self.device, self.input_dtype, non_blocking=asynchronous).contiguous(
+            memory_format=self.memory_format
+        )
 
     @abstractmethod
     def _infer(self, x: torch.Tensor) -> torch.Tensor:

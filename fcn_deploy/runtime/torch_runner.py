@@ -11,7 +11,7 @@ from torch import nn
 
 from ..checkpoint import load_model
 from ..errors import FCNError
-from ..export.graph import DeployModule, probe_fp16_plan
+from ..export.graph import DeployModule, Fp16Plan, probe_fp16_plan
 from .base import Runner, resolve_device
 
 __all__ = ["TorchRunner"]
@@ -23,8 +23,12 @@ class TorchRunner(Runner):
     """Eager PyTorch in FP32, or FP16 with channels_last (GPU). Tensor I/O, no size bounds.
 
     A module passed in is copied, never changed: the runner owns its device copy (freed by
-    ``close``). FP16 keeps the layers whose activations come near FP16's range in FP32, the same
-    layers, by the same measurement, as the FP16 ONNX export (``fp32_layers``).
+    ``close``). It runs the net the exports run (`DeployModule`): upsampling whose kernels are
+    diagonal runs depthwise, and FP16 keeps the layers whose activations come near FP16's range
+    in FP32, the same layers, by the same measurement, as the FP16 ONNX export (``fp32_layers``).
+    Like the FP16 exports and engines, FP16 takes FP32 input and returns FP32 logits, casting
+    inside the call; its input is made channels_last (tensor cores want NHWC) in `check_input`,
+    so a benchmark times the same work for every backend.
     """
 
     backend = "torch"
@@ -44,30 +48,28 @@ class TorchRunner(Runner):
         else:
             module = load_model(model, variant=variant).to(dev)
         module = module.eval().float()
-        dtype = torch.float16 if precision == "fp16" else torch.float32
-        super().__init__(module.info, "tensor", precision, device=dev, input_dtype=dtype)  # type: ignore[arg-type]
+        super().__init__(module.info, "tensor", precision, device=dev)  # type: ignore[arg-type]
         self.fp32_layers: list[str] = []
+        plan = Fp16Plan()
         if precision == "fp16":
-            plan = probe_fp16_plan(module, dev)
+            plan = probe_fp16_plan(module)  # on the CPU, as the FP16 export measures it
             self.fp32_layers = list(plan.fp32_layers)
             if self.fp32_layers:
                 log.info(
                     "FP16: keeping %s in FP32 (near or past FP16's range)",
                     ", ".join(self.fp32_layers),
                 )
-            half = DeployModule(module, "fp16", fp16_io=True, plan=plan)
-            del module  # the FP32 copy: only the half one stays on the device
-            # tensor cores want NHWC (Module.to takes memory_format; its type stubs don't say so)
-            module = half.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model: nn.Module | None = module
+            self.memory_format = torch.channels_last
+        deploy = DeployModule(module, precision, plan=plan)
+        del module  # the FP32 copy: only the one that runs stays on the device
+        # Module.to takes memory_format (its type stubs don't say so)
+        self.model: nn.Module | None = deploy.to(memory_format=self.memory_format)  # type: ignore[call-overload]
 
     @torch.inference_mode()
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.model is None:
             raise FCNError("this runner was closed")
-        if self.precision == "fp16":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x).float()
+        return self.model(x)  # FP32 logits: DeployModule casts FP16 ones back
 
     def close(self) -> None:
         self.model = None

@@ -7,21 +7,29 @@ TensorRT calls. Inputs arrive as numpy or torch (any device), are checked agains
 profiles (a clear message for a shape no profile holds, never a crash) and come back as torch
 tensors on the GPU, as from every other runner. A batch larger than any profile holds at its
 H×W (the default profiles take batch > 1 only up to 1024²) runs in chunks of the largest batch
-one does, so every batch within the runner's bounds is answered.
+one does, so every batch of a size some profile holds is answered.
+
+Profiles need not nest (landscape and portrait, say): ``size_ranges`` lists each profile's own
+sizes, and the Segmenter and fcn-serve decide padding, tiling and refusals against those, never
+against ``bounds``, the box around them all (which only the first, coarse check uses).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..engine.profiles import largest_batch, select_profile
-from ..engine.sidecar import read_sidecar
+from ..engine.profiles import batch_chunk
+from ..engine.sidecar import EngineMetadata, read_sidecar
 from ..errors import FCNError
 from ..meta import SizeBounds
 from .base import ArrayLike, Runner, resolve_device
+
+if TYPE_CHECKING:
+    from ..engine.executor import EngineExecutor
 
 __all__ = ["TensorRTRunner"]
 
@@ -57,19 +65,35 @@ class TensorRTRunner(Runner):
                 "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime "
                 "backend on CPU)"
             )
-        self.executor: EngineExecutor | None = EngineExecutor(path.read_bytes(), meta, dev)
+        self._attach(EngineExecutor(path.read_bytes(), meta, dev), meta, reuse_outputs)
+
+    @classmethod
+    def from_executor(
+        cls, executor: EngineExecutor, meta: EngineMetadata, reuse_outputs: bool = False
+    ) -> TensorRTRunner:
+        """A runner around an executor made already: everything the runner decides (profiles,
+        chunks, sizes, dtypes) needs no TensorRT, so tests hand it a stand-in executor."""
+        runner = cls.__new__(cls)
+        runner._attach(executor, meta, reuse_outputs)
+        return runner
+
+    def _attach(self, executor: EngineExecutor, meta: EngineMetadata, reuse_outputs: bool) -> None:
+        self.executor: EngineExecutor | None = executor
         self.profiles = list(meta.profiles)
         self.reuse_outputs = reuse_outputs
         self.metadata = meta
-        bounds = SizeBounds(
+        bounds = SizeBounds(  # the box around every profile: a first, coarse check only
             min_hw=(min(p.min[2] for p in self.profiles), min(p.min[3] for p in self.profiles)),
             max_hw=(max(p.max[2] for p in self.profiles), max(p.max[3] for p in self.profiles)),
             min_batch=min(p.min[0] for p in self.profiles),
             max_batch=max(p.max[0] for p in self.profiles),
         )
-        super().__init__(
-            meta.onnx.info, meta.onnx.io, meta.precision, bounds, dev, self.executor.input_dtype
-        )
+        info, io = meta.onnx.info, meta.onnx.io
+        super().__init__(info, io, meta.precision, bounds, executor.device, executor.input_dtype)
+
+    @property
+    def size_ranges(self) -> tuple[SizeBounds, ...]:
+        return tuple(p.size_bounds() for p in self.profiles)
 
     def _nchw(self, x: torch.Tensor) -> tuple[int, int, int, int]:
         n, a, b, c = x.shape
@@ -79,14 +103,13 @@ class TensorRTRunner(Runner):
         """The base checks (rank, dtype, bounds), then: does a profile hold this shape, in
         chunks if not at once?"""
         x = super().check_input(batch)
-        n, c, h, w = self._nchw(x)
-        select_profile(self.profiles, (min(n, largest_batch(self.profiles, (n, c, h, w))), c, h, w))
+        batch_chunk(self.profiles, self._nchw(x))
         return x
 
     def _infer(self, x: torch.Tensor) -> torch.Tensor:
         if self.executor is None:
             raise FCNError("this runner was closed")
-        chunk = largest_batch(self.profiles, self._nchw(x))
+        chunk = batch_chunk(self.profiles, self._nchw(x))
         if x.shape[0] > chunk:  # each chunk's output must outlive the next chunk's call
             return torch.cat([self._run(part, keep=True) for part in x.split(chunk)])
         return self._run(x, keep=not self.reuse_outputs)

@@ -10,7 +10,9 @@ Two Triton models are served from one `Segmenter`:
 
 Both publish the model's class names, palette, preprocessing, size bounds, precision and
 verification status as ``parameters`` in their Triton model config (``GET
-/v2/models/<name>/config``), one JSON string per key.
+/v2/models/<name>/config``), one JSON string per key. ``max_sizes`` lists the largest image of
+each size range served (an engine's optimization profiles need not nest): an image is served
+when it fits one of them; ``max_hw`` is the box around them all.
 """
 
 from __future__ import annotations
@@ -63,25 +65,46 @@ def verification_status(runner: Runner) -> str:
     return "no failed verification recorded at export"
 
 
+def _served_sizes(value: Any, bounds: SizeBounds) -> tuple[SizeBounds, ...]:
+    """The published ``max_sizes`` (a list of ``[height, width]`` or null) as ranges; ValueError
+    for anything else."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError(f"max_sizes must be a list, got {value!r}")
+    base = {"min_hw": list(bounds.min_hw), "max_batch": bounds.max_batch}
+    return tuple(SizeBounds.from_dict({**base, "max_hw": top}) for top in value)
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """What a served model is: its `ModelInfo`, the sizes it accepts and how it runs."""
 
     info: ModelInfo
-    bounds: SizeBounds  # H×W bounds of one image; max_batch is the server's, not the runner's
+    bounds: SizeBounds  # H×W box around every size served; max_batch is the server's
     backend: str  # the Segmenter's runner, e.g. "onnxruntime" or "torch-fp16"
     device: str
+    # the ranges served, one per size range of the model (an engine's profiles need not nest):
+    # an image is served when one range holds it; empty means ``bounds`` alone
+    sizes: tuple[SizeBounds, ...] = ()
     precision: str = UNKNOWN  # "fp32", "fp16", "int8" or an engine's measured "mixed"
     verification: str = UNKNOWN  # `verification_status`
 
     @classmethod
-    def of(cls, segmenter: Segmenter, bounds: SizeBounds) -> ServedModel:
-        """What ``segmenter`` serves, taking images within ``bounds``."""
+    def of(
+        cls, segmenter: Segmenter, bounds: SizeBounds, sizes: tuple[SizeBounds, ...] = ()
+    ) -> ServedModel:
+        """What ``segmenter`` serves: images within one of ``sizes`` (``bounds``: their box)."""
         runner = segmenter.runner
         return cls(
-            segmenter.info, bounds, runner.name, str(segmenter.device), runner.precision,
-            verification_status(runner),
+            segmenter.info, bounds, runner.name, str(segmenter.device), sizes=sizes,
+            precision=runner.precision, verification=verification_status(runner),
         )  # fmt: skip
+
+    @property
+    def ranges(self) -> tuple[SizeBounds, ...]:
+        """The sizes served, as ranges: an image fits when one of them holds it."""
+        return self.sizes or (self.bounds,)
 
     def to_parameters(self) -> dict[str, str]:
         """Triton model-config ``parameters``: one string per key (JSON where structured)."""
@@ -91,6 +114,8 @@ class ServedModel:
             "min_hw": list(self.bounds.min_hw),
             "max_hw": list(self.bounds.max_hw) if self.bounds.max_hw else None,
             "max_batch": self.bounds.max_batch,
+            # what an image must fit: one [height, width] per range (null: any size)
+            "max_sizes": [list(r.max_hw) if r.max_hw else None for r in self.ranges],
             "info": self.info.to_dict(),
             "backend": self.backend,
             "device": self.device,
@@ -106,15 +131,19 @@ class ServedModel:
         p = {k[len(PARAMETER_PREFIX) :]: json.loads(v) for k, v in params.items()
              if k.startswith(PARAMETER_PREFIX)}  # fmt: skip
         max_hw = p["max_hw"]
+        min_hw = (int(p["min_hw"][0]), int(p["min_hw"][1]))
+        bounds = SizeBounds(
+            min_hw=min_hw,
+            max_hw=(int(max_hw[0]), int(max_hw[1])) if max_hw else None,
+            max_batch=p["max_batch"],
+        )
+        sizes = _served_sizes(p.get("max_sizes"), bounds)  # absent from older servers
         return cls(
             info=ModelInfo.from_dict(p["info"]),
-            bounds=SizeBounds(
-                min_hw=(int(p["min_hw"][0]), int(p["min_hw"][1])),
-                max_hw=(int(max_hw[0]), int(max_hw[1])) if max_hw else None,
-                max_batch=p["max_batch"],
-            ),
+            bounds=bounds,
             backend=str(p["backend"]),
             device=str(p["device"]),
+            sizes=sizes,
             precision=str(p.get("precision", UNKNOWN)),
             verification=str(p.get("verification", UNKNOWN)),
         )

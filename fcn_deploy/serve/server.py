@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from .._sizes import padded_size, sizes_text
 from ..api import Segmenter
 from ..errors import FCNError
 from ..export.triton_repo import MODEL_NAME
@@ -51,6 +52,8 @@ __all__ = [
     "process_tree",
     "run_until_signalled",
     "serve",
+    "served_model",
+    "served_sizes",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,13 +116,24 @@ class ServeConfig:
         return self.model_name + ENCODED_SUFFIX
 
 
-def served_bounds(segmenter: Segmenter, max_batch: int) -> SizeBounds:
-    """The image sizes the server takes: the Segmenter pads images below the model's minimum, so
-    1×1 up to the model's largest input (any size for eager PyTorch)."""
-    return SizeBounds(min_hw=(1, 1), max_hw=segmenter.runner.bounds.max_hw, max_batch=max_batch)
+def served_sizes(segmenter: Segmenter, max_batch: int) -> tuple[SizeBounds, ...]:
+    """The image sizes the server takes, one range per size range of the model (an engine's
+    optimization profiles, which need not nest): the Segmenter pads images below a range's
+    minimum, so 1×1 up to each range's largest input (any size for eager PyTorch)."""
+    return tuple(
+        SizeBounds(min_hw=(1, 1), max_hw=r.max_hw, max_batch=max_batch)
+        for r in segmenter.runner.size_ranges
+    )
 
 
-def check_images(shape: Sequence[int], bounds: SizeBounds) -> str | None:
+def served_model(segmenter: Segmenter, max_batch: int) -> ServedModel:
+    """What fcn-serve (or fcn-ui) publishes about ``segmenter``: its `served_sizes`, and the box
+    around them all (what older clients read)."""
+    box = SizeBounds(min_hw=(1, 1), max_hw=segmenter.runner.bounds.max_hw, max_batch=max_batch)
+    return ServedModel.of(segmenter, box, served_sizes(segmenter, max_batch))
+
+
+def check_images(shape: Sequence[int], sizes: Sequence[SizeBounds]) -> str | None:
     """Why a request's ``N×H×W×3`` image tensor cannot be served, or None.
 
     Triton itself rejects a wrong dtype, rank or channel count against the model config before
@@ -130,21 +144,23 @@ def check_images(shape: Sequence[int], bounds: SizeBounds) -> str | None:
         return f"input '{IMAGE_INPUT}' holds no images (batch dimension 0)"
     if h < 1 or w < 1:
         return f"input '{IMAGE_INPUT}' has an image of {h}x{w} (HxW) pixels; both must be ≥ 1"
-    return _size_problem(h, w, bounds)
+    return _size_problem(h, w, sizes)
 
 
-def _size_problem(h: int, w: int, bounds: SizeBounds) -> str | None:
-    top = bounds.max_hw
-    if top is not None and (h > top[0] or w > top[1]):
+def _size_problem(h: int, w: int, sizes: Sequence[SizeBounds]) -> str | None:
+    if padded_size(sizes, h, w) is None:
         return (
-            f"an image of {h}x{w} (HxW) is larger than this model accepts ({top[0]}x{top[1]}); "
-            "resize it, or serve a model exported with a larger --max-size"
+            f"an image of {h}x{w} (HxW) is larger than this model accepts ({sizes_text(sizes)}); "
+            "resize it, or serve a model exported with a larger --max-size (an engine: built "
+            "with profiles holding it)"
         )
     return None
 
 
 def decode_image(
-    data: bytes, bounds: SizeBounds, max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+    data: bytes,
+    sizes: Sequence[SizeBounds],
+    max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
 ) -> np.ndarray:
     """An encoded image file (JPEG, PNG, ...) → decoded pixels; FCNError if it isn't one.
 
@@ -158,7 +174,7 @@ def decode_image(
             f"input '{IMAGE_BYTES_INPUT}': {len(data)} bytes that do not decode as an image "
             "(send a whole JPEG, PNG, BMP, TIFF or WebP file)"
         )
-    problem = _size_problem(image.shape[0], image.shape[1], bounds)
+    problem = _size_problem(image.shape[0], image.shape[1], sizes)
     if problem:
         raise FCNError(f"input '{IMAGE_BYTES_INPUT}': {problem}")
     return image
@@ -172,9 +188,9 @@ class _Instance:
     """
 
     def __init__(
-        self, segmenter: Segmenter, bounds: SizeBounds, max_megapixels: float | None
+        self, segmenter: Segmenter, sizes: Sequence[SizeBounds], max_megapixels: float | None
     ) -> None:
-        self.segmenter, self.bounds, self.max_megapixels = segmenter, bounds, max_megapixels
+        self.segmenter, self.sizes, self.max_megapixels = segmenter, sizes, max_megapixels
         self.lock = threading.Lock()
 
     def infer_images(self, requests: list[Any]) -> list[dict[str, np.ndarray]]:
@@ -184,7 +200,7 @@ class _Instance:
         right here: requests batched together have the same shape, so they are all equally bad.
         """
         arrays = [np.asarray(r[IMAGE_INPUT]) for r in requests]
-        problems = {p for p in (check_images(a.shape, self.bounds) for a in arrays) if p}
+        problems = {p for p in (check_images(a.shape, self.sizes) for a in arrays) if p}
         if problems:
             raise FCNError("; ".join(sorted(problems)))
         images = [image for a in arrays for image in a]
@@ -201,7 +217,7 @@ class _Instance:
         responses = []
         for r in requests:
             data = np.asarray(r[IMAGE_BYTES_INPUT]).reshape(-1)[0]
-            image = decode_image(bytes(data), self.bounds, self.max_megapixels)
+            image = decode_image(bytes(data), self.sizes, self.max_megapixels)
             with self.lock:
                 labels = self.segmenter.predict(image)
             responses.append({LABELS_OUTPUT: labels.astype(np.uint8)})
@@ -429,9 +445,9 @@ class FCNServer:
                 f"this model has {first.info.num_classes} classes; the served labels are UINT8 "
                 "(at most 256 classes)"
             )
-        self.bounds = served_bounds(first, config.max_batch)
-        self.model = ServedModel.of(first, self.bounds)
-        self._instances = [_Instance(s, self.bounds, config.max_megapixels) for s in segmenters]
+        self.model = served_model(first, config.max_batch)
+        self.sizes, self.bounds = self.model.sizes, self.model.bounds
+        self._instances = [_Instance(s, self.sizes, config.max_megapixels) for s in segmenters]
         self._triton: Any = None
         self._stopped = threading.Event()
         self._port_locks: list[int] = []  # held while this server runs (`_lock_port`)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 import cv2
 import numpy as np
 
+from .._sizes import sizes_text
 from ..api import Segmenter
 from ..api.video import VIDEO_HEAD_BYTES, looks_like_video, open_video, predict_frames
 from ..errors import FCNError
@@ -48,7 +49,7 @@ from .server import (
     check_images,
     decode_image,
     run_until_signalled,
-    served_bounds,
+    served_model,
 )
 from .ui_assets import CSS, OPACITY_JS, RESULT_JS, UPLOAD_JS
 
@@ -146,7 +147,7 @@ class PageModel:
         segmenter = Segmenter.load(
             model, device=device, backend=backend, max_megapixels=max_megapixels, **runner_options
         )
-        served = ServedModel.of(segmenter, served_bounds(segmenter, segmenter.batch_size))
+        served = served_model(segmenter, segmenter.batch_size)
         return cls(segmenter, served, Path(model).name, max_megapixels)
 
     @classmethod
@@ -185,7 +186,7 @@ class PageModel:
         model gets the file itself, which fcn-serve decodes (and checks) again on its side.
         """
         start = time.perf_counter()
-        image = decode_image(data, self.served.bounds, self.max_megapixels)
+        image = decode_image(data, self.served.ranges, self.max_megapixels)
         steps = {"decode": time.perf_counter() - start}
         if self.remote:
             start = time.perf_counter()
@@ -375,7 +376,7 @@ def render_video(
         counts: list[np.ndarray] = []
         writer = None
         try:
-            problem = check_images((1, video.height, video.width), model.served.bounds)
+            problem = check_images((1, video.height, video.width), model.served.ranges)
             if problem:
                 raise FCNError(f"a frame of {video.width}x{video.height} (WxH): {problem}")
             check_megapixels(video.height, video.width, model.max_megapixels, "a video frame")
@@ -463,10 +464,7 @@ def _fraction_plot(
 def render_facts(model: PageModel, config: UIConfig) -> str:
     """What the model is and what the page takes, as a table above the upload field."""
     s, info = model.served, model.info
-    top = s.bounds.max_hw
-    sizes = f"{s.bounds.min_hw[0]}×{s.bounds.min_hw[1]} to " + (
-        f"{top[0]}×{top[1]} (H×W)" if top else "any size"
-    )
+    sizes = sizes_text(s.ranges, with_min=True)
     top_mp = model.max_megapixels
     limit = "no limit" if top_mp is None else f"{top_mp:g} megapixels"
     names = ", ".join(html.escape(n) for n in info.class_names)

@@ -138,9 +138,7 @@ class Trainer:
         amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
         if amp:  # the FP16 export's decision: values past FP16's range stay FP32 under autocast
-            kept = keep_in_fp32(
-                self.model, list(probe_fp16_plan(self.model, self.device).fp32_layers)
-            )
+            kept = keep_in_fp32(self.model, list(probe_fp16_plan(self.model).fp32_layers))
             self.model.train()
             if kept and dist.is_main:
                 log.info(
@@ -400,8 +398,9 @@ def keep_in_fp32(model: nn.Module, names: list[str]) -> list[str]:
 
     Autocast runs every convolution in FP16, where activations near FP16's range overflow to inf
     and training would stop as diverged. ``names`` are `Fp16Plan.fp32_layers`: every layer whose
-    input or output passes the range, so a kept layer's FP32 output is never cast back to FP16 by
-    the next convolution (the FP16 export and eager FP16 run the same layers in FP32).
+    input or output passes the range, so autocast casts a kept layer's FP32 output back to FP16
+    only for a convolution whose own input was measured within the range (the FP16 export and
+    eager FP16 run the same layers in FP32 and cast back the same way).
     """
     for name in names:
         layer = model.get_submodule(name)
