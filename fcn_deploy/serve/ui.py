@@ -476,7 +476,7 @@ def render_facts(model: PageModel, config: UIConfig) -> str:
         "backend": html.escape(s.backend),
         "device": html.escape(s.device),
         "verification": html.escape(s.verification),
-        "images": f"{sizes}, at most {limit}",
+        "images": f"{sizes} (H×W), at most {limit}",
         "uploads": f"up to {config.max_files} files and {config.max_upload_mb:g} MB at once; "
         f"videos up to {config.max_video_frames} frames",
     }
