@@ -4,18 +4,22 @@ The exporter names output dims with symbolic expressions (``Min(height + 31, …
 equal the input's H and W, so the output is renamed to ``batch``/``height``/``width`` for tools
 (Netron, Triton, TensorRT profiles) that read names. Then the checks that TensorRT would otherwise
 report much later: onnx.checker, strict shape inference, one float dtype per node's inputs (the
-strongly typed parser rejects mixed ones) and transposed convs without ``output_shape``.
+strongly typed parser rejects mixed ones) and transposed convs without ``output_shape``. They run
+on the graph with its weights as typed inputs (`weightless`): the checker and shape inference see
+every node, name, type and shape, and no copy of hundreds of MB of weights is serialized for them.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FCNError
-from .metadata import OnnxMetadata
+from .metadata import SMALL_TENSOR, OnnxMetadata
 
-__all__ = ["GraphSummary", "check_graph", "finish_graph"]
+__all__ = ["GraphSummary", "check_graph", "finish_graph", "weightless"]
 
 _FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 _MIXED_OK = {"Cast", "CastLike", "Shape", "Size"}  # ops whose inputs may legitimately differ
@@ -49,10 +53,46 @@ def finish_graph(proto: Any, meta: OnnxMetadata, same_size_output: bool) -> None
     )
 
 
-def check_graph(proto: Any) -> GraphSummary:
-    """Run the checks (FCNError naming the first problem); summarize the graph."""
+def weightless(proto: Any) -> Any:
+    """A copy of the ModelProto ``proto`` whose large initializers are graph inputs of the same
+    name, type and shape; small ones (shapes, crop offsets: values shape inference may need)
+    stay. Milliseconds and kilobytes, against seconds and gigabytes for the C++ checks to receive
+    a serialized copy of a full net."""
     import onnx
 
+    model = onnx.ModelProto()
+    _copy_fields(proto, model, skip="graph")
+    _copy_fields(proto.graph, model.graph, skip="initializer")
+    inputs = {v.name for v in proto.graph.input}
+    for t in proto.graph.initializer:
+        if math.prod(t.dims) <= SMALL_TENSOR:
+            model.graph.initializer.append(t)
+        elif t.name not in inputs:  # an older exporter's initializer listed as input: typed there
+            model.graph.input.append(
+                onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+            )
+    return model
+
+
+def _copy_fields(source: Any, dest: Any, skip: str) -> None:
+    """Copy every set field of the protobuf message ``source`` but ``skip`` into ``dest``."""
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if isinstance(value, MutableSequence):
+            getattr(dest, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(dest, field.name).CopyFrom(value)
+        else:
+            setattr(dest, field.name, value)
+
+
+def check_graph(proto: Any) -> GraphSummary:
+    """Run the checks on `weightless` ``proto`` (FCNError naming the first problem); summarize
+    the graph."""
+    import onnx
+
+    proto = weightless(proto)
     try:
         onnx.checker.check_model(proto)
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)

@@ -3,13 +3,25 @@
 Settings are explicit rather than left to defaults that changed across torch releases: the dynamo
 exporter, opset 20, one self-contained file (``external_data=False``; full FCN-8s is ~537 MB in
 FP32, well under protobuf's 2 GB), batch/height/width dynamic from 1 to a declared maximum.
+
+Publication is atomic with the verification outcome inside: the file is written under a temp
+name beside the target, verified there, its verification record appended, and only then renamed
+into place. A crash, an out-of-memory kill or SIGTERM at any point leaves nothing under the final
+name (an earlier file there stays as it was), so no reader can take an unverified model for a
+verified one.
+
+Each step is sized for a full FCN-8s (0.5 GB of weights) on a small machine: the weights exist
+once in PyTorch (the exported module shares them) and once in the serialized graph, never both
+alongside ONNX Runtime. The PyTorch references are computed before tracing, the net is released
+once the graph is serialized, the checks run on the graph without its weights (`weightless`),
+the file is serialized once, and the record is appended rather than the file rewritten.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
+import gc
 import hashlib
 import io as _io
 import logging
@@ -32,9 +44,17 @@ from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
-from .graph import DeployModule, Fp16Plan, probe_fp16_plan
+from .graph import DeployModule, Fp16Plan, copy_module, probe_fp16_plan
 from .image_io import MAX_IMAGE_CLASSES, add_image_io
-from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
+from .metadata import (
+    IO_MODES,
+    NOT_VERIFIED,
+    PASSED,
+    PRECISIONS,
+    OnnxMetadata,
+    append_verification,
+    graph_digest,
+)
 from .quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_HELD_OUT_IMAGES,
@@ -45,7 +65,15 @@ from .quantize import (
     quantization_aware_finetune,
     quantize_model,
 )
-from .verify import INT8_LABEL_AGREEMENT, VerifyRow, choose_sizes, format_rows, verify_onnx
+from .verify import (
+    INT8_LABEL_AGREEMENT,
+    Probe,
+    VerifyRow,
+    choose_sizes,
+    compare_onnx,
+    format_rows,
+    reference_probes,
+)
 
 __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
 
@@ -62,7 +90,7 @@ class ExportReport:
     path: Path
     metadata: OnnxMetadata
     file_size: int
-    export_seconds: float  # tracing, conversion and checks (not loading or verification)
+    export_seconds: float  # tracing, conversion, checks and writing (not loading or verification)
     graph: GraphSummary
     rows: list[VerifyRow] = field(default_factory=list)  # empty when verification was skipped
     seed: int | None = None
@@ -138,8 +166,8 @@ def _load(source: Source, variant: str | None) -> tuple[nn.Module, ModelInfo, st
                 "the module to export has no .info (ModelInfo); build it with fcn_deploy.models "
                 "or load_model"
             )
-        # a copy: never change the caller's net
-        return copy.deepcopy(source).float().eval(), info, model_sha256(source)
+        # a copy sharing FP32 weights: the caller's net is never changed, nor its weights doubled
+        return copy_module(source, torch.float32).eval(), info, model_sha256(source)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
@@ -233,7 +261,7 @@ def export_onnx(
     ``verify`` the written file runs under ONNX Runtime against PyTorch at ``verify_sizes``
     (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
     whether every size was within tolerance. Each step is logged (``fcn_deploy`` logger, INFO);
-    ``progress`` shows a bar during verification.
+    ``progress`` shows bars while the references are computed and the file is verified.
 
     INT8 (``precision="int8"``) puts Q/DQ pairs around the convolutions, with activation ranges
     calibrated on ``calibration_images`` images of ``calibration`` (``synthetic``, ``voc:ROOT``,
@@ -246,10 +274,12 @@ def export_onnx(
     ``max_iu_drop`` points of mean IU. The random-size probes check INT8's shapes and values
     (finite, right size), not its accuracy: random pixels are not what a calibrated net is for.
 
-    A failed verification does not raise: the file stays for inspection, marked unverified in
-    its metadata (``report.passed`` is False, ``report.metadata.unverified`` says what failed),
-    and `Segmenter.load`, `load_runner`, fcn-predict, fcn-serve and fcn-bench refuse it unless
-    given ``allow_unverified=True`` / ``--allow-unverified``.
+    The file appears under ``output`` only once complete, with its verification status inside
+    (`OnnxMetadata.verification`: ``"passed"``, ``"failed: ..."``, or ``"not verified"`` without
+    ``verify``); an interrupted export leaves nothing there. A failed verification does not
+    raise: the file stays for inspection (``report.passed`` is False), and `Segmenter.load`,
+    `load_runner`, fcn-predict, fcn-serve and fcn-bench refuse it unless given
+    ``allow_unverified=True`` / ``--allow-unverified``.
     """
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
     source_int8 = None
@@ -322,6 +352,20 @@ def export_onnx(
         onnx_version=onnx.__version__,
         opset=opset,
     )
+    report_seed: int | None = None
+    probes: list[Probe] = []
+    if verify:  # the PyTorch side now, while the net is held anyway
+        if verify_sizes is None:
+            report_seed = int(np.random.default_rng().integers(2**31) if seed is None else seed)
+            log.info(
+                f"verification seed {report_seed} (pass --seed {report_seed} to repeat these sizes)"
+            )
+            verify_sizes = choose_sizes(
+                bounds, np.random.default_rng(report_seed), 640 if info.width <= 0.25 else 512
+            )
+        rng = np.random.default_rng(report_seed if report_seed is not None else seed)
+        log.info(f"computing PyTorch references at {len(verify_sizes)} size(s) ...")
+        probes = reference_probes(model, meta, verify_sizes, rng, progress=progress)
     with tempfile.TemporaryDirectory(prefix="fcn-export-") as scratch:
         fp32_graph = Path(scratch) / "fp32.onnx"  # INT8: the FP32 graph, scored against
         with atomic_path(output) as tmp:  # entered first: an unwritable path fails early
@@ -341,68 +385,47 @@ def export_onnx(
                     Path(scratch),
                     progress,
                 )
+            del model  # the graph holds the weights now; ONNX Runtime will load them once more
+            gc.collect()  # torch.export's programs hold the weights in reference cycles
             if io == "image":
                 add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
             finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
             log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
             summary = check_graph(proto)
+            meta = dataclasses.replace(meta, graph_sha256=graph_digest(proto))
+            log.info(f"writing {output.name} (verification status last) ...")
             onnx.save(proto, str(tmp))
-        seconds = time.perf_counter() - start
-        report = ExportReport(
-            output,
-            meta,
-            output.stat().st_size,
-            seconds,
-            summary,
-            fp32_layers=fp32_layers,
-            activation_peak=peak,
-        )
-        log.debug(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
-        if verify:
-            if verify_sizes is None:
-                report.seed = (
-                    int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
-                )
-                log.info(
-                    f"verification seed {report.seed} "
-                    f"(pass --seed {report.seed} to repeat these sizes)"
-                )
-                verify_sizes = choose_sizes(
-                    bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
-                )
-            rng = np.random.default_rng(report.seed if report.seed is not None else seed)
-            report.rows = verify_onnx(output, model, meta, verify_sizes, rng, progress=progress)
-            if source_int8 is not None:
-                log.info(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
-                report.int8 = int8_accuracy(
-                    fp32_graph,
-                    output,
-                    info,
-                    io,
-                    source_int8,
-                    held_out_images,
-                    skip=len(calibration_batches),
-                    min_agreement=min_label_agreement,
-                    max_iu_drop=max_iu_drop,
-                    progress=progress,
-                )
+            del proto
+            seconds = time.perf_counter() - start
+            report = ExportReport(
+                output, meta, 0, seconds, summary, seed=report_seed, fp32_layers=fp32_layers,
+                activation_peak=peak,
+            )  # fmt: skip
+            if verify:
+                report.rows = compare_onnx(tmp, meta, probes, progress=progress)
+                if source_int8 is not None:
+                    log.info(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
+                    report.int8 = int8_accuracy(
+                        fp32_graph,
+                        tmp,
+                        info,
+                        io,
+                        source_int8,
+                        held_out_images,
+                        skip=len(calibration_batches),
+                        min_agreement=min_label_agreement,
+                        max_iu_drop=max_iu_drop,
+                        progress=progress,
+                    )
+            status = NOT_VERIFIED if not verify else PASSED
             if not report.passed:
-                report.metadata = _mark_unverified(output, meta, report.failures())
+                status = f"failed: {report.failures()}"
+                log.info(f"verification failed ({report.failures()}): recorded in the file")
+            report.metadata = dataclasses.replace(meta, verification=status)
+            append_verification(tmp, report.metadata)
+        report.file_size = output.stat().st_size
+        log.debug(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
         return report
-
-
-def _mark_unverified(path: Path, meta: OnnxMetadata, what: str) -> OnnxMetadata:
-    """Record in the file that its verification failed, so loaders refuse it unless told."""
-    import onnx
-
-    meta = dataclasses.replace(meta, unverified=f"failed: {what}")
-    log.info(f"verification failed ({what}): marking {path} unverified")
-    proto = onnx.load(str(path))
-    props = {p.key: p.value for p in proto.metadata_props} | meta.to_props()
-    onnx.helper.set_model_props(proto, props)
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    return meta
 
 
 def _check_int8_options(
