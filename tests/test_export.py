@@ -254,6 +254,30 @@ def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None
         read_onnx_metadata(tmp_path / "missing.onnx")
 
 
+def test_the_streamed_file_is_what_onnx_save_writes(tmp_path: Path) -> None:
+    """The exporter never builds a ModelProto holding the weights: it holds them aside and
+    streams them into the file. The bytes are onnx.save's for the full proto (FP32 and FP16)."""
+    from onnx import numpy_helper
+
+    from fcn_deploy.export.exporter import _trace
+    from fcn_deploy.export.proto import PLACEHOLDER, write_model
+
+    net = small("fcn16s")
+    meta = OnnxMetadata(net.info, "tensor", "fp32", False, BOUNDS, "x", "logits", "", "", "", 20)
+    for precision in ("fp32", "fp16"):
+        proto, weights = _trace(DeployModule(net, precision), meta, 20)
+        held = [t for t in proto.graph.initializer if t.name in weights]
+        assert len(held) > 10 and all(t.external_data[0].value == PLACEHOLDER for t in held)
+        assert proto.ByteSize() < sum(a.nbytes for a in weights.values()) / 20  # the graph
+        write_model(proto, tmp_path / "streamed.onnx", weights)
+        for t in held:
+            t.CopyFrom(numpy_helper.from_array(weights[t.name], t.name))
+        onnx.save(proto, str(tmp_path / "saved.onnx"))
+        assert (tmp_path / "streamed.onnx").read_bytes() == (tmp_path / "saved.onnx").read_bytes()
+    with pytest.raises(FCNError, match="no weights were given"):
+        write_model(_trace(DeployModule(net), meta, 20)[0], tmp_path / "x.onnx", {})
+
+
 def test_check_graph_rejects_mixed_dtypes() -> None:
     graph = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["c"], name="bad_add")],

@@ -11,15 +11,14 @@ every node, name, type and shape, and no copy of hundreds of MB of weights is se
 
 from __future__ import annotations
 
-import math
-from collections.abc import MutableSequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FCNError
-from .metadata import SMALL_TENSOR, OnnxMetadata
+from .metadata import OnnxMetadata
+from .proto import weightless
 
-__all__ = ["GraphSummary", "check_graph", "finish_graph", "weightless"]
+__all__ = ["GraphSummary", "check_graph", "finish_graph"]
 
 _FLOAT_TYPES = {1: "float32", 10: "float16", 11: "float64", 16: "bfloat16"}
 _MIXED_OK = {"Cast", "CastLike", "Shape", "Size"}  # ops whose inputs may legitimately differ
@@ -51,40 +50,6 @@ def finish_graph(proto: Any, meta: OnnxMetadata, same_size_output: bool) -> None
         f"fcn-deploy {meta.info.variant} (width {meta.info.width:g}, {meta.info.num_classes} "
         f"classes), {meta.precision}, {meta.io} I/O"
     )
-
-
-def weightless(proto: Any) -> Any:
-    """A copy of the ModelProto ``proto`` whose large initializers are graph inputs of the same
-    name, type and shape; small ones (shapes, crop offsets: values shape inference may need)
-    stay. Milliseconds and kilobytes, against seconds and gigabytes for the C++ checks to receive
-    a serialized copy of a full net."""
-    import onnx
-
-    model = onnx.ModelProto()
-    _copy_fields(proto, model, skip="graph")
-    _copy_fields(proto.graph, model.graph, skip="initializer")
-    inputs = {v.name for v in proto.graph.input}
-    for t in proto.graph.initializer:
-        if math.prod(t.dims) <= SMALL_TENSOR:
-            model.graph.initializer.append(t)
-        elif t.name not in inputs:  # an older exporter's initializer listed as input: typed there
-            model.graph.input.append(
-                onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-            )
-    return model
-
-
-def _copy_fields(source: Any, dest: Any, skip: str) -> None:
-    """Copy every set field of the protobuf message ``source`` but ``skip`` into ``dest``."""
-    for field, value in source.ListFields():
-        if field.name == skip:
-            continue
-        if isinstance(value, MutableSequence):
-            getattr(dest, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(dest, field.name).CopyFrom(value)
-        else:
-            setattr(dest, field.name, value)
 
 
 def check_graph(proto: Any) -> GraphSummary:

@@ -11,10 +11,11 @@ name (an earlier file there stays as it was), so no reader can take an unverifie
 verified one.
 
 Each step is sized for a full FCN-8s (0.5 GB of weights) on a small machine: the weights exist
-once in PyTorch (the exported module shares them) and once in the serialized graph, never both
-alongside ONNX Runtime. The PyTorch references are computed before tracing, the net is released
-once the graph is serialized, the checks run on the graph without its weights (`weightless`),
-the file is serialized once, and the record is appended rather than the file rewritten.
+once, as the PyTorch net's tensors, until ONNX Runtime loads the written file. The exported
+module shares them, the graph holds them aside (`fcn_deploy.export.proto`: no ModelProto with
+weights is built, and the file is streamed from the tensors), the checks run on the graph
+without them, the PyTorch references are computed before tracing so that the net is released
+before ONNX Runtime loads the file, and the record is appended rather than the file rewritten.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from .metadata import (
     append_verification,
     graph_digest,
 )
+from .proto import hold_weights, weightless, write_model
 from .quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_HELD_OUT_IMAGES,
@@ -189,8 +191,9 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
-    """torch.onnx.export with dynamo, the opset and dynamic dims stated explicitly."""
+def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> tuple[Any, dict[str, Any]]:
+    """torch.onnx.export with dynamo, the opset and dynamic dims stated explicitly: the ModelProto
+    with its large weights held aside (`hold_weights`), and those weights."""
     from torch.export import Dim
 
     (max_h, max_w), max_n = meta.bounds.max_hw or (4096, 4096), meta.bounds.max_batch or 1
@@ -225,7 +228,12 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
             cause = cause.__cause__ or cause.__context__
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
-    return program.model_proto  # type: ignore[union-attr]  # dynamo=True always returns a program
+    import onnx_ir as ir
+
+    # held aside before serializing: no copy of the weights in the proto, and none kept alive by
+    # the graph itself (onnxscript's rewrite rules hold on to the last graph they matched)
+    weights = hold_weights(program.model)  # type: ignore[union-attr]  # dynamo=True: a program
+    return ir.serde.serialize_model(program.model), weights  # type: ignore[union-attr]
 
 
 def export_onnx(
@@ -371,11 +379,11 @@ def export_onnx(
         with atomic_path(output) as tmp:  # entered first: an unwritable path fails early
             log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
             start = time.perf_counter()
-            proto = _trace(DeployModule(model, precision, fp16_io, plan), meta, opset)
+            proto, weights = _trace(DeployModule(model, precision, fp16_io, plan), meta, opset)
             if source_int8 is not None:
-                onnx.save(proto, str(fp32_graph))  # the reference for the INT8 accuracy check
+                write_model(proto, fp32_graph, weights)  # the reference for INT8's accuracy
+                weights = {}  # the quantized graph holds its own
                 proto, fp32_layers, meta = _quantize(
-                    proto,
                     model,
                     meta,
                     opset,
@@ -385,24 +393,25 @@ def export_onnx(
                     Path(scratch),
                     progress,
                 )
-            del model  # the graph holds the weights now; ONNX Runtime will load them once more
-            gc.collect()  # torch.export's programs hold the weights in reference cycles
             if io == "image":
                 add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
             finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
             log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
-            summary = check_graph(proto)
+            structure = weightless(proto)  # what the file holds, without the weights' bytes
+            summary = check_graph(structure)
             meta = dataclasses.replace(meta, graph_sha256=graph_digest(proto))
             log.info(f"writing {output.name} (verification status last) ...")
-            onnx.save(proto, str(tmp))
-            del proto
+            write_model(proto, tmp, weights)
+            del model, proto, weights  # the PyTorch weights, before ONNX Runtime loads the file's
+            gc.collect()  # torch.export's programs hold modules in reference cycles
             seconds = time.perf_counter() - start
             report = ExportReport(
                 output, meta, 0, seconds, summary, seed=report_seed, fp32_layers=fp32_layers,
                 activation_peak=peak,
             )  # fmt: skip
             if verify:
-                report.rows = compare_onnx(tmp, meta, probes, progress=progress)
+                # the file's external data are the structure's: none (parsed again otherwise)
+                report.rows = compare_onnx(tmp, meta, probes, progress=progress, model=structure)
                 if source_int8 is not None:
                     log.info(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
                     report.int8 = int8_accuracy(
@@ -449,7 +458,6 @@ def _check_int8_options(
 
 
 def _quantize(
-    proto: Any,
     model: nn.Module,
     meta: OnnxMetadata,
     opset: int,
@@ -459,10 +467,8 @@ def _quantize(
     scratch: Path,
     progress: bool,
 ) -> tuple[Any, list[str], OnnxMetadata]:
-    """The INT8 Q/DQ graph of the FP32 ``proto`` (saved at scratch/fp32.onnx), its FP32 layers
-    and the metadata that records how it was calibrated."""
-    import onnx
-
+    """The INT8 Q/DQ graph of the FP32 graph saved at scratch/fp32.onnx, its FP32 layers and
+    the metadata that records how it was calibrated."""
     log.info(
         f"quantizing to INT8 (Q/DQ; {options.method} ranges from {len(batches)} image(s) of "
         f"{source.spec}) ..."
@@ -480,7 +486,8 @@ def _quantize(
             progress=progress,
         )
         quantize_from = scratch / "finetuned.onnx"
-        onnx.save(_trace(DeployModule(tuned), meta, opset), str(quantize_from))
+        tuned_proto, tuned_weights = _trace(DeployModule(tuned), meta, opset)
+        write_model(tuned_proto, quantize_from, tuned_weights)
     quantized, fp32_layers = quantize_model(quantize_from, batches, options, progress, overrides)
     meta = dataclasses.replace(
         meta,

@@ -33,6 +33,7 @@ from .._io import describe_file, os_reason
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
 from .external_data import external_data_files
+from .proto import SMALL_TENSOR
 
 __all__ = [
     "IO_MODES",
@@ -184,9 +185,6 @@ def _read_record(props: Mapping[str, str]) -> tuple[str, str | None]:
     if digest != _record_digest(props, status, graph):
         return RECORD_MISMATCH, None
     return status, graph
-
-
-SMALL_TENSOR = 4096  # initializers up to this many elements are hashed with their values
 
 
 def graph_digest(model: Any) -> str:

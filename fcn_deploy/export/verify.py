@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,13 +137,17 @@ def compare_onnx(
     probes: Sequence[Probe],
     threads: int | None = None,
     progress: bool = True,
+    model: Any | None = None,
 ) -> list[VerifyRow]:
-    """One row per probe: the ONNX file under ONNX Runtime against its PyTorch reference.
+    """One row per probe: the ONNX file under ONNX Runtime against its PyTorch reference
+    (``model``: as for `ort_session`).
 
     INT8 rows pass on the right shape with finite values; their label agreement is shown, and
     INT8 accuracy is judged on held-out images (`fcn_deploy.export.quantize.int8_accuracy`).
     """
-    session = ort_session(path, threads=threads, disabled_optimizers=VERIFY_DISABLED_OPTIMIZERS)
+    session = ort_session(
+        path, threads=threads, disabled_optimizers=VERIFY_DISABLED_OPTIMIZERS, model=model
+    )
     bar = Progress(len(probes), "verifying", unit="size") if progress else None
     rows = []
     for probe in probes:
