@@ -112,9 +112,11 @@ def test_files_of_the_previous_metadata_format_load_as_they_did(
     marked = set_props(unverified="failed: 1 of 4 probe sizes")
     failed = rewrite(old, tmp_path / "failed.onnx", marked)
     image = scene(64, 90, 3)
+    caplog.clear()
     with caplog.at_level("WARNING", logger="fcn_deploy"), Segmenter.load(old, device="cpu") as seg:
         labels = seg.predict(image)
-    assert not caplog.records, caplog.text
+    said = [r for r in caplog.records if r.name.startswith("fcn_deploy") and r.levelno >= 30]
+    assert not said, caplog.text
     with pytest.raises(FCNError, match=r"failed verification when it was exported \(failed: 1 of"):
         Segmenter.load(failed, device="cpu")
     with Segmenter.load(failed, device="cpu", allow_unverified=True) as seg:

@@ -397,10 +397,10 @@ def export_onnx(
                 add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
             finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
             log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
+            summary = check_graph(proto)
             structure = weightless(proto)  # what the file holds, without the weights' bytes
-            summary = check_graph(structure)
             meta = dataclasses.replace(meta, graph_sha256=graph_digest(proto))
-            log.info(f"writing {output.name} (verification status last) ...")
+            log.info(f"writing {tmp.name} (renamed to {output.name} when complete) ...")
             write_model(proto, tmp, weights)
             del model, proto, weights  # the PyTorch weights, before ONNX Runtime loads the file's
             gc.collect()  # torch.export's programs hold modules in reference cycles
