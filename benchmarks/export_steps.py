@@ -11,8 +11,10 @@ serialization to a ModelProto, ``onnx.checker``, shape inference, ``onnx.save``,
 session creation and runs, ``torch.load``. Time not spent in one of those calls is shown under
 the progress line it follows (PyTorch's own inference, for example). Each step's peak is the
 process's ``VmHWM``, reset through ``/proc/self/clear_refs`` at every cut (Linux), so it is exact,
-not sampled. The same cuts exist in every fcn-deploy version, so ``--trees`` compares versions:
-each one runs with ``PYTHONPATH`` at that checkout, in turn, ``--repeat`` times.
+not sampled. CPU seconds (all threads, ``time.process_time``) depend much less than wall time on
+what else the machine runs. The same cuts exist in every fcn-deploy version, so ``--trees``
+compares versions: each one runs with ``PYTHONPATH`` at that checkout, in turn, ``--repeat``
+times.
 """
 
 from __future__ import annotations
@@ -65,10 +67,10 @@ class Timeline:
     """Consecutive segments, each labelled and measured (seconds, peak GiB)."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, list[float]] = {}  # label → [seconds, peak]
+        self.rows: dict[str, list[float]] = {}  # label → [seconds, CPU seconds, peak]
         self.stack: list[str] = []
         self.step = "start (imports done)"
-        self.last = time.perf_counter()
+        self.last, self.last_cpu = time.perf_counter(), time.process_time()
         self._reset()
 
     def _reset(self) -> None:
@@ -77,12 +79,13 @@ class Timeline:
 
     def cut(self) -> None:
         """Close the current segment: charge it to the innermost call, else the step."""
-        now, peak = time.perf_counter(), _status("VmHWM")
+        now, cpu, peak = time.perf_counter(), time.process_time(), _status("VmHWM")
         label = self.stack[-1] if self.stack else self.step
-        row = self.rows.setdefault(label, [0.0, 0.0])
+        row = self.rows.setdefault(label, [0.0, 0.0, 0.0])
         row[0] += now - self.last
-        row[1] = max(row[1], peak)
-        self.last = now
+        row[1] += cpu - self.last_cpu
+        row[2] = max(row[2], peak)
+        self.last, self.last_cpu = now, cpu
         self._reset()
 
     @contextlib.contextmanager
@@ -144,7 +147,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     logger = logging.getLogger("fcn_deploy")
     logger.setLevel(logging.INFO)
     logger.addHandler(_Steps(timeline))
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         report = export_onnx(
             args.source,
@@ -158,7 +161,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         timeline.cut()
     return {
         "total_s": time.perf_counter() - start,
-        "peak_gib": max(p for _, p in timeline.rows.values()),
+        "cpu_s": time.process_time() - start_cpu,
+        "peak_gib": max(p for _, _, p in timeline.rows.values()),
         "imports_gib": base,
         "steps": timeline.rows,
         "file_mib": report.file_size / 2**20,
@@ -170,12 +174,13 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"{'step':<44} {'seconds':>8} {'peak GiB':>9}"]
-    for label, (seconds, peak) in result["steps"].items():
+    lines = [f"{'step':<44} {'seconds':>8} {'CPU s':>7} {'peak GiB':>9}"]
+    for label, (seconds, cpu, peak) in result["steps"].items():
         if seconds >= 0.05:
-            lines.append(f"{label:<44} {seconds:8.1f} {peak:9.2f}")
+            lines.append(f"{label:<44} {seconds:8.1f} {cpu:7.1f} {peak:9.2f}")
     lines.append(
-        f"{'total':<44} {result['total_s']:8.1f} {result['peak_gib']:9.2f}   "
+        f"{'total':<44} {result['total_s']:8.1f} {result['cpu_s']:7.1f} "
+        f"{result['peak_gib']:9.2f}   "
         f"(imports alone {result['imports_gib']:.2f} GiB; {result['file_mib']:.1f} MiB written; "
         f"verification {result['verification']}, worst rel. error {result['worst_rel_error']})"
     )

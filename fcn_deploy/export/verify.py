@@ -17,7 +17,7 @@ graph computes.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,19 +115,14 @@ def reference_probes(
 ) -> list[Probe]:
     """Image-like inputs at ``sizes`` (N, H, W) and the FP32 PyTorch ``model``'s logits for them."""
     in_dtype = np.float16 if meta.fp16_io else np.float32
-    bar = Progress(len(sizes), "PyTorch reference", unit="size") if progress else None
     probes = []
-    for n, h, w in sizes:
+    for n, h, w in _each_size(sizes, "PyTorch reference", progress):
         images = synthetic_images(n, h, w, rng)
         x = meta.info.preprocessing.apply(images)
         with torch.inference_mode():
             reference = model.eval()(torch.from_numpy(x)).numpy()
         inputs = images if meta.io == "image" else x.astype(in_dtype)
         probes.append(Probe((n, h, w), inputs, reference))
-        if bar is not None:
-            bar.update(1, size=f"{n}x{h}x{w}")
-    if bar is not None:
-        bar.close()
     return probes
 
 
@@ -148,17 +143,26 @@ def compare_onnx(
     session = ort_session(
         path, threads=threads, disabled_optimizers=VERIFY_DISABLED_OPTIMIZERS, model=model
     )
-    bar = Progress(len(probes), "verifying", unit="size") if progress else None
     rows = []
-    for probe in probes:
-        out = ort_run(session, probe.inputs)
-        rows.append(_compare(probe.reference, out, meta, probe.shape))
-        if bar is not None:
-            n, h, w = probe.shape
-            bar.update(1, size=f"{n}x{h}x{w}")
-    if bar is not None:
-        bar.close()
+    shapes = _each_size([probe.shape for probe in probes], "verifying", progress)
+    for shape, probe in zip(shapes, probes, strict=True):
+        rows.append(_compare(probe.reference, ort_run(session, probe.inputs), meta, shape))
     return rows
+
+
+def _each_size(
+    sizes: Sequence[tuple[int, int, int]], label: str, progress: bool
+) -> Iterator[tuple[int, int, int]]:
+    """``sizes`` one by one, each counted on a progress bar named ``label`` when ``progress``."""
+    bar = Progress(len(sizes), label, unit="size") if progress else None
+    try:
+        for n, h, w in sizes:
+            yield n, h, w
+            if bar is not None:
+                bar.update(1, size=f"{n}x{h}x{w}")
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def verify_onnx(
