@@ -89,3 +89,40 @@ def test_checkpoint_and_onnx_give_the_same_labels(
     else:
         with pytest.raises(FCNError, match=r"io=.tensor."):
             exported.logits(pictures["odd 97x131"])
+
+
+@pytest.mark.slow
+def test_files_of_the_previous_metadata_format_load_as_they_did(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Files written before verification records (metadata format 1): one without a mark loads
+    silently, one marked ``fcn_deploy.unverified`` is refused unless allowed, as before."""
+    import subprocess
+    import sys
+
+    from test_export import rewrite, set_props
+
+    from fcn_deploy.export import export_onnx
+
+    checkpoint = make_checkpoint("fcn8s", width=0.125)
+    current = tmp_path / "current.onnx"
+    export_onnx(checkpoint, current, max_size=MAX_SIZE, max_batch=2, verify=False, progress=False)
+    format_1 = set_props(verification=None, format_version="1")
+    old = rewrite(current, tmp_path / "old.onnx", format_1)
+    marked = set_props(unverified="failed: 1 of 4 probe sizes")
+    failed = rewrite(old, tmp_path / "failed.onnx", marked)
+    image = scene(64, 90, 3)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fcn_deploy"), Segmenter.load(old, device="cpu") as seg:
+        labels = seg.predict(image)
+    said = [r for r in caplog.records if r.name.startswith("fcn_deploy") and r.levelno >= 30]
+    assert not said, caplog.text
+    with pytest.raises(FCNError, match=r"failed verification when it was exported \(failed: 1 of"):
+        Segmenter.load(failed, device="cpu")
+    with Segmenter.load(failed, device="cpu", allow_unverified=True) as seg:
+        np.testing.assert_array_equal(seg.predict(image), labels)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    predict = str(Path(sys.executable).parent / "fcn-predict")
+    run = subprocess.run([predict, str(old), str(tmp_path / "a.png"), "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0 and "warning" not in run.stderr, run.stderr

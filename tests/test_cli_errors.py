@@ -419,15 +419,19 @@ def test_fcn_train_refuses_an_earlier_runs_folder_unless_resume_or_overwrite(
     assert log[-1].startswith("1,")  # a new run from iteration 1, not the resumed run's 2
 
 
-def _export_until_killed(files: Path, work: Path, sig: int) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / "fcn-export"), str(files / "m21.pt"), "-o", str(work / "m.onnx")]
+def _export_until_killed(
+    files: Path, work: Path, sig: int, *options: str, after: str = "loaded"
+) -> subprocess.CompletedProcess:
+    """fcn-export m21.pt to work/m.onnx with ``options``, sent ``sig`` 0.5 s after it prints a
+    line starting with ``after``."""
+    cmd = [str(BIN / "fcn-export"), str(files / "m21.pt"), "-o", str(work / "m.onnx"), *options]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait until the export is under way (it says so), then stop it
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        if line.startswith("loaded"):
+        if line.startswith(after):
             break
     time.sleep(0.5)
     proc.send_signal(sig)
@@ -442,6 +446,60 @@ def test_sigterm_during_export_is_like_ctrl_c(files: Path, work: Path) -> None:
     assert result.returncode == 143, result.stderr
     assert "terminated" in result.stderr and "Traceback" not in result.stderr
     assert listing(work) == []  # no .m.onnx.*.tmp.onnx
+
+
+INT8_STRICT = ["--precision", "int8", "--calibration-images", "8", "--held-out-images", "8",
+               "--min-label-agreement", "1.0", "--max-iu-drop", "0"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigterm_after_an_int8_file_appears_leaves_no_file_loadable_as_verified(
+    make_checkpoint, tmp_path: Path
+) -> None:
+    """SIGTERM one second after the output appears, as a crash or an OOM kill during
+    verification would: whatever stays under the name says how its verification went, and a
+    file that failed it (random score layers, agreement 1.0 asked) is refused by fcn-predict."""
+    ckpt = make_checkpoint("fcn32s", width=0.0625, num_classes=7)
+    out = tmp_path / "ver" / "int.onnx"
+    out.parent.mkdir()
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen([str(BIN / "fcn-export"), str(ckpt), "-o", str(out), *INT8_STRICT],
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        while not out.exists() and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=300)
+    said = (tmp_path / "log.txt").read_text()
+    # verification failed (exit 1), or it was stopped (143; -15: on its way out, after run_cli)
+    assert code in (1, 143, -signal.SIGTERM), said
+    assert listing(out.parent) == (["int.onnx"] if out.exists() else []), said  # no temp file
+    if not out.exists():
+        return  # stopped before the file was complete: nothing is there to be mistaken
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 56, 3), 90, np.uint8))
+    result = run("fcn-predict", out, tmp_path / "a.png", "-o", tmp_path / "pred", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "failed verification" in result.stderr and "--allow-unverified" in result.stderr
+    from fcn_deploy.export import read_onnx_metadata
+
+    assert (read_onnx_metadata(out).verification or "").startswith("failed: INT8")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_an_int8_export_killed_during_verification_leaves_nothing_under_its_name(
+    files: Path, work: Path, sig: int
+) -> None:
+    held_out = ["--held-out-images", "60"]  # the scoring outlasts the half second before the kill
+    result = _export_until_killed(files, work, sig, *INT8_STRICT, *held_out, after="scoring INT8")
+    if result.returncode in (0, 1):
+        pytest.skip("the export finished before the signal arrived")
+    assert not (work / "m.onnx").exists(), result.stderr
+    if sig == signal.SIGTERM:
+        assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr
+        assert listing(work) == []  # the temp file went too
+    else:
+        assert [p.name.startswith(".fcn-deploy-tmp-") for p in work.iterdir()] in ([], [True])
 
 
 def test_kill_9_leftover_is_cleaned_by_the_next_export(files: Path, work: Path) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fcn_deploy.cli._common import run_cli
+from fcn_deploy.cli._common import add_allow_unverified, run_cli
 from fcn_deploy.cli.engine_args import add_engine_arguments, build_engine_from_args
 from fcn_deploy.engine import Profile, build_engine
 from fcn_deploy.engine._trt import MISSING_MESSAGE, tensorrt_available
 from fcn_deploy.errors import FCNError
-from fcn_deploy.export.metadata import OnnxMetadata
+from fcn_deploy.export.metadata import PASSED, OnnxMetadata, graph_digest
 from fcn_deploy.meta import ModelInfo, SizeBounds
 
 HAS_TENSORRT = (
@@ -69,6 +69,8 @@ def _tiny_onnx(path: Path, precision: str = "fp32", calibration: dict | None = N
         onnx.__version__,
         20,
         calibration=calibration,
+        verification=PASSED,
+        graph_sha256=graph_digest(model),  # a record that matches: as a verified export has
     )
     for k, v in meta.to_props().items():
         model.metadata_props.add(key=k, value=v)
@@ -141,6 +143,7 @@ def test_build_without_tensorrt_says_where_engines_are_built(tiny_onnx, tmp_path
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fcn-export")
     add_engine_arguments(parser)
+    add_allow_unverified(parser)
     return parser.parse_args(argv)
 
 

@@ -8,7 +8,9 @@ Dimensions and Format/Datatype, Kernel/OutMaps/Groups/Weights on convolutions).
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,9 @@ from fcn_deploy.engine import (
 )
 from fcn_deploy.engine.layer_info import LayerSummary, precision_problem
 from fcn_deploy.engine.plan import check_opt_level, workspace_bytes
+from fcn_deploy.engine.sidecar import check_engine_bytes, publish_engine
 from fcn_deploy.errors import FCNError
-from fcn_deploy.export.metadata import OnnxMetadata
+from fcn_deploy.export.metadata import RECORD_MISMATCH, UNRECORDED, OnnxMetadata
 from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
 
 BOUNDS = SizeBounds(min_hw=(1, 1), max_hw=(4096, 4096), min_batch=1, max_batch=32)
@@ -508,6 +511,8 @@ def _meta(tmp_path) -> EngineMetadata:
         "2.13.0",
         "1.23.0",
         20,
+        verification="passed",
+        graph_sha256="12" * 32,
     )
     return EngineMetadata(
         tensorrt_version="10.13.3.9",
@@ -707,6 +712,96 @@ def test_an_engine_is_reused_only_for_the_same_onnx_profiles_release_and_gpu(tmp
         assert not same_build(meta, *here[:i], other, *here[i + 1 :]), other
 
 
+def test_an_engine_whose_sidecar_lost_its_verification_record_is_refused(tmp_path):
+    """The sidecar carries the ONNX file's record; editing it (here: deleting the record, or
+    turning the status into a pass) reads as a mismatch, refused like the ONNX file would be."""
+    from fcn_deploy.runtime import load_runner
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"plan")
+    meta = _meta(tmp_path)
+    failed = replace(meta, onnx=replace(meta.onnx, verification="failed: labels 91.2% < 98%"))
+    path = write_sidecar(engine, failed)
+    doc = json.loads(path.read_text())
+    assert json.loads(doc["onnx"]["verification"])["status"] == "failed: labels 91.2% < 98%"
+    record = json.loads(doc["onnx"]["verification"])
+    forged = json.dumps(record | {"status": "passed"})
+    for edit in ({"verification": forged}, {"verification": None}):
+        doc["onnx"] = {k: v for k, v in (doc["onnx"] | edit).items() if v is not None}
+        path.write_text(json.dumps(doc))
+        assert read_sidecar(engine).onnx.verification == RECORD_MISMATCH
+        with pytest.raises(FCNError, match=r"edited after export\?\); re-export") as e:
+            load_runner(engine)
+        assert e.value.param == "allow_unverified"
+    # a sidecar of the previous release: its ONNX entry has no record and loads as it did
+    doc["onnx"]["format_version"] = "1"
+    path.write_text(json.dumps(doc))
+    assert read_sidecar(engine).onnx.verification == UNRECORDED
+    try:  # it goes on to TensorRT itself (missing here, or the plan is no engine)
+        load_runner(engine)
+    except FCNError as allowed:
+        assert "verification" not in str(allowed)
+
+
+def _two_builds(tmp_path) -> tuple[tuple[bytes, EngineMetadata], tuple[bytes, EngineMetadata]]:
+    meta = _meta(tmp_path)
+    old, new = b"old plan", b"new plan"
+    return (
+        (old, replace(meta, engine_sha256=hashlib.sha256(old).hexdigest(), build_seconds=1.0)),
+        (new, replace(meta, engine_sha256=hashlib.sha256(new).hexdigest(), build_seconds=2.0)),
+    )
+
+
+def test_publish_engine_writes_a_matching_pair_and_the_executor_check_refuses_a_mixed_one(
+    tmp_path,
+):
+    (old, old_meta), (new, new_meta) = _two_builds(tmp_path)
+    engine = tmp_path / "model.engine"
+    publish_engine(engine, old, old_meta)
+    publish_engine(engine, new, new_meta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.engine", "model.engine.json"]
+    assert engine.read_bytes() == new and read_sidecar(engine).build_seconds == 2.0
+    check_engine_bytes(read_sidecar(engine), hashlib.sha256(new).hexdigest())
+    # a reader that read the old sidecar and then the new engine
+    with pytest.raises(FCNError, match="the engine does not match its sidecar"):
+        check_engine_bytes(old_meta, hashlib.sha256(new).hexdigest())
+
+
+def test_an_engine_is_never_left_beside_a_sidecar_of_another_build(tmp_path, monkeypatch):
+    """Each step of the publication fails in turn (a full disk writing, a failed rename): the old
+    pair stays whole, or no engine is left; never an engine with a wrong or missing sidecar."""
+    import os
+
+    from fcn_deploy import _io
+
+    (old, old_meta), (new, new_meta) = _two_builds(tmp_path)
+    engine = tmp_path / "model.engine"
+    real_replace = os.replace
+    for failing in (1, 2):  # the sidecar's rename, then the engine's
+        publish_engine(engine, old, old_meta)
+        calls = []
+
+        def replace_or_fail(src, dst, failing=failing, calls=calls):
+            calls.append(dst)
+            if len(calls) == failing:
+                raise OSError(28, "No space left on device")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(_io.os, "replace", replace_or_fail)
+        with pytest.raises(FCNError, match="No space left on device"):
+            publish_engine(engine, new, new_meta)
+        monkeypatch.setattr(_io.os, "replace", real_replace)
+        assert not engine.exists()  # the old engine went first, the new one never came
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert names == ["model.engine.json"], names  # no temp file left either
+    publish_engine(engine, old, old_meta)
+    unwritable = replace(new_meta, builder={"route": object()})  # fails while written
+    with pytest.raises(TypeError):
+        publish_engine(engine, new, unwritable)
+    assert engine.read_bytes() == old and read_sidecar(engine).build_seconds == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.engine", "model.engine.json"]
+
+
 def test_a_failed_cuda_initialisation_names_the_driver_the_cuda_variant_needs():
     from fcn_deploy.engine.versions import cuda_init_message
 
@@ -720,14 +815,14 @@ def test_a_failed_cuda_initialisation_names_the_driver_the_cuda_variant_needs():
 
 
 def test_an_engine_built_from_an_unverified_export_is_refused_unless_allowed(tmp_path):
-    from dataclasses import replace
-
     from fcn_deploy.runtime import load_runner
 
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"plan")
     meta = _meta(tmp_path)
-    write_sidecar(engine, replace(meta, onnx=replace(meta.onnx, unverified="labels 91.2% < 98%")))
+    write_sidecar(
+        engine, replace(meta, onnx=replace(meta.onnx, verification="failed: labels 91.2% < 98%"))
+    )
     with pytest.raises(FCNError, match="failed verification") as e:
         load_runner(engine)
     assert e.value.param == "allow_unverified"

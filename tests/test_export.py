@@ -7,10 +7,15 @@ and shared. Verification sizes are drawn from a fresh seed every run (printed on
 from __future__ import annotations
 
 import copy
+import json
+import re
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -39,6 +44,13 @@ from fcn_deploy.export.graph import (
     activation_peaks,
     group_diagonal_deconvs,
     probe_fp16_plan,
+)
+from fcn_deploy.export.metadata import (
+    NOT_VERIFIED,
+    PASSED,
+    RECORD_KEY,
+    RECORD_MISMATCH,
+    UNRECORDED,
 )
 from fcn_deploy.export.ort import ort_run, ort_session
 from fcn_deploy.meta import ModelInfo, Preprocessing, SizeBounds
@@ -194,9 +206,31 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
         "1.23",
         20,
     )
+    assert OnnxMetadata.from_props(meta.to_props()).verification == RECORD_MISMATCH  # no record
+    meta = replace(meta, verification=PASSED, graph_sha256="cd" * 32)
     props = meta.to_props()
     assert all(k.startswith("fcn_deploy.") for k in props) and "fcn_deploy.bounds" in props
     assert OnnxMetadata.from_props(props) == meta
+    record = json.loads(props[RECORD_KEY])
+    failed = replace(meta, verification="failed: 1 of 4 probe sizes").to_props()[RECORD_KEY]
+    forged = failed.replace("failed: 1 of 4 probe sizes", "passed")
+    wider = json.dumps(replace(meta.bounds, max_hw=(8192, 8192)).to_dict())
+    edits = {
+        "record deleted": {RECORD_KEY: None},
+        "bounds widened": {"fcn_deploy.bounds": wider},
+        "an entry added": {"fcn_deploy.note": "ok"},
+        "failure turned into a pass": {RECORD_KEY: forged},
+        "graph hash replaced": {RECORD_KEY: json.dumps(record | {"graph": "ef" * 32})},
+        "record not JSON": {RECORD_KEY: "passed"},
+    }  # fmt: skip
+    for what, edit in edits.items():
+        changed = {k: v for k, v in (props | edit).items() if v is not None}
+        assert OnnxMetadata.from_props(changed).verification == RECORD_MISMATCH, what
+    # the previous release's format: no record, a mark on failure only
+    old = {k: v for k, v in props.items() if k != RECORD_KEY} | {"fcn_deploy.format_version": "1"}
+    assert OnnxMetadata.from_props(old).verification == UNRECORDED
+    marked = OnnxMetadata.from_props(old | {"fcn_deploy.unverified": "failed: INT8 on x"})
+    assert marked.verification == "failed: INT8 on x"
     with pytest.raises(ValueError):
         OnnxMetadata(
             info, "image", "fp32", True, meta.bounds, "x", "y", "", "", "", 20
@@ -220,6 +254,30 @@ def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None
         read_onnx_metadata(garbage)
     with pytest.raises(FCNError, match="no such file"):
         read_onnx_metadata(tmp_path / "missing.onnx")
+
+
+def test_the_streamed_file_is_what_onnx_save_writes(tmp_path: Path) -> None:
+    """The exporter never builds a ModelProto holding the weights: it holds them aside and
+    streams them into the file. The bytes are onnx.save's for the full proto (FP32 and FP16)."""
+    from onnx import numpy_helper
+
+    from fcn_deploy.export.exporter import _trace
+    from fcn_deploy.export.proto import PLACEHOLDER, write_model
+
+    net = small("fcn16s")
+    meta = OnnxMetadata(net.info, "tensor", "fp32", False, BOUNDS, "x", "logits", "", "", "", 20)
+    for precision in ("fp32", "fp16"):
+        proto, weights = _trace(DeployModule(net, precision), meta, 20)
+        held = [t for t in proto.graph.initializer if t.name in weights]
+        assert len(held) > 10 and all(t.external_data[0].value == PLACEHOLDER for t in held)
+        assert proto.ByteSize() < sum(a.nbytes for a in weights.values()) / 20  # the graph
+        write_model(proto, tmp_path / "streamed.onnx", weights)
+        for t in held:
+            t.CopyFrom(numpy_helper.from_array(weights[t.name], t.name))
+        onnx.save(proto, str(tmp_path / "saved.onnx"))
+        assert (tmp_path / "streamed.onnx").read_bytes() == (tmp_path / "saved.onnx").read_bytes()
+    with pytest.raises(FCNError, match="no weights were given"):
+        write_model(_trace(DeployModule(net), meta, 20)[0], tmp_path / "x.onnx", {})
 
 
 def test_check_graph_rejects_mixed_dtypes() -> None:
@@ -420,3 +478,91 @@ def test_cli_subprocess_bad_input_is_one_line(tmp_path: Path) -> None:
         and run.stderr.startswith("error: ")
     )
     assert not (tmp_path / "m.onnx").exists()
+
+
+def rewrite(source: Path, dest: Path, edit: Callable[[onnx.ModelProto], None]) -> Path:
+    """``source`` changed by ``edit`` (metadata or graph) and saved as ``dest``, as a user with
+    the onnx package would."""
+    model = onnx.load(str(source))
+    edit(model)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def set_props(**changes: str | None) -> Callable[[onnx.ModelProto], None]:
+    """An edit setting (None: deleting) ``fcn_deploy.<key>`` entries."""
+
+    def edit(model: onnx.ModelProto) -> None:
+        props = {p.key: p.value for p in model.metadata_props}
+        for key, value in changes.items():
+            props.pop(f"fcn_deploy.{key}", None)
+            if value is not None:
+                props[f"fcn_deploy.{key}"] = value
+        del model.metadata_props[:]
+        onnx.helper.set_model_props(model, props)
+
+    return edit
+
+
+def rename_first_node(model: onnx.ModelProto) -> None:
+    model.graph.node[0].name += "_edited"
+
+
+@pytest.mark.slow
+def test_a_file_edited_after_export_is_refused_until_allowed(exports, tmp_path: Path) -> None:
+    """Deleting the record, changing the bounds or the graph: every loader refuses the file with
+    one line unless allowed; then it runs."""
+    _model, report = exports["fcn8s-fp32-tensor"]
+    assert report.metadata.verification == PASSED
+    record = json.loads(report.metadata.to_props()[RECORD_KEY])
+    wider = json.dumps(replace(report.metadata.bounds, max_hw=(8192, 8192)).to_dict())
+    edited = [
+        rewrite(report.path, tmp_path / "deleted.onnx", set_props(verification=None)),
+        rewrite(report.path, tmp_path / "bounds.onnx", set_props(bounds=wider)),
+        rewrite(report.path, tmp_path / "graph.onnx", rename_first_node),
+        rewrite(report.path, tmp_path / "status.onnx",
+                set_props(verification=json.dumps(record | {"status": "passed "}))),
+    ]  # fmt: skip
+    message = "verification record missing or does not match (edited after export?)"
+    image = synthetic_images(1, 40, 50, np.random.default_rng(0))[0]
+    for path in edited:
+        assert read_onnx_metadata(path).verification == RECORD_MISMATCH, path.name
+        with pytest.raises(FCNError, match=re.escape(message)) as refused:
+            load_runner(path, device="cpu")
+        assert refused.value.param == "allow_unverified"
+        with load_runner(path, device="cpu", allow_unverified=True) as runner:
+            x = report.metadata.info.preprocessing.apply(image[None])
+            assert runner.infer(x).shape[-2:] == (40, 50)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    predict = str(Path(sys.executable).parent / "fcn-predict")
+    cmd = [predict, str(edited[0]), str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert message in run.stderr and "--allow-unverified" in run.stderr
+    run = subprocess.run([*cmd, "--allow-unverified", "-q"], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert (tmp_path / "out" / "a.png").is_file()
+
+
+@pytest.mark.slow
+def test_no_verify_export_says_so_and_loads_with_one_warning(
+    tmp_path: Path, make_checkpoint
+) -> None:
+    ckpt = make_checkpoint("fcn32s", width=0.0625, num_classes=5)
+    out = tmp_path / "m.onnx"
+    cmd = [FCN_EXPORT, str(ckpt), "-o", str(out), "--max-size", "64x64", "--no-verify"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "not verified" in run.stdout
+    assert read_onnx_metadata(out).verification == NOT_VERIFIED
+    cv2.imwrite(str(tmp_path / "a.png"), synthetic_images(1, 40, 50, np.random.default_rng(0))[0])
+    predict = str(Path(sys.executable).parent / "fcn-predict")
+    for quiet in ([], ["-q"]):  # a warning, so -q keeps it
+        folder = str(tmp_path / f"out{len(quiet)}")
+        args = [predict, str(out), str(tmp_path / "a.png"), "-o", folder, *quiet]
+        run = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        warnings = [line for line in run.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1, run.stderr
+        assert f"{out} was exported without verification" in warnings[0]

@@ -236,7 +236,8 @@ def _failed_export_is_refused_unless_allowed(path: Path, tmp_path: Path) -> None
     told, and then runs it."""
     from fcn_deploy.api import Segmenter
 
-    assert (read_onnx_metadata(path).unverified or "").startswith("failed: INT8 on synthetic val")
+    status = read_onnx_metadata(path).verification or ""
+    assert status.startswith("failed: INT8 on synthetic val"), status
     with pytest.raises(FCNError, match="failed verification") as refused:
         Segmenter.load(path)
     assert refused.value.param == "allow_unverified"

@@ -177,7 +177,7 @@ def test_config_publishes_classes_palette_and_bounds(
         assert params["fcn_deploy.min_hw"] == [1, 1]
         assert params["fcn_deploy.backend"] == "onnxruntime"
         assert params["fcn_deploy.precision"] == "fp32"
-        assert params["fcn_deploy.verification"] == "no failed verification recorded at export"
+        assert params["fcn_deploy.verification"] == "not verified at export"
     assert config["max_batch_size"] == 0  # the encoded model is not batched
     with urllib.request.urlopen(f"http://{onnx_server.http}/v2/models/fcn/config") as response:
         config = json.load(response)
@@ -660,15 +660,19 @@ def test_served_model_says_precision_and_verification(
 ) -> None:
     """What fcn-serve publishes (and fcn-ui shows) about a model: an unverified export says
     what failed; a checkpoint has nothing to verify; an older server's config still reads."""
+    import dataclasses
     import shutil
 
     from fcn_deploy.export import read_onnx_metadata
-    from fcn_deploy.export.exporter import _mark_unverified
+    from fcn_deploy.export.metadata import append_verification
     from fcn_deploy.serve.protocol import UNKNOWN, ServedModel
-    from fcn_deploy.serve.server import served_bounds
+    from fcn_deploy.serve.server import served_model
 
     shutil.copy(models["onnx"], tmp_path / "bad.onnx")
-    _mark_unverified(tmp_path / "bad.onnx", read_onnx_metadata(tmp_path / "bad.onnx"), "labels")
+    meta = read_onnx_metadata(tmp_path / "bad.onnx")
+    append_verification(
+        tmp_path / "bad.onnx", dataclasses.replace(meta, verification="failed: labels")
+    )
     words = {}
     for name, path in (
         ("onnx", models["onnx"]),
@@ -676,17 +680,17 @@ def test_served_model_says_precision_and_verification(
         ("bad", tmp_path / "bad.onnx"),
     ):
         with Segmenter.load(path, device="cpu", allow_unverified=True) as segmenter:
-            served = ServedModel.of(segmenter, served_bounds(segmenter, 4))
+            served = served_model(segmenter, 4)
         assert ServedModel.from_parameters(served.to_parameters()) == served
         assert served.precision == "fp32"
         words[name] = served.verification
     assert words == {
-        "onnx": "no failed verification recorded at export",
+        "onnx": "not verified at export",
         "pt": "not an export (a PyTorch checkpoint has nothing to verify)",
-        "bad": "export verification failed: labels (loaded with allow_unverified)",
+        "bad": "failed: labels (loaded with allow_unverified)",
     }
     older = {k: v for k, v in served.to_parameters().items()
              if not k.endswith((".precision", ".verification"))}  # fmt: skip
-    assert ServedModel.from_parameters(older) == ServedModel(
-        served.info, served.bounds, served.backend, served.device, UNKNOWN, UNKNOWN
+    assert ServedModel.from_parameters(older) == dataclasses.replace(
+        served, precision=UNKNOWN, verification=UNKNOWN
     )

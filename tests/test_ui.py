@@ -282,7 +282,7 @@ def test_page_shows_the_model_facts(browser: Any, local: Segmenter) -> None:
     assert facts["variant"] == "fcn8s (width 0.125)"
     assert facts["classes"].startswith("21") and "tvmonitor" in facts["classes"]
     assert (facts["precision"], facts["backend"], facts["device"]) == ("fp32", "onnxruntime", "cpu")
-    assert facts["verification"] == "no failed verification recorded at export"
+    assert facts["verification"] == "not verified at export"
     assert facts["images"] == "1x1..256x320 (H×W), at most 100 megapixels"
     assert facts["uploads"].startswith("up to 8 files and 1 MB at once")
 

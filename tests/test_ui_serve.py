@@ -82,7 +82,7 @@ def test_page_and_fcn_serve_under_load_then_sigterm(
         with urllib.request.urlopen(page.url + "config", timeout=30) as response:
             config = response.read().decode()
         facts = (f"fcn on fcn-serve at http://{server.http}", "onnxruntime", "fp32",
-                 "no failed verification recorded at export", "1×1 to 256×320 (H×W)")  # fmt: skip
+                 "not verified at export", "1x1..256x320 (H×W)")  # fmt: skip
         for fact in facts:
             assert fact in config, fact
         _load(page, server, model)

@@ -374,16 +374,20 @@ def _prepare(
         onnx_path, seconds, why = onnx_for(source, precision, max_batch, cache, calibration)
         if onnx_path is None:
             return Backend(name, skipped=why)
+        own = seconds is not None  # exported here unverified: the rows compare it with FP32
         if backend == "openvino":
             from ..runtime.openvino_runner import OpenVINORunner
 
-            opener: Callable[[], Runner] = lambda: OpenVINORunner(onnx_path, threads=threads)  # noqa: E731
+            opener: Callable[[], Runner] = lambda: OpenVINORunner(  # noqa: E731
+                onnx_path, threads=threads, allow_unverified=own
+            )
         else:
             from ..runtime.ort_runner import OnnxRuntimeRunner
 
             opener = lambda: OnnxRuntimeRunner(  # noqa: E731
-                onnx_path, device=dev, threads=threads, cuda_options=ORT_CUDA_OPTIONS
-            )
+                onnx_path, device=dev, threads=threads, cuda_options=ORT_CUDA_OPTIONS,
+                allow_unverified=own,
+            )  # fmt: skip
         return Backend(name, open=opener, prepare_s=seconds, artifact=str(onnx_path))
     reason = tensorrt_unavailable(device)
     if reason:
@@ -517,6 +521,7 @@ def _tensorrt(
             gate=False,
             progress=False,
             timing_cache=timing_cache_path(cache, dev),
+            allow_unverified=export_s is not None,  # exported here unverified (rows compare)
         )
     seconds = time.perf_counter() - t0 + (export_s or 0.0)
     # the engine's own output buffer: no copy inside the timed call (the rows copy what they keep)

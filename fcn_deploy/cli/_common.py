@@ -149,11 +149,13 @@ def add_model_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def add_allow_unverified(parser: argparse.ArgumentParser) -> None:
-    """``--allow-unverified``: use an ONNX file whose export failed verification."""
+    """``--allow-unverified``: use an ONNX file whose export failed verification, or whose
+    verification record is missing or does not match it."""
     parser.add_argument(
         "--allow-unverified",
         action="store_true",
-        help="use an ONNX file even though its export failed verification (marked in the file)",
+        help="use an ONNX file (or an engine built from one) even though its export failed "
+        "verification or its verification record is missing or does not match it",
     )
 
 

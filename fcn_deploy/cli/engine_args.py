@@ -147,6 +147,7 @@ def build_engine_from_args(args: argparse.Namespace, onnx_path: Path) -> int:
             timing_cache=args.timing_cache,
             gate=not args.no_gate,
             gate_threshold=args.gate_threshold,
+            allow_unverified=args.allow_unverified,
         )
     except EngineGateError as e:
         print(e.report.summary())

@@ -283,7 +283,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if report.fp32_layers and m.precision == "fp16":
         print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
     if not report.rows:
-        print("verification skipped (--no-verify)")
+        print("verification skipped (--no-verify): the file says 'not verified'")
     else:
         print(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):")
         print(report.table())
@@ -303,8 +303,8 @@ def _main(argv: Sequence[str] | None) -> int:
             )
         if not report.passed:
             print(
-                f"verification FAILED: {report.path} is kept for inspection and marked unverified "
-                "(fcn-predict, fcn-serve, fcn-bench and Segmenter.load refuse it without "
+                f"verification FAILED: {report.path} is kept for inspection, its failure recorded "
+                "inside (fcn-predict, fcn-serve, fcn-bench and Segmenter.load refuse it without "
                 "--allow-unverified)"
             )
             return EXIT_FAILED

@@ -3,7 +3,11 @@
 The order matters: decide everything (profiles, precision route, sizes) before TensorRT runs;
 build; read the layer precisions back from the engine and refuse to call it FP16 unless its
 convolutions are; run the accuracy gate against ONNX Runtime at sizes across every profile; and
-only then write the engine and its sidecar, atomically. A failed build or gate leaves no file.
+only then write the engine and its sidecar, atomically and in an order that never shows an
+engine beside a sidecar of another build (`publish_engine`). A failed build or gate leaves no
+file. An ONNX file whose export failed verification, or whose verification record is missing or
+does not match, is refused before any of it unless ``allow_unverified``; the sidecar carries the
+file's verification record on.
 """
 
 from __future__ import annotations
@@ -22,16 +26,16 @@ import numpy as np
 import torch
 
 from .._device import cuda_index, on_requested_gpu
-from .._io import atomic_path, atomic_write_bytes, sha256_file
+from .._io import atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
-from ..export.metadata import OnnxMetadata, read_onnx_metadata
+from ..export.metadata import OnnxMetadata, check_verified, read_onnx_metadata
 from ..meta import ENGINE_SUFFIXES
 from .gate import CPU_GATE_PIXELS, GateRow, compare_outputs, format_gate, gate_jobs, gate_passed
 from .layer_info import precision_problem
 from .plan import BuildPlan, check_int8_target, check_opt_level, workspace_bytes
 from .profiles import Profile, default_profiles, validate_profiles
-from .sidecar import EngineMetadata, read_sidecar, same_build, sidecar_path, write_sidecar
+from .sidecar import EngineMetadata, publish_engine, read_sidecar, same_build, sidecar_path
 from .versions import parse_trt_version, precision_route
 
 __all__ = [
@@ -180,6 +184,7 @@ def build_engine(
     gate_threshold: float = 0.99,
     progress: bool = True,
     device: str | None = None,
+    allow_unverified: bool = False,
 ) -> EngineReport:
     """Build a dynamic-shape engine from an fcn-export ONNX file, verify it, write it and its
     sidecar.
@@ -187,11 +192,14 @@ def build_engine(
     ``profiles``: default `default_profiles` of the export bounds. ``precision``: default the ONNX
     graph's (FP16 comes from an FP16 export on TensorRT 10.12+). ``timing_cache``: loaded if it
     exists and saved after the build. Raises `EngineGateError` (nothing written) below
-    ``gate_threshold`` label agreement.
+    ``gate_threshold`` label agreement. ``allow_unverified``: build from an ONNX file whose
+    export failed verification or whose verification record does not match (the engine's
+    sidecar says so, and loaders refuse it in turn unless told).
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     _check_paths(onnx_path, engine_path)
     meta = read_onnx_metadata(onnx_path)
+    check_verified(meta, onnx_path, allow_unverified)
     profiles = list(profiles) if profiles else default_profiles(meta.bounds)
     validate_profiles(profiles, meta.bounds)
     precision = precision or meta.precision
@@ -286,11 +294,7 @@ def build_engine(
                 f"{worst.profile}), below {gate_threshold:.2%}; nothing was written",
                 report,
             )
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(compiled.serialized)
-        write_sidecar(
-            engine_path, engine_meta
-        )  # the sidecar lands first: an engine never appears without it
+    publish_engine(engine_path, compiled.serialized, engine_meta)
     if cache_path is not None:
         atomic_write_bytes(cache_path, compiled.timing_cache)
     report.path = engine_path

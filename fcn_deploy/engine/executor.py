@@ -38,7 +38,7 @@ from ._trt import import_tensorrt
 from .buffers import aligned_input
 from .plan import enum_name
 from .profiles import Profile, choose_profile, profile_switch_message
-from .sidecar import EngineMetadata, check_compatible
+from .sidecar import EngineMetadata, check_compatible, check_engine_bytes
 from .trt_base import create_runtime, process_logger, reported
 
 if TYPE_CHECKING:
@@ -122,8 +122,8 @@ _SHARED: weakref.WeakValueDictionary[tuple[str, int], _SharedEngine] = weakref.W
 _SHARED_LOCK = threading.Lock()
 
 
-def _shared_engine(serialized: bytes, device: torch.device) -> _SharedEngine:
-    key = (hashlib.sha256(serialized).hexdigest(), cuda_index(device))
+def _shared_engine(serialized: bytes, sha256: str, device: torch.device) -> _SharedEngine:
+    key = (sha256, cuda_index(device))
     with _SHARED_LOCK:
         shared = _SHARED.get(key)
         if shared is None:
@@ -158,10 +158,12 @@ class EngineExecutor:
         device = cuda_device(device)
         gpu_name, capability = device_identity(device)
         check_compatible(meta, str(trt.__version__), capability, gpu_name)
+        sha256 = hashlib.sha256(serialized).hexdigest()
+        check_engine_bytes(meta, sha256)
         self.device = device
         self.profiles: list[Profile] = list(meta.profiles)
         self.io = meta.onnx.io
-        self._shared: _SharedEngine | None = _shared_engine(serialized, device)
+        self._shared: _SharedEngine | None = _shared_engine(serialized, sha256, device)
         self.engine = self._shared.engine
         self._check_io(meta)
         with torch.cuda.device(device):

@@ -3,7 +3,14 @@
 A serialized engine is opaque and tied to one TensorRT version and one GPU architecture; the
 runtime also needs the model's classes, palette, preprocessing and I/O mode. All of that travels
 in a small human-readable JSON file written (atomically) with the engine, so ``cat`` tells what an
-engine is, and a runtime refuses a mismatched engine with a message instead of a crash.
+engine is, and a runtime refuses a mismatched engine with a message instead of a crash. The ONNX
+file's metadata comes along whole, its verification record included: an engine built from an
+export that failed verification, or from one whose record no longer matched, says so and is
+refused like the file (`fcn_deploy.export.check_verified`).
+
+`publish_engine` puts an engine and its sidecar in place so that a reader never finds an engine
+beside a missing sidecar or one written for another build; the sidecar's ``engine_sha256`` lets
+the executor refuse engine bytes that are not the ones it describes (`check_engine_bytes`).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_text
+from .._io import atomic_path, atomic_write_text
 from ..errors import FCNError
 from ..export.metadata import PREFIX, OnnxMetadata
 from .layer_info import LayerSummary
@@ -26,6 +33,8 @@ __all__ = [
     "SIDECAR_FORMAT",
     "EngineMetadata",
     "check_compatible",
+    "check_engine_bytes",
+    "publish_engine",
     "read_sidecar",
     "same_build",
     "sidecar_path",
@@ -110,11 +119,47 @@ class EngineMetadata:
         )
 
 
+def _sidecar_text(meta: EngineMetadata) -> str:
+    return json.dumps(meta.to_dict(), indent=2) + "\n"
+
+
 def write_sidecar(engine_path: str | os.PathLike[str], meta: EngineMetadata) -> Path:
     """Write ``<engine>.json`` atomically; returns its path."""
     path = sidecar_path(engine_path)
-    atomic_write_text(path, json.dumps(meta.to_dict(), indent=2) + "\n")
+    atomic_write_text(path, _sidecar_text(meta))
     return path
+
+
+def publish_engine(
+    engine_path: str | os.PathLike[str], serialized: bytes, meta: EngineMetadata
+) -> None:
+    """Write the engine ``serialized`` and its sidecar ``meta`` to ``engine_path`` and beside it.
+
+    Both are written whole under temp names first (a full disk leaves the old pair as it was).
+    Then, in this order: the old engine is removed, the new sidecar renamed into place, the new
+    engine renamed into place. A reader between two steps finds no engine (its sidecar alone is
+    never used), and the engine appears only once the sidecar beside it describes it. A crash
+    between the steps leaves no engine under the name, never an engine with a wrong or missing
+    sidecar. The one race left, a reader that read the old sidecar just before and the new
+    engine just after, is caught by ``engine_sha256`` (`check_engine_bytes`).
+    """
+    engine_path = Path(engine_path)
+    with atomic_path(engine_path) as engine_tmp, atomic_path(sidecar_path(engine_path)) as tmp:
+        engine_tmp.write_bytes(serialized)
+        tmp.write_text(_sidecar_text(meta), encoding="utf-8")
+        engine_path.unlink(missing_ok=True)
+    # leaving the block renamed the sidecar (inner block) first, then the engine
+
+
+def check_engine_bytes(meta: EngineMetadata, engine_sha256: str) -> None:
+    """Refuse engine bytes (by their sha256) that are not the engine ``meta`` describes."""
+    if engine_sha256 != meta.engine_sha256:
+        raise FCNError(
+            f"the engine does not match its sidecar (sha256 {engine_sha256[:12]}…, the sidecar "
+            f"says {meta.engine_sha256[:12]}…): the .json beside it describes another build, or "
+            "the engine was replaced while it was read; rebuild it (fcn-export MODEL.onnx "
+            "--engine ...)"
+        )
 
 
 def read_sidecar(engine_path: str | os.PathLike[str]) -> EngineMetadata:

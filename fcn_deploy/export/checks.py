@@ -4,7 +4,9 @@ The exporter names output dims with symbolic expressions (``Min(height + 31, …
 equal the input's H and W, so the output is renamed to ``batch``/``height``/``width`` for tools
 (Netron, Triton, TensorRT profiles) that read names. Then the checks that TensorRT would otherwise
 report much later: onnx.checker, strict shape inference, one float dtype per node's inputs (the
-strongly typed parser rejects mixed ones) and transposed convs without ``output_shape``.
+strongly typed parser rejects mixed ones) and transposed convs without ``output_shape``. They run
+on the graph with its weights as typed inputs (`weightless`): the checker and shape inference see
+every node, name, type and shape, and no copy of hundreds of MB of weights is serialized for them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from ..errors import FCNError
 from .metadata import OnnxMetadata
+from .proto import weightless
 
 __all__ = ["GraphSummary", "check_graph", "finish_graph"]
 
@@ -50,9 +53,11 @@ def finish_graph(proto: Any, meta: OnnxMetadata, same_size_output: bool) -> None
 
 
 def check_graph(proto: Any) -> GraphSummary:
-    """Run the checks (FCNError naming the first problem); summarize the graph."""
+    """Run the checks on `weightless` ``proto`` (FCNError naming the first problem); summarize
+    the graph."""
     import onnx
 
+    proto = weightless(proto)
     try:
         onnx.checker.check_model(proto)
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)

@@ -3,13 +3,26 @@
 Settings are explicit rather than left to defaults that changed across torch releases: the dynamo
 exporter, opset 20, one self-contained file (``external_data=False``; full FCN-8s is ~537 MB in
 FP32, well under protobuf's 2 GB), batch/height/width dynamic from 1 to a declared maximum.
+
+Publication is atomic with the verification outcome inside: the file is written under a temp
+name beside the target, verified there, its verification record appended, and only then renamed
+into place. A crash, an out-of-memory kill or SIGTERM at any point leaves nothing under the final
+name (an earlier file there stays as it was), so no reader can take an unverified model for a
+verified one.
+
+Each step is sized for a full FCN-8s (0.5 GB of weights) on a small machine: the weights exist
+once, as the PyTorch net's tensors, until ONNX Runtime loads the written file. The exported
+module shares them, the graph holds them aside (`fcn_deploy.export.proto`: no ModelProto with
+weights is built, and the file is streamed from the tensors), the checks run on the graph
+without them, the PyTorch references are computed before tracing so that the net is released
+before ONNX Runtime loads the file, and the record is appended rather than the file rewritten.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
+import gc
 import hashlib
 import io as _io
 import logging
@@ -32,9 +45,18 @@ from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
 from ..meta import ModelInfo, SizeBounds
 from .checks import GraphSummary, check_graph, finish_graph
-from .graph import DeployModule, Fp16Plan, probe_fp16_plan
+from .graph import DeployModule, Fp16Plan, copy_module, probe_fp16_plan
 from .image_io import MAX_IMAGE_CLASSES, add_image_io
-from .metadata import IO_MODES, PRECISIONS, OnnxMetadata
+from .metadata import (
+    IO_MODES,
+    NOT_VERIFIED,
+    PASSED,
+    PRECISIONS,
+    OnnxMetadata,
+    append_verification,
+    graph_digest,
+)
+from .proto import hold_weights, weightless, write_model
 from .quantize import (
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_HELD_OUT_IMAGES,
@@ -45,7 +67,15 @@ from .quantize import (
     quantization_aware_finetune,
     quantize_model,
 )
-from .verify import INT8_LABEL_AGREEMENT, VerifyRow, choose_sizes, format_rows, verify_onnx
+from .verify import (
+    INT8_LABEL_AGREEMENT,
+    Probe,
+    VerifyRow,
+    choose_sizes,
+    compare_onnx,
+    format_rows,
+    reference_probes,
+)
 
 __all__ = ["MAX_PROTO_BYTES", "ExportReport", "export_onnx", "model_sha256"]
 
@@ -62,7 +92,7 @@ class ExportReport:
     path: Path
     metadata: OnnxMetadata
     file_size: int
-    export_seconds: float  # tracing, conversion and checks (not loading or verification)
+    export_seconds: float  # tracing, conversion, checks and writing (not loading or verification)
     graph: GraphSummary
     rows: list[VerifyRow] = field(default_factory=list)  # empty when verification was skipped
     seed: int | None = None
@@ -138,8 +168,8 @@ def _load(source: Source, variant: str | None) -> tuple[nn.Module, ModelInfo, st
                 "the module to export has no .info (ModelInfo); build it with fcn_deploy.models "
                 "or load_model"
             )
-        # a copy: never change the caller's net
-        return copy.deepcopy(source).float().eval(), info, model_sha256(source)
+        # a copy sharing FP32 weights: the caller's net is never changed, nor its weights doubled
+        return copy_module(source, torch.float32).eval(), info, model_sha256(source)
     path = Path(source)
     if path.suffix.lower() == ".onnx":
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
@@ -161,8 +191,9 @@ def _quiet_exporter() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
-    """torch.onnx.export with dynamo, the opset and dynamic dims stated explicitly."""
+def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> tuple[Any, dict[str, Any]]:
+    """torch.onnx.export with dynamo, the opset and dynamic dims stated explicitly: the ModelProto
+    with its large weights held aside (`hold_weights`), and those weights."""
     from torch.export import Dim
 
     (max_h, max_w), max_n = meta.bounds.max_hw or (4096, 4096), meta.bounds.max_batch or 1
@@ -197,7 +228,12 @@ def _trace(module: DeployModule, meta: OnnxMetadata, opset: int) -> Any:
             cause = cause.__cause__ or cause.__context__
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
         raise FCNError(f"torch.onnx.export failed: {first[:300]}") from None
-    return program.model_proto  # type: ignore[union-attr]  # dynamo=True always returns a program
+    import onnx_ir as ir
+
+    # held aside before serializing: no copy of the weights in the proto, and none kept alive by
+    # the graph itself (onnxscript's rewrite rules hold on to the last graph they matched)
+    weights = hold_weights(program.model)  # type: ignore[union-attr]  # dynamo=True: a program
+    return ir.serde.serialize_model(program.model), weights  # type: ignore[union-attr]
 
 
 def export_onnx(
@@ -233,7 +269,7 @@ def export_onnx(
     ``verify`` the written file runs under ONNX Runtime against PyTorch at ``verify_sizes``
     (N, H, W), or at sizes drawn from ``seed`` (random and reported when None); the report says
     whether every size was within tolerance. Each step is logged (``fcn_deploy`` logger, INFO);
-    ``progress`` shows a bar during verification.
+    ``progress`` shows bars while the references are computed and the file is verified.
 
     INT8 (``precision="int8"``) puts Q/DQ pairs around the convolutions, with activation ranges
     calibrated on ``calibration_images`` images of ``calibration`` (``synthetic``, ``voc:ROOT``,
@@ -246,10 +282,12 @@ def export_onnx(
     ``max_iu_drop`` points of mean IU. The random-size probes check INT8's shapes and values
     (finite, right size), not its accuracy: random pixels are not what a calibrated net is for.
 
-    A failed verification does not raise: the file stays for inspection, marked unverified in
-    its metadata (``report.passed`` is False, ``report.metadata.unverified`` says what failed),
-    and `Segmenter.load`, `load_runner`, fcn-predict, fcn-serve and fcn-bench refuse it unless
-    given ``allow_unverified=True`` / ``--allow-unverified``.
+    The file appears under ``output`` only once complete, with its verification status inside
+    (`OnnxMetadata.verification`: ``"passed"``, ``"failed: ..."``, or ``"not verified"`` without
+    ``verify``); an interrupted export leaves nothing there. A failed verification does not
+    raise: the file stays for inspection (``report.passed`` is False), and `Segmenter.load`,
+    `load_runner`, fcn-predict, fcn-serve and fcn-bench refuse it unless given
+    ``allow_unverified=True`` / ``--allow-unverified``.
     """
     _check_options(precision, io, fp16_io, max_size, max_batch, opset)
     source_int8 = None
@@ -322,16 +360,30 @@ def export_onnx(
         onnx_version=onnx.__version__,
         opset=opset,
     )
+    report_seed: int | None = None
+    probes: list[Probe] = []
+    if verify:  # the PyTorch side now, while the net is held anyway
+        if verify_sizes is None:
+            report_seed = int(np.random.default_rng().integers(2**31) if seed is None else seed)
+            log.info(
+                f"verification seed {report_seed} (pass --seed {report_seed} to repeat these sizes)"
+            )
+            verify_sizes = choose_sizes(
+                bounds, np.random.default_rng(report_seed), 640 if info.width <= 0.25 else 512
+            )
+        rng = np.random.default_rng(report_seed if report_seed is not None else seed)
+        log.info(f"computing PyTorch references at {len(verify_sizes)} size(s) ...")
+        probes = reference_probes(model, meta, verify_sizes, rng, progress=progress)
     with tempfile.TemporaryDirectory(prefix="fcn-export-") as scratch:
         fp32_graph = Path(scratch) / "fp32.onnx"  # INT8: the FP32 graph, scored against
         with atomic_path(output) as tmp:  # entered first: an unwritable path fails early
             log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
             start = time.perf_counter()
-            proto = _trace(DeployModule(model, precision, fp16_io, plan), meta, opset)
+            proto, weights = _trace(DeployModule(model, precision, fp16_io, plan), meta, opset)
             if source_int8 is not None:
-                onnx.save(proto, str(fp32_graph))  # the reference for the INT8 accuracy check
+                write_model(proto, fp32_graph, weights)  # the reference for INT8's accuracy
+                weights = {}  # the quantized graph holds its own
                 proto, fp32_layers, meta = _quantize(
-                    proto,
                     model,
                     meta,
                     opset,
@@ -346,63 +398,43 @@ def export_onnx(
             finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
             log.info("checking the graph (onnx.checker, shape inference, dtypes) ...")
             summary = check_graph(proto)
-            onnx.save(proto, str(tmp))
-        seconds = time.perf_counter() - start
-        report = ExportReport(
-            output,
-            meta,
-            output.stat().st_size,
-            seconds,
-            summary,
-            fp32_layers=fp32_layers,
-            activation_peak=peak,
-        )
-        log.debug(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
-        if verify:
-            if verify_sizes is None:
-                report.seed = (
-                    int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
-                )
-                log.info(
-                    f"verification seed {report.seed} "
-                    f"(pass --seed {report.seed} to repeat these sizes)"
-                )
-                verify_sizes = choose_sizes(
-                    bounds, np.random.default_rng(report.seed), 640 if info.width <= 0.25 else 512
-                )
-            rng = np.random.default_rng(report.seed if report.seed is not None else seed)
-            report.rows = verify_onnx(output, model, meta, verify_sizes, rng, progress=progress)
-            if source_int8 is not None:
-                log.info(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
-                report.int8 = int8_accuracy(
-                    fp32_graph,
-                    output,
-                    info,
-                    io,
-                    source_int8,
-                    held_out_images,
-                    skip=len(calibration_batches),
-                    min_agreement=min_label_agreement,
-                    max_iu_drop=max_iu_drop,
-                    progress=progress,
-                )
+            structure = weightless(proto)  # what the file holds, without the weights' bytes
+            meta = dataclasses.replace(meta, graph_sha256=graph_digest(proto))
+            log.info(f"writing {tmp.name} (renamed to {output.name} when complete) ...")
+            write_model(proto, tmp, weights)
+            del model, proto, weights  # the PyTorch weights, before ONNX Runtime loads the file's
+            gc.collect()  # torch.export's programs hold modules in reference cycles
+            seconds = time.perf_counter() - start
+            report = ExportReport(
+                output, meta, 0, seconds, summary, seed=report_seed, fp32_layers=fp32_layers,
+                activation_peak=peak,
+            )  # fmt: skip
+            if verify:
+                # the file's external data are the structure's: none (parsed again otherwise)
+                report.rows = compare_onnx(tmp, meta, probes, progress=progress, model=structure)
+                if source_int8 is not None:
+                    log.info(f"scoring INT8 against FP32 on {source_int8.spec} held-out images ...")
+                    report.int8 = int8_accuracy(
+                        fp32_graph,
+                        tmp,
+                        info,
+                        io,
+                        source_int8,
+                        held_out_images,
+                        skip=len(calibration_batches),
+                        min_agreement=min_label_agreement,
+                        max_iu_drop=max_iu_drop,
+                        progress=progress,
+                    )
+            status = NOT_VERIFIED if not verify else PASSED
             if not report.passed:
-                report.metadata = _mark_unverified(output, meta, report.failures())
+                status = f"failed: {report.failures()}"
+                log.info(f"verification failed ({report.failures()}): recorded in the file")
+            report.metadata = dataclasses.replace(meta, verification=status)
+            append_verification(tmp, report.metadata)
+        report.file_size = output.stat().st_size
+        log.debug(f"wrote {output} ({report.file_size / 2**20:.1f} MiB) in {seconds:.1f}s")
         return report
-
-
-def _mark_unverified(path: Path, meta: OnnxMetadata, what: str) -> OnnxMetadata:
-    """Record in the file that its verification failed, so loaders refuse it unless told."""
-    import onnx
-
-    meta = dataclasses.replace(meta, unverified=f"failed: {what}")
-    log.info(f"verification failed ({what}): marking {path} unverified")
-    proto = onnx.load(str(path))
-    props = {p.key: p.value for p in proto.metadata_props} | meta.to_props()
-    onnx.helper.set_model_props(proto, props)
-    with atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-    return meta
 
 
 def _check_int8_options(
@@ -426,7 +458,6 @@ def _check_int8_options(
 
 
 def _quantize(
-    proto: Any,
     model: nn.Module,
     meta: OnnxMetadata,
     opset: int,
@@ -436,10 +467,8 @@ def _quantize(
     scratch: Path,
     progress: bool,
 ) -> tuple[Any, list[str], OnnxMetadata]:
-    """The INT8 Q/DQ graph of the FP32 ``proto`` (saved at scratch/fp32.onnx), its FP32 layers
-    and the metadata that records how it was calibrated."""
-    import onnx
-
+    """The INT8 Q/DQ graph of the FP32 graph saved at scratch/fp32.onnx, its FP32 layers and
+    the metadata that records how it was calibrated."""
     log.info(
         f"quantizing to INT8 (Q/DQ; {options.method} ranges from {len(batches)} image(s) of "
         f"{source.spec}) ..."
@@ -457,7 +486,8 @@ def _quantize(
             progress=progress,
         )
         quantize_from = scratch / "finetuned.onnx"
-        onnx.save(_trace(DeployModule(tuned), meta, opset), str(quantize_from))
+        tuned_proto, tuned_weights = _trace(DeployModule(tuned), meta, opset)
+        write_model(tuned_proto, quantize_from, tuned_weights)
     quantized, fp32_layers = quantize_model(quantize_from, batches, options, progress, overrides)
     meta = dataclasses.replace(
         meta,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "Fp16Plan",
     "LayerPeaks",
     "activation_peaks",
+    "copy_module",
     "group_diagonal_deconvs",
     "probe_activation_peaks",
     "probe_fp16_plan",
@@ -141,6 +142,21 @@ def group_diagonal_deconvs(net: nn.Module) -> list[str]:
     return changed
 
 
+def copy_module(net: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A copy of ``net``'s modules that shares its weights (``dtype`` None), or holds ``dtype``
+    copies of its floating-point weights: the copy's changes of structure or precision never
+    reach ``net``, and FP32 weights are not duplicated for nothing."""
+    memo: dict[int, Any] = {}
+    for t in (*net.parameters(), *net.buffers()):
+        if dtype is None or not t.is_floating_point():
+            memo[id(t)] = t
+        elif isinstance(t, nn.Parameter):
+            memo[id(t)] = nn.Parameter(t.detach().to(dtype), requires_grad=t.requires_grad)
+        else:
+            memo[id(t)] = t.to(dtype)
+    return copy.deepcopy(net, memo)
+
+
 def _hw(pair: tuple[int, ...] | str) -> tuple[int, int]:
     return (int(pair[0]), int(pair[1]))
 
@@ -159,11 +175,11 @@ class DeployModule(nn.Module):
         super().__init__()
         self.fp16_io = fp16_io
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        net = copy.deepcopy(model).eval()
+        net = copy_module(model).eval()  # FP32: the caller's weights, shared (a full net is 0.5 GB)
         group_diagonal_deconvs(net)
         if precision == "fp16":
-            fp32 = {name: copy.deepcopy(net.get_submodule(name)) for name in plan.fp32_layers}
-            net = net.half()
+            fp32 = {name: net.get_submodule(name) for name in plan.fp32_layers}
+            net = copy_module(net, torch.float16)
             for name, layer in fp32.items():  # the FP32 weights, never rounded to FP16 first
                 parent, _, leaf = name.rpartition(".")
                 owner = net.get_submodule(parent) if parent else net

@@ -3,13 +3,26 @@
 Everything a runtime needs besides the graph travels inside the file (one key per field, prefixed
 ``fcn_deploy.``, JSON where structured, so Netron shows it readably): the checkpoint's
 `ModelInfo`, the I/O mode, precision, size bounds, tensor names, and where the file came from
-(sha256 of the source weights, torch/onnx versions, opset). Readers load the graph without its
-weights, so inspecting a 500 MB model costs milliseconds.
+(sha256 of the source weights, torch/onnx versions, opset).
+
+The export's verification outcome travels the same way, as a positive record
+(``fcn_deploy.verification``: ``{"status", "graph", "digest"}``) rather than a mark added on
+failure, so a file that lost its record reads as unverified, never as verified. ``graph`` is the
+sha256 of the graph's structure (`graph_digest`: nodes, I/O, opsets, initializer names, types and
+shapes; not the weights' bytes) and ``digest`` the sha256 of the status, that hash and every other
+``fcn_deploy.*`` entry: a record that no longer matches its file (metadata edited or deleted, the
+graph changed) reads as `RECORD_MISMATCH`, which loaders refuse like a failed verification. The
+digests are plain hashes, not signatures: they catch edits, truncation and mix-ups, not someone who
+recomputes them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,19 +33,37 @@ from .._io import describe_file, os_reason
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
 from .external_data import external_data_files
+from .proto import SMALL_TENSOR
 
 __all__ = [
     "IO_MODES",
+    "NOT_VERIFIED",
+    "PASSED",
     "PRECISIONS",
     "PREFIX",
+    "RECORD_MISMATCH",
+    "UNRECORDED",
     "OnnxMetadata",
+    "append_verification",
     "check_verified",
+    "graph_digest",
     "read_onnx_metadata",
 ]
 
+log = logging.getLogger(__name__)
+
 PREFIX = "fcn_deploy."
-FORMAT_VERSION = 1
+# 2: a verification record in every file. 1 (fcn-deploy before it): `fcn_deploy.unverified` on
+# a failed export only, nothing otherwise; such files load as they did then
+FORMAT_VERSION = 2
 PRECISIONS = ("fp32", "fp16", "int8")
+RECORD_KEY = PREFIX + "verification"
+
+# verification statuses besides "failed: <what>"
+PASSED = "passed"
+NOT_VERIFIED = "not verified"  # exported with verify=False (fcn-export --no-verify)
+RECORD_MISMATCH = "verification record missing or does not match (edited after export?)"
+UNRECORDED = "not recorded (metadata format 1, written before verification records)"
 
 
 @dataclass(frozen=True)
@@ -53,9 +84,13 @@ class OnnxMetadata:
     # int8 only: where the activation ranges came from, e.g. {"source": "synthetic", "method":
     # "minmax", "images": 64, "fp32_layers": ["upscore8"]}
     calibration: dict[str, Any] | None = None
-    # set when the export's verification failed: what failed. Loaders refuse such a file unless
-    # told otherwise (`check_verified`), so a model kept for inspection is not deployed by mistake
-    unverified: str | None = None
+    # the export's verification: PASSED, "failed: <what>" or NOT_VERIFIED; read back from a file,
+    # also RECORD_MISMATCH or UNRECORDED. None while the export is under way (no record is
+    # written). Loaders refuse all but PASSED, NOT_VERIFIED (with a warning) and UNRECORDED
+    # unless told otherwise (`check_verified`), so a model kept for inspection is not deployed
+    # by mistake
+    verification: str | None = None
+    graph_sha256: str | None = None  # `graph_digest` of the graph the record was made for
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
@@ -83,19 +118,33 @@ class OnnxMetadata:
         }
         if self.calibration is not None:
             values["calibration"] = json.dumps(self.calibration)
-        if self.unverified is not None:
-            values["unverified"] = self.unverified
-        return {PREFIX + k: v for k, v in values.items()}
+        props = {PREFIX + k: v for k, v in values.items()}
+        if self.verification is not None:
+            record = {
+                "status": self.verification,
+                "graph": self.graph_sha256,
+                "digest": _record_digest(props, self.verification, self.graph_sha256),
+            }
+            props[RECORD_KEY] = json.dumps(record)
+        return props
 
     @classmethod
     def from_props(cls, props: Mapping[str, str]) -> OnnxMetadata:
-        """Parse ``to_props`` output (extra keys ignored); ValueError/KeyError if damaged."""
+        """Parse ``to_props`` output (other keys ignored); ValueError/KeyError if damaged.
+
+        The verification record is checked against the other entries: one missing, damaged or
+        not matching them gives ``verification=RECORD_MISMATCH`` (the graph is checked by
+        `read_onnx_metadata`, which has it)."""
         p = {k[len(PREFIX) :]: v for k, v in props.items() if k.startswith(PREFIX)}
         version = int(p.get("format_version", "0"))
         if version > FORMAT_VERSION:
             raise ValueError(
                 f"metadata format {version} is newer than this fcn-deploy reads ({FORMAT_VERSION})"
             )
+        if version < 2:  # the previous release marked failures only
+            verification, graph = p.get("unverified", UNRECORDED), None
+        else:
+            verification, graph = _read_record(props)
         return cls(
             info=ModelInfo.from_json(p["info"]),
             io=p["io"],
@@ -109,8 +158,84 @@ class OnnxMetadata:
             onnx_version=p["onnx_version"],
             opset=int(p["opset"]),
             calibration=json.loads(p["calibration"]) if "calibration" in p else None,
-            unverified=p.get("unverified"),
+            verification=verification,
+            graph_sha256=graph,
         )
+
+
+def _record_digest(props: Mapping[str, str], status: str, graph: str | None) -> str:
+    """sha256 binding a verification status to a graph hash and every other fcn-deploy entry."""
+    entries = {k: v for k, v in props.items() if k.startswith(PREFIX) and k != RECORD_KEY}
+    text = json.dumps(
+        {"entries": entries, "status": status, "graph": graph}, sort_keys=True, ensure_ascii=True
+    )
+    return hashlib.sha256(b"fcn-deploy verification record\0" + text.encode()).hexdigest()
+
+
+def _read_record(props: Mapping[str, str]) -> tuple[str, str | None]:
+    """(status, graph hash) of the record in ``props``; (RECORD_MISMATCH, None) unless it is
+    there, well formed and matches the other entries."""
+    try:
+        record = json.loads(props[RECORD_KEY])
+        status, graph, digest = record["status"], record["graph"], record["digest"]
+    except (KeyError, TypeError, ValueError, RecursionError):
+        return RECORD_MISMATCH, None
+    if not isinstance(status, str) or not isinstance(graph, (str, type(None))):
+        return RECORD_MISMATCH, None
+    if digest != _record_digest(props, status, graph):
+        return RECORD_MISMATCH, None
+    return status, graph
+
+
+def graph_digest(model: Any) -> str:
+    """sha256 of an ONNX model's structure: IR version, opsets, graph inputs and outputs, nodes
+    (attributes and Constant values included), local functions, and each initializer's name,
+    type and shape (values too for small ones: shapes and crop offsets). Large weights' bytes
+    are left out, so it costs milliseconds on a 500 MB file, and an edit of the weights alone
+    goes unseen."""
+    import onnx
+
+    h = hashlib.sha256(f"fcn-deploy graph structure\0{model.ir_version}".encode())
+
+    def add(section: str, messages: Any) -> None:
+        h.update(f"\0{section}".encode())
+        for m in messages:
+            data = m.SerializeToString(deterministic=True)
+            h.update(len(data).to_bytes(8, "little") + data)
+
+    g = model.graph
+    add("opsets", model.opset_import)
+    add("inputs", g.input)
+    add("outputs", g.output)
+    add("nodes", g.node)
+    add("functions", model.functions)
+    add(
+        "initializers",
+        (
+            t
+            if math.prod(t.dims) <= SMALL_TENSOR
+            else onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+            for t in g.initializer
+        ),
+    )
+    return h.hexdigest()
+
+
+def append_verification(path: str | os.PathLike[str], meta: OnnxMetadata) -> None:
+    """Add ``meta``'s verification record to the ONNX file ``path`` written with ``meta``'s other
+    entries, without rewriting the file.
+
+    Protobuf reads concatenated messages as one, with repeated fields appended, so a serialized
+    ModelProto holding only the record's ``metadata_props`` entry, written at the end, adds the
+    entry to the model: a few hundred bytes instead of serializing a 500 MB graph again.
+    """
+    import onnx
+
+    if meta.verification is None:
+        raise ValueError("the metadata has no verification status to record")
+    entry = onnx.StringStringEntryProto(key=RECORD_KEY, value=meta.to_props()[RECORD_KEY])
+    with open(path, "ab") as f:
+        f.write(onnx.ModelProto(metadata_props=[entry]).SerializeToString())
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
@@ -156,19 +281,41 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
     if problem:
         raise FCNError(f"{path} is damaged: its fcn-deploy metadata disagrees with its graph "
                        f"({problem}); export it again")  # fmt: skip
+    if RECORD_KEY in props and meta.graph_sha256 != graph_digest(model):  # format 1 has none
+        meta = dataclasses.replace(meta, verification=RECORD_MISMATCH, graph_sha256=None)
     return meta
+
+
+_WARNED: set[str] = set()  # files already warned about in this process
 
 
 def check_verified(
     meta: OnnxMetadata, path: str | os.PathLike[str], allow_unverified: bool = False
 ) -> None:
-    """Refuse a file whose export failed verification, unless ``allow_unverified``."""
-    if meta.unverified is not None and not allow_unverified:
-        raise FCNError(
-            f"{path} failed verification when it was exported ({meta.unverified}); re-export it, "
-            "or pass allow_unverified=True to use it anyway",
-            param="allow_unverified",
-        )
+    """Refuse a file whose export failed verification, or whose verification record is missing
+    or no longer matches it, unless ``allow_unverified``; warn (once per file and process) about
+    one exported without verification, unless ``allow_unverified``."""
+    status = meta.verification
+    if allow_unverified or status in (PASSED, UNRECORDED):
+        return
+    if status == NOT_VERIFIED:
+        key = os.path.abspath(path)
+        if key not in _WARNED:
+            _WARNED.add(key)
+            log.warning(
+                "%s was exported without verification: ONNX Runtime never compared it with "
+                "PyTorch (export it again with verification to check it)",
+                path,
+            )
+        return
+    if status is not None and status.startswith("failed"):
+        why = f"failed verification when it was exported ({status})"
+    else:
+        why = f"cannot be trusted: {status or RECORD_MISMATCH}"
+    raise FCNError(
+        f"{path} {why}; re-export it, or pass allow_unverified=True to use it anyway",
+        param="allow_unverified",
+    )
 
 
 _ELEM = {1: "float32", 2: "uint8", 10: "float16"}  # onnx.TensorProto element types

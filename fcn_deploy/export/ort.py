@@ -28,13 +28,17 @@ def ort_session(
     threads: int | None = None,
     inter_threads: int | None = None,
     providers: Sequence[Any] | None = None,
+    disabled_optimizers: Sequence[str] = (),
+    model: Any | None = None,
 ) -> Any:
     """An `onnxruntime.InferenceSession` with explicit thread settings (CPU provider by default).
 
     ``threads``: intra-op threads (None: ONNX Runtime's default, one per core); ``inter_threads``:
-    threads across independent nodes (this graph is a chain, so 1 is usually right). External
-    data outside the model's folder is refused first (`external_data_files`), whatever ONNX
-    Runtime release would do with it.
+    threads across independent nodes (this graph is a chain, so 1 is usually right);
+    ``disabled_optimizers``: ONNX Runtime graph rewrites to leave out, by name. External
+    data outside the model's folder is refused first (`external_data_files`; ``model``: the
+    file's ModelProto when the caller holds it, which saves parsing the file for it), whatever
+    ONNX Runtime release would do with it.
     """
     try:
         import onnxruntime as ort
@@ -42,7 +46,7 @@ def ort_session(
         raise FCNError(
             "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
         ) from None
-    external_data_files(path)
+    external_data_files(path, model)
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)
@@ -51,7 +55,10 @@ def ort_session(
     options.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
     try:
         return ort.InferenceSession(
-            os.fspath(path), options, providers=list(providers or ["CPUExecutionProvider"])
+            os.fspath(path),
+            options,
+            providers=list(providers or ["CPUExecutionProvider"]),
+            disabled_optimizers=list(disabled_optimizers) or None,
         )
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/NoSuchFile types
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__

@@ -4,13 +4,22 @@ Dynamic-shape bugs hide at the sizes nobody tried (a crop off by one at odd size
 1×1 input, batch > 1), so every run draws new ones from a printed seed that reproduces it. Inputs
 are image-like (`synthetic_images`) passed through the checkpoint's own preprocessing, because
 white noise exercises neither the value range FP16 must hold nor realistic label boundaries.
+
+The PyTorch side (`reference_probes`) and the ONNX Runtime side (`compare_onnx`) are separate
+steps, so an export computes the references while it holds the PyTorch net anyway, and frees
+the net before ONNX Runtime loads the file. ONNX Runtime runs the file with its graph rewrites
+except the NCHWc layout one (`VERIFY_DISABLED_OPTIMIZERS`): that rewrite copies every
+convolution weight into a blocked memory layout while the originals are still held (1.3 GB more,
+transiently, for a full FCN-8s), and it changes how ONNX Runtime lays out memory, not what the
+graph computes.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +37,13 @@ __all__ = [
     "FP32_LABEL_AGREEMENT",
     "FP32_REL_TOL",
     "INT8_LABEL_AGREEMENT",
+    "VERIFY_DISABLED_OPTIMIZERS",
+    "Probe",
     "VerifyRow",
     "choose_sizes",
+    "compare_onnx",
     "format_rows",
+    "reference_probes",
     "verify_onnx",
 ]
 
@@ -42,6 +55,7 @@ FP16_LABEL_AGREEMENT = 0.99
 # net calibrated for scenes need not be accurate on random pixels (91-97% on a trained net whose
 # held-out scenes agree on 99%+).
 INT8_LABEL_AGREEMENT = 0.98
+VERIFY_DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 
 
 @dataclass
@@ -83,6 +97,74 @@ def choose_sizes(
     return list(dict.fromkeys(sizes))
 
 
+@dataclass
+class Probe:
+    """One verification input, as the ONNX graph takes it, and FP32 PyTorch's logits for it."""
+
+    shape: tuple[int, int, int]  # N, H, W
+    inputs: np.ndarray  # uint8 images (image I/O) or the preprocessed batch in the graph's dtype
+    reference: np.ndarray  # FP32 logits, N×C×H×W
+
+
+def reference_probes(
+    model: nn.Module,
+    meta: OnnxMetadata,
+    sizes: Sequence[tuple[int, int, int]],
+    rng: np.random.Generator,
+    progress: bool = True,
+) -> list[Probe]:
+    """Image-like inputs at ``sizes`` (N, H, W) and the FP32 PyTorch ``model``'s logits for them."""
+    in_dtype = np.float16 if meta.fp16_io else np.float32
+    probes = []
+    for n, h, w in _each_size(sizes, "PyTorch reference", progress):
+        images = synthetic_images(n, h, w, rng)
+        x = meta.info.preprocessing.apply(images)
+        with torch.inference_mode():
+            reference = model.eval()(torch.from_numpy(x)).numpy()
+        inputs = images if meta.io == "image" else x.astype(in_dtype)
+        probes.append(Probe((n, h, w), inputs, reference))
+    return probes
+
+
+def compare_onnx(
+    path: str | os.PathLike[str],
+    meta: OnnxMetadata,
+    probes: Sequence[Probe],
+    threads: int | None = None,
+    progress: bool = True,
+    model: Any | None = None,
+) -> list[VerifyRow]:
+    """One row per probe: the ONNX file under ONNX Runtime against its PyTorch reference
+    (``model``: as for `ort_session`).
+
+    INT8 rows pass on the right shape with finite values; their label agreement is shown, and
+    INT8 accuracy is judged on held-out images (`fcn_deploy.export.quantize.int8_accuracy`).
+    """
+    session = ort_session(
+        path, threads=threads, disabled_optimizers=VERIFY_DISABLED_OPTIMIZERS, model=model
+    )
+    rows = []
+    shapes = _each_size([probe.shape for probe in probes], "verifying", progress)
+    for shape, probe in zip(shapes, probes, strict=True):
+        rows.append(_compare(probe.reference, ort_run(session, probe.inputs), meta, shape))
+    return rows
+
+
+def _each_size(
+    sizes: Sequence[tuple[int, int, int]], label: str, progress: bool
+) -> Iterator[tuple[int, int, int]]:
+    """``sizes`` one by one, each counted on a progress bar named ``label`` when ``progress``."""
+    bar = Progress(len(sizes), label, unit="size") if progress else None
+    try:
+        for n, h, w in sizes:
+            yield n, h, w
+            if bar is not None:
+                bar.update(1, size=f"{n}x{h}x{w}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def verify_onnx(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -92,27 +174,10 @@ def verify_onnx(
     threads: int | None = None,
     progress: bool = True,
 ) -> list[VerifyRow]:
-    """One row per size: the ONNX file under ONNX Runtime against the FP32 PyTorch ``model``.
-
-    INT8 rows pass on the right shape with finite values; their label agreement is shown, and
-    INT8 accuracy is judged on held-out images (`fcn_deploy.export.quantize.int8_accuracy`).
-    """
-    session = ort_session(path, threads=threads)
-    in_dtype = np.float16 if meta.fp16_io else np.float32
-    bar = Progress(len(sizes), "verifying", unit="size") if progress else None
-    rows = []
-    for n, h, w in sizes:
-        images = synthetic_images(n, h, w, rng)
-        x = meta.info.preprocessing.apply(images)
-        with torch.inference_mode():
-            reference = model.eval()(torch.from_numpy(x)).numpy()
-        out = ort_run(session, images if meta.io == "image" else x.astype(in_dtype))
-        rows.append(_compare(reference, out, meta, (n, h, w)))
-        if bar is not None:
-            bar.update(1, size=f"{n}x{h}x{w}")
-    if bar is not None:
-        bar.close()
-    return rows
+    """One row per size: the ONNX file under ONNX Runtime against the FP32 PyTorch ``model``
+    (`reference_probes`, then `compare_onnx`)."""
+    probes = reference_probes(model, meta, sizes, rng, progress)
+    return compare_onnx(path, meta, probes, threads, progress)
 
 
 def label_threshold(precision: str, io: str) -> float | None:

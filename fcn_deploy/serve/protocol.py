@@ -47,22 +47,24 @@ UNKNOWN = "unknown (not published by this server)"  # keys an older fcn-serve la
 
 
 def verification_status(runner: Runner) -> str:
-    """What the export's verification left in the model file a runner holds, in words.
-
-    Exports are marked in their metadata only when their verification fails (loaders refuse
-    them unless allowed), so an unmarked file is "no failure recorded", not "passed".
-    """
+    """What the export's verification record says of the model file a runner holds, in words."""
     from ..engine.sidecar import EngineMetadata
     from ..export import OnnxMetadata
+    from ..export.metadata import NOT_VERIFIED, PASSED, RECORD_MISMATCH, UNRECORDED
 
     meta = getattr(runner, "metadata", None)
     if isinstance(meta, EngineMetadata):  # an engine: the ONNX file it was built from
         meta = meta.onnx
     if not isinstance(meta, OnnxMetadata):
         return "not an export (a PyTorch checkpoint has nothing to verify)"
-    if meta.unverified is not None:
-        return f"export verification {meta.unverified} (loaded with allow_unverified)"
-    return "no failed verification recorded at export"
+    status = meta.verification or RECORD_MISMATCH
+    if status == PASSED:
+        return "passed at export (ONNX Runtime against PyTorch)"
+    if status == NOT_VERIFIED:
+        return "not verified at export"
+    if status == UNRECORDED:
+        return "no record (an earlier fcn-deploy's export, which marked failures only)"
+    return f"{status} (loaded with allow_unverified)"
 
 
 def _served_sizes(value: Any, bounds: SizeBounds) -> tuple[SizeBounds, ...]:
