@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,17 @@ def test_fcn_train_prints_progress_lines_into_a_log(tmp_path: Path) -> None:
         lines[0],
     ), lines[0]
     assert "\r" not in result.stderr
+
+
+@pytest.mark.slow
+def test_fcn_export_says_it_is_still_running(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    env = {**os.environ, "FCN_PROGRESS_INTERVAL": "0.2", "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "fcn-export"), str(make_checkpoint("fcn8s")), "-o", str(tmp_path / "m.onnx"),
+           "--no-verify"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^exporting fcn8s: still running \(\d+ s\)$", result.stderr, re.M), (
+        result.stderr
+    )

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_path, check_output_file, sha256_file
+from .._progress import heartbeat
 from ..checkpoint import load_model
 from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
@@ -379,20 +380,22 @@ def export_onnx(
         with atomic_path(output) as tmp:  # entered first: an unwritable path fails early
             log.info(f"exporting {info.variant} ({precision}, {io} I/O, opset {opset}, dynamo) ...")
             start = time.perf_counter()
-            proto, weights = _trace(DeployModule(model, precision, fp16_io, plan), meta, opset)
+            with heartbeat(f"exporting {info.variant}"):
+                proto, weights = _trace(DeployModule(model, precision, fp16_io, plan), meta, opset)
             if source_int8 is not None:
                 write_model(proto, fp32_graph, weights)  # the reference for INT8's accuracy
                 weights = {}  # the quantized graph holds its own
-                proto, fp32_layers, meta = _quantize(
-                    model,
-                    meta,
-                    opset,
-                    source_int8,
-                    calibration_batches,
-                    options,
-                    Path(scratch),
-                    progress,
-                )
+                with heartbeat("quantizing to INT8"):
+                    proto, fp32_layers, meta = _quantize(
+                        model,
+                        meta,
+                        opset,
+                        source_int8,
+                        calibration_batches,
+                        options,
+                        Path(scratch),
+                        progress,
+                    )
             if io == "image":
                 add_image_io(proto, info.preprocessing, meta.input_name, meta.output_name)
             finish_graph(proto, meta, same_size_output=info.variant != "vgg16")
@@ -400,8 +403,9 @@ def export_onnx(
             summary = check_graph(proto)
             structure = weightless(proto)  # what the file holds, without the weights' bytes
             meta = dataclasses.replace(meta, graph_sha256=graph_digest(proto))
-            log.info(f"writing {tmp.name} (renamed to {output.name} when complete) ...")
-            write_model(proto, tmp, weights)
+            log.info(f"writing {output.name} (under a temp name until it is verified) ...")
+            with heartbeat(f"writing {output.name}"):
+                write_model(proto, tmp, weights)
             del model, proto, weights  # the PyTorch weights, before ONNX Runtime loads the file's
             gc.collect()  # torch.export's programs hold modules in reference cycles
             seconds = time.perf_counter() - start
