@@ -435,7 +435,6 @@ def test_peaks_name_every_probe_and_log_what_each_measured(caplog: Any) -> None:
 def test_given_exports_are_one_verified_file_per_precision_of_the_same_weights(
     tmp_path: Path,
 ) -> None:
-    import onnx
     from test_engine_build import _tiny_onnx
 
     from fcn_deploy.bench.backends import ModelSource, given_exports
@@ -454,10 +453,10 @@ def test_given_exports_are_one_verified_file_per_precision_of_the_same_weights(
         given_exports([fp32], source=other)
     with pytest.raises(FCNError, match="two fp32 exports given"):
         given_exports([folder, Path(shutil.copy(fp32, tmp_path / "c.onnx"))])
-    model = onnx.load(str(int8))
-    model.metadata_props.add(key="fcn_deploy.unverified", value="labels 91.2% < 98%")
-    unverified = tmp_path / "d.onnx"
-    onnx.save(model, str(unverified))
+    unverified = _tiny_onnx(
+        tmp_path / "d.onnx", "int8", {"source": "synthetic", "method": "minmax"},
+        verification="failed: labels 91.2% < 98%",
+    )  # fmt: skip
     with pytest.raises(FCNError, match="failed verification"):
         given_exports([unverified])
     assert given_exports([unverified], allow_unverified=True) == {"int8": unverified}

@@ -36,7 +36,12 @@ def tiny_onnx(tmp_path: Path) -> Path:
     return _tiny_onnx(tmp_path / "tiny.onnx")
 
 
-def _tiny_onnx(path: Path, precision: str = "fp32", calibration: dict | None = None) -> Path:
+def _tiny_onnx(
+    path: Path,
+    precision: str = "fp32",
+    calibration: dict | None = None,
+    verification: str = PASSED,
+) -> Path:
     """A real fcn-deploy ONNX file (1×1 conv to 21 classes, dynamic N/H/W, metadata props)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -69,7 +74,7 @@ def _tiny_onnx(path: Path, precision: str = "fp32", calibration: dict | None = N
         onnx.__version__,
         20,
         calibration=calibration,
-        verification=PASSED,
+        verification=verification,
         graph_sha256=graph_digest(model),  # a record that matches: as a verified export has
     )
     for k, v in meta.to_props().items():
