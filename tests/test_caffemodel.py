@@ -7,14 +7,18 @@ every form the reader takes (``shape`` or old 4-D dims, float or double data, V1
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tomllib
 import torch
 from caffe_writer import (
     Layer,
@@ -27,17 +31,18 @@ from caffe_writer import (
 from PIL import Image
 from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
 
-from fcn_deploy import FCNError, Preprocessing, load_model
+from fcn_deploy import FCNError, Preprocessing, export_onnx, load_model
 from fcn_deploy.caffemodel import (
     CAFFE_VGG16_PREPROCESSING,
     NYUD_PREPROCESSING,
     SIFT_FLOW_PREPROCESSING,
+    is_caffe_file,
     read_caffemodel,
 )
 from fcn_deploy.cli.export import main as export_main
 from fcn_deploy.cli.predict import main as predict_main
 from fcn_deploy.export import read_onnx_metadata
-from fcn_deploy.meta import VOC_CLASSES, voc_palette
+from fcn_deploy.meta import VOC_CLASSES, read_classes, voc_palette
 from fcn_deploy.models import convolutionalize
 from fcn_deploy.models.vgg import scaled
 
@@ -125,6 +130,73 @@ def test_sift_flow_semantic_head_and_each_releases_mean(tmp_path: Path) -> None:
         tmp_path / "nyud.caffemodel", layers_of(reference("fcn32s", n_class=40))
     )
     assert load_model(nyud).info.preprocessing == NYUD_PREPROCESSING
+
+
+# The NYUDv2 HHA net's input as the release reads it (nyud_layers.py): the HHA image's channels
+# in the order they are stored, minus their mean; docs/caffe.md gives this recipe.
+HHA_PREPROCESSING = Preprocessing("rgb", 1.0, (132.431, 94.076, 118.477))
+
+# The class names of the releases, in output order, from the release's data/ folder: spot checks
+# of the first, some in between and the last (the whole lists are in fcn_deploy/classes/).
+RELEASE_NAMES = {
+    "pascal-context": (60, {0: "background", 20: "tvmonitor", 21: "bag", 52: "bedcloth",
+                            59: "wood"}),
+    "nyud": (40, {0: "wall", 19: "floor mat", 23: "refridgerator", 39: "otherprop"}),
+    "sift-flow": (33, {0: "awning", 27: "sky", 32: "window"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("release", RELEASE_NAMES)
+def test_the_releases_of_other_label_sets_carry_their_class_names(
+    tmp_path: Path, release: str, capsys
+) -> None:
+    classes, spots = RELEASE_NAMES[release]
+    if release == "sift-flow":  # two heads: the semantic one gives the classes
+        sem, geo = reference("fcn32s", n_class=classes), reference("fcn32s", seed=1, n_class=3)
+        layers = [
+            Layer(f"{layer.name}_{head}", layer.type, layer.blobs)
+            if layer.name in ("score_fr", "upscore")
+            else layer
+            for head, net in (("sem", sem), ("geo", geo))
+            for layer in layers_of(net)
+            if head == "sem" or layer.name in ("score_fr", "upscore")
+        ]
+    else:
+        layers = layers_of(reference("fcn32s", n_class=classes))
+    path = write_caffemodel(tmp_path / f"{release}.caffemodel", layers)
+    info = load_model(path).info
+    assert len(info.class_names) == info.num_classes == classes
+    assert len(set(info.class_names)) == classes
+    assert {k: info.class_names[k] for k in spots} == spots
+    assert info.palette[:classes] == voc_palette(classes)
+
+    out = tmp_path / "model.onnx"  # the names travel into the export, and --classes still wins
+    if release == "nyud":  # the HHA net is this very file: its preprocessing is the user's to set
+        assert info.preprocessing == NYUD_PREPROCESSING
+        model = load_model(path)
+        model.info = model.info.replace(preprocessing=HHA_PREPROCESSING)
+        export_onnx(model, out, verify=False, progress=False)
+        assert read_onnx_metadata(out).info.preprocessing == HHA_PREPROCESSING
+    else:
+        argv = [str(path), "-o", str(out), "--no-verify"]
+        assert export_main(argv) == 0, capsys.readouterr().err
+    assert read_onnx_metadata(out).info.class_names == info.class_names
+    own = tmp_path / "own.txt"
+    own.write_text("\n".join(f"mine {k}" for k in range(classes)))
+    assert load_model(path).info.with_classes(own).class_names[-1] == f"mine {classes - 1}"
+
+
+def test_the_class_lists_ship_with_the_package() -> None:
+    """Each list is package data (pyproject.toml), read as a class file would be."""
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["fcn_deploy"]
+    files = sorted((root / "fcn_deploy" / "classes").glob("*.txt"))
+    assert [f.stem for f in files] == sorted(RELEASE_NAMES)
+    for file in files:
+        assert any(fnmatch.fnmatch(f"classes/{file.name}", glob) for glob in globs), file
+        assert len(read_classes(file)[0]) == RELEASE_NAMES[file.stem][0]
 
 
 # -- OpenCV: an independent Caffe reader and engine -----------------------------------------------
@@ -583,9 +655,6 @@ def test_a_layer_of_300k_blobs_is_refused_at_the_third(tmp_path: Path) -> None:
 def test_special_files_are_refused_without_reading(tmp_path: Path) -> None:
     """A FIFO would block the open for ever and /dev/zero never ends: both are refused from
     their file type, before they are opened."""
-    import os
-    import threading
-
     fifo = tmp_path / "pipe.caffemodel"
     os.mkfifo(fifo)
     zero = tmp_path / "zero.caffemodel"
@@ -595,8 +664,6 @@ def test_special_files_are_refused_without_reading(tmp_path: Path) -> None:
     results: dict[str, object] = {}
 
     def attempt() -> None:
-        from fcn_deploy.caffemodel import is_caffe_file
-
         for path in (fifo, zero):
             try:
                 load_model(path)
