@@ -300,8 +300,8 @@ class _Wire:
             number, wire = key >> 3, key & 7
             if number == 0 or wire not in (_VARINT, _FIXED64, _LEN, _FIXED32):
                 raise FCNError(
-                    f"{self.path}: bytes at {at:,} are not a protobuf field (wire type "
-                    f"{wire}); this is not a .caffemodel, or it is damaged"
+                    f"{self.path}: bytes at {at:,} are not a protobuf field (field {number}, "
+                    f"wire type {wire}); this is not a .caffemodel, or it is damaged"
                 )
             count += 1
             self.records += 1
@@ -528,12 +528,17 @@ def _to_state_dict(raw: list[_RawLayer], path: Path) -> CaffeWeights:
         if name in held_by:
             both = f" ({held_by[name]} and {layer.name})" if held_by[name] != layer.name else ""
             raise FCNError(
-                f"{path}: two layers with weights are named {name}{both}; Caffe would use "
-                "either: the file is damaged or assembled by hand"
+                f"{path}: two layers with weights are named {name}{both}, where a net has one; "
+                "the file is damaged or assembled by hand"
             )
         held_by[name] = layer.name
         blobs = _checked_blobs(layer, path)
-        if layer.type == "Scale" and name in _AT_ONCE_SCALES:
+        if layer.type == "Scale":
+            if name not in _AT_ONCE_SCALES:
+                raise FCNError(
+                    f"{path}: layer {layer.name} is a Scale layer; the only ones an FCN has are "
+                    "FCN-8s at-once's scale_pool4 and scale_pool3"
+                )
             scales[name] = blobs[0]
             continue
         sd[f"{name}.weight"] = torch.from_numpy(_as_conv_weight(layer, blobs[0], name, path))
@@ -562,7 +567,8 @@ def _checked_blobs(layer: _RawLayer, path: Path) -> list[np.ndarray]:
         if extra < 0 or any(d != 1 for d in blob.shape[:extra]):
             raise FCNError(
                 f"{path}: layer {layer.name} ({layer.type}) blob {index} (the {role}) has shape "
-                f"{blob.shape}; a {layer.type} {role} is {shape}"
+                f"{blob.shape}; {'an' if layer.type[0] in 'AEIOU' else 'a'} {layer.type} {role} "
+                f"is {shape}"
             )
         blobs.append(blob.reshape(blob.shape[extra:]))
     return blobs
@@ -584,9 +590,8 @@ def _release(
         return NYUD_PREPROCESSING, _release_classes("nyud", classes, NYUD_CLASSES)
     if classes == PASCAL_CONTEXT_CLASSES:
         log.info("%s: 60 classes, a PASCAL-Context net (59 classes and background)", path)
-    return Preprocessing.caffe(), _release_classes(
-        "pascal-context", classes, PASCAL_CONTEXT_CLASSES
-    )
+        return Preprocessing.caffe(), _release_classes("pascal-context", classes, classes)
+    return Preprocessing.caffe(), []
 
 
 def _release_classes(release: str, classes: int, expected: int) -> list[str]:

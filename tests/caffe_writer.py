@@ -101,7 +101,7 @@ def write_caffemodel(
     """Write a NetParameter with ``layers``: V2 (``layer``, field 100) or V1 (``layers``, 2),
     blob shapes as ``shape`` or the old 4-D ``legacy`` form, data as float or ``double``."""
     with open(path, "wb") as f:
-        for part in _net_parts(layers, v1, legacy, double):
+        for part in net_parts(layers, v1, legacy, double):
             f.write(part)
     return path
 
@@ -110,12 +110,14 @@ def caffemodel_bytes(
     layers: Iterable[Layer], *, v1: bool = False, legacy: bool = False, double: bool = False
 ) -> bytes:
     """`write_caffemodel`'s bytes, in memory (small nets: the property tests)."""
-    return b"".join(_net_parts(layers, v1, legacy, double))
+    return b"".join(net_parts(layers, v1, legacy, double))
 
 
-def _net_parts(
-    layers: Iterable[Layer], v1: bool, legacy: bool, double: bool
+def net_parts(
+    layers: Iterable[Layer], v1: bool = False, legacy: bool = False, double: bool = False
 ) -> Iterator[bytes | memoryview]:
+    """The file's pieces in order: the records' keys, lengths, names and shapes as ``bytes``,
+    each blob's data as a ``memoryview`` of its array (the property tests aim at the former)."""
     yield length_delimited(1, b"FCN")  # NetParameter.name
     for layer in layers:
         parts = _layer_parts(layer, v1, legacy, double)
