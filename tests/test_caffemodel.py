@@ -690,3 +690,5 @@ def test_a_caffemodel_named_onnx_is_exported_by_what_it_is(tmp_path: Path, capsy
     out = tmp_path / "model.onnx"
     assert export_main([str(path), "-o", str(out), "--no-verify"]) == 0, capsys.readouterr().err
     assert read_onnx_metadata(out).info.variant == "fcn32s"
+    with pytest.raises(FCNError, match="is already ONNX; pass the checkpoint"):  # a real one
+        export_onnx(out, tmp_path / "again.onnx", verify=False, progress=False)
