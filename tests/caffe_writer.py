@@ -144,6 +144,19 @@ def layers_of(model: nn.Module, inner_product: Sequence[str] = ()) -> list[Layer
     return layers
 
 
+def two_headed(semantic: nn.Module, geometric: nn.Module, heads: Sequence[str]) -> list[Layer]:
+    """A SIFT Flow net as the release has it: ``semantic``'s layers, those named in ``heads``
+    renamed ``NAME_sem``, then ``geometric``'s layers of those names as ``NAME_geo``."""
+    return [
+        Layer(
+            f"{layer.name}_{head}" if layer.name in heads else layer.name, layer.type, layer.blobs
+        )
+        for head, net in (("sem", semantic), ("geo", geometric))
+        for layer in layers_of(net)
+        if head == "sem" or layer.name in heads
+    ]
+
+
 def at_once_scales(width_pool4: int, width_pool3: int) -> list[Layer]:
     """FCN-8s at-once's fixed Scale layers (one value per channel, as Caffe's Scale holds)."""
     return [

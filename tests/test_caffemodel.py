@@ -26,6 +26,7 @@ from caffe_writer import (
     layers_of,
     length_delimited,
     random_weights,
+    two_headed,
     write_caffemodel,
 )
 from PIL import Image
@@ -112,15 +113,7 @@ def test_sift_flow_semantic_head_and_each_releases_mean(tmp_path: Path) -> None:
     """SIFT Flow's nets have a semantic (``*_sem``, 33 classes) and a geometric (``*_geo``, 3)
     head; NYUDv2's colour net has 40 classes. Each release subtracts its own data's mean pixel."""
     sem, geo = reference("fcn16s", n_class=33), reference("fcn16s", seed=1, n_class=3)
-    heads = ("score_fr", "upscore2", "score_pool4", "upscore16")
-    layers = [
-        Layer(
-            f"{layer.name}_{head}" if layer.name in heads else layer.name, layer.type, layer.blobs
-        )
-        for head, net in (("sem", sem), ("geo", geo))
-        for layer in layers_of(net)
-        if head == "sem" or layer.name in heads
-    ]
+    layers = two_headed(sem, geo, ("score_fr", "upscore2", "score_pool4", "upscore16"))
     model = load_model(write_caffemodel(tmp_path / "siftflow-fcn16s.caffemodel", layers))
     assert model.info.variant == "fcn16s" and model.info.num_classes == 33
     assert model.info.preprocessing == SIFT_FLOW_PREPROCESSING
@@ -153,14 +146,7 @@ def test_the_releases_of_other_label_sets_carry_their_class_names(
     classes, spots = RELEASE_NAMES[release]
     if release == "sift-flow":  # two heads: the semantic one gives the classes
         sem, geo = reference("fcn32s", n_class=classes), reference("fcn32s", seed=1, n_class=3)
-        layers = [
-            Layer(f"{layer.name}_{head}", layer.type, layer.blobs)
-            if layer.name in ("score_fr", "upscore")
-            else layer
-            for head, net in (("sem", sem), ("geo", geo))
-            for layer in layers_of(net)
-            if head == "sem" or layer.name in ("score_fr", "upscore")
-        ]
+        layers = two_headed(sem, geo, ("score_fr", "upscore"))
     else:
         layers = layers_of(reference("fcn32s", n_class=classes))
     path = write_caffemodel(tmp_path / f"{release}.caffemodel", layers)

@@ -32,6 +32,7 @@ from caffe_writer import (
     caffemodel_bytes,
     layers_of,
     net_parts,
+    two_headed,
     varint,
 )
 from hypothesis import event, given
@@ -120,15 +121,7 @@ def complete_nets() -> tuple[tuple[bytes, tuple[int, ...]], ...]:
 
     at_once = net("fcn8s-atonce")
     sem, geo = net("fcn16s", 33), net("fcn16s", 3)
-    heads = ("score_fr", "upscore2", "score_pool4", "upscore16")
-    sift_flow = [
-        Layer(
-            f"{layer.name}_{head}" if layer.name in heads else layer.name, layer.type, layer.blobs
-        )
-        for head, model in (("sem", sem), ("geo", geo))
-        for layer in layers_of(model)
-        if head == "sem" or layer.name in heads
-    ]
+    sift_flow = two_headed(sem, geo, ("score_fr", "upscore2", "score_pool4", "upscore16"))
     scales = at_once_scales(at_once.conv4_3.out_channels, at_once.conv3_3.out_channels)
     return (
         sample(layers_of(net("fcn32s"))),
