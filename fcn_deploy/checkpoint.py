@@ -235,7 +235,8 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
                 f"{path} looks like torchvision's VGG16 but does not load: {_first_line(e)}"
             ) from None
     try:
-        num_classes = int(sd["score_fr.weight" if variant != "vgg16" else "fc8.weight"].shape[0])
+        num_classes = _outputs(sd, "score_fr.weight" if variant != "vgg16" else "fc8.weight", path)
+        _outputs(sd, "conv1_1.weight", path)
         width = width_of(sd)
     except KeyError as e:
         raise FCNError(
@@ -270,6 +271,19 @@ def _model_from_state_dict(sd: dict[str, torch.Tensor], variant: str, path: Any)
         {k: v.to(torch.float32).contiguous() for k, v in sd.items()}, strict=True, assign=True
     )
     return model
+
+
+def _outputs(sd: Mapping[str, Any], key: str, path: Any) -> int:
+    """The outputs of a convolution the net is sized by (conv1_1: the width, score_fr: the
+    classes), checked before they are used: a 4-D weight with at least one."""
+    value = sd[key]
+    if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[0] < 1:
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise FCNError(
+            f"{path}: {key} has shape {shape}; a convolution's weight is out×in×kh×kw with at "
+            "least one output"
+        )
+    return int(value.shape[0])
 
 
 def _check_info_matches_weights(stored: ModelInfo, built: ModelInfo, path: Any) -> None:
@@ -334,7 +348,7 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
 
 def _load_caffemodel(path: str | os.PathLike[str], variant: str | None) -> Net:
     """A ``.caffemodel`` → its net, with its release's preprocessing (BGR 0..255 minus the mean
-    pixel of the data it was trained on)."""
+    pixel of the data it was trained on) and class names."""
     weights = read_caffemodel(path)
     guessed = infer_variant(weights.state_dict)
     if guessed is None:
@@ -353,6 +367,14 @@ def _load_caffemodel(path: str | os.PathLike[str], variant: str | None) -> Net:
                 param="variant",
             )
         variant = "fcn8s-atonce"
+    elif variant == "fcn8s-atonce":  # its fixed skip scales would be applied to a net without
+        raise FCNError(
+            f"{path} has no scale_pool4/scale_pool3 Scale layers, which FCN-8s at-once has; it "
+            f"is {guessed}, not fcn8s-atonce",
+            param="variant",
+        )
     model = _model_from_state_dict(weights.state_dict, variant or guessed, path)
-    model.info = model.info.replace(preprocessing=weights.preprocessing)
+    model.info = model.info.replace(
+        preprocessing=weights.preprocessing, class_names=weights.class_names or None
+    )
     return model.eval()

@@ -79,8 +79,9 @@ def read_classes(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[in
     blank lines and ``#`` comments are skipped. → (names, palette); classes without a colour get
     VOC's colour for their label.
 
-    For nets trained on other label sets than VOC's 21 (PASCAL-Context, NYUDv2, SIFT Flow), whose
-    weight files carry no names.
+    For nets trained on other label sets than VOC's 21 whose weight files carry no names (the
+    FCN authors' PASCAL-Context, NYUDv2 and SIFT Flow releases get theirs from the package's
+    ``classes/`` folder, which holds such files).
     """
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()

@@ -11,7 +11,7 @@ is written without a second copy in memory.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,13 @@ V1_TYPES = {"Convolution": 4, "InnerProduct": 14, "Deconvolution": 39}
 
 @dataclass
 class Layer:
+    """``shapes``, when given, are the shapes the file declares for the blobs instead of their
+    own (a lying header, for the tests of damaged files)."""
+
     name: str
     type: str  # Convolution, Deconvolution, InnerProduct, Scale
     blobs: list[np.ndarray]
+    shapes: Sequence[Sequence[int]] | None = None
 
 
 def varint(value: int) -> bytes:
@@ -50,18 +54,21 @@ def length_delimited(number: int, payload: bytes) -> bytes:
     return key(number, 2) + varint(len(payload)) + payload
 
 
-def _blob_parts(blob: np.ndarray, legacy: bool, double: bool) -> list[bytes | memoryview]:
+def _blob_parts(
+    blob: np.ndarray, shape: Sequence[int], legacy: bool, double: bool
+) -> list[bytes | memoryview]:
     """A BlobProto as byte pieces (the data a memoryview of the array, not a copy)."""
     data = np.ascontiguousarray(blob, "<f8" if double else "<f4")
     parts: list[bytes | memoryview] = []
     if legacy:  # num, channels, height, width: the old 4-D form, leading dims of 1
-        dims = [1] * (4 - blob.ndim) + list(blob.shape)
+        dims = [1] * (4 - len(shape)) + list(shape)
         for number, dim in zip((1, 2, 3, 4), dims, strict=True):
             parts.append(key(number, 0) + varint(dim))
     field = 8 if double else 5
-    parts += [key(field, 2) + varint(data.nbytes), memoryview(data).cast("B")]
+    payload = memoryview(data).cast("B") if data.size else b""  # (no cast of a 0 in a shape)
+    parts += [key(field, 2) + varint(data.nbytes), payload]
     if not legacy:
-        dims_payload = b"".join(varint(d) for d in blob.shape)
+        dims_payload = b"".join(varint(d) for d in shape)
         parts.append(length_delimited(7, length_delimited(1, dims_payload)))
     return parts
 
@@ -75,8 +82,9 @@ def _layer_parts(layer: Layer, v1: bool, legacy: bool, double: bool) -> list[byt
         parts += [length_delimited(1, name), length_delimited(2, layer.type.encode())]
         # a field the reader must skip: ParamSpec { lr_mult: 1 }
         parts.append(length_delimited(6, key(3, 5) + struct.pack("<f", 1.0)))
-    for blob in layer.blobs:
-        pieces = _blob_parts(blob, legacy, double)
+    shapes = layer.shapes if layer.shapes is not None else [b.shape for b in layer.blobs]
+    for blob, shape in zip(layer.blobs, shapes, strict=True):
+        pieces = _blob_parts(blob, shape, legacy, double)
         size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in pieces)
         parts += [key(6 if v1 else 7, 2) + varint(size), *pieces]
     return parts
@@ -93,14 +101,29 @@ def write_caffemodel(
     """Write a NetParameter with ``layers``: V2 (``layer``, field 100) or V1 (``layers``, 2),
     blob shapes as ``shape`` or the old 4-D ``legacy`` form, data as float or ``double``."""
     with open(path, "wb") as f:
-        f.write(length_delimited(1, b"FCN"))  # NetParameter.name
-        for layer in layers:
-            parts = _layer_parts(layer, v1, legacy, double)
-            size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
-            f.write(key(2 if v1 else 100, 2) + varint(size))
-            for part in parts:
-                f.write(part)
+        for part in net_parts(layers, v1, legacy, double):
+            f.write(part)
     return path
+
+
+def caffemodel_bytes(
+    layers: Iterable[Layer], *, v1: bool = False, legacy: bool = False, double: bool = False
+) -> bytes:
+    """`write_caffemodel`'s bytes, in memory (small nets: the property tests)."""
+    return b"".join(net_parts(layers, v1, legacy, double))
+
+
+def net_parts(
+    layers: Iterable[Layer], v1: bool = False, legacy: bool = False, double: bool = False
+) -> Iterator[bytes | memoryview]:
+    """The file's pieces in order: the records' keys, lengths, names and shapes as ``bytes``,
+    each blob's data as a ``memoryview`` of its array (the property tests aim at the former)."""
+    yield length_delimited(1, b"FCN")  # NetParameter.name
+    for layer in layers:
+        parts = _layer_parts(layer, v1, legacy, double)
+        size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+        yield key(2 if v1 else 100, 2) + varint(size)
+        yield from parts
 
 
 def layers_of(model: nn.Module, inner_product: Sequence[str] = ()) -> list[Layer]:
@@ -119,6 +142,19 @@ def layers_of(model: nn.Module, inner_product: Sequence[str] = ()) -> list[Layer
             blobs = [blobs[0].reshape(blobs[0].shape[0], -1), *blobs[1:]]
         layers.append(Layer(name, kind, blobs))
     return layers
+
+
+def two_headed(semantic: nn.Module, geometric: nn.Module, heads: Sequence[str]) -> list[Layer]:
+    """A SIFT Flow net as the release has it: ``semantic``'s layers, those named in ``heads``
+    renamed ``NAME_sem``, then ``geometric``'s layers of those names as ``NAME_geo``."""
+    return [
+        Layer(
+            f"{layer.name}_{head}" if layer.name in heads else layer.name, layer.type, layer.blobs
+        )
+        for head, net in (("sem", semantic), ("geo", geometric))
+        for layer in layers_of(net)
+        if head == "sem" or layer.name in heads
+    ]
 
 
 def at_once_scales(width_pool4: int, width_pool3: int) -> list[Layer]:

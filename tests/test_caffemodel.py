@@ -7,14 +7,18 @@ every form the reader takes (``shape`` or old 4-D dims, float or double data, V1
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tomllib
 import torch
 from caffe_writer import (
     Layer,
@@ -22,22 +26,24 @@ from caffe_writer import (
     layers_of,
     length_delimited,
     random_weights,
+    two_headed,
     write_caffemodel,
 )
 from PIL import Image
 from reference_fcn import REFERENCE_ARGS, ReferenceFCN, TorchvisionVGG16
 
-from fcn_deploy import FCNError, Preprocessing, load_model
+from fcn_deploy import FCNError, Preprocessing, export_onnx, load_model
 from fcn_deploy.caffemodel import (
     CAFFE_VGG16_PREPROCESSING,
     NYUD_PREPROCESSING,
     SIFT_FLOW_PREPROCESSING,
+    is_caffe_file,
     read_caffemodel,
 )
 from fcn_deploy.cli.export import main as export_main
 from fcn_deploy.cli.predict import main as predict_main
 from fcn_deploy.export import read_onnx_metadata
-from fcn_deploy.meta import VOC_CLASSES, voc_palette
+from fcn_deploy.meta import VOC_CLASSES, read_classes, voc_palette
 from fcn_deploy.models import convolutionalize
 from fcn_deploy.models.vgg import scaled
 
@@ -107,15 +113,7 @@ def test_sift_flow_semantic_head_and_each_releases_mean(tmp_path: Path) -> None:
     """SIFT Flow's nets have a semantic (``*_sem``, 33 classes) and a geometric (``*_geo``, 3)
     head; NYUDv2's colour net has 40 classes. Each release subtracts its own data's mean pixel."""
     sem, geo = reference("fcn16s", n_class=33), reference("fcn16s", seed=1, n_class=3)
-    heads = ("score_fr", "upscore2", "score_pool4", "upscore16")
-    layers = [
-        Layer(
-            f"{layer.name}_{head}" if layer.name in heads else layer.name, layer.type, layer.blobs
-        )
-        for head, net in (("sem", sem), ("geo", geo))
-        for layer in layers_of(net)
-        if head == "sem" or layer.name in heads
-    ]
+    layers = two_headed(sem, geo, ("score_fr", "upscore2", "score_pool4", "upscore16"))
     model = load_model(write_caffemodel(tmp_path / "siftflow-fcn16s.caffemodel", layers))
     assert model.info.variant == "fcn16s" and model.info.num_classes == 33
     assert model.info.preprocessing == SIFT_FLOW_PREPROCESSING
@@ -125,6 +123,66 @@ def test_sift_flow_semantic_head_and_each_releases_mean(tmp_path: Path) -> None:
         tmp_path / "nyud.caffemodel", layers_of(reference("fcn32s", n_class=40))
     )
     assert load_model(nyud).info.preprocessing == NYUD_PREPROCESSING
+
+
+# The NYUDv2 HHA net's input as the release reads it (nyud_layers.py): the HHA image's channels
+# in the order they are stored, minus their mean; docs/caffe.md gives this recipe.
+HHA_PREPROCESSING = Preprocessing("rgb", 1.0, (132.431, 94.076, 118.477))
+
+# The class names of the releases, in output order, from the release's data/ folder: spot checks
+# of the first, some in between and the last (the whole lists are in fcn_deploy/classes/).
+RELEASE_NAMES = {
+    "pascal-context": (60, {0: "background", 20: "tvmonitor", 21: "bag", 52: "bedcloth",
+                            59: "wood"}),
+    "nyud": (40, {0: "wall", 19: "floor mat", 23: "refridgerator", 39: "otherprop"}),
+    "sift-flow": (33, {0: "awning", 27: "sky", 32: "window"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("release", RELEASE_NAMES)
+def test_the_releases_of_other_label_sets_carry_their_class_names(
+    tmp_path: Path, release: str, capsys
+) -> None:
+    classes, spots = RELEASE_NAMES[release]
+    if release == "sift-flow":  # two heads: the semantic one gives the classes
+        sem, geo = reference("fcn32s", n_class=classes), reference("fcn32s", seed=1, n_class=3)
+        layers = two_headed(sem, geo, ("score_fr", "upscore"))
+    else:
+        layers = layers_of(reference("fcn32s", n_class=classes))
+    path = write_caffemodel(tmp_path / f"{release}.caffemodel", layers)
+    info = load_model(path).info
+    assert len(info.class_names) == info.num_classes == classes
+    assert len(set(info.class_names)) == classes
+    assert {k: info.class_names[k] for k in spots} == spots
+    assert info.palette[:classes] == voc_palette(classes)
+
+    out = tmp_path / "model.onnx"  # the names travel into the export, and --classes still wins
+    if release == "nyud":  # the HHA net is this very file: its preprocessing is the user's to set
+        assert info.preprocessing == NYUD_PREPROCESSING
+        model = load_model(path)
+        model.info = model.info.replace(preprocessing=HHA_PREPROCESSING)
+        export_onnx(model, out, verify=False, progress=False)
+        assert read_onnx_metadata(out).info.preprocessing == HHA_PREPROCESSING
+    else:
+        argv = [str(path), "-o", str(out), "--no-verify"]
+        assert export_main(argv) == 0, capsys.readouterr().err
+    assert read_onnx_metadata(out).info.class_names == info.class_names
+    own = tmp_path / "own.txt"
+    own.write_text("\n".join(f"mine {k}" for k in range(classes)))
+    assert load_model(path).info.with_classes(own).class_names[-1] == f"mine {classes - 1}"
+
+
+def test_the_class_lists_ship_with_the_package() -> None:
+    """Each list is package data (pyproject.toml), read as a class file would be."""
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["fcn_deploy"]
+    files = sorted((root / "fcn_deploy" / "classes").glob("*.txt"))
+    assert [f.stem for f in files] == sorted(RELEASE_NAMES)
+    for file in files:
+        assert any(fnmatch.fnmatch(f"classes/{file.name}", glob) for glob in globs), file
+        assert len(read_classes(file)[0]) == RELEASE_NAMES[file.stem][0]
 
 
 # -- OpenCV: an independent Caffe reader and engine -----------------------------------------------
@@ -426,3 +484,197 @@ def test_cli_bad_caffemodel_is_one_line(tmp_path: Path) -> None:
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith(f"error: {prototxt} is a Caffe prototxt")
     assert not out.exists()
+
+
+# -- damaged and hostile files: each refused in one line, before the work it would cost ----------
+
+
+def _replace(layers: list[Layer], name: str, **changes: object) -> list[Layer]:
+    """``layers`` with the layer ``name`` changed (its type, blobs or declared shapes)."""
+    out = []
+    for layer in layers:
+        if layer.name == name:
+            layer = Layer(
+                name,
+                changes.get("type", layer.type),  # type: ignore[arg-type]
+                changes.get("blobs", layer.blobs),  # type: ignore[arg-type]
+                changes.get("shapes"),  # type: ignore[arg-type]
+            )
+        out.append(layer)
+    return out
+
+
+@pytest.mark.parametrize("count", [5, 40, 20_000_000])
+def test_a_shape_of_more_than_four_dims_is_refused_at_the_fifth(tmp_path: Path, count: int) -> None:
+    """A weight is at most 4-D: the reader stops at the fifth dim, not after reading them all."""
+    path = tmp_path / "dims.caffemodel"
+    blob = np.ones(1, np.float32)
+    write_caffemodel(path, [Layer("conv1_1", "Convolution", [blob], shapes=[[1] * count])])
+    fifth = path.read_bytes().index(bytes([1] * 5)) + 4
+    assert f"layer conv1_1 blob 0 has more than 4 dims (at byte {fifth};" in _error(path)
+
+
+def test_an_empty_shape_on_conv1_1_is_refused(tmp_path: Path) -> None:
+    layers = _replace(
+        layers_of(reference("fcn32s")), "conv1_1", blobs=[np.ones(1, np.float32)], shapes=[[]]
+    )
+    message = _error(write_caffemodel(tmp_path / "empty-shape.caffemodel", layers))
+    assert "layer conv1_1 (Convolution) blob 0 (the weight) has shape ()" in message
+    assert "out×in×kh×kw" in message
+
+
+def test_an_innerproduct_of_more_than_a_matrix_is_refused(tmp_path: Path) -> None:
+    vgg = convolutionalize(random_weights(TorchvisionVGG16(width=WIDTH), seed=3).state_dict())
+    blob = np.zeros((2, 1, 512, 256), np.float32)
+    layers = _replace(layers_of(vgg, inner_product=("fc6", "fc7", "fc8")), "fc7", blobs=[blob])
+    message = _error(write_caffemodel(tmp_path / "fc7.caffemodel", layers))
+    assert "layer fc7 (InnerProduct) blob 0 (the weight) has shape (2, 1, 512, 256)" in message
+    assert "out×in" in message
+
+
+def test_a_net_of_zero_classes_is_refused_at_load(tmp_path: Path) -> None:
+    layers = layers_of(reference("fcn32s"))
+    channels = layers[-3].blobs[0].shape[1]  # score_fr's input: fc7's outputs
+    layers = _replace(
+        layers,
+        "score_fr",
+        blobs=[np.zeros((0, channels, 1, 1), np.float32), np.zeros(0, np.float32)],
+    )
+    layers = _replace(layers, "upscore", blobs=[np.zeros((0, 0, 64, 64), np.float32)])
+    message = _error(write_caffemodel(tmp_path / "none.caffemodel", layers))
+    assert f"layer score_fr blob 0 has shape (0, {channels}, 1, 1): a dim of 0" in message
+
+
+def test_a_state_dict_of_zero_classes_or_a_scalar_conv1_1_is_refused(tmp_path: Path) -> None:
+    """The same rules for PyTorch files: the shapes the net is built from are checked first."""
+    sd = reference("fcn32s").state_dict()
+    for key, value, expected in (
+        ("score_fr.weight", torch.zeros(0, 256, 1, 1), "score_fr.weight has shape (0, 256, 1, 1)"),
+        ("conv1_1.weight", torch.ones(()), "conv1_1.weight has shape ()"),
+    ):
+        path = tmp_path / f"{key}.pt"
+        torch.save({**sd, key: value}, path)
+        assert expected in _error(path)
+
+
+def test_duplicate_layer_names_are_refused(tmp_path: Path) -> None:
+    layers = layers_of(reference("fcn32s"))
+    fc7 = next(layer for layer in layers if layer.name == "fc7")
+    message = _error(write_caffemodel(tmp_path / "twice.caffemodel", [*layers, fc7]))
+    assert "two layers with weights are named fc7" in message
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_nan_or_infinite_weights_are_refused_naming_the_layer(tmp_path: Path, double: bool) -> None:
+    layers = layers_of(reference("fcn32s"))
+    fc7 = next(layer for layer in layers if layer.name == "fc7")
+    weight = fc7.blobs[0].astype(np.float64)
+    weight[3, 2] = 1e300 if double else np.nan  # a double beyond float32's range becomes inf
+    layers = _replace(layers, "fc7", blobs=[weight, fc7.blobs[1]])
+    path = write_caffemodel(tmp_path / "nan.caffemodel", layers, double=double)
+    assert "layer fc7 blob 0 holds NaN or infinite values" in _error(path)
+
+
+def test_data_split_over_two_records_is_refused(tmp_path: Path) -> None:
+    data = np.arange(4, dtype="<f4").tobytes()
+    blob = (
+        length_delimited(5, data[:8])
+        + length_delimited(5, data[8:])
+        + length_delimited(7, length_delimited(1, bytes([4])))
+    )
+    layer = length_delimited(1, b"conv1_1") + length_delimited(2, b"Convolution")
+    path = tmp_path / "split.caffemodel"
+    path.write_bytes(length_delimited(100, layer + length_delimited(7, blob)))
+    assert "layer conv1_1 blob 0 has its data in 2 records" in _error(path)
+
+
+def test_empty_scale_blobs_do_not_make_the_net_at_once(tmp_path: Path) -> None:
+    ref = reference("fcn8s")
+    empty = [
+        Layer(scale.name, "Scale", [np.zeros(0, np.float32)]) for scale in at_once_scales(1, 1)
+    ]
+    message = _error(write_caffemodel(tmp_path / "scales.caffemodel", layers_of(ref) + empty))
+    assert "layer scale_pool4 blob 0 has shape (0,): a dim of 0" in message
+
+
+def test_at_once_is_refused_for_a_file_without_its_scale_layers(tmp_path: Path) -> None:
+    path = write_caffemodel(tmp_path / "fcn8s.caffemodel", layers_of(reference("fcn8s")))
+    with pytest.raises(FCNError, match="no scale_pool4/scale_pool3 Scale layers") as info:
+        load_model(path, variant="fcn8s-atonce")
+    assert info.value.param == "variant" and "it is fcn8s, not fcn8s-atonce" in str(info.value)
+
+
+def test_truncation_and_negative_dims_are_worded_right(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.caffemodel"  # a layer whose length is cut after its first byte
+    cut.write_bytes(length_delimited(1, b"FCN") + b"\xa2\x06\x80")
+    message = _error(cut)
+    assert "ends at byte 8 inside a record" in message and "truncated" in message
+    assert "go on to byte" not in message
+
+    negative = tmp_path / "negative.caffemodel"
+    blob = np.ones(2, np.float32)
+    write_caffemodel(negative, [Layer("conv1_1", "Convolution", [blob], shapes=[[-1, -2]])])
+    message = _error(negative)
+    assert "layer conv1_1 blob 0 declares shape (-1, -2): a negative dim" in message
+    assert "holds" not in message
+
+
+def test_one_million_empty_layers_are_refused_at_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "empty-layers.caffemodel"
+    path.write_bytes(length_delimited(1, b"FCN") + b"\xa2\x06\x00" * 1_000_000)
+    message = _error(path)
+    assert "holds more than 1,024 layers" in message
+
+
+def test_a_layer_of_300k_blobs_is_refused_at_the_third(tmp_path: Path) -> None:
+    path = tmp_path / "blobs.caffemodel"
+    blob = length_delimited(7, length_delimited(5, np.ones(1, "<f4").tobytes()))
+    head = length_delimited(1, b"conv1_1") + length_delimited(2, b"Convolution")
+    data = length_delimited(1, b"FCN") + length_delimited(100, head + blob * 300_000)
+    path.write_bytes(data)
+    third = data.index(head) + len(head) + 2 * len(blob)
+    message = _error(path)
+    assert "layer conv1_1 (Convolution) has more than 2 blobs" in message
+    assert f"(at byte {third + 1})" in message  # the third blob's, not the 300,000th
+
+
+def test_special_files_are_refused_without_reading(tmp_path: Path) -> None:
+    """A FIFO would block the open for ever and /dev/zero never ends: both are refused from
+    their file type, before they are opened."""
+    fifo = tmp_path / "pipe.caffemodel"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.caffemodel"
+    zero.symlink_to("/dev/zero")
+    other = tmp_path / "pipe.bin"  # not a Caffe name: not opened to look at its bytes either
+    os.mkfifo(other)
+    results: dict[str, object] = {}
+
+    def attempt() -> None:
+        for path in (fifo, zero):
+            try:
+                load_model(path)
+            except FCNError as e:
+                results[path.name] = str(e)
+        results["is_caffe_file"] = is_caffe_file(other)
+
+    thread = threading.Thread(target=attempt, daemon=True)  # a hang fails the test, not the run
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), f"hung; got {results}"
+    assert results["pipe.caffemodel"] == (
+        f"{fifo} is a named pipe (FIFO), not a regular file; pass the .caffemodel file itself"
+    )
+    assert "zero.caffemodel is a character device, not a regular file" in str(
+        results["zero.caffemodel"]
+    )
+    assert results["is_caffe_file"] is False
+
+
+def test_a_caffemodel_named_onnx_is_exported_by_what_it_is(tmp_path: Path, capsys) -> None:
+    ref = reference("fcn32s")
+    path = write_caffemodel(tmp_path / "weights.onnx", layers_of(ref))
+    out = tmp_path / "model.onnx"
+    assert export_main([str(path), "-o", str(out), "--no-verify"]) == 0, capsys.readouterr().err
+    assert read_onnx_metadata(out).info.variant == "fcn32s"
+    with pytest.raises(FCNError, match="is already ONNX; pass the checkpoint"):  # a real one
+        export_onnx(out, tmp_path / "again.onnx", verify=False, progress=False)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._io import check_output_dir, check_output_file
+from ..caffemodel import is_caffe_file
 from ..checkpoint import load_model
 from ..errors import FCNError
 from ..export.quantize import (
@@ -225,7 +226,7 @@ def _main(argv: Sequence[str] | None) -> int:
             raise FCNError(
                 f"--triton-name {args.triton_name!r}: use letters, digits, '.', '_' and '-' only"
             )
-    if args.source.suffix.lower() == ".onnx":
+    if args.source.suffix.lower() == ".onnx" and not is_caffe_file(args.source):
         if args.engine is None and args.triton_repo is None:
             raise FCNError(
                 f"{args.source} is already ONNX: nothing to export (pass --engine PATH to build an "

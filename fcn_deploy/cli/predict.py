@@ -171,8 +171,9 @@ def add_classes(p: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="class names (and colours) in label order: one per line, 'name' or 'name R G B'; "
-        "for nets of other label sets than PASCAL VOC's 21 classes, such as the Caffe releases "
-        "for PASCAL-Context, NYUDv2 and SIFT Flow (default: the model's own names)",
+        "for nets of other label sets than PASCAL VOC's 21 classes whose files name none (the "
+        "authors' Caffe releases for PASCAL-Context, NYUDv2 and SIFT Flow come with theirs) "
+        "(default: the model's own names)",
     )
 
 

@@ -41,6 +41,7 @@ from torch import nn
 
 from .._io import atomic_path, check_output_file, sha256_file
 from .._progress import heartbeat
+from ..caffemodel import is_caffe_file
 from ..checkpoint import load_model
 from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
@@ -172,7 +173,7 @@ def _load(source: Source, variant: str | None) -> tuple[nn.Module, ModelInfo, st
         # a copy sharing FP32 weights: the caller's net is never changed, nor its weights doubled
         return copy_module(source, torch.float32).eval(), info, model_sha256(source)
     path = Path(source)
-    if path.suffix.lower() == ".onnx":
+    if path.suffix.lower() == ".onnx" and not is_caffe_file(path):  # a caffemodel by its bytes
         raise FCNError(f"{path} is already ONNX; pass the checkpoint it was exported from")
     model = load_model(path, variant=variant)
     return model, model.info, sha256_file(path)
