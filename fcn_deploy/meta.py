@@ -12,12 +12,12 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._gate import read_regular
 from .errors import FCNError
 
 __all__ = [
@@ -74,19 +74,24 @@ def default_class_names(num_classes: int) -> list[str]:
     return [f"class_{k}" for k in range(num_classes)]
 
 
+MAX_CLASS_FILE_BYTES = 1 << 20  # 1 MiB: tens of thousands of names with colours
+
+
 def read_classes(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int, int, int]]]:
     """A class file: one class per line in label order, ``name`` or ``name R G B`` (0..255);
     blank lines and ``#`` comments are skipped. → (names, palette); classes without a colour get
     VOC's colour for their label.
 
     For nets trained on other label sets than VOC's 21 (PASCAL-Context, NYUDv2, SIFT Flow), whose
-    weight files carry no names.
+    weight files carry no names. Only a regular file of at most `MAX_CLASS_FILE_BYTES` is read.
     """
+    data = read_regular(path, "class file", MAX_CLASS_FILE_BYTES, " (at most 1 MiB)",
+                        param="classes")  # fmt: skip
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
-        raise FCNError(f"{path}: cannot read the class names ({why})", param="classes") from None
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise FCNError(f"{path}: cannot read the class names (not UTF-8 text)",
+                       param="classes") from None  # fmt: skip
     names: list[str] = []
     palette: list[tuple[int, int, int]] = []
     for number, line in enumerate(lines, 1):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Union
 import cv2
 import numpy as np
 
+from .._gate import regular_file
 from .._io import describe_file
 from ..errors import FCNError
 from ..imageio import check_megapixels
@@ -153,8 +154,7 @@ def open_video(source: VideoSource) -> tuple[cv2.VideoCapture, VideoInfo]:
     else:
         path = Path(source)
         name = str(path)
-        if not path.is_file():
-            raise FCNError(f"{path}: no such video file")
+        regular_file(path, "video file")  # a FIFO would block FFmpeg, /dev/zero never end
         with _opencv_silent():  # its ERROR lines ("could not find decoder") would repeat ours
             capture = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
         if not capture.isOpened():

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import FCNError
-from ._common import EXIT_FAILED, fraction, positive_float
+from ._common import EXIT_FAILED, fraction, positive_float, say
 
 __all__ = ["add_engine_arguments", "build_engine_from_args", "check_engine_arguments"]
 
@@ -149,8 +149,7 @@ def build_engine_from_args(args: argparse.Namespace, onnx_path: Path) -> int:
             gate_threshold=args.gate_threshold,
         )
     except EngineGateError as e:
-        print(e.report.summary())
-        print(f"failed: {e}")
+        say(e.report.summary(), f"failed: {e}")
         return EXIT_FAILED
-    print(report.summary())
+    say(report.summary())
     return 0

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import describe_file, os_reason
+from .._gate import open_regular
+from .._io import describe_bytes, os_reason
 from ..errors import FCNError
 from ..meta import IO_MODES, ModelInfo, SizeBounds
 from .external_data import external_data_files
@@ -121,15 +122,16 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
     import onnx
 
     path = Path(path)
-    if path.is_dir():
-        raise FCNError(f"{path} is a folder, not an ONNX model")
-    if not path.is_file():
-        raise FCNError(f"{path}: no such file (expected an ONNX model written by fcn-export)")
-    what = describe_file(path)
+    try:
+        with open_regular(path, "ONNX model", "expected an ONNX model written by fcn-export") as f:
+            data = f.read()
+    except OSError as e:
+        raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
+    what = describe_bytes(data)
     if what is not None and not what.startswith("an ONNX"):  # protobuf parses much as "empty"
         raise FCNError(f"{path} is {what}, not an ONNX model")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(data)  # external data is never loaded here
     except OSError as e:
         raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
     except Exception as e:  # protobuf raises its own DecodeError; any failure means "not ONNX"

@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._gate import regular_file
 from .._io import current_umask, os_reason
 from ..errors import FCNError
 from .external_data import external_data_files
@@ -174,8 +175,7 @@ def write_triton_repo(
     batch). ``max_batch`` defaults to the export's.
     """
     model, repo_dir = Path(model), Path(repo)
-    if not model.is_file():
-        raise FCNError(f"model={model}: no such file")
+    regular_file(model, param="model")
     if not MODEL_NAME.match(name):
         raise FCNError(
             f"name={name!r}: a Triton model name uses letters, digits, '.', '_' and '-' only",

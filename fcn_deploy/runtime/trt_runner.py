@@ -13,10 +13,10 @@ one does, so every batch within the runner's bounds is answered.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
+from .._gate import read_regular, regular_file
 from ..engine.profiles import largest_batch, select_profile
 from ..engine.sidecar import read_sidecar
 from ..errors import FCNError
@@ -41,11 +41,9 @@ class TensorRTRunner(Runner):
         device: str | None = None,
         reuse_outputs: bool = False,
     ) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FCNError(
-                f"{path}: no such engine file (build one with build_engine or fcn-export --engine)"
-            )
+        path = regular_file(
+            path, "engine file", "build one with build_engine or fcn-export --engine"
+        )
         from ..engine.executor import (
             EngineExecutor,
         )  # imports TensorRT: FCNError where it is missing
@@ -57,7 +55,7 @@ class TensorRTRunner(Runner):
                 "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime "
                 "backend on CPU)"
             )
-        self.executor: EngineExecutor | None = EngineExecutor(path.read_bytes(), meta, dev)
+        self.executor: EngineExecutor | None = EngineExecutor(read_regular(path), meta, dev)
         self.profiles = list(meta.profiles)
         self.reuse_outputs = reuse_outputs
         self.metadata = meta

@@ -15,11 +15,11 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._gate import read_regular
 from ..api import ImageLike, Segmenter, as_bgr8
 from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS
@@ -137,10 +137,7 @@ class RemoteSegmenter:
 
     def predict_file(self, path: str | os.PathLike[str]) -> np.ndarray:
         """`predict_encoded` of a file as it is on disk."""
-        try:
-            return self.predict_encoded(Path(path).read_bytes())
-        except OSError as e:
-            raise FCNError(f"{path}: cannot read ({e.strerror})") from None
+        return self.predict_encoded(read_regular(path, "image file"))
 
     def overlay(
         self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5, rgb: bool = False

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._gate import regular_file
 from ..api import Segmenter
 from ..errors import FCNError
 from ..export.triton_repo import MODEL_NAME
@@ -671,8 +672,7 @@ def serve(
 
     ``ready`` is called once both models are loaded (the CLI prints its banner there).
     """
-    if not Path(model).exists():
-        raise FCNError(f"{model}: no such model file")
+    regular_file(model, "model file")
     segmenters = [
         Segmenter.load(model, device=device, backend=backend, batch_size=config.max_batch,
                        max_megapixels=config.max_megapixels, **runner_options)
