@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,8 +133,13 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.color not in ("bgr", "rgb"):
             raise ValueError(f"preprocessing color must be 'bgr' or 'rgb', got {self.color!r}")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "mean", _finite_triple(self.mean, "mean"))
+        object.__setattr__(self, "std", _finite_triple(self.std, "std"))
+        if not (math.isfinite(self.scale) and self.scale > 0 and all(self.std)):
+            raise ValueError(
+                f"preprocessing scale must be a finite number > 0 and std nonzero, got scale "
+                f"{self.scale!r}, std {self.std}"
+            )
 
     @classmethod
     def caffe(cls) -> Preprocessing:
@@ -187,7 +193,35 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        d = _mapping(d, "preprocessing")
         return cls(str(d["color"]), float(d["scale"]), tuple(d["mean"]), tuple(d["std"]))  # type: ignore[arg-type]
+
+
+def _finite_triple(values: Sequence[Any], name: str) -> tuple[float, float, float]:
+    """Three finite numbers (a per-channel mean or std); ValueError otherwise."""
+    floats = tuple(float(v) for v in values)
+    if len(floats) != 3 or not all(math.isfinite(v) for v in floats):
+        raise ValueError(f"preprocessing {name} must be 3 finite numbers, got {floats}")
+    return floats  # type: ignore[return-value]
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object; ValueError naming ``name`` otherwise (metadata read from
+    a file can hold any JSON)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+MAX_CLASSES = 100_000  # far above any label set (ImageNet's 1000, PASCAL-Context's 459)
+
+
+def _colour(value: Any) -> tuple[int, int, int]:
+    """A palette entry: three whole numbers 0..255 (ValueError otherwise)."""
+    rgb = tuple(int(v) for v in value)
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ValueError(f"a palette colour must be 3 values 0..255, got {value!r}")
+    return rgb  # type: ignore[return-value]
 
 
 @dataclass
@@ -206,12 +240,16 @@ class ModelInfo:
             raise ValueError(
                 f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}"
             )
+        if not 1 <= self.num_classes <= MAX_CLASSES:  # before lists of that length are made
+            raise ValueError(f"num_classes must be 1..{MAX_CLASSES}, got {self.num_classes}")
+        if not (math.isfinite(self.width) and self.width > 0):
+            raise ValueError(f"width must be a finite number > 0, got {self.width}")
         if not self.class_names:
             self.class_names = default_class_names(self.num_classes)
         if not self.palette:
             self.palette = voc_palette(self.num_classes)
         self.class_names = [str(c) for c in self.class_names]
-        self.palette = [tuple(int(v) for v in c) for c in self.palette]  # type: ignore[misc]
+        self.palette = [_colour(c) for c in self.palette]
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"{len(self.class_names)} class names given for {self.num_classes} classes"
@@ -247,6 +285,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        d = _mapping(d, "info")
         return cls(
             variant=str(d["variant"]),
             num_classes=int(d["num_classes"]),
@@ -308,6 +347,7 @@ class SizeBounds:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SizeBounds:
         """Parse `to_dict` output; ValueError unless the bounds are whole numbers ≥ 1, in order."""
+        d = _mapping(d, "bounds")
         max_hw, max_batch = d.get("max_hw"), d.get("max_batch")
         bounds = cls(
             _whole_pair(d.get("min_hw", (1, 1)), "min_hw"),

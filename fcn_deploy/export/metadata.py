@@ -19,7 +19,7 @@ from typing import Any
 from .._gate import open_regular
 from .._io import describe_bytes, os_reason
 from ..errors import FCNError
-from ..meta import IO_MODES, ModelInfo, SizeBounds
+from ..meta import IO_MODES, ModelInfo, SizeBounds, _mapping
 from .external_data import external_data_files
 
 __all__ = [
@@ -109,7 +109,9 @@ class OnnxMetadata:
             torch_version=p["torch_version"],
             onnx_version=p["onnx_version"],
             opset=int(p["opset"]),
-            calibration=json.loads(p["calibration"]) if "calibration" in p else None,
+            calibration=_mapping(json.loads(p["calibration"]), "calibration")
+            if "calibration" in p
+            else None,
             unverified=p.get("unverified"),
         )
 
