@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -389,6 +390,7 @@ def _decode(data: bytes, header: ImageHeader, source: str) -> np.ndarray | None:
         raise FCNError(f"{source}: not a readable {header.format} image ({e})") from None
 
 
+@functools.lru_cache(maxsize=16)
 def _file_limit(max_megapixels: float | None) -> int | None:
     """The largest image file read for ``max_megapixels``: its pixels uncompressed, plus 1 MiB."""
     if max_megapixels is None:
@@ -396,6 +398,7 @@ def _file_limit(max_megapixels: float | None) -> int | None:
     return int(max_megapixels * 1e6 * MAX_FILE_BYTES_PER_PIXEL) + (1 << 20)
 
 
+@functools.lru_cache(maxsize=16)
 def _file_why(max_megapixels: float | None) -> str:
     limit = _file_limit(max_megapixels)
     if limit is None:
