@@ -22,7 +22,6 @@ import datetime
 import importlib.metadata
 import json
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -31,11 +30,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
-PACKAGES = ("hypothesis", "pillow", "opencv-python", "opencv-python-headless", "numpy", "onnx",
-            "protobuf", "torch")  # fmt: skip
+PACKAGES = ("hypothesis", "pillow", "opencv-python", "protobuf")  # beside machine_info's
 
 
 @dataclass
@@ -154,33 +153,27 @@ def _statistics_count(text: str) -> int:
     return sum(int(a) + int(b) for a, b in found)
 
 
-def machine() -> dict[str, object]:
-    versions = {}
+def machine() -> dict[str, Any]:
+    """`fcn_deploy.bench.machine.machine_info`, plus the parsers' library versions, the load
+    and the commit the campaign ran on."""
+    import torch
+
+    from fcn_deploy.bench.machine import machine_info
+
+    info = machine_info(torch.device("cpu"))
     for name in PACKAGES:
         try:
-            versions[name] = importlib.metadata.version(name)
+            info["versions"][name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "os": platform.platform(),
-        "load_average_at_start": [round(v, 1) for v in os.getloadavg()],
-        "commit": commit or None,
-        "versions": versions,
-    }
+    info["load_average_at_start"] = [round(v, 1) for v in os.getloadavg()]
+    info["commit"] = commit or None
+    return info
 
 
-def write(runs: list[Run], info: dict[str, object], stem: Path, note: str) -> None:
+def write(runs: list[Run], info: dict[str, Any], stem: Path, note: str) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": info, "note": note, "runs": [asdict(r) for r in runs]}
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -16,7 +16,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,7 +23,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
+from fcn_deploy.bench.machine import machine_info
 from fcn_deploy.imageio import read_image
 
 # (name, suffix, height, width, OpenCV write flags)
@@ -92,19 +93,9 @@ def main() -> None:
                          "bytes": int(np.mean([f.stat().st_size for f in files]))})  # fmt: skip
             print(f"{name:26s} read_image {gated:7.3f} ms  direct {plain:7.3f} ms  "
                   f"gate {gated - plain:+7.3f} ms", flush=True)  # fmt: skip
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    machine = {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "opencv": cv2.__version__,
-        "load_average": [round(v, 1) for v in os.getloadavg()],
-    }
+    machine = machine_info(torch.device("cpu"))
+    machine["opencv"] = cv2.__version__
+    machine["load_average"] = [round(v, 1) for v in os.getloadavg()]
     stem = args.out / f"image-gate-{datetime.date.today().isoformat()}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine, "files": args.files, "passes": args.passes, "note": args.note,

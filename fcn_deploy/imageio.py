@@ -42,6 +42,7 @@ __all__ = [
     "quiet_opencv_logging",
     "read_header",
     "read_image",
+    "read_image_file",
     "read_label_png",
     "to_bgr8",
     "write_label_png",
@@ -412,6 +413,14 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
+def read_image_file(
+    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> bytes:
+    """The bytes of an image file, undecoded: a regular file only (a FIFO or a device is refused
+    by name), and none larger than any image within ``max_megapixels`` could be uncompressed."""
+    return read_regular(path, "image file", _file_limit(max_megapixels), _file_why(max_megapixels))
+
+
 def read_image(
     path: str | os.PathLike[str],
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
@@ -427,7 +436,7 @@ def read_image(
     limit) before decoding; a file whose header gives no size is refused undecoded.
     """
     path = Path(path)
-    data = read_regular(path, "image file", _file_limit(max_megapixels), _file_why(max_megapixels))
+    data = read_image_file(path, max_megapixels)
     image = decode_image_bytes(data, max_megapixels, str(path), exif_orientation=exif_orientation)
     if image is None:
         what = describe_bytes(data)
