@@ -51,10 +51,18 @@ class DecoderProcess:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def decode(self, data: bytes, budget: int | None, seconds: float) -> np.ndarray | None:
+    def decode(
+        self,
+        data: bytes,
+        budget: int | None,
+        seconds: float,
+        size: tuple[int, int] | None = None,
+    ) -> np.ndarray | None:
         """OpenCV's ``imdecode(data, IMREAD_UNCHANGED)`` in the subprocess; None where OpenCV
         says the bytes are no image it decodes. ``budget``: bytes the decode may map (None: no
-        limit); ``seconds``: its CPU and wall-clock limit."""
+        limit); ``seconds``: its CPU and wall-clock limit; ``size``: the (height, width) the
+        file's header declares: pixels of another size are refused before they are received
+        (this process never holds more than the header allowed)."""
         with self._lock:
             proc = self._ready()
             try:
@@ -64,7 +72,7 @@ class DecoderProcess:
                 proc = self._ready()
                 _send(proc, REQUEST.pack(len(data), budget or 0, seconds), data)
             try:
-                return self._answer(proc, time.monotonic() + seconds)
+                return self._answer(proc, time.monotonic() + seconds, size)
             except DecodeFailed:
                 self._stop()
                 raise
@@ -90,7 +98,9 @@ class DecoderProcess:
             raise DecodeFailed(f"the decoder process did not start: {e}") from None
         return proc
 
-    def _answer(self, proc: subprocess.Popen[bytes], deadline: float) -> np.ndarray | None:
+    def _answer(
+        self, proc: subprocess.Popen[bytes], deadline: float, size: tuple[int, int] | None
+    ) -> np.ndarray | None:
         (status,) = STATUS.unpack(_receive(proc, STATUS.size, deadline))
         if status == NONE:
             return None
@@ -99,6 +109,11 @@ class DecoderProcess:
         if status != OK:
             raise DecodeFailed(f"the decoder process answered {status}")
         dtype, h, w, c = IMAGE.unpack(_receive(proc, IMAGE.size, deadline))
+        if size is not None and (h, w) != size:
+            raise DecodeFailed(
+                f"its header says {size[1]}x{size[0]} (WxH) but its pixels are {w}x{h}: a "
+                "damaged or forged file"
+            )
         dtype = np.dtype(dtype.rstrip(b"\0").decode("ascii"))
         image = np.empty((h, w, c) if c > 1 else (h, w), dtype)
         _receive(proc, image.nbytes, deadline, image.reshape(-1).view(np.uint8).data)

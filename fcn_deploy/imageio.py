@@ -386,7 +386,7 @@ def _decode(data: bytes, header: ImageHeader, source: str) -> np.ndarray | None:
     budget = pixels * DECODE_BYTES_PER_PIXEL + len(data) + DECODE_BYTES_SLACK
     seconds = DECODE_SECONDS + DECODE_SECONDS_PER_MEGAPIXEL * pixels / 1e6
     try:
-        return decoder_process().decode(data, budget, seconds)
+        return decoder_process().decode(data, budget, seconds, (header.height, header.width))
     except DecodeFailed as e:
         raise FCNError(f"{source}: not a readable {header.format} image ({e})") from None
 

@@ -117,6 +117,9 @@ def test_a_decoder_crash_is_one_error_for_that_file_and_the_next_decodes(inputs:
     picture = np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)
     _, tiff = cv2.imencode(".tif", picture)
     np.testing.assert_array_equal(decode_image_bytes(tiff.tobytes(), 100), picture)
+    # pixels of another size than the header's are refused before this process receives them
+    with pytest.raises(FCNError, match=r"its header says 10x10 \(WxH\) but its pixels are 40x30"):
+        _decode(tiff.tobytes(), ImageHeader("TIFF", 10, 10), "t.tif")
 
 
 @pytest.mark.parametrize("chunk", ["ztxt", "iccp"])
