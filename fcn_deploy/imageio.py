@@ -186,8 +186,8 @@ _PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "WEBP", "PPM", "JPEG2000
 #: JPEG 2000 stay below 48.
 DECODE_BYTES_PER_PIXEL = 48
 DECODE_BYTES_SLACK = 256 << 20  # code, thread stacks and malloc arenas of a decode
-#: Seconds the decoder process may take (CPU and wall clock): a base plus a rate slow enough for
-#: JPEG 2000 on a busy machine (measured ~0.15 s per megapixel on one idle Xeon core).
+#: Seconds the decoder process may take (CPU and wall clock): a base plus a rate 7 times what
+#: JPEG 2000, the slowest, took on a busy 2-core EPYC (0.14 s per megapixel at 25 MP).
 DECODE_SECONDS = 10.0
 DECODE_SECONDS_PER_MEGAPIXEL = 1.0
 #: Bytes per pixel of the largest uncompressed image (4 float32 channels): an image file larger
@@ -302,6 +302,9 @@ def _orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+HEADER_BYTES = 1 << 16  # where the text header of a Radiance HDR file must end
+
+
 def _hdr_size(head: bytes) -> tuple[int, int] | None:
     """(width, height) of a Radiance HDR file: text header, blank line, ``-Y H +X W``."""
     if not head.startswith((b"#?RADIANCE", b"#?RGBE")):
@@ -311,9 +314,6 @@ def _hdr_size(head: bytes) -> tuple[int, int] | None:
         return None
     first, second = int(found.group(3)), int(found.group(6))
     return (second, first) if found.group(2) == b"Y" else (first, second)
-
-
-HEADER_BYTES = 1 << 16  # where the text header of a Radiance HDR file must end
 
 
 def _tiff_size(head: bytes) -> tuple[int, int] | None:
