@@ -4,9 +4,9 @@ OpenCV's decoders for JPEG 2000, TIFF, WebP, BMP, PNM and Radiance HDR trust siz
 inside the file; a 1.5 KB JPEG 2000 whose ``ihdr`` box disagrees with its codestream makes
 OpenJPEG segfault. Decoded in this package's own process, that would end a whole fcn-predict run
 or fcn-serve. `DecoderProcess` runs them in one persistent subprocess (``_decode_worker.py``)
-instead, with a memory limit (``RLIMIT_AS``, from the caller's megapixel limit) and a CPU and
-wall-clock time limit per image; a crash, a hang or an exhausted limit is a `DecodeFailed` for
-that image, and the next image gets a fresh process.
+instead, with a memory limit (``RLIMIT_AS``, from the size the file's header declares, itself
+within the megapixel limit) and a CPU and wall-clock time limit per image; a crash, a hang or an
+exhausted limit is a `DecodeFailed` for that image, and the next image gets a fresh process.
 
 One process serves the whole Python process: threads take turns (a lock), a forked child starts
 its own (the parent's pipes are closed in the child), and it ends with its parent, which closes
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._decode_worker import ERROR, IMAGE, LENGTH, NONE, OK, READY, REQUEST, STATUS
+from ._gate import os_reason
 
 __all__ = ["DecodeFailed", "DecoderProcess", "decoder_process"]
 
@@ -63,14 +64,19 @@ class DecoderProcess:
         limit); ``seconds``: its CPU and wall-clock limit; ``size``: the (height, width) the
         file's header declares: pixels of another size are refused before they are received
         (this process never holds more than the header allowed)."""
+        request = REQUEST.pack(len(data), budget or 0, seconds)
         with self._lock:
-            proc = self._ready()
             try:
-                _send(proc, REQUEST.pack(len(data), budget or 0, seconds), data)
-            except OSError:  # it died while idle (the OOM killer, a kill): one fresh start
-                self._stop()
                 proc = self._ready()
-                _send(proc, REQUEST.pack(len(data), budget or 0, seconds), data)
+                try:
+                    _send(proc, request, data)
+                except OSError:  # it died while idle (the OOM killer, a kill): one fresh start
+                    self._stop()
+                    proc = self._ready()
+                    _send(proc, request, data)
+            except OSError as e:  # no process to be had (out of processes, memory or files)
+                self._stop()
+                raise DecodeFailed(f"the decoder process cannot run ({os_reason(e)})") from None
             try:
                 return self._answer(proc, time.monotonic() + seconds, size)
             except DecodeFailed:
@@ -124,7 +130,7 @@ class DecoderProcess:
         return bytes(_receive(proc, length, deadline)).decode("utf-8", "replace")
 
     def _stop(self) -> None:
-        """End the process (if any): closing its input ends it; a hung one is killed."""
+        """Kill the process (if any): it may be hung, or halfway through an answer."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
