@@ -94,26 +94,27 @@ def read_classes(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[in
         raise FCNError(f"{path}: cannot read the class names (not UTF-8 text)",
                        param="classes") from None  # fmt: skip
     names: list[str] = []
-    palette: list[tuple[int, int, int]] = []
+    colours: list[tuple[int, int, int] | None] = []
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         words = line.split()
         colour = words[-3:] if len(words) > 3 else []
-        if colour and all(w.isdigit() and int(w) <= 255 for w in colour):
+        if colour and all(len(w) <= 3 and w.isdecimal() and int(w) <= 255 for w in colour):
             words = words[:-3]
         else:
             colour = []
-        label = len(names)
         names.append(" ".join(words))
-        rgb = [int(w) for w in colour] or voc_palette(label + 1)[label]
-        palette.append((rgb[0], rgb[1], rgb[2]))
+        colours.append((int(colour[0]), int(colour[1]), int(colour[2])) if colour else None)
         if not names[-1]:
             raise FCNError(f"{path}, line {number}: a colour without a class name", param="classes")
+        if len(names) > MAX_CLASSES:
+            raise FCNError(f"{path} names more than {MAX_CLASSES:,} classes", param="classes")
     if not names:
         raise FCNError(f"{path} names no classes (one name per line)", param="classes")
-    return names, palette
+    voc = voc_palette(len(names))  # once: per class it made reading 300,000 names quadratic
+    return names, [colour or voc[k] for k, colour in enumerate(colours)]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ FOLDER = Path(tempfile.mkdtemp(prefix="fcn-fuzz-classes-"))
 
 words = st.text(st.characters(codec="utf-8", exclude_characters="\n\r#"), min_size=1, max_size=12)
 numbers = st.one_of(st.integers(0, 255), st.integers(-300, 10**30), st.sampled_from(["1e3", "0x10",
-                    "٣", "+5", "-0", "255.0", "00255"]))  # fmt: skip
+                    "٣", "²", "①", "9" * 5000, "+5", "-0", "255.0", "00255"]))  # fmt: skip
 lines = st.one_of(
     words,
     st.builds(lambda w, r, g, b: f"{w} {r} {g} {b}", words, numbers, numbers, numbers),

@@ -283,13 +283,24 @@ def test_special_files_are_refused_by_the_clis(inputs: Path, specials: dict[str,
     assert not out.exists() and not (out.parent / "m.onnx").exists()
 
 
-def test_a_class_file_is_bounded(tmp_path: Path) -> None:
+def test_a_class_file_is_bounded_and_read_in_linear_time(tmp_path: Path) -> None:
+    """Before: /dev/zero read until MemoryError; 300,000 names took quadratic time (VOC's colour
+    rule recomputed per class); a colour word such as ``²`` or 5000 digits raised ValueError."""
     from fcn_deploy.meta import read_classes
 
     big = tmp_path / "classes.txt"
-    big.write_bytes(b"cat\n" * (300_000))
+    big.write_bytes(b"cat\n" * 300_000)
     with pytest.raises(FCNError, match=r"classes.txt is 1\.2 MB, too large for a class file"):
         read_classes(big)
+    many = tmp_path / "many.txt"
+    many.write_bytes(b"a\n" * 500_000)
+    with pytest.raises(FCNError, match="names more than 100,000 classes"):
+        read_classes(many)
+    odd = tmp_path / "odd.txt"
+    odd.write_text(f"cat 1 2 3\ndog\nsky \u00b2 1 1\nsea {'9' * 5000} 1 1\n")
+    names, palette = read_classes(odd)
+    assert names[:2] == ["cat", "dog"] and names[2] == "sky \u00b2 1 1"
+    assert palette[:2] == [(1, 2, 3), (128, 0, 0)] and len(names) == len(palette) == 4
 
 
 # -- one line per input ---------------------------------------------------------------------------
