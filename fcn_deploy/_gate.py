@@ -63,8 +63,7 @@ def _check_mode(path: Path, mode: int, what: str, param: str | None) -> None:
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
-        article = "an" if what[:1] in "aeiou" else "a"
-        raise FCNError(f"{path} is a folder, not {article} {what}", param=param)
+        raise FCNError(f"{path} is a folder, not {_a(what)}", param=param)
     kind = next((name for test, name in _KINDS if test(mode)), "not a plain file")
     raise FCNError(f"{path} is {kind}{_via_link(path)}, not a regular file", param=param)
 
@@ -125,9 +124,13 @@ def read_regular(
             raise FCNError(f"{path}: cannot read ({os_reason(e)})", param=param) from None
     if limit is not None and max(size, len(data)) > limit:  # len: a file that grew while read
         raise FCNError(
-            f"{path} is {_bytes(max(size, len(data)))}, too large for a {what}{why}", param=param
+            f"{path} is {_bytes(max(size, len(data)))}, too large for {_a(what)}{why}", param=param
         )
     return data
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
 
 
 def _bytes(n: int) -> str:
