@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fuzz_helpers import tried
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fcn_deploy.api.video import FrameSelection, VideoInfo
@@ -59,6 +59,9 @@ RANGES: dict[str, tuple[Callable[[str], Any], Callable[[Any], bool]]] = {
 
 
 @given(st.sampled_from(sorted(RANGES)), st.one_of(number_texts, size_texts))
+@example("size_hw", "9" * 5000)  # int() of over 4300 digits raised ValueError
+@example("size_list", "1x" + "9" * 5000)
+@example("seconds", "1e308")  # overflowed the frame number
 def test_every_option_type_gives_a_value_in_range_or_one_line(name: str, text: str) -> None:
     tried(f"{name} {text}")
     convert, in_range = RANGES[name]

@@ -292,7 +292,8 @@ def fraction(text: str) -> float:
 
 def size_hw(text: str) -> tuple[int, int]:
     """``"512x768"`` (H×W; ``×`` also accepted) or ``"512"`` (square) → (512, 768)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text)
+    # at most 9 digits a side: a larger side is no image, and 5000 digits made int() raise
+    match = re.fullmatch(r"\s*(\d{1,9})\s*(?:[xX×]\s*(\d{1,9}))?\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected HxW such as 1024x2048, got {text!r}")
     h, w = int(match.group(1)), int(match.group(2) or match.group(1))
