@@ -181,10 +181,6 @@ CASES = [
     ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --server x:1", "pass either"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:1", "no Triton server answers"),
     ("fcn-predict", "{f}/ok.png -o {w}/out --server 127.0.0.1:1 --tile", "the server decides"),
-    # times beyond any video overflowed the frame number, after the images were written
-    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --start 1e308", "--start"),
-    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --end 1e308", "--end"),
-    ("fcn-predict", "{f}/ok.png -o {w}/out --model {f}/m7.pt --start 5 --end 2", "come after"),
     # fcn-serve (each fails before a server starts)
     ("fcn-serve", "{f}/missing.pt", "no such model file"),
     ("fcn-serve", "{f}/text.pt", "is a text file"),

@@ -103,7 +103,7 @@ class _Replica:
         filesystem, where = fs.FileSystem.from_uri(path)
         with filesystem.open_input_file(where) as f:
             data = f.read()
-        image = decode_image_bytes(data, limit, f"{path}: an image")
+        image = decode_image_bytes(data, limit, path)  # the gate, as for a local file
         if image is None:
             raise FCNError(f"{path}: not a readable image")
         return image

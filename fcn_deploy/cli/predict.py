@@ -51,7 +51,7 @@ from ._common import (
     run_cli,
     say,
 )
-from .bulk import add_bulk_args, frame_selection, output_folder, predict_videos, run_ray
+from .bulk import add_bulk_args, output_folder, predict_videos, run_ray
 
 __all__ = ["IMAGE_SUFFIXES", "build_parser", "collect_inputs", "main", "output_names"]
 
@@ -361,7 +361,6 @@ def _open_model(args: argparse.Namespace, options: dict[str, str]) -> Segmenter:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = parse_args(_parser(), argv)
-    frame_selection(args)  # --start 5 --end 2: refused now, not after the images
     if (
         args.model is not None
         and args.inputs
