@@ -11,15 +11,11 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ._gate import open_regular, os_reason
 from ._owned import publish, temp_name, temp_space
 from .errors import FCNError
 
 log = logging.getLogger(__name__)
-
-
-def os_reason(error: OSError) -> str:
-    """The cause of an OSError in a few words ("Permission denied"), without the path repeated."""
-    return error.strerror or str(error) or type(error).__name__
 
 
 def check_output_file(
@@ -192,12 +188,19 @@ _MAGIC = (
 
 def describe_file(path: str | os.PathLike[str]) -> str | None:
     """What a file looks like from its first bytes ("an empty file", "a text file", "a PNG image"),
-    or None when it is unknown. Used to say what a file *is* when it is not what was expected."""
+    or None when it is unknown. Used to say what a file *is* when it is not what was expected.
+    Only a regular file is read (a FIFO would block)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             head = f.read(512)
-    except OSError:
+    except (FCNError, OSError):
         return None
+    return describe_bytes(head)
+
+
+def describe_bytes(data: bytes) -> str | None:
+    """`describe_file` for a file's bytes already read (only the first 512 are looked at)."""
+    head = data[:512]
     if not head:
         return "an empty file (0 bytes)"
     for magic, what in _MAGIC:

@@ -13,10 +13,11 @@ import pickle
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
+from ._gate import open_regular, regular_file
 from ._io import atomic_path, describe_file, os_reason
 from .caffemodel import is_caffe_file, read_caffemodel
 from .errors import FCNError
@@ -85,35 +86,33 @@ def save_atomically(payload: Any, path: str | os.PathLike[str]) -> None:
 
 def _torch_load(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
-    if not path.exists():
-        raise FCNError(
-            f"{path}: no such file (expected an fcn-deploy checkpoint, a PyTorch-port state dict "
-            "or a torchvision VGG16 .pth)"
-        )
-    if path.is_dir():
-        raise FCNError(f"{path} is a folder; expected a checkpoint file (.pt/.pth)")
-    if path.stat().st_size == 0:
-        raise FCNError(f"{path} is empty; expected a checkpoint file written by torch.save")
-    _check_unpacked_size(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        what = describe_file(path)  # torch reads an ONNX or PNG file as an unsafe pickle
-        if what is not None and not what.startswith(("a ZIP", "a Python pickle")):
-            raise FCNError(f"{path} is {what}, not a PyTorch checkpoint") from None
-        if "Weights only load failed" in str(e):
-            raise FCNError(
-                f"{path} holds Python objects beyond tensors and plain data; it is not loaded "
-                "because that could run code from the file (re-save just its state_dict)"
-            ) from None
-        raise _unreadable(path, e, "is it truncated?") from None
-    except (
-        Exception
-    ) as e:  # torch.load raises many types for non-torch bytes (IndexError, KeyError, …)
-        raise _unreadable(path, e, "it may be truncated or of another format") from None
+    with open_regular(path, "file", _EXPECTED) as f:  # a FIFO or a device: one line, no hang
+        if os.fstat(f.fileno()).st_size == 0:
+            raise FCNError(f"{path} is empty; expected a checkpoint file written by torch.save")
+        _check_unpacked_size(path, f)
+        f.seek(0)
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            what = describe_file(path)  # torch reads an ONNX or PNG file as an unsafe pickle
+            if what is not None and not what.startswith(("a ZIP", "a Python pickle")):
+                raise FCNError(f"{path} is {what}, not a PyTorch checkpoint") from None
+            if "Weights only load failed" in str(e):
+                raise FCNError(
+                    f"{path} holds Python objects beyond tensors and plain data; it is not loaded "
+                    "because that could run code from the file (re-save just its state_dict)"
+                ) from None
+            raise _unreadable(path, e, "is it truncated?") from None
+        except Exception as e:  # torch.load raises many types for non-torch bytes (IndexError, …)
+            raise _unreadable(path, e, "it may be truncated or of another format") from None
 
 
-def _check_unpacked_size(path: Path) -> None:
+_EXPECTED = (
+    "expected an fcn-deploy checkpoint, a PyTorch-port state dict or a torchvision VGG16 .pth"
+)
+
+
+def _check_unpacked_size(path: Path, f: BinaryIO) -> None:
     """Refuse a ZIP-format checkpoint whose records would decompress far beyond the file's size.
 
     torch.save stores records uncompressed, but torch.load also reads DEFLATE-compressed ones: a
@@ -122,11 +121,11 @@ def _check_unpacked_size(path: Path) -> None:
     directory before any record, bound the memory: at most twice the file plus 1 MiB.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(f) as archive:
             declared = sum(max(entry.file_size, 0) for entry in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError):
         return  # not a ZIP (a legacy pickle, or not a checkpoint): torch.load words it
-    size = path.stat().st_size
+    size = os.fstat(f.fileno()).st_size
     if declared > MAX_UNPACK_RATIO * size + MAX_UNPACK_SLACK:
         raise FCNError(
             f"{path} is refused: its records would decompress to {declared / 2**20:.0f} MiB "
@@ -313,6 +312,7 @@ def load_model(path: str | os.PathLike[str], variant: str | None = None) -> Net:
     """
     if variant is not None and variant not in VARIANTS:
         raise FCNError(f"{path}: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    regular_file(path, "file", _EXPECTED)  # before anything opens it: a FIFO would block
     if is_caffe_file(path):
         return _load_caffemodel(path, variant)
     payload = read_checkpoint(path)

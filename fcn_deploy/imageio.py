@@ -7,21 +7,26 @@ write or read palette indices, so Pillow does that.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import io
 import logging
 import os
 import re
 import struct
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ._io import atomic_write_bytes, describe_file, os_reason
+from ._gate import read_regular
+from ._io import atomic_write_bytes, describe_bytes
 from ._owned import mark_png
 from .errors import FCNError
 
@@ -29,12 +34,16 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_MEGAPIXELS",
+    "IN_PROCESS_FORMATS",
+    "ImageHeader",
     "check_megapixels",
     "decode_image_bytes",
     "encode_label_png",
     "orient",
     "quiet_opencv_logging",
+    "read_header",
     "read_image",
+    "read_image_file",
     "read_label_png",
     "to_bgr8",
     "write_label_png",
@@ -131,20 +140,6 @@ def _check_pixels(pixels: int, size: str, max_megapixels: float | None, what: st
         )
 
 
-def decode_image_bytes(
-    data: bytes, max_megapixels: float | None, what: str = "an encoded image"
-) -> np.ndarray | None:
-    """Decode an image file's bytes (JPEG, PNG, ...) to uint8 BGR as `read_image` does; None if
-    they are not an image. The header's size is checked before decoding (a tiny file can claim a
-    huge image) and bytes whose header gives no size are not decoded at all."""
-    orientation = _check_header(io.BytesIO(data), max_megapixels, what)
-    if orientation is None:
-        return None
-    quiet_opencv_logging()  # our error names a corrupt file; OpenCV's WARN line would repeat it
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return None if image is None else to_bgr8(orient(image, orientation), decoded=True)
-
-
 #: EXIF orientation (tag 274) → how the stored pixels become what viewers show.
 _ORIENT = {
     2: lambda a: a[:, ::-1],
@@ -164,74 +159,158 @@ def orient(image: np.ndarray, orientation: int) -> np.ndarray:
     return image if turn is None else np.ascontiguousarray(turn(image))
 
 
-def _check_header(
-    source: Path | IO[bytes], max_megapixels: float | None, what: str | None = None
-) -> int | None:
-    """Check the size the file's header declares, without decoding its pixels; return its EXIF
-    orientation (1: as stored), or None when no header reader finds a size (not decoded then:
-    OpenCV would decode it whole first).
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header declares, read without decoding any pixel."""
 
-    Pillow reads most headers; Radiance HDR and the TIFF variants Pillow cannot open (float32
-    RGB) are read here.
+    format: str  # Pillow's name ("PNG", "JPEG", "TIFF", "JPEG2000", ...), "APNG", or "HDR"
+    width: int
+    height: int
+    orientation: int = 1  # EXIF orientation: 1 as stored, 2..8 turned or mirrored when shown
+
+    @property
+    def shown_hw(self) -> tuple[int, int]:
+        """(height, width) of the picture as shown, after its orientation."""
+        turned = self.orientation in (5, 6, 7, 8)
+        return (self.width, self.height) if turned else (self.height, self.width)
+
+
+#: Formats decoded in this process: libpng and libjpeg-turbo take the size from the same header
+#: the gate has checked (PNG's IHDR, JPEG's SOF), are fuzzed continuously upstream, and carry
+#: bulk inference (millions of small files). Every other format is decoded in the decoder
+#: process (`fcn_deploy._decoder`), under memory and time limits, where a crash ends only it.
+IN_PROCESS_FORMATS = frozenset({"PNG", "JPEG", "MPO"})
+#: What Pillow may identify (its header readers are Python; no pixel is decoded by Pillow here).
+_PILLOW_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "WEBP", "PPM", "JPEG2000", "SUN", "GIF")
+#: Memory the decoder process may map per pixel its header declares: the largest measured need
+#: is 24 bytes (float32 RGB TIFF and HDR: the decoded image twice); 4-channel float and 16-bit
+#: JPEG 2000 stay below 48.
+DECODE_BYTES_PER_PIXEL = 48
+DECODE_BYTES_SLACK = 256 << 20  # code, thread stacks and malloc arenas of a decode
+#: Seconds the decoder process may take (CPU and wall clock): a base plus a rate 7 times what
+#: JPEG 2000, the slowest, took on a busy 2-core EPYC (0.14 s per megapixel at 25 MP).
+DECODE_SECONDS = 10.0
+DECODE_SECONDS_PER_MEGAPIXEL = 1.0
+#: Bytes per pixel of the largest uncompressed image (4 float32 channels): an image file larger
+#: than its megapixel limit allows at this rate is refused unread.
+MAX_FILE_BYTES_PER_PIXEL = 16
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+def read_header(data: bytes, source: str = "an encoded image") -> ImageHeader | None:
+    """The header of an image file's ``data``; None when no header reader finds a size.
+
+    No pixel is decoded. Pillow's readers (Python code, bounded by the data's size) identify the
+    formats fcn-deploy decodes; Radiance HDR and float TIFF are read here. Whatever goes wrong in
+    a reader is one `FCNError` naming ``source`` (a path, or a request's input): a damaged
+    header, a PNG text chunk that would inflate past Pillow's 1 MB, a JPEG 2000 box that
+    disagrees with its codestream, a GIF (not supported).
     """
-    what = what or f"{source}: an image"
-    name = str(source) if isinstance(source, Path) else what
-    orientation = 1
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                size = image.size
-                orientation = _orientation(image)
-                if image.format == "GIF":
-                    raise FCNError(f"{name}: a GIF image; GIFs are not supported (convert to PNG)")
-    except Image.DecompressionBombError as e:  # Pillow's own refusal, above 2 × MAX_IMAGE_PIXELS
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        if found and max_megapixels is not None:
-            _check_pixels(int(found.group(1)), "(size from its header)", max_megapixels, what)
-        return 1  # a higher limit than Pillow's: OpenCV's own 1-gigapixel cap still applies
+        return _pillow_header(data, source)
     except UnidentifiedImageError:
-        head = _head(source)
-        header_size = _hdr_size(head) or _tiff_size(head)
-        if header_size is None:
+        size = _hdr_size(data) or _tiff_size(data)
+        return None if size is None else ImageHeader("HDR" if data[:1] == b"#" else "TIFF", *size)
+    except FCNError:
+        raise
+    except Exception as e:  # the gate: any reader failure is the file's
+        reason = _first_line(e)
+        if "MAX_TEXT_CHUNK" in reason or "text chunks" in reason:
+            reason = "a compressed text or colour-profile chunk inflates past 1 MB"
+        raise FCNError(
+            f"{source}: not a readable image (its header is damaged: {reason})"
+        ) from None
+
+
+@contextlib.contextmanager
+def _pillow_image(data: bytes, formats: tuple[str, ...] = _PILLOW_FORMATS) -> Iterator[Image.Image]:
+    """Pillow's image of a file's bytes, opened (its header read), not decoded. Pillow's own size
+    limit (2 × 89 MP) is lifted for the open only when a file is over it: the caller's
+    ``max_megapixels`` is what applies."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning, "Corrupt EXIF data", ...
+        try:
+            image = Image.open(io.BytesIO(data), formats=formats)
+        except Image.DecompressionBombError:
+            with _PILLOW_LIMIT_LOCK:
+                limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    image = Image.open(io.BytesIO(data), formats=formats)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = limit
+        with image:
+            yield image
+
+
+def _pillow_header(data: bytes, source: str) -> ImageHeader:
+    with _pillow_image(data) as image:
+        kind, (width, height) = str(image.format), image.size
+        if kind == "GIF":
+            raise FCNError(f"{source}: a GIF image; GIFs are not supported (convert to PNG)")
+        if kind == "PNG" and getattr(image, "n_frames", 1) != 1:
+            kind = "APNG"  # OpenCV parses its frame chunks itself: not in this process
+        orientation = _orientation(image)
+    if kind == "JPEG2000":
+        stream = _jp2_codestream_size(data)
+        if stream is not None and stream != (width, height):
+            raise FCNError(
+                f"{source}: not a readable image (its JP2 header says {width}x{height} (WxH) but "
+                f"its codestream {stream[0]}x{stream[1]}: a damaged or forged file)"
+            )
+    return ImageHeader(kind, int(width), int(height), orientation)
+
+
+def _jp2_codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the SIZ marker of a JP2 file's codestream box (``jp2c``), which is
+    what OpenJPEG decodes; None when there is none to read."""
+    at = 0
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at : at + 8])
+        start = at + 8
+        if length == 1 and at + 16 <= len(data):  # a 64-bit length follows
+            (length,) = struct.unpack(">Q", data[at + 8 : at + 16])
+            start = at + 16
+        if kind == b"jp2c":
+            siz = data[start : start + 24]  # SOC, SIZ, Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz
+            if len(siz) < 24 or siz[:4] != b"\xff\x4f\xff\x51":
+                return None
+            x, y, x0, y0 = struct.unpack(">IIII", siz[8:24])
+            return x - x0, y - y0
+        if length == 0 or (length < 8 and length != 1):  # to the end, or damaged
             return None
-        size = header_size
-    width, height = size
-    check_megapixels(int(height), int(width), max_megapixels, what)
-    return orientation
+        at += length
+    return None
 
 
-HEADER_BYTES = 1 << 16  # what the header readers look at
 _ORIENTATION_TAG = 274  # EXIF Orientation
 
 
 def _orientation(image: Image.Image) -> int:
     """The EXIF orientation of an opened image, read without decoding its pixels (Pillow's
-    ``getexif`` would decode a PNG to look for late EXIF chunks; only the header's is read)."""
-    if image.format in ("JPEG", "MPO", "TIFF"):
-        exif = image.getexif()  # parsed from the header when the file was opened
-    elif "exif" in image.info:  # PNG's eXIf or WebP's EXIF chunk, when it precedes the pixels
-        exif = Image.Exif()
-        exif.load(image.info["exif"])
-    else:
+    ``getexif`` would decode a PNG to look for late EXIF chunks; only the header's is read). A
+    damaged EXIF block counts as no orientation: the pixels are still the picture."""
+    try:
+        if image.format in ("JPEG", "MPO", "TIFF"):
+            exif = image.getexif()  # parsed from the header when the file was opened
+        elif "exif" in image.info:  # PNG's eXIf or WebP's EXIF chunk, when it precedes the pixels
+            exif = Image.Exif()
+            exif.load(image.info["exif"])
+        else:
+            return 1
+        value = exif.get(_ORIENTATION_TAG, 1)
+    except Exception:  # any failure of the EXIF parser: no orientation
         return 1
-    value = exif.get(_ORIENTATION_TAG, 1)
-    return value if isinstance(value, int) else 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _head(source: Path | IO[bytes]) -> bytes:
-    if isinstance(source, Path):
-        with source.open("rb") as f:
-            return f.read(HEADER_BYTES)
-    source.seek(0)
-    return source.read(HEADER_BYTES)
+HEADER_BYTES = 1 << 16  # where the text header of a Radiance HDR file must end
 
 
 def _hdr_size(head: bytes) -> tuple[int, int] | None:
     """(width, height) of a Radiance HDR file: text header, blank line, ``-Y H +X W``."""
     if not head.startswith((b"#?RADIANCE", b"#?RGBE")):
         return None
-    found = re.search(rb"\n\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\n", head)
+    found = re.search(rb"\n\n([-+])([XY]) (\d+) ([-+])([XY]) (\d+)\n", head[:HEADER_BYTES])
     if found is None:
         return None
     first, second = int(found.group(3)), int(found.group(6))
@@ -259,6 +338,90 @@ def _tiff_size(head: bytes) -> tuple[int, int] | None:
     return (tags[256], tags[257]) if len(tags) == 2 else None
 
 
+def decode_image_bytes(
+    data: bytes,
+    max_megapixels: float | None,
+    source: str = "an encoded image",
+    check_size: Callable[[int, int], None] | None = None,
+    exif_orientation: bool = True,
+) -> np.ndarray | None:
+    """Decode an image file's bytes (JPEG, PNG, ...) to uint8 BGR as `read_image` does; None if
+    they are not an image. ``source`` names them in errors (a path, a request's input).
+
+    The gate every outside image passes: the header is read (`read_header`) and its size checked
+    against ``max_megapixels`` and by ``check_size(height, width)`` (the size as shown, e.g. a
+    server's model bounds) before any pixel is decoded; bytes whose header gives no size are not
+    decoded at all. PNG and JPEG are decoded here, other formats in the decoder process, whose
+    crash, hang or exhausted limit is an `FCNError` for this image only. ``exif_orientation``:
+    turn the pixels as viewers show them (`read_image`).
+    """
+    header = read_header(data, source)
+    if header is None:
+        return None
+    check_megapixels(header.height, header.width, max_megapixels, f"{source}: an image")
+    if not exif_orientation:
+        header = dataclasses.replace(header, orientation=1)
+    if check_size is not None:
+        check_size(*header.shown_hw)
+    image = _decode(data, header, source)
+    if image is None:
+        return None
+    if image.shape[:2] != (header.height, header.width):
+        raise FCNError(
+            f"{source}: not a readable image (its header says {header.width}x{header.height} "
+            f"(WxH) but its pixels are {image.shape[1]}x{image.shape[0]}: a damaged or forged "
+            "file)"
+        )
+    return to_bgr8(orient(image, header.orientation), decoded=True)
+
+
+def _decode(data: bytes, header: ImageHeader, source: str) -> np.ndarray | None:
+    """OpenCV's decode of ``data``: here for `IN_PROCESS_FORMATS`, else in the decoder process
+    with a memory budget and time from the size the header declares."""
+    if header.format in IN_PROCESS_FORMATS:
+        quiet_opencv_logging()  # our error names a corrupt file; OpenCV's WARN line would repeat it
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    from ._decoder import DecodeFailed, decoder_process
+
+    pixels = header.width * header.height
+    budget = pixels * DECODE_BYTES_PER_PIXEL + len(data) + DECODE_BYTES_SLACK
+    seconds = DECODE_SECONDS + DECODE_SECONDS_PER_MEGAPIXEL * pixels / 1e6
+    try:
+        return decoder_process().decode(data, budget, seconds, (header.height, header.width))
+    except DecodeFailed as e:
+        raise FCNError(f"{source}: not a readable {header.format} image ({e})") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _file_limit(max_megapixels: float | None) -> int | None:
+    """The largest image file read for ``max_megapixels``: its pixels uncompressed, plus 1 MiB."""
+    if max_megapixels is None:
+        return None
+    return int(max_megapixels * 1e6 * MAX_FILE_BYTES_PER_PIXEL) + (1 << 20)
+
+
+@functools.lru_cache(maxsize=16)
+def _file_why(max_megapixels: float | None) -> str:
+    limit = _file_limit(max_megapixels)
+    if limit is None:
+        return ""
+    return (f" (an image within max_megapixels={max_megapixels:g} takes at most "
+            f"{limit / 1e9:.1f} GB uncompressed)")  # fmt: skip
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def read_image_file(
+    path: str | os.PathLike[str], max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS
+) -> bytes:
+    """The bytes of an image file, undecoded: a regular file only (a FIFO or a device is refused
+    by name), and none larger than any image within ``max_megapixels`` could be uncompressed."""
+    return read_regular(path, "image file", _file_limit(max_megapixels), _file_why(max_megapixels))
+
+
 def read_image(
     path: str | os.PathLike[str],
     max_megapixels: float | None = DEFAULT_MAX_MEGAPIXELS,
@@ -268,33 +431,22 @@ def read_image(
     as viewers show it (as ``cv2.imread`` does); a clear error if it can't be read. Datasets pass
     ``exif_orientation=False``: their label maps are drawn on the stored pixels.
 
-    The size is read from the file's header first and checked against ``max_megapixels`` (None:
-    no limit), so a small file that claims a huge image is refused before it is decoded; a file
-    whose header gives no size is refused undecoded.
+    Only a regular file is read (a FIFO or a device is refused by name), and one larger than any
+    image within ``max_megapixels`` could be is refused unread. Then `decode_image_bytes`'s
+    gate: the size is read from the header and checked against ``max_megapixels`` (None: no
+    limit) before decoding; a file whose header gives no size is refused undecoded.
     """
     path = Path(path)
-    if path.is_dir():
-        raise FCNError(f"{path} is a folder, not an image file")
-    if not path.exists():
-        raise FCNError(f"{path}: no such image file")
-    try:
-        orientation = _check_header(path, max_megapixels)
-        image = None
-        if orientation is not None:
-            quiet_opencv_logging()  # our error names a corrupt file; OpenCV's line would repeat it
-            data = np.frombuffer(path.read_bytes(), np.uint8)
-            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    except OSError as e:
-        raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
+    data = read_image_file(path, max_megapixels)
+    image = decode_image_bytes(data, max_megapixels, str(path), exif_orientation=exif_orientation)
     if image is None:
-        what = describe_file(path)
-        if orientation is None and what is None:
+        what = describe_bytes(data)
+        if what is None and read_header(data, str(path)) is None:
             what = "no image size in its header: corrupt or unsupported format"
         raise FCNError(
             f"{path}: not a readable image ({what or 'corrupt, truncated or unsupported format'})"
         )
-    turn = (orientation or 1) if exif_orientation else 1
-    return to_bgr8(orient(image, turn), decoded=True)
+    return image
 
 
 def write_label_png(
@@ -325,20 +477,25 @@ def read_label_png(
 ) -> np.ndarray:
     """Class ids of a palette (or grayscale) label PNG as ``H×W`` uint8 (colours not interpreted).
 
-    The size in the header is checked against ``max_megapixels`` before the pixels are decoded.
+    Read through the image gate (a regular file, its header read and its size checked against
+    ``max_megapixels`` before the pixels are decoded), then decoded by Pillow, which keeps the
+    palette indices.
     """
+    data = read_regular(path, "label file", _file_limit(max_megapixels), _file_why(max_megapixels))
+    header = read_header(data, str(path))
+    if header is None or header.format != "PNG":
+        kind = "no image size in its header" if header is None else f"a {header.format} image"
+        raise FCNError(f"{path}: not a readable label PNG ({kind})")
+    check_megapixels(header.height, header.width, max_megapixels, f"{path}: a label map")
     try:
-        with Image.open(path) as image:
+        with _pillow_image(data, ("PNG",)) as image:
             if image.mode not in ("P", "L"):
                 raise FCNError(
                     f"{path}: label PNGs must be palette or grayscale images of class ids, "
                     f"got mode {image.mode}"
                 )
-            check_megapixels(image.height, image.width, max_megapixels, f"{path}: a label map")
             return np.array(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise FCNError(f"{path}: no such label file") from None
-    except Image.DecompressionBombError as e:  # over Pillow's own limit (2 × 89 megapixels)
-        raise FCNError(f"{path}: {e}", param="max_megapixels") from None
-    except OSError as e:
-        raise FCNError(f"{path}: not a readable label PNG ({e})") from None
+    except FCNError:
+        raise
+    except Exception as e:  # the gate: any decoder failure is the file's
+        raise FCNError(f"{path}: not a readable label PNG ({_first_line(e)})") from None

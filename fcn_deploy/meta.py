@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._gate import read_regular
 from .errors import FCNError
 
 __all__ = [
@@ -74,6 +75,9 @@ def default_class_names(num_classes: int) -> list[str]:
     return [f"class_{k}" for k in range(num_classes)]
 
 
+MAX_CLASS_FILE_BYTES = 1 << 20  # 1 MiB: tens of thousands of names with colours
+
+
 def read_classes(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int, int, int]]]:
     """A class file: one class per line in label order, ``name`` or ``name R G B`` (0..255);
     blank lines and ``#`` comments are skipped. → (names, palette); classes without a colour get
@@ -81,34 +85,38 @@ def read_classes(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[in
 
     For nets trained on other label sets than VOC's 21 whose weight files carry no names (the
     FCN authors' PASCAL-Context, NYUDv2 and SIFT Flow releases get theirs from the package's
-    ``classes/`` folder, which holds such files).
+    ``classes/`` folder, which holds such files). Only a regular file of at most
+    `MAX_CLASS_FILE_BYTES` is read.
     """
+    data = read_regular(path, "class file", MAX_CLASS_FILE_BYTES, " (at most 1 MiB)",
+                        param="classes")  # fmt: skip
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
-        raise FCNError(f"{path}: cannot read the class names ({why})", param="classes") from None
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise FCNError(f"{path}: cannot read the class names (not UTF-8 text)",
+                       param="classes") from None  # fmt: skip
     names: list[str] = []
-    palette: list[tuple[int, int, int]] = []
+    colours: list[tuple[int, int, int] | None] = []
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         words = line.split()
         colour = words[-3:] if len(words) > 3 else []
-        if colour and all(w.isdigit() and int(w) <= 255 for w in colour):
+        if colour and all(len(w) <= 3 and w.isdecimal() and int(w) <= 255 for w in colour):
             words = words[:-3]
         else:
             colour = []
-        label = len(names)
         names.append(" ".join(words))
-        rgb = [int(w) for w in colour] or voc_palette(label + 1)[label]
-        palette.append((rgb[0], rgb[1], rgb[2]))
+        colours.append((int(colour[0]), int(colour[1]), int(colour[2])) if colour else None)
         if not names[-1]:
             raise FCNError(f"{path}, line {number}: a colour without a class name", param="classes")
+        if len(names) > MAX_CLASSES:
+            raise FCNError(f"{path} names more than {MAX_CLASSES:,} classes", param="classes")
     if not names:
         raise FCNError(f"{path} names no classes (one name per line)", param="classes")
-    return names, palette
+    voc = voc_palette(len(names))  # once: per class it made reading 300,000 names quadratic
+    return names, [colour or voc[k] for k, colour in enumerate(colours)]
 
 
 @dataclass(frozen=True)
@@ -128,8 +136,13 @@ class Preprocessing:
     def __post_init__(self) -> None:
         if self.color not in ("bgr", "rgb"):
             raise ValueError(f"preprocessing color must be 'bgr' or 'rgb', got {self.color!r}")
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "mean", _finite_triple(self.mean, "mean"))
+        object.__setattr__(self, "std", _finite_triple(self.std, "std"))
+        if not (math.isfinite(self.scale) and self.scale > 0 and all(self.std)):
+            raise ValueError(
+                f"preprocessing scale must be a finite number > 0 and std nonzero, got scale "
+                f"{self.scale!r}, std {self.std}"
+            )
 
     @classmethod
     def caffe(cls) -> Preprocessing:
@@ -183,7 +196,35 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        d = _mapping(d, "preprocessing")
         return cls(str(d["color"]), float(d["scale"]), tuple(d["mean"]), tuple(d["std"]))  # type: ignore[arg-type]
+
+
+def _finite_triple(values: Sequence[Any], name: str) -> tuple[float, float, float]:
+    """Three finite numbers (a per-channel mean or std); ValueError otherwise."""
+    floats = tuple(float(v) for v in values)
+    if len(floats) != 3 or not all(math.isfinite(v) for v in floats):
+        raise ValueError(f"preprocessing {name} must be 3 finite numbers, got {floats}")
+    return floats  # type: ignore[return-value]
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object; ValueError naming ``name`` otherwise (metadata read from
+    a file can hold any JSON)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+MAX_CLASSES = 100_000  # far above any label set (ImageNet's 1000, PASCAL-Context's 459)
+
+
+def _colour(value: Any) -> tuple[int, int, int]:
+    """A palette entry: three whole numbers 0..255 (ValueError otherwise)."""
+    rgb = tuple(int(v) for v in value)
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ValueError(f"a palette colour must be 3 values 0..255, got {value!r}")
+    return rgb  # type: ignore[return-value]
 
 
 @dataclass
@@ -202,12 +243,16 @@ class ModelInfo:
             raise ValueError(
                 f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}"
             )
+        if not 1 <= self.num_classes <= MAX_CLASSES:  # before lists of that length are made
+            raise ValueError(f"num_classes must be 1..{MAX_CLASSES}, got {self.num_classes}")
+        if not (math.isfinite(self.width) and self.width > 0):
+            raise ValueError(f"width must be a finite number > 0, got {self.width}")
         if not self.class_names:
             self.class_names = default_class_names(self.num_classes)
         if not self.palette:
             self.palette = voc_palette(self.num_classes)
         self.class_names = [str(c) for c in self.class_names]
-        self.palette = [tuple(int(v) for v in c) for c in self.palette]  # type: ignore[misc]
+        self.palette = [_colour(c) for c in self.palette]
         if len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"{len(self.class_names)} class names given for {self.num_classes} classes"
@@ -243,6 +288,7 @@ class ModelInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        d = _mapping(d, "info")
         return cls(
             variant=str(d["variant"]),
             num_classes=int(d["num_classes"]),
@@ -304,6 +350,7 @@ class SizeBounds:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SizeBounds:
         """Parse `to_dict` output; ValueError unless the bounds are whole numbers ≥ 1, in order."""
+        d = _mapping(d, "bounds")
         max_hw, max_batch = d.get("max_hw"), d.get("max_batch")
         bounds = cls(
             _whole_pair(d.get("min_hw", (1, 1)), "min_hw"),

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -245,8 +246,8 @@ BAD_REQUESTS = [
     ("float pixels", "fcn", "image", np.zeros((1, 8, 8, 3), np.float32), "FP32", "data-type"),
     ("rank 2 image", "fcn", "image", np.zeros((1, 8, 8), np.uint8), "UINT8", "shape"),
     ("4 channels", "fcn", "image", np.zeros((1, 8, 8, 4), np.uint8), "UINT8", "shape"),
-    # PyTriton's transport refuses a tensor with a zero dimension before fcn-serve sees it
-    ("zero size", "fcn", "image", np.zeros((1, 0, 8, 3), np.uint8), "UINT8", "zeros in shape"),
+    # answered before PyTriton's transport, which cannot carry it (it raised: HTTP 500)
+    ("zero size", "fcn", "image", np.zeros((1, 0, 8, 3), np.uint8), "UINT8", "zero dimension"),
     ("too large", "fcn", "image", np.zeros((1, 300, 64, 3), np.uint8), "UINT8", "larger than"),
     ("undecodable", "fcn_encoded", "image_bytes", np.array([b"not an image"], dtype=np.object_),
      "BYTES", "do not decode"),
@@ -405,10 +406,74 @@ def test_bad_requests_get_errors_and_good_ones_still_succeed(
             _send_raw(onnx_server, model, name, array, dtype)
         line = server_error_line(caught.value)
         assert fragment in line and "\n" not in line, f"{what}: {line!r}"
-        if "zero" not in what:  # refused by fcn-serve, not by PyTriton: the client is at fault
-            assert caught.value.status() == "400", f"{what}: HTTP {caught.value.status()}"
-            assert "Traceback" not in str(caught.value), what
+        assert caught.value.status() == "400", f"{what}: HTTP {caught.value.status()}"
+        assert "Traceback" not in str(caught.value), what
     assert _send_raw(onnx_server, "fcn", "image", good[None], "UINT8").shape == (1, 40, 52)
+
+
+def _file(data: bytes) -> np.ndarray:
+    return np.array([data], dtype=np.object_)
+
+
+@pytest.mark.slow
+def test_refusals_are_400_and_one_log_line_and_shutdown_keeps_the_exit_timeout(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """One server for the input gate's request cases, then its shutdown with clients connected.
+
+    Before: a zero-size tensor was HTTP 500 with PyTriton's traceback; a header-only PNG of
+    9000x9000 (under the megapixel limit, over the model's bounds) was decoded before the bounds
+    were checked (here it does not decode at all, so it was "do not decode"; a real 777 KB one
+    cost 26 s and 1.97 GB); every refusal put a traceback in the server log; and tritonserver
+    waited out its whole exit timeout for idle client connections after fcn-serve had drained
+    its requests, so a shutdown took the timeout twice over."""
+    from test_cli_errors import png_header
+    from test_input_gate import lying_jpeg2000, png_chunk, with_chunk
+
+    from fcn_deploy.serve.client import server_error_line
+
+    _, png = cv2.imencode(".png", scene(8, 8, 1))
+    text_bomb = png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"A" * (4 << 20), 9))
+    refused = [
+        ("zero size", "fcn", "image", np.zeros((1, 0, 8, 3), np.uint8), "UINT8",
+         "input 'image' has a zero dimension"),
+        ("over the bounds", "fcn_encoded", "image_bytes", _file(png_header(9000, 9000)), "BYTES",
+         "9000x9000 (HxW) is larger than this model accepts"),
+        ("lying JPEG 2000", "fcn_encoded", "image_bytes",
+         _file(lying_jpeg2000(tmp_path).read_bytes()), "BYTES", "JP2 header says 64x64"),
+        ("PNG text bomb", "fcn_encoded", "image_bytes",
+         _file(with_chunk(png.tobytes(), text_bomb)), "BYTES", "inflates past 1 MB"),
+    ]  # fmt: skip
+    exit_timeout = 20
+    server = ServerProcess(models["onnx"], tmp_path / "serve.log",
+                           ["--exit-timeout", str(exit_timeout)])  # fmt: skip
+    try:
+        server.wait_ready()
+        good = scene(40, 52, 9)
+        for what, model, name, array, dtype, fragment in refused:
+            with pytest.raises(Exception) as caught:
+                _send_raw(server, model, name, array, dtype)
+            line = server_error_line(caught.value)
+            assert caught.value.status() == "400", f"{what}: {caught.value}"
+            assert fragment in line and "Traceback" not in str(caught.value), f"{what}: {line}"
+            assert _send_raw(server, "fcn", "image", good[None], "UINT8").shape == (1, 40, 52)
+        log = server.output()
+        assert "Traceback" not in log, log[-3000:]
+        assert log.count("refused a request:") == 3, log[-3000:]  # the encoded ones, one line each
+        clients = [http.InferenceServerClient(server.http) for _ in range(3)]
+        for client in clients:  # each keeps its keep-alive connection open, idle
+            x = http.InferInput("image", [1, 40, 52, 3], "UINT8")
+            x.set_data_from_numpy(good[None])
+            client.infer("fcn", [x])
+        start = time.monotonic()
+        code = server.stop()
+        took = time.monotonic() - start
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+    assert code == 0 and took < exit_timeout, f"exit {code} after {took:.1f} s"
+    for client in clients:
+        client.close()
 
 
 def _run(*args: object) -> subprocess.CompletedProcess[str]:
@@ -586,6 +651,10 @@ def test_encoded_images_over_the_megapixel_limit_are_refused_before_decoding() -
     assert decode_image(data.tobytes(), bounds).shape == (30, 40, 3)
     with pytest.raises(FCNError, match=r"max_megapixels=0\.001"):
         decode_image(data.tobytes(), bounds, max_megapixels=0.001)
+    # the model's bounds are checked from the header too: this file has no pixels to decode
+    small = SizeBounds(min_hw=(1, 1), max_hw=(256, 320), max_batch=1)
+    with pytest.raises(FCNError, match=r"9000x9000 \(HxW\) is larger than this model accepts"):
+        decode_image(png_header(9000, 9000), small)
 
 
 def test_instance_handshake_race_is_recognised() -> None:

@@ -216,7 +216,9 @@ def test_bad_files_get_one_line_errors(
     expected = {
         "broken.png": "16 bytes that do not decode as an image",
         "bomb.png": "is 400.0 megapixels, over the limit max_megapixels=100",
-        "too-large.png": "an image of 300x400 (HxW) is larger than this model accepts (up to 256x320)",
+        "too-large.png": (
+            "an image of 300x400 (HxW) is larger than this model accepts (up to 256x320)"
+        ),
     }
     for name, fragment in expected.items():
         shown = upload(browser, inputs[name], inputs["gray.png"])

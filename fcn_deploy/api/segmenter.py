@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Union
 
 import cv2
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._gate import regular_file
 from .._sizes import holds, largest_tile, padded_size, sizes_text
 from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS, check_megapixels, read_image, to_bgr8
@@ -30,6 +30,8 @@ from .tiling import ALIGN, TileGrid, run_tiled
 from .video import FrameSelection, VideoFrame, VideoSource, predict_video
 
 __all__ = ["DEFAULT_OVERLAP", "DEFAULT_TILE", "ImageLike", "Segmenter", "Timing", "as_bgr8"]
+
+MODEL_FILES = "expected a .pt/.pth checkpoint, an .onnx export or a TensorRT .engine"
 
 ImageLike = Union[np.ndarray, torch.Tensor, str, "os.PathLike[str]"]
 
@@ -195,11 +197,7 @@ class Segmenter:
         the runner (``variant=`` for PyTorch files, ``threads=`` for ONNX Runtime, ...). An ONNX
         file whose export failed verification is refused unless ``allow_unverified``.
         """
-        if not Path(path).exists():
-            raise FCNError(
-                f"{path}: no such model file (expected a .pt/.pth checkpoint, an .onnx export or a "
-                "TensorRT .engine)"
-            )
+        regular_file(path, "model file", MODEL_FILES)  # a FIFO or a device: one line, no hang
         runner = load_runner(
             path, device=device, backend=backend, allow_unverified=allow_unverified,
             **runner_options,

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Union
 import cv2
 import numpy as np
 
+from .._gate import regular_file
 from .._io import describe_file
 from ..errors import FCNError
 from ..imageio import check_megapixels
@@ -232,8 +233,7 @@ def open_video(source: VideoSource) -> tuple[VideoReader, VideoInfo]:
         reader = _CaptureReader(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise FCNError(f"{path}: no such video file")
+        regular_file(path, "video file")  # a FIFO would block FFmpeg, /dev/zero never end
         reader = _FileReader(path)
     return reader, reader.info
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._gate import read_regular, regular_file
 from .._io import make_output_dir, missing_folders, remove_empty_folders
 from ..errors import FCNError
 from .outputs import OutputFolder
@@ -102,7 +103,7 @@ class _Replica:
         filesystem, where = fs.FileSystem.from_uri(path)
         with filesystem.open_input_file(where) as f:
             data = f.read()
-        image = decode_image_bytes(data, limit, f"{path}: an image")
+        image = decode_image_bytes(data, limit, path)  # the gate, as for a local file
         if image is None:
             raise FCNError(f"{path}: not a readable image")
         return image
@@ -225,9 +226,7 @@ def segment_dataset(
     ray = _import_ray(local=address is None)
     if replicas < 1:
         raise FCNError(f"replicas must be at least 1, got {replicas}", param="replicas")
-    model = Path(model)
-    if not model.is_file():
-        raise FCNError(f"{model}: no such model file", param="model")
+    model = regular_file(model, "model file", param="model")
     load_options = load_options or {}
     info = _check_model(model, load_options, classes)
     start = time.perf_counter()
@@ -258,7 +257,7 @@ def segment_dataset(
         results = dataset.map_batches(
             _Replica,
             fn_constructor_kwargs={
-                "model": [ray.put(model.read_bytes())],
+                "model": [ray.put(read_regular(model, "model file", param="model"))],
                 "model_name": model.name,
                 "output": str(Path(output).resolve()) if local else str(output),
                 "overlay_alpha": overlay_alpha,

@@ -36,6 +36,7 @@ __all__ = [
     "positive_int",
     "refuse_overwrites",
     "run_cli",
+    "say",
     "size_hw",
     "size_list",
 ]
@@ -59,6 +60,19 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def say(*lines: str, err: bool = False) -> None:
+    """Print each of ``lines`` as one line (`one_line`) on stdout, or stderr with ``err``.
+
+    The one way the CLIs print: paths, class names and error messages may hold a user's control
+    characters, so nothing they print can split into a line of its own. A table is passed as its
+    lines (``say(*table.splitlines())``). Flushed: a supervisor waiting for fcn-serve's
+    ``ready:`` line sees it at once, and stdout and stderr keep their order in a shared log.
+    """
+    stream = sys.stderr if err else sys.stdout
+    for line in lines:
+        print(one_line(line), file=stream, flush=True)
+
+
 def run_cli(
     main: Callable[[Sequence[str] | None], int],
     argv: Sequence[str] | None = None,
@@ -78,17 +92,17 @@ def run_cli(
     except SystemExit as e:  # argparse's exit (a bad option, --help): a return code like the rest
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     except FCNError as e:
-        print(error_line(e, parser), file=sys.stderr)
+        say(error_line(e, parser), err=True)
         return EXIT_USAGE
     except _Terminated:
-        print("terminated", file=sys.stderr)
+        say("terminated", err=True)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        say("interrupted", err=True)
         return 130
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
-        print(f"error: {one_line(where)}{os_reason(e)}", file=sys.stderr)
+        say(f"error: {where}{os_reason(e)}", err=True)
         return EXIT_USAGE
 
 
@@ -204,11 +218,14 @@ class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class _LineFormatter(logging.Formatter):
+    """One line per record at every level (`one_line`): a progress line naming a video called
+    ``"vid\\nerror: FORGED.mp4"`` stays one line; warnings and errors get their prefix."""
+
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = one_line(super().format(record))
         if record.levelno < logging.WARNING:
             return text
-        return f"{record.levelname.lower()}: {one_line(text)}"
+        return f"{record.levelname.lower()}: {text}"
 
 
 class _Terminated(KeyboardInterrupt):
@@ -239,7 +256,7 @@ class OneLineParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 # -- argparse types: a bad value is refused by the parser, before any work -----------------------
@@ -277,7 +294,8 @@ def fraction(text: str) -> float:
 
 def size_hw(text: str) -> tuple[int, int]:
     """``"512x768"`` (H×W; ``×`` also accepted) or ``"512"`` (square) → (512, 768)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*", text)
+    # at most 9 digits a side: a larger side is no image, and 5000 digits made int() raise
+    match = re.fullmatch(r"\s*(\d{1,9})\s*(?:[xX×]\s*(\d{1,9}))?\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected HxW such as 1024x2048, got {text!r}")
     h, w = int(match.group(1)), int(match.group(2) or match.group(1))

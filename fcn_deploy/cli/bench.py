@@ -44,6 +44,7 @@ from ._common import (
     positive_int,
     refuse_overwrites,
     run_cli,
+    say,
     size_list,
 )
 from .predict import add_max_megapixels
@@ -244,10 +245,8 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     problems = validate(doc)
     if problems:  # a bug here, not bad input: say so loudly but still save what was measured
-        print(
-            "warning: result does not match its schema: " + "; ".join(problems[:5]), file=sys.stderr
-        )
-    print(format_console(doc))
+        say("warning: result does not match its schema: " + "; ".join(problems[:5]), err=True)
+    say(*format_console(doc).splitlines())
     if args.json:
         write_json(doc, args.json)
     if args.markdown:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ..api import Segmenter, is_video
 from ..api.video import FrameSelection
 from ..bulk.outputs import OutputFolder
 from ..errors import FCNError
-from ._common import EXIT_FAILED, non_negative_float, positive_float, positive_int
+from ._common import EXIT_FAILED, non_negative_float, positive_float, positive_int, say
 
 __all__ = [
     "add_bulk_args",
@@ -115,19 +114,19 @@ def run_ray(
     problems = [*problems, *(f"{f}: a video; --ray runs images (run videos without it)"
                              for f in sorted(videos))]  # fmt: skip
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        say(f"error: {problem}", err=True)
     names = [n for f, n in zip(files, names, strict=True) if f not in videos]
     files = [f for f in files if f not in videos]
     if not files:
-        print("0 images; nothing written")
+        say("0 images; nothing written")
         return EXIT_FAILED
     output = OutputFolder(args.output)
     kept = 0 if output.remote else sum(output.complete(n, args.overlay) for n in names)
     if kept:  # plain fcn-predict replaces them; a --ray job resumes
-        print(
+        say(
             f"warning: {kept} image(s) already have results in {args.output}; --ray keeps them "
             "and skips those images (delete the results to redo them)",
-            file=sys.stderr,
+            err=True,
         )
     from ..bulk.batch import segment_dataset
 
@@ -150,6 +149,6 @@ def run_ray(
         classes=args.classes,
     )  # fmt: skip
     for path, error in report.failed:
-        print(f"error: {error if error.startswith(path) else f'{path}: {error}'}", file=sys.stderr)
-    print(report.summary())
+        say(f"error: {error if error.startswith(path) else f'{path}: {error}'}", err=True)
+    say(report.summary())
     return EXIT_FAILED if report.failed or problems else 0

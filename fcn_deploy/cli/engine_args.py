@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import FCNError
-from ._common import EXIT_FAILED, fraction, positive_float
+from ._common import EXIT_FAILED, fraction, positive_float, say
 
 __all__ = ["add_engine_arguments", "build_engine_from_args", "check_engine_arguments"]
 
@@ -150,8 +150,7 @@ def build_engine_from_args(args: argparse.Namespace, onnx_path: Path) -> int:
             allow_unverified=args.allow_unverified,
         )
     except EngineGateError as e:
-        print(e.report.summary())
-        print(f"failed: {e}")
+        say(e.report.summary(), f"failed: {e}")
         return EXIT_FAILED
-    print(report.summary())
+    say(report.summary())
     return 0

@@ -31,6 +31,7 @@ from ._common import (
     positive_int,
     refuse_overwrites,
     run_cli,
+    say,
     size_hw,
 )
 from .engine_args import add_engine_arguments, build_engine_from_args, check_engine_arguments
@@ -210,7 +211,7 @@ def _write_triton_repo(args: argparse.Namespace, model: Path) -> None:
         queue_delay_us=args.triton_queue_delay, tensorrt_fp16=args.triton_trt_fp16,
         profiles=profiles,
     )  # fmt: skip
-    print(report.summary())
+    say(report.summary())
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -277,33 +278,32 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     m, g = report.metadata, report.graph
     fp16 = f", {g.fp16_convs}/{g.convs} convs in FP16" if m.precision == "fp16" else ""
-    print(
+    say(
         f"{report.path}: {m.info.variant} {m.precision} {m.io} I/O, {report.file_size / 2**20:.1f} "
         f"MiB, exported in {report.export_seconds:.1f}s; {g.nodes} nodes{fp16}"
     )
     if report.fp32_layers and m.precision == "fp16":
-        print(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
+        say(f"kept in FP32 (activations near FP16's range): {', '.join(report.fp32_layers)}")
     if not report.rows:
-        print("verification skipped (--no-verify): the file says 'not verified'")
+        say("verification skipped (--no-verify): the file says 'not verified'")
     else:
-        print(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):")
-        print(report.table())
+        say(f"ONNX Runtime vs PyTorch FP32 (seed {report.seed}):", *report.table().splitlines())
         if report.int8 is not None:
             c = m.calibration or {}
             kept = ", ".join(c.get("fp32_layers", [])) or "none"
-            print(
+            say(
                 f"INT8 vs FP32 ({c.get('method')} ranges from {c.get('images')} "
                 f"{c.get('source')} image(s); kept in FP32: {kept}; the logits' upsampling always "
                 "is):"
             )
-            print(report.int8.table())
+            say(*report.int8.table().splitlines())
         if report.fp16_label_agreement is not None:
-            print(
+            say(
                 f"FP16 vs FP32: worst label agreement {report.fp16_label_agreement:.4%}, largest "
                 f"activation {report.activation_peak:.4g} (FP16 max 65504)"
             )
         if not report.passed:
-            print(
+            say(
                 f"verification FAILED: {report.path} is kept for inspection, its failure recorded "
                 "inside (fcn-predict, fcn-serve, fcn-bench and Segmenter.load refuse it without "
                 "--allow-unverified)"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,11 +45,11 @@ from ._common import (
     error_line,
     fraction,
     non_negative_int,
-    one_line,
     parse_args,
     positive_float,
     positive_int,
     run_cli,
+    say,
 )
 from .bulk import add_bulk_args, check_video_args, output_folder, predict_videos, run_ray
 
@@ -298,7 +297,7 @@ def _fail(path: Path, error: Exception) -> None:
     line = error if isinstance(error, FCNError) else FCNError(str(error))
     if not str(error).startswith(str(path)):
         line = FCNError(f"{path}: {error}", param=param)
-    print(error_line(line, _parser()), file=sys.stderr)
+    say(error_line(line, _parser()), err=True)
 
 
 _parser = functools.cache(build_parser)
@@ -406,23 +405,17 @@ def _main(argv: Sequence[str] | None) -> int:
     created = missing_folders(args.output)
     make_output_dir(args.output)
     for problem in problems:
-        print(f"error: {one_line(problem)}", file=sys.stderr)
+        say(f"error: {problem}", err=True)
     if earlier:
         shown = ", ".join(p.name + "/" * p.is_dir() for p in earlier[:3]) + (
             ", ..." if len(earlier) > 3 else ""
         )
-        print(
-            one_line(f"warning: {len(earlier)} earlier result(s) in {args.output} are replaced "
-                     f"({shown})"),
-            file=sys.stderr,
-        )  # fmt: skip
+        say(f"warning: {len(earlier)} earlier result(s) in {args.output} are replaced ({shown})",
+            err=True)  # fmt: skip
     for f, name in zip(files, names, strict=True):
         if name != f.stem:
-            print(
-                one_line(f"note: {f} is written as {name}{'/' if is_video(f) else '.png'} "
-                         f"(another input is also named {f.stem})"),
-                file=sys.stderr,
-            )  # fmt: skip
+            say(f"note: {f} is written as {name}{'/' if is_video(f) else '.png'} (another input "
+                f"is also named {f.stem})", err=True)  # fmt: skip
 
     jobs = [(f, n) for f, n in zip(files, names, strict=True) if not is_video(f)]
     videos = [(f, n) for f, n in zip(files, names, strict=True) if is_video(f)]
@@ -460,7 +453,7 @@ def _main(argv: Sequence[str] | None) -> int:
     failed += videos_failed
     summary += f", {failed} failed" if failed else ""
     summary += f", {skipped} non-image file(s) ignored" if skipped else ""
-    print(
+    say(
         f"{summary}; results in {args.output}"
         if done or videos_done
         else f"{summary}; nothing written"

@@ -26,6 +26,7 @@ from ._common import (
     positive_float,
     positive_int,
     run_cli,
+    say,
 )
 
 __all__ = ["build_parser", "main"]
@@ -103,8 +104,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
     def ready(server: FCNServer) -> None:
         c = server.config
-        print(f"ready: {c.model_name} and {c.encoded_model_name} on http://{server.http_url} "
-              f"and grpc://{server.grpc_url}", flush=True)  # fmt: skip
+        say(
+            f"ready: {c.model_name} and {c.encoded_model_name} on http://{server.http_url} and "
+            f"grpc://{server.grpc_url}"
+        )
 
     options: dict[str, object] = {"variant": args.variant} if args.variant else {}
     options["allow_unverified"] = args.allow_unverified

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._gate import read_regular, regular_file
 from ..errors import FCNError
 from ..imageio import DEFAULT_MAX_MEGAPIXELS, read_image, read_label_png
 from ..meta import VOC_CLASSES, voc_palette
@@ -65,7 +66,8 @@ def _need(path: Path, what: str, hint: str) -> Path:
 
 def _read_ids(path: Path, hint: str) -> list[str]:
     _need(path, "image list", hint)
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    text = read_regular(path, "image list").decode("utf-8", "replace")
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
 class VOCSegmentation(SegmentationDataset):
@@ -132,7 +134,7 @@ class SBDSegmentation(SegmentationDataset):
         image = read_image(
             self.root / "img" / f"{name}.jpg", self.max_megapixels, exif_orientation=False
         )
-        path = _need(self.root / "cls" / f"{name}.mat", "label file", self.HINT)
+        path = regular_file(self.root / "cls" / f"{name}.mat", "label file", self.HINT)
         try:
             labels = loadmat(path)["GTcls"][0]["Segmentation"][0]
         except (KeyError, IndexError, ValueError, OSError) as e:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .._device import cuda_index, on_requested_gpu
+from .._gate import regular_file
 from .._io import atomic_write_bytes, sha256_file
 from .._progress import Progress
 from ..errors import FCNError
@@ -91,8 +92,7 @@ class EngineGateError(FCNError):
 
 
 def _check_paths(onnx_path: Path, engine_path: Path) -> None:
-    if not onnx_path.is_file():
-        raise FCNError(f"{onnx_path}: no such ONNX file (export one with fcn-export first)")
+    regular_file(onnx_path, "ONNX file", "export one with fcn-export first")
     if engine_path.suffix.lower() not in ENGINE_SUFFIXES:
         raise FCNError(
             f"engine path {engine_path} must end in {' or '.join(ENGINE_SUFFIXES)} so runners "

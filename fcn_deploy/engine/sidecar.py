@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._gate import read_regular
 from .._io import atomic_path, atomic_write_text
 from ..errors import FCNError
 from ..export.metadata import PREFIX, OnnxMetadata
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 SIDECAR_FORMAT = 1
+SIDECAR_BYTES = 16 << 20  # far above any sidecar written (layer summaries of a large net)
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +168,17 @@ def read_sidecar(engine_path: str | os.PathLike[str]) -> EngineMetadata:
     """The sidecar of ``engine_path``; FCNError naming the file and the fix when missing or
     damaged."""
     path = sidecar_path(engine_path)
-    if not path.is_file():
+    if not path.exists():
         raise FCNError(
             f"{path} is missing: fcn-deploy engines carry a JSON sidecar with their classes, "
             "profiles and TensorRT version; rebuild the engine with fcn-export --engine (or "
             "build_engine)"
         )
+    text = read_regular(path, "sidecar file", SIDECAR_BYTES, " (sidecars are at most 16 MB)")
     try:
-        return EngineMetadata.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, KeyError, ValueError, TypeError, IndexError) as e:
+        return EngineMetadata.from_dict(json.loads(text.decode("utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError,
+            IndexError, RecursionError) as e:  # fmt: skip
         raise FCNError(
             f"{path} is damaged or from an incompatible fcn-deploy ({type(e).__name__}: {e}); "
             "rebuild the engine"

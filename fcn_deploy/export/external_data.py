@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._io import os_reason
+from .._gate import read_regular, regular_file
 from ..errors import FCNError
 
-__all__ = ["external_data_files"]
+__all__ = ["external_data_files", "held_tensors"]
 
 
 def external_data_files(path: str | os.PathLike[str], model: Any | None = None) -> list[Path]:
@@ -31,14 +31,14 @@ def external_data_files(path: str | os.PathLike[str], model: Any | None = None) 
     if model is None:
         import onnx
 
+        data = read_regular(path, "ONNX model")
         try:
-            model = onnx.load(os.fspath(path), load_external_data=False)
-        except OSError as e:
-            raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
+            model = onnx.load_model_from_string(data)  # external data is never loaded here
         except Exception as e:  # protobuf's DecodeError and friends: the caller words "not ONNX"
             raise FCNError(f"{path} is not a readable ONNX file ({type(e).__name__})") from None
-    tensors = [*model.graph.initializer, *_constant_tensors(model.graph)]
-    names = sorted({e.value for t in tensors for e in t.external_data if e.key == "location"})
+    names = sorted(
+        {e.value for t in held_tensors(model) for e in t.external_data if e.key == "location"}
+    )
     folder = path.parent.resolve()
     files = []
     for name in names:
@@ -50,12 +50,33 @@ def external_data_files(path: str | os.PathLike[str], model: Any | None = None) 
                 f"{target}, outside the model's folder {folder} (external-data files must lie "
                 "in the model's folder or below it)"
             )
-        if not target.is_file():
+        if not target.exists():
             raise FCNError(f"{path} names external data {name!r}, which is not a file in {folder}")
+        regular_file(target, "external-data file")  # a FIFO would block the runtime reading it
         files.append(relative)
     return files
 
 
-def _constant_tensors(graph: Any) -> list[Any]:
-    """Tensors held by node attributes (Constant nodes): they may name external data too."""
-    return [a.t for node in graph.node for a in node.attribute if a.HasField("t")]
+def held_tensors(model: Any) -> list[Any]:
+    """Every tensor an ONNX model holds, wherever a runtime would read one from: initializers
+    (a sparse one's values and indices), node attributes (Constant's ``value`` and
+    ``sparse_value``, any ``tensors``), in the main graph, every subgraph (If, Loop, Scan
+    bodies) and every function. Each may keep its bytes in external data."""
+    found: list[Any] = []
+    graphs = [model.graph]
+    nodes = [node for function in model.functions for node in function.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            found += graph.initializer
+            found += [t for s in graph.sparse_initializer for t in (s.values, s.indices)]
+            nodes += graph.node
+            continue
+        for a in nodes.pop().attribute:
+            found += ([a.t] if a.HasField("t") else []) + list(a.tensors)
+            sparse = ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(
+                a.sparse_tensors
+            )
+            found += [t for s in sparse for t in (s.values, s.indices)]
+            graphs += ([a.g] if a.HasField("g") else []) + list(a.graphs)
+    return found

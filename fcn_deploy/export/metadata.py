@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import describe_file, os_reason
+from .._gate import open_regular
+from .._io import describe_bytes, os_reason
 from ..errors import FCNError
-from ..meta import IO_MODES, ModelInfo, SizeBounds
+from ..meta import IO_MODES, ModelInfo, SizeBounds, _mapping
 from .external_data import external_data_files
 from .proto import SMALL_TENSOR
 
@@ -157,7 +158,9 @@ class OnnxMetadata:
             torch_version=p["torch_version"],
             onnx_version=p["onnx_version"],
             opset=int(p["opset"]),
-            calibration=json.loads(p["calibration"]) if "calibration" in p else None,
+            calibration=_mapping(json.loads(p["calibration"]), "calibration")
+            if "calibration" in p
+            else None,
             verification=verification,
             graph_sha256=graph,
         )
@@ -246,15 +249,16 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> OnnxMetadata:
     import onnx
 
     path = Path(path)
-    if path.is_dir():
-        raise FCNError(f"{path} is a folder, not an ONNX model")
-    if not path.is_file():
-        raise FCNError(f"{path}: no such file (expected an ONNX model written by fcn-export)")
-    what = describe_file(path)
+    try:
+        with open_regular(path, "ONNX model", "expected an ONNX model written by fcn-export") as f:
+            data = f.read()
+    except OSError as e:
+        raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
+    what = describe_bytes(data)
     if what is not None and not what.startswith("an ONNX"):  # protobuf parses much as "empty"
         raise FCNError(f"{path} is {what}, not an ONNX model")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(data)  # external data is never loaded here
     except OSError as e:
         raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
     except Exception as e:  # protobuf raises its own DecodeError; any failure means "not ONNX"

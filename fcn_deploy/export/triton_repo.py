@@ -34,6 +34,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._gate import regular_file
 from .._io import current_umask, make_output_dir, os_reason
 from .._owned import check_replaceable, publish, temp_name, temp_space, write_folder_mark
 from ..errors import FCNError
@@ -190,8 +191,7 @@ def write_triton_repo(
     and ``profiles`` (how many it has). ``max_batch`` defaults to the export's.
     """
     model, repo_dir = Path(model), Path(repo)
-    if not model.is_file():
-        raise FCNError(f"model={model}: no such file")
+    regular_file(model, param="model")
     if not MODEL_NAME.match(name):
         raise FCNError(
             f"name={name!r}: a Triton model name uses letters, digits, '.', '_' and '-' only",

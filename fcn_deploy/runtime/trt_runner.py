@@ -17,11 +17,11 @@ against ``bounds``, the box around them all (which only the first, coarse check 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from .._gate import read_regular, regular_file
 from ..engine.profiles import batch_chunk
 from ..engine.sidecar import EngineMetadata, read_sidecar
 from ..errors import FCNError
@@ -49,11 +49,9 @@ class TensorRTRunner(Runner):
         device: str | None = None,
         reuse_outputs: bool = False,
     ) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FCNError(
-                f"{path}: no such engine file (build one with build_engine or fcn-export --engine)"
-            )
+        path = regular_file(
+            path, "engine file", "build one with build_engine or fcn-export --engine"
+        )
         from ..engine.executor import (
             EngineExecutor,
         )  # imports TensorRT: FCNError where it is missing
@@ -65,7 +63,7 @@ class TensorRTRunner(Runner):
                 "TensorRT engines run on an NVIDIA GPU; use device cuda (or the onnxruntime "
                 "backend on CPU)"
             )
-        self._attach(EngineExecutor(path.read_bytes(), meta, dev), meta, reuse_outputs)
+        self._attach(EngineExecutor(read_regular(path), meta, dev), meta, reuse_outputs)
 
     @classmethod
     def from_executor(

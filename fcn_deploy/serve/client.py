@@ -15,14 +15,13 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..api import ImageLike, Segmenter, as_bgr8
 from ..errors import FCNError
-from ..imageio import DEFAULT_MAX_MEGAPIXELS
+from ..imageio import DEFAULT_MAX_MEGAPIXELS, read_image_file
 from ..meta import ModelInfo
 from .protocol import ENCODED_SUFFIX, IMAGE_BYTES_INPUT, IMAGE_INPUT, LABELS_OUTPUT, ServedModel
 
@@ -137,10 +136,7 @@ class RemoteSegmenter:
 
     def predict_file(self, path: str | os.PathLike[str]) -> np.ndarray:
         """`predict_encoded` of a file as it is on disk."""
-        try:
-            return self.predict_encoded(Path(path).read_bytes())
-        except OSError as e:
-            raise FCNError(f"{path}: cannot read ({e.strerror})") from None
+        return self.predict_encoded(read_image_file(path, self.max_megapixels))
 
     def overlay(
         self, image: ImageLike, labels: np.ndarray, alpha: float = 0.5, rgb: bool = False

@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from .._gate import regular_file
 from .._sizes import padded_size, sizes_text
 from ..api import Segmenter
 from ..errors import FCNError
@@ -164,16 +165,24 @@ def decode_image(
 ) -> np.ndarray:
     """An encoded image file (JPEG, PNG, ...) → decoded pixels; FCNError if it isn't one.
 
-    The size its header declares is checked against ``max_megapixels`` before decoding, so a
-    small request that claims a huge image costs nothing.
+    Through the image gate (`decode_image_bytes`): the size its header declares is checked
+    against ``max_megapixels`` and the model's bounds before decoding, so a small request that
+    claims a large image costs nothing, and a decoder crash costs only the decoder process.
     """
-    what = f"input '{IMAGE_BYTES_INPUT}': an image"
-    image = decode_image_bytes(data, max_megapixels, what)  # EXIF orientation applied
+    source = f"input '{IMAGE_BYTES_INPUT}'"
+
+    def check_size(height: int, width: int) -> None:
+        problem = _size_problem(height, width, sizes)
+        if problem:
+            raise FCNError(f"{source}: {problem}")
+
+    image = decode_image_bytes(data, max_megapixels, source, check_size)  # EXIF orientation too
     if image is None:
         raise FCNError(
-            f"input '{IMAGE_BYTES_INPUT}': {len(data)} bytes that do not decode as an image "
-            "(send a whole JPEG, PNG, BMP, TIFF or WebP file)"
+            f"{source}: {len(data)} bytes that do not decode as an image (send a whole JPEG, "
+            "PNG, BMP, TIFF or WebP file)"
         )
+    # again after decoding: EXIF orientation may have turned the header's size
     problem = _size_problem(image.shape[0], image.shape[1], sizes)
     if problem:
         raise FCNError(f"input '{IMAGE_BYTES_INPUT}': {problem}")
@@ -225,6 +234,16 @@ class _Instance:
 
 
 TRITON_PROCESSES = ("tritonserver", "triton_python_backend_stub")
+IDLE_SECONDS = 2.0  # how long a drained tritonserver may wait for idle client connections
+
+
+def _end(pid: int | None) -> None:
+    """SIGKILL tritonserver ``pid`` if it still runs: its models are unloaded or the exit timeout
+    is over, so only idle client connections keep it waiting."""
+    if pid and _running(pid):
+        log.info("ending tritonserver, which waits for idle client connections to close")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _tritonserver_pid(triton: Any) -> int | None:
@@ -394,6 +413,15 @@ _ANSWER = (
     "                    triton_responses_or_error = [pb_utils.InferenceResponse(error="
     "_fcn_error(triton_responses_or_error)) for _ in triton_requests]\n"
 )
+# A tensor with a zero dimension cannot cross PyTriton's shared memory (its copy raises a
+# TypeError: HTTP 500 with PyTriton's traceback); such requests are answered before that, as the
+# client's error, and the others of the same call still run.
+_EXECUTE = "    def execute(self, triton_requests):\n"
+_CHECKED_EXECUTE = (
+    "    def execute(self, triton_requests):\n"
+    "        return _fcn_execute(self, triton_requests)\n\n"
+    "    def _pytriton_execute(self, triton_requests):\n"
+)
 # A request fcn-serve refuses (FCNError: too large, undecodable, ...) is the client's fault: its one
 # line, with Triton's INVALID_ARG (HTTP 400), instead of PyTriton's traceback as an internal error.
 _FCN_ERROR = """
@@ -405,7 +433,54 @@ def _fcn_error(error):
     if last.startswith(prefix):
         return pb_utils.TritonError(last[len(prefix):], pb_utils.TritonError.INVALID_ARG)
     return pb_utils.TritonError(text)
+
+
+def _empty_input(request):
+    for tensor in request.inputs():
+        shape = tuple(tensor.shape()) if hasattr(tensor, "shape") else tensor.as_numpy().shape
+        if 0 in shape:
+            return pb_utils.TritonError(
+                f"input '{tensor.name()}' has a zero dimension (shape {list(shape)}); every "
+                "dimension must be at least 1",
+                pb_utils.TritonError.INVALID_ARG,
+            )
+    return None
+
+
+def _fcn_execute(model, triton_requests):
+    refused = {k: e for k, r in enumerate(triton_requests) if (e := _empty_input(r)) is not None}
+    if not refused:
+        return model._pytriton_execute(triton_requests)
+    rest = [r for k, r in enumerate(triton_requests) if k not in refused]
+    answers = iter(model._pytriton_execute(rest) if rest else [])
+    return [pb_utils.InferenceResponse(error=refused[k]) if k in refused else next(answers)
+            for k in range(len(triton_requests))]
 """
+
+
+class _RefusedRequestLines(logging.Filter):
+    """PyTriton logs every failed call with its traceback. A call fcn-serve refused (an
+    `FCNError`: the client's input) becomes one line of this module's instead: the server log
+    names the refusal, and nobody takes the client's mistake for a server bug. Other failures
+    keep their traceback."""
+
+    PREFIX = "fcn_deploy.errors.FCNError: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Exception while performing inference"):
+            return True
+        lines = record.getMessage().rstrip().splitlines()
+        if not lines or not lines[-1].startswith(self.PREFIX):
+            return True
+        log.warning("refused a request: %s", lines[-1][len(self.PREFIX) :])
+        return False
+
+
+def _one_line_refusals() -> None:
+    """Install `_RefusedRequestLines` on PyTriton's inference logger (once)."""
+    logger = logging.getLogger("pytriton.proxy.inference")
+    if not any(isinstance(f, _RefusedRequestLines) for f in logger.filters):
+        logger.addFilter(_RefusedRequestLines())
 
 
 def _answer_errors_as_responses(triton: Any) -> None:
@@ -420,9 +495,10 @@ def _patched_files(original: Callable[[], dict[str, bytes]]) -> dict[str, bytes]
     for key, content in files.items():
         if key.endswith("/model.py"):
             text = content.decode()
-            if _RAISE not in text:
+            if _RAISE not in text or _EXECUTE not in text:
                 log.debug("PyTriton's model.py differs from 0.7's; failed calls stay raised")
-            files[key] = (text.replace(_RAISE, _ANSWER) + _FCN_ERROR).encode()
+            text = text.replace(_RAISE, _ANSWER).replace(_EXECUTE, _CHECKED_EXECUTE)
+            files[key] = (text + _FCN_ERROR).encode()
     return files
 
 
@@ -467,6 +543,7 @@ class FCNServer:
         retried with a fresh tritonserver, up to ``START_ATTEMPTS`` times in all.
         """
         c = self.config
+        _one_line_refusals()
         for name in ("http_port", "grpc_port", "metrics_port"):
             fd = _lock_port(getattr(c, name), name)  # atomic between fcn-serve processes
             if fd is not None:
@@ -610,19 +687,35 @@ class FCNServer:
                 os.close(fd)
 
     def _halt(self) -> None:
-        """`stop` without releasing the ports."""
+        """`stop` without releasing the ports, within ``exit_timeout`` in all.
+
+        Told to stop, tritonserver first waits for its clients' idle keep-alive connections to
+        close, up to its own exit timeout, and only then exits: after this server's own drain
+        (up to ``exit_timeout``), that made a shutdown with connected clients take twice the
+        timeout and more (51 s against 30). Once the models are unloaded nothing is in flight,
+        so tritonserver gets `IDLE_SECONDS` to exit by itself and is then ended; when it drains
+        by itself (Ctrl-C reached it too), it gets what is left of ``exit_timeout``.
+        """
         self._stopped.set()
         triton, self._triton = self._triton, None
         if triton is None:
             return
+        deadline = time.monotonic() + self.config.exit_timeout
         root = _tritonserver_pid(triton)
         started = [root, *process_tree(root, TRITON_PROCESSES)] if root else []
         log.info("stopping: finishing in-flight requests (up to %d s)", self.config.exit_timeout)
+        drained = False
         try:
             if self._owns_ports(root):  # never unload another server's models
-                self._unload(triton, root)
+                drained = self._unload(triton, root, deadline)
         finally:
+            left_s = max(0.0, deadline - time.monotonic())
+            ender = threading.Timer(min(IDLE_SECONDS, left_s) if drained else left_s,
+                                    _end, args=(root,))  # fmt: skip
+            if root:
+                ender.start()
             triton.stop()
+            ender.cancel()
             left = [p for p in started if _running(p)]
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
@@ -631,26 +724,28 @@ class FCNServer:
                 log.warning("killed %d Triton process(es) that outlived the shutdown", len(left))
             log.info("stopped")
 
-    def _unload(self, triton: Any, root: int | None) -> None:
-        """Unload both models and wait (up to ``exit_timeout``) until their stubs (below the
-        tritonserver ``root``) have exited."""
+    def _unload(self, triton: Any, root: int | None, deadline: float) -> bool:
+        """Unload both models and wait (until ``deadline``) for their stubs (below the
+        tritonserver ``root``) to exit: whether they did, every request answered."""
         import tritonclient.http as http
         from pytriton.triton import TRITON_ACCESS_HEADER
 
         headers = {TRITON_ACCESS_HEADER: triton.get_access_token()}
+        client = http.InferenceServerClient(self.http_url)
         try:
-            client = http.InferenceServerClient(self.http_url)
             for name in (self.config.model_name, self.config.encoded_model_name):
                 client.unload_model(name, headers=headers)
         except Exception as e:  # Ctrl-C in a terminal reaches tritonserver too: it drains itself
             log.info("Triton is already stopping (%s); it finishes in-flight requests itself", e)
-            return
-        deadline = time.monotonic() + self.config.exit_timeout
+            return False
+        finally:
+            client.close()  # an open connection of our own would hold tritonserver's exit too
         while time.monotonic() < deadline:
             if not root or not process_tree(root, ("triton_python_backend_stub",)):
-                return
+                return True
             time.sleep(0.1)
         log.warning("in-flight requests still running after %d s", self.config.exit_timeout)
+        return False
 
     def __enter__(self) -> FCNServer:
         self.start()
@@ -713,8 +808,7 @@ def serve(
 
     ``ready`` is called once both models are loaded (the CLI prints its banner there).
     """
-    if not Path(model).exists():
-        raise FCNError(f"{model}: no such model file")
+    regular_file(model, "model file")
     segmenters = [
         Segmenter.load(model, device=device, backend=backend, batch_size=config.max_batch,
                        max_megapixels=config.max_megapixels, **runner_options)

@@ -133,7 +133,7 @@ def resolve_resume_path(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / LAST
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device: read_checkpoint says what it is
         raise FCNError(
             f"{path}: no such checkpoint to resume (give a training output folder holding "
             f"{LAST}, or a .pt file)",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from fcn_deploy.cli._common import (
     positive_int,
     refuse_overwrites,
     run_cli,
+    say,
 )
 from fcn_deploy.cli.predict import add_max_megapixels
 from fcn_deploy.errors import FCNError
@@ -224,16 +224,16 @@ def _train(argv: Sequence[str] | None) -> int:
         f", best: {result.best} (mean IU {result.best_mean_iu:.4f})" if result.best else ""
     )
     if result.stopped in ("SIGINT", "SIGTERM"):
-        print(
+        say(
             f"stopped by {result.stopped} at iteration {result.iteration}; saved {where}; "
             f"continue with: fcn-train --resume {result.last.parent}",
-            file=sys.stderr,
+            err=True,
         )
         return 130 if result.stopped == "SIGINT" else 143
     note = f" (time limit reached at iteration {result.iteration})" if result.stopped else ""
-    print(
+    say(
         f"done{note}: {where}; final mean IU {result.scores.get('mean_iu', float('nan')):.4f}",
-        file=sys.stderr,
+        err=True,
     )
     return 0
 
@@ -325,11 +325,12 @@ def _eval(argv: Sequence[str] | None) -> int:
         "data": dataset.name,
         **results,
     }
-    print(
+    say(
         f"{args.model} ({info.variant}, {backend}) on {dataset.name}, {results['num_images']} "
-        "images\n"
+        "images",
+        "",
+        *scores_table(results).splitlines(),
     )
-    print(scores_table(results))
     if args.json is not None:
         write_results(str(args.json), results)
     return 0

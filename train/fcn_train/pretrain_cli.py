@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from fcn_deploy.cli._common import (
     positive_int,
     refuse_overwrites,
     run_cli,
+    say,
 )
 
 from .evaluate import write_results
@@ -110,11 +110,11 @@ def _pretrain(argv: Sequence[str] | None) -> int:
     result = pretrain(config)
     if json_path is not None:
         write_results(str(json_path), result.to_dict())
-    print(json.dumps({"accuracy": result.accuracy, **result.per_class_accuracy}), file=sys.stdout)
-    print(
+    say(json.dumps({"accuracy": result.accuracy, **result.per_class_accuracy}))
+    say(
         f"done: {result.path} ({result.iterations} iterations, {result.seconds:.0f} s); "
         f"val accuracy {100 * result.accuracy:.1f}% on {result.val_windows} windows",
-        file=sys.stderr,
+        err=True,
     )
     return 0
 
