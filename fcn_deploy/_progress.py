@@ -1,19 +1,60 @@
-"""Progress bars: tqdm, set up once for the whole package.
+"""Progress bars and the user's console: tqdm, set up once for the whole package.
 
 A bar is drawn only on a terminal, and not under ``-q`` (the ``fcn_deploy`` logger above INFO):
 logs and pipes get the log messages alone, one line each, never a bar's carriage returns.
+
+Bars and the CLIs' messages go to `console`: ``sys.stderr``, except inside `output_to`, which sends
+everything else the process writes to its stdout and stderr (a library's C++ log lines, its
+Python loggers, its warnings) to a file while the user's messages still reach the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from typing import TextIO
 
 from tqdm import tqdm
 
-__all__ = ["LOGGERS", "Progress"]
+__all__ = ["LOGGERS", "Progress", "console", "output_to"]
 
 LOGGERS = ("fcn_deploy", "fcn_train")  # the packages' loggers: what -v/-q set, what bars yield to
+_CONSOLES: list[TextIO] = []  # the terminal's stderr while `output_to` holds the process's
+
+
+def console() -> TextIO:
+    """Where messages for the user go (see the module)."""
+    return _CONSOLES[-1] if _CONSOLES else sys.stderr
+
+
+@contextlib.contextmanager
+def output_to(log: int) -> Iterator[None]:
+    """Send what the process writes to stdout and stderr (file descriptors 1 and 2, so ``print``
+    and native code alike) to the open file ``log`` meanwhile; `console` keeps the real
+    stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    stream = open(  # noqa: SIM115  # closed below, after the descriptors are back
+        os.dup(2), "w", encoding=sys.stderr.encoding, errors="backslashreplace", buffering=1
+    )
+    stdout = os.dup(1)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    _CONSOLES.append(stream)
+    try:
+        yield
+    finally:
+        _CONSOLES.remove(stream)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stream.flush()
+        os.dup2(stdout, 1)
+        os.close(stdout)
+        os.dup2(stream.fileno(), 2)
+        stream.close()
 
 
 class Progress(tqdm):  # type: ignore[type-arg]  # tqdm is generic over its iterable; no iterable here
@@ -25,7 +66,7 @@ class Progress(tqdm):  # type: ignore[type-arg]  # tqdm is generic over its iter
             total=total,
             desc=desc,
             unit=unit,
-            file=sys.stderr,
+            file=console(),
             dynamic_ncols=True,
             disable=True if quiet else None,  # None: tqdm draws only when stderr is a terminal
         )

@@ -126,7 +126,7 @@ def test_collect_inputs_and_output_names(photo_folder: Path) -> None:
     assert len(files) == 7 and skipped == 1  # street.png listed once; notes.txt ignored
     assert problems == ["nowhere/*.png: no image files match"]
     names = output_names([Path("a/x.png"), Path("b/x.jpg"), Path("x-2.png"), Path("c/x.png")])
-    assert names == ["x", "x-3", "x-2", "x-4"]
+    assert names == ["x", "x-2", "x-2-2", "x-3"]  # inputs stream in: only earlier ones count
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .._io import os_reason
-from .._progress import LOGGERS
+from .._progress import LOGGERS, console
 from ..errors import FCNError
 
 __all__ = [
@@ -193,11 +193,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler `parse_args` installs (a later call finds and replaces it).
 
-    It writes to whatever ``sys.stderr`` is at the time, so it outlives a redirected stream.
+    It writes to whatever the user's console (`fcn_deploy._progress.console`: ``sys.stderr``, unless
+    another library's output is sent aside) is at the time, so it outlives a redirected stream.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
+        self.stream = console()
         super().emit(record)
 
 
