@@ -62,11 +62,24 @@ def journal_path(path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(path)}.partial.csv")
 
 
-def check_manifest_path(path: str | os.PathLike[str]) -> Path:
+def check_manifest_path(
+    path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
+) -> Path:
     """Refuse a manifest path that could not be written, before any work: its suffix must say
-    the format, its folder must exist, and a ``.partial.csv`` beside it must be an earlier
-    run's journal (it is replaced) or absent."""
-    path = check_output_file(path, SUFFIXES)
+    the format, its folder must exist (or be the run's ``output`` folder, made with the
+    results), and a ``.partial.csv`` beside it must be an earlier run's journal (it is replaced)
+    or absent."""
+    path = Path(path)
+    if path.suffix.lower() not in SUFFIXES:
+        raise FCNError(
+            f"{path}: a manifest is a .csv or .parquet file (the name says which)", param="manifest"
+        )
+    to_come = output is not None and os.path.abspath(path.parent) == os.path.abspath(output)
+    if not (to_come and not path.parent.exists()):  # else the folder is checked as the output's
+        try:
+            check_output_file(path)
+        except FCNError as e:
+            raise FCNError(str(e), param="manifest") from None
     journal = journal_path(path)
     if os.path.lexists(journal) and not _is_journal(journal):
         raise FCNError(
@@ -88,15 +101,17 @@ def _is_journal(path: Path) -> bool:
 
 
 class Manifest:
-    """``--manifest FILE`` (see the module): the path is checked when made, rows go to the
-    journal at once while ``writing`` holds it open, and the table appears under its name when
-    ``writing`` ends.
+    """``--manifest FILE`` (see the module): the path is checked when made (``output``: the run's
+    output folder, which may hold it before it exists), rows go to the journal at once while
+    ``writing`` holds it open, and the table appears under its name when ``writing`` ends.
 
     ``m = Manifest("run.parquet")``, then ``with m.writing(class_names): m.add(ManifestRow(...))``;
     rows may be added by anyone holding ``m`` while it is open."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = check_manifest_path(path)
+    def __init__(
+        self, path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None
+    ) -> None:
+        self.path = check_manifest_path(path, output)
         if self.path.suffix.lower() == ".parquet" and importlib.util.find_spec("pyarrow") is None:
             raise FCNError(
                 f"{self.path}: a Parquet manifest needs pyarrow (pip install pyarrow), or name "
@@ -120,6 +135,7 @@ class Manifest:
         if self.journal.exists():
             log.warning("%s, left by an interrupted run, is replaced", self.journal)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # the output folder, made now
             self._file = open(self.journal, "w", encoding="utf-8", newline="")  # noqa: SIM115
             self._writer = csv.writer(self._file, lineterminator="\n")
             self._writer.writerow(self.columns)

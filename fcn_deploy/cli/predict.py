@@ -629,7 +629,9 @@ def _main(argv: Sequence[str] | None) -> int:
     check_output_folder(args.output, args.inputs)
     manifest = None
     if args.manifest is not None:
-        manifest = Manifest(args.manifest)
+        manifest = Manifest(
+            args.manifest, None if OutputFolder(args.output).remote else args.output
+        )
         refuse_overwrites(
             {"--manifest": manifest.path},
             {"MODEL": args.model, **{a: a for a in args.inputs if Path(a).is_file()}},
