@@ -37,10 +37,15 @@ def output_to(log: int) -> Iterator[None]:
     stderr."""
     sys.stdout.flush()
     sys.stderr.flush()
-    stream = open(  # noqa: SIM115  # closed below, after the descriptors are back
-        os.dup(2), "w", encoding=sys.stderr.encoding, errors="backslashreplace", buffering=1
-    )
-    stdout = os.dup(1)
+    saved = os.dup(1), os.dup(2)
+    try:
+        copy = sys.stderr.fileno() == 2
+    except (OSError, ValueError):  # an object of its own (a test's capture): it stays as it is
+        copy = False
+    stream = sys.stderr
+    if copy:  # closed below, once the descriptors are back
+        stream = open(os.dup(2), "w", encoding=sys.stderr.encoding, errors="backslashreplace",  # noqa: SIM115
+                      buffering=1)  # fmt: skip
     os.dup2(log, 1)
     os.dup2(log, 2)
     _CONSOLES.append(stream)
@@ -48,13 +53,13 @@ def output_to(log: int) -> Iterator[None]:
         yield
     finally:
         _CONSOLES.remove(stream)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        stream.flush()
-        os.dup2(stdout, 1)
-        os.close(stdout)
-        os.dup2(stream.fileno(), 2)
-        stream.close()
+        for flushed in (sys.stdout, sys.stderr, stream):
+            flushed.flush()
+        for fd, kept in zip((1, 2), saved, strict=True):
+            os.dup2(kept, fd)
+            os.close(kept)
+        if copy:
+            stream.close()
 
 
 class Progress(tqdm):  # type: ignore[type-arg]  # tqdm is generic over its iterable; no iterable here

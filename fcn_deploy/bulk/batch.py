@@ -192,7 +192,7 @@ def _import_ray(local: bool = False) -> Any:
         import ray
         import ray.data
     except ImportError:
-        raise FCNError(INSTALL_HINT, param="address") from None
+        raise FCNError(INSTALL_HINT, param="ray") from None
     return ray
 
 

@@ -192,5 +192,6 @@ def run_ray(args: argparse.Namespace, discovery: Iterable[Input], manifest: Mani
                      "results to redo them)"),
             file=console(),
         )  # fmt: skip
-    print(one_line(f"{report.summary()}; results in {args.output}"))
+    where = f"results in {args.output}" if report.written or report.skipped else "nothing written"
+    print(one_line(f"{report.summary()}; {where}"))
     return EXIT_FAILED if report.failed or refused else 0
