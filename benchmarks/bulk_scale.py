@@ -61,7 +61,7 @@ def linked(source: Path, folder: Path, count: int) -> Path:
     return folder
 
 
-def timed_run(command: list[str], first: Path) -> dict[str, float]:
+def timed_run(command: list[str], first: Path) -> dict[str, Any]:
     """Run ``command``; its wall time, peak RSS (MiB) and when ``first`` appeared (s)."""
     env = {**os.environ, **LOCAL_RAY_ENV}
     seen: dict[str, float] = {}
@@ -120,19 +120,19 @@ def main() -> None:
         started = time.perf_counter()
         make_images(tmp / "all", largest, args.size)
         generated = time.perf_counter() - started
-        base = [str(BIN / "fcn-predict"), str(model), "--batch", str(args.batch), "-q"]
 
-        def run(folder: Path, out: Path, *extra: str) -> dict[str, float]:
-            command = [*base, str(folder), "-o", str(out), "--manifest", f"{out}.csv", *extra]
+        def run(folder: Path, out: Path, *extra: str) -> dict[str, Any]:
+            command = [str(BIN / "fcn-predict"), str(model), str(folder), "-o", str(out), "-q",
+                       "--batch", str(args.batch), "--manifest", f"{out}.csv", *extra]  # fmt: skip
             row = timed_run(command, out / "0000000.png")
             shutil.rmtree(out)
             return row
 
-        for count in counts:
-            folder = (
-                tmp / "all" if count == largest else linked(tmp / "all", tmp / f"n{count}", count)
-            )
-            row = run(folder, tmp / f"out{count}")
+        for k, count in enumerate([*counts, min(counts)]):  # the smallest again after the largest
+            folder = tmp / "all" if count == largest else tmp / f"n{count}"
+            if not folder.exists():
+                linked(tmp / "all", folder, count)
+            row = run(folder, tmp / f"out{k}")
             row.update(
                 files=count,
                 seconds_per_image=(row["seconds"] - row["first_result_s"]) / (count - 1),
@@ -151,19 +151,24 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
             ray_start = timed_run([sys.executable, "-c", RAY_START], tmp / "never")["seconds"]
     summary: dict[str, Any] = {"generate_s": generated}
-    by = {r["files"]: r for r in scale}
-    low, high = min(by), max(by)
-    summary["per_image_ratio"] = by[high]["seconds_per_image"] / by[low]["seconds_per_image"]
+    by = {n: [r for r in scale if r["files"] == n] for n in counts}  # the smallest: 2 runs
+
+    def mean(rows: list[dict[str, Any]], key: str) -> float:
+        return float(np.mean([r[key] for r in rows]))
+
+    low, high = by[min(counts)], by[max(counts)]
+    summary["per_image_ratio"] = mean(high, "seconds_per_image") / mean(low, "seconds_per_image")
     summary["rss_growth_bytes_per_file"] = (
-        (by[high]["peak_rss_mib"] - by[low]["peak_rss_mib"]) * 2**20 / (high - low)
-    )
-    summary["first_result_s"] = {str(k): v["first_result_s"] for k, v in by.items()}
+        (mean(high, "peak_rss_mib") - mean(low, "peak_rss_mib")) * 2**20
+        / (max(counts) - min(counts))
+    )  # fmt: skip
+    summary["first_result_s"] = {str(n): mean(by[n], "first_result_s") for n in counts}
     if ray_rows:
-        mean = {w: float(np.mean([r["seconds"] for r in ray_rows if r["way"] == w]))
-                for w in ("plain", "ray")}  # fmt: skip
+        plain = mean([r for r in ray_rows if r["way"] == "plain"], "seconds")
+        on_ray = mean([r for r in ray_rows if r["way"] == "ray"], "seconds")
         summary["ray_start_s"] = ray_start
-        summary["ray_overhead"] = mean["ray"] / mean["plain"] - 1
-        summary["ray_overhead_after_start"] = (mean["ray"] - ray_start) / mean["plain"] - 1
+        summary["ray_overhead"] = on_ray / plain - 1
+        summary["ray_overhead_after_start"] = (on_ray - ray_start) / plain - 1
     document = {
         "config": {
             **vars(args),
