@@ -10,9 +10,10 @@ number of files is what is measured, not the model. Every run is ``fcn-predict M
 --batch B --manifest OUT.csv -q`` in a subprocess, as users run it, on a flat folder of N files
 (the folders of fewer files hold hard links to the first ones of the largest); its wall time and
 peak RSS come from the kernel (``wait4``), its first result is the moment the first input's
-label map appears. Time per image is taken between the first result and the end, over the images
-after the first (start-up, the model's loading and the first batch are a fixed cost, given
-apart). ``--ray`` runs ``--replicas 2`` (one per core of a 2-core machine) on ``--ray-count``
+label map appears; its RSS is also sampled from then on (the peak RSS of a run is reached while
+the libraries are imported and the model loads, before anything grows with the inputs). Time
+per image is taken between the first result and the end, over the images after the first
+(start-up, the model's loading and the first batch are a fixed cost, given apart). ``--ray`` runs ``--replicas 2`` (one per core of a 2-core machine) on ``--ray-count``
 files, twice, alternating with plain runs; Ray's own start-up (``ray.init`` then
 ``ray.shutdown``, no work) is timed apart and taken off.
 
@@ -22,6 +23,7 @@ Writes ``benchmarks/results/bulk-scale-<host>.json``; ``benchmarks/bulk.md`` hol
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -62,7 +64,9 @@ def linked(source: Path, folder: Path, count: int) -> Path:
 
 
 def timed_run(command: list[str], first: Path) -> dict[str, Any]:
-    """Run ``command``; its wall time, peak RSS (MiB) and when ``first`` appeared (s)."""
+    """Run ``command``: its wall time, when ``first`` appeared (s), its peak RSS (MiB, the
+    kernel's high-water mark, start-up included) and the largest RSS sampled after ``first``
+    appeared (what grows with the inputs, apart from the imports' and the model's peak)."""
     env = {**os.environ, **LOCAL_RAY_ENV}
     seen: dict[str, float] = {}
     start = time.perf_counter()
@@ -70,10 +74,17 @@ def timed_run(command: list[str], first: Path) -> dict[str, Any]:
     done = threading.Event()
 
     def watch() -> None:
-        while not done.is_set() and not first.exists():
-            time.sleep(0.01)
-        if first.exists():
-            seen["first"] = time.perf_counter() - start
+        status = Path(f"/proc/{process.pid}/status")
+        tick = 0
+        while not done.is_set():
+            if "first" not in seen and first.exists():
+                seen["first"] = time.perf_counter() - start
+            if "first" in seen and tick % 10 == 0:
+                with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+                    line = next(t for t in status.read_text().splitlines() if t.startswith("VmRSS"))
+                    seen["rss"] = max(seen.get("rss", 0.0), int(line.split()[1]) / 1024)
+            tick += 1
+            time.sleep(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -84,7 +95,8 @@ def timed_run(command: list[str], first: Path) -> dict[str, Any]:
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{command} exited {os.waitstatus_to_exitcode(status)}")
     return {"seconds": wall, "first_result_s": seen.get("first", wall),
-            "peak_rss_mib": usage.ru_maxrss / 1024}  # fmt: skip
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+            "running_rss_mib": seen.get("rss", 0.0)}  # fmt: skip
 
 
 def main() -> None:
@@ -158,10 +170,9 @@ def main() -> None:
 
     low, high = by[min(counts)], by[max(counts)]
     summary["per_image_ratio"] = mean(high, "seconds_per_image") / mean(low, "seconds_per_image")
-    summary["rss_growth_bytes_per_file"] = (
-        (mean(high, "peak_rss_mib") - mean(low, "peak_rss_mib")) * 2**20
-        / (max(counts) - min(counts))
-    )  # fmt: skip
+    for key in ("peak_rss_mib", "running_rss_mib"):
+        growth = (mean(high, key) - mean(low, key)) * 2**20 / (max(counts) - min(counts))
+        summary[f"{key.removesuffix('_mib')}_growth_bytes_per_file"] = growth
     summary["first_result_s"] = {str(n): mean(by[n], "first_result_s") for n in counts}
     if ray_rows:
         plain = mean([r for r in ray_rows if r["way"] == "plain"], "seconds")

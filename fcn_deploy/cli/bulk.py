@@ -153,7 +153,7 @@ def run_ray(args: argparse.Namespace, discovery: Iterable[Input], manifest: Mani
                 refused += 1
                 continue
             if item.name != Path(item.path).stem:
-                print(one_line(f"note: {item.path} is written as {item.name}.png (the name "
+                print(one_line(f"note: {item.path} is written as {item.name}.png ("
                                f"{Path(item.path).stem}.png is taken by another input)"),
                       file=console())  # fmt: skip
             yield item.path, item.name

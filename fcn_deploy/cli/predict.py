@@ -438,8 +438,8 @@ class _PlainRun:
         stem = Path(item.path).stem
         if item.name != stem:
             what = "/" if item.video else ".png"
-            _say(f"note: {item.path} is written as {item.name}{what} (the name {stem}{what} is "
-                 "taken by another input)")  # fmt: skip
+            _say(f"note: {item.path} is written as {item.name}{what} ({stem}{what} is taken by "
+                 "another input or the manifest)")  # fmt: skip
         try:
             check_name_length(item.name, self.args.overlay, item.video)
             earlier = self.output.earlier(item.name, self.args.overlay, item.video)
@@ -468,7 +468,7 @@ class _PlainRun:
                 self.row(job.input, "failed", "the model could not segment it")
                 continue
             try:
-                OutputFolder(self.args.output).write_image(
+                self.output.write_image(
                     self.segmenter, job.input.name, job.image, labels,
                     self.args.alpha if self.args.overlay else None,
                 )  # fmt: skip
