@@ -115,6 +115,10 @@ class OutputNames:
         self.taken.update(files)
         return name
 
+    def release(self) -> None:
+        """Forget the names taken, once the last input is named (their memory goes back)."""
+        self.taken, self._next = set(), {}
+
 
 def check_name_length(name: str, overlay: bool, video: bool = False) -> None:
     """Refuse an output name too long for a file name (`NAME_MAX` bytes) before any work."""

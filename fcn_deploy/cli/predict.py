@@ -264,6 +264,7 @@ class Discovery:
                     return
                 self._queue.put(item)
                 found += 1
+            self.names.release()  # every input is named: a run's remaining hours do not hold them
             self.total = found
             self._queue.put(None)
         except BaseException as e:  # raised again where the inputs are used
