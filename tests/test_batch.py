@@ -34,7 +34,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One Ray for the module: starting one costs ~10 s on 2 busy cores."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a Ray of its own, even where `ray start` left one that ray.init() would join
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
