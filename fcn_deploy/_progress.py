@@ -6,6 +6,10 @@ s left; loss 0.31``), through the ``fcn_deploy.progress`` logger, so a long step
 and never fills a log with carriage returns. ``-q`` (the ``fcn_deploy`` logger above INFO) shows
 neither. `heartbeat` does the same for one long call that has no steps to count (an export's
 tracing, a quantizer run).
+
+Bars and the CLIs' messages go to `console`: ``sys.stderr``, except inside `output_to`, which sends
+everything else the process writes to its stdout and stderr (a library's C++ log lines, its
+Python loggers, its warnings) to a file while the user's messages still reach the terminal.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import TextIO
 
 from tqdm import tqdm
 
-__all__ = ["LOGGERS", "Progress", "heartbeat", "interval"]
+__all__ = ["LOGGERS", "Progress", "console", "heartbeat", "interval", "output_to"]
 
 LOGGERS = ("fcn_deploy", "fcn_train")  # the packages' loggers: what -v/-q set, what bars yield to
 INTERVAL_ENV = "FCN_PROGRESS_INTERVAL"  # seconds between progress lines off a terminal
+_CONSOLES: list[TextIO] = []  # the terminal's stderr while `output_to` holds the process's
 
 log = logging.getLogger("fcn_deploy.progress")
 
@@ -51,6 +57,43 @@ def _quiet() -> bool:
     return not logging.getLogger("fcn_deploy").isEnabledFor(logging.INFO)
 
 
+def console() -> TextIO:
+    """Where messages for the user go (see the module)."""
+    return _CONSOLES[-1] if _CONSOLES else sys.stderr
+
+
+@contextlib.contextmanager
+def output_to(log: int) -> Iterator[None]:
+    """Send what the process writes to stdout and stderr (file descriptors 1 and 2, so ``print``
+    and native code alike) to the open file ``log`` meanwhile; `console` keeps the real
+    stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        copy = sys.stderr.fileno() == 2
+    except (OSError, ValueError):  # an object of its own (a test's capture): it stays as it is
+        copy = False
+    stream = sys.stderr
+    if copy:  # closed below, once the descriptors are back
+        stream = open(os.dup(2), "w", encoding=sys.stderr.encoding, errors="backslashreplace",  # noqa: SIM115
+                      buffering=1)  # fmt: skip
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    _CONSOLES.append(stream)
+    try:
+        yield
+    finally:
+        _CONSOLES.remove(stream)
+        for flushed in (sys.stdout, sys.stderr, stream):
+            flushed.flush()
+        for fd, kept in zip((1, 2), saved, strict=True):
+            os.dup2(kept, fd)
+            os.close(kept)
+        if copy:
+            stream.close()
+
+
 class Progress(tqdm):  # type: ignore[type-arg]  # tqdm is generic over its iterable; no iterable here
     """``with Progress(total, "training") as p: p.update(1, loss="0.31")``: counts, rate, ETA."""
 
@@ -60,7 +103,7 @@ class Progress(tqdm):  # type: ignore[type-arg]  # tqdm is generic over its iter
             total=total,
             desc=desc,
             unit=unit,
-            file=sys.stderr,
+            file=console(),
             dynamic_ncols=True,
             disable=True if quiet else None,  # None: tqdm draws only when stderr is a terminal
         )

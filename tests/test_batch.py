@@ -3,6 +3,7 @@ pixel-equal to plain fcn-predict, re-runs that skip, and a replica killed with S
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from PIL import Image
 from test_api import scene
 
 from fcn_deploy.api import Segmenter
-from fcn_deploy.bulk.batch import BatchReport, segment_dataset
+from fcn_deploy.bulk.batch import OWNER_ENV, BatchReport, segment_dataset
 from fcn_deploy.cli.predict import collect_inputs, main, output_names
 from fcn_deploy.errors import FCNError
 from fcn_deploy.imageio import read_label_png
@@ -33,7 +34,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One Ray for the module: starting one costs ~10 s on 2 busy cores."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a Ray of its own, even where `ray start` left one that ray.init() would join
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
@@ -60,6 +62,30 @@ def same_outputs(a: Path, b: Path) -> None:
             np.testing.assert_array_equal(read_label_png(a / name), read_label_png(b / name))
 
 
+def same_manifests(plain: Path, ray_table: Path, out: Path) -> None:
+    """The same rows but for where the results went and the order they came in."""
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    rows = {}
+    for name, table in (
+        ("plain", pyarrow.csv.read_csv(plain)),
+        ("ray", pyarrow.parquet.read_table(ray_table)),
+    ):
+        rows[name] = sorted(
+            (r["input"], r["status"], Path(r["labels"] or "-").name, r["bytes"], r["width"],
+             tuple(v for k, v in r.items() if k.startswith("fraction_")))
+            for r in table.to_pylist()
+        )  # fmt: skip
+    assert rows["plain"] == rows["ray"] and len(rows["ray"]) == 6
+    assert sum(r[1] == "ok" for r in rows["ray"]) == 5
+    for _, status, labels, _, _, fractions in rows["ray"]:
+        if status == "ok":
+            label_map = read_label_png(out / labels)
+            counts = np.bincount(label_map.ravel(), minlength=21) / label_map.size
+            np.testing.assert_allclose(fractions, counts, rtol=1e-5)
+
+
 def test_ray_writes_what_plain_fcn_predict_writes(
     make_checkpoint: Callable[..., Path],
     tmp_path: Path,
@@ -74,13 +100,18 @@ def test_ray_writes_what_plain_fcn_predict_writes(
     (src / "day" / "broken.png").write_bytes(b"not a PNG")
     common = ["-o", None, "--model", model, "--overlay", "--batch", "2", "--device", "cpu"]
 
-    plain = fcn_predict(src, *[tmp_path / "plain" if a is None else a for a in common])
+    plain = fcn_predict(src, *[tmp_path / "plain" if a is None else a for a in common],
+                        "--manifest", tmp_path / "plain.csv")  # fmt: skip
     on_ray = fcn_predict(src, *[tmp_path / "ray" if a is None else a for a in common], "--ray",
-                         "--replicas", "2")  # fmt: skip  # a local Ray of its own, stopped after
+                         "--replicas", "2", "--manifest", tmp_path / "ray.parquet")  # fmt: skip
     assert plain.returncode == on_ray.returncode == 1, on_ray.stderr
     assert "error: " + str(src / "day" / "broken.png") in on_ray.stderr
     assert "5 image(s) written, 0 already done" in on_ray.stdout and "1 failed" in on_ray.stdout
     same_outputs(tmp_path / "plain", tmp_path / "ray")
+    # only fcn-predict's own lines: none of Ray's (its object store, its token, its progress)
+    assert [line.split(":")[0] for line in on_ray.stderr.splitlines()] == ["note", "error"]
+    assert len(on_ray.stdout.splitlines()) == 1
+    same_manifests(tmp_path / "plain.csv", tmp_path / "ray.parquet", tmp_path / "plain")
 
     # the Python entry point on the running Ray: a re-run finds every output complete
     files, _, _ = collect_inputs([str(src)])
@@ -232,3 +263,122 @@ def test_model_problems_are_one_line_before_ray_starts(
         assert says in run.stderr, (says, run.stderr)
     assert not out.exists() and not any(tmp_path.glob("file:*"))
     assert sorted(p.name for p in image.parent.iterdir()) == ["a.png"]
+
+
+def test_ray_addresses_are_checked_before_any_work(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A malformed address is refused by the parser; one nothing answers at, in a line, before
+    the model loads (Ray itself retried 127.0.0.1:1 for ever, and ray:// for 41 s)."""
+    model, image, out = make_checkpoint("fcn8s"), tmp_path / "a.png", tmp_path / "out"
+    cv2.imwrite(str(image), scene(20, 24))
+    for address, says in (
+        ("bogus", "expected auto, HOST:PORT"),
+        ("127.0.0.1:1", "cannot reach a Ray cluster at 127.0.0.1:1: Connection refused"),
+        ("ray://127.0.0.1:1", "cannot reach a Ray cluster at ray://127.0.0.1:1"),
+    ):
+        run = fcn_predict(model, image, "-o", out, f"--ray={address}")
+        assert run.returncode == 2, run.stderr
+        assert len(run.stderr.splitlines()) == 1 and says in run.stderr, run.stderr
+    assert not out.exists()
+
+
+def test_replicas_that_cannot_run_here_are_one_line(
+    make_checkpoint: Callable[..., Path], tmp_path: Path, local_ray: None
+) -> None:
+    """--device cuda without a GPU is refused before Ray starts; replicas that do not fit on the
+    Ray started for the job (a GPU each on a CPU-only machine) once the Ray is up: Ray Data would
+    wait for them for ever."""
+    from fcn_deploy.bulk.batch import _check_resources
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    model, image, out = make_checkpoint("fcn8s"), tmp_path / "a.png", tmp_path / "out"
+    cv2.imwrite(str(image), scene(20, 24))
+    for args, says in (
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--gpus-per-replica", "1"], "do not fit on this machine"),
+    ):
+        run = fcn_predict(model, image, "-o", out, "--ray", *args)
+        assert run.returncode == 2, run.stderr
+        assert len(run.stderr.splitlines()) == 1 and says in run.stderr, run.stderr
+    assert "(option --gpus-per-replica)" in run.stderr
+    assert not out.exists()
+    with pytest.raises(FCNError, match=r"3 replica\(s\) of 1 CPU\(s\) each do not fit") as e:
+        _check_resources(ray, 3, 1.0, 0.0, local=True)  # the module's Ray: 2 CPUs
+    assert e.value.param == "replicas"
+
+
+def test_an_unreachable_object_store_is_one_line_before_ray_starts(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), scene(20, 24))
+    store = "s3://bucket/labels?endpoint_override=127.0.0.1:1&scheme=http"
+    run = fcn_predict(make_checkpoint("fcn8s"), image, "-o", store, "--ray")
+    assert run.returncode == 2, run.stderr
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert (
+        run.stderr.startswith(f"error: cannot write to {store}: ")
+        and "(option --output)" in run.stderr
+    )
+
+
+def _owned_by(pid: int) -> list[int]:
+    """Processes that carry the token of a Ray that fcn-predict ``pid`` started."""
+    token = f"{OWNER_ENV}={pid}-".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes()
+            except OSError:
+                continue
+            if any(part.startswith(token) for part in environ.split(b"\0")):
+                found.append(int(entry))
+    return found
+
+
+def test_a_killed_driver_leaves_no_ray_and_a_rerun_resumes(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """kill -9 and SIGTERM mid-run: no process of the Ray it started is left (Ray's agents
+    lingered ~90 s after kill -9; SIGTERM ended in an Abseil stack dump and exit 134), the
+    manifest holds what was done, and the next run skips it."""
+    model, src, out = make_checkpoint("fcn8s"), tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(40):
+        cv2.imwrite(str(src / f"{i:02d}.png"), scene(96, 128, i))
+    table = tmp_path / "m.csv"
+    command = [FCN_PREDICT, src, "-o", out, "--model", model, "--ray", "--manifest", table]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        before = len(list(out.glob("*.png"))) if out.is_dir() else 0
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True, env=env)  # fmt: skip
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(list(out.glob("*.png"))) < before + 3:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        assert _owned_by(process.pid), "no process carries the token of the Ray it started"
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=120)
+        deadline = time.monotonic() + 30
+        while _owned_by(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _owned_by(process.pid) == [], "Ray processes outlived their driver by 30 s"
+        if sig == signal.SIGTERM:
+            assert process.returncode == 143, stderr
+            assert stderr.splitlines()[-1] == "terminated" and "SIGTERM" not in stderr, stderr
+            assert not (table.parent / f"{table.name}.partial.csv").exists()
+        else:
+            assert (table.parent / f"{table.name}.partial.csv").is_file()
+    done = len(list(out.glob("*.png")))
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"warning: {done} image(s) already have results" in rerun.stderr
+    assert f"{40 - done} image(s) written, {done} already done" in rerun.stdout
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and sum(r["status"] == "skipped" for r in rows) == done
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(40)]  # no temps

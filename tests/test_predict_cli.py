@@ -126,7 +126,7 @@ def test_collect_inputs_and_output_names(photo_folder: Path) -> None:
     assert len(files) == 7 and skipped == 1  # street.png listed once; notes.txt ignored
     assert problems == ["nowhere/*.png: no image files match"]
     names = output_names([Path("a/x.png"), Path("b/x.jpg"), Path("x-2.png"), Path("c/x.png")])
-    assert names == ["x", "x-3", "x-2", "x-4"]
+    assert names == ["x", "x-2", "x-2-2", "x-3"]  # inputs stream in: only earlier ones count
 
 
 @pytest.mark.slow
@@ -213,3 +213,128 @@ def test_results_never_read_back_and_replacements_said(
     assert main([*argv[:1], str(photo_folder / "day" / "gray.png"), *argv[1:]]) == 0
     assert sorted(p.name for p in out.iterdir()) == first  # no _overlay_overlay.jpg, no gray-2
     assert "warning: 6 earlier result(s)" in capsys.readouterr().err
+
+
+def test_an_image_and_a_video_whose_results_would_share_a_name(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``x.jpg`` writes ``x.png``, and the video ``x.png.mp4`` would write its frames into the
+    folder ``x.png/``: names are decided on every file an input writes, so the video becomes
+    ``x.png-2/``, and a second run replaces both (the folder once replaced the label map, and the
+    re-run was refused)."""
+    from test_video import write_clip
+
+    model, src, out = make_checkpoint("fcn8s", width=0.0625), tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    cv2.imwrite(str(src / "x.jpg"), scene(24, 32, 1))
+    write_clip(src / "x.png.mp4", 2, fourcc="mp4v")
+    for again in (False, True):
+        result = run(src, "-o", out, "--model", model, "--device", "cpu")
+        assert result.returncode == 0, result.stderr
+        assert "x.png.mp4 is written as x.png-2/" in result.stderr
+        assert ("2 earlier result(s)" in result.stderr) is again, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["x.png", "x.png-2"]
+    assert read_label_png(out / "x.png").shape == (24, 32)
+    assert sorted(p.name for p in (out / "x.png-2").glob("*.png")) == ["000000.png", "000001.png"]
+
+
+def test_long_names_are_written_and_names_too_long_refused_alone(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """A 240-character name fits every result; one whose overlay's name would pass 255 bytes is
+    one line, and the others still run."""
+    model, src, out = make_checkpoint("fcn8s", width=0.0625), tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    long, too_long = "a" * 240, "b" * 250
+    cv2.imwrite(str(src / f"{long}.png"), scene(20, 24, 1))
+    cv2.imwrite(str(src / f"{too_long}.png"), scene(20, 24, 2))
+    result = run(src, "-o", out, "--model", model, "--device", "cpu", "--overlay")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and too_long in errors[0] and "shorter name" in errors[0], errors
+    assert sorted(p.name for p in out.iterdir()) == [f"{long}.png", f"{long}_overlay.jpg"]
+
+
+def test_the_summary_line_escapes_the_output_folder(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), scene(20, 24, 1))
+    out = tmp_path / "out\nerror: FORGED"
+    result = run(tmp_path / "a.png", "-o", out, "--model", make_checkpoint("fcn8s", width=0.0625))
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and "out\\nerror: FORGED" in result.stdout
+    assert (out / "a.png").is_file()
+
+
+def test_a_result_in_the_way_of_an_input_found_in_a_folder_fails_that_input_alone(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Inputs found in folders are checked as their turn comes: the one whose result would
+    replace a user's file is one line; the others are written (named inputs are checked before
+    any work: test_owned.test_image_results_in_the_way)."""
+    model, src, out = make_checkpoint("fcn8s", width=0.0625), tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(src / f"{name}.png"), scene(20, 24, 1))
+    (out / "a.png").write_bytes(b"a user's notes")
+    result = run(src, "-o", out, "--model", model, "--device", "cpu")
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "a.png is not an fcn-deploy output" in errors[0], errors
+    assert (out / "a.png").read_bytes() == b"a user's notes" and (out / "b.png").is_file()
+
+
+def test_links_into_the_output_folder_are_never_inputs(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Nothing inside OUTDIR is read as input, whatever path leads there."""
+    model, src = make_checkpoint("fcn8s", width=0.0625), tmp_path / "in"
+    out = src / "results"
+    src.mkdir()
+    cv2.imwrite(str(src / "real.png"), scene(20, 24, 1))
+    assert run(src, "-o", out, "--model", model, "--device", "cpu").returncode == 0
+    (src / "link.png").symlink_to(out / "real.png")  # a label map, through a file link
+    (src / "sub").mkdir()
+    (src / "sub" / "into").symlink_to(out)  # the results folder, through a folder link
+    again = run(src, "-o", out, "--model", model, "--device", "cpu")
+    assert again.returncode == 0, again.stderr
+    assert "1 image(s)" in again.stdout and "link.png" not in again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["real.png"]
+
+
+def test_progress_shows_rate_done_of_total_and_time_left(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """On a terminal the bar counts images against the total once all inputs are found."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import struct
+    import termios
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(src / f"{i}.png"), scene(20, 24, i))
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+    process = subprocess.Popen(
+        [FCN_PREDICT, src, "-o", tmp_path / "out", "--model", make_checkpoint("fcn8s", 0.0625)],
+        stdout=subprocess.PIPE, stderr=terminal,
+    )  # fmt: skip
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal's other end closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert process.wait(timeout=240) == 0
+    text = shown.decode(errors="replace")
+    assert re.search(r"predicting: 100%.*\b5/5 \[[\d:]+<[\d:]+, +[\d.]+img/s", text), text

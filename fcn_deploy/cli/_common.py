@@ -10,13 +10,12 @@ import math
 import os
 import re
 import signal
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .._io import os_reason
-from .._progress import LOGGERS
+from .._progress import LOGGERS, Progress, console
 from ..errors import FCNError
 
 __all__ = [
@@ -67,10 +66,15 @@ def say(*lines: str, err: bool = False) -> None:
     characters, so nothing they print can split into a line of its own. A table is passed as its
     lines (``say(*table.splitlines())``). Flushed: a supervisor waiting for fcn-serve's
     ``ready:`` line sees it at once, and stdout and stderr keep their order in a shared log.
+    On stderr, through `Progress.write` to the user's `console`: a progress bar on a terminal
+    stays whole, and the lines reach the terminal while Ray's output is set aside.
     """
-    stream = sys.stderr if err else sys.stdout
     for line in lines:
-        print(one_line(line), file=stream, flush=True)
+        if err:
+            Progress.write(one_line(line), file=console())
+            console().flush()
+        else:
+            print(one_line(line), flush=True)
 
 
 def run_cli(
@@ -209,11 +213,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler `parse_args` installs (a later call finds and replaces it).
 
-    It writes to whatever ``sys.stderr`` is at the time, so it outlives a redirected stream.
+    It writes to whatever the user's console (`fcn_deploy._progress.console`: ``sys.stderr``, unless
+    another library's output is sent aside) is at the time, so it outlives a redirected stream.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
+        self.stream = console()
         super().emit(record)
 
 

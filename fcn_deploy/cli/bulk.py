@@ -1,29 +1,32 @@
-"""fcn-predict's bulk options: videos (``--every/--start/--end``) and Ray Data (``--ray``)."""
+"""fcn-predict's bulk options: videos (``--every/--start/--end``), Ray Data (``--ray``) and the
+manifest (``--manifest``)."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..api import Segmenter, is_video
+from .._progress import output_to
 from ..api.video import FrameSelection
-from ..bulk.outputs import OutputFolder
+from ..bulk.manifest import SUFFIXES, Manifest, ManifestRow
+from ..bulk.outputs import OutputFolder, check_name_length
 from ..errors import FCNError
 from ._common import EXIT_FAILED, non_negative_float, positive_float, positive_int, say
 
-__all__ = [
-    "add_bulk_args",
-    "check_video_args",
-    "output_folder",
-    "predict_videos",
-    "ray_address",
-    "run_ray",
-]
+if TYPE_CHECKING:
+    from .predict import Input
+
+__all__ = ["add_bulk_args", "check_video_args", "output_folder", "ray_address", "run_ray"]
 
 
 def add_bulk_args(p: argparse.ArgumentParser) -> None:
-    """The video and Ray options of fcn-predict."""
+    """The video, Ray and manifest options of fcn-predict."""
     video = p.add_argument_group(
         "videos (inputs recognised by content: MP4/MOV, MKV/WebM, AVI, MPEG, FLV, WMV, Ogg)"
     )
@@ -50,16 +53,31 @@ def add_bulk_args(p: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--gpus-per-replica", type=non_negative_float, default=0.0, metavar="G", help="GPUs each"
     )
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="FILE",
+        help=f"also write a table with one row per input ({' or '.join(SUFFIXES)}): its results, "
+        "size, status and the fraction of its pixels in each class",
+    )
 
 
 def ray_address(text: str) -> str:
-    """``--ray``'s value; an existing file or folder there is the model or an input that
-    ``--ray`` (whose address is optional) took for its address."""
+    """``--ray``'s value: empty, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; an existing file
+    or folder there is the model or an input that ``--ray`` (whose address is optional) took for
+    its address."""
+    from ..bulk.batch import parse_ray_address
+
     if text and Path(text).exists():
         raise argparse.ArgumentTypeError(
             f"{text} is a file or folder, not a Ray address; --ray takes an optional address: "
             "put it after the inputs or write --ray=ADDRESS"
         )
+    if text:
+        try:
+            parse_ray_address(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
@@ -76,79 +94,107 @@ def check_video_args(args: argparse.Namespace) -> None:
     args.selection = FrameSelection(args.every, args.start, args.end)
 
 
-def predict_videos(
-    args: argparse.Namespace,
-    segmenter: Segmenter,
-    jobs: Sequence[tuple[Path, str]],
-    fail: Callable[[Path, Exception], None],
-) -> tuple[int, int, int]:
-    """Segment each video of ``jobs`` (path, output name) → (videos done, failed, frames)."""
-    from ..bulk.video import segment_video
+class _RayLog:
+    """Ray's output while it runs (see `_ray_output_aside`): an unnamed temp file, given a name
+    only when an error points to it."""
 
-    done = failed = frames = 0
-    for path, name in jobs:
-        try:
-            result = segment_video(
-                segmenter,
-                path,
-                args.output,
-                name,
-                args.selection,
-                args.alpha if args.overlay else None,
-            )
-        except FCNError as e:
-            fail(path, e)
-            failed += 1
-            continue
-        done, frames = done + 1, frames + result.frames
-    return done, failed, frames
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def mention(self, error: FCNError) -> FCNError:
+        """``error``, naming a file with Ray's messages if Ray wrote any."""
+        if self.fd is None or not os.fstat(self.fd).st_size:
+            return error
+        fd, name = tempfile.mkstemp(prefix="fcn-predict-ray-", suffix=".log")
+        with open(fd, "wb") as kept:
+            kept.write(os.pread(self.fd, os.fstat(self.fd).st_size, 0))
+        return FCNError(f"{error} (Ray's messages: {name})", param=error.param)
 
 
-def run_ray(
-    args: argparse.Namespace, files: Sequence[Path], names: Sequence[str], problems: Sequence[str]
-) -> int:
+@contextlib.contextmanager
+def _ray_output_aside(verbose: bool) -> Iterator[_RayLog]:
+    """fcn-predict's own lines alone on the terminal while Ray runs.
+
+    Ray's C++ core writes log lines to the process's stderr, its Python loggers too, and the
+    driver prints its cluster's error messages to stdout: a line about its object store on every
+    run, tracebacks of replicas that could not start, connection retries. They go to a temp file
+    (`fcn_deploy._progress.output_to`) that has no name (a killed run leaves nothing) unless an
+    error names it (`_RayLog.mention`). With ``-v`` Ray's output is shown."""
+    if verbose:
+        yield _RayLog(None)
+        return
+    fd, name = tempfile.mkstemp(prefix="fcn-predict-ray-", suffix=".log")
+    os.unlink(name)
+    try:
+        with output_to(fd):
+            yield _RayLog(fd)
+    finally:
+        os.close(fd)
+
+
+def run_ray(args: argparse.Namespace, discovery: Iterable[Input], manifest: Manifest | None) -> int:
     """fcn-predict --ray: the images through `fcn_deploy.bulk.batch.segment_dataset`."""
     if args.model is None or args.server is not None:
         raise FCNError("--ray runs a model file on Ray: pass --model PATH (not --server)")
-    videos = {f for f in files if is_video(f)}
-    problems = [*problems, *(f"{f}: a video; --ray runs images (run videos without it)"
-                             for f in sorted(videos))]  # fmt: skip
-    for problem in problems:
-        say(f"error: {problem}", err=True)
-    names = [n for f, n in zip(files, names, strict=True) if f not in videos]
-    files = [f for f in files if f not in videos]
-    if not files:
-        say("0 images; nothing written")
-        return EXIT_FAILED
-    output = OutputFolder(args.output)
-    kept = 0 if output.remote else sum(output.complete(n, args.overlay) for n in names)
-    if kept:  # plain fcn-predict replaces them; a --ray job resumes
-        say(
-            f"warning: {kept} image(s) already have results in {args.output}; --ray keeps them "
-            "and skips those images (delete the results to redo them)",
-            err=True,
-        )
     from ..bulk.batch import segment_dataset
 
-    report = segment_dataset(
-        files,
-        args.model,
-        args.output,
-        names=names,
-        address=args.ray or None,
-        replicas=args.replicas,
-        gpus_per_replica=args.gpus_per_replica,
-        batch_size=args.batch,
-        overlay_alpha=args.alpha if args.overlay else None,
-        load_options={
-            "device": args.device, "backend": args.backend, "tile": args.tile,
-            "tile_size": args.tile_size, "overlap": args.overlap,
-            "max_megapixels": args.max_megapixels, "allow_unverified": args.allow_unverified,
-            **({"variant": args.variant} if args.variant else {}),
-        },
-        classes=args.classes,
-    )  # fmt: skip
+    refused = 0
+
+    def images() -> Iterator[tuple[str, str]]:
+        """The image inputs; a video or a missing input is one line (and a manifest row)."""
+        nonlocal refused
+        for item in discovery:
+            problem = item.problem
+            if problem is None and item.video:
+                problem = f"{item.path}: a video; --ray runs images (run videos without it)"
+            if problem is None and not OutputFolder(args.output).remote:
+                try:
+                    check_name_length(item.name, args.overlay)
+                except FCNError as e:
+                    problem = f"{item.path}: {e}"
+            if problem is not None:
+                say(f"error: {problem}", err=True)
+                if manifest is not None:
+                    reason = problem.removeprefix(f"{item.path}: ")
+                    manifest.add(ManifestRow(item.path, "failed", reason))
+                refused += 1
+                continue
+            if item.name != Path(item.path).stem:
+                say(f"note: {item.path} is written as {item.name}.png ({Path(item.path).stem}.png "
+                    "is taken by another input)", err=True)  # fmt: skip
+            yield item.path, item.name
+
+    verbose = logging.getLogger("fcn_deploy").isEnabledFor(logging.DEBUG)
+    with _ray_output_aside(verbose) as ray_log:
+        try:
+            report = segment_dataset(
+                images(),
+                args.model,
+                args.output,
+                address=args.ray or None,
+                replicas=args.replicas,
+                gpus_per_replica=args.gpus_per_replica,
+                batch_size=args.batch,
+                overlay_alpha=args.alpha if args.overlay else None,
+                load_options={
+                    "device": args.device, "backend": args.backend, "tile": args.tile,
+                    "tile_size": args.tile_size, "overlap": args.overlap,
+                    "max_megapixels": args.max_megapixels,
+                    "allow_unverified": args.allow_unverified,
+                    **({"variant": args.variant} if args.variant else {}),
+                },
+                classes=args.classes,
+                manifest=manifest,
+            )  # fmt: skip
+        except FCNError as e:
+            raise ray_log.mention(e) from None
     for path, error in report.failed:
-        say(f"error: {error if error.startswith(path) else f'{path}: {error}'}", err=True)
-    say(report.summary())
-    return EXIT_FAILED if report.failed or problems else 0
+        line = error if error.startswith(path) else f"{path}: {error}"
+        say(f"error: {line}", err=True)
+    if report.skipped:  # plain fcn-predict replaces them; a --ray job resumes
+        say(f"warning: {report.skipped} image(s) already have results in {args.output}; --ray "
+            "keeps them and skips those images (delete the results to redo them)",
+            err=True)  # fmt: skip
+    where = f"results in {args.output}" if report.written or report.skipped else "nothing written"
+    say(f"{report.summary()}; {where}")
+    return EXIT_FAILED if report.failed or refused else 0
