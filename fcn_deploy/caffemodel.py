@@ -40,6 +40,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from ._gate import open_regular, regular_file
 from ._io import describe_file, os_reason
 from .errors import FCNError
 from .meta import Preprocessing, read_classes
@@ -109,13 +110,7 @@ _WEIGHT_LAYOUTS = {
 }
 _AT_ONCE_SCALES = {"scale_pool4": AT_ONCE_POOL4_SCALE, "scale_pool3": AT_ONCE_POOL3_SCALE}
 
-_SPECIAL_FILES = (  # what a path is when it is not a regular file, for messages
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
+WHAT = "Caffe .caffemodel file"  # for the gate's messages: "m: no such Caffe .caffemodel file"
 
 @dataclass
 class CaffeWeights:
@@ -166,8 +161,10 @@ def read_caffemodel(path: str | os.PathLike[str]) -> CaffeWeights:
     path = Path(path)
     _check_file(path)
     try:
-        with _open_regular(path) as f:
-            raw = _read_layers(_Wire(f, path, os.fstat(f.fileno()).st_size))
+        with open_regular(path, WHAT) as f:  # still the regular file checked, never a pipe
+            size = os.fstat(f.fileno()).st_size
+            _check_size(path, size)
+            raw = _read_layers(_Wire(f, path, size))
     except OSError as e:
         raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
     if not raw:
@@ -178,17 +175,9 @@ def read_caffemodel(path: str | os.PathLike[str]) -> CaffeWeights:
 
 
 def _check_file(path: Path) -> None:
-    """A regular file of a size Caffe reads that is not a prototxt or a known other format; a
-    pipe or device is refused from its type, before it is opened."""
-    try:
-        mode = os.stat(path)
-    except FileNotFoundError:
-        raise FCNError(f"{path}: no such file (expected a Caffe .caffemodel)") from None
-    except OSError as e:
-        raise FCNError(f"{path}: cannot read ({os_reason(e)})") from None
-    if stat.S_ISDIR(mode.st_mode):
-        raise FCNError(f"{path} is a folder; expected a Caffe .caffemodel file")
-    _check_regular(path, mode)
+    """A regular file (the gate's `regular_file`: a pipe or device is refused from its type,
+    before it is opened) of a size Caffe reads that is not a prototxt or a known other format."""
+    _check_size(path, os.stat(regular_file(path, WHAT)).st_size)
     what = describe_file(path)
     if what == "a text file":
         with open(path, "rb") as f:
@@ -202,28 +191,12 @@ def _check_file(path: Path) -> None:
         raise FCNError(f"{path} is {what}, not a Caffe .caffemodel")
 
 
-def _check_regular(path: Path, mode: os.stat_result) -> None:
-    if not stat.S_ISREG(mode.st_mode):
-        what = next((w for test, w in _SPECIAL_FILES if test(mode.st_mode)), "a special file")
-        raise FCNError(f"{path} is {what}, not a regular file; pass the .caffemodel file itself")
-    if mode.st_size > MAX_FILE_BYTES:
+def _check_size(path: Path, size: int) -> None:
+    if size > MAX_FILE_BYTES:
         raise FCNError(
-            f"{path} is {mode.st_size / 2**30:.1f} GiB; a .caffemodel is at most 2 GiB (Caffe's "
-            "own limit; a full FCN-8s is 0.5 GiB): this is not one"
+            f"{path} is {size / 2**30:.1f} GiB; a .caffemodel is at most 2 GiB (Caffe's own "
+            "limit; a full FCN-8s is 0.5 GiB): this is not one"
         )
-
-
-def _open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for reading, refused unless it is still the regular file checked before
-    (opened without blocking, so a pipe put in its place cannot hang the open)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        _check_regular(path, os.fstat(fd))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 @dataclass

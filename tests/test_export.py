@@ -252,7 +252,7 @@ def test_read_metadata_rejects_foreign_and_damaged_files(tmp_path: Path) -> None
     garbage.write_bytes(b"\xff\x00not a protobuf" * 10)
     with pytest.raises(FCNError):
         read_onnx_metadata(garbage)
-    with pytest.raises(FCNError, match="no such file"):
+    with pytest.raises(FCNError, match="no such ONNX model"):
         read_onnx_metadata(tmp_path / "missing.onnx")
 
 

@@ -36,6 +36,7 @@ from caffe_writer import (
     two_headed,
     varint,
 )
+from fuzz_helpers import tried
 from hypothesis import event, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -273,6 +274,7 @@ def check_weights(weights: CaffeWeights) -> None:
 
 @given(data=mutated(st.tuples(small_nets(), st.just(())), least=0))
 def test_any_small_net_gives_weights_or_one_error(scratch: Path, data: Damaged) -> None:
+    tried(bytes(data))
     result = bounded(read_caffemodel, scratch, bytes(data))
     if isinstance(result, CaffeWeights):
         check_weights(result)
@@ -284,6 +286,7 @@ def test_any_damaged_fcn_loads_or_gives_one_error(scratch: Path, data: Damaged) 
     the reader's arrays is PyTorch's work, held to the time bound alone (tracing its allocations
     would cost ten times the reading)."""
     damaged = bytes(data)
+    tried(damaged)
     weights = bounded(read_caffemodel, scratch, damaged)
     if not isinstance(weights, CaffeWeights):
         return
@@ -296,6 +299,7 @@ def test_any_damaged_fcn_loads_or_gives_one_error(scratch: Path, data: Damaged) 
 
 @given(data=st.binary(max_size=2048), head=st.sampled_from([b"", b"\n\x03FCN", b"\xa2\x06"]))
 def test_any_bytes_give_weights_or_one_error(scratch: Path, head: bytes, data: bytes) -> None:
+    tried(head + data)
     result = bounded(read_caffemodel, scratch, head + data)
     if isinstance(result, CaffeWeights):
         check_weights(result)

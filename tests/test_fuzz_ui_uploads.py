@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fuzz_helpers import tried
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -76,6 +77,7 @@ def requests(draw: st.DrawFn) -> str:
 def test_any_request_gives_files_or_one_error_line(
     text: str, max_files: int, max_bytes: int
 ) -> None:
+    tried(text)
     try:
         uploads = parse_uploads(text, max_files, max_bytes)
     except FCNError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from fuzz_helpers import tried
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,6 +53,7 @@ records = st.fixed_dictionaries(
 
 @given(st.text() | json_values.map(json.dumps) | records.map(json.dumps))
 def test_any_record_text_reads_as_mismatch_unless_it_is_the_written_one(text: str) -> None:
+    tried(text)
     meta = OnnxMetadata.from_props(PROPS | {RECORD_KEY: text})
     if meta.verification != RECORD_MISMATCH:  # the same record, written differently
         assert (meta.verification, meta.graph_sha256) == (PASSED, META.graph_sha256)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzz_helpers import tried
 from hypothesis import given
 from hypothesis import strategies as st
 from test_video import write_clip
@@ -107,6 +108,7 @@ def test_damaged_videos_are_one_error(
             damaged[at : at + len(chunk)] = chunk
         else:
             damaged[at:at] = chunk
+    tried(bytes(damaged))
     path = tmp_path_factory.mktemp("damaged") / f"v.{kind}"
     path.write_bytes(bytes(damaged))
     try:

@@ -445,7 +445,8 @@ def test_sigterm_still_stops_a_run_that_uses_the_decoder_process(
 
     for _ in range(400):
         children |= set(process_tree(proc.pid))
-        if (tmp_path / "out").exists() and any((tmp_path / "out").iterdir()):
+        out = tmp_path / "out"  # made at the start: wait for a result (a decoder has run)
+        if children and out.exists() and any(p.suffix == ".png" for p in out.iterdir()):
             break
         if proc.poll() is not None:
             break

@@ -73,7 +73,7 @@ def test_openvino_image_mode_and_segmenter(exports) -> None:
 
 
 def test_openvino_refuses_cuda_and_foreign_files(tmp_path: Path) -> None:
-    with pytest.raises(FCNError, match="no such file"):
+    with pytest.raises(FCNError, match="no such ONNX model"):
         OpenVINORunner(tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")

@@ -89,7 +89,7 @@ def test_runner_rejects_bad_input(fp16_io_export, batch, message: str) -> None:
 
 
 def test_runner_refuses_missing_or_foreign_file(tmp_path: Path) -> None:
-    with pytest.raises(FCNError, match="no such file"):
+    with pytest.raises(FCNError, match="no such ONNX model"):
         OnnxRuntimeRunner(tmp_path / "nope.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00\x01garbage")

@@ -654,7 +654,7 @@ def test_encoded_images_over_the_megapixel_limit_are_refused_before_decoding() -
     # the model's bounds are checked from the header too: this file has no pixels to decode
     small = SizeBounds(min_hw=(1, 1), max_hw=(256, 320), max_batch=1)
     with pytest.raises(FCNError, match=r"9000x9000 \(HxW\) is larger than this model accepts"):
-        decode_image(png_header(9000, 9000), small)
+        decode_image(png_header(9000, 9000), [small])
 
 
 def test_instance_handshake_race_is_recognised() -> None:
