@@ -18,7 +18,25 @@ import fcn_deploy
 from fcn_deploy.bulk.batch import LOCAL_RAY_ENV
 from fcn_deploy.models import create_model
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one thread per worker when pytest-xdist runs the suite on several (scripts/test.sh: two)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+
+# Modules whose tests run fcn-deploy's CLIs, servers, Ray or a browser as processes of their
+# own: the full suite's work, left out of the quick tier (scripts/test.sh --quick, `-m "not
+# slow"`) with the tests marked slow one by one.
+PROCESS_MODULES = frozenset({
+    "test_batch", "test_bench", "test_caffemodel", "test_cli_common", "test_cli_errors",
+    "test_demo", "test_export", "test_gpu_machine_env", "test_input_gate", "test_manifest",
+    "test_predict_cli", "test_progress", "test_serve", "test_train", "test_triton_repo",
+    "test_ui", "test_ui_serve", "test_video", "test_video_seek",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in PROCESS_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 def _hypothesis_profiles() -> None:
