@@ -110,7 +110,8 @@ _WEIGHT_LAYOUTS = {
 }
 _AT_ONCE_SCALES = {"scale_pool4": AT_ONCE_POOL4_SCALE, "scale_pool3": AT_ONCE_POOL3_SCALE}
 
-WHAT = "Caffe .caffemodel file"  # for the gate's messages: "m: no such Caffe .caffemodel file"
+_WHAT = "Caffe .caffemodel file"  # for the gate's messages: "m: no such Caffe .caffemodel file"
+
 
 @dataclass
 class CaffeWeights:
@@ -161,7 +162,7 @@ def read_caffemodel(path: str | os.PathLike[str]) -> CaffeWeights:
     path = Path(path)
     _check_file(path)
     try:
-        with open_regular(path, WHAT) as f:  # still the regular file checked, never a pipe
+        with open_regular(path, _WHAT) as f:  # still the regular file checked, never a pipe
             size = os.fstat(f.fileno()).st_size
             _check_size(path, size)
             raw = _read_layers(_Wire(f, path, size))
@@ -177,7 +178,7 @@ def read_caffemodel(path: str | os.PathLike[str]) -> CaffeWeights:
 def _check_file(path: Path) -> None:
     """A regular file (the gate's `regular_file`: a pipe or device is refused from its type,
     before it is opened) of a size Caffe reads that is not a prototxt or a known other format."""
-    _check_size(path, os.stat(regular_file(path, WHAT)).st_size)
+    _check_size(path, os.stat(regular_file(path, _WHAT)).st_size)
     what = describe_file(path)
     if what == "a text file":
         with open(path, "rb") as f:

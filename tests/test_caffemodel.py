@@ -661,9 +661,7 @@ def test_special_files_are_refused_without_reading(tmp_path: Path) -> None:
     thread.start()
     thread.join(60)
     assert not thread.is_alive(), f"hung; got {results}"
-    assert results["pipe.caffemodel"] == (
-        f"{fifo} is a named pipe (FIFO), not a regular file"
-    )
+    assert results["pipe.caffemodel"] == (f"{fifo} is a named pipe (FIFO), not a regular file")
     assert "zero.caffemodel is a character device, not a regular file" in str(
         results["zero.caffemodel"]
     )
