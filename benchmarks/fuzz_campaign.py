@@ -79,6 +79,7 @@ def run_property(
     """Run one property in its own process group; watch its record file for stalls."""
     run = Run(reader, node.split("::", 1)[1], profile)
     record = Path(tempfile.mkstemp(prefix=f"fuzz-{reader}-")[1])
+    last_input: bytes | None = None
     log = Path(tempfile.mkstemp(prefix=f"fuzz-{reader}-", suffix=".log")[1])
     env = {**os.environ, "FCN_HYPOTHESIS_PROFILE": profile, "FCN_FUZZ_RECORD": str(record)}
     start = time.monotonic()
@@ -88,15 +89,13 @@ def run_property(
              "no:logging", "--hypothesis-show-statistics", "-x"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-        last_change, last_size = time.monotonic(), -1
+        last_change, seen = time.monotonic(), 0
         while proc.poll() is None:
             time.sleep(1.0)
-            try:
-                stamp = record.stat().st_mtime_ns
-            except OSError:
-                stamp = -1
-            if stamp != last_size:
-                last_change, last_size = time.monotonic(), stamp
+            # the property rewrites the record for every input: a read may catch it empty
+            count, last = _read_record(record)
+            if count > seen:
+                last_change, seen, last_input = time.monotonic(), count, last
             stalled = time.monotonic() - last_change > stall
             if stalled or time.monotonic() - start > limit:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -105,7 +104,9 @@ def run_property(
                 run.hangs = int(stalled)
                 break
     run.seconds = time.monotonic() - start
-    run.inputs, last_input = _read_record(record)
+    count, last = _read_record(record)
+    run.inputs = max(count, seen)
+    last_input = last if count >= seen else last_input
     text = log.read_text(errors="replace")
     code = proc.returncode
     if not run.outcome:
