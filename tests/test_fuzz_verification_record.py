@@ -62,6 +62,7 @@ def test_any_record_text_reads_as_mismatch_unless_it_is_the_written_one(text: st
 
 @given(st.sampled_from(sorted(set(PROPS) - {RECORD_KEY})), st.text())
 def test_changing_any_other_entry_is_seen(key: str, value: str) -> None:
+    tried(f"{key}={value}")
     try:
         meta = OnnxMetadata.from_props(PROPS | {key: value})
     except DAMAGED:
@@ -77,6 +78,7 @@ def test_changing_any_other_entry_is_seen(key: str, value: str) -> None:
 @given(st.dictionaries(st.text().map("fcn_deploy.".__add__), st.text(), max_size=3))
 def test_added_entries_are_seen(extra: dict[str, str]) -> None:
     extra.pop(RECORD_KEY, None)
+    tried(repr(extra))
     try:
         meta = OnnxMetadata.from_props(PROPS | extra)
     except DAMAGED:

@@ -33,6 +33,7 @@ NUMBERS = st.one_of(
 def test_any_selection_is_valid_or_refused(
     every: object, start: object, end: object, fps: float, frames: int
 ) -> None:
+    tried(repr((every, start, end, fps, frames)))
     try:
         selection = FrameSelection(every, start, end)  # type: ignore[arg-type]
     except FCNError as e:
@@ -65,6 +66,7 @@ def test_any_start_gives_the_plain_loops_frames(
     clips: dict[str, tuple[Path, list]], kind: str, start: float, every: int, span: float | None
 ) -> None:
     path, frames = clips[kind]
+    tried(repr((kind, start, every, span)))
     selection = FrameSelection(every, start, None if span is None else start + span)
     want = selected(frames, selection)
     reader, _ = open_video(path)
