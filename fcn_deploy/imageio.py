@@ -163,7 +163,8 @@ def orient(image: np.ndarray, orientation: int) -> np.ndarray:
 class ImageHeader:
     """What an image file's header declares, read without decoding any pixel."""
 
-    format: str  # Pillow's name ("PNG", "JPEG", "TIFF", "JPEG2000", ...), "APNG", or "HDR"
+    #: Pillow's name ("PNG", "JPEG", "TIFF", "JPEG2000", ...), "APNG", "progressive JPEG", "HDR"
+    format: str
     width: int
     height: int
     orientation: int = 1  # EXIF orientation: 1 as stored, 2..8 turned or mirrored when shown
@@ -249,6 +250,10 @@ def _pillow_header(data: bytes, source: str) -> ImageHeader:
             raise FCNError(f"{source}: a GIF image; GIFs are not supported (convert to PNG)")
         if kind == "PNG" and getattr(image, "n_frames", 1) != 1:
             kind = "APNG"  # OpenCV parses its frame chunks itself: not in this process
+        if kind in ("JPEG", "MPO") and image.info.get("progressive"):
+            # its scans are not bounded by its size: a 280 KB file of 300 repeated scans took
+            # libjpeg 25 s at 64 MP; in the decoder process its time is limited
+            kind = "progressive JPEG"
         orientation = _orientation(image)
     if kind == "JPEG2000":
         stream = _jp2_codestream_size(data)
@@ -397,7 +402,8 @@ def _file_limit(max_megapixels: float | None) -> int | None:
     """The largest image file read for ``max_megapixels``: its pixels uncompressed, plus 1 MiB."""
     if max_megapixels is None:
         return None
-    return int(max_megapixels * 1e6 * MAX_FILE_BYTES_PER_PIXEL) + (1 << 20)
+    # capped: a limit of 1e302 megapixels is no limit, not an overflow
+    return int(min(max_megapixels * 1e6 * MAX_FILE_BYTES_PER_PIXEL, 2.0**62)) + (1 << 20)
 
 
 @functools.lru_cache(maxsize=16)

@@ -201,6 +201,33 @@ def test_every_format_fcn_predict_collects_decodes_as_opencv_does(tmp_path: Path
     assert read_image(gray).shape == (64, 96, 3)
 
 
+def test_a_progressive_jpeg_is_decoded_in_the_decoder_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: decoded in process, unlimited: a 280 KB progressive JPEG repeating one scan 300
+    times kept libjpeg busy 25 s at 64 MP (2,000 scans: 176 s). Its time is limited now."""
+    import fcn_deploy._decoder as decoder
+    from fcn_deploy.imageio import read_header
+
+    picture = np.random.default_rng(4).integers(0, 255, (48, 64, 3), np.uint8)
+    path = tmp_path / "p.jpg"
+    cv2.imwrite(str(path), picture, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    assert read_header(path.read_bytes()).format == "progressive JPEG"
+    used, real = [], decoder.decoder_process
+    monkeypatch.setattr(decoder, "decoder_process", lambda: used.append(1) or real())
+    np.testing.assert_array_equal(read_image(path), cv2.imread(str(path)))
+    assert used, "decoded in process"
+    cv2.imwrite(str(path), picture)  # baseline: in process, as before
+    assert read_header(path.read_bytes()).format == "JPEG"
+
+
+def test_a_megapixel_limit_past_any_file_size_is_no_limit(tmp_path: Path) -> None:
+    """Before: ``--max-megapixels 1e302`` raised OverflowError (the file-size cap overflowed)."""
+    path = tmp_path / "p.png"
+    cv2.imwrite(str(path), np.zeros((8, 8, 3), np.uint8))
+    assert read_image(path, 1e302).shape == (8, 8, 3)
+
+
 def test_label_maps_pass_the_gate(inputs: Path, tmp_path: Path) -> None:
     with pytest.raises(FCNError, match="text or colour-profile chunk inflates past 1 MB"):
         read_label_png(inputs / "ztxt.png")
@@ -318,15 +345,18 @@ def test_under_ray_every_bad_file_is_named_in_one_line_and_the_rest_written(
     for k in range(6):
         cv2.imwrite(str(folder / f"g{k}.png"), np.full((40, 56, 3), 30 * k, np.uint8))
     (folder / "bad\nerror: FORGED LINE.png").write_bytes(b"not an image")
+    (folder / os.fsdecode(b"raw\xff.png")).write_bytes((folder / "g0.png").read_bytes())
     for bad in ("ztxt.png", "lie.jp2"):
         (folder / bad).write_bytes((inputs / bad).read_bytes())
     result = run(BIN / "fcn-predict", inputs / "m7.pt", folder, "-o", tmp_path / "out", "--ray",
-                 timeout=600)  # fmt: skip
+                 "--manifest", tmp_path / "m.csv", timeout=600)  # fmt: skip
     assert result.returncode == 1, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert not any(line.startswith("error: FORGED") for line in errors), errors
     assert sorted(e.split(": ", 2)[1].rsplit("/", 1)[-1] for e in errors) == [
-        "bad\\nerror", "lie.jp2", "ztxt.png"], errors  # fmt: skip
+        "bad\\nerror", "lie.jp2", "raw\\udcff.png", "ztxt.png"], errors  # fmt: skip
+    assert "is not UTF-8 text" in next(e for e in errors if "raw" in e)
+    assert "raw\\udcff.png,failed," in (tmp_path / "m.csv").read_text()  # a manifest row too
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"g{k}.png" for k in range(6)]
 

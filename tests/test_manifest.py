@@ -161,6 +161,11 @@ def test_the_manifest_is_never_an_input_nor_in_a_result_s_way(
     refused = run(table, "-o", out, "--model", model, "--manifest", table)
     assert refused.returncode == 2 and "--manifest" in refused.stderr, refused.stderr
     assert table.read_text() == "a user's table\n" and not out.exists()
+    names = tmp_path / "names.csv"  # nor the class names it would be written with
+    names.write_text("".join(f"c{i}\n" for i in range(21)))
+    refused = run(table, "-o", out, "--model", model, "--classes", names, "--manifest", names)
+    assert refused.returncode == 2 and "the input --classes" in refused.stderr, refused.stderr
+    assert names.read_text().startswith("c0\nc1\n") and not out.exists()
 
     write_clip(src / "run.csv.mp4", 2, fourcc="mp4v")  # its frames would go to out/run.csv/
     result = run(src / "run.csv.mp4", "-o", out, "--model", model, "--manifest", out / "run.csv")
@@ -170,6 +175,23 @@ def test_the_manifest_is_never_an_input_nor_in_a_result_s_way(
     (row,) = read_rows(out / "run.csv")
     assert row["status"] == "ok" and row["labels"] == str(out / "run.csv-2")
     assert row["frames"] == "2" and int(row["bytes"]) == (src / "run.csv.mp4").stat().st_size
+
+
+def test_a_name_that_is_not_utf8_is_escaped_in_both_formats(
+    make_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Before: UnicodeEncodeError from the CSV writer and a cut manifest (Parquet likewise)."""
+    import pyarrow.parquet as pq
+
+    model, src = make_checkpoint("fcn8s", width=0.0625), tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / os.fsdecode(b"raw\xff.png")), scene(16, 16, 1))
+    for suffix in ("csv", "parquet"):
+        table = tmp_path / f"m.{suffix}"
+        result = run(src, "-o", tmp_path / suffix, "--model", model, "--manifest", table)
+        assert result.returncode == 0, result.stderr
+        rows = read_rows(table) if suffix == "csv" else pq.read_table(table).to_pylist()
+        assert [(r["input"], r["status"]) for r in rows] == [(f"{src}/raw\\udcff.png", "ok")]
 
 
 def test_a_video_s_row_has_its_class_fractions(

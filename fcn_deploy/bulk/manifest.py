@@ -100,6 +100,14 @@ def _is_journal(path: Path) -> bool:
         return False
 
 
+def _text(cell: str | None) -> str | None:
+    """``cell`` as valid UTF-8: a file name that is not (kept by Python as surrogates) is written
+    with those bytes as ``\\udcff`` escapes, as fcn-predict's lines show it."""
+    if cell is None:
+        return None
+    return cell.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class Manifest:
     """``--manifest FILE`` (see the module): the path is checked when made (``output``: the run's
     output folder, which may hold it before it exists), rows go to the journal at once while
@@ -161,7 +169,7 @@ class Manifest:
             counts = np.asarray(row.pixels, dtype=np.float64)[:classes]
             fractions = [f"{v:.6g}" for v in counts / counts.sum()]
         numbers = (row.bytes, row.width, row.height, row.frames)
-        cells = [row.input, row.status, row.reason, row.labels, row.overlay]
+        cells = [_text(c) for c in (row.input, row.status, row.reason, row.labels, row.overlay)]
         cells += ["" if v is None or v < 0 else str(int(v)) for v in numbers]
         try:
             self._writer.writerow(cells + fractions)

@@ -94,6 +94,15 @@ def check_video_args(args: argparse.Namespace) -> None:
     args.selection = FrameSelection(args.every, args.start, args.end)
 
 
+def _undecodable(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` holds bytes that are not UTF-8 (kept by Python as surrogates)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class _RayLog:
     """Ray's output while it runs (see `_ray_output_aside`): an unnamed temp file, given a name
     only when an error points to it."""
@@ -147,6 +156,9 @@ def run_ray(args: argparse.Namespace, discovery: Iterable[Input], manifest: Mani
             problem = item.problem
             if problem is None and item.video:
                 problem = f"{item.path}: a video; --ray runs images (run videos without it)"
+            if problem is None and _undecodable(item.path):
+                problem = (f"{item.path}: a name that is not UTF-8 text, which Ray's tables cannot "
+                           "hold; rename it, or run it without --ray")  # fmt: skip
             if problem is None and not OutputFolder(args.output).remote:
                 try:
                     check_name_length(item.name, args.overlay)

@@ -634,7 +634,11 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         refuse_overwrites(
             {"--manifest": manifest.path},
-            {"MODEL": args.model, **{a: a for a in args.inputs if Path(a).is_file()}},
+            {
+                "MODEL": args.model,
+                "--classes": args.classes,
+                **{a: a for a in args.inputs if Path(a).is_file()},
+            },
         )
     reserved = check_named_inputs(args.inputs, args.output, args.overlay, manifest)
     names = OutputNames(args.overlay, reserved)

@@ -298,19 +298,22 @@ def check_verified(
 ) -> None:
     """Refuse a file whose export failed verification, or whose verification record is missing
     or no longer matches it, unless ``allow_unverified``; warn (once per file and process) about
-    one exported without verification, unless ``allow_unverified``."""
+    one exported without verification or of the format without records (a deleted record and
+    format version read as that: it loads, but never silently), unless ``allow_unverified``."""
     status = meta.verification
-    if allow_unverified or status in (PASSED, UNRECORDED):
+    if allow_unverified or status == PASSED:
         return
-    if status == NOT_VERIFIED:
+    if status in (NOT_VERIFIED, UNRECORDED):
         key = os.path.abspath(path)
         if key not in _WARNED:
             _WARNED.add(key)
-            log.warning(
-                "%s was exported without verification: ONNX Runtime never compared it with "
-                "PyTorch (export it again with verification to check it)",
-                path,
+            why = (
+                "was exported without verification: ONNX Runtime never compared it with PyTorch"
+                if status == NOT_VERIFIED  # UNRECORDED: format 1, or a record deleted with it
+                else "holds no verification record (written before fcn-deploy kept one, or "
+                "edited): nothing in it says it passed verification"
             )
+            log.warning("%s %s (export it again with verification to check it)", path, why)
         return
     if status is not None and status.startswith("failed"):
         why = f"failed verification when it was exported ({status})"
