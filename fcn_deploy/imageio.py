@@ -17,6 +17,7 @@ import re
 import struct
 import threading
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +251,8 @@ def _pillow_header(data: bytes, source: str) -> ImageHeader:
             raise FCNError(f"{source}: a GIF image; GIFs are not supported (convert to PNG)")
         if kind == "PNG" and getattr(image, "n_frames", 1) != 1:
             kind = "APNG"  # OpenCV parses its frame chunks itself: not in this process
+        elif kind == "PNG" and not _plain_png(data):
+            kind = "irregular PNG"  # libpng's and OpenCV's error paths: not in this process
         if kind in ("JPEG", "MPO") and image.info.get("progressive"):
             # its scans are not bounded by its size: a 280 KB file of 300 repeated scans took
             # libjpeg 25 s at 64 MP; in the decoder process its time is limited
@@ -378,6 +381,42 @@ def decode_image_bytes(
             "file)"
         )
     return to_bgr8(orient(image, header.orientation), decoded=True)
+
+
+_PNG_CRITICAL = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND"})
+_PNG_ANIMATION = frozenset({b"acTL", b"fcTL", b"fdAT"})
+
+
+def _plain_png(data: bytes) -> bool:
+    """Whether a PNG's chunks are what libpng reads without an error path: IHDR first, at most
+    one PLTE before the image data and only where the colour type uses one, the IDAT chunks
+    together, IEND last, no animation chunks (OpenCV decodes those with its own APNG reader)
+    and correct checksums on the critical chunks. Anything else is decoded in the decoder
+    process: a 1.2 KB PNG with a stray acTL and a second PLTE made OpenCV segfault here."""
+    pos, chunks, plte, idat = 8, 0, 0, 0  # idat: 0 none yet, 1 in them, 2 after them
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, end = data[pos + 4 : pos + 8], pos + 12 + length
+        if end > len(data) or kind in _PNG_ANIMATION or (kind == b"IHDR") != (chunks == 0):
+            return False
+        if kind[:1].isupper():  # critical: known, and its checksum right
+            crc = int.from_bytes(data[end - 4 : end], "big")
+            if kind not in _PNG_CRITICAL or zlib.crc32(data[pos + 4 : end - 4]) != crc:
+                return False
+        if kind == b"PLTE":
+            plte += 1
+            if plte > 1 or idat or data[25] not in (2, 3, 6):  # data[25]: IHDR's colour type
+                return False
+        if kind == b"IDAT":
+            if idat == 2:
+                return False
+            idat = 1
+        elif idat == 1:
+            idat = 2
+        if kind == b"IEND":
+            return length == 0 and idat == 2
+        chunks, pos = chunks + 1, end
+    return False
 
 
 def _decode(data: bytes, header: ImageHeader, source: str) -> np.ndarray | None:

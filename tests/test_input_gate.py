@@ -221,6 +221,28 @@ def test_a_progressive_jpeg_is_decoded_in_the_decoder_process(
     assert read_header(path.read_bytes()).format == "JPEG"
 
 
+def test_an_irregular_png_is_decoded_in_the_decoder_process(tmp_path: Path) -> None:
+    """Found by the fuzzing campaign: a 1.2 KB grey-and-alpha PNG with a stray animation chunk
+    (acTL) and two PLTE chunks made OpenCV segfault in process. A PNG whose chunks libpng would
+    take an error path on (or that OpenCV reads as animated) goes to the decoder process."""
+    from fcn_deploy.imageio import read_header
+
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 38, 8, 4, 0, 0, 0))
+    idat = png_chunk(b"IDAT", bytes.fromhex(
+        "789cedc13101000000c2a0f54f6d0a3fa00000000000000000000000e06d2ebe0001"))  # fmt: skip
+    forged = b"".join([
+        b"\x89PNG\r\n\x1a\n", ihdr, png_chunk(b"PLTE", bytes(420)),
+        png_chunk(b"acTL", bytes.fromhex("ffffffff00000001")), idat,
+        png_chunk(b"PLTE", bytes(669)), png_chunk(b"tEXt", b"k\x00\xbf|\xfe2B"),
+        png_chunk(b"IEND", b""),
+    ])  # fmt: skip
+    assert read_header(forged).format == "irregular PNG"
+    with pytest.raises(FCNError, match=r"x\.png: not a readable irregular PNG image"):
+        decode_image_bytes(forged, 100, str(tmp_path / "x.png"))  # crashed this process before
+    regular = cv2.imencode(".png", np.zeros((38, 1, 4), np.uint8))[1].tobytes()
+    assert read_header(regular).format == "PNG"  # in process, as before
+
+
 def test_a_megapixel_limit_past_any_file_size_is_no_limit(tmp_path: Path) -> None:
     """Before: ``--max-megapixels 1e302`` raised OverflowError (the file-size cap overflowed)."""
     path = tmp_path / "p.png"
