@@ -144,9 +144,10 @@ def _read_record(record: Path) -> tuple[int, bytes | None]:
 
 def _failure(text: str) -> str:
     """The error lines and the falsifying example of a failed property."""
-    marks = ("E ", "Falsifying", "Draw ")
-    keep = [line for line in text.splitlines() if line.startswith(marks) or marks[1] in line]
-    return "\n".join(keep)[-3000:] or text[-3000:]
+    lines = text.splitlines()
+    errors = [line for line in lines if line.startswith("E ")][-20:]  # the error itself
+    example = [line[:300] for line in lines if line.startswith("Draw ") or "Falsifying" in line]
+    return "\n".join([*errors, *example[:10]])[:3000] or text[-3000:]
 
 
 def _statistics_count(text: str) -> int:
